@@ -1,0 +1,178 @@
+import Model
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The run's position and identity stored beside the tensors of a checkpoint.
+public struct CheckpointState: Equatable, Sendable {
+    /// Optimiser steps completed.
+    public var step: Int64
+    /// Epoch of the next batch.
+    public var epoch: Int64
+    /// Global samples consumed so far.
+    public var samplesSeen: Int64
+    /// Ranks of the run that wrote it.
+    public var worldSize: Int
+    /// The resolved configuration as JSON.
+    public var configuration: String
+    /// Attributes of `/data`: what the sampler and random streams need to continue
+    /// (`seed`, `shuffle`, `samples_seen`, `epoch`, `dataset_size`, `global_batch_size`).
+    public var data: [String: Int64]
+
+    public init(step: Int64, epoch: Int64, samplesSeen: Int64, worldSize: Int, configuration: String, data: [String: Int64]) {
+        self.step = step
+        self.epoch = epoch
+        self.samplesSeen = samplesSeen
+        self.worldSize = worldSize
+        self.configuration = configuration
+        self.data = data
+    }
+}
+
+/// Checkpoints in the HDF5 layout of spec/checkpoint.md (format version 1): tensors in PyTorch's
+/// layouts, float32 little-endian, chunked, Fletcher-32 checksummed; written to a temporary name in
+/// the same folder, flushed and synced, then renamed.
+public enum Checkpoint {
+    public static let format = "vqvae-checkpoint"
+    public static let formatVersion: Int64 = 1
+
+    /// `step-00001200.h5`.
+    public static func fileName(step: Int64) -> String {
+        let digits = String(step)
+        return "step-" + String(repeating: "0", count: max(0, 8 - digits.count)) + digits + ".h5"
+    }
+
+    /// Writes the checkpoint of `model` and `optimizer` at `state.step` into `directory` and
+    /// returns its path. A failure leaves no file under the final name.
+    @discardableResult
+    public static func write(directory: String, model: VQVAE, optimizer: Adam, state: CheckpointState) throws -> String {
+        let finalPath = directory + "/" + fileName(step: state.step)
+        let temporaryPath = directory + "/." + fileName(step: state.step) + ".tmp-\(getpid())"
+        do {
+            let file = try HDF5File.create(temporaryPath)
+            try writeContents(file, model: model, optimizer: optimizer, state: state)
+            try file.flush()
+            try file.close()
+        } catch {
+            unlink(temporaryPath)
+            throw error
+        }
+        syncToDisk(path: temporaryPath)
+        guard rename(temporaryPath, finalPath) == 0 else {
+            let reason = String(cString: strerror(errno))
+            unlink(temporaryPath)
+            throw DataError("\(finalPath): cannot rename the finished checkpoint into place (\(reason))")
+        }
+        syncToDisk(path: directory)
+        return finalPath
+    }
+
+    private static func writeContents(_ file: HDF5File, model: VQVAE, optimizer: Adam, state: CheckpointState) throws {
+        try file.setAttribute("format", string: format)
+        try file.setAttribute("format_version", int64: formatVersion)
+        try file.setAttribute("step", int64: state.step)
+        try file.setAttribute("epoch", int64: state.epoch)
+        try file.setAttribute("samples_seen", int64: state.samplesSeen)
+        try file.setAttribute("world_size", int64: Int64(state.worldSize))
+        try file.setAttribute("model", string: model.configuration.model.rawValue)
+        try file.setAttribute("config", string: state.configuration)
+        try file.setAttribute("created", string: isoTimestamp())
+
+        let store = model.parameters
+        let largest = max(store.slots.map(\.count).max() ?? 0, 1)
+        let staging = FloatBuffer(count: largest)
+        for slot in store.slots {
+            for (group, buffer) in [("model", store.values), ("optimizer/adam_m", optimizer.firstMoment),
+                                    ("optimizer/adam_v", optimizer.secondMoment)] {
+                slot.exportToTorch(buffer.pointer + slot.offset, into: staging.pointer)
+                try file.writeFloats("/\(group)/\(slot.name)", shape: slot.shape, from: staging.pointer)
+            }
+        }
+        let quantizer = model.quantizer
+        if quantizer.kind == .ema {
+            let (k, d) = (quantizer.codes, quantizer.dimension)
+            try file.writeFloats("/model/quantizer/codebook", shape: [k, d], from: quantizer.emaState.pointer)
+            try file.writeFloats("/model/quantizer/ema_count", shape: [k], from: quantizer.emaCount)
+            try file.writeFloats("/model/quantizer/ema_sum", shape: [k, d], from: quantizer.emaSum)
+        }
+        try file.createGroup("/optimizer")
+        try file.setAttribute("t", on: "/optimizer", int64: optimizer.step)
+        try file.setAttribute("lr", on: "/optimizer", double: Double(optimizer.learningRate))
+        try file.setAttribute("beta1", on: "/optimizer", double: optimizer.beta1)
+        try file.setAttribute("beta2", on: "/optimizer", double: optimizer.beta2)
+        try file.setAttribute("eps", on: "/optimizer", double: optimizer.epsilon)
+        try file.setAttribute("weight_decay", on: "/optimizer", double: optimizer.weightDecay)
+        try file.createGroup("/data")
+        for (name, value) in state.data.sorted(by: { $0.key < $1.key }) {
+            try file.setAttribute(name, on: "/data", int64: value)
+        }
+    }
+
+    /// Reads a checkpoint into `model` (and `optimizer`, when given), checking the format, the
+    /// model kind and every tensor's shape; a damaged tensor fails its Fletcher-32 check.
+    public static func load(path: String, into model: VQVAE, optimizer: Adam?) throws -> CheckpointState {
+        let file = try HDF5File.open(path)
+        let foundFormat = (try? file.stringAttribute("format")) ?? "(none)"
+        guard foundFormat == format else {
+            throw DataError("\(path): not a checkpoint (format attribute is '\(foundFormat)', expected '\(format)')")
+        }
+        let version = try file.int64Attribute("format_version")
+        guard version == formatVersion else {
+            throw DataError("\(path): checkpoint format version \(version) is not supported (this build reads version \(formatVersion))")
+        }
+        let kind = try file.stringAttribute("model")
+        guard kind == model.configuration.model.rawValue else {
+            throw DataError("\(path): checkpoint holds a '\(kind)' model, not '\(model.configuration.model.rawValue)'")
+        }
+        let store = model.parameters
+        let staging = FloatBuffer(count: max(store.slots.map(\.count).max() ?? 0, 1))
+        for slot in store.slots {
+            var groups = [("model", store.values)]
+            if let optimizer { groups += [("optimizer/adam_m", optimizer.firstMoment), ("optimizer/adam_v", optimizer.secondMoment)] }
+            for (group, buffer) in groups {
+                let name = "/\(group)/\(slot.name)"
+                guard file.kind(of: name) == .dataset else {
+                    throw DataError("\(path): tensor '\(name)' is missing (a checkpoint of another architecture?)")
+                }
+                try file.readFloats(name, shape: slot.shape, into: staging.pointer)
+                slot.importFromTorch(staging.pointer, into: buffer.pointer + slot.offset)
+            }
+        }
+        let quantizer = model.quantizer
+        if quantizer.kind == .ema {
+            let (k, d) = (quantizer.codes, quantizer.dimension)
+            guard file.kind(of: "/model/quantizer/ema_count") == .dataset else {
+                throw DataError("\(path): no EMA statistics (/model/quantizer/ema_count); was it trained with --codebook grad?")
+            }
+            try file.readFloats("/model/quantizer/codebook", shape: [k, d], into: quantizer.emaState.pointer)
+            try file.readFloats("/model/quantizer/ema_count", shape: [k], into: quantizer.emaCount)
+            try file.readFloats("/model/quantizer/ema_sum", shape: [k, d], into: quantizer.emaSum)
+        }
+        if let optimizer {
+            optimizer.step = try file.int64Attribute("t", on: "/optimizer")
+        }
+        var data: [String: Int64] = [:]
+        for name in ["seed", "shuffle", "samples_seen", "epoch", "dataset_size", "global_batch_size"]
+        where file.hasAttribute(name, on: "/data") {
+            data[name] = try file.int64Attribute(name, on: "/data")
+        }
+        return CheckpointState(
+            step: try file.int64Attribute("step"), epoch: try file.int64Attribute("epoch"),
+            samplesSeen: try file.int64Attribute("samples_seen"), worldSize: Int(try file.int64Attribute("world_size")),
+            configuration: try file.stringAttribute("config"), data: data)
+    }
+
+    /// The `config` JSON of a checkpoint, read without building a model.
+    public static func configuration(path: String) throws -> String {
+        try HDF5File.open(path).stringAttribute("config")
+    }
+
+    static func isoTimestamp() -> String {
+        var now = time(nil)
+        var parts = tm()
+        gmtime_r(&now, &parts)
+        var buffer = [CChar](repeating: 0, count: 32)
+        strftime(&buffer, 32, "%Y-%m-%dT%H:%M:%SZ", &parts)
+        return String(cString: buffer)
+    }
+}

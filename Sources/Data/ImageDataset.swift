@@ -1,0 +1,171 @@
+import CHDF5
+
+/// An image dataset of spec/dataset.md: one or more HDF5 files, each with `images` `(N, H, W, C)`
+/// (C 1 or 3, uint8 0..255 or float32 0..1), concatenated in the order given.
+///
+/// Everything is validated when the dataset is opened; reads fetch only the requested samples
+/// (hyperslab selections along N) and return them normalised as spec/model.md says:
+/// `v/255 - 0.5` for uint8 and `v - 0.5` for float32, NHWC `[count, H, W, C]`.
+public final class ImageDataset {
+    public let paths: [String]
+    public let imagesKey: String
+    public let count: Int
+    public let height: Int
+    public let width: Int
+    public let channels: Int
+    public let elementType: ElementType
+    public let chunks: [Int]?
+    public let filters: [String]
+    /// Whether every file has a `labels` dataset of shape `(N,)`.
+    public let hasLabels: Bool
+
+    private struct Part {
+        let file: HDF5File
+        let dataset: hid_t
+        let start: Int
+        let count: Int
+    }
+    private let parts: [Part]
+    private var staging: [UInt8] = []
+
+    public init(paths: [String], imagesKey: String = "images") throws {
+        guard !paths.isEmpty else { throw DataError("no dataset file given (use --data FILE)") }
+        var parts: [Part] = []
+        var shape: [Int]?
+        var type: ElementType?
+        var firstInfo: DatasetInfo?
+        var labels = true
+        var total = 0
+        for path in paths {
+            let file = try HDF5File.open(path)
+            guard file.kind(of: imagesKey) == .dataset else {
+                throw DataError("\(path): no dataset '\(imagesKey)' (spec: images of shape (N, H, W, C); see --images-key)")
+            }
+            let info = try file.info(imagesKey)
+            guard info.shape.count == 4 else {
+                throw DataError("\(path): '\(imagesKey)' has shape \(info.shape); expected 4 dimensions (N, H, W, C)")
+            }
+            guard info.shape[3] == 1 || info.shape[3] == 3 else {
+                throw DataError("\(path): '\(imagesKey)' has \(info.shape[3]) channels (shape \(info.shape)); expected C = 1 or 3 in (N, H, W, C)")
+            }
+            guard info.elementType == .uint8 || info.elementType == .float32 else {
+                throw DataError("\(path): '\(imagesKey)' has dtype \(info.elementType.rawValue); expected uint8 or float32")
+            }
+            guard info.shape[1] > 0, info.shape[2] > 0 else {
+                throw DataError("\(path): '\(imagesKey)' has empty images (shape \(info.shape))")
+            }
+            if let shape, let type {
+                guard Array(info.shape.dropFirst()) == shape else {
+                    throw DataError("\(path): images are \(info.shape.dropFirst().map(String.init).joined(separator: "x")) but \(paths[0]) has \(shape.map(String.init).joined(separator: "x")); all files must agree")
+                }
+                guard info.elementType == type else {
+                    throw DataError("\(path): dtype \(info.elementType.rawValue) differs from \(paths[0]) (\(type.rawValue)); all files must agree")
+                }
+            } else {
+                shape = Array(info.shape.dropFirst())
+                type = info.elementType
+                firstInfo = info
+            }
+            let labelInfo = file.kind(of: "labels") == .dataset ? try? file.info("labels") : nil
+            if labelInfo?.shape != [info.shape[0]] || labelInfo?.elementType.isInteger != true { labels = false }
+            let dataset = try file.openDataset(imagesKey)
+            parts.append(Part(file: file, dataset: dataset, start: total, count: info.shape[0]))
+            total += info.shape[0]
+        }
+        guard total > 0 else { throw DataError("\(paths.joined(separator: ", ")): the dataset holds no images") }
+        self.paths = paths
+        self.imagesKey = imagesKey
+        self.parts = parts
+        count = total
+        height = shape![0]
+        width = shape![1]
+        channels = shape![2]
+        elementType = type!
+        chunks = firstInfo?.chunks
+        filters = firstInfo?.filters ?? []
+        hasLabels = labels
+    }
+
+    deinit { for part in parts { H5Dclose(part.dataset) } }
+
+    public var imageElements: Int { height * width * channels }
+
+    /// Reads the samples at global `indices` into `destination` `[indices.count, H, W, C]`,
+    /// normalised. Consecutive indices within a file are read with one selection.
+    public func read(indices: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        let rowShape = [height, width, channels]
+        let elements = imageElements
+        if elementType == .uint8 && staging.count < indices.count * elements {
+            staging = [UInt8](repeating: 0, count: indices.count * elements)
+        }
+        var position = 0
+        while position < indices.count {
+            let first = indices[position]
+            guard first >= 0 && first < count else { throw DataError("sample index \(first) is outside the dataset (N = \(count))") }
+            let part = parts.last { $0.start <= first }!
+            // Extend the run while indices are consecutive and in the same file.
+            var run = 1
+            while position + run < indices.count, indices[position + run] == first + run,
+                  first + run < part.start + part.count { run += 1 }
+            let local = first - part.start
+            let target = destination + position * elements
+            if elementType == .float32 {
+                try part.file.readRows(part.dataset, name: imagesKey, rank: 4, start: local, count: run, rowShape: rowShape,
+                                       memoryType: CHDF5_T_NATIVE_FLOAT(), into: target)
+                for i in 0..<(run * elements) { target[i] = target[i] - 0.5 }
+            } else {
+                try staging.withUnsafeMutableBytes { bytes in
+                    let base = bytes.baseAddress! + position * elements
+                    try part.file.readRows(part.dataset, name: imagesKey, rank: 4, start: local, count: run, rowShape: rowShape,
+                                           memoryType: CHDF5_T_NATIVE_UINT8(), into: base)
+                    let pixels = base.assumingMemoryBound(to: UInt8.self)
+                    for i in 0..<(run * elements) { target[i] = Float(pixels[i]) / 255 - 0.5 }
+                }
+            }
+            position += run
+        }
+    }
+
+    /// Labels of the samples at `indices`, when every file has them.
+    public func labels(indices: [Int]) throws -> [Int64] {
+        guard hasLabels else { throw DataError("\(paths.joined(separator: ", ")): no 'labels' dataset of shape (N,)") }
+        var result = [Int64](repeating: 0, count: indices.count)
+        for (i, index) in indices.enumerated() {
+            guard index >= 0 && index < count else { throw DataError("sample index \(index) is outside the dataset (N = \(count))") }
+            let part = parts.last { $0.start <= index }!
+            let dataset = try part.file.openDataset("labels")
+            defer { H5Dclose(dataset) }
+            try withUnsafeMutableBytes(of: &result[i]) { bytes in
+                try part.file.readRows(dataset, name: "labels", rank: 1, start: index - part.start, count: 1, rowShape: [],
+                                       memoryType: CHDF5_T_NATIVE_INT64(), into: bytes.baseAddress!)
+            }
+        }
+        return result
+    }
+
+    /// Writes images `[N, H, W, C]` as uint8 to a new file (for tests and tools), chunked by 64 rows.
+    public static func writeUInt8(path: String, images: [UInt8], shape: [Int], labels: [Int64]? = nil) throws {
+        precondition(shape.count == 4 && images.count == shape.reduce(1, *))
+        let file = try HDF5File.create(path)
+        try images.withUnsafeBufferPointer { try file.writeBytes("images", shape: shape, rowsPerChunk: 64, from: $0.baseAddress!) }
+        if let labels { try file.writeInt64("labels", values: labels) }
+        try file.close()
+    }
+}
+
+extension HDF5File {
+    /// Writes a 1-D int64 dataset.
+    func writeInt64(_ name: String, values: [Int64]) throws {
+        var dims = [hsize_t(values.count)]
+        let space = H5Screate_simple(1, &dims, nil)
+        guard space >= 0 else { throw DataError("\(path): cannot describe '\(name)'") }
+        defer { H5Sclose(space) }
+        let dataset = H5Dcreate2(id, name, CHDF5_T_STD_I64LE(), space, CHDF5_P_DEFAULT(), CHDF5_P_DEFAULT(), CHDF5_P_DEFAULT())
+        guard dataset >= 0 else { throw DataError("\(path): cannot create dataset '\(name)'") }
+        defer { H5Dclose(dataset) }
+        let status = values.withUnsafeBufferPointer {
+            H5Dwrite(dataset, CHDF5_T_NATIVE_INT64(), CHDF5_S_ALL(), CHDF5_S_ALL(), CHDF5_P_DEFAULT(), $0.baseAddress)
+        }
+        guard status >= 0 else { throw DataError("\(path): writing '\(name)' failed") }
+    }
+}

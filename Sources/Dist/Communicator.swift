@@ -1,0 +1,94 @@
+import CMPI
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An MPI call that failed, with MPI's own explanation.
+public struct CommunicationError: Error, CustomStringConvertible {
+    public let description: String
+}
+
+/// The world of ranks this process belongs to, over OpenMPI. A process started without
+/// `mpirun`/`srun` is a world of one. The only code that calls MPI; every return code is checked.
+///
+/// Errors on MPI_COMM_WORLD are returned (MPI_ERRORS_RETURN), not fatal, so a failure becomes a
+/// clear message followed by `abort`, which ends every rank.
+public final class Communicator {
+    public let rank: Int
+    public let size: Int
+    private let world: MPI_Comm
+    private var finalized = false
+
+    /// Initialises MPI (once per process).
+    public init() throws {
+        var provided: Int32 = 0
+        var argc: Int32 = 0
+        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
+        try Communicator.check(MPI_Init_thread(&argc, &argv, CMPI_THREAD_FUNNELED(), &provided), "MPI_Init_thread")
+        world = CMPI_COMM_WORLD()
+        try Communicator.check(MPI_Comm_set_errhandler(world, CMPI_ERRORS_RETURN()), "MPI_Comm_set_errhandler")
+        var rank: Int32 = 0, size: Int32 = 0
+        try Communicator.check(MPI_Comm_rank(world, &rank), "MPI_Comm_rank")
+        try Communicator.check(MPI_Comm_size(world, &size), "MPI_Comm_size")
+        self.rank = Int(rank)
+        self.size = Int(size)
+    }
+
+    public var isRoot: Bool { rank == 0 }
+
+    static func check(_ code: Int32, _ call: String) throws {
+        guard code != CMPI_SUCCESS() else { return }
+        var buffer = [CChar](repeating: 0, count: Int(CMPI_MAX_ERROR_STRING()) + 1)
+        var length: Int32 = 0
+        MPI_Error_string(code, &buffer, &length)
+        throw CommunicationError(description: "\(call) failed: \(String(cString: buffer))")
+    }
+
+    /// In-place sum over all ranks.
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws {
+        guard size > 1, count > 0 else { return }
+        try Communicator.check(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_FLOAT(), CMPI_SUM(), world), "MPI_Allreduce")
+    }
+
+    /// In-place sum over all ranks.
+    public func allReduceSum(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
+        guard size > 1, count > 0 else { return }
+        try Communicator.check(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_DOUBLE(), CMPI_SUM(), world), "MPI_Allreduce")
+    }
+
+    /// In-place maximum over all ranks.
+    public func allReduceMax(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
+        guard size > 1, count > 0 else { return }
+        try Communicator.check(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_DOUBLE(), CMPI_MAX(), world), "MPI_Allreduce")
+    }
+
+    /// Sends `root`'s buffer to every rank.
+    public func broadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) throws {
+        guard size > 1, count > 0 else { return }
+        try Communicator.check(MPI_Bcast(buffer, Int32(count), CMPI_FLOAT(), Int32(root), world), "MPI_Bcast")
+    }
+
+    /// Sends `root`'s bytes to every rank.
+    public func broadcast(bytes buffer: UnsafeMutableRawPointer, count: Int, root: Int = 0) throws {
+        guard size > 1, count > 0 else { return }
+        try Communicator.check(MPI_Bcast(buffer, Int32(count), CMPI_BYTE(), Int32(root), world), "MPI_Bcast")
+    }
+
+    public func barrier() throws {
+        guard size > 1 else { return }
+        try Communicator.check(MPI_Barrier(world), "MPI_Barrier")
+    }
+
+    /// Ends every rank of the job with `code` (MPI_Abort); never returns.
+    public func abort(code: Int32) -> Never {
+        if size > 1 { MPI_Abort(world, code) }
+        exit(code)
+    }
+
+    /// Ends MPI cleanly; call once on every rank before exiting normally.
+    public func finalize() {
+        guard !finalized else { return }
+        finalized = true
+        MPI_Finalize()
+    }
+}

@@ -1,0 +1,69 @@
+/// Which network is trained.
+public enum ModelKind: String, Codable, Sendable, CaseIterable {
+    case vqvae, vae, ae
+}
+
+/// A configuration that cannot be built, with a message for the user.
+public struct ModelError: Error, CustomStringConvertible, Equatable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// The architecture and loss settings of spec/model.md, with its defaults.
+public struct ModelConfiguration: Codable, Equatable, Sendable {
+    public var model: ModelKind = .vqvae
+    /// Input image size `H x W x C`.
+    public var height: Int
+    public var width: Int
+    public var channels: Int
+    public var hidden = 128
+    public var residualHidden = 32
+    public var residualBlocks = 2
+    public var downsamplings = 2
+    public var codeDimension = 64
+    public var codes = 512
+    public var commitment: Double = 0.25
+    public var decay: Double = 0.99
+    public var emaEpsilon: Double = 1e-5
+    public var codebook: CodebookKind = .ema
+
+    public init(height: Int, width: Int, channels: Int) {
+        self.height = height
+        self.width = width
+        self.channels = channels
+    }
+
+    /// Latent grid `h x w` after the stride-2 layers.
+    public var latentHeight: Int { height >> downsamplings }
+    public var latentWidth: Int { width >> downsamplings }
+
+    /// Output channels of `encoder/down{i}`: `hidden / 2^(down-1-i)`.
+    public func downChannels(_ i: Int) -> Int { hidden >> (downsamplings - 1 - i) }
+
+    /// Checks that the network can be built for these images; throws a message naming the problem.
+    public func validate() throws {
+        if model != .vqvae {
+            throw ModelError("--model \(model.rawValue) is not available in this version; use --model vqvae")
+        }
+        guard channels == 1 || channels == 3 else {
+            throw ModelError("images have \(channels) channels; 1 or 3 are supported")
+        }
+        guard downsamplings >= 1 && downsamplings <= 6 else {
+            throw ModelError("--down must be between 1 and 6 (got \(downsamplings))")
+        }
+        for (name, value) in [("--hidden", hidden), ("--res-hidden", residualHidden), ("--code-dim", codeDimension), ("--codes", codes)] where value < 1 {
+            throw ModelError("\(name) must be at least 1 (got \(value))")
+        }
+        guard residualBlocks >= 0 else { throw ModelError("--res-blocks must not be negative (got \(residualBlocks))") }
+        guard hidden % (1 << (downsamplings - 1)) == 0 else {
+            throw ModelError("--hidden \(hidden) must be divisible by 2^(down-1) = \(1 << (downsamplings - 1))")
+        }
+        let factor = 1 << downsamplings
+        guard height > 0, width > 0, height % factor == 0, width % factor == 0 else {
+            throw ModelError("image size \(height)x\(width) is not divisible by 2^down = \(factor); crop the images or change --down")
+        }
+        guard commitment >= 0 else { throw ModelError("--commitment must not be negative") }
+        guard decay > 0 && decay < 1 else { throw ModelError("--decay must be in (0, 1) (got \(decay))") }
+        guard emaEpsilon > 0 else { throw ModelError("--ema-eps must be positive") }
+    }
+}

@@ -1,0 +1,323 @@
+/// The per-step figures of a forward pass, averaged over this rank's share of the batch.
+public struct Losses: Equatable, Sendable {
+    /// `mean((x_hat - x)^2)` in normalised space.
+    public var reconstruction: Double
+    /// `mean((z - q)^2)`, before the commitment weight.
+    public var commitment: Double
+    /// The loss that is minimised: reconstruction + beta * commitment (+ the codebook loss with
+    /// `--codebook grad`, which has the same value as the commitment term's mean).
+    public var total: Double
+
+    public init(reconstruction: Double, commitment: Double, total: Double) {
+        self.reconstruction = reconstruction
+        self.commitment = commitment
+        self.total = total
+    }
+}
+
+/// The VQ-VAE of spec/model.md on NHWC images `[N, H, W, C]` in normalised space (`v/255 - 0.5`).
+///
+/// All trained parameters live in `parameters` (one flat buffer, gradients beside it). Every
+/// activation, gradient and workspace buffer is allocated once for `maxBatch` images; a training
+/// step allocates nothing.
+public final class VQVAE {
+    public let configuration: ModelConfiguration
+    public let parameters = ParameterStore()
+    public let quantizer: VectorQuantizer
+    public let maxBatch: Int
+
+    let downs: [Conv2d]
+    let encoderConv: Conv2d
+    let encoderBlocks: [ResidualBlock]
+    let preQuant: Conv2d
+    let decoderConv: Conv2d
+    let decoderBlocks: [ResidualBlock]
+    let ups: [ConvTranspose2d]
+
+    /// Sizes `(h, w)` at each resolution: index 0 the image, index i after i stride-2 layers.
+    let resolutions: [(height: Int, width: Int)]
+
+    // Activations, each `[maxBatch, h, w, channels]` at its resolution.
+    let downOutputs: [FloatBuffer]        // relu(conv) of each encoder/down{i}
+    let encoderStack: ResidualStackBuffers
+    public let latent: FloatBuffer        // z   [N, h, w, D]
+    public let quantized: FloatBuffer     // q   [N, h, w, D]
+    public let codeIndices: UnsafeMutableBufferPointer<Int32>  // [N, h, w]
+    let decoderStack: ResidualStackBuffers
+    let upOutputs: [FloatBuffer]          // relu(convT) between ups; the last is x_hat
+    let gradientA: FloatBuffer
+    let gradientB: FloatBuffer
+    let scratch: FloatBuffer
+    let workspace: FloatBuffer
+
+    private var lastBatch = 0
+
+    public init(configuration: ModelConfiguration, maxBatch: Int) throws {
+        try configuration.validate()
+        guard maxBatch >= 1 else { throw ModelError("the batch per rank must be at least 1") }
+        self.configuration = configuration
+        self.maxBatch = maxBatch
+        let c = configuration
+        var sizes = [(height: c.height, width: c.width)]
+        for _ in 0..<c.downsamplings { sizes.append((sizes.last!.height / 2, sizes.last!.width / 2)) }
+        resolutions = sizes
+        let stride2 = Window(kernel: 4, stride: 2, padding: 1)
+        let same3 = Window(kernel: 3, stride: 1, padding: 1)
+
+        var downs: [Conv2d] = []
+        for i in 0..<c.downsamplings {
+            downs.append(Conv2d(name: "encoder/down\(i)", inputChannels: i == 0 ? c.channels : c.downChannels(i - 1),
+                                outputChannels: c.downChannels(i), window: stride2, parameters: parameters))
+        }
+        self.downs = downs
+        encoderConv = Conv2d(name: "encoder/conv", inputChannels: c.hidden, outputChannels: c.hidden, window: same3,
+                             parameters: parameters)
+        let store = parameters
+        encoderBlocks = (0..<c.residualBlocks).map {
+            ResidualBlock(name: "encoder/res\($0)", channels: c.hidden, residualChannels: c.residualHidden, parameters: store)
+        }
+        preQuant = Conv2d(name: "pre_quant", inputChannels: c.hidden, outputChannels: c.codeDimension,
+                          window: Window(kernel: 1), parameters: parameters)
+        quantizer = VectorQuantizer(codes: c.codes, dimension: c.codeDimension, kind: c.codebook,
+                                    commitment: Float(c.commitment), decay: c.decay, epsilon: c.emaEpsilon,
+                                    parameters: parameters)
+        decoderConv = Conv2d(name: "decoder/conv", inputChannels: c.codeDimension, outputChannels: c.hidden, window: same3,
+                             parameters: parameters)
+        decoderBlocks = (0..<c.residualBlocks).map {
+            ResidualBlock(name: "decoder/res\($0)", channels: c.hidden, residualChannels: c.residualHidden, parameters: store)
+        }
+        var ups: [ConvTranspose2d] = []
+        for i in 0..<c.downsamplings {
+            let last = i == c.downsamplings - 1
+            ups.append(ConvTranspose2d(name: "decoder/up\(i)", inputChannels: c.hidden >> i,
+                                       outputChannels: last ? c.channels : c.hidden >> (i + 1),
+                                       window: stride2, parameters: parameters))
+        }
+        self.ups = ups
+        parameters.allocate()
+
+        // Buffers.
+        let n = maxBatch
+        let latentPositions = n * c.latentHeight * c.latentWidth
+        downOutputs = (0..<c.downsamplings).map { i in
+            FloatBuffer(count: n * sizes[i + 1].height * sizes[i + 1].width * c.downChannels(i))
+        }
+        encoderStack = ResidualStackBuffers(blocks: encoderBlocks, positions: latentPositions, channels: c.hidden)
+        latent = FloatBuffer(count: latentPositions * c.codeDimension)
+        quantized = FloatBuffer(count: latentPositions * c.codeDimension)
+        codeIndices = .allocate(capacity: latentPositions)
+        codeIndices.initialize(repeating: 0)
+        decoderStack = ResidualStackBuffers(blocks: decoderBlocks, positions: latentPositions, channels: c.hidden)
+        upOutputs = ups.enumerated().map { i, up in
+            FloatBuffer(count: n * sizes[c.downsamplings - 1 - i].height * sizes[c.downsamplings - 1 - i].width * up.outputChannels)
+        }
+        var largest = n * c.height * c.width * c.channels
+        for buffer in downOutputs + upOutputs { largest = max(largest, buffer.count) }
+        largest = max(largest, latentPositions * max(c.hidden, c.codeDimension))
+        gradientA = FloatBuffer(count: largest)
+        gradientB = FloatBuffer(count: largest)
+        scratch = FloatBuffer(count: latentPositions * c.residualHidden)
+
+        var work = quantizer.workspaceCount(vectors: latentPositions)
+        for (i, conv) in downs.enumerated() {
+            work = max(work, conv.workspaceCount(batch: n, height: sizes[i].height, width: sizes[i].width))
+        }
+        let (lh, lw) = (c.latentHeight, c.latentWidth)
+        work = max(work, encoderConv.workspaceCount(batch: n, height: lh, width: lw))
+        work = max(work, decoderConv.workspaceCount(batch: n, height: lh, width: lw))
+        for block in encoderBlocks + decoderBlocks { work = max(work, block.workspaceCount(batch: n, height: lh, width: lw)) }
+        for (i, up) in ups.enumerated() {
+            let size = sizes[c.downsamplings - i]
+            work = max(work, up.workspaceCount(batch: n, height: size.height, width: size.width))
+        }
+        workspace = FloatBuffer(count: work)
+    }
+
+    deinit { codeIndices.deallocate() }
+
+    /// Fresh weights from `seed`: PyTorch's default initialisation, a standard-normal codebook,
+    /// `N = 0`, `M = E`. The same seed always gives the same model.
+    public func initialize(seed: UInt64) {
+        parameters.initialize(seed: seed)
+        quantizer.initializeEMA(seed: seed)
+    }
+
+    /// The reconstruction `x_hat` `[N, H, W, C]` of the last forward pass.
+    public var reconstruction: FloatBuffer { upOutputs.last! }
+
+    public var imageCount: Int { configuration.height * configuration.width * configuration.channels }
+    public var latentCount: Int { configuration.latentHeight * configuration.latentWidth }
+
+    /// Forward pass over `batch` images `[N, H, W, C]`. With `training`, the quantizer also
+    /// collects this share's EMA statistics (`quantizer.batchStatistics`).
+    @discardableResult
+    public func forward(images: UnsafePointer<Float>, batch: Int, training: Bool) -> Losses {
+        precondition(batch >= 1 && batch <= maxBatch, "batch \(batch) exceeds the allocated \(maxBatch)")
+        lastBatch = batch
+        let c = configuration
+        let p = UnsafePointer(parameters.values.pointer)
+        let work = workspace.pointer
+        var input = images
+        for (i, conv) in downs.enumerated() {
+            conv.forward(output: downOutputs[i].pointer, input: input, batch: batch,
+                         height: resolutions[i].height, width: resolutions[i].width, relu: true,
+                         parameters: p, workspace: work)
+            input = UnsafePointer(downOutputs[i].pointer)
+        }
+        let (lh, lw) = (c.latentHeight, c.latentWidth)
+        encoderConv.forward(output: encoderStack.input.pointer, input: input, batch: batch, height: lh, width: lw,
+                            parameters: p, workspace: work)
+        encoderStack.forward(blocks: encoderBlocks, batch: batch, height: lh, width: lw, parameters: p, workspace: work)
+        preQuant.forward(output: latent.pointer, input: encoderStack.output.pointer, batch: batch, height: lh, width: lw,
+                         parameters: p, workspace: work)
+        let vectors = batch * lh * lw
+        let commitment = quantizer.forward(
+            quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: latent.pointer, count: vectors,
+            codebook: quantizer.codebook(parameters: parameters), collectStatistics: training, workspace: work)
+        decoderConv.forward(output: decoderStack.input.pointer, input: quantized.pointer, batch: batch, height: lh, width: lw,
+                            parameters: p, workspace: work)
+        decoderStack.forward(blocks: decoderBlocks, batch: batch, height: lh, width: lw, parameters: p, workspace: work)
+        input = UnsafePointer(decoderStack.output.pointer)
+        for (i, up) in ups.enumerated() {
+            let size = resolutions[c.downsamplings - i]
+            up.forward(output: upOutputs[i].pointer, input: input, batch: batch, height: size.height, width: size.width,
+                       relu: i < ups.count - 1, parameters: p, workspace: work)
+            input = UnsafePointer(upOutputs[i].pointer)
+        }
+        // Reconstruction loss in double precision.
+        let count = batch * imageCount
+        let xHat = reconstruction.pointer
+        var sum: Double = 0
+        for i in 0..<count {
+            let diff = Double(xHat[i] - images[i])
+            sum += diff * diff
+        }
+        let mse = sum / Double(count)
+        var total = mse + c.commitment * commitment
+        if c.codebook == .grad { total += commitment }
+        return Losses(reconstruction: mse, commitment: commitment, total: total)
+    }
+
+    /// Backward pass of the last `forward(images:...)` over the same `images`: ACCUMULATES every
+    /// parameter's gradient of this share's mean loss into `parameters.gradients`.
+    public func backward(images: UnsafePointer<Float>) {
+        let batch = lastBatch
+        precondition(batch > 0, "backward before forward")
+        let c = configuration
+        let p = UnsafePointer(parameters.values.pointer)
+        let g = parameters.gradients.pointer
+        let work = workspace.pointer
+        var current = gradientA.pointer, other = gradientB.pointer
+
+        // d/dx_hat of mean((x_hat - x)^2).
+        let count = batch * imageCount
+        let scale = 2 / Float(count)
+        let xHat = reconstruction.pointer
+        for i in 0..<count { current[i] = scale * (xHat[i] - images[i]) }
+
+        for i in stride(from: ups.count - 1, through: 0, by: -1) {
+            let size = resolutions[c.downsamplings - i]
+            let input = i == 0 ? decoderStack.output.pointer : upOutputs[i - 1].pointer
+            ups[i].backward(inputGradient: other, outputGradient: current, input: input, batch: batch,
+                            height: size.height, width: size.width, parameters: p, gradients: g, workspace: work)
+            swap(&current, &other)
+            // ReLU between ups (and the stack's final ReLU for i == 0).
+            reluBackward(current, current, output: input, count: batch * size.height * size.width * ups[i].inputChannels)
+        }
+        let (lh, lw) = (c.latentHeight, c.latentWidth)
+        decoderStack.backward(blocks: decoderBlocks, gradient: &current, other: &other, batch: batch, height: lh, width: lw,
+                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer)
+        decoderConv.backward(inputGradient: other, outputGradient: current, input: quantized.pointer, batch: batch,
+                             height: lh, width: lw, parameters: p, gradients: g, workspace: work)
+        swap(&current, &other)
+        let vectors = batch * lh * lw
+        quantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: latent.pointer,
+                           quantized: quantized.pointer, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
+        swap(&current, &other)
+        preQuant.backward(inputGradient: other, outputGradient: current, input: encoderStack.output.pointer, batch: batch,
+                          height: lh, width: lw, parameters: p, gradients: g, workspace: work)
+        swap(&current, &other)
+        reluBackward(current, current, output: encoderStack.output.pointer, count: vectors * c.hidden)
+        encoderStack.backward(blocks: encoderBlocks, gradient: &current, other: &other, batch: batch, height: lh, width: lw,
+                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer, finalReLU: false)
+        let last = downs.count - 1
+        encoderConv.backward(inputGradient: other, outputGradient: current, input: downOutputs[last].pointer, batch: batch,
+                             height: lh, width: lw, parameters: p, gradients: g, workspace: work)
+        swap(&current, &other)
+        for i in stride(from: last, through: 0, by: -1) {
+            let size = resolutions[i]
+            reluBackward(current, current, output: downOutputs[i].pointer,
+                         count: batch * resolutions[i + 1].height * resolutions[i + 1].width * downs[i].outputChannels)
+            let input = i == 0 ? images : UnsafePointer(downOutputs[i - 1].pointer)
+            downs[i].backward(inputGradient: i == 0 ? nil : other, outputGradient: current, input: input, batch: batch,
+                              height: size.height, width: size.width, parameters: p, gradients: g, workspace: work)
+            swap(&current, &other)
+        }
+    }
+
+    /// Multiply-adds of one forward pass per image (convolutions and the quantizer's distances).
+    public var forwardMultiplyAddsPerImage: Int {
+        let c = configuration
+        var total = 0
+        for (i, conv) in downs.enumerated() {
+            total += conv.forwardMultiplyAdds(batch: 1, height: resolutions[i].height, width: resolutions[i].width)
+        }
+        let (lh, lw) = (c.latentHeight, c.latentWidth)
+        for conv in [encoderConv, preQuant, decoderConv] + (encoderBlocks + decoderBlocks).flatMap({ [$0.conv3x3, $0.conv1x1] }) {
+            total += conv.forwardMultiplyAdds(batch: 1, height: lh, width: lw)
+        }
+        for (i, up) in ups.enumerated() {
+            let size = resolutions[c.downsamplings - i]
+            total += up.forwardMultiplyAdds(batch: 1, height: size.height, width: size.width)
+        }
+        total += lh * lw * c.codes * c.codeDimension
+        return total
+    }
+}
+
+/// Activations of a residual stack at the latent resolution: its input, each block's output and
+/// saved tensors, and the final `relu` (`output`).
+final class ResidualStackBuffers {
+    let input: FloatBuffer
+    let blockOutputs: [FloatBuffer]
+    let saved: [FloatBuffer]
+    let output: FloatBuffer
+    let channels: Int
+
+    init(blocks: [ResidualBlock], positions: Int, channels: Int) {
+        self.channels = channels
+        input = FloatBuffer(count: positions * channels)
+        blockOutputs = blocks.map { _ in FloatBuffer(count: positions * channels) }
+        saved = blocks.map { FloatBuffer(count: $0.savedCount(positions: positions)) }
+        output = FloatBuffer(count: positions * channels)
+    }
+
+    /// `output = relu(blocks(input))`.
+    func forward(blocks: [ResidualBlock], batch: Int, height: Int, width: Int,
+                 parameters: UnsafePointer<Float>, workspace: UnsafeMutablePointer<Float>) {
+        var x = UnsafePointer(input.pointer)
+        for (j, block) in blocks.enumerated() {
+            block.forward(output: blockOutputs[j].pointer, input: x, saved: saved[j].pointer, batch: batch,
+                          height: height, width: width, parameters: parameters, workspace: workspace)
+            x = UnsafePointer(blockOutputs[j].pointer)
+        }
+        relu(output.pointer, x, count: batch * height * width * channels)
+    }
+
+    /// From `dL/doutput` in `gradient` to `dL/dinput` in `gradient` (the two pointers are swapped
+    /// as the blocks ping-pong between them). With `finalReLU: false` the caller has already
+    /// applied the final ReLU's backward.
+    func backward(blocks: [ResidualBlock], gradient: inout UnsafeMutablePointer<Float>, other: inout UnsafeMutablePointer<Float>,
+                  batch: Int, height: Int, width: Int, parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                  workspace: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, finalReLU: Bool = false) {
+        if finalReLU {
+            reluBackward(gradient, gradient, output: output.pointer, count: batch * height * width * channels)
+        }
+        for j in stride(from: blocks.count - 1, through: 0, by: -1) {
+            blocks[j].backward(inputGradient: other, outputGradient: gradient, saved: saved[j].pointer, batch: batch,
+                               height: height, width: width, parameters: parameters, gradients: gradients,
+                               workspace: workspace, scratch: scratch)
+            swap(&gradient, &other)
+        }
+    }
+}

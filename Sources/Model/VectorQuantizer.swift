@@ -1,0 +1,173 @@
+/// How the codebook learns.
+public enum CodebookKind: String, Codable, Sendable, CaseIterable {
+    /// Exponential moving averages of the assigned encoder outputs (spec/model.md).
+    case ema
+    /// A trained parameter with the loss `mean((sg(z) - q)^2)`.
+    case grad
+}
+
+/// The vector quantizer of spec/model.md over `P` code vectors `z` `[P, D]` (an NHWC latent
+/// flattened over `N*h*w`), with a codebook `E` `[K, D]`.
+///
+/// - Forward: `k = argmin_k ||z - e_k||^2` (ties: the smallest k), `q = e_k`, computed as one GEMM
+///   `z * E^T` plus the codes' squared norms.
+/// - Backward: straight-through, `dz = dq + beta * 2 (z - q) / (P*D)`; with `.grad` the codebook
+///   gets `2 (q - z) / (P*D)` per assigned vector.
+/// - EMA (`.ema`): `batchStatistics` holds `[n_k (K) | s_k (K*D)]` of the local batch; after they are
+///   summed over ranks, `applyEMA` updates `N`, `M` and `E`.
+public final class VectorQuantizer {
+    public let codes: Int
+    public let dimension: Int
+    public let kind: CodebookKind
+    public let commitment: Float
+    public let decay: Double
+    public let epsilon: Double
+
+    /// With `.grad`: the codebook's slot in the parameter store.
+    public let codebookSlot: ParameterSlot?
+    /// With `.ema`: `[codebook (K*D) | ema_count (K) | ema_sum (K*D)]`, one buffer so that it is
+    /// broadcast, fingerprinted and checkpointed whole.
+    public let emaState: FloatBuffer
+    /// `[n_k (K) | s_k (K*D)]` of the last training forward pass on this rank's share.
+    public let batchStatistics: FloatBuffer
+
+    private let codeNorms: FloatBuffer
+
+    init(codes: Int, dimension: Int, kind: CodebookKind, commitment: Float, decay: Double, epsilon: Double,
+         parameters: ParameterStore) {
+        self.codes = codes
+        self.dimension = dimension
+        self.kind = kind
+        self.commitment = commitment
+        self.decay = decay
+        self.epsilon = epsilon
+        switch kind {
+        case .grad:
+            codebookSlot = parameters.add(name: "quantizer/codebook", shape: [codes, dimension], uniformBound: nil)
+            emaState = FloatBuffer(count: 0)
+        case .ema:
+            codebookSlot = nil
+            emaState = FloatBuffer(count: codes * dimension * 2 + codes)
+        }
+        batchStatistics = FloatBuffer(count: codes + codes * dimension)
+        codeNorms = FloatBuffer(count: codes)
+    }
+
+    /// The EMA codebook's start: `E ~ N(0, 1)` from `(seed, stream)`, `N = 0`, `M = E`.
+    /// (With `.grad` the parameter store initialises the codebook.)
+    func initializeEMA(seed: UInt64) {
+        guard kind == .ema else { return }
+        var random = SplitMix64(seed: seed, stream: 0xC0DE_B00C)
+        let size = codes * dimension
+        for i in 0..<size { emaState[i] = random.normal() }
+        emaCount.update(repeating: 0, count: codes)
+        emaSum.update(from: emaState.pointer, count: size)
+    }
+
+    /// `E` `[K, D]`, wherever it lives.
+    public func codebook(parameters: ParameterStore) -> UnsafeMutablePointer<Float> {
+        if let slot = codebookSlot { return parameters.values.pointer + slot.offset }
+        return emaState.pointer
+    }
+
+    public var emaCount: UnsafeMutablePointer<Float> { emaState.pointer + codes * dimension }
+    public var emaSum: UnsafeMutablePointer<Float> { emaState.pointer + codes * dimension + codes }
+
+    /// Workspace floats for `vectors` code vectors (the distance matrix).
+    func workspaceCount(vectors: Int) -> Int { vectors * codes }
+
+    /// Fills `quantized` `[P, D]` and `indices` `[P]` and returns `mean((z - q)^2)` over the
+    /// `P*D` elements. With `collectStatistics`, also fills `batchStatistics`.
+    func forward(
+        quantized: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int32>,
+        vectors z: UnsafePointer<Float>, count: Int, codebook: UnsafePointer<Float>,
+        collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>
+    ) -> Double {
+        let d = dimension
+        for k in 0..<codes {
+            var norm: Float = 0
+            let e = codebook + k * d
+            for j in 0..<d { norm += e[j] * e[j] }
+            codeNorms[k] = norm
+        }
+        // scores[P, K] = z[P, D] * E^T[D, K]
+        gemm(transposeA: false, transposeB: true, m: count, n: codes, k: d,
+             a: z, lda: d, b: codebook, ldb: d, beta: 0, c: workspace, ldc: codes)
+        var squaredError: Double = 0
+        for p in 0..<count {
+            let scores = workspace + p * codes
+            var best = 0
+            var bestDistance = codeNorms[0] - 2 * scores[0]
+            for k in 1..<codes {
+                let distance = codeNorms[k] - 2 * scores[k]
+                if distance < bestDistance { bestDistance = distance; best = k }
+            }
+            indices[p] = Int32(best)
+            let q = quantized + p * d, e = codebook + best * d, v = z + p * d
+            var rowError: Float = 0
+            for j in 0..<d {
+                q[j] = e[j]
+                let diff = v[j] - e[j]
+                rowError += diff * diff
+            }
+            squaredError += Double(rowError)
+        }
+        if collectStatistics {
+            batchStatistics.zero()
+            let counts = batchStatistics.pointer, sums = batchStatistics.pointer + codes
+            for p in 0..<count {
+                let k = Int(indices[p])
+                counts[k] += 1
+                let s = sums + k * d, v = z + p * d
+                for j in 0..<d { s[j] += v[j] }
+            }
+        }
+        return squaredError / Double(count * d)
+    }
+
+    /// Straight-through backward: WRITES `dz = dq + beta * 2 (z - q) / (P*D)`; with `.grad`
+    /// accumulates the codebook loss's gradient into `gradients`.
+    func backward(
+        vectorGradient dz: UnsafeMutablePointer<Float>, quantizedGradient dq: UnsafePointer<Float>,
+        vectors z: UnsafePointer<Float>, quantized q: UnsafePointer<Float>, indices: UnsafePointer<Int32>,
+        count: Int, gradients: UnsafeMutablePointer<Float>
+    ) {
+        let d = dimension
+        let scale = 2 / Float(count * d)
+        let commitmentScale = commitment * scale
+        for i in 0..<(count * d) {
+            dz[i] = dq[i] + commitmentScale * (z[i] - q[i])
+        }
+        if let slot = codebookSlot {
+            let dE = gradients + slot.offset
+            for p in 0..<count {
+                let k = Int(indices[p])
+                let g = dE + k * d, qp = q + p * d, zp = z + p * d
+                for j in 0..<d { g[j] += scale * (qp[j] - zp[j]) }
+            }
+        }
+    }
+
+    /// The EMA update from `batchStatistics` (already summed over ranks):
+    /// `N = g*N + (1-g)*n`, `M = g*M + (1-g)*s`, `Ntilde_k = (N_k + eps) / (sum N + K*eps) * sum N`,
+    /// `E = M / Ntilde`.
+    public func applyEMA() {
+        guard kind == .ema else { return }
+        let d = dimension
+        let g = Float(decay), oneMinusG = Float(1 - decay)
+        let counts = batchStatistics.pointer, sums = batchStatistics.pointer + codes
+        let count = emaCount, sum = emaSum, e = emaState.pointer
+        var total: Float = 0
+        for k in 0..<codes {
+            count[k] = g * count[k] + oneMinusG * counts[k]
+            total += count[k]
+        }
+        for i in 0..<(codes * d) { sum[i] = g * sum[i] + oneMinusG * sums[i] }
+        let eps = Float(epsilon)
+        let denominator = total + Float(codes) * eps
+        for k in 0..<codes {
+            let smoothed = (count[k] + eps) / denominator * total
+            for j in 0..<d { e[k * d + j] = sum[k * d + j] / smoothed }
+        }
+    }
+}

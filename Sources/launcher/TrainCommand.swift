@@ -1,0 +1,109 @@
+import ArgumentParser
+import Model
+
+/// Architecture flags of spec/model.md, shared by every command that builds a model.
+struct ArchitectureOptions: ParsableArguments {
+    @Option(help: "Model to train: vqvae (this version trains the VQ-VAE).")
+    var model: ModelKind = .vqvae
+    @Option(help: "Hidden channels H of the encoder and decoder.")
+    var hidden = 128
+    @Option(name: .customLong("res-hidden"), help: "Hidden channels R inside each residual block.")
+    var residualHidden = 32
+    @Option(name: .customLong("res-blocks"), help: "Residual blocks B in the encoder and in the decoder.")
+    var residualBlocks = 2
+    @Option(help: "Stride-2 layers: the latent grid is (H/2^down) x (W/2^down).")
+    var down = 2
+    @Option(name: .customLong("code-dim"), help: "Dimension D of each code vector.")
+    var codeDimension = 64
+    @Option(help: "Codebook size K.")
+    var codes = 512
+    @Option(help: "Commitment weight beta.")
+    var commitment = 0.25
+    @Option(help: "EMA decay gamma of the codebook statistics.")
+    var decay = 0.99
+    @Option(name: .customLong("ema-eps"), help: "Laplace smoothing epsilon of the EMA counts.")
+    var emaEpsilon = 1e-5
+    @Option(help: "Codebook learning: ema (moving averages) or grad (trained with a codebook loss).")
+    var codebook: CodebookKind = .ema
+
+    func configuration(height: Int, width: Int, channels: Int) -> ModelConfiguration {
+        var c = ModelConfiguration(height: height, width: width, channels: channels)
+        c.model = model
+        c.hidden = hidden
+        c.residualHidden = residualHidden
+        c.residualBlocks = residualBlocks
+        c.downsamplings = down
+        c.codeDimension = codeDimension
+        c.codes = codes
+        c.commitment = commitment
+        c.decay = decay
+        c.emaEpsilon = emaEpsilon
+        c.codebook = codebook
+        return c
+    }
+}
+
+extension ModelKind: ExpressibleByArgument {}
+extension CodebookKind: ExpressibleByArgument {}
+
+struct Train: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Train a model on HDF5 images and write checkpoints.",
+        discussion: """
+        Reads `images` (N, H, W, C), uint8 or float32, from the given HDF5 files (spec/dataset.md), \
+        trains with Adam, and writes <out>/checkpoints/step-XXXXXXXX.h5 (spec/checkpoint.md) and \
+        <out>/metrics.jsonl. --steps 0 writes only the initial checkpoint.
+        """)
+
+    @Option(name: .long, parsing: .upToNextOption, help: "HDF5 dataset file(s), concatenated in order.")
+    var data: [String] = []
+    @Option(name: .customLong("images-key"), help: "Name of the images dataset in each file.")
+    var imagesKey = "images"
+    @Option(help: "Output folder for checkpoints and metrics (created if missing).")
+    var out: String
+    @Option(help: "Optimiser steps to train.")
+    var steps = 1000
+    @Option(name: .customLong("global-batch-size"), help: "Images per step over all ranks; each of W ranks takes G/W.")
+    var globalBatchSize = 32
+    @Option(help: "Adam learning rate.")
+    var lr: Float = 3e-4
+    @Option(name: .customLong("beta1"), help: "Adam beta1.")
+    var beta1 = 0.9
+    @Option(name: .customLong("beta2"), help: "Adam beta2.")
+    var beta2 = 0.999
+    @Option(name: .customLong("adam-eps"), help: "Adam epsilon.")
+    var adamEpsilon = 1e-8
+    @Option(name: .customLong("weight-decay"), help: "L2 weight decay added to the gradient (PyTorch Adam's weight_decay).")
+    var weightDecay = 0.0
+    @Option(help: "Seed of the initial weights and of the shuffling.")
+    var seed: UInt64 = 0
+    @Flag(name: .customLong("no-shuffle"), help: "Take batches in file order (step 1 trains on images 0..B-1).")
+    var noShuffle = false
+    @OptionGroup var architecture: ArchitectureOptions
+    @Option(name: .customLong("log-every"), help: "Print and record metrics every N steps.")
+    var logEvery = 50
+    @Option(name: .customLong("checkpoint-every"), help: "Write a checkpoint every N steps (0: only at the end).")
+    var checkpointEvery = 500
+    @Option(help: "BLAS threads per rank.")
+    var threads = 1
+
+    func validate() throws {
+        if data.isEmpty { throw ValidationError("give at least one dataset with --data FILE") }
+        if steps < 0 { throw ValidationError("--steps must not be negative") }
+        if globalBatchSize < 1 { throw ValidationError("--global-batch-size must be at least 1") }
+        if !(lr > 0) || !lr.isFinite { throw ValidationError("--lr must be a positive number") }
+        if !(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1) { throw ValidationError("--beta1 and --beta2 must be in [0, 1)") }
+        if !(adamEpsilon > 0) { throw ValidationError("--adam-eps must be positive") }
+        if weightDecay < 0 { throw ValidationError("--weight-decay must not be negative") }
+        if logEvery < 1 { throw ValidationError("--log-every must be at least 1") }
+        if checkpointEvery < 0 { throw ValidationError("--checkpoint-every must not be negative") }
+        if threads < 1 { throw ValidationError("--threads must be at least 1") }
+    }
+
+    func run() throws {
+        try runDistributed { communicator, console in
+            let trainer = try Trainer(options: self, communicator: communicator, console: console)
+            try trainer.run()
+        }
+    }
+}

@@ -1,0 +1,228 @@
+import Data
+import Dist
+import Foundation
+import Model
+
+/// The resolved configuration of a run, stored as JSON in every checkpoint.
+struct RunConfiguration: Codable {
+    struct Optimizer: Codable {
+        var name = "adam"
+        var lr: Float
+        var beta1: Double
+        var beta2: Double
+        var eps: Double
+        var weightDecay: Double
+    }
+    struct DataSettings: Codable {
+        var files: [String]
+        var imagesKey: String
+        var globalBatchSize: Int
+        var shuffle: Bool
+        var datasetSize: Int
+        var dropLast = true
+    }
+    var model: ModelConfiguration
+    var optimizer: Optimizer
+    var data: DataSettings
+    var seed: UInt64
+    var steps: Int
+
+    func json() -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
+    }
+}
+
+/// A failure during training, worded for the user.
+struct TrainingError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The data-parallel training loop: every rank runs the same model on its share of each global
+/// batch; gradients are averaged and the codebook's EMA statistics summed over ranks before the
+/// update, so every rank holds the same parameters and codebook.
+final class Trainer {
+    let options: Train
+    let communicator: Communicator
+    let console: Console
+    let dataset: ImageDataset
+    let sampler: ShardedSampler
+    let model: VQVAE
+    let optimizer: Adam
+    let configuration: RunConfiguration
+    let checkpointDirectory: String
+    let metricsPath: String
+
+    init(options: Train, communicator: Communicator, console: Console) throws {
+        self.options = options
+        self.communicator = communicator
+        self.console = console
+        setBLASThreads(options.threads)
+
+        dataset = try ImageDataset(paths: options.data, imagesKey: options.imagesKey)
+        let modelConfiguration = options.architecture.configuration(
+            height: dataset.height, width: dataset.width, channels: dataset.channels)
+        try modelConfiguration.validate()
+        sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: options.globalBatchSize,
+                                     seed: options.seed, shuffle: !options.noShuffle,
+                                     rank: communicator.rank, worldSize: communicator.size)
+        model = try VQVAE(configuration: modelConfiguration, maxBatch: sampler.localBatchSize)
+        optimizer = Adam(count: model.parameters.count, learningRate: options.lr, beta1: options.beta1,
+                         beta2: options.beta2, epsilon: options.adamEpsilon, weightDecay: options.weightDecay)
+        configuration = RunConfiguration(
+            model: modelConfiguration,
+            optimizer: .init(lr: options.lr, beta1: options.beta1, beta2: options.beta2, eps: options.adamEpsilon,
+                             weightDecay: options.weightDecay),
+            data: .init(files: options.data, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
+                        shuffle: !options.noShuffle, datasetSize: dataset.count),
+            seed: options.seed, steps: options.steps)
+        checkpointDirectory = options.out + "/checkpoints"
+        metricsPath = options.out + "/metrics.jsonl"
+    }
+
+    /// Creates the output folders on rank 0 and refuses to mix with an earlier run's checkpoints.
+    func prepareOutput() throws {
+        guard communicator.isRoot else { return }
+        let files = FileManager.default
+        var isFolder: ObjCBool = false
+        if files.fileExists(atPath: options.out, isDirectory: &isFolder), !isFolder.boolValue {
+            throw TrainingError("--out \(options.out) exists and is not a folder")
+        }
+        do {
+            try files.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw TrainingError("cannot create \(checkpointDirectory): \(error.localizedDescription)")
+        }
+        let existing = ((try? files.contentsOfDirectory(atPath: checkpointDirectory)) ?? [])
+            .filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }
+        if !existing.isEmpty {
+            throw TrainingError("\(checkpointDirectory) already holds checkpoints of an earlier run (\(existing.sorted().last!)); choose a new --out")
+        }
+        guard files.createFile(atPath: metricsPath, contents: nil) else {
+            throw TrainingError("cannot write \(metricsPath)")
+        }
+    }
+
+    func writeCheckpoint(step: Int) throws -> String? {
+        let samplesSeen = Int64(step) * Int64(options.globalBatchSize)
+        let epoch = Int64(sampler.epoch(ofStep: step))
+        var path: String?
+        if communicator.isRoot {
+            let state = CheckpointState(
+                step: Int64(step), epoch: epoch, samplesSeen: samplesSeen, worldSize: communicator.size,
+                configuration: configuration.json(),
+                data: ["seed": Int64(bitPattern: options.seed), "shuffle": options.noShuffle ? 0 : 1,
+                       "samples_seen": samplesSeen, "epoch": epoch, "dataset_size": Int64(dataset.count),
+                       "global_batch_size": Int64(options.globalBatchSize)])
+            path = try Checkpoint.write(directory: checkpointDirectory, model: model, optimizer: optimizer, state: state)
+        }
+        return path
+    }
+
+    func run() throws {
+        try prepareOutput()
+        try communicator.barrier()
+        model.initialize(seed: options.seed)
+        // Rank 0's initial state is everyone's.
+        try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
+        try communicator.broadcast(model.quantizer.emaState.pointer, count: model.quantizer.emaState.count)
+
+        let c = model.configuration
+        console.info("vqvae train: \(dataset.count) images \(c.height)x\(c.width)x\(c.channels) from \(options.data.joined(separator: " ")); "
+            + "\(model.parameters.count) parameters, codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
+            + "\(communicator.size) rank(s) x batch \(sampler.localBatchSize); BLAS \(blasCoreName())")
+        if options.steps == 0 {
+            if let path = try writeCheckpoint(step: 0) { console.info("checkpoint: \(path)") }
+            return
+        }
+
+        let local = sampler.localBatchSize
+        let images = FloatBuffer(count: local * model.imageCount)
+        let world = Float(communicator.size)
+        let reduced = UnsafeMutablePointer<Double>.allocate(capacity: 3)
+        defer { reduced.deallocate() }
+        let metrics = communicator.isRoot ? FileHandle(forWritingAtPath: metricsPath) : nil
+        defer { try? metrics?.close() }
+
+        let start = monotonicSeconds()
+        var windowStart = start
+        var windowSteps = 0
+        var lastCheckpoint = ""
+        var lastLoss = Losses(reconstruction: .nan, commitment: .nan, total: .nan)
+        for step in 0..<options.steps {
+            try dataset.read(indices: sampler.localBatch(step: step), into: images.pointer)
+            model.parameters.zeroGradients()
+            let losses = model.forward(images: images.pointer, batch: local, training: true)
+            model.backward(images: images.pointer)
+
+            // Average gradients; sum the codebook statistics of the global batch.
+            let gradients = model.parameters.gradients
+            try communicator.allReduceSum(gradients.pointer, count: gradients.count)
+            if communicator.size > 1 {
+                let scale = 1 / world
+                for i in 0..<gradients.count { gradients.pointer[i] *= scale }
+            }
+            let statistics = model.quantizer.batchStatistics
+            try communicator.allReduceSum(statistics.pointer, count: statistics.count)
+            model.quantizer.applyEMA()
+            optimizer.update(parameters: model.parameters.values.pointer, gradients: gradients.pointer)
+
+            reduced[0] = losses.total; reduced[1] = losses.reconstruction; reduced[2] = losses.commitment
+            try communicator.allReduceSum(reduced, count: 3)
+            let loss = Losses(reconstruction: reduced[1] / Double(world), commitment: reduced[2] / Double(world),
+                              total: reduced[0] / Double(world))
+            guard loss.total.isFinite else {
+                throw TrainingError("loss is \(loss.total) at step \(step + 1); lower --lr or check the data")
+            }
+            lastLoss = loss
+            windowSteps += 1
+            let done = step + 1
+            if done % options.logEvery == 0 || done == options.steps {
+                let now = monotonicSeconds()
+                let rate = Double(windowSteps * options.globalBatchSize) / max(now - windowStart, 1e-9)
+                let eta = Double(options.steps - done) * (now - start) / Double(done)
+                let (perplexity, used) = codebookUsage(statistics)
+                console.info(String(format: "step %d/%d  loss %.5f  mse %.5f  commit %.5f  perplexity %.1f  codes %d  %.0f img/s  eta %@",
+                                    done, options.steps, loss.total, loss.reconstruction, loss.commitment, perplexity, used,
+                                    rate, formatDuration(eta)))
+                let record: [String: Any] = [
+                    "step": done, "loss": loss.total, "mse": loss.reconstruction, "commitment": loss.commitment,
+                    "perplexity": perplexity, "codes_used": used, "images_per_second": rate,
+                    "elapsed_seconds": now - start, "samples_seen": done * options.globalBatchSize,
+                ]
+                if let metrics, let line = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) {
+                    metrics.write(line + Data([0x0A]))
+                }
+                windowStart = now
+                windowSteps = 0
+            }
+            if (options.checkpointEvery > 0 && done % options.checkpointEvery == 0) || done == options.steps {
+                if let path = try writeCheckpoint(step: done) { lastCheckpoint = path }
+            }
+        }
+        let elapsed = monotonicSeconds() - start
+        console.info(String(format: "done: %d steps in %.1f s (%.0f img/s); final loss %.5f (mse %.5f)",
+                            options.steps, elapsed, Double(options.steps * options.globalBatchSize) / elapsed,
+                            lastLoss.total, lastLoss.reconstruction))
+        console.info("checkpoint: \(lastCheckpoint)")
+    }
+
+    /// Perplexity `exp(-sum p log p)` of the code assignments in the global batch, and how many
+    /// codes were used, from the summed statistics' counts.
+    func codebookUsage(_ statistics: FloatBuffer) -> (Double, Int) {
+        let k = model.quantizer.codes
+        var total: Double = 0
+        var used = 0
+        for i in 0..<k where statistics[i] > 0 { total += Double(statistics[i]); used += 1 }
+        guard total > 0 else { return (0, 0) }
+        var entropy: Double = 0
+        for i in 0..<k where statistics[i] > 0 {
+            let p = Double(statistics[i]) / total
+            entropy -= p * log(p)
+        }
+        return (exp(entropy), used)
+    }
+}
