@@ -74,6 +74,14 @@ public final class Communicator {
         try Communicator.check(MPI_Bcast(buffer, Int32(count), CMPI_BYTE(), Int32(root), world), "MPI_Bcast")
     }
 
+    /// Concatenates every rank's `count` floats, in rank order, into `destination` on `root`
+    /// (`size * count` floats there; ignored elsewhere).
+    public func gather(_ source: UnsafePointer<Float>, count: Int, into destination: UnsafeMutablePointer<Float>, root: Int = 0) throws {
+        guard size > 1 else { destination.update(from: source, count: count); return }
+        try Communicator.check(MPI_Gather(source, Int32(count), CMPI_FLOAT(), destination, Int32(count), CMPI_FLOAT(),
+                                          Int32(root), world), "MPI_Gather")
+    }
+
     public func barrier() throws {
         guard size > 1 else { return }
         try Communicator.check(MPI_Barrier(world), "MPI_Barrier")

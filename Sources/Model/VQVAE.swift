@@ -148,10 +148,8 @@ public final class VQVAE {
     public var imageCount: Int { configuration.height * configuration.width * configuration.channels }
     public var latentCount: Int { configuration.latentHeight * configuration.latentWidth }
 
-    /// Forward pass over `batch` images `[N, H, W, C]`. With `training`, the quantizer also
-    /// collects this share's EMA statistics (`quantizer.batchStatistics`).
-    @discardableResult
-    public func forward(images: UnsafePointer<Float>, batch: Int, training: Bool) -> Losses {
+    /// The encoder alone: fills `latent` (`z`, `[N, h, w, D]`) for `batch` images `[N, H, W, C]`.
+    public func encode(images: UnsafePointer<Float>, batch: Int) {
         precondition(batch >= 1 && batch <= maxBatch, "batch \(batch) exceeds the allocated \(maxBatch)")
         lastBatch = batch
         let c = configuration
@@ -170,6 +168,17 @@ public final class VQVAE {
         encoderStack.forward(blocks: encoderBlocks, batch: batch, height: lh, width: lw, parameters: p, workspace: work)
         preQuant.forward(output: latent.pointer, input: encoderStack.output.pointer, batch: batch, height: lh, width: lw,
                          parameters: p, workspace: work)
+    }
+
+    /// Forward pass over `batch` images `[N, H, W, C]`. With `training`, the quantizer also
+    /// collects this share's EMA statistics (`quantizer.batchStatistics`).
+    @discardableResult
+    public func forward(images: UnsafePointer<Float>, batch: Int, training: Bool) -> Losses {
+        encode(images: images, batch: batch)
+        let c = configuration
+        let p = UnsafePointer(parameters.values.pointer)
+        let work = workspace.pointer
+        let (lh, lw) = (c.latentHeight, c.latentWidth)
         let vectors = batch * lh * lw
         let commitment = quantizer.forward(
             quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: latent.pointer, count: vectors,
@@ -177,7 +186,7 @@ public final class VQVAE {
         decoderConv.forward(output: decoderStack.input.pointer, input: quantized.pointer, batch: batch, height: lh, width: lw,
                             parameters: p, workspace: work)
         decoderStack.forward(blocks: decoderBlocks, batch: batch, height: lh, width: lw, parameters: p, workspace: work)
-        input = UnsafePointer(decoderStack.output.pointer)
+        var input = UnsafePointer(decoderStack.output.pointer)
         for (i, up) in ups.enumerated() {
             let size = resolutions[c.downsamplings - i]
             up.forward(output: upOutputs[i].pointer, input: input, batch: batch, height: size.height, width: size.width,

@@ -148,6 +148,51 @@ public final class VectorQuantizer {
         }
     }
 
+    /// k-means initialisation of the codebook from `count` vectors `[count, D]` (for example the
+    /// encoder outputs of the first global batch): `K` distinct vectors drawn with `seed` start
+    /// Lloyd's iterations, whose assignment step is this quantizer's own GEMM search; a cluster that
+    /// empties keeps its previous centre. The EMA state becomes `E = centres`, `N_k` = the size of
+    /// cluster k, `M_k = N_k * e_k`.
+    /// Needs at least `K` vectors; `workspace` holds `count * K` floats.
+    public func initializeWithKMeans(vectors: UnsafePointer<Float>, count: Int, iterations: Int, seed: UInt64,
+                                     parameters: ParameterStore, workspace: UnsafeMutablePointer<Float>) {
+        precondition(count >= codes, "k-means needs at least as many vectors as codes")
+        let d = dimension
+        let centres = codebook(parameters: parameters)
+        // K distinct starting vectors: a partial Fisher-Yates shuffle of the indices.
+        var random = SplitMix64(seed: seed, stream: 0x4B4D_45414E53)
+        var order = Array(0..<count)
+        for k in 0..<codes {
+            order.swapAt(k, k + random.below(count - k))
+            (centres + k * d).update(from: vectors + order[k] * d, count: d)
+        }
+        let quantized = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
+        let indices = UnsafeMutablePointer<Int32>.allocate(capacity: count)
+        defer { quantized.deallocate(); indices.deallocate() }
+        for _ in 0..<iterations {
+            _ = forward(quantized: quantized, indices: indices, vectors: vectors, count: count,
+                        codebook: centres, collectStatistics: true, workspace: workspace)
+            let counts = batchStatistics.pointer, sums = batchStatistics.pointer + codes
+            for k in 0..<codes where counts[k] > 0 {
+                for j in 0..<d { centres[k * d + j] = sums[k * d + j] / counts[k] }
+            }
+        }
+        // The EMA statistics become those of the clustering itself: N_k = the cluster's size,
+        // M_k = N_k * e_k, so the first EMA updates average new assignments into the centres.
+        // (Keeping the spec's fresh start N = 0, M = E here would divide the centres by the first
+        // step's small counts and scatter them.)
+        _ = forward(quantized: quantized, indices: indices, vectors: vectors, count: count,
+                    codebook: centres, collectStatistics: true, workspace: workspace)
+        if kind == .ema {
+            let counts = batchStatistics.pointer
+            for k in 0..<codes {
+                emaCount[k] = counts[k]
+                for j in 0..<d { emaSum[k * d + j] = counts[k] * centres[k * d + j] }
+            }
+        }
+        batchStatistics.zero()
+    }
+
     /// The EMA update from `batchStatistics` (already summed over ranks):
     /// `N = g*N + (1-g)*n`, `M = g*M + (1-g)*s`, `Ntilde_k = (N_k + eps) / (sum N + K*eps) * sum N`,
     /// `E = M / Ntilde`.

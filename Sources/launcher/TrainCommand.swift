@@ -80,6 +80,12 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("no-shuffle"), help: "Take batches in file order (step 1 trains on images 0..B-1).")
     var noShuffle = false
     @OptionGroup var architecture: ArchitectureOptions
+    @Flag(name: .customLong("kmeans-init"), help: ArgumentHelp(
+        "Start the codebook from k-means centres of the first global batch's encoder outputs.",
+        discussion: "Without it the codebook starts as spec/model.md says (E ~ N(0, 1), N = 0, M = E), and codes not chosen in the first step never recover."))
+    var kmeansInit = false
+    @Option(name: .customLong("kmeans-iterations"), help: "Lloyd iterations of --kmeans-init.")
+    var kmeansIterations = 10
     @Option(name: .customLong("log-every"), help: "Print and record metrics every N steps.")
     var logEvery = 50
     @Option(name: .customLong("checkpoint-every"), help: "Write a checkpoint every N steps (0: only at the end).")

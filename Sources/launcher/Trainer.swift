@@ -130,6 +130,8 @@ final class Trainer {
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
         try communicator.broadcast(model.quantizer.emaState.pointer, count: model.quantizer.emaState.count)
 
+        if options.kmeansInit { try initializeCodebookWithKMeans() }
+
         let c = model.configuration
         console.info("vqvae train: \(dataset.count) images \(c.height)x\(c.width)x\(c.channels) from \(options.data.joined(separator: " ")); "
             + "\(model.parameters.count) parameters, codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
@@ -180,7 +182,7 @@ final class Trainer {
             lastLoss = loss
             windowSteps += 1
             let done = step + 1
-            if done % options.logEvery == 0 || done == options.steps {
+            if done == 1 || done % options.logEvery == 0 || done == options.steps {
                 let now = monotonicSeconds()
                 let rate = Double(windowSteps * options.globalBatchSize) / max(now - windowStart, 1e-9)
                 let eta = Double(options.steps - done) * (now - start) / Double(done)
@@ -208,6 +210,31 @@ final class Trainer {
                             options.steps, elapsed, Double(options.steps * options.globalBatchSize) / elapsed,
                             lastLoss.total, lastLoss.reconstruction))
         console.info("checkpoint: \(lastCheckpoint)")
+    }
+
+    /// `--kmeans-init`: rank 0 clusters the encoder outputs of the whole first global batch
+    /// (gathered from every rank) and broadcasts the codebook, so all ranks start identical and the
+    /// result does not depend on the number of ranks.
+    func initializeCodebookWithKMeans() throws {
+        let local = sampler.localBatchSize
+        let images = FloatBuffer(count: local * model.imageCount)
+        try dataset.read(indices: sampler.localBatch(step: 0), into: images.pointer)
+        model.encode(images: images.pointer, batch: local)
+        let perRank = local * model.latentCount * model.configuration.codeDimension
+        let vectorCount = options.globalBatchSize * model.latentCount
+        let quantizer = model.quantizer
+        guard vectorCount >= quantizer.codes else {
+            throw TrainingError("--kmeans-init needs at least --codes \(quantizer.codes) latent vectors, but the first global batch gives \(vectorCount); raise --global-batch-size or lower --codes")
+        }
+        let all = FloatBuffer(count: communicator.isRoot ? communicator.size * perRank : 0)
+        try communicator.gather(model.latent.pointer, count: perRank, into: all.pointer)
+        if communicator.isRoot {
+            let workspace = FloatBuffer(count: vectorCount * quantizer.codes)
+            quantizer.initializeWithKMeans(vectors: all.pointer, count: vectorCount, iterations: options.kmeansIterations,
+                                           seed: options.seed, parameters: model.parameters, workspace: workspace.pointer)
+        }
+        try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
+        try communicator.broadcast(quantizer.emaState.pointer, count: quantizer.emaState.count)
     }
 
     /// Perplexity `exp(-sum p log p)` of the code assignments in the global batch, and how many

@@ -1,0 +1,163 @@
+@testable import Model
+import TestSupport
+import XCTest
+
+final class Conv2dTests: XCTestCase {
+    typealias Cases = ConvolutionCases
+
+    private struct Layer {
+        let store = ParameterStore()
+        let conv: Conv2d
+        let workspace: FloatBuffer
+        let outputHeight: Int, outputWidth: Int
+
+        init(window: Window, seed: UInt64) {
+            conv = Conv2d(name: "conv", inputChannels: Cases.channels, outputChannels: Cases.outputs, window: window,
+                          parameters: store)
+            store.allocate()
+            store.initialize(seed: seed)
+            (outputHeight, outputWidth) = conv.outputSize(height: Cases.height, width: Cases.width)
+            workspace = FloatBuffer(count: conv.workspaceCount(batch: Cases.batch, height: Cases.height, width: Cases.width))
+        }
+
+        var outputCount: Int { Cases.batch * outputHeight * outputWidth * Cases.outputs }
+        var weight: [Double] { torchTensor(conv.weight, in: store.values) }
+        var bias: [Double] { torchTensor(conv.bias, in: store.values) }
+
+        func forward(_ input: FloatBuffer, relu: Bool = false) -> FloatBuffer {
+            let output = makeBuffer(count: outputCount, filledWith: .nan)  // every element must be written
+            conv.forward(output: output.pointer, input: input.pointer, batch: Cases.batch, height: Cases.height,
+                         width: Cases.width, relu: relu, parameters: store.values.pointer, workspace: workspace.pointer)
+            return output
+        }
+    }
+
+    /// Test 1: the im2col + GEMM forward against a direct 7-loop convolution in double.
+    func testForwardMatchesNaiveDirectConvolution() {
+        for (index, window) in Cases.windows.enumerated() {
+            let label = Cases.label(window)
+            let layer = Layer(window: window, seed: 100 + UInt64(index))
+            let fanIn = Double(Cases.channels * window.area)
+            XCTAssertEqual(layer.conv.weight.shape, [Cases.outputs, Cases.channels, window.kernelHeight, window.kernelWidth])
+            for v in layer.weight + layer.bias {
+                XCTAssertLessThanOrEqual(abs(v), 1 / fanIn.squareRoot(), "\(label): initial value outside U(-1/sqrt(fan_in), ..)")
+            }
+            let (x, tensor) = Cases.input(seed: 200 + UInt64(index))
+            let expected = naiveConv2d(tensor, weight: layer.weight, bias: layer.bias, outputChannels: Cases.outputs, window: window)
+            XCTAssertEqual(layer.outputHeight, expected.height, label)
+            XCTAssertEqual(layer.outputWidth, expected.width, label)
+            let input = makeBuffer(x)
+            assertClose(layer.forward(input).array, expected.values, tolerance: 1e-5, "conv \(label) forward")
+            assertClose(layer.forward(input, relu: true).array, expected.values.map { max($0, 0) }, tolerance: 1e-5,
+                        "conv \(label) forward+relu")
+        }
+    }
+
+    /// Test 2: input, weight and bias gradients of `L = sum(y * r)` against (a) a naive backward in
+    /// double (exact: the gradients are linear maps of r) and (b) central finite differences of the
+    /// layer's own forward pass on sampled entries.
+    func testBackwardMatchesNaiveDoubleBackwardAndFiniteDifferences() {
+        for (index, window) in Cases.windows.enumerated() {
+            let label = Cases.label(window)
+            let layer = Layer(window: window, seed: 300 + UInt64(index))
+            let (x, tensor) = Cases.input(seed: 400 + UInt64(index))
+            let input = makeBuffer(x)
+            let rFloats = randomFloats(layer.outputCount, seed: 500 + UInt64(index))
+            let r = rFloats.map(Double.init)
+            let rBuffer = makeBuffer(rFloats)
+
+            // (a) Exact comparison with the naive backward. Gradients start non-zero: they must accumulate.
+            let before = layer.store.fillGradients(seed: 600 + UInt64(index))
+            let inputGradient = makeBuffer(count: x.count, filledWith: 7)  // must be overwritten
+            layer.conv.backward(inputGradient: inputGradient.pointer, outputGradient: rBuffer.pointer, input: input.pointer,
+                                batch: Cases.batch, height: Cases.height, width: Cases.width,
+                                parameters: layer.store.values.pointer, gradients: layer.store.gradients.pointer,
+                                workspace: layer.workspace.pointer)
+            let dy = Tensor4(batch: Cases.batch, height: layer.outputHeight, width: layer.outputWidth,
+                             channels: Cases.outputs, values: r)
+            let expected = naiveConv2dBackward(dy, input: tensor, weight: layer.weight, window: window)
+            let dW = layer.store.accumulatedGradient(layer.conv.weight, since: before)
+            let db = layer.store.accumulatedGradient(layer.conv.bias, since: before)
+            assertClose(inputGradient.array, expected.input.values, tolerance: 1e-4, "conv \(label) dx vs naive")
+            assertClose(dW, expected.weight, tolerance: 1e-4, "conv \(label) dW vs naive")
+            assertClose(db, expected.bias, tolerance: 1e-4, "conv \(label) db vs naive")
+
+            // Without an input gradient the parameter gradients are the same.
+            layer.store.zeroGradients()
+            layer.conv.backward(inputGradient: nil, outputGradient: rBuffer.pointer, input: input.pointer,
+                                batch: Cases.batch, height: Cases.height, width: Cases.width,
+                                parameters: layer.store.values.pointer, gradients: layer.store.gradients.pointer,
+                                workspace: layer.workspace.pointer)
+            assertClose(torchTensor(layer.conv.weight, in: layer.store.gradients), expected.weight, tolerance: 1e-4,
+                        "conv \(label) dW (no dx)")
+
+            // (b) Central differences, h = 1e-2 in float (the loss is linear in each entry).
+            let h: Float = 1e-2
+            func loss() -> Double { dot(layer.forward(input).pointer, r) }
+            var numeric: [Double] = [], analytic: [Double] = []
+            for i in sampleIndices(count: x.count, samples: 6, seed: 1 + UInt64(index)) {
+                let saved = input[i]
+                input[i] = saved + h; let plus = loss()
+                input[i] = saved - h; let minus = loss()
+                input[i] = saved
+                numeric.append((plus - minus) / Double(2 * h))
+                analytic.append(Double(inputGradient[i]))
+            }
+            let values = layer.store.values, gradients = layer.store.gradients
+            for slot in [layer.conv.weight, layer.conv.bias] {
+                for j in sampleIndices(count: slot.count, samples: 6, seed: 2 + UInt64(index)) {
+                    let i = slot.offset + j
+                    let saved = values[i]
+                    values[i] = saved + h; let plus = loss()
+                    values[i] = saved - h; let minus = loss()
+                    values[i] = saved
+                    numeric.append((plus - minus) / Double(2 * h))
+                    analytic.append(Double(gradients[i]))
+                }
+            }
+            assertClose(analytic, numeric, tolerance: 1e-2, "conv \(label) gradients vs finite differences")
+        }
+    }
+
+    /// Test 4: `<im2col(x), c> == <x, col2im(c)>`; im2col also against a naive gather (zeros in the
+    /// padding), and col2im adds into what the image already holds.
+    func testIm2colAndCol2imAreAdjoint() {
+        let (n, h, w, c) = (Cases.batch, Cases.height, Cases.width, Cases.channels)
+        for (index, window) in Cases.windows.enumerated() {
+            let label = Cases.label(window)
+            let (oh, ow) = window.convolutionOutput(height: h, width: w)
+            let rowLength = window.area * c
+            let columnCount = n * oh * ow * rowLength
+            let (xFloats, x) = Cases.input(seed: 700 + UInt64(index))
+            let image = makeBuffer(xFloats)
+            let columns = makeBuffer(count: columnCount, filledWith: .nan)
+            im2col(columns: columns.pointer, image: image.pointer, batch: n, height: h, width: w, channels: c, window: window)
+
+            var gathered = [Double](repeating: 0, count: columnCount)
+            for b in 0..<n { for oy in 0..<oh { for ox in 0..<ow { for ky in 0..<window.kernelHeight {
+                for kx in 0..<window.kernelWidth { for ch in 0..<c {
+                    let iy = oy * window.strideHeight - window.paddingHeight + ky
+                    let ix = ox * window.strideWidth - window.paddingWidth + kx
+                    let row = (b * oh + oy) * ow + ox
+                    let column = (ky * window.kernelWidth + kx) * c + ch
+                    gathered[row * rowLength + column] = (iy < 0 || iy >= h || ix < 0 || ix >= w) ? 0 : x[b, iy, ix, ch]
+                } }
+            } } } }
+            assertClose(columns.array, gathered, tolerance: 0, "im2col \(label) vs naive gather")
+
+            let cFloats = randomFloats(columnCount, seed: 800 + UInt64(index))
+            let cBuffer = makeBuffer(cFloats)
+            let back = FloatBuffer(count: image.count)
+            col2im(image: back.pointer, columns: cBuffer.pointer, batch: n, height: h, width: w, channels: c, window: window)
+            let lhs = dot(columns.pointer, cFloats.map(Double.init))
+            let rhs = dot(back.pointer, xFloats.map(Double.init))
+            assertClose(lhs, rhs, tolerance: 1e-5, "<im2col(x), c> vs <x, col2im(c)> \(label)")
+
+            // col2im accumulates: starting from x gives x + col2im(c).
+            let accumulated = makeBuffer(xFloats)
+            col2im(image: accumulated.pointer, columns: cBuffer.pointer, batch: n, height: h, width: w, channels: c, window: window)
+            assertClose(accumulated.array, zip(xFloats, back.array).map { Double($0) + Double($1) }, tolerance: 1e-6,
+                        "col2im \(label) accumulates")
+        }
+    }
+}

@@ -1,0 +1,119 @@
+@testable import Model
+import TestSupport
+import XCTest
+
+final class ConvTranspose2dTests: XCTestCase {
+    typealias Cases = ConvolutionCases
+
+    private struct Layer {
+        let store = ParameterStore()
+        let conv: ConvTranspose2d
+        let workspace: FloatBuffer
+        let outputHeight: Int, outputWidth: Int
+
+        init(window: Window, seed: UInt64) {
+            conv = ConvTranspose2d(name: "up", inputChannels: Cases.channels, outputChannels: Cases.outputs, window: window,
+                                   parameters: store)
+            store.allocate()
+            store.initialize(seed: seed)
+            (outputHeight, outputWidth) = conv.outputSize(height: Cases.height, width: Cases.width)
+            workspace = FloatBuffer(count: conv.workspaceCount(batch: Cases.batch, height: Cases.height, width: Cases.width))
+        }
+
+        var outputCount: Int { Cases.batch * outputHeight * outputWidth * Cases.outputs }
+        var weight: [Double] { torchTensor(conv.weight, in: store.values) }
+        var bias: [Double] { torchTensor(conv.bias, in: store.values) }
+
+        func forward(_ input: FloatBuffer, relu: Bool = false) -> FloatBuffer {
+            let output = makeBuffer(count: outputCount, filledWith: .nan)
+            conv.forward(output: output.pointer, input: input.pointer, batch: Cases.batch, height: Cases.height,
+                         width: Cases.width, relu: relu, parameters: store.values.pointer, workspace: workspace.pointer)
+            return output
+        }
+    }
+
+    /// Test 3a: GEMM + col2im against PyTorch's definition as a scatter,
+    /// `out[n, oy, ox, o] += x[n, iy, ix, i] * W[i, o, ky, kx]` with `oy = iy*s - p + ky`.
+    func testForwardMatchesNaiveScatter() {
+        for (index, window) in Cases.windows.enumerated() {
+            let label = Cases.label(window)
+            let layer = Layer(window: window, seed: 1100 + UInt64(index))
+            // PyTorch's fan_in for a transposed conv comes from the weight's second dimension: out * kh * kw.
+            XCTAssertEqual(layer.conv.weight.shape, [Cases.channels, Cases.outputs, window.kernelHeight, window.kernelWidth])
+            let bound = 1 / Double(Cases.outputs * window.area).squareRoot()
+            XCTAssertEqual(Double(layer.conv.weight.uniformBound!), bound, accuracy: 1e-7)
+            for v in layer.weight + layer.bias { XCTAssertLessThanOrEqual(abs(v), bound, label) }
+
+            let (x, tensor) = Cases.input(seed: 1200 + UInt64(index))
+            let expected = naiveConvTranspose2d(tensor, weight: layer.weight, bias: layer.bias,
+                                                outputChannels: Cases.outputs, window: window)
+            XCTAssertEqual(layer.outputHeight, expected.height, label)
+            XCTAssertEqual(layer.outputWidth, expected.width, label)
+            let input = makeBuffer(x)
+            assertClose(layer.forward(input).array, expected.values, tolerance: 1e-5, "convT \(label) forward")
+            assertClose(layer.forward(input, relu: true).array, expected.values.map { max($0, 0) }, tolerance: 1e-5,
+                        "convT \(label) forward+relu")
+        }
+    }
+
+    /// Test 3b: the backward pass against a naive double backward and central differences.
+    func testBackwardMatchesNaiveDoubleBackwardAndFiniteDifferences() {
+        for (index, window) in Cases.windows.enumerated() {
+            let label = Cases.label(window)
+            let layer = Layer(window: window, seed: 1300 + UInt64(index))
+            let (x, tensor) = Cases.input(seed: 1400 + UInt64(index))
+            let input = makeBuffer(x)
+            let rFloats = randomFloats(layer.outputCount, seed: 1500 + UInt64(index))
+            let r = rFloats.map(Double.init)
+            let rBuffer = makeBuffer(rFloats)
+
+            let before = layer.store.fillGradients(seed: 1600 + UInt64(index))
+            let inputGradient = makeBuffer(count: x.count, filledWith: 7)
+            layer.conv.backward(inputGradient: inputGradient.pointer, outputGradient: rBuffer.pointer, input: input.pointer,
+                                batch: Cases.batch, height: Cases.height, width: Cases.width,
+                                parameters: layer.store.values.pointer, gradients: layer.store.gradients.pointer,
+                                workspace: layer.workspace.pointer)
+            let dy = Tensor4(batch: Cases.batch, height: layer.outputHeight, width: layer.outputWidth,
+                             channels: Cases.outputs, values: r)
+            let expected = naiveConvTranspose2dBackward(dy, input: tensor, weight: layer.weight, window: window)
+            assertClose(inputGradient.array, expected.input.values, tolerance: 1e-4, "convT \(label) dx vs naive")
+            assertClose(layer.store.accumulatedGradient(layer.conv.weight, since: before), expected.weight,
+                        tolerance: 1e-4, "convT \(label) dW vs naive")
+            assertClose(layer.store.accumulatedGradient(layer.conv.bias, since: before), expected.bias,
+                        tolerance: 1e-4, "convT \(label) db vs naive")
+
+            layer.store.zeroGradients()
+            layer.conv.backward(inputGradient: nil, outputGradient: rBuffer.pointer, input: input.pointer,
+                                batch: Cases.batch, height: Cases.height, width: Cases.width,
+                                parameters: layer.store.values.pointer, gradients: layer.store.gradients.pointer,
+                                workspace: layer.workspace.pointer)
+            assertClose(torchTensor(layer.conv.weight, in: layer.store.gradients), expected.weight, tolerance: 1e-4,
+                        "convT \(label) dW (no dx)")
+
+            let h: Float = 1e-2
+            func loss() -> Double { dot(layer.forward(input).pointer, r) }
+            var numeric: [Double] = [], analytic: [Double] = []
+            for i in sampleIndices(count: x.count, samples: 6, seed: 11 + UInt64(index)) {
+                let saved = input[i]
+                input[i] = saved + h; let plus = loss()
+                input[i] = saved - h; let minus = loss()
+                input[i] = saved
+                numeric.append((plus - minus) / Double(2 * h))
+                analytic.append(Double(inputGradient[i]))
+            }
+            let values = layer.store.values, gradients = layer.store.gradients
+            for slot in [layer.conv.weight, layer.conv.bias] {
+                for j in sampleIndices(count: slot.count, samples: 6, seed: 12 + UInt64(index)) {
+                    let i = slot.offset + j
+                    let saved = values[i]
+                    values[i] = saved + h; let plus = loss()
+                    values[i] = saved - h; let minus = loss()
+                    values[i] = saved
+                    numeric.append((plus - minus) / Double(2 * h))
+                    analytic.append(Double(gradients[i]))
+                }
+            }
+            assertClose(analytic, numeric, tolerance: 1e-2, "convT \(label) gradients vs finite differences")
+        }
+    }
+}

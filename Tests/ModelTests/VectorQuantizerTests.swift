@@ -1,0 +1,229 @@
+@testable import Model
+import TestSupport
+import XCTest
+
+final class VectorQuantizerTests: XCTestCase {
+    private final class Fixture {
+        let store = ParameterStore()
+        let quantizer: VectorQuantizer
+        let count: Int
+        let quantized: FloatBuffer
+        let indices: UnsafeMutableBufferPointer<Int32>
+        let workspace: FloatBuffer
+
+        init(codes: Int, dimension: Int, kind: CodebookKind, vectors: Int, commitment: Float = 0.25,
+             decay: Double = 0.99, epsilon: Double = 1e-5) {
+            quantizer = VectorQuantizer(codes: codes, dimension: dimension, kind: kind, commitment: commitment,
+                                        decay: decay, epsilon: epsilon, parameters: store)
+            store.allocate()
+            count = vectors
+            quantized = makeBuffer(count: vectors * dimension, filledWith: .nan)
+            indices = .allocate(capacity: vectors)
+            indices.initialize(repeating: -1)
+            workspace = FloatBuffer(count: quantizer.workspaceCount(vectors: vectors))
+        }
+
+        deinit { indices.deallocate() }
+
+        var codebook: UnsafeMutablePointer<Float> { quantizer.codebook(parameters: store) }
+
+        func setCodebook(_ rows: [[Float]]) {
+            for (k, row) in rows.enumerated() { for (j, v) in row.enumerated() { codebook[k * quantizer.dimension + j] = v } }
+        }
+
+        @discardableResult
+        func forward(_ z: FloatBuffer, statistics: Bool = false) -> Double {
+            quantizer.forward(quantized: quantized.pointer, indices: indices.baseAddress!, vectors: z.pointer, count: count,
+                              codebook: codebook, collectStatistics: statistics, workspace: workspace.pointer)
+        }
+
+        var indexArray: [Int] { indices.map { Int($0) } }
+    }
+
+    /// Brute force in double: the nearest code and its distance, the smallest index on a tie.
+    private func bruteForce(_ z: [Float], _ codebook: UnsafePointer<Float>, codes: Int, dimension d: Int)
+        -> [(index: Int, distances: [Double])] {
+        (0..<(z.count / d)).map { p in
+            let distances = (0..<codes).map { k in
+                (0..<d).reduce(0.0) { s, j in let diff = Double(z[p * d + j]) - Double(codebook[k * d + j]); return s + diff * diff }
+            }
+            var best = 0
+            for k in 1..<codes where distances[k] < distances[best] { best = k }
+            return (best, distances)
+        }
+    }
+
+    /// Test 6a: the GEMM nearest-code search against brute force on random data, with the
+    /// returned `mean((z - q)^2)` and `q = e_k`.
+    func testNearestCodeMatchesBruteForce() {
+        for (codes, dimension, vectors) in [(11, 5, 37), (1, 3, 4), (16, 4, 50)] {
+            let f = Fixture(codes: codes, dimension: dimension, kind: .ema, vectors: vectors)
+            f.quantizer.initializeEMA(seed: 77)
+            let z = randomFloats(vectors * dimension, seed: 78, low: -1.5, high: 1.5)
+            let sentinel = randomFloats(f.quantizer.batchStatistics.count, seed: 79)
+            for (i, v) in sentinel.enumerated() { f.quantizer.batchStatistics[i] = v }
+            let mean = f.forward(makeBuffer(z), statistics: false)
+            XCTAssertEqual(f.quantizer.batchStatistics.array, sentinel, "collectStatistics: false must not touch the statistics")
+
+            let expected = bruteForce(z, f.codebook, codes: codes, dimension: dimension)
+            var smallestGap = Double.infinity, squared = 0.0
+            for (p, reference) in expected.enumerated() {
+                let chosen = f.indexArray[p]
+                let sorted = reference.distances.sorted()
+                if sorted.count > 1 { smallestGap = min(smallestGap, sorted[1] - sorted[0]) }
+                // Float rounding may only decide between codes whose distances agree to ~1e-5.
+                if sorted.count > 1 && sorted[1] - sorted[0] < 1e-5 {
+                    XCTAssertLessThanOrEqual(reference.distances[chosen] - sorted[0], 1e-5, "vector \(p)")
+                } else {
+                    XCTAssertEqual(chosen, reference.index, "vector \(p): nearest code")
+                }
+                for j in 0..<dimension {
+                    XCTAssertEqual(f.quantized[p * dimension + j], f.codebook[chosen * dimension + j], "q must be e_k exactly")
+                }
+                squared += reference.distances[chosen]
+            }
+            print("nearest code K=\(codes) D=\(dimension) P=\(vectors): smallest brute-force gap \(smallestGap)")
+            assertClose(mean, squared / Double(vectors * dimension), tolerance: 1e-6, "quantizer mean((z-q)^2) K=\(codes)")
+        }
+    }
+
+    /// Test 6a': exact ties go to the smallest index (values exact in float, so the GEMM's
+    /// distances tie exactly).
+    func testExactTiesPickTheSmallestIndex() {
+        let f = Fixture(codes: 5, dimension: 2, kind: .ema, vectors: 5)
+        // e0 far away, e1 and e3 identical, e2 as far from (0.5, 0.5) as e1 and e3.
+        f.setCodebook([[4, 4], [1, 0], [0, 1], [1, 0], [-2, -2]])
+        let z = makeBuffer([
+            0.5, 0.5,   // |z-e1|^2 = |z-e2|^2 = |z-e3|^2 = 0.5        -> 1
+            2, 0,       // |z-e1|^2 = |z-e3|^2 = 1, |z-e2|^2 = 5       -> 1
+            0, 2,       // |z-e2|^2 = 1, |z-e1|^2 = 5                   -> 2
+            -1, -1,     // |z-e4|^2 = 2, |z-e1|^2 = 5                   -> 4
+            4, 4,       // exactly e0                                   -> 0
+        ])
+        f.forward(z)
+        XCTAssertEqual(f.indexArray, [1, 1, 2, 4, 0])
+
+        // A tie involving code 0 and the last code, identical vectors.
+        let g = Fixture(codes: 3, dimension: 2, kind: .grad, vectors: 2)
+        g.setCodebook([[0.5, -1], [3, 3], [0.5, -1]])
+        g.forward(makeBuffer([0.25, -0.75, 3, 2.5]))
+        XCTAssertEqual(g.indexArray, [0, 1])
+    }
+
+    /// Test 6b: the EMA update of spec/model.md on a hand-computed example, K = 3, D = 2,
+    /// gamma = 0.75, eps = 0.25 (large, so that the Laplace smoothing shows).
+    func testEMAUpdateMatchesHandComputedExample() {
+        let f = Fixture(codes: 3, dimension: 2, kind: .ema, vectors: 4, commitment: 0.25, decay: 0.75, epsilon: 0.25)
+        // Start as the spec says: E, N = 0, M = E.
+        f.setCodebook([[0, 0], [2, 0], [0, 4]])
+        for k in 0..<3 { f.quantizer.emaCount[k] = 0 }
+        for i in 0..<6 { f.quantizer.emaSum[i] = f.codebook[i] }
+        let z = makeBuffer([0.2, 0.2, 1.8, 0.4, 2.2, -0.4, -0.2, 0.6])
+
+        // Step 1. Distances:
+        //   z0 = ( 0.2, 0.2): e0 0.08, e1 3.28, e2 14.48  -> 0
+        //   z1 = ( 1.8, 0.4): e0 3.40, e1 0.20, e2 16.48  -> 1
+        //   z2 = ( 2.2,-0.4): e0 5.00, e1 0.20, e2 24.20  -> 1
+        //   z3 = (-0.2, 0.6): e0 0.40, e1 5.20, e2 11.60  -> 0
+        // n = (2, 2, 0); s0 = z0 + z3 = (0, 0.8), s1 = z1 + z2 = (4, 0), s2 = (0, 0).
+        // mean((z-q)^2) = (0.08 + 0.2 + 0.2 + 0.4) / 8 = 0.11
+        var mean = f.forward(z, statistics: true)
+        XCTAssertEqual(f.indexArray, [0, 1, 1, 0])
+        assertClose(mean, 0.11, tolerance: 1e-6, "EMA step 1 mean((z-q)^2)")
+        assertClose(f.quantizer.batchStatistics.array, [2, 2, 0, 0, 0.8, 4, 0, 0, 0], tolerance: 1e-6, "EMA step 1 [n | s]")
+        f.quantizer.applyEMA()
+        // N = 0.75*0 + 0.25*n = (0.5, 0.5, 0), sum N = 1
+        // M = 0.75*E + 0.25*s: M0 = (0, 0.2), M1 = (1.5 + 1, 0) = (2.5, 0), M2 = (0, 3)
+        // Ntilde_k = (N_k + 0.25) / (1 + 3*0.25) * 1 = (3/7, 3/7, 1/7)
+        // E = M / Ntilde: e0 = (0, 0.2*7/3) = (0, 1.4/3), e1 = (2.5*7/3, 0) = (17.5/3, 0), e2 = (0, 3*7) = (0, 21)
+        assertClose(doubles(f.quantizer.emaCount, count: 3), [0.5, 0.5, 0], tolerance: 1e-6, "EMA step 1 N")
+        assertClose(doubles(f.quantizer.emaSum, count: 6), [0, 0.2, 2.5, 0, 0, 3], tolerance: 1e-6, "EMA step 1 M")
+        assertClose(doubles(f.codebook, count: 6), [0, 1.4 / 3, 17.5 / 3, 0, 0, 21], tolerance: 1e-6, floor: 1e-3,
+                    "EMA step 1 E")
+
+        // Step 2, same z, new codebook e0 = (0, 0.4667), e1 = (5.8333, 0), e2 = (0, 21):
+        //   z0: e0 0.04 + 0.0711 = 0.1111; z1: e0 3.24 + 0.0044 = 3.2444 (e1 16.27);
+        //   z2: e0 4.84 + 0.7511 = 5.5911 (e1 13.2); z3: e0 0.04 + 0.0178 = 0.0578  -> all 0
+        // n = (4, 0, 0), s0 = (4, 0.8).
+        // mean = (0.111111 + 3.244444 + 5.591111 + 0.057778) / 8 = 9.004444 / 8 = 1.1255556
+        mean = f.forward(z, statistics: true)
+        XCTAssertEqual(f.indexArray, [0, 0, 0, 0])
+        assertClose(mean, 9.0044444444 / 8, tolerance: 1e-6, "EMA step 2 mean((z-q)^2)")
+        assertClose(f.quantizer.batchStatistics.array, [4, 0, 0, 4, 0.8, 0, 0, 0, 0], tolerance: 1e-6, "EMA step 2 [n | s]")
+        f.quantizer.applyEMA()
+        // N = 0.75*(0.5, 0.5, 0) + 0.25*(4, 0, 0) = (1.375, 0.375, 0), sum N = 1.75
+        // M0 = 0.75*(0, 0.2) + 0.25*(4, 0.8) = (1, 0.35); M1 = 0.75*(2.5, 0) = (1.875, 0); M2 = 0.75*(0, 3) = (0, 2.25)
+        // Ntilde_k = (N_k + 0.25) / (1.75 + 0.75) * 1.75 = (N_k + 0.25) * 0.7 = (1.1375, 0.4375, 0.175)
+        // E: e0 = (1/1.1375, 0.35/1.1375) = (0.8791209, 0.3076923), e1 = (1.875/0.4375, 0) = (4.2857143, 0),
+        //    e2 = (0, 2.25/0.175) = (0, 12.857143)
+        assertClose(doubles(f.quantizer.emaCount, count: 3), [1.375, 0.375, 0], tolerance: 1e-6, "EMA step 2 N")
+        assertClose(doubles(f.quantizer.emaSum, count: 6), [1, 0.35, 1.875, 0, 0, 2.25], tolerance: 1e-6, "EMA step 2 M")
+        assertClose(doubles(f.codebook, count: 6), [1 / 1.1375, 0.35 / 1.1375, 1.875 / 0.4375, 0, 0, 2.25 / 0.175],
+                    tolerance: 1e-6, floor: 1e-3, "EMA step 2 E")
+    }
+
+    /// Test 6c: straight-through and commitment gradients, `dz = dq + beta * 2 (z - q) / (P*D)`, and
+    /// the `.grad` codebook gradient `2 (q - z) / (P*D)` summed per code; both also against central
+    /// differences of the quantizer's own `mean((z - q)^2)` with the assignment held fixed.
+    func testStraightThroughCommitmentAndCodebookGradients() {
+        let (codes, d, vectors) = (6, 3, 13)
+        let beta: Float = 0.25
+        for kind in CodebookKind.allCases {
+            let f = Fixture(codes: codes, dimension: d, kind: kind, vectors: vectors, commitment: beta)
+            f.store.initialize(seed: 90)
+            f.quantizer.initializeEMA(seed: 90)
+            let zValues = randomFloats(vectors * d, seed: 91, low: -1.5, high: 1.5)
+            let z = makeBuffer(zValues)
+            f.forward(z)
+            let q = f.quantized.array, k = f.indexArray
+            XCTAssertGreaterThan(Set(k).count, 2, "the test should use several codes")
+            let dqValues = randomFloats(vectors * d, seed: 92)
+            let dq = makeBuffer(dqValues)
+            let dz = makeBuffer(count: vectors * d, filledWith: .nan)
+            // `.ema` has no parameters: give it a sentinel buffer that must stay untouched.
+            let gradients = f.store.count > 0 ? f.store.gradients : makeBuffer(count: 4, filledWith: 3)
+            let before = randomFloats(gradients.count, seed: 93)
+            for i in 0..<gradients.count { gradients[i] = before[i] }
+            f.quantizer.backward(vectorGradient: dz.pointer, quantizedGradient: dq.pointer, vectors: z.pointer,
+                                 quantized: f.quantized.pointer, indices: f.indices.baseAddress!, count: vectors,
+                                 gradients: gradients.pointer)
+            let scale = 2.0 / Double(vectors * d)
+            let expectedDz = (0..<(vectors * d)).map {
+                Double(dqValues[$0]) + Double(beta) * scale * (Double(zValues[$0]) - Double(q[$0]))
+            }
+            assertClose(dz.array, expectedDz, tolerance: 1e-6, "\(kind) straight-through dz")
+
+            var expectedCodebook = [Double](repeating: 0, count: codes * d)
+            for p in 0..<vectors { for j in 0..<d {
+                expectedCodebook[k[p] * d + j] += scale * (Double(q[p * d + j]) - Double(zValues[p * d + j]))
+            } }
+            if let slot = f.quantizer.codebookSlot {
+                let accumulated = (0..<slot.count).map { Double(gradients[slot.offset + $0]) - Double(before[slot.offset + $0]) }
+                assertClose(accumulated, expectedCodebook, tolerance: 1e-5, floor: 1e-3, "grad codebook gradient")
+            } else {
+                XCTAssertEqual(gradients.array, before, "the EMA quantizer must not write parameter gradients")
+            }
+
+            // Central differences of m = mean((z - q)^2), h = 1e-2 (m is quadratic with k fixed):
+            // beta * dm/dz = dz - dq, and dm/dE = the .grad codebook gradient.
+            let h: Float = 1e-2
+            var numeric: [Double] = [], analytic: [Double] = []
+            func central(_ buffer: UnsafeMutablePointer<Float>, _ i: Int) -> Double {
+                let value = buffer[i]
+                buffer[i] = value + h; let plus = f.forward(z); XCTAssertEqual(f.indexArray, k, "assignment changed at +h")
+                buffer[i] = value - h; let minus = f.forward(z); XCTAssertEqual(f.indexArray, k, "assignment changed at -h")
+                buffer[i] = value
+                return (plus - minus) / Double(2 * h)
+            }
+            for i in 0..<(vectors * d) {
+                numeric.append(Double(beta) * central(z.pointer, i))
+                analytic.append(Double(dz[i]) - Double(dqValues[i]))
+            }
+            for i in 0..<(codes * d) {
+                numeric.append(central(f.codebook, i))
+                analytic.append(expectedCodebook[i])
+            }
+            assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3, "\(kind) quantizer gradients vs finite differences")
+        }
+    }
+}

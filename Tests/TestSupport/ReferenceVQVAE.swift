@@ -1,0 +1,140 @@
+import Model
+
+/// A double-precision VQ-VAE written from spec/model.md with the naive ops, reading its weights
+/// from a `VQVAE`'s parameter store through `exportToTorch` (so it works in PyTorch's layouts).
+///
+/// Besides the plain forward pass it evaluates the straight-through SURROGATE loss whose true
+/// gradient is what the model's backward pass computes: with an `Anchor` `(z0, q0, k0)` taken at the
+/// base point, the decoder reads `z + sg(q0 - z0)`, the commitment term is `beta * mean((z - sg(q0))^2)`
+/// and, with `--codebook grad`, the codebook term is `mean((sg(z0) - E[k0])^2)`. At the base point it
+/// equals the true loss; its derivative with respect to every parameter is the straight-through one.
+public struct ReferenceVQVAE {
+    public let configuration: ModelConfiguration
+    /// Every tensor by its checkpoint name, in PyTorch's layout; the codebook as `quantizer/codebook`
+    /// for both kinds.
+    public var tensors: [String: [Double]]
+
+    public struct Anchor {
+        public var latent: [Double]
+        public var quantized: [Double]
+        public var indices: [Int]
+        public init(latent: [Double], quantized: [Double], indices: [Int]) {
+            self.latent = latent; self.quantized = quantized; self.indices = indices
+        }
+    }
+
+    public struct Output {
+        public var total: Double
+        public var reconstructionLoss: Double
+        /// `mean((z - q)^2)` (with an anchor: `mean((z - q0)^2)`).
+        public var commitment: Double
+        public var latent: [Double]
+        public var quantized: [Double]
+        /// The nearest codes of `latent` (ties: the smallest index), whatever the anchor says.
+        public var indices: [Int]
+        /// `min_{k != best} d_k - d_best` over all vectors: how far the assignment is from changing.
+        public var smallestMargin: Double
+        public var reconstruction: [Double]
+        public var anchor: Anchor { Anchor(latent: latent, quantized: quantized, indices: indices) }
+    }
+
+    public init(model: VQVAE) {
+        configuration = model.configuration
+        var tensors: [String: [Double]] = [:]
+        for slot in model.parameters.slots {
+            tensors[slot.name] = torchTensor(slot, in: model.parameters.values)
+        }
+        if model.quantizer.kind == .ema {
+            let c = model.configuration
+            tensors["quantizer/codebook"] = doubles(model.quantizer.codebook(parameters: model.parameters),
+                                                    count: c.codes * c.codeDimension)
+        }
+        self.tensors = tensors
+    }
+
+    private func conv(_ name: String, _ x: Tensor4, _ out: Int, _ window: Window) -> Tensor4 {
+        naiveConv2d(x, weight: tensors["\(name)/weight"]!, bias: tensors["\(name)/bias"]!, outputChannels: out, window: window)
+    }
+
+    private func block(_ name: String, _ x: Tensor4) -> Tensor4 {
+        let c = configuration
+        return NaiveResidualBlock(weight3: tensors["\(name)/conv3x3/weight"]!, bias3: tensors["\(name)/conv3x3/bias"]!,
+                                  weight1: tensors["\(name)/conv1x1/weight"]!, bias1: tensors["\(name)/conv1x1/bias"]!,
+                                  channels: c.hidden, residualChannels: c.residualHidden).forward(x)
+    }
+
+    public func forward(images: [Double], batch: Int, anchor: Anchor? = nil) -> Output {
+        let c = configuration
+        let stride2 = Window(kernel: 4, stride: 2, padding: 1)
+        let same3 = Window(kernel: 3, stride: 1, padding: 1)
+        let image = Tensor4(batch: batch, height: c.height, width: c.width, channels: c.channels, values: images)
+        // Encoder.
+        var x = image
+        for i in 0..<c.downsamplings {
+            x = naiveReLU(conv("encoder/down\(i)", x, c.hidden >> (c.downsamplings - 1 - i), stride2))
+        }
+        x = conv("encoder/conv", x, c.hidden, same3)
+        for j in 0..<c.residualBlocks { x = block("encoder/res\(j)", x) }
+        x = naiveReLU(x)
+        let z = conv("pre_quant", x, c.codeDimension, Window(kernel: 1))
+        // Quantizer: brute force nearest code, ties to the smallest index.
+        let d = c.codeDimension, k = c.codes
+        let codebook = tensors["quantizer/codebook"]!
+        let positions = z.count / d
+        var indices = [Int](repeating: 0, count: positions)
+        var q = [Double](repeating: 0, count: z.count)
+        var margin = Double.infinity
+        for p in 0..<positions {
+            var distances = [Double](repeating: 0, count: k)
+            for code in 0..<k {
+                var s = 0.0
+                for j in 0..<d { let diff = z.values[p * d + j] - codebook[code * d + j]; s += diff * diff }
+                distances[code] = s
+            }
+            var best = 0
+            for code in 1..<k where distances[code] < distances[best] { best = code }
+            for code in 0..<k where code != best { margin = min(margin, distances[code] - distances[best]) }
+            indices[p] = best
+            for j in 0..<d { q[p * d + j] = codebook[best * d + j] }
+        }
+        var decoderInput = Tensor4(batch: batch, height: z.height, width: z.width, channels: d, values: q)
+        var commitment = 0.0, codebookTerm = 0.0
+        if let anchor {
+            for i in 0..<z.count {
+                decoderInput.values[i] = z.values[i] + (anchor.quantized[i] - anchor.latent[i])
+                let diff = z.values[i] - anchor.quantized[i]
+                commitment += diff * diff
+            }
+            for p in 0..<positions {
+                for j in 0..<d {
+                    let diff = anchor.latent[p * d + j] - codebook[anchor.indices[p] * d + j]
+                    codebookTerm += diff * diff
+                }
+            }
+            commitment /= Double(z.count)
+            codebookTerm /= Double(z.count)
+        } else {
+            for i in 0..<z.count { let diff = z.values[i] - q[i]; commitment += diff * diff }
+            commitment /= Double(z.count)
+            codebookTerm = commitment
+        }
+        // Decoder.
+        var y = conv("decoder/conv", decoderInput, c.hidden, same3)
+        for j in 0..<c.residualBlocks { y = block("decoder/res\(j)", y) }
+        y = naiveReLU(y)
+        for i in 0..<c.downsamplings {
+            let last = i == c.downsamplings - 1
+            let out = last ? c.channels : c.hidden >> (i + 1)
+            y = naiveConvTranspose2d(y, weight: tensors["decoder/up\(i)/weight"]!, bias: tensors["decoder/up\(i)/bias"]!,
+                                     outputChannels: out, window: stride2)
+            if !last { y = naiveReLU(y) }
+        }
+        var squared = 0.0
+        for i in image.values.indices { let diff = y.values[i] - image.values[i]; squared += diff * diff }
+        let reconstructionLoss = squared / Double(image.count)
+        var total = reconstructionLoss + c.commitment * commitment
+        if c.codebook == .grad { total += codebookTerm }
+        return Output(total: total, reconstructionLoss: reconstructionLoss, commitment: commitment, latent: z.values,
+                      quantized: q, indices: indices, smallestMargin: margin, reconstruction: y.values)
+    }
+}

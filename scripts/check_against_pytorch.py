@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Check one training step of `vqvae train` against PyTorch on the same weights and data.
+
+    vqvae train --data D.h5 --out RUN --no-shuffle --steps 0 ...          # initial weights
+    vqvae train --data D.h5 --out RUN2 --no-shuffle --steps 1 ...         # same flags, one step
+    python3 scripts/check_against_pytorch.py --data D.h5 \
+        --initial RUN/checkpoints/step-00000000.h5 --after RUN2/checkpoints/step-00000001.h5
+
+The script rebuilds the model of spec/model.md in PyTorch from the initial checkpoint, trains it one
+step on the first global batch (images 0..G-1, as --no-shuffle takes them), and compares with the
+checkpoint written after step 1: gradients (recovered from Adam's first moment, m = (1 - beta1) g),
+Adam's second moment, the parameters after the update, the codebook and its EMA statistics. It prints
+the largest relative difference per tensor (|a - b| / max|b|) and exits non-zero above --tolerance.
+
+PyTorch is an optional tool for this check only, never a dependency of the project.
+"""
+import argparse
+import json
+import sys
+
+import h5py
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Residual(nn.Module):
+    def __init__(self, channels, hidden):
+        super().__init__()
+        self.conv3x3 = nn.Conv2d(channels, hidden, 3, 1, 1)
+        self.conv1x1 = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x):
+        return x + self.conv1x1(F.relu(self.conv3x3(F.relu(x))))
+
+
+class VQVAE(nn.Module):
+    def __init__(self, m):
+        super().__init__()
+        h, down, c = m["hidden"], m["downsamplings"], m["channels"]
+        self.down = nn.ModuleList(
+            nn.Conv2d(c if i == 0 else h >> (down - i), h >> (down - 1 - i), 4, 2, 1) for i in range(down))
+        self.enc_conv = nn.Conv2d(h, h, 3, 1, 1)
+        self.enc_res = nn.ModuleList(Residual(h, m["residual_hidden"]) for _ in range(m["residual_blocks"]))
+        self.pre_quant = nn.Conv2d(h, m["code_dimension"], 1)
+        self.dec_conv = nn.Conv2d(m["code_dimension"], h, 3, 1, 1)
+        self.dec_res = nn.ModuleList(Residual(h, m["residual_hidden"]) for _ in range(m["residual_blocks"]))
+        self.up = nn.ModuleList(
+            nn.ConvTranspose2d(h >> i, c if i == down - 1 else h >> (i + 1), 4, 2, 1) for i in range(down))
+
+    def names(self):
+        """Checkpoint name -> module."""
+        out = {f"encoder/down{i}": l for i, l in enumerate(self.down)}
+        out["encoder/conv"] = self.enc_conv
+        for j, r in enumerate(self.enc_res):
+            out[f"encoder/res{j}/conv3x3"], out[f"encoder/res{j}/conv1x1"] = r.conv3x3, r.conv1x1
+        out["pre_quant"] = self.pre_quant
+        out["decoder/conv"] = self.dec_conv
+        for j, r in enumerate(self.dec_res):
+            out[f"decoder/res{j}/conv3x3"], out[f"decoder/res{j}/conv1x1"] = r.conv3x3, r.conv1x1
+        out.update({f"decoder/up{i}": l for i, l in enumerate(self.up)})
+        return out
+
+    def encode(self, x):
+        for layer in self.down:
+            x = F.relu(layer(x))
+        x = self.enc_conv(x)
+        for r in self.enc_res:
+            x = r(x)
+        return self.pre_quant(F.relu(x))
+
+    def decode(self, q):
+        x = self.dec_conv(q)
+        for r in self.dec_res:
+            x = r(x)
+        x = F.relu(x)
+        for i, layer in enumerate(self.up):
+            x = layer(x)
+            if i < len(self.up) - 1:
+                x = F.relu(x)
+        return x
+
+
+def rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--initial", required=True)
+    ap.add_argument("--after", required=True)
+    ap.add_argument("--tolerance", type=float, default=1e-4)
+    args = ap.parse_args()
+    torch.set_default_dtype(torch.float32)
+
+    f0, f1 = h5py.File(args.initial, "r"), h5py.File(args.after, "r")
+    cfg = json.loads(f1.attrs["config"])
+    m, opt, data = cfg["model"], cfg["optimizer"], cfg["data"]
+    G = data["global_batch_size"]
+    assert not data["shuffle"], "train with --no-shuffle so step 1 uses images 0..G-1"
+    with h5py.File(args.data, "r") as d:
+        raw = d[data.get("images_key", "images")][:G]
+    x = torch.from_numpy(raw).float()
+    x = (x / 255 - 0.5) if raw.dtype == np.uint8 else (x - 0.5)
+    x = x.permute(0, 3, 1, 2).contiguous()
+
+    model = VQVAE(m)
+    layers = model.names()
+    with torch.no_grad():
+        for name, layer in layers.items():
+            layer.weight.copy_(torch.from_numpy(f0[f"model/{name}/weight"][()]))
+            layer.bias.copy_(torch.from_numpy(f0[f"model/{name}/bias"][()]))
+    grad_codebook = m["codebook"] == "grad"
+    codebook = torch.from_numpy(f0["model/quantizer/codebook"][()]).clone()
+    params = [p for l in layers.values() for p in (l.weight, l.bias)]
+    if grad_codebook:
+        codebook.requires_grad_(True)
+        params.append(codebook)
+    adam = torch.optim.Adam(params, lr=opt["lr"], betas=(opt["beta1"], opt["beta2"]), eps=opt["eps"],
+                            weight_decay=opt["weight_decay"], foreach=False)
+
+    # Forward.
+    z = model.encode(x)                                   # [N, D, h, w]
+    flat = z.permute(0, 2, 3, 1).reshape(-1, m["code_dimension"])
+    dist = (codebook.detach() ** 2).sum(1)[None, :] - 2 * flat.detach() @ codebook.detach().t()
+    idx = dist.argmin(1)
+    q = codebook[idx]
+    commit = ((flat - q.detach()) ** 2).mean()
+    q_st = flat + (q - flat).detach()
+    x_hat = model.decode(q_st.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2))
+    mse = ((x_hat - x) ** 2).mean()
+    loss = mse + m["commitment"] * commit
+    if grad_codebook:
+        loss = loss + ((flat.detach() - q) ** 2).mean()
+    adam.zero_grad()
+    loss.backward()
+    print(f"pytorch step 1: loss {loss.item():.6f} mse {mse.item():.6f} commit {commit.item():.6f} "
+          f"codes used {len(idx.unique())}")
+
+    worst = 0.0
+    report = []
+    b1 = opt["beta1"]
+    for name, layer in layers.items():
+        for part in ("weight", "bias"):
+            g = getattr(layer, part).grad.numpy()
+            m1 = f1[f"optimizer/adam_m/{name}/{part}"][()]
+            report.append((f"grad {name}/{part}", rel(m1 / (1 - b1), g)))
+    if grad_codebook:
+        m1 = f1["optimizer/adam_m/quantizer/codebook"][()]
+        report.append(("grad quantizer/codebook", rel(m1 / (1 - b1), codebook.grad.numpy())))
+    adam.step()
+    for name, layer in layers.items():
+        for part in ("weight", "bias"):
+            p = getattr(layer, part).detach().numpy()
+            report.append((f"param {name}/{part}", rel(f1[f"model/{name}/{part}"][()], p)))
+            v = adam.state[getattr(layer, part)]["exp_avg_sq"].numpy()
+            report.append((f"adam_v {name}/{part}", rel(f1[f"optimizer/adam_v/{name}/{part}"][()], v)))
+    if grad_codebook:
+        report.append(("codebook", rel(f1["model/quantizer/codebook"][()], codebook.detach().numpy())))
+    else:
+        with torch.no_grad():
+            K = m["codes"]
+            onehot = F.one_hot(idx, K).float()
+            n = onehot.sum(0)
+            s = onehot.t() @ flat
+            g, eps = m["decay"], m["ema_epsilon"]
+            N = torch.from_numpy(f0["model/quantizer/ema_count"][()]) * g + (1 - g) * n
+            M = torch.from_numpy(f0["model/quantizer/ema_sum"][()]) * g + (1 - g) * s
+            total = N.sum()
+            smoothed = (N + eps) / (total + K * eps) * total
+            E = M / smoothed[:, None]
+        report.append(("ema_count", rel(f1["model/quantizer/ema_count"][()], N.numpy())))
+        report.append(("ema_sum", rel(f1["model/quantizer/ema_sum"][()], M.numpy())))
+        report.append(("codebook", rel(f1["model/quantizer/codebook"][()], E.numpy())))
+    for name, r in report:
+        worst = max(worst, r)
+        print(f"  {r:.2e}  {name}")
+    print(f"largest relative difference {worst:.2e} over {len(report)} tensors (tolerance {args.tolerance:.0e})")
+    return 0 if worst <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs every test of the project: installs missing dependencies, builds in release (the numeric
+# tests need optimised code) and runs the unit, data and end-to-end tests (XCTest).
+# Extra arguments go to `swift test` (e.g. --filter ModelTests).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+bash scripts/install_dependencies.sh
+
+# mpirun refuses to run as root without these; harmless otherwise.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+
+swift build -c release -Xswiftc -enable-testing --build-tests
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+swift test -c release -Xswiftc -enable-testing --skip-build --disable-swift-testing "$@" 2>&1 | tee "$log" || status=$?
+
+# One closing line for the whole run, from XCTest's own totals.
+summary=$(grep -E "^[[:space:]]*Executed [0-9]+ tests?, with [0-9]+ failures?" "$log" | tail -n 1 || true)
+if [ -z "$summary" ]; then
+    echo "error: no test results found" >&2
+    exit 1
+fi
+executed=$(sed -E 's/.*Executed ([0-9]+) tests?.*/\1/' <<<"$summary")
+failed=$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$summary")
+if [ "$executed" -eq 0 ]; then
+    echo "error: no test was executed" >&2
+    exit 1
+fi
+echo "$((executed - failed)) passed, $failed failed"
+[ "$status" -eq 0 ] && [ "$failed" -eq 0 ]
