@@ -17,4 +17,6 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 rm -rf "$OUT"
 mpirun -np "$RANKS" --oversubscribe --bind-to none \
     .build/release/vqvae train --data data/photos32-train.h5 --out "$OUT" \
-    --steps "$STEPS" --global-batch-size 64 --kmeans-init --log-every 100 --checkpoint-every 500
+    --steps "$STEPS" --global-batch-size 32 --kmeans-init --log-every 100 --checkpoint-every 500
+
+echo "metrics: $OUT/metrics.jsonl"
