@@ -81,6 +81,7 @@ public enum Checkpoint {
         let store = model.parameters
         let largest = max(store.slots.map(\.count).max() ?? 0, 1)
         let staging = FloatBuffer(count: largest)
+        defer { withExtendedLifetime(staging) {} }  // raw pointers below outlive the last reference
         for slot in store.slots {
             for (group, buffer) in [("model", store.values), ("optimizer/adam_m", optimizer.firstMoment),
                                     ("optimizer/adam_v", optimizer.secondMoment)] {
@@ -126,6 +127,7 @@ public enum Checkpoint {
         }
         let store = model.parameters
         let staging = FloatBuffer(count: max(store.slots.map(\.count).max() ?? 0, 1))
+        defer { withExtendedLifetime(staging) {} }
         for slot in store.slots {
             var groups = [("model", store.values)]
             if let optimizer { groups += [("optimizer/adam_m", optimizer.firstMoment), ("optimizer/adam_v", optimizer.secondMoment)] }

@@ -97,6 +97,7 @@ public final class ParameterStore {
             var random = SplitMix64(seed: seed, stream: UInt64(index) &+ 1)
             // Draw in PyTorch's layout order, then store in ours.
             let torchOrder = FloatBuffer(count: slot.count)
+            defer { withExtendedLifetime(torchOrder) {} }  // raw pointers below outlive the last reference
             for i in 0..<slot.count {
                 if let bound = slot.uniformBound {
                     torchOrder[i] = random.uniform(-bound, bound)

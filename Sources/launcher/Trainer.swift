@@ -143,6 +143,7 @@ final class Trainer {
 
         let local = sampler.localBatchSize
         let images = FloatBuffer(count: local * model.imageCount)
+        defer { withExtendedLifetime(images) {} }  // its raw pointer is used after the last reference
         let world = Float(communicator.size)
         let reduced = UnsafeMutablePointer<Double>.allocate(capacity: 3)
         defer { reduced.deallocate() }
@@ -227,11 +228,14 @@ final class Trainer {
             throw TrainingError("--kmeans-init needs at least --codes \(quantizer.codes) latent vectors, but the first global batch gives \(vectorCount); raise --global-batch-size or lower --codes")
         }
         let all = FloatBuffer(count: communicator.isRoot ? communicator.size * perRank : 0)
+        defer { withExtendedLifetime(images) {}; withExtendedLifetime(all) {} }
         try communicator.gather(model.latent.pointer, count: perRank, into: all.pointer)
         if communicator.isRoot {
             let workspace = FloatBuffer(count: vectorCount * quantizer.codes)
-            quantizer.initializeWithKMeans(vectors: all.pointer, count: vectorCount, iterations: options.kmeansIterations,
-                                           seed: options.seed, parameters: model.parameters, workspace: workspace.pointer)
+            withExtendedLifetime(workspace) {
+                quantizer.initializeWithKMeans(vectors: all.pointer, count: vectorCount, iterations: options.kmeansIterations,
+                                               seed: options.seed, parameters: model.parameters, workspace: workspace.pointer)
+            }
         }
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
         try communicator.broadcast(quantizer.emaState.pointer, count: quantizer.emaState.count)

@@ -98,7 +98,7 @@ final class CheckpointTests: XCTestCase {
         var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
         let slot = model.parameters.slot(named: "encoder/conv/weight")!
         var torch = [Float](repeating: 0, count: slot.count)
-        slot.exportToTorch(model.parameters.values.pointer + slot.offset, into: &torch)
+        withExtendedLifetime(model) { slot.exportToTorch(model.parameters.values.pointer + slot.offset, into: &torch) }
         let needle = torch.prefix(8).withUnsafeBytes { Array($0) }
         let offset = try XCTUnwrap(bytes.indices.first { start in
             start + needle.count <= bytes.count && Array(bytes[start..<(start + needle.count)]) == needle

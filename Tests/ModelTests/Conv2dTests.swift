@@ -93,7 +93,7 @@ final class Conv2dTests: XCTestCase {
 
             // (b) Central differences, h = 1e-2 in float (the loss is linear in each entry).
             let h: Float = 1e-2
-            func loss() -> Double { dot(layer.forward(input).pointer, r) }
+            func loss() -> Double { dot(layer.forward(input), r) }
             var numeric: [Double] = [], analytic: [Double] = []
             for i in sampleIndices(count: x.count, samples: 6, seed: 1 + UInt64(index)) {
                 let saved = input[i]
@@ -116,6 +116,7 @@ final class Conv2dTests: XCTestCase {
                 }
             }
             assertClose(analytic, numeric, tolerance: 1e-2, "conv \(label) gradients vs finite differences")
+            withExtendedLifetime((rBuffer, input, inputGradient)) {}
         }
     }
 
@@ -149,8 +150,8 @@ final class Conv2dTests: XCTestCase {
             let cBuffer = makeBuffer(cFloats)
             let back = FloatBuffer(count: image.count)
             col2im(image: back.pointer, columns: cBuffer.pointer, batch: n, height: h, width: w, channels: c, window: window)
-            let lhs = dot(columns.pointer, cFloats.map(Double.init))
-            let rhs = dot(back.pointer, xFloats.map(Double.init))
+            let lhs = dot(columns, cFloats.map(Double.init))
+            let rhs = dot(back, xFloats.map(Double.init))
             assertClose(lhs, rhs, tolerance: 1e-5, "<im2col(x), c> vs <x, col2im(c)> \(label)")
 
             // col2im accumulates: starting from x gives x + col2im(c).
@@ -158,6 +159,7 @@ final class Conv2dTests: XCTestCase {
             col2im(image: accumulated.pointer, columns: cBuffer.pointer, batch: n, height: h, width: w, channels: c, window: window)
             assertClose(accumulated.array, zip(xFloats, back.array).map { Double($0) + Double($1) }, tolerance: 1e-6,
                         "col2im \(label) accumulates")
+            withExtendedLifetime((image, columns, cBuffer, back, accumulated)) {}
         }
     }
 }

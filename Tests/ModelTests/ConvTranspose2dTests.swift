@@ -91,7 +91,7 @@ final class ConvTranspose2dTests: XCTestCase {
                         "convT \(label) dW (no dx)")
 
             let h: Float = 1e-2
-            func loss() -> Double { dot(layer.forward(input).pointer, r) }
+            func loss() -> Double { dot(layer.forward(input), r) }
             var numeric: [Double] = [], analytic: [Double] = []
             for i in sampleIndices(count: x.count, samples: 6, seed: 11 + UInt64(index)) {
                 let saved = input[i]
@@ -114,6 +114,7 @@ final class ConvTranspose2dTests: XCTestCase {
                 }
             }
             assertClose(analytic, numeric, tolerance: 1e-2, "convT \(label) gradients vs finite differences")
+            withExtendedLifetime((rBuffer, input, inputGradient)) {}
         }
     }
 }

@@ -77,9 +77,9 @@ final class ResidualBlockTests: XCTestCase {
             for i in indices where accepted < wanted {
                 let value = buffer[i]
                 buffer[i] = value + h
-                let plus = dot(forward().pointer, r), plusMask = saved.array.map { $0 > 0 }
+                let plus = dot(forward(), r), plusMask = saved.array.map { $0 > 0 }
                 buffer[i] = value - h
-                let minus = dot(forward().pointer, r), minusMask = saved.array.map { $0 > 0 }
+                let minus = dot(forward(), r), minusMask = saved.array.map { $0 > 0 }
                 buffer[i] = value
                 if plusMask != savedMask || minusMask != savedMask { crossings += 1; continue }
                 numeric.append((plus - minus) / Double(2 * h))
@@ -95,5 +95,6 @@ final class ResidualBlockTests: XCTestCase {
         }
         print("residual block: \(crossings) candidate entries skipped for crossing a ReLU kink")
         assertClose(analytic, numeric, tolerance: 1e-2, "residual block gradients vs finite differences")
+        withExtendedLifetime((input, saved, workspace, scratch, rBuffer, inputGradient, output)) {}
     }
 }

@@ -65,3 +65,9 @@ public func sampleIndices(count: Int, samples: Int, seed: UInt64) -> [Int] {
     }
     return chosen.sorted()
 }
+
+/// `sum_i y[i] * r[i]` over a buffer, keeping the buffer alive while it is read.
+public func dot(_ y: FloatBuffer, _ r: [Double]) -> Double {
+    precondition(y.count >= r.count)
+    return withExtendedLifetime(y) { dot(UnsafePointer(y.pointer), r) }
+}
