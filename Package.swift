@@ -35,6 +35,8 @@ let package = Package(
         ]),
 
         .target(name: "TestSupport", dependencies: ["Model"], path: "Tests/TestSupport"),
+        // Started under `mpirun` by EndToEndTests: checks the communicator collective by collective.
+        .executableTarget(name: "mpi-checks", dependencies: ["Dist"], path: "Tests/MPIChecks"),
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "Model", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Data", "Model", "TestSupport"]),

@@ -56,10 +56,51 @@ public final class Communicator {
         try Communicator.check(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_DOUBLE(), CMPI_SUM(), world), "MPI_Allreduce")
     }
 
-    /// In-place maximum over all ranks.
+    /// In-place element-wise maximum over all ranks.
     public func allReduceMax(_ buffer: UnsafeMutablePointer<Double>, count: Int) throws {
         guard size > 1, count > 0 else { return }
         try Communicator.check(MPI_Allreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_DOUBLE(), CMPI_MAX(), world), "MPI_Allreduce")
+    }
+
+    /// Starts an in-place sum over all ranks without waiting (MPI_Iallreduce); complete it with
+    /// `wait(_:)` or `test(_:)` before touching the buffer.
+    public func startAllReduceSum(_ buffer: UnsafeMutablePointer<Float>, count: Int) throws -> MPI_Request? {
+        var request: MPI_Request? = CMPI_REQUEST_NULL()
+        guard size > 1, count > 0 else { return request }
+        try Communicator.check(MPI_Iallreduce(CMPI_IN_PLACE(), buffer, Int32(count), CMPI_FLOAT(), CMPI_SUM(), world, &request),
+                               "MPI_Iallreduce")
+        return request
+    }
+
+    /// Waits for every request to complete.
+    public func wait(_ requests: inout [MPI_Request?]) throws {
+        guard !requests.isEmpty else { return }
+        let count = Int32(requests.count)
+        try requests.withUnsafeMutableBufferPointer {
+            try Communicator.check(MPI_Waitall(count, $0.baseAddress, CMPI_STATUSES_IGNORE()), "MPI_Waitall")
+        }
+    }
+
+    /// Lets MPI progress the requests (OpenMPI advances non-blocking collectives only inside MPI
+    /// calls); returns whether all have completed.
+    @discardableResult
+    public func test(_ requests: inout [MPI_Request?]) throws -> Bool {
+        guard !requests.isEmpty else { return true }
+        var done: Int32 = 0
+        let count = Int32(requests.count)
+        try requests.withUnsafeMutableBufferPointer {
+            try Communicator.check(MPI_Testall(count, $0.baseAddress, &done, CMPI_STATUSES_IGNORE()), "MPI_Testall")
+        }
+        return done != 0
+    }
+
+    /// Whether every rank passed the same 64-bit `fingerprint`.
+    public func allAgree(on fingerprint: UInt64) throws -> Bool {
+        guard size > 1 else { return true }
+        let high = Double(fingerprint >> 32), low = Double(fingerprint & 0xFFFF_FFFF)
+        var values = [high, low, -high, -low]
+        try values.withUnsafeMutableBufferPointer { try allReduceMax($0.baseAddress!, count: 4) }
+        return values[0] == -values[2] && values[1] == -values[3]
     }
 
     /// Sends `root`'s buffer to every rank.

@@ -209,7 +209,11 @@ public final class VQVAE {
 
     /// Backward pass of the last `forward(images:...)` over the same `images`: ACCUMULATES every
     /// parameter's gradient of this share's mean loss into `parameters.gradients`.
-    public func backward(images: UnsafePointer<Float>) {
+    ///
+    /// `gradientsReady(offset)` is called as layers finish: from then on every gradient at a flat
+    /// offset `>= offset` is final (parameters are laid out in forward order, and the backward pass
+    /// runs in reverse), so a caller can start reducing them while the rest is computed.
+    public func backward(images: UnsafePointer<Float>, gradientsReady: (Int) -> Void = { _ in }) {
         let batch = lastBatch
         precondition(batch > 0, "backward before forward")
         let c = configuration
@@ -229,29 +233,35 @@ public final class VQVAE {
             let input = i == 0 ? decoderStack.output.pointer : upOutputs[i - 1].pointer
             ups[i].backward(inputGradient: other, outputGradient: current, input: input, batch: batch,
                             height: size.height, width: size.width, parameters: p, gradients: g, workspace: work)
+            gradientsReady(ups[i].weight.offset)
             swap(&current, &other)
             // ReLU between ups (and the stack's final ReLU for i == 0).
             reluBackward(current, current, output: input, count: batch * size.height * size.width * ups[i].inputChannels)
         }
         let (lh, lw) = (c.latentHeight, c.latentWidth)
         decoderStack.backward(blocks: decoderBlocks, gradient: &current, other: &other, batch: batch, height: lh, width: lw,
-                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer)
+                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer, gradientsReady: gradientsReady)
         decoderConv.backward(inputGradient: other, outputGradient: current, input: quantized.pointer, batch: batch,
                              height: lh, width: lw, parameters: p, gradients: g, workspace: work)
+        gradientsReady(decoderConv.weight.offset)
         swap(&current, &other)
         let vectors = batch * lh * lw
         quantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: latent.pointer,
                            quantized: quantized.pointer, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
+        if let slot = quantizer.codebookSlot { gradientsReady(slot.offset) }
         swap(&current, &other)
         preQuant.backward(inputGradient: other, outputGradient: current, input: encoderStack.output.pointer, batch: batch,
                           height: lh, width: lw, parameters: p, gradients: g, workspace: work)
+        gradientsReady(preQuant.weight.offset)
         swap(&current, &other)
         reluBackward(current, current, output: encoderStack.output.pointer, count: vectors * c.hidden)
         encoderStack.backward(blocks: encoderBlocks, gradient: &current, other: &other, batch: batch, height: lh, width: lw,
-                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer, finalReLU: false)
+                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer, finalReLU: false,
+                              gradientsReady: gradientsReady)
         let last = downs.count - 1
         encoderConv.backward(inputGradient: other, outputGradient: current, input: downOutputs[last].pointer, batch: batch,
                              height: lh, width: lw, parameters: p, gradients: g, workspace: work)
+        gradientsReady(encoderConv.weight.offset)
         swap(&current, &other)
         for i in stride(from: last, through: 0, by: -1) {
             let size = resolutions[i]
@@ -260,6 +270,7 @@ public final class VQVAE {
             let input = i == 0 ? images : UnsafePointer(downOutputs[i - 1].pointer)
             downs[i].backward(inputGradient: i == 0 ? nil : other, outputGradient: current, input: input, batch: batch,
                               height: size.height, width: size.width, parameters: p, gradients: g, workspace: work)
+            gradientsReady(downs[i].weight.offset)
             swap(&current, &other)
         }
     }
@@ -318,7 +329,8 @@ final class ResidualStackBuffers {
     /// applied the final ReLU's backward.
     func backward(blocks: [ResidualBlock], gradient: inout UnsafeMutablePointer<Float>, other: inout UnsafeMutablePointer<Float>,
                   batch: Int, height: Int, width: Int, parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
-                  workspace: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, finalReLU: Bool = false) {
+                  workspace: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, finalReLU: Bool = false,
+                  gradientsReady: (Int) -> Void) {
         if finalReLU {
             reluBackward(gradient, gradient, output: output.pointer, count: batch * height * width * channels)
         }
@@ -326,6 +338,7 @@ final class ResidualStackBuffers {
             blocks[j].backward(inputGradient: other, outputGradient: gradient, saved: saved[j].pointer, batch: batch,
                                height: height, width: width, parameters: parameters, gradients: gradients,
                                workspace: workspace, scratch: scratch)
+            gradientsReady(blocks[j].conv3x3.weight.offset)
             swap(&gradient, &other)
         }
     }

@@ -18,6 +18,10 @@ func runDistributed(_ body: (Communicator, Console) throws -> Void) throws {
     let console = Console(rank: communicator.rank, worldSize: communicator.size)
     do {
         try body(communicator, console)
+    } catch let error as CollectiveError {
+        if communicator.isRoot { console.error(error.description) }
+        communicator.finalize()
+        throw ExitCode(1)
     } catch {
         console.error("\(error)")
         if communicator.size > 1 { communicator.abort(code: 1) }

@@ -92,6 +92,12 @@ struct Train: ParsableCommand {
     var checkpointEvery = 500
     @Option(help: "BLAS threads per rank.")
     var threads = 1
+    @Option(name: .customLong("bucket-mb"), help: "Size in MB of the gradient buckets all-reduced while the backward pass runs.")
+    var bucketMegabytes = 1.0
+    @Option(name: .customLong("sync-check-every"), help: "Check every N steps (and at the end) that all ranks hold identical parameters and codebook (0: only at the end).")
+    var syncCheckEvery = 100
+    @Flag(name: .customLong("skip-nonfinite"), help: "Skip the update of a step whose loss is NaN or infinite instead of stopping the run.")
+    var skipNonFinite = false
 
     func validate() throws {
         if data.isEmpty { throw ValidationError("give at least one dataset with --data FILE") }
@@ -104,6 +110,8 @@ struct Train: ParsableCommand {
         if logEvery < 1 { throw ValidationError("--log-every must be at least 1") }
         if checkpointEvery < 0 { throw ValidationError("--checkpoint-every must not be negative") }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if !(bucketMegabytes > 0) { throw ValidationError("--bucket-mb must be positive") }
+        if syncCheckEvery < 0 { throw ValidationError("--sync-check-every must not be negative") }
     }
 
     func run() throws {

@@ -41,6 +41,13 @@ struct TrainingError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+/// A failure that every rank reaches at the same point from the same reduced values (a non-finite
+/// global loss, diverged ranks): rank 0 reports it once and all ranks exit together.
+struct CollectiveError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// The data-parallel training loop: every rank runs the same model on its share of each global
 /// batch; gradients are averaged and the codebook's EMA statistics summed over ranks before the
 /// update, so every rank holds the same parameters and codebook.
@@ -144,7 +151,10 @@ final class Trainer {
         let local = sampler.localBatchSize
         let images = FloatBuffer(count: local * model.imageCount)
         defer { withExtendedLifetime(images) {} }  // its raw pointer is used after the last reference
-        let world = Float(communicator.size)
+        let world = Double(communicator.size)
+        let buckets = GradientBuckets(communicator: communicator, buffer: model.parameters.gradients.pointer,
+                                      count: model.parameters.count,
+                                      bucketElements: max(1, Int(options.bucketMegabytes * 1_048_576) / MemoryLayout<Float>.stride))
         let reduced = UnsafeMutablePointer<Double>.allocate(capacity: 3)
         defer { reduced.deallocate() }
         let metrics = communicator.isRoot ? FileHandle(forWritingAtPath: metricsPath) : nil
@@ -155,34 +165,44 @@ final class Trainer {
         var windowSteps = 0
         var lastCheckpoint = ""
         var lastLoss = Losses(reconstruction: .nan, commitment: .nan, total: .nan)
+        var skipped = 0
         for step in 0..<options.steps {
             try dataset.read(indices: sampler.localBatch(step: step), into: images.pointer)
             model.parameters.zeroGradients()
             let losses = model.forward(images: images.pointer, batch: local, training: true)
-            model.backward(images: images.pointer)
-
-            // Average gradients; sum the codebook statistics of the global batch.
-            let gradients = model.parameters.gradients
-            try communicator.allReduceSum(gradients.pointer, count: gradients.count)
-            if communicator.size > 1 {
-                let scale = 1 / world
-                for i in 0..<gradients.count { gradients.pointer[i] *= scale }
+            // Gradients are averaged over ranks in buckets started while the backward pass runs.
+            buckets.begin()
+            var communicationError: Error?
+            model.backward(images: images.pointer) { offset in
+                guard communicationError == nil else { return }
+                do { try buckets.ready(from: offset) } catch { communicationError = error }
             }
+            if let communicationError { throw communicationError }
+            try buckets.finish()
+
+            // The codebook statistics of the global batch (one fused call), and the loss.
             let statistics = model.quantizer.batchStatistics
             try communicator.allReduceSum(statistics.pointer, count: statistics.count)
-            model.quantizer.applyEMA()
-            optimizer.update(parameters: model.parameters.values.pointer, gradients: gradients.pointer)
-
             reduced[0] = losses.total; reduced[1] = losses.reconstruction; reduced[2] = losses.commitment
             try communicator.allReduceSum(reduced, count: 3)
-            let loss = Losses(reconstruction: reduced[1] / Double(world), commitment: reduced[2] / Double(world),
-                              total: reduced[0] / Double(world))
-            guard loss.total.isFinite else {
-                throw TrainingError("loss is \(loss.total) at step \(step + 1); lower --lr or check the data")
-            }
-            lastLoss = loss
-            windowSteps += 1
+            let loss = Losses(reconstruction: reduced[1] / world, commitment: reduced[2] / world, total: reduced[0] / world)
             let done = step + 1
+            if !loss.total.isFinite {
+                // Every rank sees the same reduced loss, so all take the same branch.
+                guard options.skipNonFinite else {
+                    throw CollectiveError("loss is \(loss.total) at step \(done); nothing was updated or written for it. Lower --lr, check the data, or pass --skip-nonfinite")
+                }
+                console.warning("loss is \(loss.total) at step \(done); skipping its update (--skip-nonfinite)")
+                skipped += 1
+            } else {
+                model.quantizer.applyEMA()
+                optimizer.update(parameters: model.parameters.values.pointer, gradients: model.parameters.gradients.pointer)
+                lastLoss = loss
+            }
+            if (options.syncCheckEvery > 0 && done % options.syncCheckEvery == 0) || done == options.steps {
+                try checkRanksAgree(step: done)
+            }
+            windowSteps += 1
             if done == 1 || done % options.logEvery == 0 || done == options.steps {
                 let now = monotonicSeconds()
                 let rate = Double(windowSteps * options.globalBatchSize) / max(now - windowStart, 1e-9)
@@ -210,7 +230,32 @@ final class Trainer {
         console.info(String(format: "done: %d steps in %.1f s (%.0f img/s); final loss %.5f (mse %.5f)",
                             options.steps, elapsed, Double(options.steps * options.globalBatchSize) / elapsed,
                             lastLoss.total, lastLoss.reconstruction))
+        if skipped > 0 { console.info("skipped \(skipped) step(s) with a non-finite loss") }
+        if communicator.size > 1 {
+            console.info(String(format: "parameters and codebook identical on all %d ranks (fingerprint %016llx)",
+                                communicator.size, fingerprint()))
+        }
         console.info("checkpoint: \(lastCheckpoint)")
+    }
+
+    /// FNV-1a over the bit patterns of every parameter and of the EMA codebook state.
+    func fingerprint() -> UInt64 {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        for buffer in [model.parameters.values, model.quantizer.emaState] {
+            let words = UnsafeRawPointer(buffer.pointer).assumingMemoryBound(to: UInt32.self)
+            for i in 0..<buffer.count {
+                hash = (hash ^ UInt64(words[i])) &* 0x0000_0100_0000_01B3
+            }
+        }
+        return hash
+    }
+
+    /// The divergence guard: every rank's fingerprint must be the same.
+    func checkRanksAgree(step: Int) throws {
+        guard communicator.size > 1 else { return }
+        guard try communicator.allAgree(on: fingerprint()) else {
+            throw CollectiveError("ranks diverged at step \(step): their parameters or codebooks differ")
+        }
     }
 
     /// `--kmeans-init`: rank 0 clusters the encoder outputs of the whole first global batch

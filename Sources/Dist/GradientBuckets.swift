@@ -1,0 +1,67 @@
+import CMPI
+
+/// Averages a flat gradient buffer over all ranks in buckets that start while the backward pass is
+/// still running, so communication hides behind compute.
+///
+/// The buffer is cut into buckets of `bucketElements` floats from its END, because a backward pass
+/// finishes the last layers first. The model reports progress with `ready(from:)` (every gradient
+/// at an offset `>= from` is final); each bucket lying wholly in that range starts its
+/// `MPI_Iallreduce` at once. `finish()` starts the rest, waits for all and divides by the world size.
+public final class GradientBuckets {
+    public let communicator: Communicator
+    public let buffer: UnsafeMutablePointer<Float>
+    public let count: Int
+    public let bucketElements: Int
+    /// Bucket `i` covers `[starts[i], ends[i])`; bucket 0 is the buffer's tail.
+    public let starts: [Int]
+    public let ends: [Int]
+    private var started = 0
+    private var requests: [MPI_Request?] = []
+
+    public init(communicator: Communicator, buffer: UnsafeMutablePointer<Float>, count: Int, bucketElements: Int) {
+        precondition(bucketElements > 0)
+        self.communicator = communicator
+        self.buffer = buffer
+        self.count = count
+        self.bucketElements = bucketElements
+        var starts: [Int] = [], ends: [Int] = []
+        var end = count
+        while end > 0 {
+            let start = max(0, end - bucketElements)
+            starts.append(start)
+            ends.append(end)
+            end = start
+        }
+        self.starts = starts
+        self.ends = ends
+        requests.reserveCapacity(starts.count)
+    }
+
+    /// Call before each backward pass.
+    public func begin() {
+        started = 0
+        requests.removeAll(keepingCapacity: true)
+    }
+
+    /// Gradients at offsets `>= offset` are final: start every bucket inside that range.
+    public func ready(from offset: Int) throws {
+        guard communicator.size > 1 else { return }
+        while started < starts.count && starts[started] >= offset {
+            requests.append(try communicator.startAllReduceSum(buffer + starts[started], count: ends[started] - starts[started]))
+            started += 1
+        }
+        try communicator.test(&requests)
+    }
+
+    /// Starts what is left, waits for every bucket and scales the sums to means.
+    public func finish() throws {
+        guard communicator.size > 1 else { return }
+        try ready(from: 0)
+        try communicator.wait(&requests)
+        let scale = 1 / Float(communicator.size)
+        for i in 0..<count { buffer[i] *= scale }
+    }
+
+    /// Buckets started before `finish()` in the last step (the rest started there).
+    public var startedEarly: Int { started }
+}

@@ -1,0 +1,114 @@
+// Checks `Communicator` and `GradientBuckets` under a real `mpirun`. Usage:
+//
+//     mpirun -np W mpi-checks --ranks W            # every collective; exit 0 and "ok" on rank 0
+//     mpirun -np W mpi-checks --ranks W --abort 1  # rank 1 aborts while the others wait
+//
+// It FAILS (exit 2) when the world does not have the expected number of ranks, so a test can never
+// pass vacuously as a world of one.
+import Dist
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func fail(_ message: String, rank: Int) -> Never {
+    fputs("[rank \(rank)] mpi-checks: FAILED: \(message)\n", stderr)
+    exit(1)
+}
+
+let arguments = CommandLine.arguments
+func value(_ flag: String) -> Int? {
+    guard let i = arguments.firstIndex(of: flag), i + 1 < arguments.count else { return nil }
+    return Int(arguments[i + 1])
+}
+guard let expected = value("--ranks") else {
+    fputs("usage: mpi-checks --ranks W [--abort RANK]\n", stderr)
+    exit(2)
+}
+
+let world: Communicator
+do { world = try Communicator() } catch { fputs("mpi-checks: \(error)\n", stderr); exit(2) }
+let rank = world.rank, size = world.size
+if size != expected {
+    fputs("[rank \(rank)] mpi-checks: FAILED: started with \(size) rank(s), expected \(expected)\n", stderr)
+    exit(2)
+}
+
+do {
+    if let aborting = value("--abort") {
+        if rank == aborting {
+            fputs("[rank \(rank)] mpi-checks: aborting on purpose\n", stderr)
+            world.abort(code: 3)
+        }
+        try world.barrier()  // the others wait here until the abort ends them
+        sleep(60)
+        fail("rank \(aborting) aborted but rank \(rank) is still running", rank: rank)
+    }
+
+    // Float sum all-reduce: rank r contributes r + 1 + i.
+    var floats = (0..<1000).map { Float(rank + 1 + $0) }
+    try floats.withUnsafeMutableBufferPointer { try world.allReduceSum($0.baseAddress!, count: $0.count) }
+    let triangle = Float(size * (size + 1) / 2)
+    for i in 0..<floats.count where floats[i] != triangle + Float(size * i) {
+        fail("float all-reduce element \(i) is \(floats[i]), expected \(triangle + Float(size * i))", rank: rank)
+    }
+
+    // Double sum all-reduce with values that need double precision.
+    var doubles = [1e-12 * Double(rank + 1), 1e12 + Double(rank)]
+    try doubles.withUnsafeMutableBufferPointer { try world.allReduceSum($0.baseAddress!, count: 2) }
+    let expectedDoubles = [1e-12 * Double(size * (size + 1) / 2), 1e12 * Double(size) + Double(size * (size - 1) / 2)]
+    if abs(doubles[0] - expectedDoubles[0]) > 1e-24 || doubles[1] != expectedDoubles[1] {
+        fail("double all-reduce gave \(doubles), expected \(expectedDoubles)", rank: rank)
+    }
+
+    // Broadcast from every root in turn.
+    for root in 0..<size {
+        var data = (0..<257).map { Float(rank == root ? root * 1000 + $0 : -1) }
+        try data.withUnsafeMutableBufferPointer { try world.broadcast($0.baseAddress!, count: $0.count, root: root) }
+        for i in 0..<data.count where data[i] != Float(root * 1000 + i) {
+            fail("broadcast from \(root): element \(i) is \(data[i])", rank: rank)
+        }
+    }
+
+    // Gather in rank order.
+    var gathered = [Float](repeating: 0, count: size * 3)
+    let mine: [Float] = [Float(rank), Float(rank) + 0.5, Float(rank) + 0.25]
+    try mine.withUnsafeBufferPointer { source in
+        try gathered.withUnsafeMutableBufferPointer { try world.gather(source.baseAddress!, count: 3, into: $0.baseAddress!) }
+    }
+    if rank == 0 {
+        for r in 0..<size where Array(gathered[(3 * r)..<(3 * r + 3)]) != [Float(r), Float(r) + 0.5, Float(r) + 0.25] {
+            fail("gather: rank \(r)'s values are \(gathered[(3 * r)..<(3 * r + 3)])", rank: rank)
+        }
+    }
+
+    // Bucketed non-blocking all-reduce agrees exactly with the blocking one, whatever the
+    // order in which buckets become ready.
+    let count = 10_007
+    let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+    defer { buffer.deallocate() }
+    var reference = [Float](repeating: 0, count: count)
+    for i in 0..<count { buffer[i] = Float((i * 7 + rank * 13) % 101) / 8; reference[i] = buffer[i] }
+    try reference.withUnsafeMutableBufferPointer { try world.allReduceSum($0.baseAddress!, count: count) }
+    let buckets = GradientBuckets(communicator: world, buffer: buffer, count: count, bucketElements: 1000)
+    buckets.begin()
+    for offset in stride(from: count - 1, through: 0, by: -997) { try buckets.ready(from: offset) }
+    let early = buckets.startedEarly  // buckets whose start >= 36, the last offset reported
+    try buckets.finish()
+    let scale = 1 / Float(size)
+    for i in 0..<count where buffer[i] != reference[i] * scale {
+        fail("bucketed all-reduce element \(i) is \(buffer[i]), expected \(reference[i] * scale)", rank: rank)
+    }
+    if size > 1 && early != buckets.starts.count - 2 {
+        fail("\(early) of \(buckets.starts.count) buckets started before finish(), expected \(buckets.starts.count - 2)", rank: rank)
+    }
+
+    // Fingerprint agreement, and its detection of a difference.
+    if !(try world.allAgree(on: 0xDEAD_BEEF_0123_4567)) { fail("identical fingerprints reported as different", rank: rank) }
+    if size > 1, try world.allAgree(on: rank == size - 1 ? 1 : 2) { fail("different fingerprints reported as equal", rank: rank) }
+
+    try world.barrier()
+} catch {
+    fail("\(error)", rank: rank)
+}
+if rank == 0 { print("mpi-checks: ok on \(size) ranks") }
+world.finalize()
