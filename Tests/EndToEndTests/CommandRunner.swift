@@ -60,6 +60,28 @@ enum CommandRunner {
         return try run(binary, arguments)
     }
 
+    /// Runs a product built beside the tests (`vqvae`, `mpi-checks`) under `mpirun -np ranks`
+    /// (oversubscribed: CI has 2 cores). With `ranks == 0` it runs as a plain process.
+    static func mpirun(ranks: Int, _ product: String, _ arguments: [String], timeout: TimeInterval = 600,
+                       file: StaticString = #filePath, line: UInt = #line) throws -> Result {
+        let binary = try built(product, file: file, line: line)
+        if ranks == 0 { return try run(binary, arguments, timeout: timeout) }
+        return try run(URL(fileURLWithPath: "/usr/bin/env"),
+                       ["mpirun", "-np", "\(ranks)", "--oversubscribe", "--bind-to", "none", binary.path] + arguments,
+                       environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"], timeout: timeout)
+    }
+
+    static func built(_ product: String, file: StaticString = #filePath, line: UInt = #line) throws -> URL {
+        let folder = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let candidates = [folder.appendingPathComponent(product), folder.deletingLastPathComponent().appendingPathComponent(product)]
+        guard let binary = candidates.first(where: { FileManager.default.isExecutableFile(atPath: $0.path) }) else {
+            XCTFail("\(product) is not built next to the tests (looked in \(candidates.map(\.path))); run `swift build` first",
+                    file: file, line: line)
+            throw CocoaError(.fileNoSuchFile)
+        }
+        return binary
+    }
+
     /// Runs `python3 -c script args...`; the tests need h5py and numpy (scripts/test.sh installs them).
     static func python(_ script: String, _ arguments: [String] = []) throws -> Result {
         try run(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", script] + arguments)
