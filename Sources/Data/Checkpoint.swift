@@ -46,6 +46,10 @@ public enum Checkpoint {
     /// returns its path. A failure leaves no file under the final name.
     @discardableResult
     public static func write(directory: String, model: VQVAE, optimizer: Adam, state: CheckpointState) throws -> String {
+        try HDF5Lock.run { try writeLocked(directory: directory, model: model, optimizer: optimizer, state: state) }
+    }
+
+    private static func writeLocked(directory: String, model: VQVAE, optimizer: Adam, state: CheckpointState) throws -> String {
         let finalPath = directory + "/" + fileName(step: state.step)
         let temporaryPath = directory + "/." + fileName(step: state.step) + ".tmp-\(getpid())"
         do {
@@ -112,6 +116,10 @@ public enum Checkpoint {
     /// Reads a checkpoint into `model` (and `optimizer`, when given), checking the format, the
     /// model kind and every tensor's shape; a damaged tensor fails its Fletcher-32 check.
     public static func load(path: String, into model: VQVAE, optimizer: Adam?) throws -> CheckpointState {
+        try HDF5Lock.run { try loadLocked(path: path, into: model, optimizer: optimizer) }
+    }
+
+    private static func loadLocked(path: String, into model: VQVAE, optimizer: Adam?) throws -> CheckpointState {
         let file = try HDF5File.open(path)
         let foundFormat = (try? file.stringAttribute("format")) ?? "(none)"
         guard foundFormat == format else {
@@ -154,7 +162,7 @@ public enum Checkpoint {
             optimizer.step = try file.int64Attribute("t", on: "/optimizer")
         }
         var data: [String: Int64] = [:]
-        for name in ["seed", "shuffle", "samples_seen", "epoch", "dataset_size", "global_batch_size"]
+        for name in ["seed", "shuffle", "wrap", "samples_seen", "epoch", "dataset_size", "global_batch_size"]
         where file.hasAttribute(name, on: "/data") {
             data[name] = try file.int64Attribute(name, on: "/data")
         }

@@ -1,4 +1,7 @@
 import CHDF5
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An image dataset of spec/dataset.md: one or more HDF5 files, each with `images` `(N, H, W, C)`
 /// (C 1 or 3, uint8 0..255 or float32 0..1), concatenated in the order given.
@@ -28,6 +31,8 @@ public final class ImageDataset {
     private let parts: [Part]
     private var staging: [UInt8] = []
 
+    /// Opens and validates every file. Not thread-safe with other HDF5 use; call before starting
+    /// a prefetch thread.
     public init(paths: [String], imagesKey: String = "images") throws {
         guard !paths.isEmpty else { throw DataError("no dataset file given (use --data FILE)") }
         var parts: [Part] = []
@@ -86,13 +91,39 @@ public final class ImageDataset {
         hasLabels = labels
     }
 
-    deinit { for part in parts { H5Dclose(part.dataset) } }
+    deinit { HDF5Lock.run { for part in parts { H5Dclose(part.dataset) } } }
 
     public var imageElements: Int { height * width * channels }
+
+    /// Physical memory of this machine in bytes.
+    public static var physicalMemory: Int {
+        Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+    }
+
+    /// Refuses, before anything is allocated, a dataset whose header describes more than this
+    /// machine can hold: the sampler keeps one index per image, and training keeps about
+    /// `bytesPerImageElement` bytes per image element of a batch (inputs, activations, gradients).
+    public func checkFitsInMemory(batch: Int, bytesPerImageElement: Int) throws {
+        let memory = Self.physicalMemory
+        let gigabytes = { (bytes: Double) in String(Int((bytes / 1e9).rounded(.up))) + " GB" }
+        let (indexBytes, overflowN) = count.multipliedReportingOverflow(by: 2 * MemoryLayout<Int>.stride)
+        if overflowN || indexBytes > memory / 2 {
+            throw DataError("\(paths.joined(separator: ", ")): the header claims \(count) images; indexing them needs \(gigabytes(Double(count) * 16)), more than this machine's \(gigabytes(Double(memory)))")
+        }
+        let (perImage, overflowImage) = imageElements.multipliedReportingOverflow(by: bytesPerImageElement)
+        let (perBatch, overflowBatch) = perImage.multipliedReportingOverflow(by: max(batch, 1))
+        if overflowImage || overflowBatch || perBatch > memory / 2 {
+            throw DataError("\(paths[0]): images of \(height)x\(width)x\(channels) are too large: a batch of \(batch) needs about \(gigabytes(Double(imageElements) * Double(bytesPerImageElement) * Double(batch))), more than this machine's \(gigabytes(Double(memory)))")
+        }
+    }
 
     /// Reads the samples at global `indices` into `destination` `[indices.count, H, W, C]`,
     /// normalised. Consecutive indices within a file are read with one selection.
     public func read(indices: [Int], into destination: UnsafeMutablePointer<Float>) throws {
+        try HDF5Lock.run { try readLocked(indices: indices, into: destination) }
+    }
+
+    private func readLocked(indices: [Int], into destination: UnsafeMutablePointer<Float>) throws {
         let rowShape = [height, width, channels]
         let elements = imageElements
         if elementType == .uint8 && staging.count < indices.count * elements {
@@ -128,6 +159,10 @@ public final class ImageDataset {
 
     /// Labels of the samples at `indices`, when every file has them.
     public func labels(indices: [Int]) throws -> [Int64] {
+        try HDF5Lock.run { try labelsLocked(indices: indices) }
+    }
+
+    private func labelsLocked(indices: [Int]) throws -> [Int64] {
         guard hasLabels else { throw DataError("\(paths.joined(separator: ", ")): no 'labels' dataset of shape (N,)") }
         var result = [Int64](repeating: 0, count: indices.count)
         for (i, index) in indices.enumerated() {

@@ -170,11 +170,14 @@ public final class VQVAE {
                          parameters: p, workspace: work)
     }
 
-    /// Forward pass over `batch` images `[N, H, W, C]`. With `training`, the quantizer also
-    /// collects this share's EMA statistics (`quantizer.batchStatistics`).
+    /// Forward pass over `batch` images `[N, H, W, C]`; the reconstruction loss compares `x_hat`
+    /// with `targets` (the clean images when `images` are corrupted for restoration training), or
+    /// with `images` themselves. With `training`, the quantizer also collects this share's EMA
+    /// statistics (`quantizer.batchStatistics`).
     @discardableResult
-    public func forward(images: UnsafePointer<Float>, batch: Int, training: Bool) -> Losses {
+    public func forward(images: UnsafePointer<Float>, targets: UnsafePointer<Float>? = nil, batch: Int, training: Bool) -> Losses {
         encode(images: images, batch: batch)
+        let targets = targets ?? images
         let c = configuration
         let p = UnsafePointer(parameters.values.pointer)
         let work = workspace.pointer
@@ -198,7 +201,7 @@ public final class VQVAE {
         let xHat = reconstruction.pointer
         var sum: Double = 0
         for i in 0..<count {
-            let diff = Double(xHat[i] - images[i])
+            let diff = Double(xHat[i] - targets[i])
             sum += diff * diff
         }
         let mse = sum / Double(count)
@@ -207,13 +210,15 @@ public final class VQVAE {
         return Losses(reconstruction: mse, commitment: commitment, total: total)
     }
 
-    /// Backward pass of the last `forward(images:...)` over the same `images`: ACCUMULATES every
+    /// Backward pass of the last `forward(images:...)` over the same `images` and `targets`: ACCUMULATES every
     /// parameter's gradient of this share's mean loss into `parameters.gradients`.
     ///
     /// `gradientsReady(offset)` is called as layers finish: from then on every gradient at a flat
     /// offset `>= offset` is final (parameters are laid out in forward order, and the backward pass
     /// runs in reverse), so a caller can start reducing them while the rest is computed.
-    public func backward(images: UnsafePointer<Float>, gradientsReady: (Int) -> Void = { _ in }) {
+    public func backward(images: UnsafePointer<Float>, targets: UnsafePointer<Float>? = nil,
+                         gradientsReady: (Int) -> Void = { _ in }) {
+        let targets = targets ?? images
         let batch = lastBatch
         precondition(batch > 0, "backward before forward")
         let c = configuration
@@ -226,7 +231,7 @@ public final class VQVAE {
         let count = batch * imageCount
         let scale = 2 / Float(count)
         let xHat = reconstruction.pointer
-        for i in 0..<count { current[i] = scale * (xHat[i] - images[i]) }
+        for i in 0..<count { current[i] = scale * (xHat[i] - targets[i]) }
 
         for i in stride(from: ups.count - 1, through: 0, by: -1) {
             let size = resolutions[c.downsamplings - i]

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Data
 import Model
 
 /// Architecture flags of spec/model.md, shared by every command that builds a model.
@@ -45,6 +46,7 @@ struct ArchitectureOptions: ParsableArguments {
 
 extension ModelKind: ExpressibleByArgument {}
 extension CodebookKind: ExpressibleByArgument {}
+extension EpochTail: ExpressibleByArgument {}
 
 struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -75,7 +77,14 @@ struct Train: ParsableCommand {
     var adamEpsilon = 1e-8
     @Option(name: .customLong("weight-decay"), help: "L2 weight decay added to the gradient (PyTorch Adam's weight_decay).")
     var weightDecay = 0.0
-    @Option(help: "Seed of the initial weights and of the shuffling.")
+    @Option(help: ArgumentHelp("Damage the input images (the target stays clean) for restoration training, e.g. noise:0.1,mask:0.25.",
+                               discussion: "Items: noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN]; applied in order, pixels in [0, 1]."))
+    var corrupt = ""
+    @Option(help: "Batches prepared ahead on a background thread (0: read on the training thread).")
+    var prefetch = 2
+    @Option(help: "The end of an epoch that does not fill a global batch: drop or wrap into the next epoch.")
+    var tail: EpochTail = .drop
+    @Option(help: "Seed of the initial weights, the shuffling and the corruptions.")
     var seed: UInt64 = 0
     @Flag(name: .customLong("no-shuffle"), help: "Take batches in file order (step 1 trains on images 0..B-1).")
     var noShuffle = false
@@ -109,6 +118,7 @@ struct Train: ParsableCommand {
         if weightDecay < 0 { throw ValidationError("--weight-decay must not be negative") }
         if logEvery < 1 { throw ValidationError("--log-every must be at least 1") }
         if checkpointEvery < 0 { throw ValidationError("--checkpoint-every must not be negative") }
+        if prefetch < 0 || prefetch > 64 { throw ValidationError("--prefetch must be between 0 and 64") }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
         if !(bucketMegabytes > 0) { throw ValidationError("--bucket-mb must be positive") }
         if syncCheckEvery < 0 { throw ValidationError("--sync-check-every must not be negative") }

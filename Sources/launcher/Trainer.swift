@@ -19,7 +19,8 @@ struct RunConfiguration: Codable {
         var globalBatchSize: Int
         var shuffle: Bool
         var datasetSize: Int
-        var dropLast = true
+        var tail: String
+        var corrupt: String
     }
     var model: ModelConfiguration
     var optimizer: Optimizer
@@ -33,6 +34,22 @@ struct RunConfiguration: Codable {
         encoder.keyEncodingStrategy = .convertToSnakeCase
         return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
     }
+}
+
+/// Expands shell-style patterns (`train-*.h5`) that the shell left alone, in sorted order; a
+/// pattern that matches nothing is an error, a plain path is kept as given.
+func expandGlobs(_ paths: [String]) throws -> [String] {
+    var result: [String] = []
+    for path in paths {
+        guard path.contains(where: { "*?[".contains($0) }) else { result.append(path); continue }
+        var matches = glob_t()
+        defer { globfree(&matches) }
+        guard glob(path, 0, nil, &matches) == 0, matches.gl_pathc > 0 else {
+            throw TrainingError("--data \(path): no file matches this pattern")
+        }
+        result += (0..<Int(matches.gl_pathc)).compactMap { matches.gl_pathv[$0].map { String(cString: $0) } }.sorted()
+    }
+    return result
 }
 
 /// A failure during training, worded for the user.
@@ -56,6 +73,7 @@ final class Trainer {
     let communicator: Communicator
     let console: Console
     let dataset: ImageDataset
+    let corruptions: CorruptionPipeline
     let sampler: ShardedSampler
     let model: VQVAE
     let optimizer: Adam
@@ -69,13 +87,18 @@ final class Trainer {
         self.console = console
         setBLASThreads(options.threads)
 
-        dataset = try ImageDataset(paths: options.data, imagesKey: options.imagesKey)
+        corruptions = try CorruptionPipeline(spec: options.corrupt)
+        dataset = try ImageDataset(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
         let modelConfiguration = options.architecture.configuration(
             height: dataset.height, width: dataset.width, channels: dataset.channels)
         try modelConfiguration.validate()
         sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: options.globalBatchSize,
-                                     seed: options.seed, shuffle: !options.noShuffle,
+                                     seed: options.seed, shuffle: !options.noShuffle, tail: options.tail,
                                      rank: communicator.rank, worldSize: communicator.size)
+        // A generous bound on what training keeps per image element (inputs, activations,
+        // gradients, workspaces), checked before anything is allocated.
+        try dataset.checkFitsInMemory(batch: sampler.localBatchSize,
+                                      bytesPerImageElement: 4 * (16 + 2 * modelConfiguration.hidden + 4 * options.prefetch))
         model = try VQVAE(configuration: modelConfiguration, maxBatch: sampler.localBatchSize)
         optimizer = Adam(count: model.parameters.count, learningRate: options.lr, beta1: options.beta1,
                          beta2: options.beta2, epsilon: options.adamEpsilon, weightDecay: options.weightDecay)
@@ -83,8 +106,9 @@ final class Trainer {
             model: modelConfiguration,
             optimizer: .init(lr: options.lr, beta1: options.beta1, beta2: options.beta2, eps: options.adamEpsilon,
                              weightDecay: options.weightDecay),
-            data: .init(files: options.data, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
-                        shuffle: !options.noShuffle, datasetSize: dataset.count),
+            data: .init(files: dataset.paths, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
+                        shuffle: !options.noShuffle, datasetSize: dataset.count, tail: options.tail.rawValue,
+                        corrupt: corruptions.description),
             seed: options.seed, steps: options.steps)
         checkpointDirectory = options.out + "/checkpoints"
         metricsPath = options.out + "/metrics.jsonl"
@@ -122,6 +146,7 @@ final class Trainer {
                 step: Int64(step), epoch: epoch, samplesSeen: samplesSeen, worldSize: communicator.size,
                 configuration: configuration.json(),
                 data: ["seed": Int64(bitPattern: options.seed), "shuffle": options.noShuffle ? 0 : 1,
+                       "wrap": options.tail == .wrap ? 1 : 0,
                        "samples_seen": samplesSeen, "epoch": epoch, "dataset_size": Int64(dataset.count),
                        "global_batch_size": Int64(options.globalBatchSize)])
             path = try Checkpoint.write(directory: checkpointDirectory, model: model, optimizer: optimizer, state: state)
@@ -137,10 +162,14 @@ final class Trainer {
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
         try communicator.broadcast(model.quantizer.emaState.pointer, count: model.quantizer.emaState.count)
 
-        if options.kmeansInit { try initializeCodebookWithKMeans() }
+        // Batches are read, converted and corrupted on a background thread.
+        let prefetcher = BatchPrefetcher(dataset: dataset, sampler: sampler, corruptions: corruptions, seed: options.seed,
+                                         firstStep: 0, endStep: max(options.steps, 1), depth: options.prefetch)
+        defer { prefetcher.stop() }
+        if options.kmeansInit { try initializeCodebookWithKMeans(firstBatch: try prefetcher.batch(step: 0)) }
 
         let c = model.configuration
-        console.info("vqvae train: \(dataset.count) images \(c.height)x\(c.width)x\(c.channels) from \(options.data.joined(separator: " ")); "
+        console.info("vqvae train: \(dataset.count) images \(c.height)x\(c.width)x\(c.channels) from \(dataset.paths.joined(separator: " ")); "
             + "\(model.parameters.count) parameters, codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
             + "\(communicator.size) rank(s) x batch \(sampler.localBatchSize); BLAS \(blasCoreName())")
         if options.steps == 0 {
@@ -149,8 +178,6 @@ final class Trainer {
         }
 
         let local = sampler.localBatchSize
-        let images = FloatBuffer(count: local * model.imageCount)
-        defer { withExtendedLifetime(images) {} }  // its raw pointer is used after the last reference
         let world = Double(communicator.size)
         let buckets = GradientBuckets(communicator: communicator, buffer: model.parameters.gradients.pointer,
                                       count: model.parameters.count,
@@ -167,13 +194,13 @@ final class Trainer {
         var lastLoss = Losses(reconstruction: .nan, commitment: .nan, total: .nan)
         var skipped = 0
         for step in 0..<options.steps {
-            try dataset.read(indices: sampler.localBatch(step: step), into: images.pointer)
+            let batch = try prefetcher.batch(step: step)
             model.parameters.zeroGradients()
-            let losses = model.forward(images: images.pointer, batch: local, training: true)
+            let losses = model.forward(images: batch.input, targets: batch.target, batch: local, training: true)
             // Gradients are averaged over ranks in buckets started while the backward pass runs.
             buckets.begin()
             var communicationError: Error?
-            model.backward(images: images.pointer) { offset in
+            model.backward(images: batch.input, targets: batch.target) { offset in
                 guard communicationError == nil else { return }
                 do { try buckets.ready(from: offset) } catch { communicationError = error }
             }
@@ -261,11 +288,9 @@ final class Trainer {
     /// `--kmeans-init`: rank 0 clusters the encoder outputs of the whole first global batch
     /// (gathered from every rank) and broadcasts the codebook, so all ranks start identical and the
     /// result does not depend on the number of ranks.
-    func initializeCodebookWithKMeans() throws {
+    func initializeCodebookWithKMeans(firstBatch: PreparedBatch) throws {
         let local = sampler.localBatchSize
-        let images = FloatBuffer(count: local * model.imageCount)
-        try dataset.read(indices: sampler.localBatch(step: 0), into: images.pointer)
-        model.encode(images: images.pointer, batch: local)
+        model.encode(images: firstBatch.input, batch: local)
         let perRank = local * model.latentCount * model.configuration.codeDimension
         let vectorCount = options.globalBatchSize * model.latentCount
         let quantizer = model.quantizer
@@ -273,7 +298,7 @@ final class Trainer {
             throw TrainingError("--kmeans-init needs at least --codes \(quantizer.codes) latent vectors, but the first global batch gives \(vectorCount); raise --global-batch-size or lower --codes")
         }
         let all = FloatBuffer(count: communicator.isRoot ? communicator.size * perRank : 0)
-        defer { withExtendedLifetime(images) {}; withExtendedLifetime(all) {} }
+        defer { withExtendedLifetime(all) {} }
         try communicator.gather(model.latent.pointer, count: perRank, into: all.pointer)
         if communicator.isRoot {
             let workspace = FloatBuffer(count: vectorCount * quantizer.codes)

@@ -45,3 +45,41 @@ final class ShardedSamplerTests: XCTestCase {
         }
     }
 }
+
+final class ShardedSamplerStreamTests: XCTestCase {
+    /// A sampler started at `samples_seen = k*G` continues exactly where a run that made k steps
+    /// is, on any number of ranks that divides G.
+    func testContinuationFromSamplesSeen() throws {
+        for tail in EpochTail.allCases {
+            let straight = try ShardedSampler(datasetSize: 50, globalBatchSize: 12, seed: 3, shuffle: true, tail: tail, rank: 0, worldSize: 1)
+            for samplesSeen in [0, 36, 48, 120] {
+                for world in [1, 2, 3] {
+                    var union: [Int] = []
+                    for rank in 0..<world {
+                        let resumed = try ShardedSampler(datasetSize: 50, globalBatchSize: 12, seed: 3, shuffle: true, tail: tail,
+                                                         rank: rank, worldSize: world)
+                        let step = try resumed.step(afterSamplesSeen: samplesSeen)
+                        union += resumed.localBatch(step: step)
+                    }
+                    XCTAssertEqual(union, straight.globalBatch(step: samplesSeen / 12), "\(tail), samples_seen \(samplesSeen), W \(world)")
+                }
+            }
+            XCTAssertThrowsError(try straight.step(afterSamplesSeen: 13))
+        }
+    }
+
+    /// With `wrap`, epochs are concatenated: no sample is skipped and batches may span epochs.
+    func testWrapConsumesEverySampleOfEveryEpoch() throws {
+        let sampler = try ShardedSampler(datasetSize: 10, globalBatchSize: 4, seed: 8, shuffle: true, tail: .wrap, rank: 0, worldSize: 1)
+        let stream = (0..<5).flatMap { sampler.globalSamples(step: $0) }   // 20 samples = 2 epochs
+        XCTAssertEqual(stream.prefix(10).map(\.index).sorted(), Array(0..<10))
+        XCTAssertEqual(stream.suffix(10).map(\.index).sorted(), Array(0..<10))
+        XCTAssertEqual(stream.map(\.epoch), Array(repeating: 0, count: 10) + Array(repeating: 1, count: 10))
+        XCTAssertEqual(sampler.epoch(ofStep: 2), 0)  // samples 8..11 start in epoch 0
+        XCTAssertEqual(sampler.epoch(ofStep: 3), 1)
+
+        let dropping = try ShardedSampler(datasetSize: 10, globalBatchSize: 4, seed: 8, shuffle: true, tail: .drop, rank: 0, worldSize: 1)
+        XCTAssertEqual(dropping.batchesPerEpoch, 2)
+        XCTAssertEqual(dropping.globalSamples(step: 2).map(\.epoch), [1, 1, 1, 1])
+    }
+}

@@ -1,0 +1,367 @@
+import Model
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// One corruption and its parameters. Every value is in pixel space `p` in `[0, 1]`.
+public enum Corruption: Equatable, Sendable {
+    /// Additive Gaussian noise `N(0, sigma^2)` per element, then clipped to `[0, 1]`.
+    case noise(sigma: Float)
+    /// Each pixel, with probability `fraction`, becomes 0 or 1 (equal odds) in all channels.
+    case saltAndPepper(fraction: Float)
+    /// One axis-aligned rectangle covering about `area` of the image, filled with `fill`.
+    case mask(area: Float, fill: MaskFill)
+    /// Separable Gaussian blur, radius `ceil(3 sigma)`, normalised kernel, replicated edges.
+    case blur(sigma: Float)
+    /// `p' = gain * p^gamma`, clipped to `[0, 1]` (low light with `gamma > 1`, `gain < 1`).
+    case darken(gamma: Float, gain: Float)
+}
+
+/// What a mask is filled with: one value in `[0, 1]`, or uniform `[0, 1]` noise per element.
+public enum MaskFill: Equatable, Sendable {
+    case value(Float)
+    case noise
+}
+
+/// An ordered list of corruptions parsed from a spec string such as `noise:0.1,mask:0.25`, applied
+/// on the fly to the input images of restoration training (the target stays clean).
+///
+/// Spec: comma-separated items `name:arg[:arg]`, whitespace tolerated, names case-insensitive:
+///
+/// | item | corruption |
+/// | --- | --- |
+/// | `noise:SIGMA` | additive Gaussian noise, `SIGMA >= 0` |
+/// | `saltpepper:FRACTION` (or `sp:`) | salt-and-pepper pixels, `0 <= FRACTION <= 1` |
+/// | `mask:AREA[:VALUE\|noise]` | one rectangle of about `AREA` of the image, `0 < AREA <= 1`, filled with `VALUE` in `[0, 1]` (default 0) or uniform noise |
+/// | `blur:SIGMA` | Gaussian blur, `0 <= SIGMA <= 100` pixels |
+/// | `dark:GAMMA[:GAIN]` | `p' = GAIN * p^GAMMA`, `GAMMA > 0`, `GAIN >= 0` (default 1) |
+///
+/// The empty string is no corruption. `description` is the canonical spec (defaults left out),
+/// which parses back to an equal pipeline.
+///
+/// Random numbers: corruption number `position` (0-based, in list order) of the sample with global
+/// index `sampleIndex` in `epoch` draws from its own `SplitMix64`, whose starting state is a hash of
+/// `(seed, epoch, sampleIndex, position)` (the three integers folded in one at a time with
+/// `SplitMix64.mix`, then `SplitMix64(seed:stream:)`); see `randomStream`. In effect this is a
+/// counter-based generator: a sample's corrupted image is a function of that key and its clean
+/// pixels alone, whichever rank reads it, in whatever order, after however many resumes. Within one
+/// stream the draws are taken in a fixed order (row-major over `[H, W, C]`).
+public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
+    public let corruptions: [Corruption]
+    /// For each position, the half kernel `w[0...r]` of a blur (`w[0]` the centre; the full kernel
+    /// `w[r]...w[1], w[0], w[1]...w[r]` sums to 1), empty for other corruptions. Computed once here
+    /// so that `apply` allocates nothing.
+    private let blurKernels: [[Float]]
+
+    /// The largest blur sigma accepted, in pixels (its kernel has 601 taps).
+    public static let largestBlurSigma: Float = 100
+
+    private static let usage =
+        "use noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN]"
+
+    /// Parses `spec` (see the type's documentation). Throws a `DataError` of one line naming the
+    /// offending item and showing a valid example.
+    public init(spec: String) throws {
+        var corruptions: [Corruption] = []
+        let whole = Self.trimmed(Substring(spec))
+        if !whole.isEmpty {
+            for rawItem in whole.split(separator: ",", omittingEmptySubsequences: false) {
+                let item = Self.trimmed(rawItem)
+                guard !item.isEmpty else {
+                    throw DataError("empty item in --corrupt '\(Self.oneLine(spec))'; separate corruptions with single commas, e.g. noise:0.1,mask:0.25")
+                }
+                corruptions.append(try Self.parse(item: item, spec: spec))
+            }
+        }
+        self.init(validated: corruptions)
+    }
+
+    private init(validated corruptions: [Corruption]) {
+        self.corruptions = corruptions
+        blurKernels = corruptions.map { corruption in
+            if case .blur(let sigma) = corruption { return Self.halfKernel(sigma: sigma) }
+            return []
+        }
+    }
+
+    public static func == (a: CorruptionPipeline, b: CorruptionPipeline) -> Bool {
+        a.corruptions == b.corruptions
+    }
+
+    public var isEmpty: Bool { corruptions.isEmpty }
+
+    /// The canonical spec: `noise:0.1,mask:0.25:noise,dark:2.2:0.6`; `""` when empty.
+    public var description: String {
+        corruptions.map { corruption -> String in
+            switch corruption {
+            case .noise(let sigma):
+                return "noise:\(Self.format(sigma))"
+            case .saltAndPepper(let fraction):
+                return "saltpepper:\(Self.format(fraction))"
+            case .mask(let area, .value(let value)):
+                return value == 0 ? "mask:\(Self.format(area))" : "mask:\(Self.format(area)):\(Self.format(value))"
+            case .mask(let area, .noise):
+                return "mask:\(Self.format(area)):noise"
+            case .blur(let sigma):
+                return "blur:\(Self.format(sigma))"
+            case .darken(let gamma, let gain):
+                return gain == 1 ? "dark:\(Self.format(gamma))" : "dark:\(Self.format(gamma)):\(Self.format(gain))"
+            }
+        }.joined(separator: ",")
+    }
+
+    /// Floats of scratch space `apply` needs for one image (blur needs one image's worth).
+    public static func scratchCount(height: Int, width: Int, channels: Int) -> Int {
+        height * width * channels
+    }
+
+    /// Applies the corruptions in order, in place, to ONE image `[H, W, C]` in the model's
+    /// normalised space (pixel p in [0, 1] is stored as p - 0.5). Every random draw comes from a
+    /// counter-based stream keyed by (seed, epoch, global sample index, position of the corruption
+    /// in the list), so the result depends on nothing else (not on the number of ranks, prefetching
+    /// or resume). No allocation.
+    ///
+    /// `scratch` holds at least `scratchCount(height:width:channels:)` floats; its contents on entry
+    /// do not matter and on return are undefined. It must not overlap `image`.
+    public func apply(to image: UnsafeMutablePointer<Float>, height: Int, width: Int, channels: Int,
+                      seed: UInt64, epoch: Int, sampleIndex: Int, scratch: UnsafeMutablePointer<Float>) {
+        precondition(height >= 1 && width >= 1 && channels >= 1, "an image needs at least one pixel and one channel")
+        for (position, corruption) in corruptions.enumerated() {
+            var random = Self.randomStream(seed: seed, epoch: epoch, sampleIndex: sampleIndex, position: position)
+            switch corruption {
+            case .noise(let sigma):
+                Self.addNoise(image, count: height * width * channels, sigma: sigma, random: &random)
+            case .saltAndPepper(let fraction):
+                Self.saltAndPepper(image, pixels: height * width, channels: channels, fraction: fraction, random: &random)
+            case .mask(let area, let fill):
+                Self.mask(image, height: height, width: width, channels: channels, area: area, fill: fill, random: &random)
+            case .blur:
+                blurKernels[position].withUnsafeBufferPointer { kernel in
+                    Self.blur(image, height: height, width: width, channels: channels, halfKernel: kernel, scratch: scratch)
+                }
+            case .darken(let gamma, let gain):
+                Self.darken(image, count: height * width * channels, gamma: gamma, gain: gain)
+            }
+        }
+    }
+
+    /// The random stream of corruption `position` applied to sample `sampleIndex` in `epoch`:
+    /// `SplitMix64(seed: seed, stream: k)` with
+    /// `k = mix(mix(mix(tag ^ epoch) ^ sampleIndex) ^ position)` (`mix` = `SplitMix64.mix`, the
+    /// integers as 64-bit two's complement, `tag` a constant that keeps these streams apart from
+    /// the sampler's and the weights').
+    static func randomStream(seed: UInt64, epoch: Int, sampleIndex: Int, position: Int) -> SplitMix64 {
+        var key = SplitMix64.mix(0xC022_0F7E_0000_0000 ^ UInt64(bitPattern: Int64(epoch)))
+        key = SplitMix64.mix(key ^ UInt64(bitPattern: Int64(sampleIndex)))
+        key = SplitMix64.mix(key ^ UInt64(bitPattern: Int64(position)))
+        return SplitMix64(seed: seed, stream: key)
+    }
+
+    // MARK: - The corruptions, on normalised values x = p - 0.5
+
+    @inline(__always)
+    private static func clipToUnit(_ p: Float) -> Float { p < 0 ? 0 : (p > 1 ? 1 : p) }
+
+    /// `p' = clip(p + sigma * n)`, `n ~ N(0, 1)` per element; sigma 0 leaves the image unchanged.
+    /// Box-Muller as in `SplitMix64.normal()`, but both of its values are used: elements `2i` and
+    /// `2i + 1` take `r cos(t)` and `r sin(t)` of draw pair `i` (half the cost of one per call).
+    private static func addNoise(_ image: UnsafeMutablePointer<Float>, count: Int, sigma: Float, random: inout SplitMix64) {
+        guard sigma > 0 else { return }
+        var i = 0
+        while i < count {
+            var u1 = random.nextUnit()
+            while u1 <= Double.leastNormalMagnitude { u1 = random.nextUnit() }
+            let radius = (-2 * log(u1)).squareRoot(), angle = 2 * Double.pi * random.nextUnit()
+            image[i] = clipToUnit(image[i] + 0.5 + sigma * Float(radius * cos(angle))) - 0.5
+            if i + 1 < count { image[i + 1] = clipToUnit(image[i + 1] + 0.5 + sigma * Float(radius * sin(angle))) - 0.5 }
+            i += 2
+        }
+    }
+
+    /// Per pixel in row-major order: one uniform draw `u`; if `u < fraction`, one more draw whose
+    /// top bit picks 0 (pepper) or 1 (salt) for all channels. Other pixels are untouched.
+    private static func saltAndPepper(_ image: UnsafeMutablePointer<Float>, pixels: Int, channels: Int,
+                                      fraction: Float, random: inout SplitMix64) {
+        guard fraction > 0 else { return }
+        let threshold = Double(fraction)
+        for pixel in 0..<pixels {
+            guard random.nextUnit() < threshold else { continue }
+            let value: Float = random.next() >> 63 == 0 ? -0.5 : 0.5
+            let base = image + pixel * channels
+            for c in 0..<channels { base[c] = value }
+        }
+    }
+
+    /// The mask's rectangle `(top, left, height, width)` for an `imageHeight x imageWidth` image.
+    ///
+    /// Draws the aspect ratio `height / width` log-uniformly in `[1/2, 2]`, takes
+    /// `height = sqrt(A * aspect)`, `width = A / height` with `A = area * imageHeight * imageWidth`;
+    /// a side clamped to the image gives the rest of the area to the other side, so the area is
+    /// kept whenever it fits; both sides are then rounded (at least 1). Then the top and left
+    /// corner are uniform over all positions that keep the rectangle inside the image.
+    static func maskRectangle(imageHeight: Int, imageWidth: Int, area: Float,
+                              random: inout SplitMix64) -> (top: Int, left: Int, height: Int, width: Int) {
+        let target = Double(area) * Double(imageHeight) * Double(imageWidth)
+        let aspect = exp(log(0.5) + (log(2.0) - log(0.5)) * random.nextUnit())
+        var height = min(max((target * aspect).squareRoot(), 1), Double(imageHeight))
+        let width = min(max(target / height, 1), Double(imageWidth))
+        height = min(max(target / width, 1), Double(imageHeight))
+        let rows = min(max(Int(height.rounded()), 1), imageHeight)
+        let columns = min(max(Int(width.rounded()), 1), imageWidth)
+        let top = random.below(imageHeight - rows + 1)
+        let left = random.below(imageWidth - columns + 1)
+        return (top, left, rows, columns)
+    }
+
+    /// Fills the rectangle of `maskRectangle` with the value, or with uniform `[0, 1)` noise drawn
+    /// per element in row-major order.
+    private static func mask(_ image: UnsafeMutablePointer<Float>, height: Int, width: Int, channels: Int,
+                             area: Float, fill: MaskFill, random: inout SplitMix64) {
+        let box = maskRectangle(imageHeight: height, imageWidth: width, area: area, random: &random)
+        for y in box.top..<(box.top + box.height) {
+            let row = image + (y * width + box.left) * channels
+            let count = box.width * channels
+            switch fill {
+            case .value(let value):
+                row.update(repeating: value - 0.5, count: count)
+            case .noise:
+                for i in 0..<count { row[i] = random.uniform(0, 1) - 0.5 }
+            }
+        }
+    }
+
+    /// `w[k] = exp(-k^2 / (2 sigma^2))` for `k` in `0...ceil(3 sigma)`, divided by the sum over
+    /// `-r...r`. Sigma 0 gives `[1]`.
+    static func halfKernel(sigma: Float) -> [Float] {
+        let s = Double(sigma)
+        let radius = Int((3 * s).rounded(.up))
+        guard radius > 0 else { return [1] }
+        let weights = (0...radius).map { k in exp(-Double(k * k) / (2 * s * s)) }
+        let total = weights[0] + 2 * weights.dropFirst().reduce(0, +)
+        return weights.map { Float($0 / total) }
+    }
+
+    /// Rows then columns, each `out[i] = w[0] in[i] + sum_k w[k] (in[i-k] + in[i+k])` with indices
+    /// clamped to the image (replicated edges). Rows go image -> scratch, columns scratch -> image.
+    /// A weighted mean of values in `[0, 1]` stays there, so no clipping.
+    private static func blur(_ image: UnsafeMutablePointer<Float>, height: Int, width: Int, channels: Int,
+                             halfKernel w: UnsafeBufferPointer<Float>, scratch: UnsafeMutablePointer<Float>) {
+        guard w.count > 1 else { return }
+        let rowLength = width * channels
+        for y in 0..<height {
+            let source = image + y * rowLength, target = scratch + y * rowLength
+            for x in 0..<width {
+                let out = target + x * channels, centre = source + x * channels
+                for c in 0..<channels { out[c] = w[0] * centre[c] }
+                for k in 1..<w.count {
+                    let left = source + max(x - k, 0) * channels
+                    let right = source + min(x + k, width - 1) * channels
+                    let weight = w[k]
+                    for c in 0..<channels { out[c] += weight * (left[c] + right[c]) }
+                }
+            }
+        }
+        for y in 0..<height {
+            let out = image + y * rowLength, centre = scratch + y * rowLength
+            for i in 0..<rowLength { out[i] = w[0] * centre[i] }
+            for k in 1..<w.count {
+                let up = scratch + max(y - k, 0) * rowLength
+                let down = scratch + min(y + k, height - 1) * rowLength
+                let weight = w[k]
+                for i in 0..<rowLength { out[i] += weight * (up[i] + down[i]) }
+            }
+        }
+    }
+
+    /// `p' = clip(gain * clip(p)^gamma)`.
+    private static func darken(_ image: UnsafeMutablePointer<Float>, count: Int, gamma: Float, gain: Float) {
+        for i in 0..<count {
+            let p = clipToUnit(image[i] + 0.5)
+            image[i] = clipToUnit(gain * powf(p, gamma)) - 0.5
+        }
+    }
+
+    // MARK: - Parsing
+
+    private static func parse(item: Substring, spec: String) throws -> Corruption {
+        let parts = item.split(separator: ":", omittingEmptySubsequences: false).map { trimmed($0) }
+        let name = parts[0].lowercased()
+        let arguments = Array(parts.dropFirst())
+        let got = " (got '\(oneLine(String(item)))')"
+
+        /// The argument at `index` as a finite number satisfying `valid`, or nil.
+        func number(_ index: Int, _ valid: (Float) -> Bool) -> Float? {
+            guard index < arguments.count, let value = Float(String(arguments[index])), value.isFinite, valid(value) else { return nil }
+            return value
+        }
+        func limit(_ most: Int, example: String) throws {
+            guard arguments.count <= most else {
+                throw DataError("--corrupt \(name) takes \(most == 1 ? "one argument" : "at most \(most) arguments"), e.g. \(example)\(got)")
+            }
+        }
+
+        switch name {
+        case "noise":
+            guard let sigma = number(0, { $0 >= 0 }) else { throw DataError("--corrupt noise needs a sigma >= 0, e.g. noise:0.1\(got)") }
+            try limit(1, example: "noise:0.1")
+            return .noise(sigma: sigma)
+        case "saltpepper", "sp":
+            guard let fraction = number(0, { $0 >= 0 && $0 <= 1 }) else {
+                throw DataError("--corrupt \(name) needs a fraction in [0, 1], e.g. \(name):0.05\(got)")
+            }
+            try limit(1, example: "\(name):0.05")
+            return .saltAndPepper(fraction: fraction)
+        case "mask":
+            guard let area = number(0, { $0 > 0 && $0 <= 1 }) else { throw DataError("--corrupt mask needs an area in (0, 1], e.g. mask:0.25\(got)") }
+            try limit(2, example: "mask:0.25:noise")
+            var fill = MaskFill.value(0)
+            if arguments.count == 2 {
+                if arguments[1].lowercased() == "noise" {
+                    fill = .noise
+                } else if let value = number(1, { $0 >= 0 && $0 <= 1 }) {
+                    fill = .value(value)
+                } else {
+                    throw DataError("--corrupt mask fill must be a value in [0, 1] or 'noise', e.g. mask:0.25:0.5 or mask:0.25:noise\(got)")
+                }
+            }
+            return .mask(area: area, fill: fill)
+        case "blur":
+            guard let sigma = number(0, { $0 >= 0 && $0 <= largestBlurSigma }) else {
+                throw DataError("--corrupt blur needs a sigma in [0, \(format(largestBlurSigma))] pixels, e.g. blur:1\(got)")
+            }
+            try limit(1, example: "blur:1")
+            return .blur(sigma: sigma)
+        case "dark":
+            guard let gamma = number(0, { $0 > 0 }) else { throw DataError("--corrupt dark needs a gamma > 0, e.g. dark:2.2 or dark:2.2:0.6\(got)") }
+            try limit(2, example: "dark:2.2:0.6")
+            var gain: Float = 1
+            if arguments.count == 2 {
+                guard let value = number(1, { $0 >= 0 }) else { throw DataError("--corrupt dark gain must be >= 0, e.g. dark:2.2:0.6\(got)") }
+                gain = value
+            }
+            return .darken(gamma: gamma, gain: gain)
+        default:
+            throw DataError("unknown corruption '\(oneLine(name))' in --corrupt '\(oneLine(spec))'; \(usage)")
+        }
+    }
+
+    private static func trimmed(_ text: Substring) -> Substring {
+        guard let first = text.firstIndex(where: { !$0.isWhitespace }),
+              let last = text.lastIndex(where: { !$0.isWhitespace }) else { return text[text.endIndex...] }
+        return text[first...last]
+    }
+
+    /// `text` with every whitespace character (line breaks included) shown as a space, so that
+    /// error messages stay on one line.
+    private static func oneLine(_ text: String) -> String {
+        String(text.map { $0.isWhitespace ? " " : $0 })
+    }
+
+    /// Shortest text that parses back to `value`, without a trailing `.0` (`1`, `0.1`, `1e-05`).
+    private static func format(_ value: Float) -> String {
+        let text = "\(value)"
+        return text.hasSuffix(".0") ? String(text.dropLast(2)) : text
+    }
+}

@@ -1,0 +1,91 @@
+import CHDF5
+
+/// Human-readable descriptions of HDF5 files for `vqvae inspect`: an image dataset
+/// (spec/dataset.md) or a checkpoint (spec/checkpoint.md), whichever the file is.
+public enum Inspector {
+    public static func describe(path: String, imagesKey: String = "images") throws -> String {
+        let isCheckpoint = try HDF5Lock.run {
+            let file = try HDF5File.open(path)
+            return (try? file.stringAttribute("format")) == Checkpoint.format
+        }
+        return isCheckpoint ? try describeCheckpoint(path: path) : try describeDataset(path: path, imagesKey: imagesKey)
+    }
+
+    static func describeDataset(path: String, imagesKey: String) throws -> String {
+        let dataset = try ImageDataset(paths: [path], imagesKey: imagesKey)
+        var lines = ["\(path): image dataset",
+                     "  \(imagesKey): N=\(dataset.count) H=\(dataset.height) W=\(dataset.width) C=\(dataset.channels) \(dataset.elementType.rawValue)",
+                     "  chunks: \(dataset.chunks.map { "(" + $0.map(String.init).joined(separator: ", ") + ")" } ?? "none (contiguous)")"
+                        + "  filters: \(dataset.filters.isEmpty ? "none" : dataset.filters.joined(separator: ", "))"]
+        if dataset.hasLabels {
+            try HDF5Lock.run {
+                let file = try HDF5File.open(path)
+                let info = try file.info("labels")
+                var summary = "  labels: \(info.shape[0]) \(info.elementType.rawValue)"
+                if dataset.count <= 50_000_000 {
+                    var values = [Int64](repeating: 0, count: dataset.count)
+                    let handle = try file.openDataset("labels")
+                    defer { H5Dclose(handle) }
+                    try values.withUnsafeMutableBytes {
+                        try file.readRows(handle, name: "labels", rank: 1, start: 0, count: dataset.count, rowShape: [],
+                                          memoryType: CHDF5_T_NATIVE_INT64(), into: $0.baseAddress!)
+                    }
+                    let distinct = Set(values)
+                    summary += ", values \(values.min()!)..\(values.max()!), \(distinct.count) distinct"
+                }
+                lines.append(summary)
+            }
+        } else {
+            lines.append("  labels: none")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    static func describeCheckpoint(path: String) throws -> String {
+        try HDF5Lock.run {
+            let file = try HDF5File.open(path)
+            var lines = ["\(path): checkpoint (format version \(try file.int64Attribute("format_version")))"]
+            lines.append("  model \(try file.stringAttribute("model")), step \(try file.int64Attribute("step")), epoch \(try file.int64Attribute("epoch")), "
+                + "samples_seen \(try file.int64Attribute("samples_seen")), written by \(try file.int64Attribute("world_size")) rank(s) at \(try file.stringAttribute("created"))")
+            lines.append("  config: \(try file.stringAttribute("config"))")
+            if file.kind(of: "/optimizer") == .group {
+                lines.append("  optimizer: adam t=\(try file.int64Attribute("t", on: "/optimizer")) lr=\(try file.doubleAttribute("lr", on: "/optimizer"))")
+            }
+            var tensors: [String] = []
+            collectDatasets(file, group: "/", into: &tensors)
+            var failures: [String] = []
+            var parameters = 0
+            for name in tensors {
+                let info = try file.info(name)
+                let count = info.shape.reduce(1, *)
+                if name.hasPrefix("/model/") && !name.contains("ema_") { parameters += count }
+                if name.hasPrefix("/model/") {
+                    lines.append("  \(name) \(info.shape) \(info.elementType.rawValue)\(info.filters.contains("fletcher32") ? "" : " (no checksum)")")
+                }
+                // Reading every tensor verifies its Fletcher-32 checksum.
+                var values = [Float](repeating: 0, count: max(count, 1))
+                do {
+                    try values.withUnsafeMutableBufferPointer { try file.readFloats(name, shape: info.shape, into: $0.baseAddress!) }
+                } catch {
+                    failures.append(name)
+                }
+            }
+            lines.append("  \(tensors.count) tensors, \(parameters) model values (parameters and codebook)")
+            lines.append(failures.isEmpty ? "  checksums: all \(tensors.count) tensors verify"
+                                          : "  checksums: FAILED for \(failures.joined(separator: ", "))")
+            if !failures.isEmpty { throw DataError(lines.joined(separator: "\n") + "\n\(path): damaged checkpoint") }
+            return lines.joined(separator: "\n")
+        }
+    }
+
+    private static func collectDatasets(_ file: HDF5File, group: String, into names: inout [String]) {
+        for member in file.members(of: group).sorted() {
+            let path = (group == "/" ? "" : group) + "/" + member
+            switch file.kind(of: path) {
+            case .dataset: names.append(path)
+            case .group: collectDatasets(file, group: path, into: &names)
+            default: break
+            }
+        }
+    }
+}

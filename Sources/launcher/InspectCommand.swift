@@ -1,0 +1,26 @@
+import ArgumentParser
+import Data
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Describe an HDF5 image dataset or checkpoint.",
+        discussion: "A dataset: N, H, W, C, dtype, chunking, filters and labels. A checkpoint: step, model, configuration, tensor shapes and whether every checksum verifies.")
+
+    @Argument(help: "HDF5 file(s) to describe.")
+    var files: [String]
+    @Option(name: .customLong("images-key"), help: "Name of the images dataset.")
+    var imagesKey = "images"
+
+    func run() throws {
+        var failed = false
+        for file in files {
+            do {
+                print(try Inspector.describe(path: file, imagesKey: imagesKey))
+            } catch {
+                Console().error("\(error)")
+                failed = true
+            }
+        }
+        if failed { throw ExitCode(1) }
+    }
+}

@@ -1,0 +1,425 @@
+import XCTest
+@testable import Data
+import Model
+import TestSupport
+
+/// Corruptions of restoration training's inputs: parsing, each corruption's statistics against
+/// its definition, a naive 2-D reference for the blur, and the keyed random streams.
+final class CorruptionTests: XCTestCase {
+    /// `values` (normalised, `[H, W, C]`) after `spec` with the given key.
+    func corrupted(_ spec: String, _ values: [Float], height: Int, width: Int, channels: Int,
+                   seed: UInt64 = 7, epoch: Int = 0, sampleIndex: Int = 0,
+                   file: StaticString = #filePath, line: UInt = #line) throws -> [Float] {
+        XCTAssertEqual(values.count, height * width * channels, "image size", file: file, line: line)
+        let pipeline = try CorruptionPipeline(spec: spec)
+        let image = makeBuffer(values)
+        let scratch = FloatBuffer(count: CorruptionPipeline.scratchCount(height: height, width: width, channels: channels))
+        pipeline.apply(to: image.pointer, height: height, width: width, channels: channels,
+                       seed: seed, epoch: epoch, sampleIndex: sampleIndex, scratch: scratch.pointer)
+        return image.array
+    }
+
+    func meanAndStandardDeviation(_ values: [Double]) -> (mean: Double, std: Double) {
+        let mean = values.reduce(0, +) / Double(values.count)
+        let variance = values.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(values.count - 1)
+        return (mean, variance.squareRoot())
+    }
+
+    // MARK: - Parsing
+
+    func testParsingAndCanonicalRoundTrip() throws {
+        XCTAssertTrue(try CorruptionPipeline(spec: "").isEmpty)
+        XCTAssertTrue(try CorruptionPipeline(spec: "  \t ").isEmpty)
+        XCTAssertEqual(try CorruptionPipeline(spec: "").description, "")
+
+        let simple = try CorruptionPipeline(spec: "noise:0.1,mask:0.25")
+        XCTAssertEqual(simple.corruptions, [.noise(sigma: 0.1), .mask(area: 0.25, fill: .value(0))])
+        XCTAssertEqual(simple.description, "noise:0.1,mask:0.25")
+        XCTAssertFalse(simple.isEmpty)
+
+        let spec = " noise : 0.1 , SP:0.05,saltpepper:1, mask:0.5:Noise, mask:1:0.5 ,mask:0.2:0,blur:1.5, blur:0,dark:2.2:0.6, dark:0.5 ,dark:2:1, noise:1e-5 "
+        let pipeline = try CorruptionPipeline(spec: spec)
+        XCTAssertEqual(pipeline.corruptions, [
+            .noise(sigma: 0.1), .saltAndPepper(fraction: 0.05), .saltAndPepper(fraction: 1),
+            .mask(area: 0.5, fill: .noise), .mask(area: 1, fill: .value(0.5)), .mask(area: 0.2, fill: .value(0)),
+            .blur(sigma: 1.5), .blur(sigma: 0), .darken(gamma: 2.2, gain: 0.6), .darken(gamma: 0.5, gain: 1),
+            .darken(gamma: 2, gain: 1), .noise(sigma: 1e-5),
+        ])
+        let canonical = "noise:0.1,saltpepper:0.05,saltpepper:1,mask:0.5:noise,mask:1:0.5,mask:0.2,blur:1.5,blur:0,dark:2.2:0.6,dark:0.5,dark:2,noise:1e-05"
+        print("canonical: \(pipeline)")
+        XCTAssertEqual(pipeline.description, canonical)
+        let again = try CorruptionPipeline(spec: pipeline.description)
+        XCTAssertEqual(again, pipeline)
+        XCTAssertEqual(again.description, canonical)
+
+        // Awkward floats survive the round trip bit for bit.
+        for value: Float in [0.1, 1.0 / 3.0, 0.123456789, 1e-7, 0.999999] {
+            let text = try CorruptionPipeline(spec: "noise:\(value),mask:\(value):\(value),dark:\(value):\(value)").description
+            let parsed = try CorruptionPipeline(spec: text)
+            XCTAssertEqual(parsed.corruptions, [.noise(sigma: value), .mask(area: value, fill: .value(value)),
+                                                .darken(gamma: value, gain: value)], text)
+        }
+    }
+
+    func testEveryErrorIsOneClearLine() {
+        let cases: [(spec: String, message: String)] = [
+            ("foo:1", "unknown corruption 'foo' in --corrupt 'foo:1'; use noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN]"),
+            ("noise:0.1,\nfoo", "unknown corruption 'foo' in --corrupt 'noise:0.1, foo'; use noise:SIGMA"),
+            ("noise:0.1,,mask:0.2", "empty item in --corrupt 'noise:0.1,,mask:0.2'; separate corruptions with single commas, e.g. noise:0.1,mask:0.25"),
+            ("noise:0.1,", "empty item in --corrupt 'noise:0.1,'"),
+            ("noise", "--corrupt noise needs a sigma >= 0, e.g. noise:0.1 (got 'noise')"),
+            ("noise:-0.1", "--corrupt noise needs a sigma >= 0, e.g. noise:0.1 (got 'noise:-0.1')"),
+            ("noise:abc", "--corrupt noise needs a sigma >= 0, e.g. noise:0.1 (got 'noise:abc')"),
+            ("noise:nan", "--corrupt noise needs a sigma >= 0"),
+            ("noise:inf", "--corrupt noise needs a sigma >= 0"),
+            ("noise:0.1:2", "--corrupt noise takes one argument, e.g. noise:0.1 (got 'noise:0.1:2')"),
+            ("saltpepper:1.5", "--corrupt saltpepper needs a fraction in [0, 1], e.g. saltpepper:0.05 (got 'saltpepper:1.5')"),
+            ("sp:-0.01", "--corrupt sp needs a fraction in [0, 1], e.g. sp:0.05 (got 'sp:-0.01')"),
+            ("saltpepper:0.1:0.2", "--corrupt saltpepper takes one argument, e.g. saltpepper:0.05"),
+            ("mask:0", "--corrupt mask needs an area in (0, 1], e.g. mask:0.25 (got 'mask:0')"),
+            ("mask:1.01", "--corrupt mask needs an area in (0, 1], e.g. mask:0.25 (got 'mask:1.01')"),
+            ("mask", "--corrupt mask needs an area in (0, 1], e.g. mask:0.25 (got 'mask')"),
+            ("mask:0.25:2", "--corrupt mask fill must be a value in [0, 1] or 'noise', e.g. mask:0.25:0.5 or mask:0.25:noise (got 'mask:0.25:2')"),
+            ("mask:0.25:gray", "--corrupt mask fill must be a value in [0, 1] or 'noise'"),
+            ("mask:0.25:", "--corrupt mask fill must be a value in [0, 1] or 'noise'"),
+            ("mask:0.25:0:1", "--corrupt mask takes at most 2 arguments, e.g. mask:0.25:noise (got 'mask:0.25:0:1')"),
+            ("blur:-1", "--corrupt blur needs a sigma in [0, 100] pixels, e.g. blur:1 (got 'blur:-1')"),
+            ("blur:1e30", "--corrupt blur needs a sigma in [0, 100] pixels"),
+            ("blur:1:2", "--corrupt blur takes one argument, e.g. blur:1"),
+            ("dark:0", "--corrupt dark needs a gamma > 0, e.g. dark:2.2 or dark:2.2:0.6 (got 'dark:0')"),
+            ("dark", "--corrupt dark needs a gamma > 0"),
+            ("dark:2.2:-1", "--corrupt dark gain must be >= 0, e.g. dark:2.2:0.6 (got 'dark:2.2:-1')"),
+            ("dark:2.2:x", "--corrupt dark gain must be >= 0"),
+            ("dark:2.2:0.6:1", "--corrupt dark takes at most 2 arguments, e.g. dark:2.2:0.6"),
+        ]
+        for (spec, message) in cases {
+            XCTAssertThrowsError(try CorruptionPipeline(spec: spec), "'\(spec)' was accepted") { error in
+                guard let error = error as? DataError else { return XCTFail("'\(spec)': \(type(of: error)), not DataError") }
+                let text = error.description
+                XCTAssertTrue(text.hasPrefix(message), "'\(spec)': got \(text)")
+                XCTAssertFalse(text.contains("\n") || text.contains("\r"), "'\(spec)': more than one line: \(text)")
+            }
+        }
+        for spec in ["foo:1", "noise:-1"] {
+            do { _ = try CorruptionPipeline(spec: spec) } catch { print("--corrupt '\(spec)': \(error)") }
+        }
+    }
+
+    // MARK: - Noise
+
+    /// Mid-grey (p = 0.5) plus N(0, 0.1^2): the measured std and mean match; two noises in one list
+    /// draw from different streams (positions), so their variances add.
+    func testNoiseOnMidGreyHasTheRequestedStandardDeviation() throws {
+        let (h, w, c) = (128, 128, 3)
+        let grey = [Float](repeating: 0, count: h * w * c)
+        let once = try corrupted("noise:0.1", grey, height: h, width: w, channels: c).map { Double($0) + 0.5 }
+        let (mean, std) = meanAndStandardDeviation(once)
+        print(String(format: "noise:0.1 on mid-grey, %d elements: mean %.5f, std %.5f (%.2f%% off)", once.count, mean, std, 100 * (std / 0.1 - 1)))
+        XCTAssertEqual(std, 0.1, accuracy: 0.003)
+        XCTAssertEqual(mean, 0.5, accuracy: 0.005)
+
+        let twice = try corrupted("noise:0.1,noise:0.1", grey, height: h, width: w, channels: c).map { Double($0) + 0.5 }
+        let (mean2, std2) = meanAndStandardDeviation(twice)
+        print(String(format: "noise:0.1,noise:0.1: mean %.5f, std %.5f (independent: %.5f, same stream would give 0.2)", mean2, std2, 0.1 * 2.0.squareRoot()))
+        XCTAssertEqual(std2, 0.1 * 2.0.squareRoot(), accuracy: 0.03 * 0.1 * 2.0.squareRoot())
+
+        let strong = try corrupted("noise:1", grey, height: h, width: w, channels: c).map { Double($0) + 0.5 }
+        let zeros = strong.filter { $0 == 0 }.count, ones = strong.filter { $0 == 1 }.count
+        print("noise:1 clipped \(zeros) elements to 0 and \(ones) to 1 of \(strong.count)")
+        XCTAssertTrue(strong.allSatisfy { $0 >= 0 && $0 <= 1 })
+        XCTAssertGreaterThan(zeros, strong.count / 4)  // P(n < -0.5) = 0.31
+        XCTAssertGreaterThan(ones, strong.count / 4)
+
+        let image = randomFloats(6 * 5 * 2, seed: 3, low: -0.5, high: 0.5)
+        XCTAssertEqual(try corrupted("noise:0", image, height: 6, width: 5, channels: 2), image)
+    }
+
+    // MARK: - Salt and pepper
+
+    func testSaltAndPepperChangesTheRequestedFractionOfPixelsToZeroOrOne() throws {
+        let (h, w, c) = (128, 128, 3)
+        let image = randomFloats(h * w * c, seed: 11, low: -0.4, high: 0.4)  // p in (0.1, 0.9)
+        for fraction: Float in [0.05, 0.2, 0.5] {
+            let out = try corrupted("saltpepper:\(fraction)", image, height: h, width: w, channels: c, sampleIndex: 3)
+            var salt = 0, pepper = 0, partial = 0
+            for pixel in 0..<(h * w) {
+                let base = pixel * c
+                let changed = (0..<c).filter { out[base + $0].bitPattern != image[base + $0].bitPattern }.count
+                if changed == 0 { continue }
+                let values = Set((0..<c).map { out[base + $0] })
+                if changed == c && values == [0.5] { salt += 1 } else if changed == c && values == [-0.5] { pepper += 1 } else { partial += 1 }
+            }
+            let measured = Double(salt + pepper) / Double(h * w)
+            let saltShare = Double(salt) / Double(max(salt + pepper, 1))
+            let standardError = (Double(fraction) * (1 - Double(fraction)) / Double(h * w)).squareRoot()
+            print(String(format: "saltpepper:%.2f on %d pixels: measured %.4f (%.1f standard errors), salt share %.3f", fraction, h * w, measured,
+                         (measured - Double(fraction)) / standardError, saltShare))
+            XCTAssertEqual(partial, 0, "pixels changed in some channels only, or to values other than 0/1")
+            XCTAssertEqual(measured, Double(fraction), accuracy: 5 * standardError)
+            XCTAssertEqual(saltShare, 0.5, accuracy: 5 * (0.25 / Double(salt + pepper)).squareRoot())
+        }
+        XCTAssertEqual(try corrupted("sp:0", image, height: h, width: w, channels: c), image)
+        XCTAssertTrue(try corrupted("sp:1", image, height: h, width: w, channels: c).allSatisfy { $0 == 0.5 || $0 == -0.5 })
+    }
+
+    // MARK: - Mask
+
+    /// The changed elements form exactly one filled rectangle whose area is `AREA * H * W` up to
+    /// the rounding of its sides, with an aspect ratio in [1/2, 2] unless clamped by the image; its
+    /// position is uniform (mean centre at the image centre).
+    func testMaskCoversTheAreaWithTheFill() throws {
+        let c = 3
+        let fill: Float = 0.3
+        for (h, w) in [(32, 32), (32, 48), (17, 9), (64, 16)] {
+            let image = randomFloats(h * w * c, seed: UInt64(h * w), low: 0.05, high: 0.45)  // p in (0.55, 0.95), never the fill
+            for area: Float in [0.05, 0.1, 0.25, 0.5, 0.75, 1] {
+                let samples = 200
+                var totalFraction = 0.0, worstExcess = 0.0, centreY = 0.0, centreX = 0.0
+                var corners = Set<Int>()
+                for sample in 0..<samples {
+                    let out = try corrupted("mask:\(area):\(fill)", image, height: h, width: w, channels: c, sampleIndex: sample)
+                    var top = h, bottom = -1, left = w, right = -1, changed = 0
+                    for y in 0..<h {
+                        for x in 0..<w {
+                            for k in 0..<c where out[(y * w + x) * c + k].bitPattern != image[(y * w + x) * c + k].bitPattern {
+                                changed += 1
+                                top = min(top, y); bottom = max(bottom, y); left = min(left, x); right = max(right, x)
+                            }
+                        }
+                    }
+                    let rows = bottom - top + 1, columns = right - left + 1
+                    guard rows > 0, columns > 0 else { return XCTFail("\(h)x\(w) mask:\(area): nothing masked") }
+                    XCTAssertEqual(changed, rows * columns * c, "\(h)x\(w) mask:\(area): the changed elements are not one rectangle")
+                    for y in top...bottom {
+                        for x in left...right {
+                            for k in 0..<c where out[(y * w + x) * c + k] != fill - 0.5 {
+                                XCTFail("\(h)x\(w) mask:\(area): (\(y), \(x), \(k)) is \(out[(y * w + x) * c + k] + 0.5), not the fill \(fill)")
+                            }
+                        }
+                    }
+                    let target = Double(area) * Double(h * w)
+                    let roundingBound = 0.5 * Double(rows + columns) + 0.25
+                    let excess = abs(Double(rows * columns) - target)
+                    XCTAssertLessThanOrEqual(excess, roundingBound + 1e-9, "\(h)x\(w) mask:\(area): \(rows)x\(columns) for a target of \(target) pixels")
+                    worstExcess = max(worstExcess, excess / roundingBound)
+                    if rows < h && columns < w {
+                        XCTAssertLessThanOrEqual(rows, 2 * columns + 2, "\(h)x\(w) mask:\(area): aspect \(rows)x\(columns)")
+                        XCTAssertLessThanOrEqual(columns, 2 * rows + 2, "\(h)x\(w) mask:\(area): aspect \(rows)x\(columns)")
+                    }
+                    totalFraction += Double(rows * columns) / Double(h * w)
+                    centreY += Double(top) + Double(rows) / 2
+                    centreX += Double(left) + Double(columns) / 2
+                    corners.insert(top * w + left)
+                }
+                let meanFraction = totalFraction / Double(samples)
+                centreY /= Double(samples); centreX /= Double(samples)
+                print(String(format: "%2dx%2d mask:%.2f: mean masked fraction %.4f (%+.2f%%), worst |area - target| %.2f of the rounding bound, mean centre (%.2f, %.2f) of (%.1f, %.1f), %d positions",
+                             h, w, area, meanFraction, 100 * (meanFraction / Double(area) - 1), worstExcess, centreY, centreX, Double(h) / 2, Double(w) / 2, corners.count))
+                if h * w >= 1024 { XCTAssertEqual(meanFraction, Double(area), accuracy: 0.03 * Double(area)) }
+                if area < 0.5 {
+                    XCTAssertEqual(centreY, Double(h) / 2, accuracy: 0.1 * Double(h))
+                    XCTAssertEqual(centreX, Double(w) / 2, accuracy: 0.1 * Double(w))
+                    XCTAssertGreaterThan(corners.count, 10, "positions do not vary")
+                }
+                if area == 1 { XCTAssertEqual(meanFraction, 1) }
+            }
+        }
+    }
+
+    func testMaskNoiseFillIsUniformAndDefaultFillIsBlack() throws {
+        let (h, w, c) = (32, 48, 3)
+        let outside = [Float](repeating: 1, count: h * w * c)  // out of range: every fill value differs
+        let out = try corrupted("mask:0.5:noise", outside, height: h, width: w, channels: c)
+        let filled = out.filter { $0 != 1 }.map { Double($0) + 0.5 }
+        let (mean, std) = meanAndStandardDeviation(filled)
+        print(String(format: "mask:0.5:noise: %d elements filled (%.3f of the image), mean %.4f, std %.4f (uniform: 0.5, %.4f)",
+                     filled.count, Double(filled.count) / Double(out.count), mean, std, (1.0 / 12).squareRoot()))
+        XCTAssertTrue(filled.allSatisfy { $0 >= 0 && $0 <= 1 })
+        XCTAssertEqual(Double(filled.count) / Double(out.count), 0.5, accuracy: 0.03)
+        XCTAssertEqual(mean, 0.5, accuracy: 0.03)
+        XCTAssertEqual(std, (1.0 / 12).squareRoot(), accuracy: 0.02)
+
+        let black = try corrupted("mask:0.25", outside, height: h, width: w, channels: c)
+        XCTAssertEqual(black.filter { $0 == -0.5 }.count, black.filter { $0 != 1 }.count)
+        XCTAssertGreaterThan(black.filter { $0 == -0.5 }.count, 0)
+    }
+
+    // MARK: - Blur
+
+    func gaussian(sigma: Double) -> [Double] {
+        let radius = Int((3 * sigma).rounded(.up))
+        let raw = (-radius...radius).map { exp(-Double($0 * $0) / (2 * sigma * sigma)) }
+        let sum = raw.reduce(0, +)
+        return raw.map { $0 / sum }
+    }
+
+    func testBlurKeepsConstantsAndSpreadsAnImpulseIntoTheGaussian() throws {
+        // A constant image stays constant.
+        let constant = [Float](repeating: 0.2, count: 20 * 13 * 3)
+        let flat = try corrupted("blur:2", constant, height: 20, width: 13, channels: 3)
+        let flatError = flat.map { abs(Double($0) - 0.2) }.max()!
+        print(String(format: "blur:2 on a constant image: largest change %.2e", flatError))
+        XCTAssertLessThan(flatError, 1e-6)
+
+        // Sigma 0 is the identity, bit for bit.
+        let random = randomFloats(9 * 7 * 3, seed: 5, low: -0.5, high: 0.5)
+        XCTAssertEqual(try corrupted("blur:0", random, height: 9, width: 7, channels: 3), random)
+
+        // A unit impulse (normalised space, so the background is exactly 0) becomes the outer
+        // product of the 1-D kernel with itself; it sums to 1.
+        let sigma = 1.5, (h, w) = (41, 41)
+        let g = gaussian(sigma: sigma), radius = g.count / 2
+        XCTAssertEqual(radius, 5)
+        var impulse = [Float](repeating: 0, count: h * w)
+        impulse[20 * w + 20] = 1
+        let response = try corrupted("blur:\(sigma)", impulse, height: h, width: w, channels: 1).map(Double.init)
+        let sum = response.reduce(0, +)
+        var expected = [Double](repeating: 0, count: h * w)
+        for dy in -radius...radius { for dx in -radius...radius { expected[(20 + dy) * w + 20 + dx] = g[dy + radius] * g[dx + radius] } }
+        print(String(format: "blur:1.5 impulse: response sums to %.8f, centre %.6f (expected %.6f), 1-D weights %@", sum, response[20 * w + 20],
+                     g[radius] * g[radius], g[radius...].map { String(format: "%.5f", $0) }.joined(separator: " ")))
+        XCTAssertEqual(sum, 1, accuracy: 1e-6)
+        assertClose(response, expected, tolerance: 1e-7, "impulse response vs outer product of the 1-D Gaussian")
+        // Row sums through the impulse's column give the 1-D weights.
+        let rowSums = (20 - radius...20 + radius).map { y in (0..<w).map { response[y * w + $0] }.reduce(0, +) }
+        assertClose(rowSums, g, tolerance: 1e-7, "row sums vs 1-D Gaussian")
+        assertClose(CorruptionPipeline.halfKernel(sigma: Float(sigma)).map(Double.init), Array(g[radius...]), tolerance: 1e-7, "half kernel")
+
+        // The same in pixel space: one white pixel on black.
+        let white = impulse.map { $0 - 0.5 }
+        let spread = try corrupted("blur:\(sigma)", white, height: h, width: w, channels: 1).map { Double($0) + 0.5 }
+        assertClose(spread, expected, tolerance: 1e-6, "white pixel on black vs outer product")
+    }
+
+    /// Against a direct 2-D convolution with clamped (replicated) edges, on odd non-square images
+    /// whose kernel is wider than the image.
+    func testBlurMatchesNaiveTwoDimensionalConvolutionWithReplicatedEdges() throws {
+        for (h, w, c, sigma) in [(7, 5, 3, 1.3), (6, 9, 2, 3.0), (16, 11, 1, 0.7), (1, 8, 3, 1.0)] {
+            let image = randomFloats(h * w * c, seed: UInt64(h * 100 + w), low: -0.5, high: 0.5)
+            let g = gaussian(sigma: sigma), radius = g.count / 2
+            var expected = [Double](repeating: 0, count: h * w * c)
+            for y in 0..<h {
+                for x in 0..<w {
+                    for k in 0..<c {
+                        var total = 0.0
+                        for dy in -radius...radius {
+                            for dx in -radius...radius {
+                                let yy = min(max(y + dy, 0), h - 1), xx = min(max(x + dx, 0), w - 1)
+                                total += g[dy + radius] * g[dx + radius] * (Double(image[(yy * w + xx) * c + k]) + 0.5)
+                            }
+                        }
+                        expected[(y * w + x) * c + k] = total
+                    }
+                }
+            }
+            let out = try corrupted("blur:\(sigma)", image, height: h, width: w, channels: c).map { Double($0) + 0.5 }
+            assertClose(out, expected, tolerance: 1e-6, "blur:\(sigma) on \(h)x\(w)x\(c) vs naive 2-D convolution")
+        }
+    }
+
+    // MARK: - Dark
+
+    func testDarkenFollowsTheFormula() throws {
+        let (h, w, c) = (8, 6, 3)
+        var image = randomFloats(h * w * c, seed: 21, low: -0.5, high: 0.5)
+        image[0] = -0.5; image[1] = 0.5
+        for (gamma, gain) in [(2.2, 0.6), (0.5, 1.0), (1.0, 1.0), (2.0, 3.0)] {
+            let spec = gain == 1 ? "dark:\(gamma)" : "dark:\(gamma):\(gain)"
+            let out = try corrupted(spec, image, height: h, width: w, channels: c).map { Double($0) + 0.5 }
+            let expected = image.map { min(1, Double(Float(gain)) * pow(Double($0) + 0.5, Double(Float(gamma)))) }
+            assertClose(out, expected, tolerance: 1e-6, "\(spec) vs gain * p^gamma")
+            XCTAssertEqual(out[0], 0)
+            XCTAssertEqual(out[1], min(1, Double(Float(gain))), accuracy: 1e-7)
+        }
+        let clipped = try corrupted("dark:2:3", image, height: h, width: w, channels: c)
+        print("dark:2:3 clipped \(clipped.filter { $0 == 0.5 }.count) of \(clipped.count) elements to 1")
+        XCTAssertTrue(clipped.allSatisfy { $0 >= -0.5 && $0 <= 0.5 })
+    }
+
+    // MARK: - Random streams
+
+    func testSameKeyGivesBitIdenticalResultsAndAnyOtherKeyDiffers() throws {
+        let (h, w, c) = (16, 24, 3)
+        let spec = "noise:0.1,sp:0.05,mask:0.3:noise,blur:0.8,dark:1.5:0.8"
+        let image = randomFloats(h * w * c, seed: 2, low: -0.5, high: 0.5)
+        func run(seed: UInt64 = 7, epoch: Int = 3, sample: Int = 1234) throws -> [UInt32] {
+            try corrupted(spec, image, height: h, width: w, channels: c, seed: seed, epoch: epoch, sampleIndex: sample).map(\.bitPattern)
+        }
+        let reference = try run()
+        XCTAssertEqual(try run(), reference, "same key, different result")
+        for (label, other) in [("sample", try run(sample: 1235)), ("epoch", try run(epoch: 4)), ("seed", try run(seed: 8))] {
+            let differing = zip(other, reference).filter { $0 != $1 }.count
+            print("changing the \(label) changes \(differing) of \(reference.count) elements")
+            XCTAssertGreaterThan(differing, reference.count / 2, "another \(label) gives (nearly) the same corruption")
+        }
+
+        // A batch corrupted in any order, with one shared scratch buffer, gives the same images:
+        // nothing but the key and the pixels matters.
+        let pipeline = try CorruptionPipeline(spec: spec)
+        let scratch = FloatBuffer(count: CorruptionPipeline.scratchCount(height: h, width: w, channels: c))
+        func batch(_ order: [Int]) -> [[Float]] {
+            var images = [[Float]](repeating: [], count: order.count)
+            for index in order {
+                let buffer = makeBuffer(image)
+                pipeline.apply(to: buffer.pointer, height: h, width: w, channels: c, seed: 7, epoch: 3, sampleIndex: 100 + index, scratch: scratch.pointer)
+                images[index] = buffer.array
+            }
+            return images
+        }
+        let forward = batch(Array(0..<8))
+        XCTAssertEqual(batch(Array((0..<8).reversed())), forward)
+        XCTAssertEqual(batch([5, 2, 7, 0, 1, 6, 4, 3]), forward)
+        XCTAssertNotEqual(forward[0], forward[1])
+    }
+
+    /// `noise,mask`: the rectangle is clean black. `mask,noise`: about half the rectangle's
+    /// elements stay at 0 (negative noise clipped), the rest are noisy.
+    func testOrderOfCorruptionsMatters() throws {
+        let (h, w, c) = (32, 32, 3)
+        let grey = [Float](repeating: 0, count: h * w * c)
+        let noiseThenMask = try corrupted("noise:0.1,mask:0.25", grey, height: h, width: w, channels: c)
+        let maskThenNoise = try corrupted("mask:0.25,noise:0.1", grey, height: h, width: w, channels: c)
+        XCTAssertNotEqual(noiseThenMask, maskThenNoise)
+
+        // The rectangles each order draws: the mask is at position 1, then 0.
+        func rectangle(position: Int) -> (top: Int, left: Int, height: Int, width: Int) {
+            var random = CorruptionPipeline.randomStream(seed: 7, epoch: 0, sampleIndex: 0, position: position)
+            return CorruptionPipeline.maskRectangle(imageHeight: h, imageWidth: w, area: 0.25, random: &random)
+        }
+        func inside(_ i: Int, _ box: (top: Int, left: Int, height: Int, width: Int)) -> Bool {
+            let y = i / (w * c), x = (i / c) % w
+            return y >= box.top && y < box.top + box.height && x >= box.left && x < box.left + box.width
+        }
+        let first = rectangle(position: 1), second = rectangle(position: 0)
+        let blackFirst = noiseThenMask.indices.filter { noiseThenMask[$0] == -0.5 }
+        XCTAssertEqual(blackFirst.count, first.height * first.width * c)
+        XCTAssertTrue(blackFirst.allSatisfy { inside($0, first) })
+
+        let insideSecond = maskThenNoise.indices.filter { inside($0, second) }
+        let blackSecond = insideSecond.filter { maskThenNoise[$0] == -0.5 }.count
+        let share = Double(blackSecond) / Double(insideSecond.count)
+        print(String(format: "noise,mask: %d black elements (rectangle %dx%d); mask,noise: %.3f of the rectangle's %d elements still black",
+                     blackFirst.count, first.height, first.width, share, insideSecond.count))
+        XCTAssertEqual(share, 0.5, accuracy: 0.1)
+        XCTAssertTrue(maskThenNoise.indices.filter { !inside($0, second) }.allSatisfy { maskThenNoise[$0] != -0.5 })
+    }
+
+    /// Time per 32x32x3 image of each corruption and of a full pipeline (printed, not asserted).
+    func testThroughputOfAFullPipeline() throws {
+        let (h, w, c) = (32, 32, 3)
+        let image = makeBuffer(randomFloats(h * w * c, seed: 9, low: -0.5, high: 0.5))
+        let scratch = FloatBuffer(count: CorruptionPipeline.scratchCount(height: h, width: w, channels: c))
+        let full = "noise:0.1,sp:0.02,mask:0.25:noise,blur:1,dark:2.2:0.6"
+        for spec in ["noise:0.1", "sp:0.02", "mask:0.25:noise", "blur:1", "dark:2.2:0.6", full] {
+            let pipeline = try CorruptionPipeline(spec: spec)
+            let count = 1000
+            let start = DispatchTime.now().uptimeNanoseconds
+            for sample in 0..<count {
+                pipeline.apply(to: image.pointer, height: h, width: w, channels: c, seed: 1, epoch: 0, sampleIndex: sample, scratch: scratch.pointer)
+            }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            print(String(format: "%@ on 32x32x3: %.1f us per image (%.0f images/s)", pipeline.description, 1e6 * seconds / Double(count), Double(count) / seconds))
+        }
+        XCTAssertTrue(image.array.allSatisfy { $0.isFinite && $0 >= -0.5 && $0 <= 0.5 })
+    }
+}

@@ -1,0 +1,118 @@
+import Foundation
+import XCTest
+
+/// The data pipeline through the `vqvae` binary: bad files, corruption specs, prefetching,
+/// `vqvae inspect`.
+final class DataPipelineTests: XCTestCase {
+    func python(_ script: String, _ arguments: [String]) throws {
+        let result = try CommandRunner.python(script, arguments)
+        XCTAssertEqual(result.status, 0, result.standardError)
+    }
+
+    let small = ["--hidden", "8", "--res-hidden", "4", "--code-dim", "4", "--codes", "8", "--global-batch-size", "4"]
+
+    func assertOneLineFailure(_ arguments: [String], mentions fragment: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let out = try CommandRunner.temporaryFolder("pipeline-failure")
+        let result = try CommandRunner.vqvae(["train", "--out", out.path, "--steps", "2"] + small + arguments)
+        XCTAssertNotEqual(result.status, 0, file: file, line: line)
+        XCTAssertEqual(result.standardError.split(separator: "\n").count, 1, result.standardError, file: file, line: line)
+        XCTAssertTrue(result.standardError.contains(fragment), "expected '\(fragment)' in: \(result.standardError)", file: file, line: line)
+        let written = (try? FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("checkpoints").path)) ?? []
+        XCTAssertEqual(written, [], file: file, line: line)
+    }
+
+    func testTruncatedFile() throws {
+        let folder = try CommandRunner.temporaryFolder("truncated")
+        let path = folder.appendingPathComponent("t.h5").path
+        try python("""
+        import sys, h5py, numpy as np, os
+        with h5py.File(sys.argv[1], 'w') as f:
+            f.create_dataset('images', data=np.random.default_rng(0).integers(0, 255, (64, 16, 16, 3), dtype=np.uint8))
+        size = os.path.getsize(sys.argv[1]); os.truncate(sys.argv[1], size // 2)
+        """, [path])
+        try assertOneLineFailure(["--data", path], mentions: path)
+    }
+
+    func testHeaderFarLargerThanMemory() throws {
+        let folder = try CommandRunner.temporaryFolder("huge")
+        let many = folder.appendingPathComponent("many.h5").path, wide = folder.appendingPathComponent("wide.h5").path
+        try python("""
+        import sys, h5py
+        with h5py.File(sys.argv[1], 'w') as f:   # 10^13 images: a header, no data
+            f.create_dataset('images', shape=(10**13, 8, 8, 3), dtype='uint8', chunks=(1, 8, 8, 3))
+        with h5py.File(sys.argv[2], 'w') as f:   # images of 2^20 x 2^20 pixels
+            f.create_dataset('images', shape=(8, 2**20, 2**20, 3), dtype='uint8', chunks=(1, 64, 64, 3))
+        """, [many, wide])
+        try assertOneLineFailure(["--data", many], mentions: "the header claims 10000000000000 images")
+        try assertOneLineFailure(["--data", wide], mentions: "images of 1048576x1048576x3 are too large")
+    }
+
+    func testMisnamedDatasetAndUnknownCorruption() throws {
+        let data = try PreparedData.mnist("test")
+        try assertOneLineFailure(["--data", data, "--images-key", "pixels"], mentions: "no dataset 'pixels'")
+        try assertOneLineFailure(["--data", data, "--corrupt", "noise:0.1,sharpen:2"], mentions: "unknown corruption 'sharpen'")
+        try assertOneLineFailure(["--data", data, "--corrupt", "noise:-1"], mentions: "noise")
+        try assertOneLineFailure(["--data", "/nonexistent/shard-*.h5"], mentions: "no file matches")
+    }
+
+    /// Corrupted training does not depend on prefetching: with prefetch 0 and 3, the runs are bit
+    /// identical; a glob reads the files in sorted order.
+    func testPrefetchingDoesNotChangeTheRun() throws {
+        let data = try PreparedData.mnist("test")
+        var paths: [String] = []
+        for depth in ["0", "3"] {
+            let out = try CommandRunner.temporaryFolder("prefetch-\(depth)")
+            let result = try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "6", "--prefetch", depth,
+                                                  "--corrupt", "noise:0.2,mask:0.3:noise,blur:1,dark:2:0.7,saltpepper:0.05",
+                                                  "--tail", "wrap"] + small)
+            XCTAssertEqual(result.status, 0, result.standardError)
+            paths.append(out.appendingPathComponent("checkpoints/step-00000006.h5").path)
+        }
+        let result = try CommandRunner.python("""
+        import sys, json, h5py, numpy as np
+        a, b = (h5py.File(p, 'r') for p in sys.argv[1:3])
+        names = []
+        a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
+        assert all(np.array_equal(a[n][()], b[n][()]) for n in names)
+        cfg = json.loads(a.attrs['config'])
+        assert cfg['data']['corrupt'] == 'noise:0.2,mask:0.3:noise,blur:1,dark:2:0.7,saltpepper:0.05', cfg['data']['corrupt']
+        assert cfg['data']['tail'] == 'wrap' and a['data'].attrs['wrap'] == 1
+        print('identical')
+        """, paths)
+        XCTAssertEqual(result.standardOutput, "identical\n", result.standardError)
+    }
+
+    func testInspectDescribesDatasetsAndCheckpoints() throws {
+        let data = try PreparedData.mnist("train")
+        let described = try CommandRunner.vqvae(["inspect", data])
+        XCTAssertEqual(described.status, 0, described.standardError)
+        XCTAssertTrue(described.standardOutput.contains("images: N=4000 H=28 W=28 C=1 uint8"), described.standardOutput)
+        XCTAssertTrue(described.standardOutput.contains("chunks: (64, 28, 28, 1)"), described.standardOutput)
+        XCTAssertTrue(described.standardOutput.contains("labels: 4000 int64, values 0..9, 10 distinct"), described.standardOutput)
+
+        let out = try CommandRunner.temporaryFolder("inspect-run")
+        XCTAssertEqual(try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "0"] + small).status, 0)
+        let checkpoint = out.appendingPathComponent("checkpoints/step-00000000.h5").path
+        let inspected = try CommandRunner.vqvae(["inspect", checkpoint])
+        XCTAssertEqual(inspected.status, 0, inspected.standardError)
+        for fragment in ["checkpoint (format version 1)", "model vqvae, step 0", "/model/encoder/down0/weight [4, 1, 4, 4] float32",
+                         "checksums: all 93 tensors verify"] {
+            XCTAssertTrue(inspected.standardOutput.contains(fragment), "missing '\(fragment)' in\n\(inspected.standardOutput)")
+        }
+        // Damage one tensor: inspect names it and fails.
+        try python("""
+        import sys, h5py, numpy as np
+        with h5py.File(sys.argv[1], 'r') as f:
+            ds = f['model/encoder/conv/weight']; offset = ds.id.get_offset(); size = ds.id.get_storage_size()
+        raw = bytearray(open(sys.argv[1], 'rb').read())
+        if offset is None:  # chunked: find the chunk through its bytes
+            with h5py.File(sys.argv[1], 'r') as f: needle = f['model/encoder/conv/weight'][()].tobytes()[:64]
+            offset = raw.find(needle)
+        raw[offset + 40] ^= 0x55
+        open(sys.argv[1], 'wb').write(raw)
+        """, [checkpoint])
+        let damaged = try CommandRunner.vqvae(["inspect", checkpoint])
+        XCTAssertNotEqual(damaged.status, 0)
+        XCTAssertTrue(damaged.standardError.contains("FAILED for /model/encoder/conv/weight"), damaged.standardError)
+    }
+}
