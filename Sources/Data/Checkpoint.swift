@@ -172,9 +172,15 @@ public enum Checkpoint {
             configuration: try file.stringAttribute("config"), data: data)
     }
 
+    /// Checks that a checkpoint opens, has this format and version, and that every tensor reads
+    /// back through its Fletcher-32 checksum; throws naming what is wrong.
+    public static func verify(path: String) throws {
+        _ = try Inspector.describeCheckpoint(path: path)
+    }
+
     /// The `config` JSON of a checkpoint, read without building a model.
     public static func configuration(path: String) throws -> String {
-        try HDF5File.open(path).stringAttribute("config")
+        try HDF5Lock.run { try HDF5File.open(path).stringAttribute("config") }
     }
 
     static func isoTimestamp() -> String {

@@ -99,6 +99,11 @@ struct Train: ParsableCommand {
     var logEvery = 50
     @Option(name: .customLong("checkpoint-every"), help: "Write a checkpoint every N steps (0: only at the end).")
     var checkpointEvery = 500
+    @Option(help: ArgumentHelp("Continue a run: 'auto' (the newest valid checkpoint in <out>/checkpoints, or a fresh start) or a checkpoint's path.",
+                               discussion: "The architecture, optimiser and data settings come from the checkpoint; --steps, intervals, the number of ranks and an explicit --lr may change."))
+    var resume: String?
+    @Option(help: "Keep only the newest K checkpoints (0: keep all).")
+    var keep = 0
     @Option(help: "BLAS threads per rank.")
     var threads = 1
     @Option(name: .customLong("bucket-mb"), help: "Size in MB of the gradient buckets all-reduced while the backward pass runs.")
@@ -118,6 +123,7 @@ struct Train: ParsableCommand {
         if weightDecay < 0 { throw ValidationError("--weight-decay must not be negative") }
         if logEvery < 1 { throw ValidationError("--log-every must be at least 1") }
         if checkpointEvery < 0 { throw ValidationError("--checkpoint-every must not be negative") }
+        if keep < 0 { throw ValidationError("--keep must not be negative") }
         if prefetch < 0 || prefetch > 64 { throw ValidationError("--prefetch must be between 0 and 64") }
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
         if !(bucketMegabytes > 0) { throw ValidationError("--bucket-mb must be positive") }

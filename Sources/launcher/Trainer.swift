@@ -77,42 +77,74 @@ final class Trainer {
     let sampler: ShardedSampler
     let model: VQVAE
     let optimizer: Adam
-    let configuration: RunConfiguration
+    var configuration: RunConfiguration
     let checkpointDirectory: String
     let metricsPath: String
+    /// The checkpoint this run continues from (`--resume`), chosen on rank 0; nil on other ranks
+    /// and for a fresh start.
+    let resumePath: String?
+    let resuming: Bool
 
     init(options: Train, communicator: Communicator, console: Console) throws {
         self.options = options
         self.communicator = communicator
         self.console = console
         setBLASThreads(options.threads)
+        checkpointDirectory = options.out + "/checkpoints"
+        metricsPath = options.out + "/metrics.jsonl"
 
-        corruptions = try CorruptionPipeline(spec: options.corrupt)
+        let parsedCorruptions = try CorruptionPipeline(spec: options.corrupt)
         dataset = try ImageDataset(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
-        let modelConfiguration = options.architecture.configuration(
-            height: dataset.height, width: dataset.width, channels: dataset.channels)
-        try modelConfiguration.validate()
-        sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: options.globalBatchSize,
-                                     seed: options.seed, shuffle: !options.noShuffle, tail: options.tail,
+
+        // --resume: rank 0 picks the checkpoint and every rank takes its configuration.
+        var chosen: String?
+        if communicator.isRoot, case let .checkpoint(path) = try ResumeChoice.resolve(
+            options.resume, directory: checkpointDirectory, console: console) {
+            chosen = path
+        }
+        let savedJSON = try communicator.broadcast(string: chosen.map { try Checkpoint.configuration(path: $0) } ?? "")
+        resumePath = chosen
+        resuming = !savedJSON.isEmpty
+        if resuming {
+            let saved = try RunConfiguration.decode(savedJSON, path: chosen ?? "the checkpoint")
+            configuration = try saved.resumed(with: options, checkpoint: chosen ?? "the checkpoint")
+            let m = configuration.model
+            guard (m.height, m.width, m.channels) == (dataset.height, dataset.width, dataset.channels) else {
+                throw TrainingError("the checkpoint was trained on \(m.height)x\(m.width)x\(m.channels) images, but --data holds \(dataset.height)x\(dataset.width)x\(dataset.channels)")
+            }
+            guard configuration.data.datasetSize == dataset.count else {
+                throw TrainingError("the checkpoint's data stream covers \(configuration.data.datasetSize) images, but --data holds \(dataset.count); resume with the same dataset")
+            }
+            configuration.data.files = dataset.paths
+        } else {
+            configuration = RunConfiguration(
+                model: options.architecture.configuration(height: dataset.height, width: dataset.width, channels: dataset.channels),
+                optimizer: .init(lr: options.lr, beta1: options.beta1, beta2: options.beta2, eps: options.adamEpsilon,
+                                 weightDecay: options.weightDecay),
+                data: .init(files: dataset.paths, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
+                            shuffle: !options.noShuffle, datasetSize: dataset.count, tail: options.tail.rawValue,
+                            corrupt: parsedCorruptions.description),
+                seed: options.seed, steps: options.steps)
+        }
+        let settings = configuration
+        try settings.model.validate()
+        corruptions = try CorruptionPipeline(spec: settings.data.corrupt)
+        sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: settings.data.globalBatchSize,
+                                     seed: settings.seed, shuffle: settings.data.shuffle,
+                                     tail: EpochTail(rawValue: settings.data.tail) ?? .drop,
                                      rank: communicator.rank, worldSize: communicator.size)
         // A generous bound on what training keeps per image element (inputs, activations,
         // gradients, workspaces), checked before anything is allocated.
         try dataset.checkFitsInMemory(batch: sampler.localBatchSize,
-                                      bytesPerImageElement: 4 * (16 + 2 * modelConfiguration.hidden + 4 * options.prefetch))
-        model = try VQVAE(configuration: modelConfiguration, maxBatch: sampler.localBatchSize)
-        optimizer = Adam(count: model.parameters.count, learningRate: options.lr, beta1: options.beta1,
-                         beta2: options.beta2, epsilon: options.adamEpsilon, weightDecay: options.weightDecay)
-        configuration = RunConfiguration(
-            model: modelConfiguration,
-            optimizer: .init(lr: options.lr, beta1: options.beta1, beta2: options.beta2, eps: options.adamEpsilon,
-                             weightDecay: options.weightDecay),
-            data: .init(files: dataset.paths, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
-                        shuffle: !options.noShuffle, datasetSize: dataset.count, tail: options.tail.rawValue,
-                        corrupt: corruptions.description),
-            seed: options.seed, steps: options.steps)
-        checkpointDirectory = options.out + "/checkpoints"
-        metricsPath = options.out + "/metrics.jsonl"
+                                      bytesPerImageElement: 4 * (16 + 2 * settings.model.hidden + 4 * options.prefetch))
+        model = try VQVAE(configuration: settings.model, maxBatch: sampler.localBatchSize)
+        let o = settings.optimizer
+        optimizer = Adam(count: model.parameters.count, learningRate: o.lr, beta1: o.beta1, beta2: o.beta2,
+                         epsilon: o.eps, weightDecay: o.weightDecay)
     }
+
+    var globalBatchSize: Int { configuration.data.globalBatchSize }
+    var seed: UInt64 { configuration.seed }
 
     /// Creates the output folders on rank 0 and refuses to mix with an earlier run's checkpoints.
     func prepareOutput() throws {
@@ -129,27 +161,29 @@ final class Trainer {
         }
         let existing = ((try? files.contentsOfDirectory(atPath: checkpointDirectory)) ?? [])
             .filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }
-        if !existing.isEmpty {
-            throw TrainingError("\(checkpointDirectory) already holds checkpoints of an earlier run (\(existing.sorted().last!)); choose a new --out")
+        if !existing.isEmpty && options.resume == nil {
+            throw TrainingError("\(checkpointDirectory) already holds checkpoints of an earlier run (\(existing.sorted().last!)); continue it with --resume auto or choose a new --out")
         }
+        if resuming && files.fileExists(atPath: metricsPath) { return }  // appended to
         guard files.createFile(atPath: metricsPath, contents: nil) else {
             throw TrainingError("cannot write \(metricsPath)")
         }
     }
 
     func writeCheckpoint(step: Int) throws -> String? {
-        let samplesSeen = Int64(step) * Int64(options.globalBatchSize)
+        let samplesSeen = Int64(step) * Int64(globalBatchSize)
         let epoch = Int64(sampler.epoch(ofStep: step))
         var path: String?
         if communicator.isRoot {
             let state = CheckpointState(
                 step: Int64(step), epoch: epoch, samplesSeen: samplesSeen, worldSize: communicator.size,
                 configuration: configuration.json(),
-                data: ["seed": Int64(bitPattern: options.seed), "shuffle": options.noShuffle ? 0 : 1,
-                       "wrap": options.tail == .wrap ? 1 : 0,
+                data: ["seed": Int64(bitPattern: seed), "shuffle": configuration.data.shuffle ? 1 : 0,
+                       "wrap": sampler.tail == .wrap ? 1 : 0,
                        "samples_seen": samplesSeen, "epoch": epoch, "dataset_size": Int64(dataset.count),
-                       "global_batch_size": Int64(options.globalBatchSize)])
+                       "global_batch_size": Int64(globalBatchSize)])
             path = try Checkpoint.write(directory: checkpointDirectory, model: model, optimizer: optimizer, state: state)
+            if options.keep > 0 { pruneCheckpoints(keeping: options.keep) }
         }
         return path
     }
@@ -157,16 +191,37 @@ final class Trainer {
     func run() throws {
         try prepareOutput()
         try communicator.barrier()
-        model.initialize(seed: options.seed)
-        // Rank 0's initial state is everyone's.
+        // Rank 0's state (fresh from the seed, or the resumed checkpoint's) is everyone's.
+        var position = [Int64](repeating: 0, count: 2)  // step, Adam's t
+        if communicator.isRoot {
+            if let resumePath {
+                let state = try Checkpoint.load(path: resumePath, into: model, optimizer: optimizer)
+                position = [state.step, optimizer.step]
+                console.info("resuming from \(resumePath) at step \(state.step) (samples_seen \(state.samplesSeen), written by \(state.worldSize) rank(s))")
+            } else {
+                model.initialize(seed: seed)
+            }
+        }
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
         try communicator.broadcast(model.quantizer.emaState.pointer, count: model.quantizer.emaState.count)
+        try position.withUnsafeMutableBytes { try communicator.broadcast(bytes: $0.baseAddress!, count: $0.count) }
+        if resuming {
+            try communicator.broadcast(optimizer.firstMoment.pointer, count: optimizer.firstMoment.count)
+            try communicator.broadcast(optimizer.secondMoment.pointer, count: optimizer.secondMoment.count)
+            optimizer.step = position[1]
+        }
+        let firstStep = Int(position[0])
+        if resuming && firstStep >= options.steps {
+            console.info("the checkpoint is at step \(firstStep), not before --steps \(options.steps): nothing to train")
+            return
+        }
 
         // Batches are read, converted and corrupted on a background thread.
-        let prefetcher = BatchPrefetcher(dataset: dataset, sampler: sampler, corruptions: corruptions, seed: options.seed,
-                                         firstStep: 0, endStep: max(options.steps, 1), depth: options.prefetch)
+        let prefetcher = BatchPrefetcher(dataset: dataset, sampler: sampler, corruptions: corruptions, seed: seed,
+                                         firstStep: firstStep, endStep: max(options.steps, firstStep + 1), depth: options.prefetch)
         defer { prefetcher.stop() }
-        if options.kmeansInit { try initializeCodebookWithKMeans(firstBatch: try prefetcher.batch(step: 0)) }
+        if options.kmeansInit && !resuming { try initializeCodebookWithKMeans(firstBatch: try prefetcher.batch(step: 0)) }
+        StopRequest.install()
 
         let c = model.configuration
         console.info("vqvae train: \(dataset.count) images \(c.height)x\(c.width)x\(c.channels) from \(dataset.paths.joined(separator: " ")); "
@@ -182,9 +237,10 @@ final class Trainer {
         let buckets = GradientBuckets(communicator: communicator, buffer: model.parameters.gradients.pointer,
                                       count: model.parameters.count,
                                       bucketElements: max(1, Int(options.bucketMegabytes * 1_048_576) / MemoryLayout<Float>.stride))
-        let reduced = UnsafeMutablePointer<Double>.allocate(capacity: 3)
+        let reduced = UnsafeMutablePointer<Double>.allocate(capacity: 4)
         defer { reduced.deallocate() }
         let metrics = communicator.isRoot ? FileHandle(forWritingAtPath: metricsPath) : nil
+        _ = try? metrics?.seekToEnd()  // a resumed run appends
         defer { try? metrics?.close() }
 
         let start = monotonicSeconds()
@@ -193,7 +249,8 @@ final class Trainer {
         var lastCheckpoint = ""
         var lastLoss = Losses(reconstruction: .nan, commitment: .nan, total: .nan)
         var skipped = 0
-        for step in 0..<options.steps {
+        var lastStep = firstStep
+        for step in firstStep..<options.steps {
             let batch = try prefetcher.batch(step: step)
             model.parameters.zeroGradients()
             let losses = model.forward(images: batch.input, targets: batch.target, batch: local, training: true)
@@ -210,8 +267,11 @@ final class Trainer {
             // The codebook statistics of the global batch (one fused call), and the loss.
             let statistics = model.quantizer.batchStatistics
             try communicator.allReduceSum(statistics.pointer, count: statistics.count)
+            // A SIGTERM or SIGINT on any rank travels with the loss, so all ranks stop together.
             reduced[0] = losses.total; reduced[1] = losses.reconstruction; reduced[2] = losses.commitment
-            try communicator.allReduceSum(reduced, count: 3)
+            reduced[3] = StopRequest.received ? 1 : 0
+            try communicator.allReduceSum(reduced, count: 4)
+            let stopping = reduced[3] > 0
             let loss = Losses(reconstruction: reduced[1] / world, commitment: reduced[2] / world, total: reduced[0] / world)
             let done = step + 1
             if !loss.total.isFinite {
@@ -226,14 +286,15 @@ final class Trainer {
                 optimizer.update(parameters: model.parameters.values.pointer, gradients: model.parameters.gradients.pointer)
                 lastLoss = loss
             }
-            if (options.syncCheckEvery > 0 && done % options.syncCheckEvery == 0) || done == options.steps {
+            lastStep = done
+            if (options.syncCheckEvery > 0 && done % options.syncCheckEvery == 0) || done == options.steps || stopping {
                 try checkRanksAgree(step: done)
             }
             windowSteps += 1
-            if done == 1 || done % options.logEvery == 0 || done == options.steps {
+            if done == firstStep + 1 || done % options.logEvery == 0 || done == options.steps || stopping {
                 let now = monotonicSeconds()
-                let rate = Double(windowSteps * options.globalBatchSize) / max(now - windowStart, 1e-9)
-                let eta = Double(options.steps - done) * (now - start) / Double(done)
+                let rate = Double(windowSteps * globalBatchSize) / max(now - windowStart, 1e-9)
+                let eta = Double(options.steps - done) * (now - start) / Double(done - firstStep)
                 let (perplexity, used) = codebookUsage(statistics)
                 console.info(String(format: "step %d/%d  loss %.5f  mse %.5f  commit %.5f  perplexity %.1f  codes %d  %.0f img/s  eta %@",
                                     done, options.steps, loss.total, loss.reconstruction, loss.commitment, perplexity, used,
@@ -241,7 +302,7 @@ final class Trainer {
                 let record: [String: Any] = [
                     "step": done, "loss": loss.total, "mse": loss.reconstruction, "commitment": loss.commitment,
                     "perplexity": perplexity, "codes_used": used, "images_per_second": rate,
-                    "elapsed_seconds": now - start, "samples_seen": done * options.globalBatchSize,
+                    "elapsed_seconds": now - start, "samples_seen": done * globalBatchSize,
                 ]
                 if let metrics, let line = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) {
                     metrics.write(line + Data([0x0A]))
@@ -249,13 +310,18 @@ final class Trainer {
                 windowStart = now
                 windowSteps = 0
             }
-            if (options.checkpointEvery > 0 && done % options.checkpointEvery == 0) || done == options.steps {
+            if (options.checkpointEvery > 0 && done % options.checkpointEvery == 0) || done == options.steps || stopping {
                 if let path = try writeCheckpoint(step: done) { lastCheckpoint = path }
+            }
+            if stopping {
+                console.info("stopped by a signal after step \(done); continue with --resume auto")
+                break
             }
         }
         let elapsed = monotonicSeconds() - start
+        let trained = lastStep - firstStep
         console.info(String(format: "done: %d steps in %.1f s (%.0f img/s); final loss %.5f (mse %.5f)",
-                            options.steps, elapsed, Double(options.steps * options.globalBatchSize) / elapsed,
+                            trained, elapsed, Double(trained * globalBatchSize) / elapsed,
                             lastLoss.total, lastLoss.reconstruction))
         if skipped > 0 { console.info("skipped \(skipped) step(s) with a non-finite loss") }
         if communicator.size > 1 {
@@ -263,6 +329,15 @@ final class Trainer {
                                 communicator.size, fingerprint()))
         }
         console.info("checkpoint: \(lastCheckpoint)")
+    }
+
+    /// Deletes all but the newest `keep` checkpoints.
+    func pruneCheckpoints(keeping keep: Int) {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: checkpointDirectory)) ?? [])
+            .filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted(by: >)
+        for name in names.dropFirst(keep) {
+            try? FileManager.default.removeItem(atPath: checkpointDirectory + "/" + name)
+        }
     }
 
     /// FNV-1a over the bit patterns of every parameter and of the EMA codebook state.
@@ -292,7 +367,7 @@ final class Trainer {
         let local = sampler.localBatchSize
         model.encode(images: firstBatch.input, batch: local)
         let perRank = local * model.latentCount * model.configuration.codeDimension
-        let vectorCount = options.globalBatchSize * model.latentCount
+        let vectorCount = globalBatchSize * model.latentCount
         let quantizer = model.quantizer
         guard vectorCount >= quantizer.codes else {
             throw TrainingError("--kmeans-init needs at least --codes \(quantizer.codes) latent vectors, but the first global batch gives \(vectorCount); raise --global-batch-size or lower --codes")
@@ -304,7 +379,7 @@ final class Trainer {
             let workspace = FloatBuffer(count: vectorCount * quantizer.codes)
             withExtendedLifetime(workspace) {
                 quantizer.initializeWithKMeans(vectors: all.pointer, count: vectorCount, iterations: options.kmeansIterations,
-                                               seed: options.seed, parameters: model.parameters, workspace: workspace.pointer)
+                                               seed: seed, parameters: model.parameters, workspace: workspace.pointer)
             }
         }
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
@@ -327,3 +402,17 @@ final class Trainer {
         return (exp(entropy), used)
     }
 }
+
+/// SIGTERM and SIGINT (what Slurm and `mpirun` send) ask the run to finish its current step,
+/// write a checkpoint and exit 0; the request is shared with every rank at the next step.
+enum StopRequest {
+    static var received: Bool { stopSignal != 0 }
+
+    static func install() {
+        signal(SIGTERM) { stopSignal = $0 }
+        signal(SIGINT) { stopSignal = $0 }
+    }
+}
+
+/// Set by the signal handler; read once per step.
+nonisolated(unsafe) var stopSignal: Int32 = 0

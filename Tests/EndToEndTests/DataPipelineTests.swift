@@ -113,6 +113,8 @@ final class DataPipelineTests: XCTestCase {
         """, [checkpoint])
         let damaged = try CommandRunner.vqvae(["inspect", checkpoint])
         XCTAssertNotEqual(damaged.status, 0)
-        XCTAssertTrue(damaged.standardError.contains("FAILED for /model/encoder/conv/weight"), damaged.standardError)
+        XCTAssertTrue(damaged.standardError.contains("damaged checkpoint: checksum or read failure in /model/encoder/conv/weight"),
+                      damaged.standardError)
+        XCTAssertEqual(damaged.standardError.split(separator: "\n").count, 1, damaged.standardError)
     }
 }

@@ -1,0 +1,209 @@
+import Foundation
+import XCTest
+
+/// Resuming from checkpoints, surviving faults and signals, through the built binary.
+final class ResumeTests: XCTestCase {
+    let small = ["--hidden", "16", "--res-hidden", "8", "--code-dim", "8", "--codes", "32",
+                 "--corrupt", "noise:0.1,mask:0.2", "--log-every", "1", "--seed", "5"]
+
+    /// Python: every dataset of two checkpoints is identical (`exact`) or within `tolerance`.
+    func compare(_ a: String, _ b: String, tolerance: Double? = nil, file: StaticString = #filePath, line: UInt = #line) throws {
+        let script = """
+        import sys, h5py, numpy as np
+        a, b = h5py.File(sys.argv[1], 'r'), h5py.File(sys.argv[2], 'r')
+        names = []
+        b.visit(lambda n: names.append(n) if isinstance(b[n], h5py.Dataset) else None)
+        assert len(names) > 20, names
+        assert a.attrs['step'] == b.attrs['step'] and a.attrs['samples_seen'] == b.attrs['samples_seen']
+        assert a['optimizer'].attrs['t'] == b['optimizer'].attrs['t']
+        tol = sys.argv[3]
+        worst = 0.0
+        for n in names:
+            x, y = a[n][()], b[n][()]
+            if tol == 'exact':
+                assert np.array_equal(x, y), n
+            else:
+                worst = max(worst, float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-12)))
+        assert tol == 'exact' or worst <= float(tol), worst
+        print(worst)
+        """
+        let result = try CommandRunner.python(script, [a, b, tolerance.map { "\($0)" } ?? "exact"])
+        XCTAssertEqual(result.status, 0, result.standardError, file: file, line: line)
+        print("checkpoints \(a) and \(b): largest relative difference \(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+
+    func train(ranks: Int, out: URL, steps: Int, batch: Int, extra: [String] = []) throws -> CommandRunner.Result {
+        let data = try PreparedData.mnist("test")
+        let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", ["train", "--data", data, "--out", out.path, "--steps", "\(steps)",
+                                                                      "--global-batch-size", "\(batch)"] + small + extra)
+        XCTAssertEqual(result.status, 0, result.standardError)
+        return result
+    }
+
+    /// 2N steps straight and N steps, stop, resume to 2N: bit-identical parameters, codebooks and
+    /// Adam moments, with shuffling and corruptions on, on 1 rank and on 2 ranks.
+    func testResumeIsBitIdentical() throws {
+        for ranks in [0, 2] {
+            let straight = try CommandRunner.temporaryFolder("straight-\(ranks)")
+            let split = try CommandRunner.temporaryFolder("split-\(ranks)")
+            _ = try train(ranks: ranks, out: straight, steps: 8, batch: 8)
+            _ = try train(ranks: ranks, out: split, steps: 4, batch: 8)
+            let resumed = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
+                "train", "--data", try PreparedData.mnist("test"), "--out", split.path, "--steps", "8", "--resume", "auto",
+                "--log-every", "1"])
+            XCTAssertEqual(resumed.status, 0, resumed.standardError)
+            XCTAssertTrue(resumed.standardOutput.contains("resuming from \(split.path)/checkpoints/step-00000004.h5 at step 4"),
+                          resumed.standardOutput)
+            try compare(straight.appendingPathComponent("checkpoints/step-00000008.h5").path,
+                        split.appendingPathComponent("checkpoints/step-00000008.h5").path)
+            let metrics = try String(contentsOf: split.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+            XCTAssertEqual(metrics.split(separator: "\n").count, 8, "metrics are appended on resume")
+        }
+    }
+
+    /// Trained on 2 ranks (G = 6), resumed on 3: the same sample stream, results within
+    /// floating-point tolerance of an uninterrupted 2-rank run.
+    func testResumeOnMoreRanks() throws {
+        let straight = try CommandRunner.temporaryFolder("w2-straight")
+        let split = try CommandRunner.temporaryFolder("w2-then-w3")
+        _ = try train(ranks: 2, out: straight, steps: 8, batch: 6)
+        _ = try train(ranks: 2, out: split, steps: 4, batch: 6)
+        let resumed = try CommandRunner.mpirun(ranks: 3, "vqvae", [
+            "train", "--data", try PreparedData.mnist("test"), "--out", split.path, "--steps", "8", "--resume", "auto"])
+        XCTAssertEqual(resumed.status, 0, resumed.standardError)
+        XCTAssertTrue(resumed.standardOutput.contains("3 rank(s) x batch 2"), resumed.standardOutput)
+        try compare(split.appendingPathComponent("checkpoints/step-00000008.h5").path,
+                    straight.appendingPathComponent("checkpoints/step-00000008.h5").path, tolerance: 1e-4)
+    }
+
+    func testContradictingFlagsAreRefusedAndLearningRateMayChange() throws {
+        let out = try CommandRunner.temporaryFolder("contradict")
+        _ = try train(ranks: 0, out: out, steps: 2, batch: 8)
+        let data = try PreparedData.mnist("test")
+        for (flag, value) in [("--hidden", "32"), ("--codes", "64"), ("--global-batch-size", "16"), ("--seed", "6"),
+                              ("--corrupt", "blur:1"), ("--codebook", "grad")] {
+            let result = try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "4", "--resume", "auto", flag, value])
+            XCTAssertNotEqual(result.status, 0, flag)
+            XCTAssertTrue(result.standardError.contains("\(flag) \(value) contradicts"), result.standardError)
+        }
+        let faster = try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "3", "--resume", "auto", "--lr", "1e-3",
+                                              "--hidden", "16"])
+        XCTAssertEqual(faster.status, 0, faster.standardError)
+        let check = try CommandRunner.python("""
+        import sys, h5py, json
+        f = h5py.File(sys.argv[1], 'r')
+        assert abs(f['optimizer'].attrs['lr'] - 1e-3) < 1e-9 and json.loads(f.attrs['config'])['optimizer']['lr'] > 9e-4
+        """, [out.appendingPathComponent("checkpoints/step-00000003.h5").path])
+        XCTAssertEqual(check.status, 0, check.standardError)
+    }
+
+    /// A damaged newest checkpoint is reported and skipped; --resume PATH refuses it by name;
+    /// --keep keeps the newest K.
+    func testDamagedNewestCheckpointIsSkipped() throws {
+        let out = try CommandRunner.temporaryFolder("damaged-newest")
+        _ = try train(ranks: 0, out: out, steps: 6, batch: 8, extra: ["--checkpoint-every", "2", "--keep", "2"])
+        let folder = out.appendingPathComponent("checkpoints")
+        XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.path).sorted(), ["step-00000004.h5", "step-00000006.h5"])
+        let newest = folder.appendingPathComponent("step-00000006.h5").path
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: newest))
+        bytes = bytes.prefix(bytes.count * 2 / 3)
+        try bytes.write(to: URL(fileURLWithPath: newest))
+        let data = try PreparedData.mnist("test")
+        let resumed = try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "7", "--resume", "auto"])
+        XCTAssertEqual(resumed.status, 0, resumed.standardError)
+        XCTAssertTrue(resumed.standardError.contains("warning: skipping \(newest)"), resumed.standardError)
+        XCTAssertTrue(resumed.standardOutput.contains("step-00000004.h5 at step 4"), resumed.standardOutput)
+        let explicit = try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "9", "--resume", newest])
+        XCTAssertNotEqual(explicit.status, 0)
+        XCTAssertTrue(explicit.standardError.contains("--resume \(newest)"), explicit.standardError)
+        XCTAssertEqual(explicit.standardError.split(separator: "\n").count, 1, explicit.standardError)
+    }
+
+    // MARK: Faults
+
+    /// Starts `vqvae train` under mpirun in the background.
+    func startLongRun(ranks: Int, out: URL, extra: [String] = []) throws -> Process {
+        let binary = try CommandRunner.built("vqvae")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["mpirun", "-np", "\(ranks)", "--oversubscribe", "--bind-to", "none", binary.path, "train",
+                             "--data", try PreparedData.mnist("train"), "--out", out.path, "--steps", "100000",
+                             "--global-batch-size", "8", "--checkpoint-every", "5"] + small + extra
+        var environment = ProcessInfo.processInfo.environment
+        environment["OMPI_ALLOW_RUN_AS_ROOT"] = "1"
+        environment["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+        process.environment = environment
+        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
+        let errors = out.appendingPathComponent("stderr.txt")
+        _ = FileManager.default.createFile(atPath: errors.path, contents: nil)
+        process.standardError = try FileHandle(forWritingTo: errors)
+        try process.run()
+        return process
+    }
+
+    /// PIDs of the rank processes (not mpirun) of the run writing to `out`.
+    func rankProcesses(_ out: URL) throws -> [Int32] {
+        let result = try CommandRunner.run(URL(fileURLWithPath: "/usr/bin/env"), ["pgrep", "-f", "^/.*vqvae train .*\(out.path)"])
+        return result.standardOutput.split(separator: "\n").compactMap { Int32($0) }
+    }
+
+    func waitFor(_ condition: () -> Bool, seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(50_000)
+        }
+        return condition()
+    }
+
+    func checkpoints(_ out: URL) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: out.appendingPathComponent("checkpoints").path)) ?? [])
+            .filter { $0.hasPrefix("step-") }.sorted()
+    }
+
+    /// `kill -9` of one rank mid-run: the job ends non-zero within 30 s, and `--resume auto`
+    /// continues from the newest checkpoint.
+    func testKillingOneRankEndsTheJobAndResumeContinues() throws {
+        let out = try CommandRunner.temporaryFolder("kill9")
+        let job = try startLongRun(ranks: 2, out: out)
+        XCTAssertTrue(waitFor({ checkpoints(out).count >= 2 }, seconds: 60), "no checkpoints appeared")
+        let ranks = try rankProcesses(out)
+        XCTAssertEqual(ranks.count, 2, "expected two rank processes, found \(ranks)")
+        let start = Date()
+        kill(ranks[1], SIGKILL)
+        let ended = waitFor({ !job.isRunning }, seconds: 30)
+        if !ended { job.terminate() }
+        job.waitUntilExit()
+        let seconds = Date().timeIntervalSince(start)
+        print("kill -9 of rank 1: the job ended in \(String(format: "%.2f", seconds)) s with status \(job.terminationStatus)")
+        XCTAssertTrue(ended, "the job did not end within 30 s")
+        XCTAssertNotEqual(job.terminationStatus, 0)
+        XCTAssertTrue(try rankProcesses(out).isEmpty, "a rank survived")
+
+        let newest = checkpoints(out).last!
+        let step = Int(newest.dropFirst(5).prefix(8))!
+        let resumed = try CommandRunner.mpirun(ranks: 2, "vqvae", [
+            "train", "--data", try PreparedData.mnist("train"), "--out", out.path, "--steps", "\(step + 3)", "--resume", "auto"])
+        XCTAssertEqual(resumed.status, 0, resumed.standardError)
+        XCTAssertTrue(resumed.standardOutput.contains("\(newest) at step \(step)"), resumed.standardOutput)
+        XCTAssertTrue(checkpoints(out).contains(String(format: "step-%08d.h5", step + 3)))
+    }
+
+    /// SIGTERM to one rank: every rank finishes its step, a checkpoint is written, exit 0.
+    func testSIGTERMWritesACheckpointAndExitsCleanly() throws {
+        let out = try CommandRunner.temporaryFolder("sigterm")
+        let job = try startLongRun(ranks: 2, out: out, extra: ["--checkpoint-every", "100000"])
+        XCTAssertTrue(waitFor({ (try? self.rankProcesses(out).count) == 2 }, seconds: 30))
+        XCTAssertTrue(waitFor({ ((try? String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? "")
+            .split(separator: "\n").count >= 3 }, seconds: 60), "training did not start")
+        let start = Date()
+        kill(try rankProcesses(out)[0], SIGTERM)
+        let ended = waitFor({ !job.isRunning }, seconds: 30)
+        if !ended { job.terminate() }
+        job.waitUntilExit()
+        print("SIGTERM: the job ended in \(String(format: "%.2f", Date().timeIntervalSince(start))) s with status \(job.terminationStatus)")
+        XCTAssertTrue(ended)
+        XCTAssertEqual(job.terminationStatus, 0, (try? String(contentsOf: out.appendingPathComponent("stderr.txt"), encoding: .utf8)) ?? "")
+        XCTAssertEqual(checkpoints(out).count, 1, "one checkpoint at the step where the signal arrived")
+    }
+}
