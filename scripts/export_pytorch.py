@@ -1,0 +1,67 @@
+#!/usr/bin/env python3
+"""Turn a vqvae checkpoint (spec/checkpoint.md) into a PyTorch file.
+
+    python3 scripts/export_pytorch.py runs/a/checkpoints/step-00002000.h5 model.pt
+
+writes `torch.save({"state_dict": ..., "codebook": ..., "ema_count": ..., "ema_sum": ..., "config": ...,
+"step": ...})`. `state_dict` loads into `scripts/vqvae_torch.py`'s `VQVAE(config["model"])`:
+
+    import torch, sys; sys.path.insert(0, "scripts"); from vqvae_torch import VQVAE
+    saved = torch.load("model.pt")
+    model = VQVAE(saved["config"]["model"]); model.load_state_dict(saved["state_dict"])
+
+With `--optimizer`, Adam's moments are added as `adam_m` / `adam_v` (same keys as `state_dict`) with
+`adam_t`. Needs h5py and torch (an optional dependency, not needed to train).
+"""
+import argparse
+import json
+import os
+import sys
+
+import h5py
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from vqvae_torch import VQVAE  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("checkpoint")
+    ap.add_argument("output")
+    ap.add_argument("--optimizer", action="store_true", help="also export Adam's moments")
+    args = ap.parse_args()
+    try:
+        f = h5py.File(args.checkpoint, "r")
+        if f.attrs.get("format") != "vqvae-checkpoint":
+            raise ValueError("not a vqvae checkpoint")
+        config = json.loads(f.attrs["config"])
+        model = VQVAE(config["model"])
+        state, moments = {}, {"adam_m": {}, "adam_v": {}}
+        module_names = {layer: prefix for prefix, layer in model.named_modules()}
+        for name, layer in model.names().items():
+            for part in ("weight", "bias"):
+                key = f"{module_names[layer]}.{part}"
+                state[key] = torch.from_numpy(f[f"model/{name}/{part}"][()])
+                if args.optimizer:
+                    for group in moments:
+                        moments[group][key] = torch.from_numpy(f[f"optimizer/{group}/{name}/{part}"][()])
+        model.load_state_dict(state)  # checks names and shapes
+        out = {"state_dict": state, "codebook": torch.from_numpy(f["model/quantizer/codebook"][()]),
+               "config": config, "step": int(f.attrs["step"])}
+        for extra in ("ema_count", "ema_sum"):
+            if f"model/quantizer/{extra}" in f:
+                out[extra] = torch.from_numpy(f[f"model/quantizer/{extra}"][()])
+        if args.optimizer:
+            out.update(moments)
+            out["adam_t"] = int(f["optimizer"].attrs["t"])
+    except (OSError, KeyError, ValueError) as error:
+        print(f"export_pytorch.py: {args.checkpoint}: {error}", file=sys.stderr)
+        return 1
+    torch.save(out, args.output)
+    print(f"{args.output}: {len(state)} tensors, codebook {tuple(out['codebook'].shape)}, step {out['step']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
