@@ -123,6 +123,13 @@ public final class Communicator {
                                           Int32(root), world), "MPI_Gather")
     }
 
+    /// `gather` for doubles.
+    public func gather(doubles source: UnsafePointer<Double>, count: Int, into destination: UnsafeMutablePointer<Double>, root: Int = 0) throws {
+        guard size > 1 else { destination.update(from: source, count: count); return }
+        try Communicator.check(MPI_Gather(source, Int32(count), CMPI_DOUBLE(), destination, Int32(count), CMPI_DOUBLE(),
+                                          Int32(root), world), "MPI_Gather")
+    }
+
     public func barrier() throws {
         guard size > 1 else { return }
         try Communicator.check(MPI_Barrier(world), "MPI_Barrier")

@@ -52,6 +52,12 @@ public final class VQVAE {
 
     private var lastBatch = 0
 
+    /// Seconds spent in the passes since the last `resetTimes()`: the encoder and decoder
+    /// forward (`forward`), the quantizer's search and statistics (`quantizer`), and `backward`.
+    public private(set) var times = PassTimes()
+
+    public func resetTimes() { times = PassTimes() }
+
     public init(configuration: ModelConfiguration, maxBatch: Int) throws {
         try configuration.validate()
         guard maxBatch >= 1 else { throw ModelError("the batch per rank must be at least 1") }
@@ -176,7 +182,9 @@ public final class VQVAE {
     /// statistics (`quantizer.batchStatistics`).
     @discardableResult
     public func forward(images: UnsafePointer<Float>, targets: UnsafePointer<Float>? = nil, batch: Int, training: Bool) -> Losses {
+        let start = monotonicNanoseconds()
         encode(images: images, batch: batch)
+        let encoded = monotonicNanoseconds()
         let targets = targets ?? images
         let c = configuration
         let p = UnsafePointer(parameters.values.pointer)
@@ -186,6 +194,9 @@ public final class VQVAE {
         let commitment = quantizer.forward(
             quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: latent.pointer, count: vectors,
             codebook: quantizer.codebook(parameters: parameters), collectStatistics: training, workspace: work)
+        let afterQuantizer = monotonicNanoseconds()
+        times.quantizer += Double(afterQuantizer - encoded) * 1e-9
+        defer { times.forward += Double(monotonicNanoseconds() - afterQuantizer + encoded - start) * 1e-9 }
         decoderConv.forward(output: decoderStack.input.pointer, input: quantized.pointer, batch: batch, height: lh, width: lw,
                             parameters: p, workspace: work)
         decoderStack.forward(blocks: decoderBlocks, batch: batch, height: lh, width: lw, parameters: p, workspace: work)
@@ -219,6 +230,8 @@ public final class VQVAE {
     public func backward(images: UnsafePointer<Float>, targets: UnsafePointer<Float>? = nil,
                          gradientsReady: (Int) -> Void = { _ in }) {
         let targets = targets ?? images
+        let start = monotonicNanoseconds()
+        defer { times.backward += Double(monotonicNanoseconds() - start) * 1e-9 }
         let batch = lastBatch
         precondition(batch > 0, "backward before forward")
         let c = configuration
@@ -278,6 +291,17 @@ public final class VQVAE {
             gradientsReady(downs[i].weight.offset)
             swap(&current, &other)
         }
+    }
+
+    /// Multiply-adds of one training step per image: every layer's forward, weight gradient and
+    /// input gradient (none for the first layer, whose input is the data), and the quantizer's
+    /// distance GEMM.
+    public var trainingMultiplyAddsPerImage: Int {
+        let c = configuration
+        let quantizerMACs = c.latentHeight * c.latentWidth * c.codes * c.codeDimension
+        let layers = forwardMultiplyAddsPerImage - quantizerMACs
+        let first = downs[0].forwardMultiplyAdds(batch: 1, height: resolutions[0].height, width: resolutions[0].width)
+        return 3 * layers - first + quantizerMACs
     }
 
     /// Multiply-adds of one forward pass per image (convolutions and the quantizer's distances).
@@ -348,3 +372,22 @@ final class ResidualStackBuffers {
         }
     }
 }
+
+/// Accumulated seconds of the model's passes.
+public struct PassTimes: Sendable {
+    public var forward: Double = 0
+    public var quantizer: Double = 0
+    public var backward: Double = 0
+}
+
+/// Nanoseconds on a monotonic clock.
+@inline(__always)
+public func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -233,12 +233,8 @@ final class Trainer {
         }
 
         let local = sampler.localBatchSize
-        let world = Double(communicator.size)
-        let buckets = GradientBuckets(communicator: communicator, buffer: model.parameters.gradients.pointer,
-                                      count: model.parameters.count,
-                                      bucketElements: max(1, Int(options.bucketMegabytes * 1_048_576) / MemoryLayout<Float>.stride))
-        let reduced = UnsafeMutablePointer<Double>.allocate(capacity: 4)
-        defer { reduced.deallocate() }
+        let runner = StepRunner(model: model, optimizer: optimizer, communicator: communicator,
+                                bucketMegabytes: options.bucketMegabytes)
         let metrics = communicator.isRoot ? FileHandle(forWritingAtPath: metricsPath) : nil
         _ = try? metrics?.seekToEnd()  // a resumed run appends
         defer { try? metrics?.close() }
@@ -252,39 +248,16 @@ final class Trainer {
         var lastStep = firstStep
         for step in firstStep..<options.steps {
             let batch = try prefetcher.batch(step: step)
-            model.parameters.zeroGradients()
-            let losses = model.forward(images: batch.input, targets: batch.target, batch: local, training: true)
-            // Gradients are averaged over ranks in buckets started while the backward pass runs.
-            buckets.begin()
-            var communicationError: Error?
-            model.backward(images: batch.input, targets: batch.target) { offset in
-                guard communicationError == nil else { return }
-                do { try buckets.ready(from: offset) } catch { communicationError = error }
-            }
-            if let communicationError { throw communicationError }
-            try buckets.finish()
-
-            // The codebook statistics of the global batch (one fused call), and the loss.
-            let statistics = model.quantizer.batchStatistics
-            try communicator.allReduceSum(statistics.pointer, count: statistics.count)
-            // A SIGTERM or SIGINT on any rank travels with the loss, so all ranks stop together.
-            reduced[0] = losses.total; reduced[1] = losses.reconstruction; reduced[2] = losses.commitment
-            reduced[3] = StopRequest.received ? 1 : 0
-            try communicator.allReduceSum(reduced, count: 4)
-            let stopping = reduced[3] > 0
-            let loss = Losses(reconstruction: reduced[1] / world, commitment: reduced[2] / world, total: reduced[0] / world)
             let done = step + 1
-            if !loss.total.isFinite {
-                // Every rank sees the same reduced loss, so all take the same branch.
-                guard options.skipNonFinite else {
-                    throw CollectiveError("loss is \(loss.total) at step \(done); nothing was updated or written for it. Lower --lr, check the data, or pass --skip-nonfinite")
-                }
+            let outcome = try runner.run(input: batch.input, target: batch.target, batch: local, number: done,
+                                         skipNonFinite: options.skipNonFinite, stopRequested: StopRequest.received)
+            let loss = outcome.loss, stopping = outcome.stopRequested
+            let statistics = model.quantizer.batchStatistics
+            if outcome.updated {
+                lastLoss = loss
+            } else {
                 console.warning("loss is \(loss.total) at step \(done); skipping its update (--skip-nonfinite)")
                 skipped += 1
-            } else {
-                model.quantizer.applyEMA()
-                optimizer.update(parameters: model.parameters.values.pointer, gradients: model.parameters.gradients.pointer)
-                lastLoss = loss
             }
             lastStep = done
             if (options.syncCheckEvery > 0 && done % options.syncCheckEvery == 0) || done == options.steps || stopping {
