@@ -1,3 +1,4 @@
+import Foundation
 import Model
 #if canImport(Glibc)
 import Glibc
@@ -35,6 +36,24 @@ public struct CheckpointState: Equatable, Sendable {
 public enum Checkpoint {
     public static let format = "vqvae-checkpoint"
     public static let formatVersion: Int64 = 1
+
+    /// Checkpoint file names in `directory`, newest (highest step) first.
+    public static func files(in directory: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted(by: >)
+    }
+
+    /// Refuses a file that is not a checkpoint of this format version, naming the difference.
+    static func checkFormat(_ file: HDF5File, path: String) throws {
+        let found = (try? file.stringAttribute("format")) ?? "(none)"
+        guard found == format else {
+            throw DataError("\(path): not a checkpoint (format attribute is '\(found)', expected '\(format)')")
+        }
+        let version = try file.int64Attribute("format_version")
+        guard version == formatVersion else {
+            throw DataError("\(path): checkpoint format version \(version) is not supported (this build reads version \(formatVersion))")
+        }
+    }
 
     /// `step-00001200.h5`.
     public static func fileName(step: Int64) -> String {
@@ -121,14 +140,7 @@ public enum Checkpoint {
 
     private static func loadLocked(path: String, into model: VQVAE, optimizer: Adam?) throws -> CheckpointState {
         let file = try HDF5File.open(path)
-        let foundFormat = (try? file.stringAttribute("format")) ?? "(none)"
-        guard foundFormat == format else {
-            throw DataError("\(path): not a checkpoint (format attribute is '\(foundFormat)', expected '\(format)')")
-        }
-        let version = try file.int64Attribute("format_version")
-        guard version == formatVersion else {
-            throw DataError("\(path): checkpoint format version \(version) is not supported (this build reads version \(formatVersion))")
-        }
+        try checkFormat(file, path: path)
         let kind = try file.stringAttribute("model")
         guard kind == model.configuration.model.rawValue else {
             throw DataError("\(path): checkpoint holds a '\(kind)' model, not '\(model.configuration.model.rawValue)'")

@@ -44,15 +44,8 @@ public enum Inspector {
     static func describeCheckpoint(path: String) throws -> String {
         try HDF5Lock.run {
             let file = try HDF5File.open(path)
-            let format = (try? file.stringAttribute("format")) ?? "(none)"
-            guard format == Checkpoint.format else {
-                throw DataError("\(path): not a checkpoint (format attribute is '\(format)', expected '\(Checkpoint.format)')")
-            }
-            let version = try file.int64Attribute("format_version")
-            guard version == Checkpoint.formatVersion else {
-                throw DataError("\(path): checkpoint format version \(version) is not supported (this build reads version \(Checkpoint.formatVersion))")
-            }
-            var lines = ["\(path): checkpoint (format version \(version))"]
+            try Checkpoint.checkFormat(file, path: path)
+            var lines = ["\(path): checkpoint (format version \(Checkpoint.formatVersion))"]
             lines.append("  model \(try file.stringAttribute("model")), step \(try file.int64Attribute("step")), epoch \(try file.int64Attribute("epoch")), "
                 + "samples_seen \(try file.int64Attribute("samples_seen")), written by \(try file.int64Attribute("world_size")) rank(s) at \(try file.stringAttribute("created"))")
             lines.append("  config: \(try file.stringAttribute("config"))")

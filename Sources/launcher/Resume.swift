@@ -76,9 +76,7 @@ enum ResumeChoice {
             }
             return .checkpoint(request)
         }
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
-            .filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted(by: >)
-        for name in names {
+        for name in Checkpoint.files(in: directory) {
             let path = directory + "/" + name
             do {
                 try Checkpoint.verify(path: path)

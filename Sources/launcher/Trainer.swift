@@ -159,10 +159,9 @@ final class Trainer {
         } catch {
             throw TrainingError("cannot create \(checkpointDirectory): \(error.localizedDescription)")
         }
-        let existing = ((try? files.contentsOfDirectory(atPath: checkpointDirectory)) ?? [])
-            .filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }
-        if !existing.isEmpty && options.resume == nil {
-            throw TrainingError("\(checkpointDirectory) already holds checkpoints of an earlier run (\(existing.sorted().last!)); continue it with --resume auto or choose a new --out")
+        let existing = Checkpoint.files(in: checkpointDirectory)
+        if let newest = existing.first, options.resume == nil {
+            throw TrainingError("\(checkpointDirectory) already holds checkpoints of an earlier run (\(newest)); continue it with --resume auto or choose a new --out")
         }
         if resuming && files.fileExists(atPath: metricsPath) { return }  // appended to
         guard files.createFile(atPath: metricsPath, contents: nil) else {
@@ -306,9 +305,7 @@ final class Trainer {
 
     /// Deletes all but the newest `keep` checkpoints.
     func pruneCheckpoints(keeping keep: Int) {
-        let names = ((try? FileManager.default.contentsOfDirectory(atPath: checkpointDirectory)) ?? [])
-            .filter { $0.hasPrefix("step-") && $0.hasSuffix(".h5") }.sorted(by: >)
-        for name in names.dropFirst(keep) {
+        for name in Checkpoint.files(in: checkpointDirectory).dropFirst(keep) {
             try? FileManager.default.removeItem(atPath: checkpointDirectory + "/" + name)
         }
     }
