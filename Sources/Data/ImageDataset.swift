@@ -129,16 +129,7 @@ public final class ImageDataset {
         if elementType == .uint8 && staging.count < indices.count * elements {
             staging = [UInt8](repeating: 0, count: indices.count * elements)
         }
-        var position = 0
-        while position < indices.count {
-            let first = indices[position]
-            guard first >= 0 && first < count else { throw DataError("sample index \(first) is outside the dataset (N = \(count))") }
-            let part = parts.last { $0.start <= first }!
-            // Extend the run while indices are consecutive and in the same file.
-            var run = 1
-            while position + run < indices.count, indices[position + run] == first + run,
-                  first + run < part.start + part.count { run += 1 }
-            let local = first - part.start
+        try forEachRun(of: indices) { part, local, run, position in
             let target = destination + position * elements
             if elementType == .float32 {
                 try part.file.readRows(part.dataset, name: imagesKey, rank: 4, start: local, count: run, rowShape: rowShape,
@@ -153,6 +144,21 @@ public final class ImageDataset {
                     for i in 0..<(run * elements) { target[i] = Float(pixels[i]) / 255 - 0.5 }
                 }
             }
+        }
+    }
+
+    /// Calls `body(part, first row in the part, rows, position in indices)` for each run of
+    /// consecutive `indices` within one file, so each run is one selection.
+    private func forEachRun(of indices: [Int], _ body: (Part, Int, Int, Int) throws -> Void) throws {
+        var position = 0
+        while position < indices.count {
+            let first = indices[position]
+            guard first >= 0 && first < count else { throw DataError("sample index \(first) is outside the dataset (N = \(count))") }
+            let part = parts.last { $0.start <= first }!
+            var run = 1
+            while position + run < indices.count, indices[position + run] == first + run,
+                  first + run < part.start + part.count { run += 1 }
+            try body(part, first - part.start, run, position)
             position += run
         }
     }
@@ -165,14 +171,12 @@ public final class ImageDataset {
     private func labelsLocked(indices: [Int]) throws -> [Int64] {
         guard hasLabels else { throw DataError("\(paths.joined(separator: ", ")): no 'labels' dataset of shape (N,)") }
         var result = [Int64](repeating: 0, count: indices.count)
-        for (i, index) in indices.enumerated() {
-            guard index >= 0 && index < count else { throw DataError("sample index \(index) is outside the dataset (N = \(count))") }
-            let part = parts.last { $0.start <= index }!
-            let dataset = try part.file.openDataset("labels")
-            defer { H5Dclose(dataset) }
-            try withUnsafeMutableBytes(of: &result[i]) { bytes in
-                try part.file.readRows(dataset, name: "labels", rank: 1, start: index - part.start, count: 1, rowShape: [],
-                                       memoryType: CHDF5_T_NATIVE_INT64(), into: bytes.baseAddress!)
+        try result.withUnsafeMutableBufferPointer { values in
+            try forEachRun(of: indices) { part, local, run, position in
+                let dataset = try part.file.openDataset("labels")
+                defer { H5Dclose(dataset) }
+                try part.file.readRows(dataset, name: "labels", rank: 1, start: local, count: run, rowShape: [],
+                                       memoryType: CHDF5_T_NATIVE_INT64(), into: values.baseAddress! + position)
             }
         }
         return result

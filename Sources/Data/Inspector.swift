@@ -18,23 +18,13 @@ public enum Inspector {
                      "  chunks: \(dataset.chunks.map { "(" + $0.map(String.init).joined(separator: ", ") + ")" } ?? "none (contiguous)")"
                         + "  filters: \(dataset.filters.isEmpty ? "none" : dataset.filters.joined(separator: ", "))"]
         if dataset.hasLabels {
-            try HDF5Lock.run {
-                let file = try HDF5File.open(path)
-                let info = try file.info("labels")
-                var summary = "  labels: \(info.shape[0]) \(info.elementType.rawValue)"
-                if dataset.count <= 50_000_000 {
-                    var values = [Int64](repeating: 0, count: dataset.count)
-                    let handle = try file.openDataset("labels")
-                    defer { H5Dclose(handle) }
-                    try values.withUnsafeMutableBytes {
-                        try file.readRows(handle, name: "labels", rank: 1, start: 0, count: dataset.count, rowShape: [],
-                                          memoryType: CHDF5_T_NATIVE_INT64(), into: $0.baseAddress!)
-                    }
-                    let distinct = Set(values)
-                    summary += ", values \(values.min()!)..\(values.max()!), \(distinct.count) distinct"
-                }
-                lines.append(summary)
+            let type = try HDF5Lock.run { try HDF5File.open(path).info("labels").elementType }
+            var summary = "  labels: \(dataset.count) \(type.rawValue)"
+            if dataset.count <= 50_000_000 {
+                let values = try dataset.labels(indices: Array(0..<dataset.count))
+                summary += ", values \(values.min()!)..\(values.max()!), \(Set(values).count) distinct"
             }
+            lines.append(summary)
         } else {
             lines.append("  labels: none")
         }

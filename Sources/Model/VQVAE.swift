@@ -274,7 +274,7 @@ public final class VQVAE {
         swap(&current, &other)
         reluBackward(current, current, output: encoderStack.output.pointer, count: vectors * c.hidden)
         encoderStack.backward(blocks: encoderBlocks, gradient: &current, other: &other, batch: batch, height: lh, width: lw,
-                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer, finalReLU: false,
+                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer,
                               gradientsReady: gradientsReady)
         let last = downs.count - 1
         encoderConv.backward(inputGradient: other, outputGradient: current, input: downOutputs[last].pointer, batch: batch,
@@ -353,16 +353,13 @@ final class ResidualStackBuffers {
         relu(output.pointer, x, count: batch * height * width * channels)
     }
 
-    /// From `dL/doutput` in `gradient` to `dL/dinput` in `gradient` (the two pointers are swapped
-    /// as the blocks ping-pong between them). With `finalReLU: false` the caller has already
-    /// applied the final ReLU's backward.
+    /// From `dL/d(last block's output)` in `gradient` to `dL/dinput` in `gradient` (the two pointers
+    /// are swapped as the blocks ping-pong between them). The caller applies the final ReLU's
+    /// backward first: the layer after the stack reads its output, so the mask is at hand there.
     func backward(blocks: [ResidualBlock], gradient: inout UnsafeMutablePointer<Float>, other: inout UnsafeMutablePointer<Float>,
                   batch: Int, height: Int, width: Int, parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
-                  workspace: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>, finalReLU: Bool = false,
+                  workspace: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
                   gradientsReady: (Int) -> Void) {
-        if finalReLU {
-            reluBackward(gradient, gradient, output: output.pointer, count: batch * height * width * channels)
-        }
         for j in stride(from: blocks.count - 1, through: 0, by: -1) {
             blocks[j].backward(inputGradient: other, outputGradient: gradient, saved: saved[j].pointer, batch: batch,
                                height: height, width: width, parameters: parameters, gradients: gradients,

@@ -52,9 +52,9 @@ struct Bench: ParsableCommand {
                 let dataset = try ImageDataset(paths: try expandGlobs(data))
                 configuration = architecture.configuration(height: dataset.height, width: dataset.width, channels: dataset.channels)
                 images = FloatBuffer(count: batch * dataset.imageElements)
-                let start = (communicator.rank * batch) % max(1, dataset.count - batch)
-                try dataset.read(indices: Array(start..<min(start + batch, dataset.count)) + [Int](repeating: 0, count: max(0, start + batch - dataset.count)),
-                                 into: images.pointer)
+                // Each rank its own consecutive images, wrapping around a small dataset.
+                let indices = (0..<batch).map { (communicator.rank * batch + $0) % dataset.count }
+                try dataset.read(indices: indices, into: images.pointer)
             }
             let model = try VQVAE(configuration: configuration, maxBatch: batch)
             model.initialize(seed: 1)
