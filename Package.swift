@@ -21,13 +21,15 @@ let package = Package(
                        providers: [.apt(["libhdf5-dev"])]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
 
         // Communication between ranks (OpenMPI). Knows nothing of models or files.
         .target(name: "Dist", dependencies: ["CMPI"]),
         // Layers, the VQ-VAE, losses and Adam. Knows nothing of MPI or HDF5.
         .target(name: "Model", dependencies: ["COpenBLAS"]),
-        // HDF5 datasets and checkpoints, the sampler.
-        .target(name: "Data", dependencies: ["CHDF5", "Model"]),
+        // HDF5 datasets and checkpoints, the sampler, PNG images (libpng).
+        .target(name: "Data", dependencies: ["CHDF5", "CPNG", "Model"]),
         // The `vqvae` command.
         .executableTarget(name: "launcher", dependencies: [
             "Dist", "Model", "Data",
@@ -37,7 +39,8 @@ let package = Package(
         .target(name: "TestSupport", dependencies: ["Model"], path: "Tests/TestSupport"),
         // Started under `mpirun` by EndToEndTests: checks the communicator collective by collective.
         .executableTarget(name: "mpi-checks", dependencies: ["Dist"], path: "Tests/MPIChecks"),
-        .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"]),
+        // Fixtures are read through #filePath-relative paths, not bundled as resources.
+        .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "Model", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Data", "Model", "TestSupport"]),
     ]

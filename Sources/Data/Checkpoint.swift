@@ -62,32 +62,87 @@ public enum Checkpoint {
     }
 
     /// Writes the checkpoint of `model` and `optimizer` at `state.step` into `directory` and
-    /// returns its path. A failure leaves no file under the final name.
+    /// returns its path. The file is built in memory, written to a temporary name in `directory`,
+    /// synced and renamed, so a failure (a full disk, an I/O error, a kill) leaves no file under the
+    /// final name and the earlier checkpoints untouched. `halfWritten` runs when half of the bytes
+    /// are in the temporary file (a fault-injection point; nothing by default).
     @discardableResult
-    public static func write(directory: String, model: VQVAE, optimizer: Adam, state: CheckpointState) throws -> String {
-        try HDF5Lock.run { try writeLocked(directory: directory, model: model, optimizer: optimizer, state: state) }
+    public static func write(directory: String, model: VQVAE, optimizer: Adam, state: CheckpointState,
+                             halfWritten: () -> Void = {}) throws -> String {
+        let finalPath = directory + "/" + fileName(step: state.step)
+        let image = try HDF5Lock.run { () throws -> [UInt8] in
+            let file = try HDF5File.createInMemory(name: finalPath)
+            try writeContents(file, model: model, optimizer: optimizer, state: state)
+            let bytes = try file.image()
+            try file.close()
+            return bytes
+        }
+        return try store(image, at: finalPath, directory: directory, step: state.step, halfWritten: halfWritten)
     }
 
-    private static func writeLocked(directory: String, model: VQVAE, optimizer: Adam, state: CheckpointState) throws -> String {
-        let finalPath = directory + "/" + fileName(step: state.step)
-        let temporaryPath = directory + "/." + fileName(step: state.step) + ".tmp-\(getpid())"
-        do {
-            let file = try HDF5File.create(temporaryPath)
-            try writeContents(file, model: model, optimizer: optimizer, state: state)
-            try file.flush()
-            try file.close()
-        } catch {
-            unlink(temporaryPath)
-            throw error
+    /// Writes `bytes` to `.<name>.tmp-<pid>` beside `finalPath`, syncs and closes it, renames it to
+    /// `finalPath` and syncs the folder; on any failure removes the temporary file and throws one
+    /// message naming the cause (a full disk says how much space there is and how much is needed).
+    private static func store(_ bytes: [UInt8], at finalPath: String, directory: String, step: Int64,
+                              halfWritten: () -> Void) throws -> String {
+        let temporaryPath = directory + "/." + fileName(step: step) + ".tmp-\(getpid())"
+        let descriptor = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else {
+            throw DataError("\(temporaryPath): cannot create the checkpoint file (\(String(cString: strerror(errno))))")
         }
-        syncToDisk(path: temporaryPath)
-        guard rename(temporaryPath, finalPath) == 0 else {
-            let reason = String(cString: strerror(errno))
-            unlink(temporaryPath)
-            throw DataError("\(finalPath): cannot rename the finished checkpoint into place (\(reason))")
+        var failure: (call: String, code: Int32)?
+        bytes.withUnsafeBytes { raw in
+            let half = raw.count / 2
+            failure = writeAll(descriptor, raw.baseAddress!, count: half)
+            if failure == nil {
+                halfWritten()
+                failure = writeAll(descriptor, raw.baseAddress! + half, count: raw.count - half)
+            }
         }
-        syncToDisk(path: directory)
-        return finalPath
+        if failure == nil && fsync(descriptor) != 0 { failure = ("syncing", errno) }
+        if Glibc.close(descriptor) != 0 && failure == nil { failure = ("closing", errno) }
+        if failure == nil && rename(temporaryPath, finalPath) != 0 { failure = ("renaming it into place", errno) }
+        guard let failure else {
+            syncToDisk(path: directory)
+            return finalPath
+        }
+        unlink(temporaryPath)
+        if failure.code == ENOSPC || failure.code == EDQUOT {
+            let free = freeBytes(directory).map { String(format: "%.2f MB", Double($0) / 1e6) } ?? "too little"
+            throw DataError("\(finalPath): the disk is full (\(free) free in \(directory), the checkpoint of step \(step) needs \(String(format: "%.2f MB", Double(bytes.count) / 1e6))); nothing was written under this name and the earlier checkpoints are intact. Free some space (or lower --keep) and continue with --resume auto")
+        }
+        throw DataError("\(finalPath): \(failure.call) the checkpoint failed (\(String(cString: strerror(failure.code)))); nothing was written under this name and the earlier checkpoints are intact")
+    }
+
+    /// Writes `count` bytes, retrying short writes and interrupted calls; the failing call's errno.
+    private static func writeAll(_ descriptor: Int32, _ start: UnsafeRawPointer, count: Int) -> (call: String, code: Int32)? {
+        var done = 0
+        while done < count {
+            let written = Glibc.write(descriptor, start + done, count - done)
+            if written < 0 {
+                if errno == EINTR { continue }
+                return ("writing", errno)
+            }
+            done += written
+        }
+        return nil
+    }
+
+    /// Bytes available to this process in the file system holding `path`.
+    static func freeBytes(_ path: String) -> Int64? {
+        var status = statvfs()
+        guard statvfs(path, &status) == 0 else { return nil }
+        return Int64(status.f_bavail) * Int64(status.f_frsize)
+    }
+
+    /// Removes the temporary files of checkpoint writes that never finished (the writer was killed
+    /// or its machine lost) and returns their names. Call only when no other run writes to `directory`.
+    @discardableResult
+    public static func removeUnfinished(in directory: String) -> [String] {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasPrefix(".step-") && $0.contains(".h5.tmp-") }.sorted()
+        for name in names { unlink(directory + "/" + name) }
+        return names
     }
 
     private static func writeContents(_ file: HDF5File, model: VQVAE, optimizer: Adam, state: CheckpointState) throws {
@@ -101,6 +156,14 @@ public enum Checkpoint {
         try file.setAttribute("config", string: state.configuration)
         try file.setAttribute("created", string: isoTimestamp())
 
+        // A non-finite value is refused: a checkpoint never holds NaN or infinity.
+        func put(_ name: String, _ shape: [Int], _ values: UnsafePointer<Float>) throws {
+            let count = shape.reduce(1, *)
+            if let index = (0..<count).first(where: { !values[$0].isFinite }) {
+                throw DataError("refusing to write the checkpoint of step \(state.step): \(name) holds \(values[index]) at index \(index); the earlier checkpoints are kept")
+            }
+            try file.writeFloats(name, shape: shape, from: values)
+        }
         let store = model.parameters
         let largest = max(store.slots.map(\.count).max() ?? 0, 1)
         let staging = FloatBuffer(count: largest)
@@ -109,15 +172,14 @@ public enum Checkpoint {
             for (group, buffer) in [("model", store.values), ("optimizer/adam_m", optimizer.firstMoment),
                                     ("optimizer/adam_v", optimizer.secondMoment)] {
                 slot.exportToTorch(buffer.pointer + slot.offset, into: staging.pointer)
-                try file.writeFloats("/\(group)/\(slot.name)", shape: slot.shape, from: staging.pointer)
+                try put("/\(group)/\(slot.name)", slot.shape, staging.pointer)
             }
         }
-        let quantizer = model.quantizer
-        if quantizer.kind == .ema {
+        if let quantizer = model.quantizer, quantizer.kind == .ema {
             let (k, d) = (quantizer.codes, quantizer.dimension)
-            try file.writeFloats("/model/quantizer/codebook", shape: [k, d], from: quantizer.emaState.pointer)
-            try file.writeFloats("/model/quantizer/ema_count", shape: [k], from: quantizer.emaCount)
-            try file.writeFloats("/model/quantizer/ema_sum", shape: [k, d], from: quantizer.emaSum)
+            try put("/model/quantizer/codebook", [k, d], quantizer.emaState.pointer)
+            try put("/model/quantizer/ema_count", [k], quantizer.emaCount)
+            try put("/model/quantizer/ema_sum", [k, d], quantizer.emaSum)
         }
         try file.createGroup("/optimizer")
         try file.setAttribute("t", on: "/optimizer", int64: optimizer.step)
@@ -160,8 +222,7 @@ public enum Checkpoint {
                 slot.importFromTorch(staging.pointer, into: buffer.pointer + slot.offset)
             }
         }
-        let quantizer = model.quantizer
-        if quantizer.kind == .ema {
+        if let quantizer = model.quantizer, quantizer.kind == .ema {
             let (k, d) = (quantizer.codes, quantizer.dimension)
             guard file.kind(of: "/model/quantizer/ema_count") == .dataset else {
                 throw DataError("\(path): no EMA statistics (/model/quantizer/ema_count); was it trained with --codebook grad?")

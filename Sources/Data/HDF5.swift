@@ -21,13 +21,44 @@ public enum ElementType: String, Sendable {
     }
 }
 
-/// What a dataset holds, from its header.
+/// What a dataset holds, from its header, checked against the file (see `HDF5File.info`).
 public struct DatasetInfo: Sendable {
     public let shape: [Int]
     public let elementType: ElementType
     /// Chunk shape, or nil for contiguous storage.
     public let chunks: [Int]?
     public let filters: [String]
+    /// Values in the dataset (the product of `shape`).
+    public let elementCount: Int
+    /// Bytes of one value in the file.
+    public let elementSize: Int
+    /// Bytes the dataset occupies in the file (compressed size for filtered chunks; 0 when nothing
+    /// has been written, which reads as the fill value).
+    public let storedBytes: Int
+}
+
+extension DatasetInfo {
+    /// Whether the file holds every value: at least their bytes without compression, or at least
+    /// 1/1032 of them with gzip (deflate's largest ratio). A dataset that fails this has unwritten
+    /// chunks (which read as the fill value) or a damaged header; reading it would allocate what
+    /// the header claims, not what the file holds.
+    var storesEveryValue: Bool {
+        let needed = elementCount * elementSize
+        if filters.contains("gzip") { return storedBytes > 0 && needed / 1032 <= storedBytes }
+        return storedBytes >= needed
+    }
+}
+
+/// Limits on what a file's header may claim, checked before anything is allocated or read.
+enum HDF5Limits {
+    /// Largest chunk accepted, in bytes. Reading any value of a chunk decompresses all of it, so a
+    /// larger chunk makes every random read of a sample that expensive; h5py's guidance is 10 KiB
+    /// to 1 MiB, HDF5's own limit 4 GiB.
+    static let chunkBytes = 256 << 20
+    /// Dimensions of a dataset.
+    static let rank = 32
+    /// Longest object name listed.
+    static let nameBytes = 1 << 16
 }
 
 /// One open HDF5 file. The only type that calls the HDF5 C API; every status is checked and turned
@@ -36,6 +67,8 @@ final class HDF5File {
     let path: String
     private(set) var id: hid_t
     let writable: Bool
+    /// Size of the file on disk when it was opened for reading: no dataset of it can store more.
+    private(set) var fileSize: Int?
 
     private static let silenced: Bool = { CHDF5_silence_errors() >= 0 }()
 
@@ -55,7 +88,9 @@ final class HDF5File {
         guard H5Fis_hdf5(path) > 0 else { throw DataError("\(path): not an HDF5 file (or it is truncated or damaged)") }
         let id = H5Fopen(path, CHDF5_F_ACC_RDONLY(), CHDF5_P_DEFAULT())
         guard id >= 0 else { throw DataError("\(path): cannot open as HDF5 (damaged or unreadable)") }
-        return HDF5File(path: path, id: id, writable: false)
+        let file = HDF5File(path: path, id: id, writable: false)
+        file.fileSize = Int(status.st_size)
+        return file
     }
 
     /// Creates (truncating) a file for writing.
@@ -64,6 +99,30 @@ final class HDF5File {
         let id = H5Fcreate(path, CHDF5_F_ACC_TRUNC(), CHDF5_P_DEFAULT(), CHDF5_P_DEFAULT())
         guard id >= 0 else { throw DataError("\(path): cannot create HDF5 file (check the folder exists and is writable)") }
         return HDF5File(path: path, id: id, writable: true)
+    }
+
+    /// Creates a file that lives in memory only (HDF5's core driver without a backing store), so
+    /// that no disk error can reach HDF5; `image()` returns its bytes. `name` is used in messages.
+    static func createInMemory(name: String) throws -> HDF5File {
+        _ = silenced
+        let access = H5Pcreate(CHDF5_P_FILE_ACCESS())
+        guard access >= 0 else { throw DataError("\(name): cannot create a file access property list") }
+        defer { H5Pclose(access) }
+        guard H5Pset_fapl_core(access, 1 << 20, false) >= 0 else { throw DataError("\(name): HDF5's in-memory driver is unavailable") }
+        let id = H5Fcreate(name, CHDF5_F_ACC_TRUNC(), CHDF5_P_DEFAULT(), access)
+        guard id >= 0 else { throw DataError("\(name): cannot create an HDF5 file in memory") }
+        return HDF5File(path: name, id: id, writable: true)
+    }
+
+    /// The bytes of the whole file, exactly as they would be on disk (H5Fget_file_image).
+    func image() throws -> [UInt8] {
+        try flush()
+        let size = H5Fget_file_image(id, nil, 0)
+        guard size > 0 else { throw DataError("\(path): cannot read the file image back from HDF5") }
+        var bytes = [UInt8](repeating: 0, count: size)
+        let copied = bytes.withUnsafeMutableBytes { H5Fget_file_image(id, $0.baseAddress, size) }
+        guard copied == size else { throw DataError("\(path): cannot read the file image back from HDF5") }
+        return bytes
     }
 
     func flush() throws {
@@ -98,14 +157,25 @@ final class HDF5File {
         var info = H5G_info_t()
         guard H5Gget_info(gid, &info) >= 0 else { return [] }
         var names: [String] = []
+        // The link count comes from the file: stop at the first link that cannot be read rather
+        // than asking for billions that are not there.
         for i in 0..<info.nlinks {
             let size = H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, CHDF5_P_DEFAULT())
-            guard size >= 0 else { continue }
+            guard size >= 0 else { break }
+            guard size <= HDF5Limits.nameBytes else { continue }
             var buffer = [CChar](repeating: 0, count: Int(size) + 1)
-            H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buffer, Int(size) + 1, CHDF5_P_DEFAULT())
+            guard H5Lget_name_by_idx(gid, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buffer, Int(size) + 1, CHDF5_P_DEFAULT()) >= 0 else { break }
             names.append(String(cString: buffer))
         }
         return names
+    }
+
+    /// Where the object at `name` lives in the file (its header's address), which tells two links
+    /// to one object apart from two objects; nil when it cannot be read.
+    func objectAddress(of name: String) -> UInt64? {
+        var info = H5O_info_t()
+        guard H5Oget_info_by_name2(id, name, &info, UInt32(H5O_INFO_BASIC), CHDF5_P_DEFAULT()) >= 0 else { return nil }
+        return UInt64(info.addr)
     }
 
     // MARK: Datasets
@@ -117,36 +187,91 @@ final class HDF5File {
         return dataset
     }
 
+    /// The header of dataset `name`, checked before anything is read: a shape whose sizes overflow,
+    /// a chunk larger than `HDF5Limits.chunkBytes`, stored data larger than the file, or compact or
+    /// contiguous data of another size than the shape needs is refused as damaged. (libhdf5 1.10
+    /// trusts some of these and reads past its buffers.)
     func info(_ name: String) throws -> DatasetInfo {
         let dataset = try openDataset(name)
         defer { H5Dclose(dataset) }
+        let damaged = { (what: String) in DataError("\(self.path): '\(name)' is damaged or unsupported (\(what))") }
         let space = H5Dget_space(dataset)
         guard space >= 0 else { throw DataError("\(path): cannot read the shape of '\(name)'") }
         defer { H5Sclose(space) }
         let rank = Int(H5Sget_simple_extent_ndims(space))
-        guard rank >= 0 && rank <= 32 else { throw DataError("\(path): '\(name)' has an invalid shape") }
+        guard rank >= 0 && rank <= HDF5Limits.rank else { throw DataError("\(path): '\(name)' has an invalid shape") }
         var dims = [hsize_t](repeating: 0, count: max(rank, 1))
-        H5Sget_simple_extent_dims(space, &dims, nil)
+        var maximumDims = [hsize_t](repeating: 0, count: max(rank, 1))
+        guard H5Sget_simple_extent_dims(space, &dims, &maximumDims) >= 0 else { throw DataError("\(path): cannot read the shape of '\(name)'") }
+        // Every product of sizes must fit: zero-length dimensions count as 1 so that an empty
+        // dataset cannot hide rows of impossible size.
+        var shape: [Int] = []
+        var bound = 1
+        for dim in dims.prefix(rank) {
+            guard let size = Int(exactly: dim) else { throw damaged("a dimension of \(dim)") }
+            let (product, overflow) = bound.multipliedReportingOverflow(by: max(size, 1))
+            guard !overflow else { throw damaged("shape \(dims.prefix(rank).map { String($0) }) is too large to address") }
+            bound = product
+            shape.append(size)
+        }
+        let elementCount = shape.reduce(1, *)
         let type = H5Dget_type(dataset)
+        guard type >= 0 else { throw damaged("unreadable element type") }
         defer { H5Tclose(type) }
+        let elementSize = H5Tget_size(type)
+        guard elementSize > 0, elementCount.multipliedReportingOverflow(by: elementSize).overflow == false,
+              bound.multipliedReportingOverflow(by: elementSize).overflow == false else {
+            throw damaged("elements of \(elementSize) bytes")
+        }
         let plist = H5Dget_create_plist(dataset)
+        guard plist >= 0 else { throw damaged("unreadable storage layout") }
         defer { H5Pclose(plist) }
+        let stored = H5Dget_storage_size(dataset)
+        guard let storedBytes = Int(exactly: stored), storedBytes <= fileSize ?? Int.max else {
+            throw damaged("\(stored) bytes of data in a file of \(fileSize ?? 0) bytes")
+        }
         var chunks: [Int]?
-        if H5Pget_layout(plist) == H5D_CHUNKED {
+        switch H5Pget_layout(plist) {
+        case H5D_COMPACT:
+            guard storedBytes == elementCount * elementSize else {
+                throw damaged("\(storedBytes) bytes of compact data for \(elementCount) values of \(elementSize) bytes")
+            }
+        case H5D_CONTIGUOUS:
+            guard H5Pget_external_count(plist) == 0 else { throw damaged("data in external files") }
+            guard storedBytes == 0 || storedBytes == elementCount * elementSize else {
+                throw damaged("\(storedBytes) bytes of contiguous data for \(elementCount) values of \(elementSize) bytes")
+            }
+        case H5D_CHUNKED:
             var chunkDims = [hsize_t](repeating: 0, count: max(rank, 1))
-            H5Pget_chunk(plist, Int32(rank), &chunkDims)
+            guard H5Pget_chunk(plist, Int32(rank), &chunkDims) == rank else { throw damaged("chunk rank differs from the shape") }
+            // HDF5 creates no chunk longer than a fixed-size dimension; 1.10 reads past its buffer
+            // when a damaged header says otherwise.
+            for (chunk, limit) in zip(chunkDims.prefix(rank), maximumDims.prefix(rank)) where limit != hsize_t.max && chunk > limit {
+                throw damaged("chunks of \(chunkDims.prefix(rank).map { String($0) }.joined(separator: "x")) exceed the maximum shape \(maximumDims.prefix(rank).map { $0 == hsize_t.max ? "unlimited" : String($0) }.joined(separator: "x"))")
+            }
+            var chunkBytes = elementSize
+            for dim in chunkDims.prefix(rank) {
+                let (product, overflow) = chunkBytes.multipliedReportingOverflow(by: Int(exactly: dim) ?? Int.max)
+                guard dim > 0, !overflow, product <= HDF5Limits.chunkBytes else {
+                    throw DataError("\(path): '\(name)' has chunks of \(chunkDims.prefix(rank).map { String($0) }.joined(separator: "x")) values of \(elementSize) bytes; this reader accepts chunks of up to \(HDF5Limits.chunkBytes >> 20) MiB (rewrite the file with smaller chunks, e.g. h5repack -l \(name):CHUNK=...)")
+                }
+                chunkBytes = product
+            }
             chunks = chunkDims.prefix(rank).map { Int($0) }
+        default:
+            throw damaged("virtual or unknown storage layout")
         }
         var filters: [String] = []
         let filterCount = H5Pget_nfilters(plist)
         if filterCount > 0 {
             for i in 0..<UInt32(filterCount) {
                 var flags: UInt32 = 0
-                var elements = 0
+                var elements = 8
                 var values = [UInt32](repeating: 0, count: 8)
                 var nameBuffer = [CChar](repeating: 0, count: 64)
                 var config: UInt32 = 0
                 let filter = H5Pget_filter2(plist, i, &flags, &elements, &values, 64, &nameBuffer, &config)
+                nameBuffer[63] = 0
                 switch filter {
                 case H5Z_FILTER_DEFLATE: filters.append("gzip")
                 case H5Z_FILTER_FLETCHER32: filters.append("fletcher32")
@@ -155,8 +280,8 @@ final class HDF5File {
                 }
             }
         }
-        return DatasetInfo(shape: dims.prefix(rank).map { Int($0) }, elementType: Self.elementType(type),
-                           chunks: chunks, filters: filters)
+        return DatasetInfo(shape: shape, elementType: Self.elementType(type), chunks: chunks, filters: filters,
+                           elementCount: elementCount, elementSize: elementSize, storedBytes: storedBytes)
     }
 
     static func elementType(_ type: hid_t) -> ElementType {
@@ -184,6 +309,56 @@ final class HDF5File {
         }
     }
 
+    /// Checks every written chunk that rows `rows` (along the first dimension) of `dataset` touch,
+    /// before libhdf5 reads it: the chunk must lie inside the file and, when no compression filter
+    /// is on, hold exactly one chunk of values (plus the 4-byte Fletcher-32 checksum when that
+    /// filter ran on it). libhdf5 1.10 copies a whole chunk's worth of values out of whatever it
+    /// read. Chunks already checked are in `checked` (their index in the chunk grid); unwritten
+    /// chunks read as the fill value. Contiguous and compact datasets need nothing here.
+    func checkChunks(_ dataset: hid_t, name: String, info: DatasetInfo, rows: Range<Int>, checked: inout Set<Int>) throws {
+        guard let chunks = info.chunks, !rows.isEmpty, !info.shape.isEmpty else { return }
+        let damaged = { (what: String) in DataError("\(self.path): '\(name)' is damaged (\(what))") }
+        // Chunks along each dimension; a zero-length dimension has none to read.
+        let grid = zip(info.shape, chunks).map { ($0 + $1 - 1) / $1 }
+        guard !grid.contains(0), rows.upperBound <= info.shape[0] else { return }
+        let compressed = info.filters.contains { $0 != "fletcher32" && $0 != "shuffle" }
+        let checksumBit = info.filters.firstIndex(of: "fletcher32").map { UInt32(1) << UInt32($0) }
+        let chunkBytes = chunks.reduce(info.elementSize, *)
+        let fileSize = fileSize ?? Int.max
+        let perFirstIndex = grid.dropFirst().reduce(1, *)
+        for first in (rows.lowerBound / chunks[0])...((rows.upperBound - 1) / chunks[0]) {
+            for rest in 0..<perFirstIndex {
+                let index = first * perFirstIndex + rest
+                if checked.contains(index) { continue }
+                // The chunk's first value: `first` along dimension 0, `rest` spread over the others.
+                var offset = [hsize_t](repeating: 0, count: chunks.count)
+                offset[0] = hsize_t(first * chunks[0])
+                var remainder = rest
+                for dimension in stride(from: chunks.count - 1, to: 0, by: -1) {
+                    offset[dimension] = hsize_t((remainder % grid[dimension]) * chunks[dimension])
+                    remainder /= grid[dimension]
+                }
+                var mask: UInt32 = 0
+                var address: haddr_t = 0
+                var size: hsize_t = 0
+                guard H5Dget_chunk_info_by_coord(dataset, &offset, &mask, &address, &size) >= 0 else {
+                    throw damaged("the index of its chunks cannot be read")
+                }
+                if address != haddr_t.max {
+                    guard let bytes = Int(exactly: size), bytes <= fileSize, let start = Int(exactly: address),
+                          start <= fileSize - bytes else {
+                        throw damaged("a chunk of \(size) bytes at \(address) lies outside the file of \(fileSize) bytes")
+                    }
+                    let expected = chunkBytes + (checksumBit.map { mask & $0 == 0 ? 4 : 0 } ?? 0)
+                    guard compressed || bytes == expected else {
+                        throw damaged("the chunk at \(offset) holds \(bytes) bytes instead of \(expected)")
+                    }
+                }
+                checked.insert(index)
+            }
+        }
+    }
+
     /// Reads rows `[start, start + count)` along the first dimension of `name`, converted by HDF5
     /// to `memoryType`, into `destination` (which holds `count * rowElements` values).
     func readRows(_ dataset: hid_t, name: String, rank: Int, start: Int, count: Int, rowShape: [Int],
@@ -205,7 +380,7 @@ final class HDF5File {
         }
     }
 
-    /// Reads a whole float32 dataset, checking its shape.
+    /// Reads a whole float32 dataset, checking its shape and that all of it is in the file.
     func readFloats(_ name: String, shape: [Int], into destination: UnsafeMutablePointer<Float>) throws {
         let found = try info(name)
         guard found.shape == shape else {
@@ -214,8 +389,13 @@ final class HDF5File {
         guard found.elementType == .float32 else {
             throw DataError("\(path): '\(name)' is \(found.elementType.rawValue), expected float32")
         }
+        guard found.storesEveryValue else {
+            throw DataError("\(path): '\(name)' is incomplete (\(found.storedBytes) bytes stored for \(found.elementCount) values); the file is damaged or was not fully written")
+        }
         let dataset = try openDataset(name)
         defer { H5Dclose(dataset) }
+        var checked = Set<Int>()
+        try checkChunks(dataset, name: name, info: found, rows: 0..<(shape.first ?? 0), checked: &checked)
         guard H5Dread(dataset, CHDF5_T_NATIVE_FLOAT(), CHDF5_S_ALL(), CHDF5_S_ALL(), CHDF5_P_DEFAULT(), destination) >= 0 else {
             throw DataError("\(path): reading '\(name)' failed (damaged file or checksum mismatch)")
         }
@@ -319,6 +499,15 @@ final class HDF5File {
         }
         let attribute = H5Aopen_by_name(id, object, name, CHDF5_P_DEFAULT(), CHDF5_P_DEFAULT())
         guard attribute >= 0 else { throw DataError("\(path): cannot open attribute '\(name)' on '\(object)'") }
+        // Every attribute this project reads is one value; reading an array into one would
+        // overrun the destination.
+        let space = H5Aget_space(attribute)
+        let values = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1
+        if space >= 0 { H5Sclose(space) }
+        guard values == 1 else {
+            H5Aclose(attribute)
+            throw DataError("\(path): attribute '\(name)' on '\(object)' holds \(values) values, expected one")
+        }
         return attribute
     }
 

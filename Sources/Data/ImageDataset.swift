@@ -25,9 +25,16 @@ public final class ImageDataset {
     private struct Part {
         let file: HDF5File
         let dataset: hid_t
+        let info: DatasetInfo
+        let labels: DatasetInfo?
+        /// Position in `parts`.
+        let index: Int
         let start: Int
         let count: Int
     }
+    /// Chunks of each part's images and labels already checked (`HDF5File.checkChunks`).
+    private var checkedImageChunks: [Set<Int>]
+    private var checkedLabelChunks: [Set<Int>]
     private let parts: [Part]
     private var staging: [UInt8] = []
 
@@ -41,6 +48,9 @@ public final class ImageDataset {
         var firstInfo: DatasetInfo?
         var labels = true
         var total = 0
+        // The datasets opened so far are closed again when a later check fails.
+        var finished = false
+        defer { if !finished { for part in parts { H5Dclose(part.dataset) } } }
         for path in paths {
             let file = try HDF5File.open(path)
             guard file.kind(of: imagesKey) == .dataset else {
@@ -73,14 +83,19 @@ public final class ImageDataset {
             }
             let labelInfo = file.kind(of: "labels") == .dataset ? try? file.info("labels") : nil
             if labelInfo?.shape != [info.shape[0]] || labelInfo?.elementType.isInteger != true { labels = false }
+            let (sum, overflow) = total.addingReportingOverflow(info.shape[0])
+            guard !overflow else { throw DataError("\(path): the files together claim more images than can be counted") }
             let dataset = try file.openDataset(imagesKey)
-            parts.append(Part(file: file, dataset: dataset, start: total, count: info.shape[0]))
-            total += info.shape[0]
+            parts.append(Part(file: file, dataset: dataset, info: info, labels: labelInfo, index: parts.count, start: total, count: info.shape[0]))
+            total = sum
         }
         guard total > 0 else { throw DataError("\(paths.joined(separator: ", ")): the dataset holds no images") }
+        finished = true
         self.paths = paths
         self.imagesKey = imagesKey
         self.parts = parts
+        checkedImageChunks = Array(repeating: [], count: parts.count)
+        checkedLabelChunks = Array(repeating: [], count: parts.count)
         count = total
         height = shape![0]
         width = shape![1]
@@ -130,6 +145,8 @@ public final class ImageDataset {
             staging = [UInt8](repeating: 0, count: indices.count * elements)
         }
         try forEachRun(of: indices) { part, local, run, position in
+            try part.file.checkChunks(part.dataset, name: imagesKey, info: part.info, rows: local..<(local + run),
+                                      checked: &checkedImageChunks[part.index])
             let target = destination + position * elements
             if elementType == .float32 {
                 try part.file.readRows(part.dataset, name: imagesKey, rank: 4, start: local, count: run, rowShape: rowShape,
@@ -175,6 +192,10 @@ public final class ImageDataset {
             try forEachRun(of: indices) { part, local, run, position in
                 let dataset = try part.file.openDataset("labels")
                 defer { H5Dclose(dataset) }
+                if let info = part.labels {
+                    try part.file.checkChunks(dataset, name: "labels", info: info, rows: local..<(local + run),
+                                              checked: &checkedLabelChunks[part.index])
+                }
                 try part.file.readRows(dataset, name: "labels", rank: 1, start: local, count: run, rowShape: [],
                                        memoryType: CHDF5_T_NATIVE_INT64(), into: values.baseAddress! + position)
             }

@@ -123,6 +123,23 @@ public final class Communicator {
                                           Int32(root), world), "MPI_Gather")
     }
 
+    /// Concatenates every rank's `count` floats (counts may differ) in rank order into `destination`
+    /// on `root`, which holds the sum of all counts there (ignored elsewhere). Every rank passes the
+    /// same `counts` (one per rank).
+    public func gather(_ source: UnsafePointer<Float>, count: Int, counts: [Int], into destination: UnsafeMutablePointer<Float>,
+                       root: Int = 0) throws {
+        precondition(counts.count == size && counts[rank] == count, "gather: counts must list every rank's count")
+        guard size > 1 else { destination.update(from: source, count: count); return }
+        guard counts.reduce(0, +) <= Int(Int32.max) else {
+            throw CommunicationError(description: "gather of \(counts.reduce(0, +)) floats exceeds MPI's 2^31 element limit; use fewer images per call")
+        }
+        var receiveCounts = counts.map { Int32($0) }
+        var displacements = [Int32](repeating: 0, count: size)
+        for i in 1..<size { displacements[i] = displacements[i - 1] + receiveCounts[i - 1] }
+        try Communicator.check(MPI_Gatherv(source, Int32(count), CMPI_FLOAT(), destination, &receiveCounts, &displacements,
+                                           CMPI_FLOAT(), Int32(root), world), "MPI_Gatherv")
+    }
+
     /// `gather` for doubles.
     public func gather(doubles source: UnsafePointer<Double>, count: Int, into destination: UnsafeMutablePointer<Double>, root: Int = 0) throws {
         guard size > 1 else { destination.update(from: source, count: count); return }

@@ -26,12 +26,43 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     public var decay: Double = 0.99
     public var emaEpsilon: Double = 1e-5
     public var codebook: CodebookKind = .ema
+    /// `--model vae`: weight of the KL term (see `GaussianLatent` for its normalisation).
+    public var klWeight: Double = 0.001
 
     public init(height: Int, width: Int, channels: Int) {
         self.height = height
         self.width = width
         self.channels = channels
     }
+
+    private enum CodingKeys: String, CodingKey {
+        case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
+        case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
+    }
+
+    /// Decodes a configuration; keys added after the first version (`klWeight`) take their
+    /// defaults when absent, so older checkpoints still load.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        model = try c.decodeIfPresent(ModelKind.self, forKey: .model) ?? .vqvae
+        height = try c.decode(Int.self, forKey: .height)
+        width = try c.decode(Int.self, forKey: .width)
+        channels = try c.decode(Int.self, forKey: .channels)
+        hidden = try c.decode(Int.self, forKey: .hidden)
+        residualHidden = try c.decode(Int.self, forKey: .residualHidden)
+        residualBlocks = try c.decode(Int.self, forKey: .residualBlocks)
+        downsamplings = try c.decode(Int.self, forKey: .downsamplings)
+        codeDimension = try c.decode(Int.self, forKey: .codeDimension)
+        codes = try c.decode(Int.self, forKey: .codes)
+        commitment = try c.decode(Double.self, forKey: .commitment)
+        decay = try c.decode(Double.self, forKey: .decay)
+        emaEpsilon = try c.decode(Double.self, forKey: .emaEpsilon)
+        codebook = try c.decode(CodebookKind.self, forKey: .codebook)
+        klWeight = try c.decodeIfPresent(Double.self, forKey: .klWeight) ?? 0.001
+    }
+
+    /// Channels of `pre_quant`'s output: `D`, or `2D` for the VAE (mean and log-variance).
+    public var latentChannels: Int { model == .vae ? 2 * codeDimension : codeDimension }
 
     /// Latent grid `h x w` after the stride-2 layers.
     public var latentHeight: Int { height >> downsamplings }
@@ -42,9 +73,6 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
 
     /// Checks that the network can be built for these images; throws a message naming the problem.
     public func validate() throws {
-        if model != .vqvae {
-            throw ModelError("--model \(model.rawValue) is not available in this version; use --model vqvae")
-        }
         guard channels == 1 || channels == 3 else {
             throw ModelError("images have \(channels) channels; 1 or 3 are supported")
         }
@@ -65,5 +93,6 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         guard commitment >= 0 else { throw ModelError("--commitment must not be negative") }
         guard decay > 0 && decay < 1 else { throw ModelError("--decay must be in (0, 1) (got \(decay))") }
         guard emaEpsilon > 0 else { throw ModelError("--ema-eps must be positive") }
+        guard klWeight >= 0, klWeight.isFinite else { throw ModelError("--kl-weight must be a finite number >= 0 (got \(klWeight))") }
     }
 }

@@ -2,20 +2,30 @@
 public struct Losses: Equatable, Sendable {
     /// `mean((x_hat - x)^2)` in normalised space.
     public var reconstruction: Double
-    /// `mean((z - q)^2)`, before the commitment weight.
+    /// VQ-VAE: `mean((z - q)^2)`, before the commitment weight (0 for the other models).
     public var commitment: Double
+    /// VAE: the KL divergence summed over the latent, divided by the pixel elements `N*H*W*C`,
+    /// before `klWeight` (0 for the other models).
+    public var kl: Double
     /// The loss that is minimised: reconstruction + beta * commitment (+ the codebook loss with
-    /// `--codebook grad`, which has the same value as the commitment term's mean).
+    /// `--codebook grad`, which has the same value as the commitment term's mean), or
+    /// reconstruction + klWeight * kl for the VAE, or the reconstruction alone for the autoencoder.
     public var total: Double
 
-    public init(reconstruction: Double, commitment: Double, total: Double) {
+    public init(reconstruction: Double, commitment: Double, kl: Double = 0, total: Double) {
         self.reconstruction = reconstruction
         self.commitment = commitment
+        self.kl = kl
         self.total = total
     }
 }
 
-/// The VQ-VAE of spec/model.md on NHWC images `[N, H, W, C]` in normalised space (`v/255 - 0.5`).
+/// The VQ-VAE of spec/model.md on NHWC images `[N, H, W, C]` in normalised space (`v/255 - 0.5`),
+/// and its two siblings with the same encoder and decoder (`configuration.model`):
+/// - `.vqvae`: `pre_quant` gives `z` `[N, h, w, D]`, the vector quantizer gives `q`;
+/// - `.vae`: `pre_quant` gives mean and log-variance `[N, h, w, 2D]`, `q` is a reparameterised
+///   sample (the mean in evaluation), with a KL term (`GaussianLatent`);
+/// - `.ae`: the decoder reads `z` itself.
 ///
 /// All trained parameters live in `parameters` (one flat buffer, gradients beside it). Every
 /// activation, gradient and workspace buffer is allocated once for `maxBatch` images; a training
@@ -23,7 +33,8 @@ public struct Losses: Equatable, Sendable {
 public final class VQVAE {
     public let configuration: ModelConfiguration
     public let parameters = ParameterStore()
-    public let quantizer: VectorQuantizer
+    /// The vector quantizer (`.vqvae` only).
+    public let quantizer: VectorQuantizer?
     public let maxBatch: Int
 
     let downs: [Conv2d]
@@ -40,8 +51,9 @@ public final class VQVAE {
     // Activations, each `[maxBatch, h, w, channels]` at its resolution.
     let downOutputs: [FloatBuffer]        // relu(conv) of each encoder/down{i}
     let encoderStack: ResidualStackBuffers
-    public let latent: FloatBuffer        // z   [N, h, w, D]
-    public let quantized: FloatBuffer     // q   [N, h, w, D]
+    public let latent: FloatBuffer        // z   [N, h, w, D] (VAE: mean | log-variance, [N, h, w, 2D])
+    public let quantized: FloatBuffer     // q   [N, h, w, D] (unused by the autoencoder)
+    let noise: FloatBuffer                // VAE: eps [N, h, w, D] of the last forward
     public let codeIndices: UnsafeMutableBufferPointer<Int32>  // [N, h, w]
     let decoderStack: ResidualStackBuffers
     let upOutputs: [FloatBuffer]          // relu(convT) between ups; the last is x_hat
@@ -82,11 +94,11 @@ public final class VQVAE {
         encoderBlocks = (0..<c.residualBlocks).map {
             ResidualBlock(name: "encoder/res\($0)", channels: c.hidden, residualChannels: c.residualHidden, parameters: store)
         }
-        preQuant = Conv2d(name: "pre_quant", inputChannels: c.hidden, outputChannels: c.codeDimension,
+        preQuant = Conv2d(name: "pre_quant", inputChannels: c.hidden, outputChannels: c.latentChannels,
                           window: Window(kernel: 1), parameters: parameters)
-        quantizer = VectorQuantizer(codes: c.codes, dimension: c.codeDimension, kind: c.codebook,
-                                    commitment: Float(c.commitment), decay: c.decay, epsilon: c.emaEpsilon,
-                                    parameters: parameters)
+        quantizer = c.model != .vqvae ? nil : VectorQuantizer(
+            codes: c.codes, dimension: c.codeDimension, kind: c.codebook, commitment: Float(c.commitment),
+            decay: c.decay, epsilon: c.emaEpsilon, parameters: parameters)
         decoderConv = Conv2d(name: "decoder/conv", inputChannels: c.codeDimension, outputChannels: c.hidden, window: same3,
                              parameters: parameters)
         decoderBlocks = (0..<c.residualBlocks).map {
@@ -109,8 +121,9 @@ public final class VQVAE {
             FloatBuffer(count: n * sizes[i + 1].height * sizes[i + 1].width * c.downChannels(i))
         }
         encoderStack = ResidualStackBuffers(blocks: encoderBlocks, positions: latentPositions, channels: c.hidden)
-        latent = FloatBuffer(count: latentPositions * c.codeDimension)
-        quantized = FloatBuffer(count: latentPositions * c.codeDimension)
+        latent = FloatBuffer(count: latentPositions * c.latentChannels)
+        quantized = FloatBuffer(count: c.model == .ae ? 0 : latentPositions * c.codeDimension)
+        noise = FloatBuffer(count: c.model == .vae ? latentPositions * c.codeDimension : 0)
         codeIndices = .allocate(capacity: latentPositions)
         codeIndices.initialize(repeating: 0)
         decoderStack = ResidualStackBuffers(blocks: decoderBlocks, positions: latentPositions, channels: c.hidden)
@@ -119,12 +132,12 @@ public final class VQVAE {
         }
         var largest = n * c.height * c.width * c.channels
         for buffer in downOutputs + upOutputs { largest = max(largest, buffer.count) }
-        largest = max(largest, latentPositions * max(c.hidden, c.codeDimension))
+        largest = max(largest, latentPositions * max(c.hidden, c.latentChannels))
         gradientA = FloatBuffer(count: largest)
         gradientB = FloatBuffer(count: largest)
         scratch = FloatBuffer(count: latentPositions * c.residualHidden)
 
-        var work = quantizer.workspaceCount(vectors: latentPositions)
+        var work = quantizer?.workspaceCount(vectors: latentPositions) ?? 0
         for (i, conv) in downs.enumerated() {
             work = max(work, conv.workspaceCount(batch: n, height: sizes[i].height, width: sizes[i].width))
         }
@@ -145,7 +158,12 @@ public final class VQVAE {
     /// `N = 0`, `M = E`. The same seed always gives the same model.
     public func initialize(seed: UInt64) {
         parameters.initialize(seed: seed)
-        quantizer.initializeEMA(seed: seed)
+        quantizer?.initializeEMA(seed: seed)
+    }
+
+    /// What the decoder reads: `q` `[N, h, w, D]`, or `z` itself for the autoencoder.
+    public var decoderInput: UnsafeMutablePointer<Float> {
+        configuration.model == .ae ? latent.pointer : quantized.pointer
     }
 
     /// The reconstruction `x_hat` `[N, H, W, C]` of the last forward pass.
@@ -154,7 +172,8 @@ public final class VQVAE {
     public var imageCount: Int { configuration.height * configuration.width * configuration.channels }
     public var latentCount: Int { configuration.latentHeight * configuration.latentWidth }
 
-    /// The encoder alone: fills `latent` (`z`, `[N, h, w, D]`) for `batch` images `[N, H, W, C]`.
+    /// The encoder alone: fills `latent` (`z`, `[N, h, w, D]`; for the VAE the mean and
+    /// log-variance, `[N, h, w, 2D]`) for `batch` images `[N, H, W, C]`.
     public func encode(images: UnsafePointer<Float>, batch: Int) {
         precondition(batch >= 1 && batch <= maxBatch, "batch \(batch) exceeds the allocated \(maxBatch)")
         lastBatch = batch
@@ -179,34 +198,37 @@ public final class VQVAE {
     /// Forward pass over `batch` images `[N, H, W, C]`; the reconstruction loss compares `x_hat`
     /// with `targets` (the clean images when `images` are corrupted for restoration training), or
     /// with `images` themselves. With `training`, the quantizer also collects this share's EMA
-    /// statistics (`quantizer.batchStatistics`).
+    /// statistics (`quantizer.batchStatistics`). The VAE samples its latent when `noise` is given
+    /// (training) and decodes the mean otherwise.
     @discardableResult
-    public func forward(images: UnsafePointer<Float>, targets: UnsafePointer<Float>? = nil, batch: Int, training: Bool) -> Losses {
+    public func forward(images: UnsafePointer<Float>, targets: UnsafePointer<Float>? = nil, batch: Int, training: Bool,
+                        noise noiseKey: NoiseKey? = nil) -> Losses {
         let start = monotonicNanoseconds()
         encode(images: images, batch: batch)
         let encoded = monotonicNanoseconds()
         let targets = targets ?? images
         let c = configuration
-        let p = UnsafePointer(parameters.values.pointer)
         let work = workspace.pointer
         let (lh, lw) = (c.latentHeight, c.latentWidth)
         let vectors = batch * lh * lw
-        let commitment = quantizer.forward(
-            quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: latent.pointer, count: vectors,
-            codebook: quantizer.codebook(parameters: parameters), collectStatistics: training, workspace: work)
+        var commitment: Double = 0, klSum: Double = 0
+        switch c.model {
+        case .vqvae:
+            let quantizer = quantizer!
+            commitment = quantizer.forward(
+                quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: latent.pointer, count: vectors,
+                codebook: quantizer.codebook(parameters: parameters), collectStatistics: training, workspace: work)
+        case .vae:
+            klSum = GaussianLatent.forward(sample: quantized.pointer, noise: noise.pointer, moments: latent.pointer,
+                                           dimension: c.codeDimension, images: batch, positionsPerImage: lh * lw,
+                                           key: noiseKey)
+        case .ae:
+            break
+        }
         let afterQuantizer = monotonicNanoseconds()
         times.quantizer += Double(afterQuantizer - encoded) * 1e-9
         defer { times.forward += Double(monotonicNanoseconds() - afterQuantizer + encoded - start) * 1e-9 }
-        decoderConv.forward(output: decoderStack.input.pointer, input: quantized.pointer, batch: batch, height: lh, width: lw,
-                            parameters: p, workspace: work)
-        decoderStack.forward(blocks: decoderBlocks, batch: batch, height: lh, width: lw, parameters: p, workspace: work)
-        var input = UnsafePointer(decoderStack.output.pointer)
-        for (i, up) in ups.enumerated() {
-            let size = resolutions[c.downsamplings - i]
-            up.forward(output: upOutputs[i].pointer, input: input, batch: batch, height: size.height, width: size.width,
-                       relu: i < ups.count - 1, parameters: p, workspace: work)
-            input = UnsafePointer(upOutputs[i].pointer)
-        }
+        runDecoder(batch: batch)
         // Reconstruction loss in double precision.
         let count = batch * imageCount
         let xHat = reconstruction.pointer
@@ -216,9 +238,52 @@ public final class VQVAE {
             sum += diff * diff
         }
         let mse = sum / Double(count)
-        var total = mse + c.commitment * commitment
-        if c.codebook == .grad { total += commitment }
-        return Losses(reconstruction: mse, commitment: commitment, total: total)
+        switch c.model {
+        case .vqvae:
+            var total = mse + c.commitment * commitment
+            if c.codebook == .grad { total += commitment }
+            return Losses(reconstruction: mse, commitment: commitment, total: total)
+        case .vae:
+            let kl = klSum / Double(count)
+            return Losses(reconstruction: mse, commitment: 0, kl: kl, total: mse + c.klWeight * kl)
+        case .ae:
+            return Losses(reconstruction: mse, commitment: 0, total: mse)
+        }
+    }
+
+    /// The decoder alone, from `decoderInput` to `reconstruction`.
+    func runDecoder(batch: Int) {
+        let c = configuration
+        let p = UnsafePointer(parameters.values.pointer)
+        let work = workspace.pointer
+        let (lh, lw) = (c.latentHeight, c.latentWidth)
+        decoderConv.forward(output: decoderStack.input.pointer, input: decoderInput, batch: batch, height: lh, width: lw,
+                            parameters: p, workspace: work)
+        decoderStack.forward(blocks: decoderBlocks, batch: batch, height: lh, width: lw, parameters: p, workspace: work)
+        var input = UnsafePointer(decoderStack.output.pointer)
+        for (i, up) in ups.enumerated() {
+            let size = resolutions[c.downsamplings - i]
+            up.forward(output: upOutputs[i].pointer, input: input, batch: batch, height: size.height, width: size.width,
+                       relu: i < ups.count - 1, parameters: p, workspace: work)
+            input = UnsafePointer(upOutputs[i].pointer)
+        }
+    }
+
+    /// VQ-VAE: decodes code indices `[N, h, w]` (each in `0..<K`) into `reconstruction`: `q` is
+    /// the codebook's rows, exactly as the forward pass takes them, so decoding the indices of a
+    /// forward pass reproduces its reconstruction bit for bit.
+    public func decode(codes: UnsafePointer<Int32>, batch: Int) {
+        precondition(batch >= 1 && batch <= maxBatch, "batch \(batch) exceeds the allocated \(maxBatch)")
+        guard let quantizer else { preconditionFailure("decode(codes:) needs the VQ-VAE") }
+        let d = configuration.codeDimension
+        let codebook = quantizer.codebook(parameters: parameters)
+        for p in 0..<(batch * latentCount) {
+            let k = Int(codes[p])
+            precondition(k >= 0 && k < configuration.codes, "code \(k) is outside the codebook")
+            (quantized.pointer + p * d).update(from: codebook + k * d, count: d)
+        }
+        lastBatch = batch
+        runDecoder(batch: batch)
     }
 
     /// Backward pass of the last `forward(images:...)` over the same `images` and `targets`: ACCUMULATES every
@@ -259,15 +324,26 @@ public final class VQVAE {
         let (lh, lw) = (c.latentHeight, c.latentWidth)
         decoderStack.backward(blocks: decoderBlocks, gradient: &current, other: &other, batch: batch, height: lh, width: lw,
                               parameters: p, gradients: g, workspace: work, scratch: scratch.pointer, gradientsReady: gradientsReady)
-        decoderConv.backward(inputGradient: other, outputGradient: current, input: quantized.pointer, batch: batch,
+        decoderConv.backward(inputGradient: other, outputGradient: current, input: decoderInput, batch: batch,
                              height: lh, width: lw, parameters: p, gradients: g, workspace: work)
         gradientsReady(decoderConv.weight.offset)
         swap(&current, &other)
         let vectors = batch * lh * lw
-        quantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: latent.pointer,
-                           quantized: quantized.pointer, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
-        if let slot = quantizer.codebookSlot { gradientsReady(slot.offset) }
-        swap(&current, &other)
+        switch c.model {
+        case .vqvae:
+            let quantizer = quantizer!
+            quantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: latent.pointer,
+                               quantized: quantized.pointer, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
+            if let slot = quantizer.codebookSlot { gradientsReady(slot.offset) }
+            swap(&current, &other)
+        case .vae:
+            GaussianLatent.backward(momentsGradient: other, sampleGradient: current, moments: latent.pointer,
+                                    noise: noise.pointer, dimension: c.codeDimension, positions: vectors,
+                                    klScale: Float(c.klWeight / Double(count)))
+            swap(&current, &other)
+        case .ae:
+            break  // the decoder's input gradient is the latent's
+        }
         preQuant.backward(inputGradient: other, outputGradient: current, input: encoderStack.output.pointer, batch: batch,
                           height: lh, width: lw, parameters: p, gradients: g, workspace: work)
         gradientsReady(preQuant.weight.offset)
@@ -298,7 +374,7 @@ public final class VQVAE {
     /// distance GEMM.
     public var trainingMultiplyAddsPerImage: Int {
         let c = configuration
-        let quantizerMACs = c.latentHeight * c.latentWidth * c.codes * c.codeDimension
+        let quantizerMACs = c.model == .vqvae ? c.latentHeight * c.latentWidth * c.codes * c.codeDimension : 0
         let layers = forwardMultiplyAddsPerImage - quantizerMACs
         let first = downs[0].forwardMultiplyAdds(batch: 1, height: resolutions[0].height, width: resolutions[0].width)
         return 3 * layers - first + quantizerMACs
@@ -319,7 +395,7 @@ public final class VQVAE {
             let size = resolutions[c.downsamplings - i]
             total += up.forwardMultiplyAdds(batch: 1, height: size.height, width: size.width)
         }
-        total += lh * lw * c.codes * c.codeDimension
+        if c.model == .vqvae { total += lh * lw * c.codes * c.codeDimension }
         return total
     }
 }

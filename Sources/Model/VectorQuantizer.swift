@@ -193,6 +193,35 @@ public final class VectorQuantizer {
         batchStatistics.zero()
     }
 
+    /// Codes whose EMA count `N_k` is below `threshold` (`.ema` only; none for `.grad`).
+    public func deadCodes(threshold: Float) -> [Int] {
+        guard kind == .ema else { return [] }
+        let count = emaCount
+        return (0..<codes).filter { count[$0] < threshold }
+    }
+
+    /// Dead-code restart: code `dead[i]` is re-seeded from a vector of `candidates` `[count, D]`
+    /// (for example the encoder outputs of the current global batch), drawn without replacement
+    /// (with replacement only when there are more dead codes than candidates) from the stream
+    /// `(seed, step)`: `e_k = v`, `N_k = weight`, `M_k = weight * v`, so the next EMA update averages
+    /// new assignments into `v` as if `weight` vectors equal to `v` had been assigned.
+    public func restart(codes dead: [Int], candidates: UnsafePointer<Float>, count: Int, weight: Float,
+                        seed: UInt64, step: Int) {
+        guard kind == .ema, count > 0, !dead.isEmpty else { return }
+        let d = dimension
+        var random = SplitMix64(seed: seed, stream: 0x5245_5354_4152_54 &+ UInt64(step))
+        var order = Array(0..<count)
+        for (i, k) in dead.enumerated() {
+            let slot = i % count
+            if slot == 0 && i > 0 { order = Array(0..<count) }
+            order.swapAt(slot, slot + random.below(count - slot))
+            let v = candidates + order[slot] * d
+            (emaState.pointer + k * d).update(from: v, count: d)
+            emaCount[k] = weight
+            for j in 0..<d { emaSum[k * d + j] = weight * v[j] }
+        }
+    }
+
     /// The EMA update from `batchStatistics` (already summed over ranks):
     /// `N = g*N + (1-g)*n`, `M = g*M + (1-g)*s`, `Ntilde_k = (N_k + eps) / (sum N + K*eps) * sum N`,
     /// `E = M / Ntilde`.

@@ -59,7 +59,8 @@ struct Bench: ParsableCommand {
             let model = try VQVAE(configuration: configuration, maxBatch: batch)
             model.initialize(seed: 1)
             let optimizer = Adam(count: model.parameters.count)
-            let runner = StepRunner(model: model, optimizer: optimizer, communicator: communicator, bucketMegabytes: bucketMegabytes)
+            let runner = StepRunner(model: model, optimizer: optimizer, communicator: communicator, bucketMegabytes: bucketMegabytes,
+                                    seed: 1)
             let sgemm = measureSGEMM()
             try communicator.barrier()
 

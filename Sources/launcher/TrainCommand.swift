@@ -4,7 +4,7 @@ import Model
 
 /// Architecture flags of spec/model.md, shared by every command that builds a model.
 struct ArchitectureOptions: ParsableArguments {
-    @Option(help: "Model to train: vqvae (this version trains the VQ-VAE).")
+    @Option(help: "Model: vqvae (vector-quantised codes), vae (Gaussian latent with a KL term) or ae (plain autoencoder); the same encoder and decoder.")
     var model: ModelKind = .vqvae
     @Option(help: "Hidden channels H of the encoder and decoder.")
     var hidden = 128
@@ -26,6 +26,8 @@ struct ArchitectureOptions: ParsableArguments {
     var emaEpsilon = 1e-5
     @Option(help: "Codebook learning: ema (moving averages) or grad (trained with a codebook loss).")
     var codebook: CodebookKind = .ema
+    @Option(name: .customLong("kl-weight"), help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
+    var klWeight = 0.001
 
     func configuration(height: Int, width: Int, channels: Int) -> ModelConfiguration {
         var c = ModelConfiguration(height: height, width: width, channels: channels)
@@ -40,6 +42,7 @@ struct ArchitectureOptions: ParsableArguments {
         c.decay = decay
         c.emaEpsilon = emaEpsilon
         c.codebook = codebook
+        c.klWeight = klWeight
         return c
     }
 }
@@ -95,6 +98,10 @@ struct Train: ParsableCommand {
     var kmeansInit = false
     @Option(name: .customLong("kmeans-iterations"), help: "Lloyd iterations of --kmeans-init.")
     var kmeansIterations = 10
+    @Option(name: .customLong("dead-code-threshold"), help: ArgumentHelp(
+        "Re-seed codes whose EMA count falls below this from encoder outputs of the current global batch (0 = off).",
+        discussion: "Chosen on rank 0 with a stream keyed by (seed, step) and broadcast, so every rank keeps the same codebook. A re-seeded code gets N_k = the threshold and M_k = N_k * e_k. Needs --model vqvae --codebook ema."))
+    var deadCodeThreshold = 0.0
     @Option(name: .customLong("log-every"), help: "Print and record metrics every N steps.")
     var logEvery = 50
     @Option(name: .customLong("checkpoint-every"), help: "Write a checkpoint every N steps (0: only at the end).")
@@ -112,6 +119,9 @@ struct Train: ParsableCommand {
     var syncCheckEvery = 100
     @Flag(name: .customLong("skip-nonfinite"), help: "Skip the update of a step whose loss is NaN or infinite instead of stopping the run.")
     var skipNonFinite = false
+    @Option(help: ArgumentHelp("End this rank with a one-line error when one phase of training (a step's computation, its all-reduce, reading a batch, a checkpoint write) lasts longer than SECONDS (0: off).",
+                               discussion: "A rank whose peer vanished (host down, network cut) can otherwise wait in a collective for as long as TCP keeps the connection, hours. Keep it above the longest checkpoint write."))
+    var watchdog = 300.0
 
     func validate() throws {
         if data.isEmpty { throw ValidationError("give at least one dataset with --data FILE") }
@@ -128,6 +138,7 @@ struct Train: ParsableCommand {
         if threads < 1 { throw ValidationError("--threads must be at least 1") }
         if !(bucketMegabytes > 0) { throw ValidationError("--bucket-mb must be positive") }
         if syncCheckEvery < 0 { throw ValidationError("--sync-check-every must not be negative") }
+        if !(watchdog >= 0) || !watchdog.isFinite { throw ValidationError("--watchdog must be 0 (off) or a number of seconds") }
     }
 
     func run() throws {

@@ -84,6 +84,10 @@ final class Trainer {
     /// and for a fresh start.
     let resumePath: String?
     let resuming: Bool
+    /// `--watchdog`: ends this rank when a phase of training stalls (nil with `--watchdog 0`).
+    let watchdog: Watchdog?
+    /// A fault to inject (`VQVAE_FAULT`, see FaultInjection.swift); nil in normal runs.
+    let faults: FaultInjection?
 
     init(options: Train, communicator: Communicator, console: Console) throws {
         self.options = options
@@ -92,6 +96,9 @@ final class Trainer {
         setBLASThreads(options.threads)
         checkpointDirectory = options.out + "/checkpoints"
         metricsPath = options.out + "/metrics.jsonl"
+        watchdog = options.watchdog > 0 ? Watchdog(seconds: options.watchdog, console: console) : nil
+        faults = try FaultInjection.fromEnvironment(rank: communicator.rank)
+        if let faults { console.warning("injecting a fault (\(FaultInjection.variable)): \(faults)") }
 
         let parsedCorruptions = try CorruptionPipeline(spec: options.corrupt)
         dataset = try ImageDataset(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
@@ -128,6 +135,17 @@ final class Trainer {
         }
         let settings = configuration
         try settings.model.validate()
+        if options.deadCodeThreshold != 0 {
+            guard options.deadCodeThreshold > 0, options.deadCodeThreshold.isFinite else {
+                throw TrainingError("--dead-code-threshold must be a positive number (got \(options.deadCodeThreshold))")
+            }
+            guard settings.model.model == .vqvae, settings.model.codebook == .ema else {
+                throw TrainingError("--dead-code-threshold re-seeds the EMA codebook; it needs --model vqvae --codebook ema")
+            }
+        }
+        if options.kmeansInit && settings.model.model != .vqvae {
+            throw TrainingError("--kmeans-init initialises a codebook; --model \(settings.model.model.rawValue) has none")
+        }
         corruptions = try CorruptionPipeline(spec: settings.data.corrupt)
         sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: settings.data.globalBatchSize,
                                      seed: settings.seed, shuffle: settings.data.shuffle,
@@ -163,6 +181,9 @@ final class Trainer {
         if let newest = existing.first, options.resume == nil {
             throw TrainingError("\(checkpointDirectory) already holds checkpoints of an earlier run (\(newest)); continue it with --resume auto or choose a new --out")
         }
+        for name in Checkpoint.removeUnfinished(in: checkpointDirectory) {
+            console.warning("removed \(checkpointDirectory)/\(name), a checkpoint write that never finished")
+        }
         if resuming && files.fileExists(atPath: metricsPath) { return }  // appended to
         guard files.createFile(atPath: metricsPath, contents: nil) else {
             throw TrainingError("cannot write \(metricsPath)")
@@ -181,13 +202,17 @@ final class Trainer {
                        "wrap": sampler.tail == .wrap ? 1 : 0,
                        "samples_seen": samplesSeen, "epoch": epoch, "dataset_size": Int64(dataset.count),
                        "global_batch_size": Int64(globalBatchSize)])
-            path = try Checkpoint.write(directory: checkpointDirectory, model: model, optimizer: optimizer, state: state)
+            watchdog?.enter("writing the checkpoint", step: step)
+            path = try Checkpoint.write(directory: checkpointDirectory, model: model, optimizer: optimizer, state: state,
+                                        halfWritten: { faults?.sleep(.sleepInCheckpointWrite, step: step) })
             if options.keep > 0 { pruneCheckpoints(keeping: options.keep) }
         }
         return path
     }
 
     func run() throws {
+        watchdog?.start()
+        defer { watchdog?.enter("shutting down", step: 0) }
         try prepareOutput()
         try communicator.barrier()
         // Rank 0's state (fresh from the seed, or the resumed checkpoint's) is everyone's.
@@ -202,7 +227,9 @@ final class Trainer {
             }
         }
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
-        try communicator.broadcast(model.quantizer.emaState.pointer, count: model.quantizer.emaState.count)
+        if let quantizer = model.quantizer {
+            try communicator.broadcast(quantizer.emaState.pointer, count: quantizer.emaState.count)
+        }
         try position.withUnsafeMutableBytes { try communicator.broadcast(bytes: $0.baseAddress!, count: $0.count) }
         if resuming {
             try communicator.broadcast(optimizer.firstMoment.pointer, count: optimizer.firstMoment.count)
@@ -233,7 +260,9 @@ final class Trainer {
 
         let local = sampler.localBatchSize
         let runner = StepRunner(model: model, optimizer: optimizer, communicator: communicator,
-                                bucketMegabytes: options.bucketMegabytes)
+                                bucketMegabytes: options.bucketMegabytes, seed: seed)
+        runner.watchdog = watchdog
+        runner.faults = faults
         let metrics = communicator.isRoot ? FileHandle(forWritingAtPath: metricsPath) : nil
         _ = try? metrics?.seekToEnd()  // a resumed run appends
         defer { try? metrics?.close() }
@@ -246,20 +275,28 @@ final class Trainer {
         var skipped = 0
         var lastStep = firstStep
         for step in firstStep..<options.steps {
+            watchdog?.enter("reading the batch", step: step + 1)
             let batch = try prefetcher.batch(step: step)
+            if let faults, faults.fires(.nanData, step: step + 1) {
+                batch.clean[0] = .nan
+                batch.damaged?[0] = .nan
+            }
             let done = step + 1
             let outcome = try runner.run(input: batch.input, target: batch.target, batch: local, number: done,
                                          skipNonFinite: options.skipNonFinite, stopRequested: StopRequest.received)
             let loss = outcome.loss, stopping = outcome.stopRequested
-            let statistics = model.quantizer.batchStatistics
+            let statistics = model.quantizer?.batchStatistics
+            var restarted = 0
             if outcome.updated {
                 lastLoss = loss
+                if options.deadCodeThreshold > 0 { restarted = try restartDeadCodes(step: done) }
             } else {
-                console.warning("loss is \(loss.total) at step \(done); skipping its update (--skip-nonfinite)")
+                console.warning("\(outcome.reason) at step \(done); skipping its update (--skip-nonfinite)")
                 skipped += 1
             }
             lastStep = done
             if (options.syncCheckEvery > 0 && done % options.syncCheckEvery == 0) || done == options.steps || stopping {
+                watchdog?.enter("the check that all ranks agree", step: done)
                 try checkRanksAgree(step: done)
             }
             windowSteps += 1
@@ -267,17 +304,34 @@ final class Trainer {
                 let now = monotonicSeconds()
                 let rate = Double(windowSteps * globalBatchSize) / max(now - windowStart, 1e-9)
                 let eta = Double(options.steps - done) * (now - start) / Double(done - firstStep)
-                let (perplexity, used) = codebookUsage(statistics)
-                console.info(String(format: "step %d/%d  loss %.5f  mse %.5f  commit %.5f  perplexity %.1f  codes %d  %.0f img/s  eta %@",
-                                    done, options.steps, loss.total, loss.reconstruction, loss.commitment, perplexity, used,
-                                    rate, formatDuration(eta)))
-                let record: [String: Any] = [
-                    "step": done, "loss": loss.total, "mse": loss.reconstruction, "commitment": loss.commitment,
-                    "perplexity": perplexity, "codes_used": used, "images_per_second": rate,
+                var record: [String: Any] = [
+                    "step": done, "loss": loss.total, "mse": loss.reconstruction, "images_per_second": rate,
                     "elapsed_seconds": now - start, "samples_seen": done * globalBatchSize,
                 ]
+                var terms = ""
+                switch c.model {
+                case .vqvae:
+                    let (perplexity, used) = codebookUsage(statistics!)
+                    terms = String(format: "  commit %.5f  perplexity %.1f  codes %d", loss.commitment, perplexity, used)
+                    record["commitment"] = loss.commitment
+                    record["perplexity"] = perplexity
+                    record["codes_used"] = used
+                    if options.deadCodeThreshold > 0 {
+                        terms += "  restarted \(restarted)"
+                        record["codes_restarted"] = restarted
+                    }
+                case .vae:
+                    terms = String(format: "  kl %.5f", loss.kl)
+                    record["kl"] = loss.kl
+                case .ae:
+                    break
+                }
+                console.info(String(format: "step %d/%d  loss %.5f  mse %.5f", done, options.steps, loss.total, loss.reconstruction)
+                             + terms + String(format: "  %.0f img/s  eta %@", rate, formatDuration(eta)))
                 if let metrics, let line = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) {
-                    metrics.write(line + Data([0x0A]))
+                    do { try metrics.write(contentsOf: line + Data([0x0A])) } catch {
+                        throw TrainingError("cannot append to \(metricsPath): \(error.localizedDescription)")
+                    }
                 }
                 windowStart = now
                 windowSteps = 0
@@ -313,7 +367,7 @@ final class Trainer {
     /// FNV-1a over the bit patterns of every parameter and of the EMA codebook state.
     func fingerprint() -> UInt64 {
         var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        for buffer in [model.parameters.values, model.quantizer.emaState] {
+        for buffer in [model.parameters.values] + (model.quantizer.map { [$0.emaState] } ?? []) {
             let words = UnsafeRawPointer(buffer.pointer).assumingMemoryBound(to: UInt32.self)
             for i in 0..<buffer.count {
                 hash = (hash ^ UInt64(words[i])) &* 0x0000_0100_0000_01B3
@@ -338,7 +392,9 @@ final class Trainer {
         model.encode(images: firstBatch.input, batch: local)
         let perRank = local * model.latentCount * model.configuration.codeDimension
         let vectorCount = globalBatchSize * model.latentCount
-        let quantizer = model.quantizer
+        guard let quantizer = model.quantizer else {
+            throw TrainingError("--kmeans-init initialises a codebook; --model \(model.configuration.model.rawValue) has none")
+        }
         guard vectorCount >= quantizer.codes else {
             throw TrainingError("--kmeans-init needs at least --codes \(quantizer.codes) latent vectors, but the first global batch gives \(vectorCount); raise --global-batch-size or lower --codes")
         }
@@ -356,20 +412,33 @@ final class Trainer {
         try communicator.broadcast(quantizer.emaState.pointer, count: quantizer.emaState.count)
     }
 
+    /// Candidates for dead-code restart on rank 0: the encoder outputs of the whole global batch.
+    private lazy var restartCandidates = FloatBuffer(
+        count: communicator.isRoot ? globalBatchSize * model.latentCount * model.configuration.codeDimension : 0)
+
+    /// `--dead-code-threshold`: codes whose EMA count fell below the threshold (the same on every
+    /// rank, whose EMA states are identical) are re-seeded on rank 0 from the encoder outputs of this
+    /// step's global batch, and the EMA state is broadcast. Returns how many were re-seeded.
+    func restartDeadCodes(step: Int) throws -> Int {
+        guard let quantizer = model.quantizer else { return 0 }
+        let dead = quantizer.deadCodes(threshold: Float(options.deadCodeThreshold))
+        guard !dead.isEmpty else { return 0 }
+        let perRank = sampler.localBatchSize * model.latentCount * model.configuration.codeDimension
+        let candidates = restartCandidates
+        try communicator.gather(model.latent.pointer, count: perRank, into: candidates.pointer)
+        if communicator.isRoot {
+            quantizer.restart(codes: dead, candidates: candidates.pointer, count: globalBatchSize * model.latentCount,
+                              weight: Float(options.deadCodeThreshold), seed: seed, step: step)
+        }
+        try communicator.broadcast(quantizer.emaState.pointer, count: quantizer.emaState.count)
+        withExtendedLifetime(candidates) {}
+        return dead.count
+    }
+
     /// Perplexity `exp(-sum p log p)` of the code assignments in the global batch, and how many
     /// codes were used, from the summed statistics' counts.
     func codebookUsage(_ statistics: FloatBuffer) -> (Double, Int) {
-        let k = model.quantizer.codes
-        var total: Double = 0
-        var used = 0
-        for i in 0..<k where statistics[i] > 0 { total += Double(statistics[i]); used += 1 }
-        guard total > 0 else { return (0, 0) }
-        var entropy: Double = 0
-        for i in 0..<k where statistics[i] > 0 {
-            let p = Double(statistics[i]) / total
-            entropy -= p * log(p)
-        }
-        return (exp(entropy), used)
+        codebookPerplexity(statistics.pointer, count: model.quantizer?.codes ?? 0)
     }
 }
 

@@ -32,7 +32,7 @@ final class CheckpointTests: XCTestCase {
             let adam = Adam(count: model.parameters.count)
             var random = SplitMix64(seed: 9)
             for i in 0..<adam.firstMoment.count { adam.firstMoment[i] = random.normal(); adam.secondMoment[i] = random.uniform(0, 1) }
-            for i in 0..<model.quantizer.emaState.count { model.quantizer.emaState[i] = random.normal() }
+            for i in 0..<model.quantizer!.emaState.count { model.quantizer!.emaState[i] = random.normal() }
             adam.step = 17
             let path = try Checkpoint.write(directory: folder, model: model, optimizer: adam, state: state(step: 42))
             XCTAssertTrue(path.hasSuffix("/step-00000042.h5"))
@@ -44,7 +44,7 @@ final class CheckpointTests: XCTestCase {
             XCTAssertEqual(copy.parameters.values.array, model.parameters.values.array)
             XCTAssertEqual(adamCopy.firstMoment.array, adam.firstMoment.array)
             XCTAssertEqual(adamCopy.secondMoment.array, adam.secondMoment.array)
-            XCTAssertEqual(copy.quantizer.emaState.array, model.quantizer.emaState.array)
+            XCTAssertEqual(copy.quantizer!.emaState.array, model.quantizer!.emaState.array)
             XCTAssertEqual(adamCopy.step, 17)
         }
     }

@@ -46,7 +46,7 @@ final class VQVAETests: XCTestCase {
     func spreadCodebook(_ model: VQVAE, images: FloatBuffer) {
         model.forward(images: images.pointer, batch: batch, training: false)
         let d = model.configuration.codeDimension, positions = batch * model.latentCount
-        let codebook = model.quantizer.codebook(parameters: model.parameters)
+        let codebook = model.quantizer!.codebook(parameters: model.parameters)
         var centre = [Float](repeating: 0, count: d)
         for p in 0..<positions { for j in 0..<d { centre[j] += model.latent[p * d + j] / Float(positions) } }
         for p in 0..<positions {
@@ -54,7 +54,7 @@ final class VQVAETests: XCTestCase {
             let norm = offset.reduce(0) { $0 + $1 * $1 }.squareRoot()
             for j in 0..<d { codebook[p * d + j] = centre[j] + 0.3 * offset[j] / norm }
         }
-        if model.quantizer.kind == .ema { model.quantizer.emaSum.update(from: codebook, count: model.configuration.codes * d) }
+        if model.quantizer!.kind == .ema { model.quantizer!.emaSum.update(from: codebook, count: model.configuration.codes * d) }
     }
 
     /// Central differences of the model's own `forward(training: false).total` in float for the
@@ -62,10 +62,10 @@ final class VQVAETests: XCTestCase {
     /// evaluation changes any ReLU's pattern the step is retried at h/4, and a candidate that still
     /// straddles a kink is replaced by the next one (at least one entry of every slot is checked).
     func modelFiniteDifferences(_ model: VQVAE, images: FloatBuffer, slots: [ParameterSlot], h: Float, seed: UInt64,
-                                perSlot: Int = 4, file: StaticString = #filePath, line: UInt = #line)
+                                perSlot: Int = 4, noise: NoiseKey? = nil, file: StaticString = #filePath, line: UInt = #line)
         -> (numeric: [Double], analytic: [Double]) {
         let values = model.parameters.values, gradients = model.parameters.gradients
-        model.forward(images: images.pointer, batch: batch, training: false)
+        model.forward(images: images.pointer, batch: batch, training: false, noise: noise)
         let codes = indices(model), pattern = reluPattern(model)
         var numeric: [Double] = [], analytic: [Double] = []
         var crossings = 0
@@ -76,11 +76,11 @@ final class VQVAETests: XCTestCase {
                 let saved = values[i]
                 for step in [h, h / 4] {
                     values[i] = saved + step
-                    let plus = model.forward(images: images.pointer, batch: batch, training: false).total
+                    let plus = model.forward(images: images.pointer, batch: batch, training: false, noise: noise).total
                     XCTAssertEqual(indices(model), codes, "\(slot.name)[\(j)]: assignment changed at +h", file: file, line: line)
                     let plusPattern = reluPattern(model)
                     values[i] = saved - step
-                    let minus = model.forward(images: images.pointer, batch: batch, training: false).total
+                    let minus = model.forward(images: images.pointer, batch: batch, training: false, noise: noise).total
                     XCTAssertEqual(indices(model), codes, "\(slot.name)[\(j)]: assignment changed at -h", file: file, line: line)
                     let minusPattern = reluPattern(model)
                     values[i] = saved
@@ -207,11 +207,11 @@ final class VQVAETests: XCTestCase {
             expected[k] += 1
             for j in 0..<d { expected[c.codes + k * d + j] += Double(model.latent[p * d + j]) }
         }
-        assertClose(model.quantizer.batchStatistics.array, expected, tolerance: 1e-6, "VQVAE batch statistics")
-        let statistics = model.quantizer.batchStatistics.array
+        assertClose(model.quantizer!.batchStatistics.array, expected, tolerance: 1e-6, "VQVAE batch statistics")
+        let statistics = model.quantizer!.batchStatistics.array
         let other = makeBuffer(images(model, seed: 23))
         model.forward(images: other.pointer, batch: 1, training: false)
-        XCTAssertEqual(model.quantizer.batchStatistics.array, statistics, "training: false must not collect statistics")
+        XCTAssertEqual(model.quantizer!.batchStatistics.array, statistics, "training: false must not collect statistics")
         withExtendedLifetime((x, other)) {}
     }
 
@@ -223,7 +223,7 @@ final class VQVAETests: XCTestCase {
         for kind in CodebookKind.allCases {
             let a = try makeModel(kind, seed: 42), b = try makeModel(kind, seed: 42), c = try makeModel(kind, seed: 43)
             XCTAssertEqual(a.parameters.values.array, b.parameters.values.array, "\(kind): same seed, same parameters")
-            XCTAssertEqual(a.quantizer.emaState.array, b.quantizer.emaState.array, "\(kind): same seed, same EMA state")
+            XCTAssertEqual(a.quantizer!.emaState.array, b.quantizer!.emaState.array, "\(kind): same seed, same EMA state")
             for (index, slot) in a.parameters.slots.enumerated() {
                 let va = torchTensor(slot, in: a.parameters.values), vc = torchTensor(slot, in: c.parameters.values)
                 let differing = zip(va, vc).filter { $0 != $1 }.count
@@ -243,14 +243,14 @@ final class VQVAETests: XCTestCase {
             if kind == .ema {
                 let size = a.configuration.codes * a.configuration.codeDimension
                 var random = SplitMix64(seed: 42, stream: 0xC0DE_B00C)
-                let e = doubles(a.quantizer.codebook(parameters: a.parameters), count: size)
+                let e = doubles(a.quantizer!.codebook(parameters: a.parameters), count: size)
                 XCTAssertEqual(e, (0..<size).map { _ in Double(random.normal()) }, "EMA codebook draws")
-                XCTAssertEqual(doubles(a.quantizer.emaCount, count: a.configuration.codes), [Double](repeating: 0, count: a.configuration.codes))
-                XCTAssertEqual(doubles(a.quantizer.emaSum, count: size), e, "M = E at the start")
-                XCTAssertNotEqual(a.quantizer.emaState.array, c.quantizer.emaState.array, "seeds 42 and 43 should differ")
+                XCTAssertEqual(doubles(a.quantizer!.emaCount, count: a.configuration.codes), [Double](repeating: 0, count: a.configuration.codes))
+                XCTAssertEqual(doubles(a.quantizer!.emaSum, count: size), e, "M = E at the start")
+                XCTAssertNotEqual(a.quantizer!.emaState.array, c.quantizer!.emaState.array, "seeds 42 and 43 should differ")
                 XCTAssertNil(a.parameters.slot(named: "quantizer/codebook"))
             } else {
-                XCTAssertEqual(a.quantizer.emaState.count, 0)
+                XCTAssertEqual(a.quantizer!.emaState.count, 0)
             }
         }
     }
@@ -335,12 +335,82 @@ final class VQVAETests: XCTestCase {
                 target.importFromTorch(torch.pointer, into: other.parameters.values.pointer + target.offset)
                 withExtendedLifetime(torch) {}
             }
-            other.quantizer.emaState.copy(from: model.quantizer.emaState)
+            other.quantizer!.emaState.copy(from: model.quantizer!.emaState)
             XCTAssertEqual(other.parameters.values.array, store.values.array)
             let x = makeBuffer(images(model, seed: 33))
             let l1 = model.forward(images: x.pointer, batch: batch, training: false)
             let l2 = other.forward(images: x.pointer, batch: batch, training: false)
             XCTAssertEqual(l1, l2, "\(kind): same tensors, same losses")
+            withExtendedLifetime(x) {}
+        }
+    }
+
+    /// `--model ae` and `--model vae`: every parameter slot's gradient against central differences
+    /// of the model's own float loss (with the VAE's noise held fixed by its key, so the sampled
+    /// latent is a smooth function of the parameters). The VAE's KL term is checked against a direct
+    /// computation, and without a noise key the VAE decodes its mean.
+    func testAutoencoderAndVAEGradientsMatchFiniteDifferences() throws {
+        for kind in [ModelKind.ae, .vae] {
+            var c = smallConfiguration(.ema)
+            c.model = kind
+            c.klWeight = 0.5  // large enough that the KL term's gradient is visible beside the reconstruction's
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 51)
+            XCTAssertNil(model.quantizer, "\(kind) has no quantizer")
+            XCTAssertNil(model.parameters.slot(named: "quantizer/codebook"))
+            XCTAssertEqual(model.parameters.slot(named: "pre_quant/weight")!.shape, [c.latentChannels, c.hidden, 1, 1])
+            XCTAssertEqual(c.latentChannels, kind == .vae ? 2 * c.codeDimension : c.codeDimension)
+            let x = makeBuffer(images(model, seed: 52))
+            let key: NoiseKey? = kind == .vae ? NoiseKey(seed: 9, step: 3, firstImage: 4) : nil
+            let losses = model.forward(images: x.pointer, batch: batch, training: true, noise: key)
+            if kind == .vae {
+                // KL of the moments, summed over the latent, divided by N*H*W*C.
+                let positions = batch * model.latentCount, d = c.codeDimension
+                var kl: Double = 0
+                for p in 0..<positions {
+                    for j in 0..<d {
+                        let mu = Double(model.latent[p * 2 * d + j]), lv = Double(model.latent[p * 2 * d + d + j])
+                        kl += 0.5 * (mu * mu + exp(lv) - 1 - lv)
+                    }
+                }
+                kl /= Double(batch * model.imageCount)
+                XCTAssertEqual(losses.kl, kl, accuracy: 1e-6 * max(1, kl), "VAE KL")
+                XCTAssertEqual(losses.total, losses.reconstruction + 0.5 * kl, accuracy: 1e-6, "VAE total")
+                XCTAssertGreaterThan(losses.kl, 0)
+                // The same key draws the same noise; another key other noise; no key decodes the mean.
+                let again = model.forward(images: x.pointer, batch: batch, training: true, noise: key)
+                XCTAssertEqual(again, losses, "VAE: the same noise key gives the same loss")
+                let other = model.forward(images: x.pointer, batch: batch, training: true,
+                                          noise: NoiseKey(seed: 9, step: 4, firstImage: 4))
+                XCTAssertNotEqual(other.reconstruction, losses.reconstruction, "VAE: another step draws other noise")
+                model.forward(images: x.pointer, batch: batch, training: false)
+                for p in 0..<positions {
+                    for j in 0..<d { XCTAssertEqual(model.quantized[p * d + j], model.latent[p * 2 * d + j]) }
+                }
+                // Image i of a share that starts at global image 4 draws what image 4 + i draws in a
+                // share that starts at 0: the noise does not depend on how the batch is split.
+                let one = try VQVAE(configuration: c, maxBatch: 1)
+                one.parameters.values.copy(from: model.parameters.values)
+                model.forward(images: x.pointer, batch: batch, training: true, noise: NoiseKey(seed: 9, step: 3, firstImage: 0))
+                let secondImage = Array(model.quantized.array[(model.latentCount * d)..<(2 * model.latentCount * d)])
+                one.forward(images: x.pointer + model.imageCount, batch: 1, training: true,
+                            noise: NoiseKey(seed: 9, step: 3, firstImage: 1))
+                XCTAssertEqual(Array(one.quantized.array[0..<(model.latentCount * d)]), secondImage)
+            } else {
+                XCTAssertEqual(losses.total, losses.reconstruction)
+                XCTAssertEqual(losses.commitment, 0)
+            }
+            model.forward(images: x.pointer, batch: batch, training: true, noise: key)
+            model.parameters.zeroGradients()
+            model.backward(images: x.pointer)
+            for slot in model.parameters.slots {
+                let g = torchTensor(slot, in: model.parameters.gradients)
+                XCTAssertTrue(g.contains { $0 != 0 }, "\(kind) \(slot.name): gradient is all zero")
+            }
+            let (numeric, analytic) = modelFiniteDifferences(model, images: x, slots: model.parameters.slots, h: 1e-3,
+                                                             seed: 53, perSlot: 3, noise: key)
+            assertClose(analytic, numeric, tolerance: 2e-2, floor: 1e-2 * largestMagnitude(numeric),
+                        "\(kind) every slot vs model finite differences (float)")
             withExtendedLifetime(x) {}
         }
     }

@@ -44,9 +44,9 @@ public struct ReferenceVQVAE {
         for slot in model.parameters.slots {
             tensors[slot.name] = torchTensor(slot, in: model.parameters.values)
         }
-        if model.quantizer.kind == .ema {
+        if model.quantizer!.kind == .ema {
             let c = model.configuration
-            tensors["quantizer/codebook"] = doubles(model.quantizer.codebook(parameters: model.parameters),
+            tensors["quantizer/codebook"] = doubles(model.quantizer!.codebook(parameters: model.parameters),
                                                     count: c.codes * c.codeDimension)
         }
         self.tensors = tensors

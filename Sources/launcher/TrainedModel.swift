@@ -1,0 +1,91 @@
+import Data
+import Foundation
+import Model
+
+/// A model read from a checkpoint, for the commands that apply it (`eval`, `restore`, `encode`,
+/// `decode`, `probe`). Images go in and come out in the model's normalised space (`p - 0.5`).
+final class TrainedModel {
+    let path: String
+    let run: RunConfiguration
+    let model: VQVAE
+
+    var configuration: ModelConfiguration { model.configuration }
+    var imageElements: Int { model.imageCount }
+    var batch: Int { model.maxBatch }
+
+    init(checkpoint path: String, batch: Int) throws {
+        guard batch >= 1 else { throw TrainingError("--batch must be at least 1 (got \(batch))") }
+        var isFolder: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue else {
+            throw TrainingError("--checkpoint \(path): no such file")
+        }
+        self.path = path
+        run = try RunConfiguration.decode(try Checkpoint.configuration(path: path), path: path)
+        model = try VQVAE(configuration: run.model, maxBatch: batch)
+        _ = try Checkpoint.load(path: path, into: model, optimizer: nil)
+    }
+
+    /// Checks that images of `height x width x channels` are what the model was trained on.
+    func checkImageSize(height: Int, width: Int, channels: Int, source: String) throws {
+        let c = configuration
+        guard (height, width, channels) == (c.height, c.width, c.channels) else {
+            throw TrainingError("\(source) holds \(height)x\(width)x\(channels) images, but \(path) was trained on \(c.height)x\(c.width)x\(c.channels)")
+        }
+    }
+
+    /// Reconstructs `count` images `[count, H, W, C]` into `output` in chunks of `batch`: the
+    /// VQ-VAE through its codes (also written to `codes` `[count, h, w]` when given), the VAE
+    /// through its mean, the autoencoder through its latent.
+    func reconstruct(_ input: UnsafePointer<Float>, count: Int, into output: UnsafeMutablePointer<Float>,
+                     codes: UnsafeMutablePointer<Int32>? = nil) {
+        let elements = imageElements, positions = model.latentCount
+        var start = 0
+        while start < count {
+            let n = min(batch, count - start)
+            model.forward(images: input + start * elements, batch: n, training: false)
+            (output + start * elements).update(from: model.reconstruction.pointer, count: n * elements)
+            if let codes { (codes + start * positions).update(from: model.codeIndices.baseAddress!, count: n * positions) }
+            start += n
+        }
+    }
+
+    /// VQ-VAE: decodes `count` images' code indices `[count, h, w]` into `output` in chunks of `batch`.
+    func decode(codes: UnsafePointer<Int32>, count: Int, into output: UnsafeMutablePointer<Float>) {
+        let elements = imageElements, positions = model.latentCount
+        var start = 0
+        while start < count {
+            let n = min(batch, count - start)
+            model.decode(codes: codes + start * positions, batch: n)
+            (output + start * elements).update(from: model.reconstruction.pointer, count: n * elements)
+            start += n
+        }
+    }
+
+    /// FNV-1a over the codebook's float bits: names the codebook a code file was made with.
+    var codebookChecksum: UInt64 {
+        guard let quantizer = model.quantizer else { return 0 }
+        let codebook = quantizer.codebook(parameters: model.parameters)
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        let words = UnsafeRawPointer(codebook).assumingMemoryBound(to: UInt32.self)
+        for i in 0..<(quantizer.codes * quantizer.dimension) { hash = (hash ^ UInt64(words[i])) &* 0x0000_0100_0000_01B3 }
+        return hash
+    }
+
+    /// Bits per image pixel of what the model compresses an image to: the packed code indices for
+    /// the VQ-VAE (`h*w*ceil(log2 K) / (H*W)`), the float32 latent for the VAE (its mean) and the
+    /// autoencoder (`h*w*D*32 / (H*W)`).
+    var bitsPerPixel: Double {
+        let c = configuration
+        let perPosition = c.model == .vqvae ? (try? CodePacking.bitsPerCode(codes: c.codes)) ?? 0 : 32 * c.codeDimension
+        return Double(c.latentHeight * c.latentWidth * perPosition) / Double(c.height * c.width)
+    }
+}
+
+/// Pixels in [0, 1] from the model's normalised space, and back.
+func unitPixels(_ values: UnsafeMutablePointer<Float>, count: Int) {
+    for i in 0..<count { values[i] += 0.5 }
+}
+
+func normalisedPixels(_ values: UnsafeMutablePointer<Float>, count: Int) {
+    for i in 0..<count { values[i] -= 0.5 }
+}

@@ -1,0 +1,39 @@
+import Data
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// libFuzzer target for the image dataset reader: every input is a file given to `--data` or to
+/// `vqvae inspect`. It runs what `vqvae train` and `vqvae inspect` run on a dataset: open and
+/// validate (`ImageDataset(paths:)`), the memory check with the training defaults, a read of a
+/// small batch (first images, the last image and one in between), its labels when present, and
+/// the inspector's description. Thrown errors are the expected outcome for damaged files;
+/// crashes, traps, hangs, huge allocations and HDF5 objects left open are failures.
+@_cdecl("LLVMFuzzerTestOneInput")
+public func datasetFuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    let path = FuzzInput.write(data, size)
+    readLikeTraining(path)
+    FuzzInput.checkNothingLeftOpen(after: "ImageDataset")
+    _ = try? Inspector.describe(path: path)
+    FuzzInput.checkNothingLeftOpen(after: "Inspector.describe")
+    return 0
+}
+
+/// The training defaults of `vqvae train`: 32 images per rank, hidden 128, prefetch 2.
+private let batchPerRank = 32
+private let bytesPerImageElement = 4 * (16 + 2 * 128 + 4 * 2)
+
+private func readLikeTraining(_ path: String) {
+    do {
+        let dataset = try ImageDataset(paths: [path])
+        try dataset.checkFitsInMemory(batch: batchPerRank, bytesPerImageElement: bytesPerImageElement)
+        var indices = Array(0..<min(dataset.count, 3))
+        if dataset.count > 3 { indices += [dataset.count - 1, dataset.count / 2] }
+        let values = UnsafeMutablePointer<Float>.allocate(capacity: indices.count * dataset.imageElements)
+        defer { values.deallocate() }
+        try dataset.read(indices: indices, into: values)
+        if dataset.hasLabels { _ = try dataset.labels(indices: indices) }
+    } catch {
+        // A clean, typed error is what a damaged file must produce.
+    }
+}

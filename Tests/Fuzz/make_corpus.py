@@ -1,0 +1,44 @@
+#!/usr/bin/env python3
+"""Writes the seed corpus of valid image datasets for the dataset fuzzer (spec/dataset.md), as
+h5py writes them: uint8 and float32, one and three channels, with and without labels, chunked with
+and without gzip (and shuffle), contiguous, and with the newest file-format version.
+
+    python3 Tests/Fuzz/make_corpus.py OUT_FOLDER
+"""
+import os
+import sys
+
+import h5py
+import numpy as np
+
+
+def write(path, images, labels=None, libver="earliest", **options):
+    with h5py.File(path, "w", libver=libver) as f:
+        f.create_dataset("images", data=images, **options)
+        if labels is not None:
+            f.create_dataset("labels", data=labels)
+
+
+def main():
+    out = sys.argv[1]
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(0)
+    gray = rng.integers(0, 256, size=(5, 4, 4, 1), dtype=np.uint8)
+    color = rng.integers(0, 256, size=(3, 4, 4, 3), dtype=np.uint8)
+    floats = rng.random(size=(4, 4, 4, 1), dtype=np.float32)
+    labels = np.arange(5, dtype=np.int64)
+
+    write(f"{out}/uint8-chunked-gzip-labels.h5", gray, labels, chunks=(2, 4, 4, 1), compression="gzip")
+    write(f"{out}/uint8-chunked.h5", gray, chunks=(2, 4, 4, 1))
+    write(f"{out}/uint8-contiguous-labels.h5", gray, labels.astype(np.int32))
+    write(f"{out}/uint8-rgb-shuffle-gzip.h5", color, np.array([1, 0, 1], dtype=np.uint8),
+          chunks=(1, 4, 4, 3), compression="gzip", shuffle=True)
+    write(f"{out}/float32-contiguous.h5", floats)
+    write(f"{out}/float32-chunked-gzip-labels.h5", floats, labels[:4], chunks=(4, 4, 4, 1), compression="gzip")
+    write(f"{out}/uint8-latest-format-labels.h5", gray, labels, libver="latest",
+          chunks=(2, 4, 4, 1), compression="gzip")
+    write(f"{out}/uint8-latest-format-contiguous.h5", gray, libver="latest")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+# A small cluster of "hosts" on this machine, for the multi-host tests (sourced by
+# scripts/cluster_test.sh and scripts/fault_matrix.sh; needs root, iproute2 and OpenMPI).
+#
+# Each host is a network namespace with its own loopback and one interface, eth0, with an address
+# on a private test subnet (10.77.0.0/24 unless CLUSTER_SUBNET says otherwise); the interfaces are
+# joined by veth pairs to a bridge that lives in a further namespace (the "switch"), so cutting a
+# host's cable is `ip -n <switch> link set p<i> down`. Each host also gets its own host name (a UTS
+# namespace per command), so OpenMPI's per-host session folders do not collide.
+#
+# OpenMPI starts its daemons on the other hosts with an rsh agent that runs the command inside
+# that host's namespace with `ip netns exec` and a clean environment, as ssh would; mpirun itself
+# runs on host 0. Ranks talk over TCP on the test subnet only (btl tcp,self; oob and btl
+# restricted to the subnet).
+#
+#   cluster_up N          creates hosts 0..N-1 (sets CLUSTER_HOSTS, the comma-separated addresses)
+#   cluster_mpirun ARGS   mpirun on host 0 across all hosts, one slot each, with CLUSTER_MCA
+#   cluster_cut I         takes host I's link down at the switch; cluster_restore I brings it back
+#   cluster_pids          PIDs of every process in the cluster's namespaces
+#   cluster_down          kills what still runs in the namespaces and deletes them (idempotent)
+
+CLUSTER_SUBNET=${CLUSTER_SUBNET:-10.77.0}
+CLUSTER_TCP_RETRIES2=${CLUSTER_TCP_RETRIES2:-5}
+CLUSTER_ID=vq$$
+CLUSTER_SWITCH=$CLUSTER_ID-sw
+CLUSTER_SIZE=0
+CLUSTER_HOSTS=
+CLUSTER_DIR=
+
+# OpenMPI settings for a job across the namespaces (see docs/reliability.md):
+# - btl tcp,self and the subnet for btl and oob: ranks use the test network, as on separate hosts;
+# - oob_tcp_keepalive_*: mpirun and its daemons notice a daemon whose host went silent after
+#   5 + 2 x 3 = 11 s instead of OpenMPI's default 300 + 20 x 9 = 480 s; the MPI traffic itself
+#   (btl tcp) has no keepalive setting in OpenMPI 4.1, which is what `vqvae train --watchdog` is for.
+# Keepalive only probes idle connections: one with data in flight to a vanished host waits for the
+# kernel's retransmission limit, net.ipv4.tcp_retries2 (15, about 15 minutes, by default); each
+# host namespace sets it to CLUSTER_TCP_RETRIES2 (default 5, about 13 s).
+cluster_mca() {
+    echo --mca btl tcp,self \
+        --mca btl_tcp_if_include "$CLUSTER_SUBNET.0/24" --mca oob_tcp_if_include "$CLUSTER_SUBNET.0/24" \
+        --mca oob_tcp_keepalive_time 5 --mca oob_tcp_keepalive_intvl 2 --mca oob_tcp_keepalive_probes 3
+}
+
+cluster_fail() {
+    echo "error: $*" >&2
+    exit 2
+}
+
+cluster_up() {
+    local count=$1 i
+    [ "$(id -u)" -eq 0 ] || cluster_fail "the cluster tests need root (network namespaces); run as root"
+    for tool in ip unshare mpirun; do
+        command -v $tool >/dev/null || cluster_fail "'$tool' is not installed (scripts/install_dependencies.sh installs iproute2 and OpenMPI)"
+    done
+    CLUSTER_DIR=$(mktemp -d /tmp/vqvae-cluster.XXXXXX)
+    ip netns add "$CLUSTER_SWITCH" 2>"$CLUSTER_DIR/netns.err" ||
+        cluster_fail "cannot create a network namespace ($(cat "$CLUSTER_DIR/netns.err")); the cluster tests need root with CAP_SYS_ADMIN and CAP_NET_ADMIN"
+    CLUSTER_SIZE=$count
+    ip -n "$CLUSTER_SWITCH" link set lo up
+    ip -n "$CLUSTER_SWITCH" link add br0 type bridge || cluster_fail "cannot create a bridge in $CLUSTER_SWITCH"
+    ip -n "$CLUSTER_SWITCH" link set br0 up
+    local hosts=() map=""
+    for ((i = 0; i < count; i++)); do
+        local ns=$CLUSTER_ID-h$i address=$CLUSTER_SUBNET.$((i + 1))
+        ip netns add "$ns" || cluster_fail "cannot create network namespace $ns"
+        ip link add eth0 netns "$ns" type veth peer name "p$i" netns "$CLUSTER_SWITCH" ||
+            cluster_fail "cannot create a veth pair for $ns"
+        ip -n "$CLUSTER_SWITCH" link set "p$i" master br0
+        ip -n "$CLUSTER_SWITCH" link set "p$i" up
+        ip -n "$ns" link set lo up
+        ip -n "$ns" addr add "$address/24" dev eth0
+        ip -n "$ns" link set eth0 up
+        # TCP gives up on a connection with unacknowledged data after ~13 s instead of ~15 min
+        # (per host; see cluster_mca and docs/reliability.md).
+        ip netns exec "$ns" sysctl -qw net.ipv4.tcp_retries2="$CLUSTER_TCP_RETRIES2"
+        hosts+=("$address")
+        map+="    $address) ns=$ns name=host$i ;;"$'\n'
+    done
+    CLUSTER_HOSTS=$(IFS=,; echo "${hosts[*]}")
+    # The rsh agent: `agent HOST COMMAND...` runs COMMAND on HOST, like `ssh HOST COMMAND...`.
+    cat >"$CLUSTER_DIR/agent" <<EOF
+#!/bin/sh
+host=\$1; shift
+case \$host in
+$map    *) echo "rsh agent: unknown host \$host" >&2; exit 255 ;;
+esac
+exec ip netns exec "\$ns" unshare --uts env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME=/root \\
+    /bin/sh -c 'hostname "\$0" && exec /bin/sh -c "\$1"' "\$name" "\$*"
+EOF
+    chmod +x "$CLUSTER_DIR/agent"
+    # Host 0 must reach every other host before anything starts (a refused connection is an answer).
+    for ((i = 1; i < count; i++)); do
+        local tries=0 answer
+        while :; do
+            answer=$(ip netns exec "$CLUSTER_ID-h0" timeout 1 bash -c "exec 3<>/dev/tcp/$CLUSTER_SUBNET.$((i + 1))/9" 2>&1) && break
+            grep -q refused <<<"$answer" && break
+            tries=$((tries + 1))
+            [ $tries -lt 30 ] || cluster_fail "host 0 cannot reach $CLUSTER_SUBNET.$((i + 1)) on the test subnet"
+            sleep 0.1
+        done
+    done
+}
+
+cluster_mpirun() {
+    ip netns exec "$CLUSTER_ID-h0" unshare --uts /bin/sh -c 'hostname host0 && exec "$@"' sh \
+        mpirun --host "$CLUSTER_HOSTS" -np "$CLUSTER_SIZE" --bind-to none --mca plm_rsh_agent "$CLUSTER_DIR/agent" \
+        $(cluster_mca) "$@"
+}
+
+cluster_cut() { ip -n "$CLUSTER_SWITCH" link set "p$1" down; }
+cluster_restore() { ip -n "$CLUSTER_SWITCH" link set "p$1" up; }
+
+cluster_pids() {
+    local i
+    for ((i = 0; i < CLUSTER_SIZE; i++)); do ip netns pids "$CLUSTER_ID-h$i" 2>/dev/null; done
+}
+
+cluster_down() {
+    local i pid
+    for pid in $(cluster_pids); do kill -9 "$pid" 2>/dev/null; done
+    for ((i = 0; i < CLUSTER_SIZE; i++)); do ip netns del "$CLUSTER_ID-h$i" 2>/dev/null; done
+    ip netns del "$CLUSTER_SWITCH" 2>/dev/null
+    CLUSTER_SIZE=0
+    [ -n "$CLUSTER_DIR" ] && rm -rf "$CLUSTER_DIR"
+    CLUSTER_DIR=
+    return 0
+}
