@@ -16,8 +16,9 @@ import Foundation
 ///   default (`AlphaRule.ignore`): the stored colour is kept whatever its opacity, as Pillow's
 ///   `convert("RGB")` does. `AlphaRule.composite(background:)` blends onto a gray level instead.
 /// - **Bit depth.** 1, 2 and 4-bit samples are scaled to 0...255 (`v * 255 / (2^bits - 1)`);
-///   16-bit samples to `round(v * 255 / 65535)`. Samples are taken as sRGB-encoded; libpng
-///   re-encodes only a file whose gAMA chunk declares a gamma clearly different from sRGB's.
+///   16-bit samples to `round(v * 255 / 65535)`. Samples are taken as sRGB-encoded, also in a
+///   file with a gAMA chunk of 1/2.2; libpng re-encodes to sRGB only a file whose gAMA declares a
+///   clearly different gamma (e.g. 1.0, linear light), which Pillow would read unchanged.
 public struct PNGImage: Equatable, Sendable {
     public let height: Int
     public let width: Int

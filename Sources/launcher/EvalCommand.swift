@@ -84,68 +84,23 @@ final class Evaluation {
         for path in [options.reconOut, options.gridOut].compactMap({ $0 }) { try checkWritable(path) }
         let total = options.limit > 0 ? min(options.limit, dataset.count) : dataset.count
         let share = shard(total, rank: communicator.rank, size: communicator.size)
-        let elements = trained.imageElements, positions = trained.model.latentCount
-        let chunk = options.batch
-        let clean = FloatBuffer(count: chunk * elements), damaged = FloatBuffer(count: chunk * elements)
-        let output = FloatBuffer(count: chunk * elements)
-        let scratch = FloatBuffer(count: CorruptionPipeline.scratchCount(height: c.height, width: c.width, channels: c.channels))
-        let codes = UnsafeMutableBufferPointer<Int32>.allocate(capacity: chunk * positions)
-        defer { codes.deallocate() }
-        let counts = FloatBuffer(count: c.model == .vqvae ? c.codes : 0)
+        let elements = trained.imageElements
         let kept = FloatBuffer(count: options.reconOut != nil ? share.count * elements : 0)
-        var sums = EvaluationSums()
         var grid: [[PNGImage]] = []
-
-        var start = share.lowerBound
-        while start < share.upperBound {
-            let n = min(chunk, share.upperBound - start)
-            try dataset.read(indices: Array(start..<(start + n)), into: clean.pointer)
-            let input: UnsafePointer<Float>
-            if corruptions.isEmpty {
-                input = UnsafePointer(clean.pointer)
-            } else {
-                damaged.pointer.update(from: clean.pointer, count: n * elements)
-                for j in 0..<n {
-                    corruptions.apply(to: damaged.pointer + j * elements, height: c.height, width: c.width, channels: c.channels,
-                                      seed: options.seed, epoch: 0, sampleIndex: start + j, scratch: scratch.pointer)
-                }
-                input = UnsafePointer(damaged.pointer)
-            }
-            trained.reconstruct(input, count: n, into: output.pointer, codes: codes.baseAddress!)
-            for buffer in [clean, damaged, output] { unitPixels(buffer.pointer, count: n * elements) }
+        let measured = try measureImages(model: trained.model, dataset: dataset, range: share, corruptions: corruptions,
+                                         seed: options.seed) { start, n, clean, damaged, output in
             if options.reconOut != nil {
-                (kept.pointer + (start - share.lowerBound) * elements).update(from: output.pointer, count: n * elements)
+                (kept.pointer + (start - share.lowerBound) * elements).update(from: output, count: n * elements)
             }
-            let reference = UnsafeBufferPointer(start: clean.pointer, count: n * elements)
-            let qualities = try ImageMetrics.qualities(UnsafeBufferPointer(start: output.pointer, count: n * elements), reference,
-                                                       count: n, height: c.height, width: c.width, channels: c.channels, quantize: true)
-            for q in qualities {
-                sums.values[0] += q.meanSquaredError
-                sums.values[1] += min(q.peakSignalToNoiseRatio, Self.psnrCap)
-                sums.values[2] += q.structuralSimilarity
-            }
-            if !corruptions.isEmpty {
-                let inputs = try ImageMetrics.qualities(UnsafeBufferPointer(start: damaged.pointer, count: n * elements), reference,
-                                                        count: n, height: c.height, width: c.width, channels: c.channels, quantize: true)
-                for q in inputs {
-                    sums.values[3] += min(q.peakSignalToNoiseRatio, Self.psnrCap)
-                    sums.values[4] += q.structuralSimilarity
-                }
-            }
-            sums.values[5] += Double(n)
-            if c.model == .vqvae { for p in 0..<(n * positions) { counts[Int(codes[p])] += 1 } }
             if communicator.isRoot && options.gridOut != nil && grid.count < options.gridImages {
-                for j in 0..<min(n, options.gridImages - grid.count) {
-                    var row = [try png(clean.pointer + j * elements, c)]
-                    if !corruptions.isEmpty { row.append(try png(damaged.pointer + j * elements, c)) }
-                    row.append(try png(output.pointer + j * elements, c))
-                    grid.append(row)
-                }
+                grid += try gridRows(clean: clean, damaged: damaged, output: output, count: min(n, options.gridImages - grid.count),
+                                     configuration: c)
             }
-            start += n
         }
-
+        var sums = measured.sums
+        let counts = measured.codeCounts
         try sums.values.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0.baseAddress!, count: EvaluationSums.count) }
+        let corrupted = !corruptions.isEmpty
         if counts.count > 0 { try communicator.allReduceSum(counts.pointer, count: counts.count) }
         if let reconOut = options.reconOut {
             let sizes = (0..<communicator.size).map { shard(total, rank: $0, size: communicator.size).count * elements }
@@ -160,9 +115,9 @@ final class Evaluation {
         if let gridOut = options.gridOut, communicator.isRoot, !grid.isEmpty {
             try ImageGrid.compose(rows: grid).write(to: gridOut)
         }
-        withExtendedLifetime((clean, damaged, output, scratch, kept)) {}
+        withExtendedLifetime(kept) {}
         guard communicator.isRoot else { return }
-        report(sums: sums.values, counts: counts, trained: trained, images: total, corrupted: !corruptions.isEmpty)
+        report(sums: sums.values, counts: counts, trained: trained, images: total, corrupted: corrupted)
     }
 
     func report(sums: [Double], counts: FloatBuffer, trained: TrainedModel, images: Int, corrupted: Bool) {
@@ -206,6 +161,78 @@ final class Evaluation {
         line("perplexity", "perplexity", "%.1f")
         if let used = result["codes_used"] as? Int { console.info("codes used    \(used) of \(trained.configuration.codes)") }
         line("bits/pixel", "bpp", "%.4f")
+    }
+}
+
+/// Figures of one rank's share of an evaluation: `EvaluationSums` and the code counts (VQ-VAE).
+struct MeasuredShare {
+    var sums = EvaluationSums()
+    var codeCounts: FloatBuffer
+}
+
+/// Runs `model` (in evaluation mode, in chunks of its `maxBatch`) over the images `range` of
+/// `dataset`, damaged by `corruptions` (keyed by `seed` and the image index), and sums MSE, PSNR and
+/// SSIM of the reconstruction against the clean image on 8-bit-clipped [0, 1] pixels (and of the
+/// damaged input, when there are corruptions). `visit(start, n, clean, damaged, output)` sees each
+/// chunk with pixels in [0, 1] (`damaged` nil without corruptions).
+func measureImages(
+    model: VQVAE, dataset: ImageDataset, range: Range<Int>, corruptions: CorruptionPipeline, seed: UInt64,
+    visit: (Int, Int, UnsafePointer<Float>, UnsafePointer<Float>?, UnsafePointer<Float>) throws -> Void = { _, _, _, _, _ in }
+) throws -> MeasuredShare {
+    let c = model.configuration
+    let elements = model.imageCount, positions = model.latentCount, chunk = model.maxBatch
+    let clean = FloatBuffer(count: chunk * elements), damaged = FloatBuffer(count: chunk * elements)
+    let output = FloatBuffer(count: chunk * elements)
+    let scratch = FloatBuffer(count: CorruptionPipeline.scratchCount(height: c.height, width: c.width, channels: c.channels))
+    var result = MeasuredShare(codeCounts: FloatBuffer(count: c.model == .vqvae ? c.codes : 0))
+    var start = range.lowerBound
+    while start < range.upperBound {
+        let n = min(chunk, range.upperBound - start)
+        try dataset.read(indices: Array(start..<(start + n)), into: clean.pointer)
+        var input = UnsafePointer(clean.pointer)
+        if !corruptions.isEmpty {
+            damaged.pointer.update(from: clean.pointer, count: n * elements)
+            for j in 0..<n {
+                corruptions.apply(to: damaged.pointer + j * elements, height: c.height, width: c.width, channels: c.channels,
+                                  seed: seed, epoch: 0, sampleIndex: start + j, scratch: scratch.pointer)
+            }
+            input = UnsafePointer(damaged.pointer)
+        }
+        model.forward(images: input, batch: n, training: false)
+        output.pointer.update(from: model.reconstruction.pointer, count: n * elements)
+        if c.model == .vqvae { for p in 0..<(n * positions) { result.codeCounts[Int(model.codeIndices[p])] += 1 } }
+        for buffer in [clean, damaged, output] { unitPixels(buffer.pointer, count: n * elements) }
+        let reference = UnsafeBufferPointer(start: clean.pointer, count: n * elements)
+        for q in try ImageMetrics.qualities(UnsafeBufferPointer(start: output.pointer, count: n * elements), reference,
+                                            count: n, height: c.height, width: c.width, channels: c.channels, quantize: true) {
+            result.sums.values[0] += q.meanSquaredError
+            result.sums.values[1] += min(q.peakSignalToNoiseRatio, Evaluation.psnrCap)
+            result.sums.values[2] += q.structuralSimilarity
+        }
+        if !corruptions.isEmpty {
+            for q in try ImageMetrics.qualities(UnsafeBufferPointer(start: damaged.pointer, count: n * elements), reference,
+                                                count: n, height: c.height, width: c.width, channels: c.channels, quantize: true) {
+                result.sums.values[3] += min(q.peakSignalToNoiseRatio, Evaluation.psnrCap)
+                result.sums.values[4] += q.structuralSimilarity
+            }
+        }
+        result.sums.values[5] += Double(n)
+        try visit(start, n, clean.pointer, corruptions.isEmpty ? nil : UnsafePointer(damaged.pointer), output.pointer)
+        start += n
+    }
+    withExtendedLifetime((clean, damaged, output, scratch)) {}
+    return result
+}
+
+/// PNG rows original | damaged | reconstruction of the first `count` images of a chunk.
+func gridRows(clean: UnsafePointer<Float>, damaged: UnsafePointer<Float>?, output: UnsafePointer<Float>, count: Int,
+              configuration c: ModelConfiguration) throws -> [[PNGImage]] {
+    let elements = c.height * c.width * c.channels
+    return try (0..<count).map { j in
+        var row = [try png(clean + j * elements, c)]
+        if let damaged { row.append(try png(damaged + j * elements, c)) }
+        row.append(try png(output + j * elements, c))
+        return row
     }
 }
 

@@ -12,7 +12,7 @@ struct VQVAECommand: ParsableCommand {
         Run as a plain process (one rank) or under `mpirun -np W` / `srun`: every rank trains the
         same model on its share of each global batch.
         """,
-        subcommands: [Train.self, Eval.self, Encode.self, Decode.self, Inspect.self, Bench.self])
+        subcommands: [Train.self, Eval.self, Restore.self, Encode.self, Decode.self, Probe.self, Inspect.self, Bench.self])
 
     static func main() {
         ProcessEnvironment.prepare()

@@ -104,6 +104,15 @@ struct Train: ParsableCommand {
     var deadCodeThreshold = 0.0
     @Option(name: .customLong("log-every"), help: "Print and record metrics every N steps.")
     var logEvery = 50
+    @Option(help: ArgumentHelp("HDF5 dataset evaluated during training (MSE, PSNR, SSIM on 8-bit pixels; damaged by --corrupt like the training input).",
+                               discussion: "Each rank evaluates a share; the figures go to the log and to metrics.jsonl as val_mse, val_psnr, val_ssim (and val_input_psnr, val_input_ssim with --corrupt)."))
+    var val: String?
+    @Option(name: .customLong("val-every"), help: "Evaluate --val every N steps (and at the end).")
+    var valEvery = 500
+    @Option(name: .customLong("val-limit"), help: "Evaluate only the first N images of --val (0 = all).")
+    var valLimit = 1000
+    @Option(name: .customLong("sample-every"), help: "Every N steps (and at the end) write a PNG grid original | damaged | reconstruction of the first images of --val (or of the training data) to <out>/samples/ (0 = off).")
+    var sampleEvery = 0
     @Option(name: .customLong("checkpoint-every"), help: "Write a checkpoint every N steps (0: only at the end).")
     var checkpointEvery = 500
     @Option(help: ArgumentHelp("Continue a run: 'auto' (the newest valid checkpoint in <out>/checkpoints, or a fresh start) or a checkpoint's path.",

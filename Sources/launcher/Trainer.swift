@@ -83,6 +83,8 @@ final class Trainer {
     /// The checkpoint this run continues from (`--resume`), chosen on rank 0; nil on other ranks
     /// and for a fresh start.
     let resumePath: String?
+    /// `--val`, opened and checked before training starts.
+    let validationSet: ImageDataset?
     let resuming: Bool
     /// `--watchdog`: ends this rank when a phase of training stalls (nil with `--watchdog 0`).
     let watchdog: Watchdog?
@@ -143,6 +145,21 @@ final class Trainer {
                 throw TrainingError("--dead-code-threshold re-seeds the EMA codebook; it needs --model vqvae --codebook ema")
             }
         }
+        if let val = options.val {
+            let validation = try ImageDataset(paths: [val], imagesKey: options.imagesKey)
+            let m = settings.model
+            guard (validation.height, validation.width, validation.channels) == (m.height, m.width, m.channels) else {
+                throw TrainingError("--val \(val) holds \(validation.height)x\(validation.width)x\(validation.channels) images; the model trains on \(m.height)x\(m.width)x\(m.channels)")
+            }
+            guard m.height >= ImageMetrics.ssimWindow && m.width >= ImageMetrics.ssimWindow else {
+                throw TrainingError("--val reports SSIM, which needs images of at least \(ImageMetrics.ssimWindow)x\(ImageMetrics.ssimWindow) pixels")
+            }
+            guard options.valEvery >= 1, options.valLimit >= 0 else { throw TrainingError("--val-every must be at least 1 and --val-limit not negative") }
+            validationSet = validation
+        } else {
+            validationSet = nil
+        }
+        guard options.sampleEvery >= 0 else { throw TrainingError("--sample-every must not be negative") }
         if options.kmeansInit && settings.model.model != .vqvae {
             throw TrainingError("--kmeans-init initialises a codebook; --model \(settings.model.model.rawValue) has none")
         }
@@ -336,6 +353,12 @@ final class Trainer {
                 windowStart = now
                 windowSteps = 0
             }
+            if validationSet != nil && (done % options.valEvery == 0 || done == options.steps || stopping) {
+                try validate(step: done, metrics: metrics)
+            }
+            if options.sampleEvery > 0 && (done % options.sampleEvery == 0 || done == options.steps || stopping) {
+                try writeSamples(step: done)
+            }
             if (options.checkpointEvery > 0 && done % options.checkpointEvery == 0) || done == options.steps || stopping {
                 if let path = try writeCheckpoint(step: done) { lastCheckpoint = path }
             }
@@ -410,6 +433,46 @@ final class Trainer {
         }
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
         try communicator.broadcast(quantizer.emaState.pointer, count: quantizer.emaState.count)
+    }
+
+    /// `--val`: every rank evaluates its share of the first `--val-limit` images (damaged by the
+    /// training corruptions, keyed by the run's seed); rank 0 logs the reduced figures.
+    func validate(step: Int, metrics: FileHandle?) throws {
+        guard let validationSet else { return }
+        let total = options.valLimit > 0 ? min(options.valLimit, validationSet.count) : validationSet.count
+        let share = shard(total, rank: communicator.rank, size: communicator.size)
+        var sums = try measureImages(model: model, dataset: validationSet, range: share, corruptions: corruptions, seed: seed).sums.values
+        try sums.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0.baseAddress!, count: EvaluationSums.count) }
+        let n = max(sums[5], 1)
+        var record: [String: Any] = ["step": step, "val_mse": sums[0] / n, "val_psnr": sums[1] / n, "val_ssim": sums[2] / n,
+                                     "val_images": total]
+        var line = String(format: "val step %d: mse %.5f  psnr %.2f dB  ssim %.4f", step, sums[0] / n, sums[1] / n, sums[2] / n)
+        if !corruptions.isEmpty {
+            record["val_input_psnr"] = sums[3] / n
+            record["val_input_ssim"] = sums[4] / n
+            line += String(format: "  (damaged input: psnr %.2f dB  ssim %.4f)", sums[3] / n, sums[4] / n)
+        }
+        console.info(line + " on \(total) images")
+        if let metrics, let data = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) {
+            metrics.write(data + Data([0x0A]))
+        }
+    }
+
+    /// `--sample-every`: rank 0 writes `<out>/samples/step-XXXXXXXX.png`, rows original | damaged |
+    /// reconstruction of the first images of `--val` (or of the training data).
+    func writeSamples(step: Int) throws {
+        guard communicator.isRoot else { return }
+        let source = validationSet ?? dataset
+        let count = min(8, source.count, model.maxBatch)
+        let folder = options.out + "/samples"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var rows: [[PNGImage]] = []
+        _ = try measureImages(model: model, dataset: source, range: 0..<count, corruptions: corruptions, seed: seed) {
+            _, n, clean, damaged, output in
+            rows += try gridRows(clean: clean, damaged: damaged, output: output, count: n, configuration: model.configuration)
+        }
+        let name = String(Checkpoint.fileName(step: Int64(step)).dropLast(3)) + ".png"
+        try ImageGrid.compose(rows: rows).write(to: folder + "/" + name)
     }
 
     /// Candidates for dead-code restart on rank 0: the encoder outputs of the whole global batch.

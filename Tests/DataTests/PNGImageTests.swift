@@ -54,7 +54,7 @@ final class PNGImageTests: XCTestCase {
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
-    def raw_png(path, array, bit_depth, color_type, interlace=False):
+    def raw_png(path, array, bit_depth, color_type, interlace=False, extra=b""):
         """A minimal PNG encoder (filter 0), with Adam7 interlacing on request."""
         h, w = array.shape[:2]
         dtype = ">u2" if bit_depth == 16 else "u1"
@@ -68,7 +68,7 @@ final class PNGImageTests: XCTestCase {
             data = scanlines(array)
         header = struct.pack(">IIBBBBB", w, h, bit_depth, color_type, 0, 0, 1 if interlace else 0)
         with open(path, "wb") as f:
-            f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(data))
+            f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra + chunk(b"IDAT", zlib.compress(data))
                     + chunk(b"IEND", b""))
 
     def from16(v):
@@ -143,6 +143,10 @@ final class PNGImageTests: XCTestCase {
     assert (np.asarray(Image.open(f"{out}/rgb8_interlaced.png")) == interlaced).all()
     save("rgb8_interlaced", interlaced)
 
+    # gAMA 1/2.2 (what many editors write) is taken as sRGB: the stored values are kept.
+    raw_png(f"{out}/gray8_gamma.png", gray, 8, 0, extra=chunk(b"gAMA", struct.pack(">I", 45455)))
+    save("gray8_gamma", gray)
+
     # IHDR's bit depth and colour type: the files really are in the modes named.
     for name, depth, kind in [("gray1", 1, 0), ("palette4", 4, 3), ("palette", 8, 3), ("gray16", 16, 0),
                               ("gray_alpha", 8, 4), ("rgba16", 16, 6), ("gray_alpha16", 16, 4)]:
@@ -160,7 +164,7 @@ final class PNGImageTests: XCTestCase {
         try python(Self.writeFixtures, [dir])
         let manifest = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/manifest.json"))) as? [String: [Int]]
         let cases = try XCTUnwrap(manifest)
-        XCTAssertEqual(cases.count, 13, "fixture files")
+        XCTAssertEqual(cases.count, 14, "fixture files")
         for (name, shape) in cases.sorted(by: { $0.key < $1.key }) {
             let image = try PNGImage.read(path: "\(dir)/\(name).png")
             XCTAssertEqual([image.height, image.width, image.channels], shape, name)

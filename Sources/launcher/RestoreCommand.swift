@@ -1,0 +1,207 @@
+import ArgumentParser
+import Data
+import Foundation
+import Model
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Restore damaged images with a trained model (denoising, inpainting, deblurring, brightening).",
+        discussion: """
+        --input is an HDF5 dataset (`images` (N, H, W, C)), a PNG file or a folder of PNG files; \
+        --out is the same kind (HDF5 output holds uint8 images). Images of another size than the \
+        model's training size are restored in overlapping tiles of that size, blended with a \
+        raised-cosine window so that no seams appear (--whole runs the fully convolutional model on \
+        the whole image at once instead, when its sides are multiples of 2^down). --corrupt damages \
+        clean input first, for demonstrations; --damaged-out keeps that damaged input.
+        """)
+
+    @Option(help: "Checkpoint (HDF5) of a model trained for restoration (train --corrupt ...).")
+    var checkpoint: String
+    @Option(help: "Images to restore: an HDF5 dataset file, a PNG file or a folder of PNG files.")
+    var input: String
+    @Option(help: "Where to write the restored images: the same kind as --input.")
+    var out: String
+    @Option(help: "Damage the input first, e.g. noise:0.1 or mask:0.25 (the same syntax as train --corrupt).")
+    var corrupt = ""
+    @Option(name: .customLong("damaged-out"), help: "With --corrupt: also write the damaged input here (same kind as --out).")
+    var damagedOut: String?
+    @Option(help: "Seed of the corruption's random streams.")
+    var seed: UInt64 = 1
+    @Option(help: "Least overlap in pixels between neighbouring tiles (default: a quarter of the tile).")
+    var overlap: Int?
+    @Flag(help: "Run the model on each whole image at once instead of tiles (sides must be multiples of 2^down).")
+    var whole = false
+    @Option(help: "Tiles per forward pass.")
+    var batch = 32
+    @Option(name: .customLong("images-key"), help: "Name of the images dataset in an HDF5 input.")
+    var imagesKey = "images"
+
+    func run() throws {
+        try reportingErrors { try Restoration(options: self).run() }
+    }
+}
+
+/// One image `[H, W, C]` with pixels in [0, 1].
+struct UnitImage {
+    var height: Int
+    var width: Int
+    var channels: Int
+    var pixels: [Float]
+}
+
+final class Restoration {
+    let options: Restore
+    let corruptions: CorruptionPipeline
+    let trained: TrainedModel
+    /// Models for whole-image runs, by image size.
+    private var wholeModels: [String: VQVAE] = [:]
+
+    init(options: Restore) throws {
+        self.options = options
+        corruptions = try CorruptionPipeline(spec: options.corrupt)
+        if options.damagedOut != nil && corruptions.isEmpty {
+            throw TrainingError("--damaged-out needs --corrupt (there is no damage to keep)")
+        }
+        trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
+        if let overlap = options.overlap, overlap < 0 || overlap >= trained.configuration.height {
+            throw TrainingError("--overlap must be in 0..<\(trained.configuration.height) (the tile size)")
+        }
+    }
+
+    enum Kind { case hdf5, png, folder }
+
+    /// What `path` names: an existing folder, an `.h5`/`.hdf5` file, a `.png` file, or (for an
+    /// output that does not exist yet) a folder when the name has no extension.
+    static func kind(of path: String, mustExist: Bool) throws -> Kind {
+        var isFolder: ObjCBool = false
+        let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
+        if mustExist && !exists { throw TrainingError("--input \(path): no such file or folder") }
+        if exists && isFolder.boolValue { return .folder }
+        let lower = path.lowercased()
+        if lower.hasSuffix(".h5") || lower.hasSuffix(".hdf5") { return .hdf5 }
+        if lower.hasSuffix(".png") { return .png }
+        if !exists && !(lower as NSString).lastPathComponent.contains(".") { return .folder }
+        throw TrainingError("\(path): expected an HDF5 file (.h5), a PNG file (.png) or a folder of PNG files")
+    }
+
+    func run() throws {
+        let inputKind = try Self.kind(of: options.input, mustExist: true)
+        let outputKind = try Self.kind(of: options.out, mustExist: false)
+        guard inputKind == outputKind else {
+            throw TrainingError("--out \(options.out) must be the same kind as --input \(options.input) (HDF5 file, PNG file or folder)")
+        }
+        let started = monotonicSeconds()
+        var restoredCount = 0
+        switch inputKind {
+        case .png:
+            for path in [options.out, options.damagedOut].compactMap({ $0 }) { try checkWritable(path) }
+            let image = try readPNG(options.input)
+            let (damaged, restored) = try restore(image, index: 0)
+            try writePNG(restored, to: options.out)
+            if let damagedOut = options.damagedOut { try writePNG(damaged, to: damagedOut) }
+            restoredCount = 1
+        case .folder:
+            let names = try FileManager.default.contentsOfDirectory(atPath: options.input)
+                .filter { $0.lowercased().hasSuffix(".png") }.sorted()
+            guard !names.isEmpty else { throw TrainingError("--input \(options.input): no .png files in this folder") }
+            for folder in [options.out, options.damagedOut].compactMap({ $0 }) {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            }
+            for (index, name) in names.enumerated() {
+                let (damaged, restored) = try restore(try readPNG(options.input + "/" + name), index: index)
+                try writePNG(restored, to: options.out + "/" + name)
+                if let damagedOut = options.damagedOut { try writePNG(damaged, to: damagedOut + "/" + name) }
+            }
+            restoredCount = names.count
+        case .hdf5:
+            for path in [options.out, options.damagedOut].compactMap({ $0 }) { try checkWritable(path) }
+            let dataset = try ImageDataset(paths: [options.input], imagesKey: options.imagesKey)
+            try dataset.checkFitsInMemory(batch: 1, bytesPerImageElement: 64)
+            let elements = dataset.imageElements
+            let c = trained.configuration
+            guard dataset.channels == c.channels else {
+                throw TrainingError("--input holds \(dataset.channels)-channel images; the model was trained on \(c.channels)")
+            }
+            var restoredBytes = [UInt8](), damagedBytes = [UInt8]()
+            restoredBytes.reserveCapacity(dataset.count * elements)
+            var buffer = [Float](repeating: 0, count: elements)
+            for index in 0..<dataset.count {
+                try buffer.withUnsafeMutableBufferPointer { try dataset.read(indices: [index], into: $0.baseAddress!) }
+                let image = UnitImage(height: dataset.height, width: dataset.width, channels: dataset.channels,
+                                      pixels: buffer.map { $0 + 0.5 })
+                let (damaged, restored) = try restore(image, index: index)
+                restoredBytes += restored.pixels.map(PNGImage.quantize)
+                if options.damagedOut != nil { damagedBytes += damaged.pixels.map(PNGImage.quantize) }
+            }
+            let shape = [dataset.count, dataset.height, dataset.width, dataset.channels]
+            try OutputFile.writeByteImages(path: options.out, images: restoredBytes, shape: shape)
+            if let damagedOut = options.damagedOut { try OutputFile.writeByteImages(path: damagedOut, images: damagedBytes, shape: shape) }
+            restoredCount = dataset.count
+        }
+        print(String(format: "restored %d image(s) from %@ into %@ in %.2f s (%@)", restoredCount, options.input, options.out,
+                     monotonicSeconds() - started, options.whole ? "whole images" : "tiles of \(trained.configuration.height)x\(trained.configuration.width)"))
+    }
+
+    func readPNG(_ path: String) throws -> UnitImage {
+        let image = try PNGImage.read(path: path, channels: trained.configuration.channels)
+        return UnitImage(height: image.height, width: image.width, channels: image.channels, pixels: image.unitFloats)
+    }
+
+    func writePNG(_ image: UnitImage, to path: String) throws {
+        try PNGImage(unitFloats: image.pixels, height: image.height, width: image.width, channels: image.channels).write(to: path)
+    }
+
+    /// Damages (with --corrupt) and restores one image; returns the model's input and its output.
+    func restore(_ image: UnitImage, index: Int) throws -> (damaged: UnitImage, restored: UnitImage) {
+        var input = image.pixels.map { $0 - 0.5 }
+        if !corruptions.isEmpty {
+            var scratch = [Float](repeating: 0, count: CorruptionPipeline.scratchCount(height: image.height, width: image.width, channels: image.channels))
+            input.withUnsafeMutableBufferPointer { pixels in
+                scratch.withUnsafeMutableBufferPointer {
+                    corruptions.apply(to: pixels.baseAddress!, height: image.height, width: image.width, channels: image.channels,
+                                      seed: options.seed, epoch: 0, sampleIndex: index, scratch: $0.baseAddress!)
+                }
+            }
+        }
+        var output: [Float]
+        if options.whole {
+            output = try restoreWhole(input, height: image.height, width: image.width)
+        } else {
+            let c = trained.configuration
+            let plan = try TiledImage(height: image.height, width: image.width, channels: image.channels, tileSize: c.height,
+                                      overlap: options.overlap ?? c.height / 4)
+            let model = trained.model
+            output = try plan.process(input, batchSize: trained.batch) { tiles, count, results in
+                model.forward(images: tiles, batch: count, training: false)
+                results.update(from: model.reconstruction.pointer, count: count * model.imageCount)
+            }
+        }
+        let damaged = UnitImage(height: image.height, width: image.width, channels: image.channels, pixels: input.map { $0 + 0.5 })
+        for i in output.indices { output[i] += 0.5 }
+        return (damaged, UnitImage(height: image.height, width: image.width, channels: image.channels, pixels: output))
+    }
+
+    /// The fully convolutional model over the whole image: a model built for this size with the
+    /// checkpoint's parameters and codebook.
+    func restoreWhole(_ input: [Float], height: Int, width: Int) throws -> [Float] {
+        var c = trained.configuration
+        let factor = 1 << c.downsamplings
+        guard height % factor == 0, width % factor == 0 else {
+            throw TrainingError("--whole needs image sides that are multiples of 2^down = \(factor); this image is \(height)x\(width) (leave out --whole to restore in tiles)")
+        }
+        let key = "\(height)x\(width)"
+        let model: VQVAE
+        if let cached = wholeModels[key] {
+            model = cached
+        } else {
+            c.height = height
+            c.width = width
+            model = try VQVAE(configuration: c, maxBatch: 1)
+            model.parameters.values.copy(from: trained.model.parameters.values)
+            if let quantizer = model.quantizer, let source = trained.model.quantizer { quantizer.emaState.copy(from: source.emaState) }
+            wholeModels[key] = model
+        }
+        input.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, batch: 1, training: false) }
+        return Array(UnsafeBufferPointer(start: model.reconstruction.pointer, count: model.imageCount))
+    }
+}
