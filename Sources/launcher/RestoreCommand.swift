@@ -201,7 +201,7 @@ final class Restoration {
             if let quantizer = model.quantizer, let source = trained.model.quantizer { quantizer.emaState.copy(from: source.emaState) }
             wholeModels[key] = model
         }
-        input.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, batch: 1, training: false) }
+        _ = input.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, batch: 1, training: false) }
         return Array(UnsafeBufferPointer(start: model.reconstruction.pointer, count: model.imageCount))
     }
 }

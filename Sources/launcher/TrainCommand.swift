@@ -102,6 +102,8 @@ struct Train: ParsableCommand {
         "Re-seed codes whose EMA count falls below this from encoder outputs of the current global batch (0 = off).",
         discussion: "Chosen on rank 0 with a stream keyed by (seed, step) and broadcast, so every rank keeps the same codebook. A re-seeded code gets N_k = the threshold and M_k = N_k * e_k. Needs --model vqvae --codebook ema."))
     var deadCodeThreshold = 0.0
+    @Option(name: .customLong("time-budget"), help: "Stop after the step that ends SECONDS of training (checkpointing as at the end; 0 = no limit; --steps still bounds the run).")
+    var timeBudget = 0.0
     @Option(name: .customLong("log-every"), help: "Print and record metrics every N steps.")
     var logEvery = 50
     @Option(help: ArgumentHelp("HDF5 dataset evaluated during training (MSE, PSNR, SSIM on 8-bit pixels; damaged by --corrupt like the training input).",

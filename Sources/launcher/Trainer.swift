@@ -300,7 +300,8 @@ final class Trainer {
             }
             let done = step + 1
             let outcome = try runner.run(input: batch.input, target: batch.target, batch: local, number: done,
-                                         skipNonFinite: options.skipNonFinite, stopRequested: StopRequest.received)
+                                         skipNonFinite: options.skipNonFinite,
+                                         stopRequested: StopRequest.received || budgetReached(since: start))
             let loss = outcome.loss, stopping = outcome.stopRequested
             let statistics = model.quantizer?.batchStatistics
             var restarted = 0
@@ -363,7 +364,9 @@ final class Trainer {
                 if let path = try writeCheckpoint(step: done) { lastCheckpoint = path }
             }
             if stopping {
-                console.info("stopped by a signal after step \(done); continue with --resume auto")
+                console.info(StopRequest.received
+                    ? "stopped by a signal after step \(done); continue with --resume auto"
+                    : String(format: "time budget of %.0f s reached after step %d; continue with --resume auto", options.timeBudget, done))
                 break
             }
         }
@@ -433,6 +436,12 @@ final class Trainer {
         }
         try communicator.broadcast(model.parameters.values.pointer, count: model.parameters.count)
         try communicator.broadcast(quantizer.emaState.pointer, count: quantizer.emaState.count)
+    }
+
+    /// `--time-budget`: whether this rank's training time is used up (the ranks' flags are summed
+    /// with the step's loss, so all stop after the same step).
+    func budgetReached(since start: Double) -> Bool {
+        options.timeBudget > 0 && monotonicSeconds() - start >= options.timeBudget
     }
 
     /// `--val`: every rank evaluates its share of the first `--val-limit` images (damaged by the
