@@ -18,9 +18,32 @@ public final class Communicator {
     public let size: Int
     private let world: MPI_Comm
     private var finalized = false
+    /// Whether MPI was initialised: not for a plain process that no MPI launcher started, which is
+    /// a world of one without starting OpenMPI's singleton runtime (an `orted` process, a few
+    /// hundred milliseconds).
+    public let usesMPI: Bool
 
-    /// Initialises MPI (once per process).
+    /// Environment variables that MPI launchers set in every rank they start: OpenMPI's `mpirun`,
+    /// PMIx and PMI-2 launchers (`srun --mpi=pmix|pmi2`, Hydra) and Slurm.
+    static let launcherVariables = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID"]
+
+    /// Whether an MPI launcher started this process (or `VQVAE_MPI=1` asks for MPI anyway).
+    public static var startedByLauncher: Bool {
+        if let forced = getenv("VQVAE_MPI") { return String(cString: forced) == "1" }
+        return launcherVariables.contains { getenv($0) != nil }
+    }
+
+    /// Initialises MPI (once per process) when an MPI launcher started the process; otherwise
+    /// the world is this process alone and every collective is a no-op.
     public init() throws {
+        guard Communicator.startedByLauncher else {
+            world = CMPI_COMM_WORLD()
+            rank = 0
+            size = 1
+            usesMPI = false
+            return
+        }
+        usesMPI = true
         var provided: Int32 = 0
         var argc: Int32 = 0
         var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
@@ -74,7 +97,7 @@ public final class Communicator {
 
     /// Waits for every request to complete.
     public func wait(_ requests: inout [MPI_Request?]) throws {
-        guard !requests.isEmpty else { return }
+        guard usesMPI, !requests.isEmpty else { return }
         let count = Int32(requests.count)
         try requests.withUnsafeMutableBufferPointer {
             try Communicator.check(MPI_Waitall(count, $0.baseAddress, CMPI_STATUSES_IGNORE()), "MPI_Waitall")
@@ -85,7 +108,7 @@ public final class Communicator {
     /// calls); returns whether all have completed.
     @discardableResult
     public func test(_ requests: inout [MPI_Request?]) throws -> Bool {
-        guard !requests.isEmpty else { return true }
+        guard usesMPI, !requests.isEmpty else { return true }
         var done: Int32 = 0
         let count = Int32(requests.count)
         try requests.withUnsafeMutableBufferPointer {
@@ -162,6 +185,6 @@ public final class Communicator {
     public func finalize() {
         guard !finalized else { return }
         finalized = true
-        MPI_Finalize()
+        if usesMPI { MPI_Finalize() }
     }
 }
