@@ -287,7 +287,14 @@ def prepare_folder(out, args, path):
     for f in files:
         try:
             with image.open(os.path.join(root, *f)) as im:
-                im = ops.exif_transpose(im).convert(mode)
+                im = ops.exif_transpose(im)
+                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                    # 16-bit (or 32-bit integer) gray: Pillow's convert() clips at 255 instead of
+                    # scaling, so scale the full range to 8 bits first.
+                    wide = np.asarray(im, np.float64)
+                    top = 65535.0 if im.mode.startswith("I;16") or wide.max() <= 65535 else float(wide.max())
+                    im = image.fromarray(np.clip(np.rint(wide * 255.0 / top), 0, 255).astype(np.uint8), "L")
+                im = im.convert(mode)
         except (OSError, image.DecompressionBombError) as e:
             raise PrepError(f"cannot read image {os.path.join(path, *f)}: {e}")
         if size:
