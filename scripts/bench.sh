@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the standard benchmark configurations with `vqvae bench` and writes bench/results.md:
 # the default model at 32x32x3 (batch 32 per rank, 1 and 2 ranks, synthetic images), 64x64 photo
-# patches and MNIST 28x28x1 (real data), with the machine's CPU model and the date.
-# Environment: STEPS (timed steps, default 30), WARMUP (default 5).
+# patches and MNIST 28x28x1 (real data), with the machine's CPU model and the date; the time from
+# launch to the first training step on 50,000 32x32x3 images; and, when PyTorch is installed
+# (TORCH_PYTHON, default /opt/torchenv/bin/python), the same model and batch in PyTorch in the same
+# run: one process with 1 and 2 threads, and DistributedDataParallel with 2 processes.
+# Environment: STEPS (timed steps, default 30), WARMUP (default 5), TORCH_PYTHON.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STEPS=${STEPS:-30}
@@ -29,6 +32,45 @@ run photos64 2 --batch 32 --data data/photos64-train.h5
 run mnist28 1 --batch 32 --data data/mnist-train.h5
 run mnist28 2 --batch 32 --data data/mnist-train.h5
 
+# Launch to first step: 50,000 uint8 32x32x3 images (gzip-chunked as h5py writes them).
+[ -f data/bench50k.h5 ] || python3 -c '
+import h5py, numpy as np
+images = np.random.default_rng(0).integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8)
+with h5py.File("data/bench50k.h5", "w") as f:
+    f.create_dataset("images", data=images, chunks=(64, 32, 32, 3), compression="gzip")'
+python3 - "$results" <<'PY'
+import json, os, subprocess, sys, time
+rows = {}
+for ranks in (1, 2):
+    seconds = []
+    for trial in range(3):
+        out = os.path.join(sys.argv[1], f"first-step-{ranks}-{trial}")
+        prefix = ["mpirun", "-np", str(ranks), "--bind-to", "core"] if ranks > 1 else []
+        start = time.monotonic()
+        process = subprocess.Popen(prefix + [".build/release/vqvae", "train", "--data", "data/bench50k.h5", "--out", out,
+                                             "--steps", "2", "--log-every", "1"], stdout=subprocess.PIPE, text=True)
+        for line in process.stdout:
+            if line.startswith("step 1/"):
+                seconds.append(time.monotonic() - start)
+                break
+        process.wait()
+    rows[ranks] = seconds
+json.dump(rows, open(os.path.join(sys.argv[1], "first-step.json"), "w"))
+PY
+
+# PyTorch, side by side.
+TORCH_PYTHON=${TORCH_PYTHON:-/opt/torchenv/bin/python}
+if [ -x "$TORCH_PYTHON" ] && "$TORCH_PYTHON" -c "import torch" 2>/dev/null; then
+    for mode in "1 1" "1 2" "2 1"; do
+        set -- $mode
+        echo "bench: pytorch ($1 process(es) x $2 thread(s))" >&2
+        "$TORCH_PYTHON" scripts/bench_pytorch.py --ddp "$1" --threads "$2" --batch 32 --steps "$STEPS" --warmup "$WARMUP" \
+            2>/dev/null > "$results/pytorch-$1x$2.torch"
+    done
+else
+    echo "bench: PyTorch not found at $TORCH_PYTHON; skipping the side-by-side rows" >&2
+fi
+
 mkdir -p bench
 python3 - "$results" > bench/results.md <<'PY'
 import glob, json, os, platform, subprocess, sys, datetime
@@ -36,6 +78,9 @@ rows = {}
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
     name = os.path.basename(path)[:-5]
     rows[name] = json.load(open(path))
+first = rows.pop("first-step", None)
+torch_rows = {os.path.basename(p)[8:-6]: json.loads(open(p).read().strip().splitlines()[-1])
+              for p in sorted(glob.glob(os.path.join(sys.argv[1], "pytorch-*.torch"))) if open(p).read().strip()}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
 print("# vqvae bench results\n")
 print(f"- date: {datetime.date.today().isoformat()}")
@@ -44,7 +89,9 @@ print(f"- BLAS kernel: {next(iter(rows.values()))['blas']}; one BLAS thread per 
 print(f"- command: `scripts/bench.sh` (each row: `vqvae bench --json`, timed steps after warm-up)\n")
 print("| configuration | ranks | batch/rank | images/s | ms/step | forward | quantizer | backward | optimizer | comm wait | model GFLOP/s | sgemm GFLOP/s per core | efficiency per core | peak RSS MB per rank |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-for name, r in rows.items():
+for name, r in list(rows.items()):
+    if name == "first-step":
+        continue
     config, ranks = name.rsplit("-", 1)
     per = r["per_rank"]
     mean = lambda k: sum(p[k] for p in per) / len(per)
@@ -56,5 +103,27 @@ for config in ("default32", "photos64", "mnist28"):
     if f"{config}-1" in rows and f"{config}-2" in rows:
         print(f"\n{config}: 2 ranks / 1 rank = {rows[config+'-2']['images_per_second'] / rows[config+'-1']['images_per_second']:.2f}x", end="")
 print()
+if first:
+    print("\n## Time from launch to the first training step\n")
+    print("50,000 uint8 32x32x3 images (`data/bench50k.h5`, gzip chunks of 64), default model, batch 32: "
+          "from starting the command to rank 0 printing step 1, three trials.\n")
+    print("| ranks | seconds |")
+    print("|---|---|")
+    for ranks, seconds in first.items():
+        print(f"| {ranks} | {', '.join(f'{s:.2f}' for s in seconds)} |")
+if torch_rows:
+    print("\n## PyTorch on the same machine, same run\n")
+    print("`scripts/bench_pytorch.py`: the same model, loss, EMA quantizer and Adam, synthetic 32x32x3 images, "
+          f"batch 32 per process, {torch_rows[next(iter(torch_rows))]['framework']}.\n")
+    print("| PyTorch configuration | images/s | ms/step | peak RSS MB per process | vqvae at the same cores |")
+    print("|---|---|---|---|---|")
+    ours = {1: rows.get("default32-1", {}).get("images_per_second"), 2: rows.get("default32-2", {}).get("images_per_second")}
+    for name, r in torch_rows.items():
+        processes, threads = (int(x) for x in name.split("x"))
+        cores = processes * threads
+        mine = ours.get(cores)
+        label = f"DistributedDataParallel, {processes} processes x {threads} thread" if processes > 1 else f"1 process, {threads} thread(s)"
+        print(f"| {label} | {r['images_per_second']:.1f} | {r['ms_per_step']:.1f} | {r['peak_rss_mb']:.0f} | "
+              f"{'%.1f images/s (%.2fx)' % (mine, mine / r['images_per_second']) if mine else '-'} |")
 PY
 cat bench/results.md
