@@ -27,18 +27,17 @@ source scripts/netns_cluster.sh
 work=$(mktemp -d /tmp/vqvae-cluster-test.XXXXXX)
 finish() {
     cluster_down
-    [ "${KEEP_WORK:-0}" = 1 ] && echo "work folder: $work" || rm -rf "$work"
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work folder: $work"; else rm -rf "$work"; fi
 }
 trap finish EXIT
 trap 'exit 130' INT TERM
 
+cluster_up "$ranks"
 data=${DATA:-}
 if [ -z "$data" ]; then
     data=$work/synthetic.h5
     python3 scripts/synthetic_data.py "$data"
 fi
-
-cluster_up "$ranks"
 echo "cluster: $ranks hosts ($CLUSTER_HOSTS), mpirun $(cluster_mca)"
 
 # Where each rank runs: its host name and address must differ.

@@ -14,6 +14,7 @@
 #                            host 2's link is taken down at the switch mid-training; --watchdog 10
 #   disk-full                the output folder is a 2 MB tmpfs that holds one checkpoint, not two
 #   sigterm-mid-checkpoint   SIGTERM to rank 0 when half of a checkpoint is in its temporary file
+#   sigterm-mpirun-mid-checkpoint  the same SIGTERM sent to mpirun instead
 #   nan-data                 NaN in one rank's input images at step 8, with and without --skip-nonfinite
 #   nan-gradient             NaN in one rank's gradient at step 8, with and without --skip-nonfinite
 #
@@ -21,11 +22,13 @@
 # link cut: and no process of the job is left on any host within 60 s); every checkpoint left is
 # complete (`vqvae inspect` verifies its checksums) and finite (h5py), no temporary file is left
 # under a final name, and `--resume auto` continues from the newest one. A full disk gives one
-# line on standard error, a non-zero exit, and the earlier checkpoint intact. SIGTERM during a write
-# lets it finish, checkpoints the next step and exits 0. A NaN stops the run naming its step (or is
-# skipped with --skip-nonfinite) and never reaches a checkpoint.
+# line on standard error, a non-zero exit, and the earlier checkpoint intact. SIGTERM to a rank
+# during a write lets it finish, checkpoints the next step and exits 0; SIGTERM to mpirun ends the
+# job within 30 s with the write either finished or gone, never half under a final name, and the run
+# resumes. A NaN stops the run naming its step (or is skipped with --skip-nonfinite) and never
+# reaches a checkpoint.
 #
-# Prints one line per trial and a Markdown table per case (REPORT=FILE also writes the table);
+# Prints one line per trial and a Markdown table, one row per case (REPORT=FILE also writes it);
 # exits non-zero if anything did not hold. Environment: VQVAE (default .build/release/vqvae).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -33,7 +36,7 @@ trials=${1:-5}
 [[ $trials =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [TRIALS] [CASE...]" >&2; exit 2; }
 shift $(($# > 0 ? 1 : 0))
 all_cases=(kill-mid-step kill-mid-allreduce kill-mid-checkpoint frozen-rank link-cut disk-full sigterm-mid-checkpoint
-           nan-data nan-gradient)
+           sigterm-mpirun-mid-checkpoint nan-data nan-gradient)
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=("${all_cases[@]}")
 for c in "${cases[@]}"; do
@@ -52,11 +55,13 @@ finish() {
     [ -n "$job" ] && kill -9 "$job" 2>/dev/null
     cluster_down
     for m in "${mounts[@]}"; do umount "$m" 2>/dev/null; done
-    [ "${KEEP_WORK:-0}" = 1 ] && echo "work folder: $work" || rm -rf "$work"
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work folder: $work"; else rm -rf "$work"; fi
 }
 trap finish EXIT
 trap 'exit 130' INT TERM
 
+# Namespaces (link-cut) and tmpfs mounts (disk-full) need root: say so before anything runs.
+cluster_check
 data=$work/synthetic.h5
 python3 scripts/synthetic_data.py "$data" || exit 2
 model=(--hidden 16 --res-hidden 8 --code-dim 8 --codes 32 --seed 3)
@@ -89,7 +94,7 @@ ranks_gone() { ! pgrep -f "vqvae train .*--out $1( |$)" >/dev/null; }
 job_ended() { ! kill -0 "$job" 2>/dev/null; }
 cluster_empty() { [ -z "$(cluster_pids)" ]; }
 alive() { [ -e "/proc/$1" ] && ! grep -q '^[0-9]* (.*) Z' "/proc/$1/stat" 2>/dev/null; }
-metrics_reached() { [ "$(wc -l <"$1/metrics.jsonl" 2>/dev/null || echo 0)" -ge "$2" ]; }
+metrics_reached() { [ -f "$1/metrics.jsonl" ] && [ "$(wc -l <"$1/metrics.jsonl")" -ge "$2" ]; }
 checkpoint_count() { ls "$1/checkpoints" 2>/dev/null | grep -c '^step-.*\.h5$'; }
 has_checkpoints() { [ "$(checkpoint_count "$1")" -ge "$2" ]; }
 has_temporary() { compgen -G "$1/checkpoints/.step-$(printf %08d "$2").h5.tmp-*" >/dev/null; }
@@ -164,7 +169,7 @@ declare -A case_trials case_passed case_seconds case_codes case_lost
 record() {  # record CASE TRIAL OK SECONDS CODE LOST NOTE
     local status=ok
     [ "$3" = 1 ] || status=FAILED
-    printf '%-24s trial %d: %-6s exit %-5s after %6s s  lost: %s%s\n' "$1" "$2" "$status" "$5" "$4" "$6" "${7:+  ($7)}"
+    printf '%-30s trial %d: %-6s exit %-5s after %6s s  lost: %s%s\n' "$1" "$2" "$status" "$5" "$4" "$6" "${7:+  ($7)}"
     case_trials[$1]=$((${case_trials[$1]:-0} + 1))
     [ "$3" = 1 ] && case_passed[$1]=$((${case_passed[$1]:-0} + 1))
     case_seconds[$1]="${case_seconds[$1]:-} $4"
@@ -236,7 +241,7 @@ case_frozen-rank() {
         local r
         r=$(resume "$out" $((checked + 3)) "${local_mpirun[@]}") || { ok=0; note="$r"; }
     fi
-    [ "$ok" = 1 ] && note="$(grep -o 'watchdog: no progress for [0-9]* s in [a-z -]*' "$out.err" | head -n 1); resumed from step $checked"
+    [ "$ok" = 1 ] && note="$(grep -o 'watchdog: no progress for [0-9]* s in [a-z0-9 -]*' "$out.err" | head -n 1); resumed from step $checked"
     record frozen-rank "$trial" "$ok" "$job_seconds" "$job_code" "$lost" "$note"
 }
 
@@ -266,7 +271,7 @@ case_link-cut() {
         local how=()
         grep -q "watchdog: no progress" "$out.err" && how+=("watchdog on rank(s) $(grep -o '^\[rank [0-9]*\] error: watchdog' "$out.err" | grep -o '[0-9]*' | sort -u | tr '\n' ' ' | sed 's/ $//')")
         grep -q "lost communication with a remote daemon" "$out.err" && how+=("mpirun: lost the daemon of host 2")
-        note="$(IFS=', '; echo "${how[*]}"); all processes gone after $gone_seconds s; resumed across 3 hosts from step $checked"
+        note="$(printf '%s; ' "${how[@]}")all processes gone after $gone_seconds s; resumed across 3 hosts from step $checked"
     fi
     cluster_down
     record link-cut "$trial" "$ok" "$job_seconds" "$job_code" "$lost" "$note"
@@ -299,7 +304,7 @@ case_disk-full() {
 }
 
 case_sigterm-mid-checkpoint() {
-    local trial=$1 out=$work/sigterm-mid-checkpoint-$1 ok=1 note="" pid checked lost=none
+    local trial=$1 out=$work/sigterm-mid-checkpoint-$1 ok=1 note="" pid checked lost=none r
     start_job "$out" "sleep-in-checkpoint-write:10:3@0" "${local_mpirun[@]}" -x VQVAE_FAULT "$vqvae" train --data "$data" \
         --out "$out" --steps 100000 --global-batch-size 8 --checkpoint-every 5 --log-every 1 "${model[@]}"
     wait_until 60 has_temporary "$out" 10 || { ok=0; note="the write was not reached"; }
@@ -313,11 +318,35 @@ case_sigterm-mid-checkpoint() {
         { ok=0; note="checkpoints: $(ls -A "$out/checkpoints" | tr '\n' ' ')"; }
     grep -q "stopped by a signal after step 11" "$out.out" || { ok=0; note="no stop message"; }
     if [ "$ok" = 1 ]; then
-        local r
         r=$(resume "$out" 14 "${local_mpirun[@]}") || { ok=0; note="$r"; }
     fi
     [ "$ok" = 1 ] && note="the write of step 10 finished, step 11 checkpointed, exit 0; resumed from step 11"
     record sigterm-mid-checkpoint "$trial" "$ok" "$job_seconds" "$job_code" "$lost" "$note"
+}
+
+# SIGTERM to mpirun itself (a user's kill, a scheduler that signals only the launcher): OpenMPI
+# passes SIGTERM on to the ranks and SIGKILLs them odls_base_sigkill_timeout (1 s) later, so a
+# write that takes longer is cut off: it must vanish cleanly and the run must resume.
+case_sigterm-mpirun-mid-checkpoint() {
+    local trial=$1 out=$work/sigterm-mpirun-mid-checkpoint-$1 ok=1 note="" checked lost=none r outcome
+    start_job "$out" "sleep-in-checkpoint-write:10:3@0" "${local_mpirun[@]}" -x VQVAE_FAULT "$vqvae" train --data "$data" \
+        --out "$out" --steps 100000 --global-batch-size 8 --checkpoint-every 5 --log-every 5 "${model[@]}"
+    wait_until 60 has_temporary "$out" 10 || { ok=0; note="the write was not reached"; }
+    fault_time=$(now)
+    kill -TERM "$job"
+    wait_job 30
+    [ "$job_code" != hang ] || { ok=0; note="mpirun did not end"; }
+    wait_until 10 ranks_gone "$out" || { ok=0; note="a rank survived"; }
+    checked=$(check_checkpoints "$out" temporaries-allowed) || { ok=0; note="$checked"; lost=checkpoints; checked=-1; }
+    [ "$checked" -ge 5 ] || lost="checkpoints"
+    if [ -e "$out/checkpoints/step-00000010.h5" ]; then outcome="the write of step 10 finished"
+    elif has_temporary "$out" 10; then outcome="the write of step 10 was cut off and left only its temporary file"
+    else outcome="the write of step 10 was cut off"; fi
+    if [ "$ok" = 1 ]; then
+        r=$(resume "$out" $((checked + 3)) "${local_mpirun[@]}") || { ok=0; note="$r"; }
+    fi
+    [ "$ok" = 1 ] && note="$outcome; resumed from step $checked"
+    record sigterm-mpirun-mid-checkpoint "$trial" "$ok" "$job_seconds" "$job_code" "$lost" "$note"
 }
 
 nan_case() {  # nan_case NAME TRIAL FAULT-KIND MESSAGE

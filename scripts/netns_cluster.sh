@@ -12,8 +12,9 @@
 # runs on host 0. Ranks talk over TCP on the test subnet only (btl tcp,self; oob and btl
 # restricted to the subnet).
 #
+#   cluster_check         fails with a clear message unless namespaces can be made here
 #   cluster_up N          creates hosts 0..N-1 (sets CLUSTER_HOSTS, the comma-separated addresses)
-#   cluster_mpirun ARGS   mpirun on host 0 across all hosts, one slot each, with CLUSTER_MCA
+#   cluster_mpirun ARGS   mpirun on host 0 across all hosts, one slot each, with the settings of cluster_mca
 #   cluster_cut I         takes host I's link down at the switch; cluster_restore I brings it back
 #   cluster_pids          PIDs of every process in the cluster's namespaces
 #   cluster_down          kills what still runs in the namespaces and deletes them (idempotent)
@@ -45,15 +46,24 @@ cluster_fail() {
     exit 2
 }
 
-cluster_up() {
-    local count=$1 i
-    [ "$(id -u)" -eq 0 ] || cluster_fail "the cluster tests need root (network namespaces); run as root"
-    for tool in ip unshare mpirun; do
+# Fails with a clear message unless this shell can build the cluster: root, the tools, and a
+# network namespace that can really be created.
+cluster_check() {
+    local tool answer
+    [ "$(id -u)" -eq 0 ] || cluster_fail "the cluster tests need root (network namespaces, veth pairs); run them as root"
+    for tool in ip unshare sysctl mpirun; do
         command -v $tool >/dev/null || cluster_fail "'$tool' is not installed (scripts/install_dependencies.sh installs iproute2 and OpenMPI)"
     done
+    answer=$(ip netns add "$CLUSTER_ID-probe" 2>&1) ||
+        cluster_fail "cannot create a network namespace ($answer); the cluster tests need root with CAP_SYS_ADMIN and CAP_NET_ADMIN"
+    ip netns del "$CLUSTER_ID-probe" || true
+}
+
+cluster_up() {
+    local count=$1 i
+    cluster_check
     CLUSTER_DIR=$(mktemp -d /tmp/vqvae-cluster.XXXXXX)
-    ip netns add "$CLUSTER_SWITCH" 2>"$CLUSTER_DIR/netns.err" ||
-        cluster_fail "cannot create a network namespace ($(cat "$CLUSTER_DIR/netns.err")); the cluster tests need root with CAP_SYS_ADMIN and CAP_NET_ADMIN"
+    ip netns add "$CLUSTER_SWITCH" || cluster_fail "cannot create network namespace $CLUSTER_SWITCH"
     CLUSTER_SIZE=$count
     ip -n "$CLUSTER_SWITCH" link set lo up
     ip -n "$CLUSTER_SWITCH" link add br0 type bridge || cluster_fail "cannot create a bridge in $CLUSTER_SWITCH"
@@ -87,16 +97,19 @@ exec ip netns exec "\$ns" unshare --uts env -i PATH=/usr/local/bin:/usr/bin:/bin
     /bin/sh -c 'hostname "\$0" && exec /bin/sh -c "\$1"' "\$name" "\$*"
 EOF
     chmod +x "$CLUSTER_DIR/agent"
-    # Host 0 must reach every other host before anything starts (a refused connection is an answer).
-    for ((i = 1; i < count; i++)); do
-        local tries=0 answer
-        while :; do
-            answer=$(ip netns exec "$CLUSTER_ID-h0" timeout 1 bash -c "exec 3<>/dev/tcp/$CLUSTER_SUBNET.$((i + 1))/9" 2>&1) && break
-            grep -q refused <<<"$answer" && break
-            tries=$((tries + 1))
-            [ $tries -lt 30 ] || cluster_fail "host 0 cannot reach $CLUSTER_SUBNET.$((i + 1)) on the test subnet"
-            sleep 0.1
-        done
+    # Host 0 must reach every other host before anything starts.
+    for ((i = 1; i < count; i++)); do cluster_wait_reachable "$i"; done
+}
+
+# Waits until host 0 reaches host I over TCP (a refused connection is an answer).
+cluster_wait_reachable() {
+    local address=$CLUSTER_SUBNET.$(($1 + 1)) tries=0 answer
+    while :; do
+        answer=$(ip netns exec "$CLUSTER_ID-h0" timeout 1 bash -c "exec 3<>/dev/tcp/$address/9" 2>&1) && return 0
+        grep -q refused <<<"$answer" && return 0
+        tries=$((tries + 1))
+        [ $tries -lt 50 ] || cluster_fail "host 0 cannot reach $address on the test subnet"
+        sleep 0.1
     done
 }
 
@@ -107,20 +120,20 @@ cluster_mpirun() {
 }
 
 cluster_cut() { ip -n "$CLUSTER_SWITCH" link set "p$1" down; }
-cluster_restore() { ip -n "$CLUSTER_SWITCH" link set "p$1" up; }
+cluster_restore() { ip -n "$CLUSTER_SWITCH" link set "p$1" up && cluster_wait_reachable "$1"; }
 
 cluster_pids() {
     local i
     for ((i = 0; i < CLUSTER_SIZE; i++)); do ip netns pids "$CLUSTER_ID-h$i" 2>/dev/null; done
 }
 
-cluster_down() {
+cluster_down() {  # safe under `set -e` and when nothing was made
     local i pid
-    for pid in $(cluster_pids); do kill -9 "$pid" 2>/dev/null; done
-    for ((i = 0; i < CLUSTER_SIZE; i++)); do ip netns del "$CLUSTER_ID-h$i" 2>/dev/null; done
-    ip netns del "$CLUSTER_SWITCH" 2>/dev/null
+    for pid in $(cluster_pids); do kill -9 "$pid" 2>/dev/null || true; done
+    for ((i = 0; i < CLUSTER_SIZE; i++)); do ip netns del "$CLUSTER_ID-h$i" 2>/dev/null || true; done
+    ip netns del "$CLUSTER_SWITCH" 2>/dev/null || true
     CLUSTER_SIZE=0
-    [ -n "$CLUSTER_DIR" ] && rm -rf "$CLUSTER_DIR"
+    if [ -n "$CLUSTER_DIR" ]; then rm -rf "$CLUSTER_DIR"; fi
     CLUSTER_DIR=
     return 0
 }

@@ -355,9 +355,11 @@ final class Trainer {
                 windowSteps = 0
             }
             if validationSet != nil && (done % options.valEvery == 0 || done == options.steps || stopping) {
+                watchdog?.enter("validation", step: done)
                 try validate(step: done, metrics: metrics)
             }
             if options.sampleEvery > 0 && (done % options.sampleEvery == 0 || done == options.steps || stopping) {
+                watchdog?.enter("writing samples", step: done)
                 try writeSamples(step: done)
             }
             if (options.checkpointEvery > 0 && done % options.checkpointEvery == 0) || done == options.steps || stopping {
