@@ -35,6 +35,9 @@ public struct DatasetInfo: Sendable {
     /// Bytes the dataset occupies in the file (compressed size for filtered chunks; 0 when nothing
     /// has been written, which reads as the fill value).
     public let storedBytes: Int
+    /// Whether every entry of the chunk index was checked when the dataset was opened, so that
+    /// reads need not check the chunks they touch.
+    var chunkIndexChecked = false
 }
 
 extension DatasetInfo {
@@ -49,6 +52,28 @@ extension DatasetInfo {
     }
 }
 
+/// zlib's `uncompress`, from the zlib that libhdf5 loads for its deflate filter (the same library
+/// that will inflate the chunk when libhdf5 reads it).
+enum Zlib {
+    private typealias Uncompress = @convention(c) (UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<UInt>?,
+                                                   UnsafePointer<UInt8>?, UInt) -> Int32
+    private static let uncompress: Uncompress? = {
+        guard let library = dlopen("libz.so.1", RTLD_NOW), let symbol = dlsym(library, "uncompress") else { return nil }
+        return unsafeBitCast(symbol, to: Uncompress.self)
+    }()
+
+    /// The size `count` bytes of zlib data inflate to, when that is at most `expected`; one byte
+    /// more is `expected + 1`. Nil for data that is not zlib's (or when zlib cannot be loaded).
+    static func inflatedSize(_ data: [UInt8], count: Int, expected: Int) -> Int? {
+        guard let uncompress, count <= data.count else { return nil }
+        var output = [UInt8](repeating: 0, count: expected + 1)
+        var length = UInt(output.count)
+        let status = uncompress(&output, &length, data, UInt(count))
+        if status == -5 { return expected + 1 }  // Z_BUF_ERROR: more than fits
+        return status == 0 ? Int(length) : nil
+    }
+}
+
 /// Limits on what a file's header may claim, checked before anything is allocated or read.
 enum HDF5Limits {
     /// Largest chunk accepted, in bytes. Reading any value of a chunk decompresses all of it, so a
@@ -57,6 +82,8 @@ enum HDF5Limits {
     static let chunkBytes = 256 << 20
     /// Dimensions of a dataset.
     static let rank = 32
+    /// Chunk indexes checked whole when a dataset is opened (`HDF5File.checkChunkIndex`).
+    static let indexedChunks: hsize_t = 4096
     /// Longest object name listed.
     static let nameBytes = 1 << 16
 }
@@ -80,12 +107,20 @@ final class HDF5File {
 
     deinit { if id >= 0 { H5Fclose(id) } }
 
+    /// HDF5 files, datasets, groups, named types and attributes open in this process: every
+    /// reader closes what it opened, also when it throws.
+    static var openObjectCount: Int {
+        let all = UInt32(H5F_OBJ_FILE | H5F_OBJ_DATASET | H5F_OBJ_GROUP | H5F_OBJ_DATATYPE | H5F_OBJ_ATTR)
+        return H5Fget_obj_count(hid_t(all), all)
+    }
+
     static func open(_ path: String) throws -> HDF5File {
         _ = silenced
         var status = stat()
         guard stat(path, &status) == 0 else { throw DataError("\(path): no such file") }
         guard (status.st_mode & S_IFMT) == S_IFREG else { throw DataError("\(path): not a regular file") }
         guard H5Fis_hdf5(path) > 0 else { throw DataError("\(path): not an HDF5 file (or it is truncated or damaged)") }
+        try HDF5Structure.check(path: path, fileSize: Int(status.st_size))
         let id = H5Fopen(path, CHDF5_F_ACC_RDONLY(), CHDF5_P_DEFAULT())
         guard id >= 0 else { throw DataError("\(path): cannot open as HDF5 (damaged or unreadable)") }
         let file = HDF5File(path: path, id: id, writable: false)
@@ -207,6 +242,9 @@ final class HDF5File {
         // dataset cannot hide rows of impossible size.
         var shape: [Int] = []
         var bound = 1
+        for (dim, limit) in zip(dims.prefix(rank), maximumDims.prefix(rank)) where dim > limit {
+            throw damaged("a dimension of \(dim) beyond its maximum of \(limit)")
+        }
         for dim in dims.prefix(rank) {
             guard let size = Int(exactly: dim) else { throw damaged("a dimension of \(dim)") }
             let (product, overflow) = bound.multipliedReportingOverflow(by: max(size, 1))
@@ -280,8 +318,91 @@ final class HDF5File {
                 }
             }
         }
-        return DatasetInfo(shape: shape, elementType: Self.elementType(type), chunks: chunks, filters: filters,
-                           elementCount: elementCount, elementSize: elementSize, storedBytes: storedBytes)
+        var result = DatasetInfo(shape: shape, elementType: Self.elementType(type), chunks: chunks, filters: filters,
+                                 elementCount: elementCount, elementSize: elementSize, storedBytes: storedBytes)
+        if chunks != nil { result.chunkIndexChecked = try checkChunkIndex(dataset, name: name, info: result) }
+        return result
+    }
+
+    /// Checks every entry of a chunked dataset's chunk index when there are at most
+    /// `HDF5Limits.indexedChunks` (libhdf5 1.10 finds the i-th chunk by walking the index, so the
+    /// cost grows with the square of the count): each chunk starts on a chunk boundary inside the
+    /// shape, once, and lies inside the file with the size `checkChunks` expects. libhdf5 1.10
+    /// reads past its buffers for a damaged index. Larger indexes are checked chunk by chunk as
+    /// rows are read (`checkChunks`).
+    /// Returns whether the whole index was checked.
+    private func checkChunkIndex(_ dataset: hid_t, name: String, info: DatasetInfo) throws -> Bool {
+        guard let chunks = info.chunks, !info.shape.contains(0) else { return true }
+        let damaged = { (what: String) in DataError("\(self.path): '\(name)' is damaged (\(what))") }
+        let space = H5Dget_space(dataset)
+        guard space >= 0 else { throw damaged("no shape") }
+        defer { H5Sclose(space) }
+        var count: hsize_t = 0
+        guard H5Dget_num_chunks(dataset, space, &count) >= 0 else { throw damaged("the index of its chunks cannot be read") }
+        let grid = zip(info.shape, chunks).map { ($0 + $1 - 1) / $1 }
+        let gridCount = grid.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
+        guard count <= hsize_t(gridCount) else { throw damaged("\(count) chunks where \(gridCount) fit") }
+        guard count <= HDF5Limits.indexedChunks else { return false }
+        var seen = Set<Int>()
+        var offset = [hsize_t](repeating: 0, count: chunks.count)
+        for i in 0..<count {
+            var mask: UInt32 = 0
+            var address: haddr_t = 0
+            var size: hsize_t = 0
+            guard H5Dget_chunk_info(dataset, space, i, &offset, &mask, &address, &size) >= 0 else {
+                throw damaged("chunk \(i) of its index cannot be read")
+            }
+            var index = 0
+            for (dimension, start) in offset.enumerated() {
+                guard let start = Int(exactly: start), start % chunks[dimension] == 0, start < info.shape[dimension] else {
+                    throw damaged("a chunk starts at \(offset), not on a chunk boundary inside the shape")
+                }
+                index = index * grid[dimension] + start / chunks[dimension]
+            }
+            guard seen.insert(index).inserted else { throw damaged("two chunks start at \(offset)") }
+            try checkChunkStorage(name: name, info: info, offset: offset, mask: mask, address: address, size: size, dataset: nil)
+        }
+        return true
+    }
+
+    /// A written chunk must lie inside the file and, without compression, hold one chunk of values
+    /// (plus the Fletcher-32 checksum when that filter ran on it). With `dataset`, a gzip chunk is
+    /// read raw and inflated: it must inflate to exactly one chunk of values (libhdf5 1.10 accepts
+    /// fewer and then copies a whole chunk's worth out of them).
+    private func checkChunkStorage(name: String, info: DatasetInfo, offset: [hsize_t], mask: UInt32,
+                                   address: haddr_t, size: hsize_t, dataset: hid_t?) throws {
+        guard address != haddr_t.max, let chunks = info.chunks else { return }
+        let fileSize = fileSize ?? Int.max
+        guard let bytes = Int(exactly: size), bytes <= fileSize, let start = Int(exactly: address), start <= fileSize - bytes else {
+            throw DataError("\(path): '\(name)' is damaged (a chunk of \(size) bytes at \(address) lies outside the file of \(fileSize) bytes)")
+        }
+        let compressed = info.filters.contains { $0 != "fletcher32" && $0 != "shuffle" }
+        let checksumBit = info.filters.firstIndex(of: "fletcher32").map { UInt32(1) << UInt32($0) }
+        let expected = chunks.reduce(info.elementSize, *) + (checksumBit.map { mask & $0 == 0 ? 4 : 0 } ?? 0)
+        guard compressed || bytes == expected else {
+            throw DataError("\(path): '\(name)' is damaged (the chunk at \(offset) holds \(bytes) bytes instead of \(expected))")
+        }
+        guard let dataset, compressed, info.filters.allSatisfy({ ["gzip", "shuffle", "fletcher32"].contains($0) }) else { return }
+        // Undo the filters in reverse order: the checksum's 4 bytes, then gzip (shuffle keeps the size).
+        var raw = [UInt8](repeating: 0, count: max(bytes, 1))
+        var rawMask: UInt32 = 0
+        var chunkOffset = offset
+        guard H5Dread_chunk(dataset, CHDF5_P_DEFAULT(), &chunkOffset, &rawMask, &raw) >= 0 else {
+            throw DataError("\(path): '\(name)' is damaged (the chunk at \(offset) cannot be read)")
+        }
+        var length = bytes
+        if let checksumBit, mask & checksumBit == 0 { length -= 4 }
+        let chunkBytes = chunks.reduce(info.elementSize, *)
+        let applied = info.filters.enumerated().contains { $0.element == "gzip" && mask & (UInt32(1) << UInt32($0.offset)) == 0 }
+        if applied {
+            guard length > 0, let inflated = Zlib.inflatedSize(raw, count: length, expected: chunkBytes) else {
+                throw DataError("\(path): '\(name)' is damaged (the gzip chunk at \(offset) is not valid compressed data)")
+            }
+            length = inflated
+        }
+        guard length == chunkBytes else {
+            throw DataError("\(path): '\(name)' is damaged (the chunk at \(offset) holds \(length) bytes of values instead of \(chunkBytes))")
+        }
     }
 
     static func elementType(_ type: hid_t) -> ElementType {
@@ -316,15 +437,12 @@ final class HDF5File {
     /// read. Chunks already checked are in `checked` (their index in the chunk grid); unwritten
     /// chunks read as the fill value. Contiguous and compact datasets need nothing here.
     func checkChunks(_ dataset: hid_t, name: String, info: DatasetInfo, rows: Range<Int>, checked: inout Set<Int>) throws {
-        guard let chunks = info.chunks, !rows.isEmpty, !info.shape.isEmpty else { return }
-        let damaged = { (what: String) in DataError("\(self.path): '\(name)' is damaged (\(what))") }
+        // Uncompressed chunks are fully checked with the index; compressed ones are inflated here.
+        let compressed = info.filters.contains { $0 != "fletcher32" && $0 != "shuffle" }
+        guard let chunks = info.chunks, !(info.chunkIndexChecked && !compressed), !rows.isEmpty, !info.shape.isEmpty else { return }
         // Chunks along each dimension; a zero-length dimension has none to read.
         let grid = zip(info.shape, chunks).map { ($0 + $1 - 1) / $1 }
         guard !grid.contains(0), rows.upperBound <= info.shape[0] else { return }
-        let compressed = info.filters.contains { $0 != "fletcher32" && $0 != "shuffle" }
-        let checksumBit = info.filters.firstIndex(of: "fletcher32").map { UInt32(1) << UInt32($0) }
-        let chunkBytes = chunks.reduce(info.elementSize, *)
-        let fileSize = fileSize ?? Int.max
         let perFirstIndex = grid.dropFirst().reduce(1, *)
         for first in (rows.lowerBound / chunks[0])...((rows.upperBound - 1) / chunks[0]) {
             for rest in 0..<perFirstIndex {
@@ -342,18 +460,9 @@ final class HDF5File {
                 var address: haddr_t = 0
                 var size: hsize_t = 0
                 guard H5Dget_chunk_info_by_coord(dataset, &offset, &mask, &address, &size) >= 0 else {
-                    throw damaged("the index of its chunks cannot be read")
+                    throw DataError("\(path): '\(name)' is damaged (the index of its chunks cannot be read)")
                 }
-                if address != haddr_t.max {
-                    guard let bytes = Int(exactly: size), bytes <= fileSize, let start = Int(exactly: address),
-                          start <= fileSize - bytes else {
-                        throw damaged("a chunk of \(size) bytes at \(address) lies outside the file of \(fileSize) bytes")
-                    }
-                    let expected = chunkBytes + (checksumBit.map { mask & $0 == 0 ? 4 : 0 } ?? 0)
-                    guard compressed || bytes == expected else {
-                        throw damaged("the chunk at \(offset) holds \(bytes) bytes instead of \(expected)")
-                    }
-                }
+                try checkChunkStorage(name: name, info: info, offset: offset, mask: mask, address: address, size: size, dataset: dataset)
                 checked.insert(index)
             }
         }

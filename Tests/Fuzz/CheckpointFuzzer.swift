@@ -17,6 +17,7 @@ public func checkpointFuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: 
     FuzzInput.checkNothingLeftOpen(after: "Checkpoint.load")
     _ = try? Inspector.describe(path: path)
     FuzzInput.checkNothingLeftOpen(after: "Inspector.describe")
+    FuzzInput.releaseLibraryMemory()
     return 0
 }
 

@@ -16,6 +16,7 @@ public func datasetFuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int
     FuzzInput.checkNothingLeftOpen(after: "ImageDataset")
     _ = try? Inspector.describe(path: path)
     FuzzInput.checkNothingLeftOpen(after: "Inspector.describe")
+    FuzzInput.releaseLibraryMemory()
     return 0
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of valid image datasets for the dataset fuzzer (spec/dataset.md), as
 h5py writes them: uint8 and float32, one and three channels, with and without labels, chunked with
-and without gzip (and shuffle), contiguous, and with the newest file-format version.
+and without gzip (and shuffle), contiguous, and in the newest file format that HDF5 1.10 reads
+(superblock 3, version 2 object headers, version 4 chunk indexes).
 
     python3 Tests/Fuzz/make_corpus.py OUT_FOLDER
 """
@@ -31,13 +32,13 @@ def main():
     write(f"{out}/uint8-chunked-gzip-labels.h5", gray, labels, chunks=(2, 4, 4, 1), compression="gzip")
     write(f"{out}/uint8-chunked.h5", gray, chunks=(2, 4, 4, 1))
     write(f"{out}/uint8-contiguous-labels.h5", gray, labels.astype(np.int32))
-    write(f"{out}/uint8-rgb-shuffle-gzip.h5", color, np.array([1, 0, 1], dtype=np.uint8),
+    write(f"{out}/uint8-rgb-shuffle-gzip-labels.h5", color, np.array([1, 0, 1], dtype=np.uint8),
           chunks=(1, 4, 4, 3), compression="gzip", shuffle=True)
     write(f"{out}/float32-contiguous.h5", floats)
     write(f"{out}/float32-chunked-gzip-labels.h5", floats, labels[:4], chunks=(4, 4, 4, 1), compression="gzip")
-    write(f"{out}/uint8-latest-format-labels.h5", gray, labels, libver="latest",
+    write(f"{out}/uint8-v110-format-labels.h5", gray, labels, libver=("v110", "v110"),
           chunks=(2, 4, 4, 1), compression="gzip")
-    write(f"{out}/uint8-latest-format-contiguous.h5", gray, libver="latest")
+    write(f"{out}/uint8-v110-format-contiguous.h5", gray, libver=("v110", "v110"))
 
 
 if __name__ == "__main__":
