@@ -28,9 +28,11 @@ build=${FUZZ_BUILD_DIR:-.build/fuzz}
 findings=${FUZZ_OUT:-$build/findings}
 timeout=${FUZZ_TIMEOUT:-10}
 rss=${FUZZ_RSS_MB:-2048}
-mkdir -p "$build" "$findings"
+mkdir -p "$build" "$findings" "$build/tmp"
 build=$(cd "$build" && pwd)
 findings=$(cd "$findings" && pwd)
+# The harnesses write each input to a file in TMPDIR; one that crashes leaves it there.
+export TMPDIR="$build/tmp"
 log() { echo "fuzz: $*"; }
 # Failures are reported by libFuzzer and ASan, not by Swift's own crash backtracer. Memory that
 # libhdf5 keeps until exit is not a finding (LeakSanitizer off). A request for more memory than
