@@ -70,12 +70,8 @@ public enum Checkpoint {
     public static func write(directory: String, model: VQVAE, optimizer: Adam, state: CheckpointState,
                              halfWritten: () -> Void = {}) throws -> String {
         let finalPath = directory + "/" + fileName(step: state.step)
-        let image = try HDF5Lock.run { () throws -> [UInt8] in
-            let file = try HDF5File.createInMemory(name: finalPath)
-            try writeContents(file, model: model, optimizer: optimizer, state: state)
-            let bytes = try file.image()
-            try file.close()
-            return bytes
+        let image = try OutputFile.bytesInMemory(name: finalPath) {
+            try writeContents($0, model: model, optimizer: optimizer, state: state)
         }
         return try store(image, at: finalPath, directory: directory, step: state.step, halfWritten: halfWritten)
     }
@@ -86,46 +82,20 @@ public enum Checkpoint {
     private static func store(_ bytes: [UInt8], at finalPath: String, directory: String, step: Int64,
                               halfWritten: () -> Void) throws -> String {
         let temporaryPath = directory + "/." + fileName(step: step) + ".tmp-\(getpid())"
-        let descriptor = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
-            throw DataError("\(temporaryPath): cannot create the checkpoint file (\(String(cString: strerror(errno))))")
-        }
-        var failure: (call: String, code: Int32)?
-        bytes.withUnsafeBytes { raw in
-            let half = raw.count / 2
-            failure = writeAll(descriptor, raw.baseAddress!, count: half)
-            if failure == nil {
-                halfWritten()
-                failure = writeAll(descriptor, raw.baseAddress! + half, count: raw.count - half)
+        do {
+            try OutputFile.storeAtomically(bytes, temporaryPath: temporaryPath, finalPath: finalPath, folder: directory,
+                                           halfWritten: halfWritten)
+        } catch let failure as OutputFile.StoreFailure {
+            if failure.call == "creating" {
+                throw DataError("\(temporaryPath): cannot create the checkpoint file (\(failure.reason))")
             }
-        }
-        if failure == nil && fsync(descriptor) != 0 { failure = ("syncing", errno) }
-        if Glibc.close(descriptor) != 0 && failure == nil { failure = ("closing", errno) }
-        if failure == nil && rename(temporaryPath, finalPath) != 0 { failure = ("renaming it into place", errno) }
-        guard let failure else {
-            syncToDisk(path: directory)
-            return finalPath
-        }
-        unlink(temporaryPath)
-        if failure.code == ENOSPC || failure.code == EDQUOT {
-            let free = freeBytes(directory).map { String(format: "%.2f MB", Double($0) / 1e6) } ?? "too little"
-            throw DataError("\(finalPath): the disk is full (\(free) free in \(directory), the checkpoint of step \(step) needs \(String(format: "%.2f MB", Double(bytes.count) / 1e6))); nothing was written under this name and the earlier checkpoints are intact. Free some space (or lower --keep) and continue with --resume auto")
-        }
-        throw DataError("\(finalPath): \(failure.call) the checkpoint failed (\(String(cString: strerror(failure.code)))); nothing was written under this name and the earlier checkpoints are intact")
-    }
-
-    /// Writes `count` bytes, retrying short writes and interrupted calls; the failing call's errno.
-    private static func writeAll(_ descriptor: Int32, _ start: UnsafeRawPointer, count: Int) -> (call: String, code: Int32)? {
-        var done = 0
-        while done < count {
-            let written = Glibc.write(descriptor, start + done, count - done)
-            if written < 0 {
-                if errno == EINTR { continue }
-                return ("writing", errno)
+            if failure.isDiskFull {
+                let free = freeBytes(directory).map { String(format: "%.2f MB", Double($0) / 1e6) } ?? "too little"
+                throw DataError("\(finalPath): the disk is full (\(free) free in \(directory), the checkpoint of step \(step) needs \(String(format: "%.2f MB", Double(bytes.count) / 1e6))); nothing was written under this name and the earlier checkpoints are intact. Free some space (or lower --keep) and continue with --resume auto")
             }
-            done += written
+            throw DataError("\(finalPath): \(failure.call) the checkpoint failed (\(failure.reason)); nothing was written under this name and the earlier checkpoints are intact")
         }
-        return nil
+        return finalPath
     }
 
     /// Bytes available to this process in the file system holding `path`.

@@ -36,14 +36,18 @@ public enum OutputFile {
 
     /// Builds the file in memory with `contents`, then stores it atomically at `path`.
     static func write(path: String, _ contents: (HDF5File) throws -> Void) throws {
-        let bytes = try HDF5Lock.run { () throws -> [UInt8] in
-            let file = try HDF5File.createInMemory(name: path)
+        try store(try bytesInMemory(name: path, contents), at: path)
+    }
+
+    /// The bytes of an HDF5 file built in memory (named `name` in messages) by `contents`.
+    static func bytesInMemory(name: String, _ contents: (HDF5File) throws -> Void) throws -> [UInt8] {
+        try HDF5Lock.run { () throws -> [UInt8] in
+            let file = try HDF5File.createInMemory(name: name)
             try contents(file)
             let bytes = try file.image()
             try file.close()
             return bytes
         }
-        try store(bytes, at: path)
     }
 
     /// Writes `bytes` to `.<name>.tmp-<pid>` beside `path`, syncs it and renames it to `path`.
@@ -52,31 +56,68 @@ public enum OutputFile {
         let folder = slash.map { String(path[..<$0]) } ?? "."
         let name = slash.map { String(path[path.index(after: $0)...]) } ?? path
         let temporary = (folder.isEmpty ? "" : folder + "/") + "." + name + ".tmp-\(getpid())"
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard descriptor >= 0 else {
-            throw DataError("\(path): cannot create the output file (\(String(cString: strerror(errno)))); does the folder exist?")
+        do {
+            try storeAtomically(bytes, temporaryPath: temporary, finalPath: path, folder: folder.isEmpty ? "/" : folder)
+        } catch let failure as StoreFailure {
+            if failure.call == "creating" {
+                throw DataError("\(path): cannot create the output file (\(failure.reason)); does the folder exist?")
+            }
+            if failure.isDiskFull {
+                throw DataError("\(path): the disk is full (the file needs \(bytes.count) bytes); nothing was written under this name")
+            }
+            throw DataError("\(path): writing failed (\(failure.reason)); nothing was written under this name")
         }
-        var failure: Int32 = 0
-        var done = 0
+    }
+
+    /// The system call that failed while storing a file, and its errno.
+    struct StoreFailure: Error {
+        let call: String
+        let code: Int32
+        var reason: String { String(cString: strerror(code)) }
+        var isDiskFull: Bool { code == ENOSPC || code == EDQUOT }
+    }
+
+    /// The atomic write behind every output file and checkpoint: `bytes` go to `temporaryPath`
+    /// (retrying short and interrupted writes), which is synced, closed and renamed to `finalPath`,
+    /// and `folder` is synced. `halfWritten` runs when half of the bytes are in the temporary file
+    /// (a fault-injection point). On any failure the temporary file is removed and a
+    /// `StoreFailure` names the call ("creating", "writing", "syncing", "closing", "renaming it
+    /// into place"); nothing appears under `finalPath`.
+    static func storeAtomically(_ bytes: [UInt8], temporaryPath: String, finalPath: String, folder: String,
+                                halfWritten: () -> Void = {}) throws {
+        let descriptor = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard descriptor >= 0 else { throw StoreFailure(call: "creating", code: errno) }
+        var failure: StoreFailure?
         bytes.withUnsafeBytes { raw in
-            while done < raw.count {
-                let written = Glibc.write(descriptor, raw.baseAddress! + done, raw.count - done)
-                if written < 0 {
-                    if errno == EINTR { continue }
-                    failure = errno
-                    return
-                }
-                done += written
+            let half = raw.count / 2
+            failure = writeAll(descriptor, raw.baseAddress!, count: half)
+            if failure == nil {
+                halfWritten()
+                failure = writeAll(descriptor, raw.baseAddress! + half, count: raw.count - half)
             }
         }
-        if failure == 0 && fsync(descriptor) != 0 { failure = errno }
-        if Glibc.close(descriptor) != 0 && failure == 0 { failure = errno }
-        if failure == 0 && rename(temporary, path) != 0 { failure = errno }
-        guard failure != 0 else { return }
-        unlink(temporary)
-        if failure == ENOSPC || failure == EDQUOT {
-            throw DataError("\(path): the disk is full (the file needs \(bytes.count) bytes); nothing was written under this name")
+        if failure == nil && fsync(descriptor) != 0 { failure = StoreFailure(call: "syncing", code: errno) }
+        if Glibc.close(descriptor) != 0 && failure == nil { failure = StoreFailure(call: "closing", code: errno) }
+        if failure == nil && rename(temporaryPath, finalPath) != 0 { failure = StoreFailure(call: "renaming it into place", code: errno) }
+        if let failure {
+            unlink(temporaryPath)
+            throw failure
         }
-        throw DataError("\(path): writing failed (\(String(cString: strerror(failure)))); nothing was written under this name")
+        syncToDisk(path: folder)
+    }
+
+    /// Writes `count` bytes, retrying short writes and interrupted calls.
+    private static func writeAll(_ descriptor: Int32, _ start: UnsafeRawPointer?, count: Int) -> StoreFailure? {
+        guard let start else { return nil }
+        var done = 0
+        while done < count {
+            let written = Glibc.write(descriptor, start + done, count - done)
+            if written < 0 {
+                if errno == EINTR { continue }
+                return StoreFailure(call: "writing", code: errno)
+            }
+            done += written
+        }
+        return nil
     }
 }

@@ -30,3 +30,16 @@ public final class FloatBuffer {
 
     public var array: [Float] { Array(buffer) }
 }
+
+/// FNV-1a's offset basis, the start of `bitFingerprint`.
+public let bitFingerprintBasis: UInt64 = 0xCBF2_9CE4_8422_2325
+
+/// FNV-1a over the bit patterns of `count` floats (one 32-bit word each), continuing from `hash`:
+/// equal exactly when every float is bit-identical (with overwhelming probability otherwise).
+/// Used to compare ranks' parameters and to name a codebook.
+public func bitFingerprint(_ values: UnsafePointer<Float>, count: Int, continuing hash: UInt64 = bitFingerprintBasis) -> UInt64 {
+    var hash = hash
+    let words = UnsafeRawPointer(values).assumingMemoryBound(to: UInt32.self)
+    for i in 0..<count { hash = (hash ^ UInt64(words[i])) &* 0x0000_0100_0000_01B3 }
+    return hash
+}

@@ -64,11 +64,7 @@ final class TrainedModel {
     /// FNV-1a over the codebook's float bits: names the codebook a code file was made with.
     var codebookChecksum: UInt64 {
         guard let quantizer = model.quantizer else { return 0 }
-        let codebook = quantizer.codebook(parameters: model.parameters)
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
-        let words = UnsafeRawPointer(codebook).assumingMemoryBound(to: UInt32.self)
-        for i in 0..<(quantizer.codes * quantizer.dimension) { hash = (hash ^ UInt64(words[i])) &* 0x0000_0100_0000_01B3 }
-        return hash
+        return bitFingerprint(quantizer.codebook(parameters: model.parameters), count: quantizer.codes * quantizer.dimension)
     }
 
     /// Bits per image pixel of what the model compresses an image to: the packed code indices for
@@ -81,11 +77,7 @@ final class TrainedModel {
     }
 }
 
-/// Pixels in [0, 1] from the model's normalised space, and back.
+/// Pixels in [0, 1] from the model's normalised space, in place.
 func unitPixels(_ values: UnsafeMutablePointer<Float>, count: Int) {
     for i in 0..<count { values[i] += 0.5 }
-}
-
-func normalisedPixels(_ values: UnsafeMutablePointer<Float>, count: Int) {
-    for i in 0..<count { values[i] -= 0.5 }
 }

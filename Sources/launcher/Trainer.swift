@@ -394,12 +394,9 @@ final class Trainer {
 
     /// FNV-1a over the bit patterns of every parameter and of the EMA codebook state.
     func fingerprint() -> UInt64 {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325
+        var hash = bitFingerprintBasis
         for buffer in [model.parameters.values] + (model.quantizer.map { [$0.emaState] } ?? []) {
-            let words = UnsafeRawPointer(buffer.pointer).assumingMemoryBound(to: UInt32.self)
-            for i in 0..<buffer.count {
-                hash = (hash ^ UInt64(words[i])) &* 0x0000_0100_0000_01B3
-            }
+            hash = bitFingerprint(buffer.pointer, count: buffer.count, continuing: hash)
         }
         return hash
     }
@@ -416,9 +413,7 @@ final class Trainer {
     /// (gathered from every rank) and broadcasts the codebook, so all ranks start identical and the
     /// result does not depend on the number of ranks.
     func initializeCodebookWithKMeans(firstBatch: PreparedBatch) throws {
-        let local = sampler.localBatchSize
-        model.encode(images: firstBatch.input, batch: local)
-        let perRank = local * model.latentCount * model.configuration.codeDimension
+        model.encode(images: firstBatch.input, batch: sampler.localBatchSize)
         let vectorCount = globalBatchSize * model.latentCount
         guard let quantizer = model.quantizer else {
             throw TrainingError("--kmeans-init initialises a codebook; --model \(model.configuration.model.rawValue) has none")
@@ -426,9 +421,8 @@ final class Trainer {
         guard vectorCount >= quantizer.codes else {
             throw TrainingError("--kmeans-init needs at least --codes \(quantizer.codes) latent vectors, but the first global batch gives \(vectorCount); raise --global-batch-size or lower --codes")
         }
-        let all = FloatBuffer(count: communicator.isRoot ? communicator.size * perRank : 0)
+        let all = try gatherGlobalLatents()
         defer { withExtendedLifetime(all) {} }
-        try communicator.gather(model.latent.pointer, count: perRank, into: all.pointer)
         if communicator.isRoot {
             let workspace = FloatBuffer(count: vectorCount * quantizer.codes)
             withExtendedLifetime(workspace) {
@@ -486,9 +480,18 @@ final class Trainer {
         try ImageGrid.compose(rows: rows).write(to: folder + "/" + name)
     }
 
-    /// Candidates for dead-code restart on rank 0: the encoder outputs of the whole global batch.
-    private lazy var restartCandidates = FloatBuffer(
+    /// On rank 0, the encoder outputs `z` of the whole global batch (`[G*h*w, D]`); allocated once.
+    private lazy var globalLatents = FloatBuffer(
         count: communicator.isRoot ? globalBatchSize * model.latentCount * model.configuration.codeDimension : 0)
+
+    /// Gathers every rank's `latent` (its share of the global batch, in rank order) into
+    /// `globalLatents` on rank 0 and returns that buffer (empty on other ranks).
+    func gatherGlobalLatents() throws -> FloatBuffer {
+        let perRank = sampler.localBatchSize * model.latentCount * model.configuration.codeDimension
+        let all = globalLatents
+        try communicator.gather(model.latent.pointer, count: perRank, into: all.pointer)
+        return all
+    }
 
     /// `--dead-code-threshold`: codes whose EMA count fell below the threshold (the same on every
     /// rank, whose EMA states are identical) are re-seeded on rank 0 from the encoder outputs of this
@@ -497,9 +500,7 @@ final class Trainer {
         guard let quantizer = model.quantizer else { return 0 }
         let dead = quantizer.deadCodes(threshold: Float(options.deadCodeThreshold))
         guard !dead.isEmpty else { return 0 }
-        let perRank = sampler.localBatchSize * model.latentCount * model.configuration.codeDimension
-        let candidates = restartCandidates
-        try communicator.gather(model.latent.pointer, count: perRank, into: candidates.pointer)
+        let candidates = try gatherGlobalLatents()
         if communicator.isRoot {
             quantizer.restart(codes: dead, candidates: candidates.pointer, count: globalBatchSize * model.latentCount,
                               weight: Float(options.deadCodeThreshold), seed: seed, step: step)
