@@ -1,3 +1,6 @@
+import CHDF5
+import Model
+
 /// Images compressed to code indices (`vqvae encode`): an HDF5 file holding
 ///
 /// - `/codes`: uint8, the indices of every image's latent grid `[N, h, w]` in row-major order,
@@ -90,6 +93,11 @@ public struct CodeFile: Equatable, Sendable {
             let (indices, overflow) = count.multipliedReportingOverflow(by: latentHeight * latentWidth)
             guard !overflow, indices <= 1 << 40 else { throw DataError("\(path): \(count) images of \(latentHeight)x\(latentWidth) codes is too many") }
             let expected = try CodePacking.byteCount(count: indices, codes: codebookSize)
+            // Unpacked, the codes take 4 bytes each; decoded, each image H*W*C floats.
+            let needed = Double(indices) * 4 + Double(expected) + Double(count) * Double(height * width * channels) * 4
+            guard needed <= Double(physicalMemoryBytes) / 2 else {
+                throw DataError("\(path): \(count) images of \(height)x\(width)x\(channels) need about \(Int((needed / 1e9).rounded(.up))) GB to decode, more than half of this machine's memory")
+            }
             let info = try file.info("codes")
             guard info.elementType == .uint8, info.shape == [max(expected, 1)] else {
                 throw DataError("\(path): /codes is \(info.elementType.rawValue) \(info.shape), expected uint8 [\(expected)]")
@@ -111,6 +119,3 @@ public struct CodeFile: Equatable, Sendable {
         }
     }
 }
-
-import CHDF5
-import Model

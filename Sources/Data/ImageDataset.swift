@@ -1,6 +1,7 @@
 import CHDF5
 #if canImport(Glibc)
 import Glibc
+import Model
 #endif
 
 /// An image dataset of spec/dataset.md: one or more HDF5 files, each with `images` `(N, H, W, C)`
@@ -111,9 +112,7 @@ public final class ImageDataset {
     public var imageElements: Int { height * width * channels }
 
     /// Physical memory of this machine in bytes.
-    public static var physicalMemory: Int {
-        Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
-    }
+    public static var physicalMemory: Int { physicalMemoryBytes }
 
     /// Refuses, before anything is allocated, a dataset whose header describes more than this
     /// machine can hold: the sampler keeps one index per image, and training keeps about

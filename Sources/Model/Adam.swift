@@ -46,7 +46,26 @@ public final class Adam {
         let m = firstMoment.pointer, v = secondMoment.pointer
         let oneMinusBeta1 = Float(1 - beta1), oneMinusBeta2 = Float(1 - beta2)
         let decay = Float(beta2), eps = Float(epsilon), l2 = Float(weightDecay)
-        for i in 0..<firstMoment.count {
+        // 16 at a time, then the tail; the same operations per element either way.
+        let count = firstMoment.count
+        var i = 0
+        let vl2 = Vector(repeating: l2), vb1 = Vector(repeating: oneMinusBeta1), vb2 = Vector(repeating: oneMinusBeta2)
+        let vdecay = Vector(repeating: decay), veps = Vector(repeating: eps), vstep = Vector(repeating: stepSize)
+        let vroot = Vector(repeating: correction2Root)
+        while i + vectorWidth <= count {
+            var g = load(gradients + i)
+            let w = load(parameters + i)
+            if l2 != 0 { g += vl2 * w }
+            var mi = load(m + i), vi = load(v + i)
+            mi += vb1 * (g - mi)
+            vi = vdecay * vi + vb2 * (g * g)
+            let denominator = vi.squareRoot() / vroot + veps
+            store(mi, m + i)
+            store(vi, v + i)
+            store(w - vstep * (mi / denominator), parameters + i)
+            i += vectorWidth
+        }
+        for i in i..<count {
             var g = gradients[i]
             if l2 != 0 { g += l2 * parameters[i] }
             m[i] += oneMinusBeta1 * (g - m[i])

@@ -92,6 +92,28 @@ public struct Conv2d {
             gemm(transposeA: false, transposeB: false, m: rows, n: inputChannels, k: outputChannels,
                  a: outputGradient, lda: outputChannels, b: parameters + weight.offset, ldb: reduction,
                  beta: 0, c: inputGradient, ldc: inputChannels)
+        } else if usesFlippedInputGradient(batch: batch, height: height, width: width) {
+            // A "same" stride-1 convolution narrowing the channels (the residual blocks' 3x3):
+            // dx is the convolution of dy with the flipped, transposed kernel,
+            // dx[rows, in] = im2col(dy)[rows, kh*kw*out] * Wf[kh*kw*out, in], which lowers the
+            // narrow dy instead of scattering a [rows, kh*kw*in] matrix back with col2im.
+            let flippedCount = window.area * outputChannels
+            let flipped = workspace, loweredGradient = workspace + flippedCount * inputChannels
+            let w = parameters + weight.offset
+            for ky in 0..<window.kernelHeight {
+                for kx in 0..<window.kernelWidth {
+                    let tap = (window.kernelHeight - 1 - ky) * window.kernelWidth + (window.kernelWidth - 1 - kx)
+                    for o in 0..<outputChannels {
+                        (flipped + ((ky * window.kernelWidth + kx) * outputChannels + o) * inputChannels)
+                            .update(from: w + (o * window.area + tap) * inputChannels, count: inputChannels)
+                    }
+                }
+            }
+            im2col(columns: loweredGradient, image: outputGradient, batch: batch, height: oh, width: ow,
+                   channels: outputChannels, window: window)
+            gemm(transposeA: false, transposeB: false, m: batch * height * width, n: inputChannels, k: flippedCount,
+                 a: loweredGradient, lda: flippedCount, b: flipped, ldb: inputChannels,
+                 beta: 0, c: inputGradient, ldc: inputChannels)
         } else {
             // dColumns[rows, K] = dy[rows, out] * W[out, K], then scatter back.
             gemm(transposeA: false, transposeB: false, m: rows, n: reduction, k: outputChannels,
@@ -101,6 +123,18 @@ public struct Conv2d {
             col2im(image: inputGradient, columns: workspace, batch: batch, height: height, width: width,
                    channels: inputChannels, window: window)
         }
+    }
+
+    /// Whether `backward` computes `dL/dinput` by lowering `dy` (see there): only for a stride-1
+    /// window whose padding keeps the size (`pad = (k - 1) / 2`, odd `k`), with fewer output
+    /// than input channels, and when the flipped kernel and lowered `dy` fit in the workspace.
+    func usesFlippedInputGradient(batch: Int, height: Int, width: Int) -> Bool {
+        guard window.strideHeight == 1, window.strideWidth == 1,
+              window.kernelHeight % 2 == 1, window.kernelWidth % 2 == 1,
+              window.paddingHeight * 2 + 1 == window.kernelHeight, window.paddingWidth * 2 + 1 == window.kernelWidth,
+              outputChannels < inputChannels else { return false }
+        let needed = window.area * outputChannels * (inputChannels + batch * height * width)
+        return needed <= workspaceCount(batch: batch, height: height, width: width)
     }
 
     /// Multiply-adds of one forward pass over `batch` images of `height x width`.

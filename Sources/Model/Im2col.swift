@@ -109,8 +109,7 @@ public func col2im(
                     for kx in 0..<window.kernelWidth {
                         let x = x0 + kx
                         if x >= 0 && x < width {
-                            let target = rowBase + x * channels
-                            for c in 0..<channels { target[c] += source[c] }
+                            add(rowBase + x * channels, source, count: channels)
                         }
                         source += channels
                     }

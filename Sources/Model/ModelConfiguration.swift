@@ -82,7 +82,13 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         for (name, value) in [("--hidden", hidden), ("--res-hidden", residualHidden), ("--code-dim", codeDimension), ("--codes", codes)] where value < 1 {
             throw ModelError("\(name) must be at least 1 (got \(value))")
         }
-        guard residualBlocks >= 0 else { throw ModelError("--res-blocks must not be negative (got \(residualBlocks))") }
+        for (name, value) in [("--hidden", hidden), ("--res-hidden", residualHidden), ("--code-dim", codeDimension), ("--codes", codes)] where value > Self.largestWidth {
+            throw ModelError("\(name) must be at most \(Self.largestWidth) (got \(value))")
+        }
+        guard residualBlocks >= 0, residualBlocks <= 1000 else { throw ModelError("--res-blocks must be between 0 and 1000 (got \(residualBlocks))") }
+        guard height <= Self.largestSide, width <= Self.largestSide else {
+            throw ModelError("images of \(height)x\(width) are larger than the \(Self.largestSide)-pixel side this trainer supports")
+        }
         guard hidden % (1 << (downsamplings - 1)) == 0 else {
             throw ModelError("--hidden \(hidden) must be divisible by 2^(down-1) = \(1 << (downsamplings - 1))")
         }

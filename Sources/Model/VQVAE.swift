@@ -73,6 +73,7 @@ public final class VQVAE {
     public init(configuration: ModelConfiguration, maxBatch: Int) throws {
         try configuration.validate()
         guard maxBatch >= 1 else { throw ModelError("the batch per rank must be at least 1") }
+        try configuration.checkFitsInMemory(maxBatch: maxBatch)
         self.configuration = configuration
         self.maxBatch = maxBatch
         let c = configuration
@@ -153,6 +154,14 @@ public final class VQVAE {
     }
 
     deinit { codeIndices.deallocate() }
+
+    /// Floats the model holds: parameters and their gradients, then every activation, gradient
+    /// and workspace buffer (what `ModelConfiguration.trainingBytesEstimate` over-estimates).
+    public var allocatedFloatCount: Int {
+        var buffers = downOutputs + upOutputs + [latent, quantized, noise, gradientA, gradientB, scratch, workspace]
+        for stack in [encoderStack, decoderStack] { buffers += [stack.input, stack.output] + stack.blockOutputs + stack.saved }
+        return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + (quantizer?.allocatedFloatCount ?? 0)
+    }
 
     /// Fresh weights from `seed`: PyTorch's default initialisation, a standard-normal codebook,
     /// `N = 0`, `M = E`. The same seed always gives the same model.
@@ -309,7 +318,7 @@ public final class VQVAE {
         let count = batch * imageCount
         let scale = 2 / Float(count)
         let xHat = reconstruction.pointer
-        for i in 0..<count { current[i] = scale * (xHat[i] - targets[i]) }
+        scaledDifference(current, xHat, targets, scale: scale, count: count)
 
         for i in stride(from: ups.count - 1, through: 0, by: -1) {
             let size = resolutions[c.downsamplings - i]

@@ -33,6 +33,9 @@ public final class VectorQuantizer {
 
     private let codeNorms: FloatBuffer
 
+    /// Floats held outside the parameter store: EMA state, batch statistics, code norms.
+    var allocatedFloatCount: Int { emaState.count + batchStatistics.count + codeNorms.count }
+
     init(codes: Int, dimension: Int, kind: CodebookKind, commitment: Float, decay: Double, epsilon: Double,
          parameters: ParameterStore) {
         self.codes = codes
@@ -135,7 +138,13 @@ public final class VectorQuantizer {
         let d = dimension
         let scale = 2 / Float(count * d)
         let commitmentScale = commitment * scale
-        for i in 0..<(count * d) {
+        var i = 0
+        let vscale = Vector(repeating: commitmentScale)
+        while i + vectorWidth <= count * d {
+            store(load(dq + i) + vscale * (load(z + i) - load(q + i)), dz + i)
+            i += vectorWidth
+        }
+        for i in i..<(count * d) {
             dz[i] = dq[i] + commitmentScale * (z[i] - q[i])
         }
         if let slot = codebookSlot {

@@ -136,6 +136,14 @@ final class Trainer {
                 seed: options.seed, steps: options.steps)
         }
         let settings = configuration
+        sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: settings.data.globalBatchSize,
+                                     seed: settings.seed, shuffle: settings.data.shuffle,
+                                     tail: EpochTail(rawValue: settings.data.tail) ?? .drop,
+                                     rank: communicator.rank, worldSize: communicator.size)
+        // The data pipeline's share, checked before anything is allocated: the sampler's index
+        // and the batches in flight (float inputs, damaged copies, prefetched batches). The
+        // model's own memory is checked when it is built (`ModelConfiguration.checkFitsInMemory`).
+        try dataset.checkFitsInMemory(batch: sampler.localBatchSize, bytesPerImageElement: 4 * (4 + 2 * max(options.prefetch, 0)))
         try settings.model.validate()
         if options.deadCodeThreshold != 0 {
             guard options.deadCodeThreshold > 0, options.deadCodeThreshold.isFinite else {
@@ -164,14 +172,6 @@ final class Trainer {
             throw TrainingError("--kmeans-init initialises a codebook; --model \(settings.model.model.rawValue) has none")
         }
         corruptions = try CorruptionPipeline(spec: settings.data.corrupt)
-        sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: settings.data.globalBatchSize,
-                                     seed: settings.seed, shuffle: settings.data.shuffle,
-                                     tail: EpochTail(rawValue: settings.data.tail) ?? .drop,
-                                     rank: communicator.rank, worldSize: communicator.size)
-        // A generous bound on what training keeps per image element (inputs, activations,
-        // gradients, workspaces), checked before anything is allocated.
-        try dataset.checkFitsInMemory(batch: sampler.localBatchSize,
-                                      bytesPerImageElement: 4 * (16 + 2 * settings.model.hidden + 4 * options.prefetch))
         model = try VQVAE(configuration: settings.model, maxBatch: sampler.localBatchSize)
         let o = settings.optimizer
         optimizer = Adam(count: model.parameters.count, learningRate: o.lr, beta1: o.beta1, beta2: o.beta2,

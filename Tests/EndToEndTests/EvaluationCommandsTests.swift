@@ -87,6 +87,23 @@ final class EvaluationCommandsTests: XCTestCase {
         XCTAssertNotEqual(wrong.status, 0)
         XCTAssertTrue(wrong.standardError.contains("another codebook"), wrong.standardError)
         XCTAssertEqual(wrong.standardError.split(separator: "\n").count, 1, wrong.standardError)
+        // A header claiming 2^30 images, with a chunked /codes of the matching size never written
+        // (the file stays small): refused before the 40 GB are allocated.
+        let huge = folder.appendingPathComponent("huge.h5").path
+        let made = try CommandRunner.python("""
+            import h5py, shutil, sys
+            shutil.copy(sys.argv[1], sys.argv[2])
+            with h5py.File(sys.argv[2], 'r+') as f:
+                n = (1 << 30) * 49 * 6 // 8
+                f.attrs['count'] = 1 << 30
+                del f['codes']
+                f.create_dataset('codes', shape=(n,), dtype='uint8', chunks=(1 << 20,))
+            """, [codes, huge])
+        XCTAssertEqual(made.status, 0, made.standardError)
+        let claimed = try CommandRunner.vqvae(["decode", "--codes", huge, "--out", decoded])
+        XCTAssertNotEqual(claimed.status, 0)
+        XCTAssertTrue(claimed.standardError.contains("GB to decode"), claimed.standardError)
+        XCTAssertEqual(claimed.standardError.split(separator: "\n").count, 1, claimed.standardError)
         // A truncated code file.
         let bytes = try Data(contentsOf: URL(fileURLWithPath: codes))
         try bytes.prefix(bytes.count / 2).write(to: URL(fileURLWithPath: codes))
@@ -210,6 +227,46 @@ final class EvaluationCommandsTests: XCTestCase {
                                                    "--steps", "1", "--dead-code-threshold", "1"])
             XCTAssertNotEqual(refused.status, 0)
             XCTAssertTrue(refused.standardError.contains("--dead-code-threshold"), refused.standardError)
+        }
+    }
+
+    /// A checkpoint whose configuration asks for an absurd model (edited in place, tensors left
+    /// as they were) is refused with one line naming the memory it would need, before anything is
+    /// allocated, by every command that builds a model from it, also under 2 ranks.
+    func testHostileCheckpointConfigurationIsRefusedBeforeAllocating() throws {
+        let folder = try CommandRunner.temporaryFolder("hostile-config")
+        for (name, edit, expected) in [
+            ("codes", "m['codes'] = 1 << 20; m['code_dimension'] = 4096", "needs about"),
+            ("hidden", "m['hidden'] = 1 << 20", "needs about"),
+            ("code-dim", "m['code_dimension'] = 600000; m['residual_hidden'] = 600000", "needs about"),
+            ("blocks", "m['residual_blocks'] = 900; m['hidden'] = 4096", "needs about"),
+            ("overflow", "m['codes'] = 1 << 62", "--codes must be at most"),
+            ("side", "m['height'] = 1 << 40", "1099511627776"),
+        ] {
+            let path = folder.appendingPathComponent("\(name).h5").path
+            try FileManager.default.copyItem(atPath: try checkpoint(), toPath: path)
+            let edited = try CommandRunner.python("""
+                import h5py, json, sys
+                with h5py.File(sys.argv[1], 'r+') as f:
+                    c = json.loads(f.attrs['config']); m = c['model']; \(edit); f.attrs['config'] = json.dumps(c)
+                """, [path])
+            XCTAssertEqual(edited.status, 0, edited.standardError)
+            let out = folder.appendingPathComponent("\(name)-run").path
+            for (ranks, arguments) in [
+                (0, ["eval", "--checkpoint", path, "--data", try PreparedData.mnist("test"), "--limit", "10"]),
+                (2, ["eval", "--checkpoint", path, "--data", try PreparedData.mnist("test"), "--limit", "10"]),
+                (0, ["encode", "--checkpoint", path, "--data", try PreparedData.mnist("test"), "--out", out + "-codes.h5"]),
+                (2, ["train", "--data", try PreparedData.mnist("train"), "--out", out, "--steps", "1", "--resume", path]),
+            ] {
+                let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", arguments, timeout: 60)
+                XCTAssertNotEqual(result.status, 0, "\(name): \(arguments[0]) accepted it")
+                // One message (each rank may print it, prefixed with its rank).
+                let lines = Set(result.standardError.split(separator: "\n").filter { $0.contains("error:") }
+                    .map { $0.replacingOccurrences(of: #"^\[rank \d+\] "#, with: "", options: .regularExpression) })
+                XCTAssertTrue(result.standardError.contains(expected), "\(name) \(arguments[0]): \(result.standardError)")
+                XCTAssertEqual(lines.count, 1, "\(name) \(arguments[0]): one line: \(result.standardError)")
+                XCTAssertFalse(result.standardError.contains("Fatal error"), result.standardError)
+            }
         }
     }
 

@@ -27,10 +27,10 @@ private struct StoredConfiguration: Decodable {
     var model: ModelConfiguration
 }
 
-/// The largest model this harness builds: models are built from the configuration in the file,
-/// and a real run refuses what does not fit before building; the fuzzer only needs a model whose
-/// tensors the checkpoint can be checked against.
-private let largestParameterCount = 4_000_000
+/// The memory this harness lets a model take: the launcher's own check (`VQVAE.init` calls
+/// `checkFitsInMemory` with the machine's memory) runs here against a budget that stays inside
+/// the fuzzer's RSS limit.
+private let modelBudget = 256 << 20
 
 private func loadLikeResume(_ path: String) {
     do {
@@ -40,36 +40,11 @@ private func loadLikeResume(_ path: String) {
         guard let stored = try? decoder.decode(StoredConfiguration.self, from: Foundation.Data(json.utf8)) else { return }
         let configuration = stored.model
         try configuration.validate()
-        guard estimatedSize(configuration) <= largestParameterCount else { return }
+        try configuration.checkFitsInMemory(maxBatch: 1, memory: modelBudget)
         let model = try VQVAE(configuration: configuration, maxBatch: 1)
         let optimizer = Adam(count: model.parameters.count)
         _ = try Checkpoint.load(path: path, into: model, optimizer: optimizer)
     } catch {
         // A clean, typed error is what a damaged file must produce.
     }
-}
-
-/// An upper bound on the values a model of `c` allocates for one image: parameters (convolutions
-/// of at most hidden x hidden x 4 x 4), codebook and EMA statistics, and activations at the input
-/// resolution, with overflow counted as too large.
-private func estimatedSize(_ c: ModelConfiguration) -> Int {
-    let widest = max(c.hidden, c.residualHidden, c.codeDimension, c.channels)
-    let terms: [[Int]] = [
-        [widest, widest, 16, c.downsamplings * 2 + c.residualBlocks * 4 + 4],
-        [c.codes, c.codeDimension, 3],
-        [c.height, c.width, widest, 16],
-    ]
-    var total = 0
-    for term in terms {
-        var product = 1
-        for factor in term {
-            let (next, overflow) = product.multipliedReportingOverflow(by: max(factor, 0))
-            if overflow { return Int.max }
-            product = next
-        }
-        let (sum, overflow) = total.addingReportingOverflow(product)
-        if overflow { return Int.max }
-        total = sum
-    }
-    return total
 }

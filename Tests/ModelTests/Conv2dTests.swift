@@ -162,4 +162,44 @@ final class Conv2dTests: XCTestCase {
             withExtendedLifetime((image, columns, cBuffer, back, accumulated)) {}
         }
     }
+
+    /// "Same" stride-1 convolutions that narrow the channels (as the residual blocks' 3x3 does)
+    /// compute dx by lowering dy and multiplying by the flipped kernel; the gradients equal the
+    /// naive backward in double (a stride-2 window, which scatters back with col2im, beside them).
+    func testNarrowingSameConvolutionBackward() {
+        let (batch, height, width, inputs, outputs) = (2, 7, 5, 6, 2)
+        for (index, window) in [Window(kernel: 3, stride: 1, padding: 1),
+                                Window(kernelHeight: 3, kernelWidth: 5, strideHeight: 1, strideWidth: 1,
+                                       paddingHeight: 1, paddingWidth: 2),
+                                Window(kernel: 4, stride: 2, padding: 1)].enumerated() {
+            let store = ParameterStore()
+            let conv = Conv2d(name: "conv", inputChannels: inputs, outputChannels: outputs, window: window, parameters: store)
+            store.allocate()
+            store.initialize(seed: 900 + UInt64(index))
+            XCTAssertEqual(conv.usesFlippedInputGradient(batch: batch, height: height, width: width), window.strideHeight == 1)
+            let x = randomFloats(batch * height * width * inputs, seed: 910 + UInt64(index))
+            let input = makeBuffer(x)
+            let tensor = Tensor4(batch: batch, height: height, width: width, channels: inputs, values: x.map(Double.init))
+            let (oh, ow) = conv.outputSize(height: height, width: width)
+            let r = randomFloats(batch * oh * ow * outputs, seed: 920 + UInt64(index))
+            let dy = makeBuffer(r)
+            let expected = naiveConv2dBackward(Tensor4(batch: batch, height: oh, width: ow, channels: outputs, values: r.map(Double.init)),
+                                               input: tensor, weight: torchTensor(conv.weight, in: store.values), window: window)
+            let workspace = FloatBuffer(count: conv.workspaceCount(batch: batch, height: height, width: width))
+            let output = FloatBuffer(count: batch * oh * ow * outputs)
+            let label = "\(window)"
+            conv.forward(output: output.pointer, input: input.pointer, batch: batch, height: height, width: width,
+                         parameters: store.values.pointer, workspace: workspace.pointer)
+            workspace.pointer.update(repeating: .nan, count: workspace.count)  // backward must not rely on it
+            store.zeroGradients()
+            let dx = makeBuffer(count: x.count, filledWith: 7)
+            conv.backward(inputGradient: dx.pointer, outputGradient: dy.pointer, input: input.pointer,
+                          batch: batch, height: height, width: width, parameters: store.values.pointer,
+                          gradients: store.gradients.pointer, workspace: workspace.pointer)
+            assertClose(dx.array, expected.input.values, tolerance: 1e-4, "\(label): dx")
+            assertClose(torchTensor(conv.weight, in: store.gradients), expected.weight, tolerance: 1e-4, "\(label): dW")
+            assertClose(torchTensor(conv.bias, in: store.gradients), expected.bias, tolerance: 1e-4, "\(label): db")
+            withExtendedLifetime((input, dy, output)) {}
+        }
+    }
 }

@@ -415,3 +415,47 @@ final class VQVAETests: XCTestCase {
         }
     }
 }
+
+/// The memory check that refuses absurd configurations before anything is allocated.
+final class ModelMemoryTests: XCTestCase {
+    /// The estimate covers what the model really allocates (with Adam's two moments) without
+    /// overstating it by more than 3x, for each model kind and a few shapes.
+    func testEstimateCoversTheAllocatedModel() throws {
+        var cases: [(ModelConfiguration, Int)] = []
+        for kind in ModelKind.allCases {
+            var c = ModelConfiguration(height: 32, width: 32, channels: 3)
+            c.model = kind
+            cases.append((c, 32))
+        }
+        var mnist = ModelConfiguration(height: 28, width: 28, channels: 1)
+        mnist.hidden = 32; mnist.residualHidden = 8; mnist.codeDimension = 16; mnist.codes = 64
+        cases.append((mnist, 64))
+        var wide = ModelConfiguration(height: 64, width: 64, channels: 3)
+        wide.downsamplings = 3; wide.codes = 4096; wide.residualBlocks = 4
+        cases.append((wide, 8))
+        for (c, batch) in cases {
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            XCTAssertEqual(c.parameterCountEstimate, Double(model.parameters.count + (model.quantizer?.emaState.count ?? 0)),
+                           "\(c.model): parameters and codebook state")
+            let allocated = 4 * Double(model.allocatedFloatCount + 2 * model.parameters.count)
+            let estimate = c.trainingBytesEstimate(maxBatch: batch)
+            XCTAssertGreaterThanOrEqual(estimate, allocated, "\(c.model) \(c.height)x\(c.width) batch \(batch)")
+            XCTAssertLessThanOrEqual(estimate, 3 * allocated, "\(c.model) \(c.height)x\(c.width) batch \(batch)")
+        }
+    }
+
+    /// Settings that would overflow index arithmetic or exceed memory are refused with a message.
+    func testAbsurdConfigurationsAreRefused() {
+        var c = ModelConfiguration(height: 32, width: 32, channels: 3)
+        c.codes = 1 << 62
+        XCTAssertThrowsError(try VQVAE(configuration: c, maxBatch: 1)) { XCTAssertTrue("\($0)".contains("--codes must be at most"), "\($0)") }
+        c = ModelConfiguration(height: 32, width: 32, channels: 3)
+        c.hidden = 1 << 20
+        XCTAssertThrowsError(try VQVAE(configuration: c, maxBatch: 1)) { XCTAssertTrue("\($0)".contains("needs about"), "\($0)") }
+        c = ModelConfiguration(height: 32, width: 32, channels: 3)
+        XCTAssertThrowsError(try c.checkFitsInMemory(maxBatch: 32, memory: 10_000_000)) {
+            XCTAssertTrue("\($0)".contains("with a batch of 32 needs about"), "\($0)")
+        }
+        XCTAssertNoThrow(try c.checkFitsInMemory(maxBatch: 32, memory: 1_000_000_000))
+    }
+}

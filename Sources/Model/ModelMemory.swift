@@ -1,0 +1,95 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Physical memory of this machine in bytes.
+public var physicalMemoryBytes: Int {
+    Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
+}
+
+extension ModelConfiguration {
+    /// Largest image side and channel width accepted anywhere: beyond these, index arithmetic
+    /// could overflow before the memory check below has a chance to refuse the model.
+    static let largestSide = 1 << 16
+    static let largestWidth = 1 << 20
+
+    /// Parameters of the network and the codebook's state, counted in floating point so that absurd settings (from a
+    /// damaged or hostile checkpoint) cannot overflow: convolution weights and biases, the
+    /// codebook, and for the EMA codebook its `N` and `M` statistics.
+    public var parameterCountEstimate: Double {
+        let hidden = Double(self.hidden), residual = Double(residualHidden), d = Double(codeDimension)
+        var count = 0.0
+        func conv(_ input: Double, _ output: Double, area: Double) { count += input * output * area + output }
+        for i in 0..<downsamplings {
+            conv(i == 0 ? Double(channels) : Double(downChannels(i - 1)), Double(downChannels(i)), area: 16)
+        }
+        conv(hidden, hidden, area: 9)
+        for _ in 0..<(2 * residualBlocks) {
+            conv(hidden, residual, area: 9)
+            conv(residual, hidden, area: 1)
+        }
+        conv(hidden, Double(latentChannels), area: 1)
+        if model == .vqvae { count += Double(codes) * (2 * d + 1) }
+        conv(d, hidden, area: 9)
+        for i in 0..<downsamplings {
+            conv(Double(hidden) / Double(1 << i), i == downsamplings - 1 ? Double(channels) : hidden / Double(1 << (i + 1)), area: 16)
+        }
+        return count
+    }
+
+    /// Bytes a model with a batch of `maxBatch` per rank needs while training, over-estimated:
+    /// parameters with their gradients, Adam moments and reduction buffers, every activation and
+    /// saved tensor, the two gradient buffers and the largest workspace (an im2col matrix or the
+    /// quantizer's `[positions, K]` distances). Counted in floating point (see above).
+    public func trainingBytesEstimate(maxBatch: Int) -> Double {
+        let n = Double(maxBatch)
+        let hidden = Double(self.hidden), residual = Double(residualHidden)
+        var elements = 6 * parameterCountEstimate
+        var largest = n * Double(height) * Double(width) * Double(channels)
+        var workspace = 0.0
+        var (h, w) = (Double(height), Double(width))
+        var input = Double(channels)
+        for i in 0..<downsamplings {
+            let output = Double(downChannels(i))
+            let (oh, ow) = (h / 2, w / 2)
+            // The encoder's output here, the decoder's output at the same size, and their gradients.
+            let activation = n * oh * ow * max(output, input)
+            elements += 2 * activation
+            largest = max(largest, activation)
+            workspace = max(workspace, n * oh * ow * input * 16, n * oh * ow * output * 16)
+            (h, w, input) = (oh, ow, output)
+        }
+        let positions = n * h * w
+        let widest = max(hidden, Double(latentChannels), residual)
+        // Two residual stacks (input, per-block outputs and saved tensors, output), the latent,
+        // the quantized latent, the VAE's noise and the scratch buffer.
+        elements += 2 * positions * (hidden * Double(2 + 2 * residualBlocks) + residual * Double(residualBlocks))
+        elements += positions * (Double(latentChannels) + 2 * Double(codeDimension) + residual + 1)
+        largest = max(largest, positions * widest)
+        workspace = max(workspace, positions * widest * 9)
+        if model == .vqvae { workspace = max(workspace, positions * Double(codes)) }
+        elements += 2 * largest + workspace
+        // Input batches: the one in use and the prefetched ones.
+        elements += 3 * n * Double(height) * Double(width) * Double(channels)
+        return 4 * elements
+    }
+
+    /// Refuses, before anything is allocated, a model that cannot fit in this machine's memory
+    /// with a batch of `maxBatch` per rank, naming what it would need.
+    public func checkFitsInMemory(maxBatch: Int, memory: Int = physicalMemoryBytes) throws {
+        let bytes = trainingBytesEstimate(maxBatch: maxBatch)
+        guard bytes.isFinite, bytes <= 0.8 * Double(memory) else {
+            throw ModelError("this model (\(Self.describe(count: parameterCountEstimate)) parameters: --hidden \(hidden) --res-hidden \(residualHidden) --code-dim \(codeDimension) --codes \(codes), \(height)x\(width)x\(channels) images) with a batch of \(maxBatch) needs about \(Self.describe(bytes: bytes)) to train, more than the 80% of this machine's \(Self.describe(bytes: Double(memory))) it may use")
+        }
+    }
+
+    static func describe(bytes: Double) -> String {
+        bytes >= 1e15 ? "more than 1000 TB" : bytes >= 1e12 ? "\(Int((bytes / 1e12).rounded(.up))) TB" : bytes >= 1e9 ? "\(Int((bytes / 1e9).rounded(.up))) GB" : "\(Int((bytes / 1e6).rounded(.up))) MB"
+    }
+
+    static func describe(count: Double) -> String {
+        count >= 1e12 ? "more than 1000 billion" : count >= 1e9 ? "\(Int((count / 1e9).rounded())) billion" : count >= 1e6 ? "\(Int((count / 1e6).rounded())) million" : "\(Int(count))"
+    }
+}
