@@ -236,6 +236,21 @@ def write_patches(out, args, p):
         if not photos:
             raise PrepError(f"no {split} photo is at least {p}x{p} pixels")
         rng = np.random.default_rng([args.seed, 1, split_no])
+        scales = args.train_scales if split == "train" else [1.0]
+        if scales != [1.0]:
+            # Each photo also at the smaller scales (Pillow LANCZOS), as separate sources.
+            image = need("PIL.Image", "pillow")
+            scaled = []
+            for name, img in photos:
+                h, w, _ = img.shape
+                for scale in scales:
+                    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+                    if min(size) < p:
+                        continue
+                    resized = img if scale == 1 else np.asarray(
+                        image.fromarray(img).resize(size, image.Resampling.LANCZOS))
+                    scaled.append((name if scale == 1 else f"{name}@{scale:g}", resized))
+            photos = scaled
         per_photo = [count // len(photos) + (i < count % len(photos)) for i in range(len(photos))]
         patches = []
         for (name, img), n in zip(photos, per_photo):
@@ -246,7 +261,9 @@ def write_patches(out, args, p):
         images = np.stack(patches)[rng.permutation(count)]
         source = "photos from PyPI and Debian packages: " + ", ".join(n for n, _ in photos)
         desc = (f"photos {split} split: {count} random {p}x{p} RGB patches, spread evenly "
-                f"over {len(photos)} photos and shuffled, seed {args.seed}")
+                f"over {len(photos)} photos"
+                + (f" (each at scales {', '.join(f'{x:g}' for x in scales)})" if scales != [1.0] else "")
+                + f" and shuffled, seed {args.seed}")
         write_h5(os.path.join(out, f"photos{p}-{split}.h5"), images, None, source, desc)
 
 
@@ -371,11 +388,20 @@ def main(argv=None):
     ap.add_argument("--train-patches", type=int, default=20000)
     ap.add_argument("--test-patches", type=int, default=2000)
     ap.add_argument("--patch", type=int, default=32, help="photo patch size in pixels")
+    ap.add_argument("--train-scales", default="1",
+                    help="photos: comma-separated scales of each TRAIN photo to draw patches from "
+                         "(Pillow LANCZOS), e.g. 1,0.5,0.35 (default 1: full size only)")
     ap.add_argument("--size", type=int, help="folder: resize every image to SxS")
     ap.add_argument("--grayscale", action="store_true", help="folder: keep one channel")
     ap.add_argument("--name", help="folder/npy: output name (default: folder or file name)")
     ap.add_argument("--labels", help="npy: labels .npy file (N integers)")
     args = ap.parse_args(argv)
+    try:
+        args.train_scales = [float(x) for x in args.train_scales.split(",")]
+    except ValueError:
+        ap.error(f"--train-scales must be comma-separated numbers (got {args.train_scales!r})")
+    if not all(0 < x <= 1 for x in args.train_scales):
+        ap.error("--train-scales must be in (0, 1]")
     if args.patch < 1 or args.train_patches < 1 or args.test_patches < 1:
         ap.error("--patch, --train-patches and --test-patches must be positive")
     if args.size is not None and args.size < 1:

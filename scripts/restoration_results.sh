@@ -3,7 +3,9 @@
 # bench/restoration.json, work files under runs/restoration/.
 #
 # Trains nine models with the same wall-clock budget each (tasks denoise / inpaint / compress x
-# models vqvae / vae / ae) on 32x32 patches of the TRAIN photos, then restores the damaged TEST
+# models vqvae / vae / ae) on 32x32 patches of the TRAIN photos (40,000 patches drawn from each
+# photo at full size, half and 0.35 of it, since the test photos are downscaled; restoration
+# models with --down 1, compression models with the default --down 2), then restores the damaged TEST
 # photos with `vqvae restore`, compresses them with `vqvae encode`/`decode` (and `vqvae eval
 # --recon-out` for the AE and VAE), and compares with scikit-image's non-local means, TV
 # denoising and biharmonic inpainting and with Pillow's JPEG (scripts/restoration_results.py).
@@ -26,7 +28,10 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 python3 -c "import h5py, numpy, skimage, sklearn, matplotlib, PIL, pywt" 2>/dev/null ||
     python3 -m pip install --quiet --disable-pip-version-check h5py numpy scikit-image scikit-learn \
         matplotlib pillow PyWavelets
-[ -f data/photos32-train.h5 ] || python3 scripts/prepare_data.py photos --out data
+TRAIN=$WORK/data/photos32-train.h5
+SCALES=1,0.5,0.35
+[ -f "$TRAIN" ] || python3 scripts/prepare_data.py photos --out "$WORK/data" --train-scales "$SCALES" \
+    --train-patches 40000
 
 mkdir -p "$WORK/bin"
 cp "$BUILT" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
@@ -58,8 +63,8 @@ if [ "$SKIP_TRAIN" != 1 ]; then
     : > "$WORK/load.txt"
     for task in denoise inpaint compress; do
         case $task in
-            denoise) corrupt=(--corrupt noise:0.1) ;;
-            inpaint) corrupt=(--corrupt mask:0.25) ;;
+            denoise) corrupt=(--corrupt noise:0.1 --down 1) ;;
+            inpaint) corrupt=(--corrupt mask:0.25 --down 1) ;;
             compress) corrupt=() ;;
         esac
         for model in vqvae vae ae; do
@@ -70,7 +75,7 @@ if [ "$SKIP_TRAIN" != 1 ]; then
             esac
             out="$WORK/$task-$model"
             rm -rf "$out"
-            cmd=(mpirun -np "$RANKS" --bind-to none "$BIN" train --model "$model" --data data/photos32-train.h5
+            cmd=(mpirun -np "$RANKS" --bind-to none "$BIN" train --model "$model" --data "$TRAIN"
                  --out "$out" --steps 10000000 --time-budget "$BUDGET" --global-batch-size 32 --lr 1e-3
                  --log-every 200 --checkpoint-every 0 ${corrupt[@]+"${corrupt[@]}"} ${extra[@]+"${extra[@]}"})
             record "${cmd[*]}"
