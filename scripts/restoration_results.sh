@@ -10,13 +10,18 @@
 # --recon-out` for the AE and VAE), and compares with scikit-image's non-local means, TV
 # denoising and biharmonic inpainting and with Pillow's JPEG (scripts/restoration_results.py).
 #
+# Models restore with `vqvae restore --ensemble` (the image and its seven mirrored and rotated
+# copies, averaged).
+#
 # Environment: BUDGET (seconds of training per model, default 300), RANKS (mpirun -np, default 2),
-# SKIP_TRAIN=1 (reuse the checkpoints already in runs/restoration/).
+# SKIP_TRAIN=1 (reuse the checkpoints already in runs/restoration/), SKIP_BASELINES=1 (reuse the
+# photos, damaged copies and classical baselines already there).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BUDGET=${BUDGET:-300}
 RANKS=${RANKS:-2}
 SKIP_TRAIN=${SKIP_TRAIN:-0}
+SKIP_BASELINES=${SKIP_BASELINES:-0}
 WORK=runs/restoration
 BUILT=.build/release/vqvae
 BIN=$WORK/bin/vqvae  # a copy taken at the start, so a rebuild meanwhile cannot mix two binaries
@@ -36,20 +41,36 @@ SCALES=1,0.5,0.35
 mkdir -p "$WORK/bin"
 cp "$BUILT" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
 "$BIN" --help > /dev/null
-echo "$BIN: copy of $BUILT ($(date -r "$BUILT" -u +%Y-%m-%dT%H:%M:%SZ)), sha256 $(sha256sum "$BIN" | cut -c1-16)" > "$WORK/binary.txt"
+described="$BIN: copy of $BUILT ($(date -r "$BUILT" -u +%Y-%m-%dT%H:%M:%SZ)), sha256 $(sha256sum "$BIN" | cut -c1-16)"
+if [ "$SKIP_TRAIN" != 1 ]; then
+    echo "$described" > "$WORK/binary.txt"
+else
+    # The checkpoints were trained by the binary already named there.
+    echo "$(head -n 1 "$WORK/binary.txt" 2>/dev/null) (training); $described (restoration, compression, evaluation)" > "$WORK/binary.txt.new"
+    mv "$WORK/binary.txt.new" "$WORK/binary.txt"
+fi
 commands="$WORK/commands.txt"
-: > "$commands"
-printf "BUDGET=%s RANKS=%s bash scripts/restoration_results.sh   # which runs:\n" "$BUDGET" "$RANKS" >> "$commands"
+if [ "$SKIP_TRAIN" != 1 ]; then
+    : > "$commands"
+else
+    # Keep the training commands of the run that made the checkpoints.
+    grep -E "^BUDGET=| train " "$commands" > "$commands.kept" 2>/dev/null || true
+    mv "$commands.kept" "$commands"
+fi
+printf "BUDGET=%s RANKS=%s SKIP_TRAIN=%s SKIP_BASELINES=%s bash scripts/restoration_results.sh   # which runs:\n" \
+    "$BUDGET" "$RANKS" "$SKIP_TRAIN" "$SKIP_BASELINES" >> "$commands"
 log() { echo "restoration: $*" >&2; }
 record() { printf '%s\n' "$*" >> "$commands"; }
 
 # Held-out photos, damaged copies, masks, tiles; classical baselines.
-rm -rf "$WORK"/clean "$WORK"/damaged_* "$WORK"/masks "$WORK"/tiles "$WORK"/baseline_* \
-    "$WORK"/restored_* "$WORK"/compress_*
-record "python3 $PY prepare --work $WORK"
-python3 "$PY" prepare --work "$WORK"
-record "python3 $PY baselines --work $WORK"
-python3 "$PY" baselines --work "$WORK"
+rm -rf "$WORK"/restored_* "$WORK"/compress_*
+if [ "$SKIP_BASELINES" != 1 ]; then
+    rm -rf "$WORK"/clean "$WORK"/damaged_* "$WORK"/masks "$WORK"/tiles "$WORK"/baseline_*
+    record "python3 $PY prepare --work $WORK"
+    python3 "$PY" prepare --work "$WORK"
+    record "python3 $PY baselines --work $WORK"
+    python3 "$PY" baselines --work "$WORK"
+fi
 
 checkpoint() {  # run folder -> newest checkpoint
     local newest
@@ -93,7 +114,7 @@ fi
 for task in denoise inpaint; do
     for model in vqvae vae ae; do
         ckpt=$(checkpoint "$WORK/$task-$model")
-        cmd=("$BIN" restore --checkpoint "$ckpt" --input "$WORK/damaged_$task" --out "$WORK/restored_${task}_$model")
+        cmd=("$BIN" restore --checkpoint "$ckpt" --input "$WORK/damaged_$task" --out "$WORK/restored_${task}_$model" --ensemble)
         record "${cmd[*]}"
         mkdir -p "$WORK/restored_${task}_$model"
         "${cmd[@]}"

@@ -172,7 +172,7 @@ struct HDF5Structure {
                         blocks.append((next + 4, length - 8, 2))
                     }
                 }
-                if type == 0x0C, let problem = attribute(Array(data[body..<(body + size)])) { return problem }
+                if type == 0x0C, let problem = attribute(Array(data[body..<(body + size)]), header: start) { return problem }
                 if type == 0x0B, let problem = filterPipeline(Array(data[body..<(body + size)]), header: start) { return problem }
                 if type == 0x11 {
                     // A symbol table: its B-tree and local heap must both be in the file.
@@ -188,18 +188,25 @@ struct HDF5Structure {
         return nil
     }
 
-    /// An attribute of variable-length values (strings, as the checkpoint's `format` and `config`)
-    /// keeps them in global heap collections; each collection it refers to is checked once.
-    private mutating func attribute(_ message: [UInt8]) -> String? {
+    /// An attribute's name, datatype and dataspace must lie inside its message: libhdf5 1.10
+    /// decodes them at the sizes the message declares, past its end. An attribute of
+    /// variable-length values (strings, as the checkpoint's `format` and `config`) keeps them in
+    /// global heap collections; each collection it refers to is checked once.
+    private mutating func attribute(_ message: [UInt8], header: Int) -> String? {
         guard message.count >= 8, let nameSize = integer(message, 2, 2), let typeSize = integer(message, 4, 2),
               let spaceSize = integer(message, 6, 2) else { return nil }
         let version = Int(message[0])
-        // Shared datatypes or dataspaces are stored elsewhere: left to libhdf5.
-        guard (1...3).contains(version), version == 1 || message[1] & 0x03 == 0 else { return nil }
+        guard (1...3).contains(version) else { return nil }
         let padded = { (size: Int) in version == 1 ? (size + 7) & ~7 : size }
         let typeStart = (version == 3 ? 9 : 8) + padded(nameSize)
         let spaceStart = typeStart + padded(typeSize)
         let dataStart = spaceStart + padded(spaceSize)
+        guard typeStart - padded(nameSize) + nameSize <= message.count, typeStart + typeSize <= message.count,
+              spaceStart + spaceSize <= message.count else {
+            return "an attribute of the object at \(header) declares a name, datatype or dataspace beyond the end of its message"
+        }
+        // Shared datatypes or dataspaces are stored elsewhere: left to libhdf5.
+        guard version == 1 || message[1] & 0x03 == 0 else { return nil }
         // Datatype class 9 is variable-length; each value is a length, a collection address and an
         // index in that collection.
         guard typeSize >= 8, typeStart + typeSize <= message.count, message[typeStart] & 0x0F == 9,

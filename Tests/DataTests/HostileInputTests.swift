@@ -115,6 +115,17 @@ final class HostileInputTests: XCTestCase {
             assertDataError(path, contains: message) { try Checkpoint.verify(path: path) }
             assertDataError(path, contains: message) { _ = try Inspector.describe(path: path) }
         }
+        // Found by the checkpoint fuzzer: an attribute ("lr" of /optimizer) whose dataspace size
+        // was raised to 17,416 bytes in a 56-byte message; libhdf5 decoded it past the message
+        // (heap-buffer-overflow under H5Aexists_by_name).
+        let found = Self.packageRoot.appendingPathComponent("Tests/Fuzz/regressions/checkpoint").path
+        let committed = try FileManager.default.contentsOfDirectory(atPath: found).filter { $0.hasSuffix(".h5") }
+        XCTAssertEqual(committed, ["found-attribute-dataspace-beyond-message.h5"])
+        for name in committed {
+            let path = found + "/" + name
+            assertDataError(path, contains: "beyond the end of its message") { try Checkpoint.verify(path: path) }
+            assertDataError(path, contains: "beyond the end of its message") { _ = try Inspector.describe(path: path) }
+        }
         // Loading reads the model's tensors only: the extra tensor is not its concern.
         let model = try smallModel()
         for (name, message) in [("attribute-array.h5", "holds 4096 values"),

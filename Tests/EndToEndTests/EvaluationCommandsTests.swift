@@ -157,6 +157,21 @@ final class EvaluationCommandsTests: XCTestCase {
         print("restore: tiled vs whole-image \(numbers.first ?? .nan) dB, step ratio at tile edges \(numbers.last ?? .nan)")
         XCTAssertGreaterThan(numbers.first ?? 0, 20, "tiled restoration should agree with the whole-image run")
         XCTAssertLessThan(numbers.last ?? .infinity, 2, "no seam: the difference may not jump at tile edges")
+        // The self-ensemble (76x92 turns into 92x76 for the quarter turns) keeps the size and stays
+        // close to the plain run.
+        let ensemble = folder.appendingPathComponent("ensemble.png").path
+        let ensembled = try CommandRunner.vqvae(["restore", "--checkpoint", try checkpoint(), "--input", input, "--out", ensemble, "--ensemble"])
+        XCTAssertEqual(ensembled.status, 0, ensembled.standardError)
+        let close = try CommandRunner.python("""
+            import numpy as np, sys
+            from PIL import Image
+            e = np.asarray(Image.open(sys.argv[1])).astype(float); t = np.asarray(Image.open(sys.argv[2])).astype(float)
+            print(e.shape == t.shape, round(10 * np.log10(255 ** 2 / max(((e - t) ** 2).mean(), 1e-12)), 2), np.array_equal(e, t))
+            """, [ensemble, tiled])
+        let parts = close.standardOutput.split(separator: " ").map(String.init)
+        XCTAssertEqual(parts.first, "True", close.standardOutput + close.standardError)
+        XCTAssertGreaterThan(Double(parts.count > 1 ? parts[1] : "") ?? 0, 20, "the ensemble should stay close to one pass: \(close.standardOutput)")
+        XCTAssertEqual(parts.last?.trimmingCharacters(in: .whitespacesAndNewlines), "False", "the ensemble averages eight different passes")
 
         // A folder of PNGs and an HDF5 file of other-size images.
         let inFolder = folder.appendingPathComponent("pngs"), outFolder = folder.appendingPathComponent("restored")

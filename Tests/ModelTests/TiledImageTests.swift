@@ -174,3 +174,29 @@ final class TiledImageTests: XCTestCase {
         }
     }
 }
+
+/// The eight symmetries used by `restore --ensemble`.
+final class DihedralTests: XCTestCase {
+    func testEachSymmetryInvertsAndTheEightDiffer() {
+        let (h, w, c) = (3, 5, 2)
+        let image = (0..<(h * w * c)).map { Float($0) }
+        var seen: Set<[Float]> = []
+        for symmetry in Dihedral.all {
+            let size = symmetry.size(height: h, width: w)
+            let transformed = symmetry.apply(image, height: h, width: w, channels: c)
+            XCTAssertEqual(size.height * size.width * c, transformed.count)
+            XCTAssertEqual(Set(transformed), Set(image), "\(symmetry) is a permutation")
+            XCTAssertEqual(symmetry.invert(transformed, height: h, width: w, channels: c), image, "\(symmetry) inverts")
+            seen.insert(transformed)
+        }
+        XCTAssertEqual(seen.count, 8)
+        XCTAssertEqual(Dihedral.all[0].apply(image, height: h, width: w, channels: c), image, "the first is the identity")
+        // A quarter turn clockwise: the top-left pixel goes to the top-right of the 5x3 result,
+        // the bottom-left to the top-left; a mirror swaps left and right.
+        let turned = Dihedral(rotations: 1, mirrored: false).apply(image, height: h, width: w, channels: c)
+        XCTAssertEqual(Array(turned[(0 * 3 + 2) * c..<(0 * 3 + 2) * c + c]), [0, 1])
+        XCTAssertEqual(Array(turned[0..<c]), Array(image[(2 * w + 0) * c..<(2 * w + 0) * c + c]))
+        let mirrored = Dihedral(rotations: 0, mirrored: true).apply(image, height: h, width: w, channels: c)
+        XCTAssertEqual(Array(mirrored[0..<c]), Array(image[(w - 1) * c..<w * c]))
+    }
+}
