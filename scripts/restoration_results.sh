@@ -46,7 +46,8 @@ if [ "$SKIP_TRAIN" != 1 ]; then
     echo "$described" > "$WORK/binary.txt"
 else
     # The checkpoints were trained by the binary already named there.
-    echo "$(head -n 1 "$WORK/binary.txt" 2>/dev/null) (training); $described (restoration, compression, evaluation)" > "$WORK/binary.txt.new"
+    trained_by=$(head -n 1 "$WORK/binary.txt" 2>/dev/null | sed 's/ (training);.*$//')
+    echo "$trained_by (training); $described (restoration, compression, evaluation)" > "$WORK/binary.txt.new"
     mv "$WORK/binary.txt.new" "$WORK/binary.txt"
 fi
 commands="$WORK/commands.txt"

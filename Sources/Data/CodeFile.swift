@@ -96,7 +96,7 @@ public struct CodeFile: Equatable, Sendable {
             // Unpacked, the codes take 4 bytes each; decoded, each image H*W*C floats.
             let needed = Double(indices) * 4 + Double(expected) + Double(count) * Double(height * width * channels) * 4
             guard needed <= Double(physicalMemoryBytes) / 2 else {
-                throw DataError("\(path): \(count) images of \(height)x\(width)x\(channels) need about \(Int((needed / 1e9).rounded(.up))) GB to decode, more than half of this machine's memory")
+                throw DataError("\(path): \(count) images of \(height)x\(width)x\(channels) need about \(describeBytes(needed)) to decode, more than half of this machine's memory")
             }
             let info = try file.info("codes")
             guard info.elementType == .uint8, info.shape == [max(expected, 1)] else {

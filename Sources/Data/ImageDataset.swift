@@ -111,23 +111,19 @@ public final class ImageDataset {
 
     public var imageElements: Int { height * width * channels }
 
-    /// Physical memory of this machine in bytes.
-    public static var physicalMemory: Int { physicalMemoryBytes }
-
     /// Refuses, before anything is allocated, a dataset whose header describes more than this
     /// machine can hold: the sampler keeps one index per image, and training keeps about
     /// `bytesPerImageElement` bytes per image element of a batch (inputs, activations, gradients).
     public func checkFitsInMemory(batch: Int, bytesPerImageElement: Int) throws {
-        let memory = Self.physicalMemory
-        let gigabytes = { (bytes: Double) in String(Int((bytes / 1e9).rounded(.up))) + " GB" }
+        let memory = physicalMemoryBytes
         let (indexBytes, overflowN) = count.multipliedReportingOverflow(by: 2 * MemoryLayout<Int>.stride)
         if overflowN || indexBytes > memory / 2 {
-            throw DataError("\(paths.joined(separator: ", ")): the header claims \(count) images; indexing them needs \(gigabytes(Double(count) * 16)), more than this machine's \(gigabytes(Double(memory)))")
+            throw DataError("\(paths.joined(separator: ", ")): the header claims \(count) images; indexing them needs \(describeBytes(Double(count) * 16)), more than this machine's \(describeBytes(Double(memory)))")
         }
         let (perImage, overflowImage) = imageElements.multipliedReportingOverflow(by: bytesPerImageElement)
         let (perBatch, overflowBatch) = perImage.multipliedReportingOverflow(by: max(batch, 1))
         if overflowImage || overflowBatch || perBatch > memory / 2 {
-            throw DataError("\(paths[0]): images of \(height)x\(width)x\(channels) are too large: a batch of \(batch) needs about \(gigabytes(Double(imageElements) * Double(bytesPerImageElement) * Double(batch))), more than this machine's \(gigabytes(Double(memory)))")
+            throw DataError("\(paths[0]): images of \(height)x\(width)x\(channels) are too large: a batch of \(batch) needs about \(describeBytes(Double(imageElements) * Double(bytesPerImageElement) * Double(batch))), more than this machine's \(describeBytes(Double(memory)))")
         }
     }
 

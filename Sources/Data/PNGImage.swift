@@ -1,5 +1,6 @@
 import CPNG
 import Foundation
+import Model
 
 /// An 8-bit image `[H, W, C]`: rows top to bottom, pixels left to right, channels interleaved;
 /// `C = 1` (gray) or `C = 3` (RGB). Read from and written to PNG files through libpng.
@@ -129,7 +130,7 @@ public struct PNGImage: Equatable, Sendable {
         let (pixelCount, overflow1) = width.multipliedReportingOverflow(by: height)
         let (byteCount, overflow2) = pixelCount.multipliedReportingOverflow(by: decodedChannels * 2)
         let (rowStride, overflow3) = width.multipliedReportingOverflow(by: decodedChannels)
-        if overflow1 || overflow2 || overflow3 || rowStride > Int(Int32.max) || byteCount > ImageDataset.physicalMemory / 2 {
+        if overflow1 || overflow2 || overflow3 || rowStride > Int(Int32.max) || byteCount > physicalMemoryBytes / 2 {
             png_image_free(&image)
             throw DataError("\(path): the PNG header claims \(width)x\(height) pixels, more than this machine's memory can hold")
         }

@@ -28,25 +28,24 @@ public struct Dihedral: Sendable, Equatable {
 
     /// The transformed image.
     public func apply(_ image: [Float], height: Int, width: Int, channels: Int) -> [Float] {
-        var result = [Float](repeating: 0, count: image.count)
-        let outWidth = size(height: height, width: width).width
-        for y in 0..<height {
-            for x in 0..<width {
-                let (ty, tx) = target(y, x, height: height, width: width)
-                for c in 0..<channels { result[(ty * outWidth + tx) * channels + c] = image[(y * width + x) * channels + c] }
-            }
-        }
-        return result
+        permute(image, height: height, width: width, channels: channels, inverse: false)
     }
 
     /// Maps `transformed` (the image of `apply`) back to the original `H x W` layout.
     public func invert(_ transformed: [Float], height: Int, width: Int, channels: Int) -> [Float] {
-        var result = [Float](repeating: 0, count: transformed.count)
+        permute(transformed, height: height, width: width, channels: channels, inverse: true)
+    }
+
+    /// Moves every pixel of the original `H x W` layout to where `target` sends it, or back.
+    private func permute(_ values: [Float], height: Int, width: Int, channels: Int, inverse: Bool) -> [Float] {
+        var result = [Float](repeating: 0, count: values.count)
         let outWidth = size(height: height, width: width).width
         for y in 0..<height {
             for x in 0..<width {
                 let (ty, tx) = target(y, x, height: height, width: width)
-                for c in 0..<channels { result[(y * width + x) * channels + c] = transformed[(ty * outWidth + tx) * channels + c] }
+                let original = (y * width + x) * channels, moved = (ty * outWidth + tx) * channels
+                let (from, to) = inverse ? (moved, original) : (original, moved)
+                for c in 0..<channels { result[to + c] = values[from + c] }
             }
         }
         return result

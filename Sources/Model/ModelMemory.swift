@@ -9,6 +9,13 @@ public var physicalMemoryBytes: Int {
     Int(sysconf(Int32(_SC_PHYS_PAGES))) * Int(sysconf(Int32(_SC_PAGESIZE)))
 }
 
+/// A size in bytes for a message, rounded up: "3 GB", "220 GB", "4 TB", "12 MB"; any size, however
+/// absurd, prints without trapping.
+public func describeBytes(_ bytes: Double) -> String {
+    bytes >= 1e15 ? "more than 1000 TB" : bytes >= 1e12 ? "\(Int((bytes / 1e12).rounded(.up))) TB"
+        : bytes >= 1e9 ? "\(Int((bytes / 1e9).rounded(.up))) GB" : "\(Int((max(bytes, 0) / 1e6).rounded(.up))) MB"
+}
+
 extension ModelConfiguration {
     /// Largest image side and channel width accepted anywhere: beyond these, index arithmetic
     /// could overflow before the memory check below has a chance to refuse the model.
@@ -81,12 +88,8 @@ extension ModelConfiguration {
     public func checkFitsInMemory(maxBatch: Int, memory: Int = physicalMemoryBytes) throws {
         let bytes = trainingBytesEstimate(maxBatch: maxBatch)
         guard bytes.isFinite, bytes <= 0.8 * Double(memory) else {
-            throw ModelError("this model (\(Self.describe(count: parameterCountEstimate)) parameters: --hidden \(hidden) --res-hidden \(residualHidden) --code-dim \(codeDimension) --codes \(codes), \(height)x\(width)x\(channels) images) with a batch of \(maxBatch) needs about \(Self.describe(bytes: bytes)) to train, more than the 80% of this machine's \(Self.describe(bytes: Double(memory))) it may use")
+            throw ModelError("this model (\(Self.describe(count: parameterCountEstimate)) parameters: --hidden \(hidden) --res-hidden \(residualHidden) --code-dim \(codeDimension) --codes \(codes), \(height)x\(width)x\(channels) images) with a batch of \(maxBatch) needs about \(describeBytes(bytes)) to train, more than the 80% of this machine's \(describeBytes(Double(memory))) it may use")
         }
-    }
-
-    static func describe(bytes: Double) -> String {
-        bytes >= 1e15 ? "more than 1000 TB" : bytes >= 1e12 ? "\(Int((bytes / 1e12).rounded(.up))) TB" : bytes >= 1e9 ? "\(Int((bytes / 1e9).rounded(.up))) GB" : "\(Int((bytes / 1e6).rounded(.up))) MB"
     }
 
     static func describe(count: Double) -> String {

@@ -88,7 +88,7 @@ final class EvaluationCommandsTests: XCTestCase {
         XCTAssertTrue(wrong.standardError.contains("another codebook"), wrong.standardError)
         XCTAssertEqual(wrong.standardError.split(separator: "\n").count, 1, wrong.standardError)
         // A header claiming 2^30 images, with a chunked /codes of the matching size never written
-        // (the file stays small): refused before the 40 GB are allocated.
+        // (the file stays small): refused before the 4 TB it would take are allocated.
         let huge = folder.appendingPathComponent("huge.h5").path
         let made = try CommandRunner.python("""
             import h5py, shutil, sys
@@ -102,7 +102,7 @@ final class EvaluationCommandsTests: XCTestCase {
         XCTAssertEqual(made.status, 0, made.standardError)
         let claimed = try CommandRunner.vqvae(["decode", "--codes", huge, "--out", decoded])
         XCTAssertNotEqual(claimed.status, 0)
-        XCTAssertTrue(claimed.standardError.contains("GB to decode"), claimed.standardError)
+        XCTAssertTrue(claimed.standardError.contains("need about 4 TB to decode"), claimed.standardError)
         XCTAssertEqual(claimed.standardError.split(separator: "\n").count, 1, claimed.standardError)
         // A truncated code file.
         let bytes = try Data(contentsOf: URL(fileURLWithPath: codes))
