@@ -3,7 +3,8 @@
 ///
 /// Weight stored `[out, kh, kw, in]` (checkpoints use PyTorch's `[out, in, kh, kw]`), bias `[out]`.
 /// The forward pass lowers the whole batch with `im2col` into a shared workspace and runs one
-/// GEMM; a 1x1 convolution skips `im2col`.
+/// GEMM; a 1x1 convolution skips `im2col`; a 3x3 stride-1 padding-1 convolution runs as Winograd
+/// F(2x2, 3x3) (`Winograd`), forward and backward.
 public struct Conv2d {
     public let inputChannels: Int
     public let outputChannels: Int
@@ -37,8 +38,17 @@ public struct Conv2d {
     /// Workspace floats the passes need for a batch of `batch` inputs of `height x width`.
     public func workspaceCount(batch: Int, height: Int, width: Int) -> Int {
         if window.isPointwise { return 0 }
+        if usesWinograd {
+            return Winograd.workspaceCount(batch: batch, height: height, width: width,
+                                           inputChannels: inputChannels, outputChannels: outputChannels)
+        }
         let (oh, ow) = outputSize(height: height, width: width)
         return batch * oh * ow * reduction
+    }
+
+    /// A 3x3 window with stride 1 and padding 1 runs as Winograd F(2x2, 3x3).
+    var usesWinograd: Bool {
+        window == Window(kernel: 3, stride: 1, padding: 1)
     }
 
     /// `output` `[N, Ho, Wo, out]` = conv(`input` `[N, H, W, in]`) + bias, then ReLU if asked.
@@ -49,6 +59,13 @@ public struct Conv2d {
     ) {
         let (oh, ow) = outputSize(height: height, width: width)
         let rows = batch * oh * ow
+        if usesWinograd {
+            Winograd.convolve(output: output, input: input, weight: parameters + weight.offset, flipped: false,
+                              batch: batch, height: height, width: width,
+                              inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
+            addBias(output, bias: parameters + bias.offset, rows: rows, channels: outputChannels, relu: relu)
+            return
+        }
         let lowered: UnsafePointer<Float>
         if window.isPointwise {
             lowered = input
@@ -74,6 +91,18 @@ public struct Conv2d {
         let (oh, ow) = outputSize(height: height, width: width)
         let rows = batch * oh * ow
         accumulateBiasGradient(gradients + bias.offset, dy: outputGradient, rows: rows, channels: outputChannels)
+        if usesWinograd {
+            Winograd.accumulateWeightGradient(
+                gradients + weight.offset, input: input, outputGradient: outputGradient,
+                batch: batch, height: height, width: width,
+                inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
+            guard let inputGradient else { return }
+            // dx is the convolution of dy with the flipped kernel, channels swapped.
+            Winograd.convolve(output: inputGradient, input: outputGradient, weight: parameters + weight.offset, flipped: true,
+                              batch: batch, height: height, width: width,
+                              inputChannels: outputChannels, outputChannels: inputChannels, workspace: workspace)
+            return
+        }
         let lowered: UnsafePointer<Float>
         if window.isPointwise {
             lowered = input
@@ -127,12 +156,12 @@ public struct Conv2d {
 
     /// Whether `backward` computes `dL/dinput` by lowering `dy` (see there): only for a stride-1
     /// window whose padding keeps the size (`pad = (k - 1) / 2`, odd `k`), with fewer output
-    /// than input channels, and when the flipped kernel and lowered `dy` fit in the workspace.
+    /// than input channels, not run as Winograd, and when the flipped kernel and lowered `dy` fit in the workspace.
     func usesFlippedInputGradient(batch: Int, height: Int, width: Int) -> Bool {
         guard window.strideHeight == 1, window.strideWidth == 1,
               window.kernelHeight % 2 == 1, window.kernelWidth % 2 == 1,
               window.paddingHeight * 2 + 1 == window.kernelHeight, window.paddingWidth * 2 + 1 == window.kernelWidth,
-              outputChannels < inputChannels else { return false }
+              outputChannels < inputChannels, !usesWinograd else { return false }
         let needed = window.area * outputChannels * (inputChannels + batch * height * width)
         return needed <= workspaceCount(batch: batch, height: height, width: width)
     }

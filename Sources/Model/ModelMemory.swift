@@ -48,8 +48,8 @@ extension ModelConfiguration {
 
     /// Bytes a model with a batch of `maxBatch` per rank needs while training, over-estimated:
     /// parameters with their gradients, Adam moments and reduction buffers, every activation and
-    /// saved tensor, the two gradient buffers and the largest workspace (an im2col matrix or the
-    /// quantizer's `[positions, K]` distances). Counted in floating point (see above).
+    /// saved tensor, the two gradient buffers and the largest workspace (an im2col matrix,
+    /// Winograd's tiles or the quantizer's `[positions, K]` distances). Counted in floating point (see above).
     public func trainingBytesEstimate(maxBatch: Int) -> Double {
         let n = Double(maxBatch)
         let hidden = Double(self.hidden), residual = Double(residualHidden)
@@ -75,7 +75,9 @@ extension ModelConfiguration {
         elements += 2 * positions * (hidden * Double(2 + 2 * residualBlocks) + residual * Double(residualBlocks))
         elements += positions * (Double(latentChannels) + 2 * Double(codeDimension) + residual + 1)
         largest = max(largest, positions * widest)
-        workspace = max(workspace, positions * widest * 9)
+        // The 3x3 convolutions: an im2col matrix, or Winograd's two tile matrices and kernel.
+        let tiles = n * (h / 2).rounded(.up) * (w / 2).rounded(.up)
+        workspace = max(workspace, positions * widest * 9, 32 * tiles * widest + 16 * widest * widest + widest)
         if model == .vqvae { workspace = max(workspace, positions * Double(codes)) }
         elements += 2 * largest + workspace
         // Input batches: the one in use and the prefetched ones.

@@ -176,7 +176,8 @@ final class Conv2dTests: XCTestCase {
             let conv = Conv2d(name: "conv", inputChannels: inputs, outputChannels: outputs, window: window, parameters: store)
             store.allocate()
             store.initialize(seed: 900 + UInt64(index))
-            XCTAssertEqual(conv.usesFlippedInputGradient(batch: batch, height: height, width: width), window.strideHeight == 1)
+            XCTAssertEqual(conv.usesFlippedInputGradient(batch: batch, height: height, width: width),
+                           window.strideHeight == 1 && !conv.usesWinograd)
             let x = randomFloats(batch * height * width * inputs, seed: 910 + UInt64(index))
             let input = makeBuffer(x)
             let tensor = Tensor4(batch: batch, height: height, width: width, channels: inputs, values: x.map(Double.init))
@@ -200,6 +201,51 @@ final class Conv2dTests: XCTestCase {
             assertClose(torchTensor(conv.weight, in: store.gradients), expected.weight, tolerance: 1e-4, "\(label): dW")
             assertClose(torchTensor(conv.bias, in: store.gradients), expected.bias, tolerance: 1e-4, "\(label): db")
             withExtendedLifetime((input, dy, output)) {}
+        }
+    }
+
+    /// Test 6: the Winograd F(2x2, 3x3) path (3x3, stride 1, padding 1) with channel counts that
+    /// fill whole 16-float vectors and leave tails, on odd and even sizes: forward with bias and
+    /// ReLU, and dx, dW (accumulated onto non-zero gradients), db, against the naive double ops.
+    func testWinogradMatchesNaiveWithFullVectorsAndTails() {
+        let window = Window(kernel: 3, stride: 1, padding: 1)
+        let cases = [(batch: 2, height: 6, width: 9, inputs: 37, outputs: 20),
+                     (batch: 1, height: 5, width: 4, inputs: 16, outputs: 33),
+                     (batch: 3, height: 8, width: 8, inputs: 5, outputs: 64),
+                     (batch: 1, height: 1, width: 3, inputs: 17, outputs: 2)]
+        for (index, c) in cases.enumerated() {
+            let label = "winograd \(c)"
+            let store = ParameterStore()
+            let conv = Conv2d(name: "conv", inputChannels: c.inputs, outputChannels: c.outputs, window: window, parameters: store)
+            store.allocate()
+            store.initialize(seed: 1000 + UInt64(index))
+            XCTAssertTrue(conv.usesWinograd, label)
+            let x = randomFloats(c.batch * c.height * c.width * c.inputs, seed: 1010 + UInt64(index))
+            let tensor = Tensor4(batch: c.batch, height: c.height, width: c.width, channels: c.inputs, values: x.map(Double.init))
+            let weight = torchTensor(conv.weight, in: store.values), bias = torchTensor(conv.bias, in: store.values)
+            let expected = naiveConv2d(tensor, weight: weight, bias: bias, outputChannels: c.outputs, window: window)
+            let input = makeBuffer(x)
+            let workspace = makeBuffer(count: conv.workspaceCount(batch: c.batch, height: c.height, width: c.width), filledWith: .nan)
+            let output = makeBuffer(count: expected.values.count, filledWith: .nan)
+            conv.forward(output: output.pointer, input: input.pointer, batch: c.batch, height: c.height, width: c.width,
+                         relu: true, parameters: store.values.pointer, workspace: workspace.pointer)
+            assertClose(output.array, expected.values.map { max($0, 0) }, tolerance: 1e-5, "\(label) forward+relu")
+
+            let r = randomFloats(expected.values.count, seed: 1020 + UInt64(index))
+            let dy = makeBuffer(r)
+            let naive = naiveConv2dBackward(Tensor4(batch: c.batch, height: c.height, width: c.width, channels: c.outputs,
+                                                    values: r.map(Double.init)),
+                                            input: tensor, weight: weight, window: window)
+            let before = store.fillGradients(seed: 1030 + UInt64(index))
+            workspace.pointer.update(repeating: .nan, count: workspace.count)
+            let dx = makeBuffer(count: x.count, filledWith: .nan)
+            conv.backward(inputGradient: dx.pointer, outputGradient: dy.pointer, input: input.pointer,
+                          batch: c.batch, height: c.height, width: c.width, parameters: store.values.pointer,
+                          gradients: store.gradients.pointer, workspace: workspace.pointer)
+            assertClose(dx.array, naive.input.values, tolerance: 1e-5, "\(label) dx")
+            assertClose(store.accumulatedGradient(conv.weight, since: before), naive.weight, tolerance: 1e-5, "\(label) dW")
+            assertClose(store.accumulatedGradient(conv.bias, since: before), naive.bias, tolerance: 1e-5, "\(label) db")
+            withExtendedLifetime((input, dy, output, dx, workspace)) {}
         }
     }
 }
