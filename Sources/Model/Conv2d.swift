@@ -4,7 +4,8 @@
 /// Weight stored `[out, kh, kw, in]` (checkpoints use PyTorch's `[out, in, kh, kw]`), bias `[out]`.
 /// The forward pass lowers the whole batch with `im2col` into a shared workspace and runs one
 /// GEMM; a 1x1 convolution skips `im2col`; a 3x3 stride-1 padding-1 convolution runs as Winograd
-/// F(2x2, 3x3) (`Winograd`), forward and backward.
+/// F(2x2, 3x3) (`Winograd`) and a 4x4 stride-2 padding-1 one as F(2x2, 2x2) over pixel pairs
+/// (`StridedWinograd`), forward and backward.
 public struct Conv2d {
     public let inputChannels: Int
     public let outputChannels: Int
@@ -43,7 +44,18 @@ public struct Conv2d {
                                            inputChannels: inputChannels, outputChannels: outputChannels)
         }
         let (oh, ow) = outputSize(height: height, width: width)
+        if usesStridedWinograd {
+            return StridedWinograd.workspaceCount(batch: batch, outputHeight: oh, outputWidth: ow,
+                                                  inputChannels: inputChannels, outputChannels: outputChannels)
+        }
         return batch * oh * ow * reduction
+    }
+
+    /// A 4x4 window with stride 2 and padding 1 runs as Winograd F(2x2, 2x2) over pixel pairs when
+    /// both channel counts fill a 16-float vector (with 3 image channels, im2col measured faster:
+    /// the default model trains at 455 instead of 402 images/s).
+    var usesStridedWinograd: Bool {
+        window == Window(kernel: 4, stride: 2, padding: 1) && min(inputChannels, outputChannels) >= vectorWidth
     }
 
     /// A 3x3 window with stride 1 and padding 1 runs as Winograd F(2x2, 3x3).
@@ -63,6 +75,13 @@ public struct Conv2d {
             Winograd.convolve(output: output, input: input, weight: parameters + weight.offset, flipped: false,
                               batch: batch, height: height, width: width,
                               inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
+            addBias(output, bias: parameters + bias.offset, rows: rows, channels: outputChannels, relu: relu)
+            return
+        }
+        if usesStridedWinograd {
+            StridedWinograd.convolve(output: output, input: input, weight: parameters + weight.offset,
+                                     batch: batch, height: height, width: width, outputHeight: oh, outputWidth: ow,
+                                     inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
             addBias(output, bias: parameters + bias.offset, rows: rows, channels: outputChannels, relu: relu)
             return
         }
@@ -101,6 +120,18 @@ public struct Conv2d {
             Winograd.convolve(output: inputGradient, input: outputGradient, weight: parameters + weight.offset, flipped: true,
                               batch: batch, height: height, width: width,
                               inputChannels: outputChannels, outputChannels: inputChannels, workspace: workspace)
+            return
+        }
+        if usesStridedWinograd {
+            StridedWinograd.accumulateWeightGradient(
+                gradients + weight.offset, input: input, outputGradient: outputGradient,
+                batch: batch, height: height, width: width, outputHeight: oh, outputWidth: ow,
+                inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
+            guard let inputGradient else { return }
+            StridedWinograd.inputGradient(
+                inputGradient, outputGradient: outputGradient, weight: parameters + weight.offset,
+                batch: batch, height: height, width: width, outputHeight: oh, outputWidth: ow,
+                inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
             return
         }
         let lowered: UnsafePointer<Float>

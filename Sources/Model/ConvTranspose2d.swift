@@ -37,7 +37,21 @@ public struct ConvTranspose2d {
     }
 
     public func workspaceCount(batch: Int, height: Int, width: Int) -> Int {
-        batch * height * width * expansion
+        if usesStridedWinograd {
+            // The adjoint convolution maps the output [Ho, Wo, out] to the input [H, W, in].
+            return StridedWinograd.workspaceCount(batch: batch, outputHeight: height, outputWidth: width,
+                                                  inputChannels: outputChannels, outputChannels: inputChannels)
+        }
+        return batch * height * width * expansion
+    }
+
+    /// A 4x4 window with stride 2 and padding 1: this layer is the adjoint of a strided
+    /// convolution from its output to its input with the same weight (`[in, 4, 4, out]` is that
+    /// convolution's `[out, kh, kw, in]`), which runs as Winograd F(2x2, 2x2) (`StridedWinograd`):
+    /// the forward pass is that convolution's input gradient, the input gradient its forward pass.
+    /// Only when both channel counts fill a 16-float vector, as for `Conv2d`.
+    var usesStridedWinograd: Bool {
+        window == Window(kernel: 4, stride: 2, padding: 1) && min(inputChannels, outputChannels) >= vectorWidth
     }
 
     /// `output` `[N, Ho, Wo, out]` = convT(`input` `[N, H, W, in]`) + bias, then ReLU if asked.
@@ -48,6 +62,14 @@ public struct ConvTranspose2d {
     ) {
         let (oh, ow) = outputSize(height: height, width: width)
         let rows = batch * height * width
+        if usesStridedWinograd {
+            StridedWinograd.inputGradient(
+                output, outputGradient: input, weight: parameters + weight.offset,
+                batch: batch, height: oh, width: ow, outputHeight: height, outputWidth: width,
+                inputChannels: outputChannels, outputChannels: inputChannels, workspace: workspace)
+            addBias(output, bias: parameters + bias.offset, rows: batch * oh * ow, channels: outputChannels, relu: relu)
+            return
+        }
         gemm(transposeA: false, transposeB: false, m: rows, n: expansion, k: inputChannels,
              a: input, lda: inputChannels, b: parameters + weight.offset, ldb: expansion,
              beta: 0, c: workspace, ldc: expansion)
@@ -68,6 +90,18 @@ public struct ConvTranspose2d {
         let (oh, ow) = outputSize(height: height, width: width)
         let rows = batch * height * width
         accumulateBiasGradient(gradients + bias.offset, dy: outputGradient, rows: batch * oh * ow, channels: outputChannels)
+        if usesStridedWinograd {
+            StridedWinograd.accumulateWeightGradient(
+                gradients + weight.offset, input: outputGradient, outputGradient: input,
+                batch: batch, height: oh, width: ow, outputHeight: height, outputWidth: width,
+                inputChannels: outputChannels, outputChannels: inputChannels, workspace: workspace)
+            guard let inputGradient else { return }
+            StridedWinograd.convolve(
+                output: inputGradient, input: outputGradient, weight: parameters + weight.offset,
+                batch: batch, height: oh, width: ow, outputHeight: height, outputWidth: width,
+                inputChannels: outputChannels, outputChannels: inputChannels, workspace: workspace)
+            return
+        }
         im2col(columns: workspace, image: outputGradient, batch: batch, height: oh, width: ow,
                channels: outputChannels, window: window)
         // dW[in, E] += x^T[in, rows] * dColumns[rows, E]

@@ -66,6 +66,11 @@ extension ModelConfiguration {
             elements += 2 * activation
             largest = max(largest, activation)
             workspace = max(workspace, n * oh * ow * input * 16, n * oh * ow * output * 16)
+            // Or the strided Winograd's tiles and kernel, for this level's convolution and the
+            // decoder's transposed convolution at the same size.
+            let levelWidest = max(input, output)
+            let tiles = n * (oh / 2).rounded(.up) * (ow / 2).rounded(.up)
+            workspace = max(workspace, 45 * tiles * levelWidest + 36 * levelWidest * levelWidest + levelWidest)
             (h, w, input) = (oh, ow, output)
         }
         let positions = n * h * w

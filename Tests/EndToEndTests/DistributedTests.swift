@@ -77,7 +77,11 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(figures.count, 2, result.standardOutput)
         print("W = 2, 3 vs W = 1: step-1 gradients and EMA statistics differ by \(figures[0]), all tensors after 5 steps by \(figures[1]) (relative)")
         XCTAssertLessThan(figures[0], 1e-5)
-        XCTAssertLessThan(figures[1], 1e-4)
+        // After 5 Adam steps: an entry whose true gradient is zero gets a gradient of rounding noise
+        // (1e-11, where typical gradients are 1e-6) whose sign depends on the summation order, and
+        // Adam's m / (sqrt(v) + eps) turns that into a real step. Measured: 1.4e-4 relative (an
+        // up0 weight moved 9e-6 apart), 5e-5 before the transposed convolutions ran as Winograd.
+        XCTAssertLessThan(figures[1], 3e-4)
     }
 
     /// A rank that cannot read its share (a damaged chunk only rank 1 reads) ends the whole job

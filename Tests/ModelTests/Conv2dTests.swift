@@ -204,26 +204,31 @@ final class Conv2dTests: XCTestCase {
         }
     }
 
-    /// Test 6: the Winograd F(2x2, 3x3) path (3x3, stride 1, padding 1) with channel counts that
-    /// fill whole 16-float vectors and leave tails, on odd and even sizes: forward with bias and
-    /// ReLU, and dx, dW (accumulated onto non-zero gradients), db, against the naive double ops.
+    /// Test 6: the Winograd paths, F(2x2, 3x3) for 3x3 stride 1 padding 1 and F(2x2, 2x2) for 4x4
+    /// stride 2 padding 1, with channel counts that fill whole 16-float vectors and leave tails, on
+    /// odd and even sizes: forward with bias and ReLU, and dx, dW (accumulated onto non-zero
+    /// gradients) and db against the naive double ops. Three image channels keep im2col for 4x4.
     func testWinogradMatchesNaiveWithFullVectorsAndTails() {
-        let window = Window(kernel: 3, stride: 1, padding: 1)
-        let cases = [(batch: 2, height: 6, width: 9, inputs: 37, outputs: 20),
-                     (batch: 1, height: 5, width: 4, inputs: 16, outputs: 33),
-                     (batch: 3, height: 8, width: 8, inputs: 5, outputs: 64),
-                     (batch: 1, height: 1, width: 3, inputs: 17, outputs: 2)]
+        let same = Window(kernel: 3, stride: 1, padding: 1), strided = Window(kernel: 4, stride: 2, padding: 1)
+        let cases = [(window: same, batch: 2, height: 6, width: 9, inputs: 37, outputs: 20),
+                     (window: same, batch: 1, height: 5, width: 4, inputs: 16, outputs: 33),
+                     (window: same, batch: 3, height: 8, width: 8, inputs: 5, outputs: 64),
+                     (window: same, batch: 1, height: 1, width: 3, inputs: 17, outputs: 2),
+                     (window: strided, batch: 2, height: 8, width: 10, inputs: 20, outputs: 37),
+                     (window: strided, batch: 1, height: 7, width: 5, inputs: 33, outputs: 16),
+                     (window: strided, batch: 2, height: 2, width: 6, inputs: 16, outputs: 18),
+                     (window: strided, batch: 1, height: 9, width: 6, inputs: 3, outputs: 64)]
         for (index, c) in cases.enumerated() {
-            let label = "winograd \(c)"
+            let label = "\(c)"
             let store = ParameterStore()
-            let conv = Conv2d(name: "conv", inputChannels: c.inputs, outputChannels: c.outputs, window: window, parameters: store)
+            let conv = Conv2d(name: "conv", inputChannels: c.inputs, outputChannels: c.outputs, window: c.window, parameters: store)
             store.allocate()
             store.initialize(seed: 1000 + UInt64(index))
-            XCTAssertTrue(conv.usesWinograd, label)
+            XCTAssertEqual(conv.usesWinograd || conv.usesStridedWinograd, c.inputs >= 16 || c.window == same, label)
             let x = randomFloats(c.batch * c.height * c.width * c.inputs, seed: 1010 + UInt64(index))
             let tensor = Tensor4(batch: c.batch, height: c.height, width: c.width, channels: c.inputs, values: x.map(Double.init))
             let weight = torchTensor(conv.weight, in: store.values), bias = torchTensor(conv.bias, in: store.values)
-            let expected = naiveConv2d(tensor, weight: weight, bias: bias, outputChannels: c.outputs, window: window)
+            let expected = naiveConv2d(tensor, weight: weight, bias: bias, outputChannels: c.outputs, window: c.window)
             let input = makeBuffer(x)
             let workspace = makeBuffer(count: conv.workspaceCount(batch: c.batch, height: c.height, width: c.width), filledWith: .nan)
             let output = makeBuffer(count: expected.values.count, filledWith: .nan)
@@ -233,9 +238,9 @@ final class Conv2dTests: XCTestCase {
 
             let r = randomFloats(expected.values.count, seed: 1020 + UInt64(index))
             let dy = makeBuffer(r)
-            let naive = naiveConv2dBackward(Tensor4(batch: c.batch, height: c.height, width: c.width, channels: c.outputs,
-                                                    values: r.map(Double.init)),
-                                            input: tensor, weight: weight, window: window)
+            let naive = naiveConv2dBackward(Tensor4(batch: c.batch, height: expected.height, width: expected.width,
+                                                    channels: c.outputs, values: r.map(Double.init)),
+                                            input: tensor, weight: weight, window: c.window)
             let before = store.fillGradients(seed: 1030 + UInt64(index))
             workspace.pointer.update(repeating: .nan, count: workspace.count)
             let dx = makeBuffer(count: x.count, filledWith: .nan)

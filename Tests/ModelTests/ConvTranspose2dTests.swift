@@ -117,4 +117,50 @@ final class ConvTranspose2dTests: XCTestCase {
             withExtendedLifetime((rBuffer, input, inputGradient)) {}
         }
     }
+
+    /// Test 3c: the 4x4 stride-2 padding-1 layer as the adjoint of Winograd F(2x2, 2x2), with
+    /// channel counts that fill whole 16-float vectors and leave tails: forward with bias and ReLU,
+    /// dx, dW (accumulated onto non-zero gradients) and db against the naive double ops.
+    func testStridedWinogradMatchesNaiveWithFullVectorsAndTails() {
+        let window = Window(kernel: 4, stride: 2, padding: 1)
+        let cases = [(batch: 2, height: 4, width: 5, inputs: 20, outputs: 37),
+                     (batch: 1, height: 3, width: 3, inputs: 33, outputs: 16),
+                     (batch: 2, height: 1, width: 4, inputs: 16, outputs: 18),
+                     (batch: 1, height: 3, width: 2, inputs: 64, outputs: 3)]
+        for (index, c) in cases.enumerated() {
+            let label = "\(c)"
+            let store = ParameterStore()
+            let conv = ConvTranspose2d(name: "up", inputChannels: c.inputs, outputChannels: c.outputs, window: window,
+                                       parameters: store)
+            store.allocate()
+            store.initialize(seed: 1200 + UInt64(index))
+            XCTAssertEqual(conv.usesStridedWinograd, c.outputs >= 16, label)
+            let x = randomFloats(c.batch * c.height * c.width * c.inputs, seed: 1210 + UInt64(index))
+            let tensor = Tensor4(batch: c.batch, height: c.height, width: c.width, channels: c.inputs, values: x.map(Double.init))
+            let weight = torchTensor(conv.weight, in: store.values), bias = torchTensor(conv.bias, in: store.values)
+            let expected = naiveConvTranspose2d(tensor, weight: weight, bias: bias, outputChannels: c.outputs, window: window)
+            let input = makeBuffer(x)
+            let workspace = makeBuffer(count: conv.workspaceCount(batch: c.batch, height: c.height, width: c.width), filledWith: .nan)
+            let output = makeBuffer(count: expected.values.count, filledWith: .nan)
+            conv.forward(output: output.pointer, input: input.pointer, batch: c.batch, height: c.height, width: c.width,
+                         relu: true, parameters: store.values.pointer, workspace: workspace.pointer)
+            assertClose(output.array, expected.values.map { max($0, 0) }, tolerance: 1e-5, "\(label) forward+relu")
+
+            let r = randomFloats(expected.values.count, seed: 1220 + UInt64(index))
+            let dy = makeBuffer(r)
+            let naive = naiveConvTranspose2dBackward(Tensor4(batch: c.batch, height: expected.height, width: expected.width,
+                                                             channels: c.outputs, values: r.map(Double.init)),
+                                                     input: tensor, weight: weight, window: window)
+            let before = store.fillGradients(seed: 1230 + UInt64(index))
+            workspace.pointer.update(repeating: .nan, count: workspace.count)
+            let dx = makeBuffer(count: x.count, filledWith: .nan)
+            conv.backward(inputGradient: dx.pointer, outputGradient: dy.pointer, input: input.pointer,
+                          batch: c.batch, height: c.height, width: c.width, parameters: store.values.pointer,
+                          gradients: store.gradients.pointer, workspace: workspace.pointer)
+            assertClose(dx.array, naive.input.values, tolerance: 1e-5, "\(label) dx")
+            assertClose(store.accumulatedGradient(conv.weight, since: before), naive.weight, tolerance: 1e-5, "\(label) dW")
+            assertClose(store.accumulatedGradient(conv.bias, since: before), naive.bias, tolerance: 1e-5, "\(label) db")
+            withExtendedLifetime((input, dy, output, dx, workspace)) {}
+        }
+    }
 }
