@@ -156,32 +156,16 @@ enum Winograd {
         batch: Int, height: Int, width: Int, channels: Int
     ) {
         let plane = tileCount(batch: batch, height: height, width: width) * channels
-        forEachTile(batch: batch, height: height, width: width) { t, n, y, x in
-            let secondRow = y + 1 < height, secondColumn = x + 1 < width
-            let source = m + t * channels
-            let topLeft = output + ((n * height + y) * width + x) * channels
-            var c = 0
-            while c < channels {
-                let lanes = min(vectorWidth, channels - c)
-                // Down each column j of M: A^T gives a top and a bottom row.
-                @inline(__always) func column(_ j: Int) -> (Vector, Vector) {
-                    let m0 = loadLanes(source + j * plane + c, lanes)
-                    let m1 = loadLanes(source + (4 + j) * plane + c, lanes)
-                    let m2 = loadLanes(source + (8 + j) * plane + c, lanes)
-                    let m3 = loadLanes(source + (12 + j) * plane + c, lanes)
-                    return (m0 + m1 + m2, m1 - m2 - m3)
-                }
-                let a0 = column(0), a1 = column(1), a2 = column(2), a3 = column(3)
-                // Along the rows: A^T again.
-                storeLanes(a0.0 + a1.0 + a2.0, topLeft + c, lanes)
-                if secondColumn { storeLanes(a1.0 - a2.0 - a3.0, topLeft + channels + c, lanes) }
-                if secondRow {
-                    let below = topLeft + width * channels
-                    storeLanes(a0.1 + a1.1 + a2.1, below + c, lanes)
-                    if secondColumn { storeLanes(a1.1 - a2.1 - a3.1, below + channels + c, lanes) }
-                }
-                c += lanes
+        storeOutputTiles(output, batch: batch, height: height, width: width, channels: channels) { t, c, lanes in
+            let source = m + t * channels + c
+            // Down each column j of M: A^T gives a top and a bottom row; then along the rows.
+            @inline(__always) func column(_ j: Int) -> (Vector, Vector) {
+                let m0 = loadLanes(source + j * plane, lanes), m1 = loadLanes(source + (4 + j) * plane, lanes)
+                let m2 = loadLanes(source + (8 + j) * plane, lanes), m3 = loadLanes(source + (12 + j) * plane, lanes)
+                return (m0 + m1 + m2, m1 - m2 - m3)
             }
+            let a0 = column(0), a1 = column(1), a2 = column(2), a3 = column(3)
+            return (a0.0 + a1.0 + a2.0, a1.0 - a2.0 - a3.0, a0.1 + a1.1 + a2.1, a1.1 - a2.1 - a3.1)
         }
     }
 
@@ -191,30 +175,68 @@ enum Winograd {
         batch: Int, height: Int, width: Int, channels: Int
     ) {
         let plane = tileCount(batch: batch, height: height, width: width) * channels
+        loadGradientTiles(gradient, zeros: zeros, batch: batch, height: height, width: width, channels: channels) {
+            t, c, lanes, g00, g01, g10, g11 in
+            // Down the columns: A [g0; g1] = [g0, g0 + g1, g0 - g1, -g1]; then along the rows.
+            @inline(__always) func row(_ i: Int, _ r0: Vector, _ r1: Vector) {
+                let target = dm + t * channels + c + 4 * i * plane
+                storeLanes(r0, target, lanes)
+                storeLanes(r0 + r1, target + plane, lanes)
+                storeLanes(r0 - r1, target + 2 * plane, lanes)
+                storeLanes(-r1, target + 3 * plane, lanes)
+            }
+            row(0, g00, g01)
+            row(1, g00 + g10, g01 + g11)
+            row(2, g00 - g10, g01 - g11)
+            row(3, -g10, -g11)
+        }
+    }
+
+    /// For every 2x2 output tile `t` and slice of up to 16 channels from `c`, stores the four
+    /// vectors `body(t, c, lanes)` returns (top-left, top-right, bottom-left, bottom-right pixel)
+    /// where they fall inside the output.
+    @inline(__always)
+    static func storeOutputTiles(
+        _ output: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
+        _ body: (Int, Int, Int) -> (Vector, Vector, Vector, Vector)
+    ) {
+        forEachTile(batch: batch, height: height, width: width) { t, n, y, x in
+            let secondRow = y + 1 < height, secondColumn = x + 1 < width
+            let topLeft = output + ((n * height + y) * width + x) * channels
+            var c = 0
+            while c < channels {
+                let lanes = min(vectorWidth, channels - c)
+                let (y00, y01, y10, y11) = body(t, c, lanes)
+                storeLanes(y00, topLeft + c, lanes)
+                if secondColumn { storeLanes(y01, topLeft + channels + c, lanes) }
+                if secondRow {
+                    let below = topLeft + width * channels
+                    storeLanes(y10, below + c, lanes)
+                    if secondColumn { storeLanes(y11, below + channels + c, lanes) }
+                }
+                c += lanes
+            }
+        }
+    }
+
+    /// For every 2x2 output tile `t` and slice of up to 16 channels from `c`, calls
+    /// `body(t, c, lanes, g00, g01, g10, g11)` with the tile's four gradient vectors (zeros past the edge).
+    @inline(__always)
+    static func loadGradientTiles(
+        _ gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
+        _ body: (Int, Int, Int, Vector, Vector, Vector, Vector) -> Void
+    ) {
         forEachTile(batch: batch, height: height, width: width) { t, n, y, x in
             let secondRow = y + 1 < height, secondColumn = x + 1 < width
             let p00 = gradient + ((n * height + y) * width + x) * channels
             let p01 = secondColumn ? p00 + channels : zeros
             let p10 = secondRow ? p00 + width * channels : zeros
             let p11 = secondRow && secondColumn ? p00 + (width + 1) * channels : zeros
-            let destination = dm + t * channels
             var c = 0
             while c < channels {
                 let lanes = min(vectorWidth, channels - c)
-                let g00 = loadLanes(p00 + c, lanes), g01 = loadLanes(p01 + c, lanes)
-                let g10 = loadLanes(p10 + c, lanes), g11 = loadLanes(p11 + c, lanes)
-                // Down the columns: A [g0; g1] = [g0, g0 + g1, g0 - g1, -g1]; then along the rows.
-                @inline(__always) func row(_ i: Int, _ r0: Vector, _ r1: Vector) {
-                    let target = destination + 4 * i * plane + c
-                    storeLanes(r0, target, lanes)
-                    storeLanes(r0 + r1, target + plane, lanes)
-                    storeLanes(r0 - r1, target + 2 * plane, lanes)
-                    storeLanes(-r1, target + 3 * plane, lanes)
-                }
-                row(0, g00, g01)
-                row(1, g00 + g10, g01 + g11)
-                row(2, g00 - g10, g01 - g11)
-                row(3, -g10, -g11)
+                body(t, c, lanes, loadLanes(p00 + c, lanes), loadLanes(p01 + c, lanes),
+                     loadLanes(p10 + c, lanes), loadLanes(p11 + c, lanes))
                 c += lanes
             }
         }
@@ -523,29 +545,16 @@ enum StridedWinograd {
         batch: Int, height: Int, width: Int, channels: Int
     ) {
         let plane = Winograd.tileCount(batch: batch, height: height, width: width) * channels
-        Winograd.forEachTile(batch: batch, height: height, width: width) { t, n, y, x in
-            let secondRow = y + 1 < height, secondColumn = x + 1 < width
-            let source = m + t * channels
-            let topLeft = output + ((n * height + y) * width + x) * channels
-            var c = 0
-            while c < channels {
-                let lanes = min(vectorWidth, channels - c)
-                // Down each column: A^T = (m0 + m1, m1 + m2); then along the rows.
-                @inline(__always) func column(_ j: Int) -> (Vector, Vector) {
-                    let m0 = loadLanes(source + j * plane + c, lanes), m1 = loadLanes(source + (3 + j) * plane + c, lanes)
-                    let m2 = loadLanes(source + (6 + j) * plane + c, lanes)
-                    return (m0 + m1, m1 + m2)
-                }
-                let a0 = column(0), a1 = column(1), a2 = column(2)
-                storeLanes(a0.0 + a1.0, topLeft + c, lanes)
-                if secondColumn { storeLanes(a1.0 + a2.0, topLeft + channels + c, lanes) }
-                if secondRow {
-                    let below = topLeft + width * channels
-                    storeLanes(a0.1 + a1.1, below + c, lanes)
-                    if secondColumn { storeLanes(a1.1 + a2.1, below + channels + c, lanes) }
-                }
-                c += lanes
+        Winograd.storeOutputTiles(output, batch: batch, height: height, width: width, channels: channels) { t, c, lanes in
+            let source = m + t * channels + c
+            // Down each column: A^T = (m0 + m1, m1 + m2); then along the rows.
+            @inline(__always) func column(_ j: Int) -> (Vector, Vector) {
+                let m0 = loadLanes(source + j * plane, lanes), m1 = loadLanes(source + (3 + j) * plane, lanes)
+                let m2 = loadLanes(source + (6 + j) * plane, lanes)
+                return (m0 + m1, m1 + m2)
             }
+            let a0 = column(0), a1 = column(1), a2 = column(2)
+            return (a0.0 + a1.0, a1.0 + a2.0, a0.1 + a1.1, a1.1 + a2.1)
         }
     }
 
@@ -555,29 +564,17 @@ enum StridedWinograd {
         batch: Int, height: Int, width: Int, channels: Int
     ) {
         let plane = Winograd.tileCount(batch: batch, height: height, width: width) * channels
-        Winograd.forEachTile(batch: batch, height: height, width: width) { t, n, y, x in
-            let secondRow = y + 1 < height, secondColumn = x + 1 < width
-            let p00 = gradient + ((n * height + y) * width + x) * channels
-            let p01 = secondColumn ? p00 + channels : zeros
-            let p10 = secondRow ? p00 + width * channels : zeros
-            let p11 = secondRow && secondColumn ? p00 + (width + 1) * channels : zeros
-            let destination = dm + t * channels
-            var c = 0
-            while c < channels {
-                let lanes = min(vectorWidth, channels - c)
-                let g00 = loadLanes(p00 + c, lanes), g01 = loadLanes(p01 + c, lanes)
-                let g10 = loadLanes(p10 + c, lanes), g11 = loadLanes(p11 + c, lanes)
-                @inline(__always) func row(_ i: Int, _ r0: Vector, _ r1: Vector) {
-                    let target = destination + 3 * i * plane + c
-                    storeLanes(r0, target, lanes)
-                    storeLanes(r0 + r1, target + plane, lanes)
-                    storeLanes(r1, target + 2 * plane, lanes)
-                }
-                row(0, g00, g01)
-                row(1, g00 + g10, g01 + g11)
-                row(2, g10, g11)
-                c += lanes
+        Winograd.loadGradientTiles(gradient, zeros: zeros, batch: batch, height: height, width: width, channels: channels) {
+            t, c, lanes, g00, g01, g10, g11 in
+            @inline(__always) func row(_ i: Int, _ r0: Vector, _ r1: Vector) {
+                let target = dm + t * channels + c + 3 * i * plane
+                storeLanes(r0, target, lanes)
+                storeLanes(r0 + r1, target + plane, lanes)
+                storeLanes(r1, target + 2 * plane, lanes)
             }
+            row(0, g00, g01)
+            row(1, g00 + g10, g01 + g11)
+            row(2, g10, g11)
         }
     }
 
