@@ -39,8 +39,8 @@ public struct ConvTranspose2d {
     public func workspaceCount(batch: Int, height: Int, width: Int) -> Int {
         if usesStridedWinograd {
             // The adjoint convolution maps the output [Ho, Wo, out] to the input [H, W, in].
-            return StridedWinograd.workspaceCount(batch: batch, outputHeight: height, outputWidth: width,
-                                                  inputChannels: outputChannels, outputChannels: inputChannels)
+            return StridedWinograd.layout(batch: batch, outputHeight: height, outputWidth: width,
+                                          inputChannels: outputChannels, outputChannels: inputChannels).count
         }
         return batch * height * width * expansion
     }
@@ -49,9 +49,9 @@ public struct ConvTranspose2d {
     /// convolution from its output to its input with the same weight (`[in, 4, 4, out]` is that
     /// convolution's `[out, kh, kw, in]`), which runs as Winograd F(2x2, 2x2) (`StridedWinograd`):
     /// the forward pass is that convolution's input gradient, the input gradient its forward pass.
-    /// Only when both channel counts fill a 16-float vector, as for `Conv2d`.
+    /// When `StridedWinograd.applies`, as for `Conv2d`.
     var usesStridedWinograd: Bool {
-        window == Window(kernel: 4, stride: 2, padding: 1) && min(inputChannels, outputChannels) >= vectorWidth
+        StridedWinograd.applies(to: window, channels: outputChannels, inputChannels)
     }
 
     /// `output` `[N, Ho, Wo, out]` = convT(`input` `[N, H, W, in]`) + bias, then ReLU if asked.

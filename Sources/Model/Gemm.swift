@@ -25,6 +25,22 @@ public func gemm(
         beta, c, blasint(ldc))
 }
 
+/// `count` independent products `C[i] = op(A[i]) * op(B[i])` (beta 0), each matrix stored right
+/// after the one before: `A[i]` starts `i` times its stored size (`(transposeA ? k : m) * lda`)
+/// after `a`, likewise `B[i]` and `C[i]` (`m * ldc`).
+@inline(__always)
+public func gemmEach(
+    count: Int, transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    c: UnsafeMutablePointer<Float>, ldc: Int
+) {
+    let aStride = (transposeA ? k : m) * lda, bStride = (transposeB ? n : k) * ldb, cStride = m * ldc
+    for i in 0..<count {
+        gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
+             a: a + i * aStride, lda: lda, b: b + i * bStride, ldb: ldb, beta: 0, c: c + i * cStride, ldc: ldc)
+    }
+}
+
 /// Threads OpenBLAS may use inside one call. Ranks default to one thread each.
 public func setBLASThreads(_ count: Int) {
     openblas_set_num_threads(Int32(count))

@@ -135,32 +135,10 @@ final class ConvTranspose2dTests: XCTestCase {
             store.allocate()
             store.initialize(seed: 1200 + UInt64(index))
             XCTAssertEqual(conv.usesStridedWinograd, c.outputs >= 16, label)
-            let x = randomFloats(c.batch * c.height * c.width * c.inputs, seed: 1210 + UInt64(index))
-            let tensor = Tensor4(batch: c.batch, height: c.height, width: c.width, channels: c.inputs, values: x.map(Double.init))
-            let weight = torchTensor(conv.weight, in: store.values), bias = torchTensor(conv.bias, in: store.values)
-            let expected = naiveConvTranspose2d(tensor, weight: weight, bias: bias, outputChannels: c.outputs, window: window)
-            let input = makeBuffer(x)
-            let workspace = makeBuffer(count: conv.workspaceCount(batch: c.batch, height: c.height, width: c.width), filledWith: .nan)
-            let output = makeBuffer(count: expected.values.count, filledWith: .nan)
-            conv.forward(output: output.pointer, input: input.pointer, batch: c.batch, height: c.height, width: c.width,
-                         relu: true, parameters: store.values.pointer, workspace: workspace.pointer)
-            assertClose(output.array, expected.values.map { max($0, 0) }, tolerance: 1e-5, "\(label) forward+relu")
-
-            let r = randomFloats(expected.values.count, seed: 1220 + UInt64(index))
-            let dy = makeBuffer(r)
-            let naive = naiveConvTranspose2dBackward(Tensor4(batch: c.batch, height: expected.height, width: expected.width,
-                                                             channels: c.outputs, values: r.map(Double.init)),
-                                                     input: tensor, weight: weight, window: window)
-            let before = store.fillGradients(seed: 1230 + UInt64(index))
-            workspace.pointer.update(repeating: .nan, count: workspace.count)
-            let dx = makeBuffer(count: x.count, filledWith: .nan)
-            conv.backward(inputGradient: dx.pointer, outputGradient: dy.pointer, input: input.pointer,
-                          batch: c.batch, height: c.height, width: c.width, parameters: store.values.pointer,
-                          gradients: store.gradients.pointer, workspace: workspace.pointer)
-            assertClose(dx.array, naive.input.values, tolerance: 1e-5, "\(label) dx")
-            assertClose(store.accumulatedGradient(conv.weight, since: before), naive.weight, tolerance: 1e-5, "\(label) dW")
-            assertClose(store.accumulatedGradient(conv.bias, since: before), naive.bias, tolerance: 1e-5, "\(label) db")
-            withExtendedLifetime((input, dy, output, dx, workspace)) {}
+            assertMatchesNaive(conv, store: store, batch: c.batch, height: c.height, width: c.width, inputs: c.inputs,
+                               seed: 1200 + UInt64(index), label: label,
+                               naiveForward: { naiveConvTranspose2d($0, weight: $1, bias: $2, outputChannels: c.outputs, window: window) },
+                               naiveBackward: { naiveConvTranspose2dBackward($0, input: $1, weight: $2, window: window) })
         }
     }
 }

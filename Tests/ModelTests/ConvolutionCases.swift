@@ -1,5 +1,6 @@
 @testable import Model
 import TestSupport
+import XCTest
 
 /// The odd, non-square geometry shared by the convolution tests: N=2, C=3, H=7, W=5, 4 outputs.
 enum ConvolutionCases {
@@ -48,4 +49,62 @@ extension ParameterStore {
         let now = torchTensor(slot, in: gradients), then = torchTensor(slot, in: start)
         return zip(now, then).map { $0 - $1 }
     }
+}
+
+/// What `Conv2d` and `ConvTranspose2d` have in common, for checks that apply to both.
+protocol ConvolutionLayer {
+    var weight: ParameterSlot { get }
+    var bias: ParameterSlot { get }
+    func workspaceCount(batch: Int, height: Int, width: Int) -> Int
+    func forward(output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+                 relu: Bool, parameters: UnsafePointer<Float>, workspace: UnsafeMutablePointer<Float>)
+    func backward(inputGradient: UnsafeMutablePointer<Float>?, outputGradient: UnsafePointer<Float>,
+                  input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+                  parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>,
+                  workspace: UnsafeMutablePointer<Float>)
+}
+
+extension Conv2d: ConvolutionLayer {}
+extension ConvTranspose2d: ConvolutionLayer {}
+
+/// `layer`'s forward pass with bias and ReLU, then dx, dW (accumulated onto non-zero gradients)
+/// and db, on a random `batch x height x width x inputs` input, against the naive double ops
+/// (`naiveForward(x, weight, bias)`, `naiveBackward(dy, x, weight)`), within 1e-5. The workspace
+/// starts as NaN before each pass and every output as NaN: all must be written. Random values
+/// are drawn from `seed + 10`, `seed + 20` and `seed + 30`.
+func assertMatchesNaive(
+    _ layer: some ConvolutionLayer, store: ParameterStore, batch: Int, height: Int, width: Int, inputs: Int,
+    seed: UInt64, label: String,
+    naiveForward: (Tensor4, [Double], [Double]) -> Tensor4,
+    naiveBackward: (Tensor4, Tensor4, [Double]) -> ConvolutionGradients,
+    file: StaticString = #filePath, line: UInt = #line
+) {
+    let x = randomFloats(batch * height * width * inputs, seed: seed + 10)
+    let tensor = Tensor4(batch: batch, height: height, width: width, channels: inputs, values: x.map(Double.init))
+    let weight = torchTensor(layer.weight, in: store.values), bias = torchTensor(layer.bias, in: store.values)
+    let expected = naiveForward(tensor, weight, bias)
+    let input = makeBuffer(x)
+    let workspace = makeBuffer(count: layer.workspaceCount(batch: batch, height: height, width: width), filledWith: .nan)
+    let output = makeBuffer(count: expected.values.count, filledWith: .nan)
+    layer.forward(output: output.pointer, input: input.pointer, batch: batch, height: height, width: width,
+                  relu: true, parameters: store.values.pointer, workspace: workspace.pointer)
+    assertClose(output.array, expected.values.map { max($0, 0) }, tolerance: 1e-5, "\(label) forward+relu",
+                file: file, line: line)
+
+    let r = randomFloats(expected.values.count, seed: seed + 20)
+    let dy = makeBuffer(r)
+    let naive = naiveBackward(Tensor4(batch: batch, height: expected.height, width: expected.width,
+                                      channels: expected.channels, values: r.map(Double.init)), tensor, weight)
+    let before = store.fillGradients(seed: seed + 30)
+    workspace.pointer.update(repeating: .nan, count: workspace.count)
+    let dx = makeBuffer(count: x.count, filledWith: .nan)
+    layer.backward(inputGradient: dx.pointer, outputGradient: dy.pointer, input: input.pointer,
+                   batch: batch, height: height, width: width, parameters: store.values.pointer,
+                   gradients: store.gradients.pointer, workspace: workspace.pointer)
+    assertClose(dx.array, naive.input.values, tolerance: 1e-5, "\(label) dx", file: file, line: line)
+    assertClose(store.accumulatedGradient(layer.weight, since: before), naive.weight, tolerance: 1e-5, "\(label) dW",
+                file: file, line: line)
+    assertClose(store.accumulatedGradient(layer.bias, since: before), naive.bias, tolerance: 1e-5, "\(label) db",
+                file: file, line: line)
+    withExtendedLifetime((input, dy, output, dx, workspace)) {}
 }
