@@ -234,11 +234,7 @@ enum Winograd {
         _ u: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, flipped: Bool, outputs: Int, inputs: Int
     ) {
         let plane = outputs * inputs
-        let order = flipped ? (3, 1, 2, 0) : (0, 1, 2, 3)
-        func position(_ i: Int) -> Int {
-            switch i { case 0: order.0; case 1: order.1; case 2: order.2; default: order.3 }
-        }
-        let rows = (position(0), position(1), position(2), position(3))
+        let rows = flipped ? (3, 1, 2, 0) : (0, 1, 2, 3)
         for o in 0..<outputs {
             let kernel = weight + o * 9 * inputs
             var c = 0
