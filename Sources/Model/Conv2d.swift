@@ -4,7 +4,7 @@
 /// Weight stored `[out, kh, kw, in]` (checkpoints use PyTorch's `[out, in, kh, kw]`), bias `[out]`.
 /// The forward pass lowers the whole batch with `im2col` into a shared workspace and runs one
 /// GEMM; a 1x1 convolution skips `im2col`; a 3x3 stride-1 padding-1 convolution runs as Winograd
-/// F(2x2, 3x3) (`Winograd`) and a 4x4 stride-2 padding-1 one as F(2x2, 2x2) over pixel pairs
+/// F(4x4, 3x3) (`Winograd`) and a 4x4 stride-2 padding-1 one as F(2x2, 2x2) over pixel pairs
 /// (`StridedWinograd`), forward and backward.
 public struct Conv2d {
     public let inputChannels: Int
@@ -56,7 +56,7 @@ public struct Conv2d {
         StridedWinograd.applies(to: window, channels: inputChannels, outputChannels)
     }
 
-    /// Runs as Winograd F(2x2, 3x3) (`Winograd.applies`).
+    /// Runs as Winograd F(4x4, 3x3) (`Winograd.applies`).
     var usesWinograd: Bool {
         Winograd.applies(to: window)
     }
@@ -70,8 +70,7 @@ public struct Conv2d {
         let (oh, ow) = outputSize(height: height, width: width)
         let rows = batch * oh * ow
         if usesWinograd {
-            Winograd.convolve(output: output, input: input, weight: parameters + weight.offset, flipped: false,
-                              batch: batch, height: height, width: width,
+            Winograd.convolve(output: output, input: input, weight: parameters + weight.offset, batch: batch, height: height, width: width,
                               inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
             addBias(output, bias: parameters + bias.offset, rows: rows, channels: outputChannels, relu: relu)
             return
@@ -109,15 +108,10 @@ public struct Conv2d {
         let rows = batch * oh * ow
         accumulateBiasGradient(gradients + bias.offset, dy: outputGradient, rows: rows, channels: outputChannels)
         if usesWinograd {
-            Winograd.accumulateWeightGradient(
-                gradients + weight.offset, input: input, outputGradient: outputGradient,
-                batch: batch, height: height, width: width,
+            Winograd.backward(
+                weightGradient: gradients + weight.offset, inputGradient: inputGradient, input: input,
+                outputGradient: outputGradient, weight: parameters + weight.offset, batch: batch, height: height, width: width,
                 inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
-            guard let inputGradient else { return }
-            // dx is the convolution of dy with the flipped kernel, channels swapped.
-            Winograd.convolve(output: inputGradient, input: outputGradient, weight: parameters + weight.offset, flipped: true,
-                              batch: batch, height: height, width: width,
-                              inputChannels: outputChannels, outputChannels: inputChannels, workspace: workspace)
             return
         }
         if usesStridedWinograd {

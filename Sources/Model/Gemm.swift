@@ -25,16 +25,17 @@ public func gemm(
         beta, c, blasint(ldc))
 }
 
-/// `count` independent products `C[i] = op(A[i]) * op(B[i])` (beta 0), each matrix stored right
-/// after the one before: `A[i]` starts `i` times its stored size (`(transposeA ? k : m) * lda`)
-/// after `a`, likewise `B[i]` and `C[i]` (`m * ldc`).
+/// `count` independent products `C[i] = op(A[i]) * op(B[i])` (beta 0). `A[i]` starts `aStride`
+/// floats after `A[i - 1]`, by default its stored size (`(transposeA ? k : m) * lda`, the
+/// matrices one after another), likewise `B[i]` and `C[i]` (default `m * ldc`).
 @inline(__always)
 public func gemmEach(
     count: Int, transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
-    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-    c: UnsafeMutablePointer<Float>, ldc: Int
+    a: UnsafePointer<Float>, lda: Int, aStride: Int? = nil, b: UnsafePointer<Float>, ldb: Int, bStride: Int? = nil,
+    c: UnsafeMutablePointer<Float>, ldc: Int, cStride: Int? = nil
 ) {
-    let aStride = (transposeA ? k : m) * lda, bStride = (transposeB ? n : k) * ldb, cStride = m * ldc
+    let aStride = aStride ?? (transposeA ? k : m) * lda, bStride = bStride ?? (transposeB ? n : k) * ldb
+    let cStride = cStride ?? m * ldc
     for i in 0..<count {
         gemm(transposeA: transposeA, transposeB: transposeB, m: m, n: n, k: k,
              a: a + i * aStride, lda: lda, b: b + i * bStride, ldb: ldb, beta: 0, c: c + i * cStride, ldc: ldc)

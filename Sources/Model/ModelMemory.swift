@@ -81,8 +81,8 @@ extension ModelConfiguration {
         elements += positions * (Double(latentChannels) + 2 * Double(codeDimension) + residual + 1)
         largest = max(largest, positions * widest)
         // The 3x3 convolutions: an im2col matrix, or Winograd's two tile matrices and kernel.
-        let tiles = n * (h / 2).rounded(.up) * (w / 2).rounded(.up)
-        workspace = max(workspace, positions * widest * 9, 32 * tiles * widest + 16 * widest * widest + widest)
+        let tiles = n * (h / 4).rounded(.up) * (w / 4).rounded(.up)
+        workspace = max(workspace, positions * widest * 9, 72 * tiles * widest + 36 * widest * widest + widest)
         if model == .vqvae { workspace = max(workspace, positions * Double(codes)) }
         elements += 2 * largest + workspace
         // Input batches: the one in use and the prefetched ones.

@@ -1,131 +1,169 @@
-/// Winograd's minimal filtering F(2x2, 3x3) for the 3x3, stride-1, padding-1 convolutions
-/// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+/// Winograd's minimal filtering F(4x4, 3x3) for the 3x3, stride-1, padding-1 convolutions
+/// (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2016; interpolation
+/// points 0, 1, -1, 2, -2 and infinity).
 ///
-/// The output is cut into 2x2 tiles; tile `t` reads the 4x4 input patch `d` starting one pixel
+/// The output is cut into 4x4 tiles; tile `t` reads the 6x6 input patch `d` starting one pixel
 /// above and left of it (zeros outside the image) and computes `Y = A^T [(G g G^T) . (B^T d B)] A`
-/// for every channel pair. Each of the 16 positions `xi` of the 4x4 transformed domain is one GEMM
-/// over all tiles, `M[xi] (T x out) = V[xi] (T x in) * U[xi] (in x out)`: 16 multiplies per 2x2
-/// outputs and channel pair instead of 36, so the GEMMs do 2.25x fewer operations than im2col's.
+/// for every channel pair. Each of the 36 positions `xi` of the 6x6 transformed domain is one GEMM
+/// over all tiles, `M[xi] (T x out) = V[xi] (T x in) * U[xi]^T`: 36 multiplies per 4x4 outputs and
+/// channel pair instead of 144, so the GEMMs do 4x fewer operations than im2col's.
 ///
-/// Layouts: activations NHWC; weight `[out, 3, 3, in]`; transformed input `V[16, T, in]`,
-/// transformed kernel `U[16, out, in]` (the weight's own order), products `M[16, T, out]`, tiles
-/// `t = (n, ty, tx)` in row-major order with `ceil(H/2) x ceil(W/2)` tiles per image.
+/// Layouts: activations NHWC; weight `[out, 3, 3, in]`; transformed input `V[T, 36, in]` and
+/// products `M[T, 36, out]` tile by tile (each tile's transform is written in one piece; the GEMM
+/// of position `xi` reads every 36th row), transformed kernel `U[36, out, in]` (the weight's own
+/// order); tiles `t = (n, ty, tx)` in row-major order with `ceil(H/4) x ceil(W/4)` tiles per image.
 ///
-/// The backward pass uses the same machinery: `dL/dinput` is this convolution of `dy` with the
-/// flipped, transposed kernel; `dL/dweight = G^T [sum_t V_t . (A dY_t A^T)] G`, again 16 GEMMs.
-/// The transforms work on 16 channels at a time (`Vector`), with a zero-padded tail.
+/// The backward pass is the adjoint: with `dM = A dY A^T` per tile, `dU[xi] = dM[xi]^T V[xi]`
+/// gives `dL/dweight = G^T dU G`, and `dV[xi] = dM[xi] U[xi]`, scattered back through `B`
+/// (`B dV B^T` added onto the 6x6 patch), gives `dL/dinput`. The transforms work on 16 channels
+/// at a time (`Vector`), with a zero-padded tail.
 enum Winograd {
+    /// Positions of the transformed 6x6 domain.
+    static let positions = 36
+
     static func tileCount(batch: Int, height: Int, width: Int) -> Int {
-        batch * ((height + 1) / 2) * ((width + 1) / 2)
+        batch * ((height + 3) / 4) * ((width + 3) / 4)
     }
 
-    /// Calls `body(t, n, y, x)` for every tile in order: its index, its image and its top-left
-    /// output pixel.
-    @inline(__always)
-    static func forEachTile(batch: Int, height: Int, width: Int, _ body: (Int, Int, Int, Int) -> Void) {
-        var t = 0
-        for n in 0..<batch {
-            for y in stride(from: 0, to: height, by: 2) {
-                for x in stride(from: 0, to: width, by: 2) {
-                    body(t, n, y, x)
-                    t += 1
-                }
-            }
-        }
-    }
-
-    /// Whether a convolution with `window` runs as F(2x2, 3x3): 3x3, stride 1, padding 1.
+    /// Whether a convolution with `window` runs as F(4x4, 3x3): 3x3, stride 1, padding 1.
     static func applies(to window: Window) -> Bool {
         window == Window(kernel: 3, stride: 1, padding: 1)
     }
 
-    /// The workspace of a pass: 16 positions, tile rows of `in` channels.
+    /// The workspace of a pass: 36 positions, tile rows of `in` channels.
     static func layout(batch: Int, height: Int, width: Int, inputChannels: Int, outputChannels: Int) -> WinogradWorkspace {
-        WinogradWorkspace(positions: 16, tiles: tileCount(batch: batch, height: height, width: width),
+        WinogradWorkspace(positions: positions, tiles: tileCount(batch: batch, height: height, width: width),
                           rowWidth: inputChannels, outputChannels: outputChannels, zeroCount: max(inputChannels, outputChannels))
     }
 
-    /// `output [N, H, W, out]` = the convolution of `input [N, H, W, in]` with `weight`
-    /// (`[out, 3, 3, in]`, or with `flipped` the kernel of the input gradient: `weight` is then the
-    /// forward layer's `[in, 3, 3, out]` and is read rotated by 180 degrees and transposed). No bias.
+    /// `output [N, H, W, out]` = the convolution of `input [N, H, W, in]` with `weight` `[out, 3, 3, in]`. No bias.
     static func convolve(
         output: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-        flipped: Bool, batch: Int, height: Int, width: Int, inputChannels: Int, outputChannels: Int,
+        batch: Int, height: Int, width: Int, inputChannels: Int, outputChannels: Int,
         workspace: UnsafeMutablePointer<Float>
     ) {
         let tiles = tileCount(batch: batch, height: height, width: width)
         let (v, m, u, zeros) = layout(batch: batch, height: height, width: width, inputChannels: inputChannels,
                                       outputChannels: outputChannels).regions(workspace)
-        // The forward kernel is [out, in] per position; the flipped one comes from the forward
-        // layer's [in, out] weight, already in GEMM order.
-        transformKernel(u, weight: weight, flipped: flipped,
-                        outputs: flipped ? inputChannels : outputChannels, inputs: flipped ? outputChannels : inputChannels)
+        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width, channels: inputChannels)
-        gemmEach(count: 16, transposeA: false, transposeB: !flipped, m: tiles, n: outputChannels, k: inputChannels,
-                 a: v, lda: inputChannels, b: u, ldb: flipped ? outputChannels : inputChannels, c: m, ldc: outputChannels)
+        // M[:, xi] (T x out) = V[:, xi] (T x in) * U[xi]^T
+        gemmEach(count: positions, transposeA: false, transposeB: true, m: tiles, n: outputChannels, k: inputChannels,
+                 a: v, lda: positions * inputChannels, aStride: inputChannels,
+                 b: u, ldb: inputChannels, bStride: outputChannels * inputChannels,
+                 c: m, ldc: positions * outputChannels, cStride: outputChannels)
         transformOutput(output, products: m, batch: batch, height: height, width: width, channels: outputChannels)
     }
 
     /// Adds `dL/dweight` (`[out, 3, 3, in]`) of the convolution of `input [N, H, W, in]` given
-    /// `outputGradient [N, H, W, out]`.
-    static func accumulateWeightGradient(
-        _ weightGradient: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+    /// `outputGradient [N, H, W, out]` and, when `inputGradient` is given, WRITES `dL/dinput` there.
+    static func backward(
+        weightGradient: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+        input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, weight: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, inputChannels: Int, outputChannels: Int,
         workspace: UnsafeMutablePointer<Float>
     ) {
         let tiles = tileCount(batch: batch, height: height, width: width)
-        let (v, dm, du, zeros) = layout(batch: batch, height: height, width: width, inputChannels: inputChannels,
-                                        outputChannels: outputChannels).regions(workspace)
+        let (v, dm, u, zeros) = layout(batch: batch, height: height, width: width, inputChannels: inputChannels,
+                                       outputChannels: outputChannels).regions(workspace)
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width, channels: inputChannels)
         transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch, height: height, width: width,
                                 channels: outputChannels)
-        // dU[xi] (out x in) = dM[xi]^T (out x T) * V[xi] (T x in)
-        gemmEach(count: 16, transposeA: true, transposeB: false, m: outputChannels, n: inputChannels, k: tiles,
-                 a: dm, lda: outputChannels, b: v, ldb: inputChannels, c: du, ldc: inputChannels)
-        accumulateKernelGradient(weightGradient, transformed: du, outputs: outputChannels, inputs: inputChannels)
+        // dU[xi] (out x in) = dM[:, xi]^T (out x T) * V[:, xi] (T x in), in the kernel's region.
+        gemmEach(count: positions, transposeA: true, transposeB: false, m: outputChannels, n: inputChannels, k: tiles,
+                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
+                 b: v, ldb: positions * inputChannels, bStride: inputChannels,
+                 c: u, ldc: inputChannels, cStride: outputChannels * inputChannels)
+        accumulateKernelGradient(weightGradient, transformed: u, outputs: outputChannels, inputs: inputChannels)
+        guard let inputGradient else { return }
+        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
+        // dV[:, xi] (T x in) = dM[:, xi] (T x out) * U[xi] (out x in), over V.
+        gemmEach(count: positions, transposeA: false, transposeB: false, m: tiles, n: inputChannels, k: outputChannels,
+                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
+                 b: u, ldb: inputChannels, bStride: outputChannels * inputChannels,
+                 c: v, ldc: positions * inputChannels, cStride: inputChannels)
+        scatterInputGradient(inputGradient, transformed: v, batch: batch, height: height, width: width, channels: inputChannels)
     }
 
     // MARK: - Transforms
 
-    /// `V[xi, t, c] = (B^T d_t B)[xi]` for every tile's 4x4 input patch `d_t`.
+    /// `B^T d` for one column `d0 ... d5` of a patch.
+    @inline(__always)
+    static func inputColumn(
+        _ d0: Vector, _ d1: Vector, _ d2: Vector, _ d3: Vector, _ d4: Vector, _ d5: Vector
+    ) -> (Vector, Vector, Vector, Vector, Vector, Vector) {
+        let a = d4 - 4 * d2, b = d3 - 4 * d1
+        let c = d4 - d2, e = 2 * (d3 - d1)
+        return (4 * d0 - 5 * d2 + d4, a + b, a - b, c + e, c - e, 4 * d1 - 5 * d3 + d5)
+    }
+
+    /// `B v` (the adjoint of `inputColumn`) for one column `v0 ... v5`.
+    @inline(__always)
+    static func inputColumnAdjoint(
+        _ v0: Vector, _ v1: Vector, _ v2: Vector, _ v3: Vector, _ v4: Vector, _ v5: Vector
+    ) -> (Vector, Vector, Vector, Vector, Vector, Vector) {
+        let s12 = v1 + v2, d12 = v1 - v2, s34 = v3 + v4, d34 = v3 - v4
+        return (4 * v0, 4 * (v5 - d12) - 2 * d34, -5 * v0 - 4 * s12 - s34, d12 + 2 * d34 - 5 * v5, v0 + s12 + s34, v5)
+    }
+
+    /// `A^T m` for one column `m0 ... m5` of a tile's products.
+    @inline(__always)
+    static func outputColumn(
+        _ m0: Vector, _ m1: Vector, _ m2: Vector, _ m3: Vector, _ m4: Vector, _ m5: Vector
+    ) -> (Vector, Vector, Vector, Vector) {
+        let s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4
+        return (m0 + s12 + s34, d12 + 2 * d34, s12 + 4 * s34, d12 + 8 * d34 + m5)
+    }
+
+    /// `A y` (the adjoint of `outputColumn`) for one column `y0 ... y3` of an output gradient.
+    @inline(__always)
+    static func outputColumnAdjoint(
+        _ y0: Vector, _ y1: Vector, _ y2: Vector, _ y3: Vector
+    ) -> (Vector, Vector, Vector, Vector, Vector, Vector) {
+        let e = y0 + y2, o = y1 + y3, e2 = y0 + 4 * y2, o2 = 2 * y1 + 8 * y3
+        return (y0, e + o, e - o, e2 + o2, e2 - o2, y3)
+    }
+
+    /// `V[t, xi, c] = (B^T d_t B)[xi]` for every tile's 6x6 input patch `d_t`.
     static func transformInput(
         _ v: UnsafeMutablePointer<Float>, image: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        let plane = tileCount(batch: batch, height: height, width: width) * channels
-        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 16) { source in
-          withUnsafeTemporaryAllocation(of: Vector.self, capacity: 16) { patch in
-            forEachTile(batch: batch, height: height, width: width) { t, n, y0, x0 in
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 36) { source in
+          withUnsafeTemporaryAllocation(of: Vector.self, capacity: 36) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
                 let base = image + n * height * width * channels
-                for i in 0..<4 {
+                for i in 0..<6 {
                     let y = y0 - 1 + i
-                    for j in 0..<4 {
+                    for j in 0..<6 {
                         let x = x0 - 1 + j
-                        source[i * 4 + j] = (y >= 0 && y < height && x >= 0 && x < width)
+                        source[i * 6 + j] = (y >= 0 && y < height && x >= 0 && x < width)
                             ? base + (y * width + x) * channels : zeros
                     }
                 }
-                let destination = v + t * channels
+                let destination = v + t * 36 * channels
                 var c = 0
                 while c < channels {
                     let lanes = min(vectorWidth, channels - c)
-                    for k in 0..<16 { patch[k] = loadLanes(source[k] + c, lanes) }
-                    // Down the columns: B^T d.
-                    for j in 0..<4 {
-                        let d0 = patch[j], d1 = patch[4 + j], d2 = patch[8 + j], d3 = patch[12 + j]
-                        patch[j] = d0 - d2
-                        patch[4 + j] = d1 + d2
-                        patch[8 + j] = d2 - d1
-                        patch[12 + j] = d1 - d3
+                    // Down the columns, B^T d, into columns[i * 6 + j].
+                    for j in 0..<6 {
+                        @inline(__always) func d(_ i: Int) -> Vector { loadLanes(source[i * 6 + j] + c, lanes) }
+                        let r = inputColumn(d(0), d(1), d(2), d(3), d(4), d(5))
+                        columns[j] = r.0; columns[6 + j] = r.1; columns[12 + j] = r.2
+                        columns[18 + j] = r.3; columns[24 + j] = r.4; columns[30 + j] = r.5
                     }
-                    // Along the rows: (B^T d) B.
-                    for i in 0..<4 {
-                        let e0 = patch[4 * i], e1 = patch[4 * i + 1], e2 = patch[4 * i + 2], e3 = patch[4 * i + 3]
-                        let row = destination + 4 * i * plane + c
-                        storeLanes(e0 - e2, row, lanes)
-                        storeLanes(e1 + e2, row + plane, lanes)
-                        storeLanes(e2 - e1, row + 2 * plane, lanes)
-                        storeLanes(e1 - e3, row + 3 * plane, lanes)
+                    // Along the rows, (B^T d) B.
+                    for i in 0..<6 {
+                        let e = columns + 6 * i
+                        let r = inputColumn(e[0], e[1], e[2], e[3], e[4], e[5])
+                        let row = destination + 6 * i * channels + c
+                        storeLanes(r.0, row, lanes)
+                        storeLanes(r.1, row + channels, lanes)
+                        storeLanes(r.2, row + 2 * channels, lanes)
+                        storeLanes(r.3, row + 3 * channels, lanes)
+                        storeLanes(r.4, row + 4 * channels, lanes)
+                        storeLanes(r.5, row + 5 * channels, lanes)
                     }
                     c += lanes
                 }
@@ -134,132 +172,175 @@ enum Winograd {
         }
     }
 
-    /// `output` (2x2 per tile, clipped at the image's edge) `= A^T M_t A` from `M[xi, t, c]`.
+    /// Adds `B dV_t B^T` of every tile onto the 6x6 input patch it came from (the adjoint of
+    /// `transformInput`); pixels outside the image are dropped. Zeroes `image` first.
+    static func scatterInputGradient(
+        _ image: UnsafeMutablePointer<Float>, transformed dv: UnsafePointer<Float>,
+        batch: Int, height: Int, width: Int, channels: Int
+    ) {
+        image.update(repeating: 0, count: batch * height * width * channels)
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 36) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
+                let base = image + n * height * width * channels
+                let source = dv + t * 36 * channels
+                let rows = max(0, min(6, height - y0 + 1)), cols = max(0, min(6, width - x0 + 1))
+                let firstRow = y0 == 0 ? 1 : 0, firstColumn = x0 == 0 ? 1 : 0
+                var c = 0
+                while c < channels {
+                    let lanes = min(vectorWidth, channels - c)
+                    // Down the columns: B dV, into columns[i * 6 + j].
+                    for j in 0..<6 {
+                        @inline(__always) func e(_ i: Int) -> Vector { loadLanes(source + (i * 6 + j) * channels + c, lanes) }
+                        let r = inputColumnAdjoint(e(0), e(1), e(2), e(3), e(4), e(5))
+                        columns[j] = r.0; columns[6 + j] = r.1; columns[12 + j] = r.2
+                        columns[18 + j] = r.3; columns[24 + j] = r.4; columns[30 + j] = r.5
+                    }
+                    // Along the rows, then onto the pixels inside the image.
+                    for i in firstRow..<rows {
+                        let e = columns + 6 * i
+                        let r = inputColumnAdjoint(e[0], e[1], e[2], e[3], e[4], e[5])
+                        let row = base + ((y0 - 1 + i) * width + x0 - 1) * channels + c
+                        @inline(__always) func add(_ j: Int, _ value: Vector) {
+                            guard j >= firstColumn, j < cols else { return }
+                            let target = row + j * channels
+                            storeLanes(loadLanes(target, lanes) + value, target, lanes)
+                        }
+                        add(0, r.0); add(1, r.1); add(2, r.2); add(3, r.3); add(4, r.4); add(5, r.5)
+                    }
+                    c += lanes
+                }
+            }
+        }
+    }
+
+    /// `output` (4x4 per tile, clipped at the image's edge) `= A^T M_t A` from `M[t, xi, c]`.
     static func transformOutput(
         _ output: UnsafeMutablePointer<Float>, products m: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        let plane = tileCount(batch: batch, height: height, width: width) * channels
-        storeOutputTiles(output, batch: batch, height: height, width: width, channels: channels) { t, c, lanes in
-            let source = m + t * channels + c
-            // Down each column j of M: A^T gives a top and a bottom row; then along the rows.
-            @inline(__always) func column(_ j: Int) -> (Vector, Vector) {
-                let m0 = loadLanes(source + j * plane, lanes), m1 = loadLanes(source + (4 + j) * plane, lanes)
-                let m2 = loadLanes(source + (8 + j) * plane, lanes), m3 = loadLanes(source + (12 + j) * plane, lanes)
-                return (m0 + m1 + m2, m1 - m2 - m3)
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 24) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
+                let source = m + t * 36 * channels
+                let rows = min(4, height - y0), cols = min(4, width - x0)
+                var c = 0
+                while c < channels {
+                    let lanes = min(vectorWidth, channels - c)
+                    // Down the columns: A^T M, into columns[i * 6 + j].
+                    for j in 0..<6 {
+                        @inline(__always) func e(_ i: Int) -> Vector { loadLanes(source + (i * 6 + j) * channels + c, lanes) }
+                        let r = outputColumn(e(0), e(1), e(2), e(3), e(4), e(5))
+                        columns[j] = r.0; columns[6 + j] = r.1; columns[12 + j] = r.2; columns[18 + j] = r.3
+                    }
+                    for i in 0..<rows {
+                        let e = columns + 6 * i
+                        let r = outputColumn(e[0], e[1], e[2], e[3], e[4], e[5])
+                        let row = output + ((n * height + y0 + i) * width + x0) * channels + c
+                        storeLanes(r.0, row, lanes)
+                        if cols > 1 { storeLanes(r.1, row + channels, lanes) }
+                        if cols > 2 { storeLanes(r.2, row + 2 * channels, lanes) }
+                        if cols > 3 { storeLanes(r.3, row + 3 * channels, lanes) }
+                    }
+                    c += lanes
+                }
             }
-            let a0 = column(0), a1 = column(1), a2 = column(2), a3 = column(3)
-            return (a0.0 + a1.0 + a2.0, a1.0 - a2.0 - a3.0, a0.1 + a1.1 + a2.1, a1.1 - a2.1 - a3.1)
         }
     }
 
-    /// `dM[xi, t, c] = (A dY_t A^T)[xi]` for every tile's 2x2 output gradient (zeros outside the image).
+    /// `dM[t, xi, c] = (A dY_t A^T)[xi]` for every tile's 4x4 output gradient (zeros outside the image).
     static func transformOutputGradient(
         _ dm: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        let plane = tileCount(batch: batch, height: height, width: width) * channels
-        loadGradientTiles(gradient, zeros: zeros, batch: batch, height: height, width: width, channels: channels) {
-            t, c, lanes, g00, g01, g10, g11 in
-            // Down the columns: A [g0; g1] = [g0, g0 + g1, g0 - g1, -g1]; then along the rows.
-            @inline(__always) func row(_ i: Int, _ r0: Vector, _ r1: Vector) {
-                let target = dm + t * channels + c + 4 * i * plane
-                storeLanes(r0, target, lanes)
-                storeLanes(r0 + r1, target + plane, lanes)
-                storeLanes(r0 - r1, target + 2 * plane, lanes)
-                storeLanes(-r1, target + 3 * plane, lanes)
-            }
-            row(0, g00, g01)
-            row(1, g00 + g10, g01 + g11)
-            row(2, g00 - g10, g01 - g11)
-            row(3, -g10, -g11)
-        }
-    }
-
-    /// For every 2x2 output tile `t` and slice of up to 16 channels from `c`, stores the four
-    /// vectors `body(t, c, lanes)` returns (top-left, top-right, bottom-left, bottom-right pixel)
-    /// where they fall inside the output.
-    @inline(__always)
-    static func storeOutputTiles(
-        _ output: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
-        _ body: (Int, Int, Int) -> (Vector, Vector, Vector, Vector)
-    ) {
-        forEachTile(batch: batch, height: height, width: width) { t, n, y, x in
-            let secondRow = y + 1 < height, secondColumn = x + 1 < width
-            let topLeft = output + ((n * height + y) * width + x) * channels
-            var c = 0
-            while c < channels {
-                let lanes = min(vectorWidth, channels - c)
-                let (y00, y01, y10, y11) = body(t, c, lanes)
-                storeLanes(y00, topLeft + c, lanes)
-                if secondColumn { storeLanes(y01, topLeft + channels + c, lanes) }
-                if secondRow {
-                    let below = topLeft + width * channels
-                    storeLanes(y10, below + c, lanes)
-                    if secondColumn { storeLanes(y11, below + channels + c, lanes) }
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 16) { source in
+          withUnsafeTemporaryAllocation(of: Vector.self, capacity: 24) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
+                for i in 0..<4 {
+                    for j in 0..<4 {
+                        let (y, x) = (y0 + i, x0 + j)
+                        source[i * 4 + j] = (y < height && x < width) ? gradient + ((n * height + y) * width + x) * channels : zeros
+                    }
                 }
-                c += lanes
+                let destination = dm + t * 36 * channels
+                var c = 0
+                while c < channels {
+                    let lanes = min(vectorWidth, channels - c)
+                    // Down the columns: A dY, into columns[i * 4 + j].
+                    for j in 0..<4 {
+                        @inline(__always) func g(_ i: Int) -> Vector { loadLanes(source[i * 4 + j] + c, lanes) }
+                        let r = outputColumnAdjoint(g(0), g(1), g(2), g(3))
+                        columns[j] = r.0; columns[4 + j] = r.1; columns[8 + j] = r.2
+                        columns[12 + j] = r.3; columns[16 + j] = r.4; columns[20 + j] = r.5
+                    }
+                    for i in 0..<6 {
+                        let e = columns + 4 * i
+                        let r = outputColumnAdjoint(e[0], e[1], e[2], e[3])
+                        let row = destination + 6 * i * channels + c
+                        storeLanes(r.0, row, lanes)
+                        storeLanes(r.1, row + channels, lanes)
+                        storeLanes(r.2, row + 2 * channels, lanes)
+                        storeLanes(r.3, row + 3 * channels, lanes)
+                        storeLanes(r.4, row + 4 * channels, lanes)
+                        storeLanes(r.5, row + 5 * channels, lanes)
+                    }
+                    c += lanes
+                }
             }
+          }
         }
     }
 
-    /// For every 2x2 output tile `t` and slice of up to 16 channels from `c`, calls
-    /// `body(t, c, lanes, g00, g01, g10, g11)` with the tile's four gradient vectors (zeros past the edge).
+    /// `G g` for one column `g0, g1, g2` of a kernel.
     @inline(__always)
-    static func loadGradientTiles(
-        _ gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
-        _ body: (Int, Int, Int, Vector, Vector, Vector, Vector) -> Void
-    ) {
-        forEachTile(batch: batch, height: height, width: width) { t, n, y, x in
-            let secondRow = y + 1 < height, secondColumn = x + 1 < width
-            let p00 = gradient + ((n * height + y) * width + x) * channels
-            let p01 = secondColumn ? p00 + channels : zeros
-            let p10 = secondRow ? p00 + width * channels : zeros
-            let p11 = secondRow && secondColumn ? p00 + (width + 1) * channels : zeros
-            var c = 0
-            while c < channels {
-                let lanes = min(vectorWidth, channels - c)
-                body(t, c, lanes, loadLanes(p00 + c, lanes), loadLanes(p01 + c, lanes),
-                     loadLanes(p10 + c, lanes), loadLanes(p11 + c, lanes))
-                c += lanes
-            }
-        }
+    static func kernelColumn(_ g0: Vector, _ g1: Vector, _ g2: Vector) -> (Vector, Vector, Vector, Vector, Vector, Vector) {
+        let s = (-1 / 6 as Float) * (g0 + g2), t = (-1 / 6 as Float) * g1
+        let p = (1 / 24 as Float) * g0 + (1 / 6 as Float) * g2, q = (1 / 12 as Float) * g1
+        return (0.25 * g0, s + t, s - t, p + q, p - q, g2)
     }
 
-    /// `U[xi, o, i] = (G g G^T)[xi]` with `g[ky][kx] = weight[o, ky, kx, i]` for a weight
-    /// `[outputs, 3, 3, inputs]`. With `flipped`, the transform of the kernel rotated by 180
-    /// degrees: rotating `g` reverses the rows of `G g` to the order 3, 1, 2, 0 (the middle two
-    /// are symmetric), so it is the same transform stored at permuted positions `xi`.
-    static func transformKernel(
-        _ u: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, flipped: Bool, outputs: Int, inputs: Int
-    ) {
+    /// `G^T u` (the adjoint of `kernelColumn`) for one column `u0 ... u5`.
+    @inline(__always)
+    static func kernelColumnAdjoint(
+        _ u0: Vector, _ u1: Vector, _ u2: Vector, _ u3: Vector, _ u4: Vector, _ u5: Vector
+    ) -> (Vector, Vector, Vector) {
+        let s12 = (-1 / 6 as Float) * (u1 + u2), d12 = (-1 / 6 as Float) * (u1 - u2)
+        let s34 = u3 + u4, d34 = (1 / 12 as Float) * (u3 - u4)
+        return (0.25 * u0 + s12 + (1 / 24 as Float) * s34, d12 + d34, s12 + (1 / 6 as Float) * s34 + u5)
+    }
+
+    /// `U[xi, o, i] = (G g G^T)[xi]` with `g[ky][kx] = weight[o, ky, kx, i]` for a weight `[outputs, 3, 3, inputs]`.
+    static func transformKernel(_ u: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, outputs: Int, inputs: Int) {
         let plane = outputs * inputs
-        let rows = flipped ? (3, 1, 2, 0) : (0, 1, 2, 3)
-        for o in 0..<outputs {
-            let kernel = weight + o * 9 * inputs
-            var c = 0
-            while c < inputs {
-                let lanes = min(vectorWidth, inputs - c)
-                @inline(__always) func g(_ ky: Int, _ kx: Int) -> Vector { loadLanes(kernel + (ky * 3 + kx) * inputs + c, lanes) }
-                // Down the columns, G g: g0, (g0 + g1 + g2)/2, (g0 - g1 + g2)/2, g2.
-                @inline(__always) func column(_ kx: Int) -> (Vector, Vector, Vector, Vector) {
-                    let g0 = g(0, kx), g1 = g(1, kx), g2 = g(2, kx)
-                    return (g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2)
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 18) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            for o in 0..<outputs {
+                let kernel = weight + o * 9 * inputs
+                let destination = u + o * inputs
+                var c = 0
+                while c < inputs {
+                    let lanes = min(vectorWidth, inputs - c)
+                    // Down the columns, G g, into columns[i * 3 + kx].
+                    for kx in 0..<3 {
+                        @inline(__always) func g(_ ky: Int) -> Vector { loadLanes(kernel + (ky * 3 + kx) * inputs + c, lanes) }
+                        let r = kernelColumn(g(0), g(1), g(2))
+                        columns[kx] = r.0; columns[3 + kx] = r.1; columns[6 + kx] = r.2
+                        columns[9 + kx] = r.3; columns[12 + kx] = r.4; columns[15 + kx] = r.5
+                    }
+                    // Along the rows, times G^T.
+                    for i in 0..<6 {
+                        let r = kernelColumn(columns[3 * i], columns[3 * i + 1], columns[3 * i + 2])
+                        let row = destination + 6 * i * plane + c
+                        storeLanes(r.0, row, lanes)
+                        storeLanes(r.1, row + plane, lanes)
+                        storeLanes(r.2, row + 2 * plane, lanes)
+                        storeLanes(r.3, row + 3 * plane, lanes)
+                        storeLanes(r.4, row + 4 * plane, lanes)
+                        storeLanes(r.5, row + 5 * plane, lanes)
+                    }
+                    c += lanes
                 }
-                let c0 = column(0), c1 = column(1), c2 = column(2)
-                // Along the rows, times G^T.
-                @inline(__always) func row(_ i: Int, _ g0: Vector, _ g1: Vector, _ g2: Vector) {
-                    let destination = u + o * inputs + c
-                    storeLanes(g0, destination + (4 * i + rows.0) * plane, lanes)
-                    storeLanes(0.5 * (g0 + g1 + g2), destination + (4 * i + rows.1) * plane, lanes)
-                    storeLanes(0.5 * (g0 - g1 + g2), destination + (4 * i + rows.2) * plane, lanes)
-                    storeLanes(g2, destination + (4 * i + rows.3) * plane, lanes)
-                }
-                row(rows.0, c0.0, c1.0, c2.0)
-                row(rows.1, c0.1, c1.1, c2.1)
-                row(rows.2, c0.2, c1.2, c2.2)
-                row(rows.3, c0.3, c1.3, c2.3)
-                c += lanes
             }
         }
     }
@@ -269,30 +350,45 @@ enum Winograd {
         _ weightGradient: UnsafeMutablePointer<Float>, transformed du: UnsafePointer<Float>, outputs: Int, inputs: Int
     ) {
         let plane = outputs * inputs
-        for o in 0..<outputs {
-            let kernel = weightGradient + o * 9 * inputs
-            var c = 0
-            while c < inputs {
-                let lanes = min(vectorWidth, inputs - c)
-                let source = du + o * inputs + c
-                // G^T u = [u0 + (u1 + u2)/2, (u1 - u2)/2, (u1 + u2)/2 + u3]: down the columns, then along the rows.
-                @inline(__always) func column(_ j: Int) -> (Vector, Vector, Vector) {
-                    let u0 = loadLanes(source + j * plane, lanes), u1 = loadLanes(source + (4 + j) * plane, lanes)
-                    let u2 = loadLanes(source + (8 + j) * plane, lanes), u3 = loadLanes(source + (12 + j) * plane, lanes)
-                    return (u0 + 0.5 * (u1 + u2), 0.5 * (u1 - u2), 0.5 * (u1 + u2) + u3)
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 18) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            for o in 0..<outputs {
+                let kernel = weightGradient + o * 9 * inputs
+                let source = du + o * inputs
+                var c = 0
+                while c < inputs {
+                    let lanes = min(vectorWidth, inputs - c)
+                    // Down the columns, G^T dU, into columns[ky * 6 + j].
+                    for j in 0..<6 {
+                        @inline(__always) func e(_ i: Int) -> Vector { loadLanes(source + (6 * i + j) * plane + c, lanes) }
+                        let r = kernelColumnAdjoint(e(0), e(1), e(2), e(3), e(4), e(5))
+                        columns[j] = r.0; columns[6 + j] = r.1; columns[12 + j] = r.2
+                    }
+                    for ky in 0..<3 {
+                        let e = columns + 6 * ky
+                        let r = kernelColumnAdjoint(e[0], e[1], e[2], e[3], e[4], e[5])
+                        let row = kernel + ky * 3 * inputs + c
+                        storeLanes(loadLanes(row, lanes) + r.0, row, lanes)
+                        storeLanes(loadLanes(row + inputs, lanes) + r.1, row + inputs, lanes)
+                        storeLanes(loadLanes(row + 2 * inputs, lanes) + r.2, row + 2 * inputs, lanes)
+                    }
+                    c += lanes
                 }
-                let c0 = column(0), c1 = column(1), c2 = column(2), c3 = column(3)
-                @inline(__always) func row(_ ky: Int, _ u0: Vector, _ u1: Vector, _ u2: Vector, _ u3: Vector) {
-                    let destination = kernel + ky * 3 * inputs + c
-                    storeLanes(loadLanes(destination, lanes) + (u0 + 0.5 * (u1 + u2)), destination, lanes)
-                    storeLanes(loadLanes(destination + inputs, lanes) + 0.5 * (u1 - u2), destination + inputs, lanes)
-                    storeLanes(loadLanes(destination + 2 * inputs, lanes) + (0.5 * (u1 + u2) + u3),
-                               destination + 2 * inputs, lanes)
-                }
-                row(0, c0.0, c1.0, c2.0, c3.0)
-                row(1, c0.1, c1.1, c2.1, c3.1)
-                row(2, c0.2, c1.2, c2.2, c3.2)
-                c += lanes
+            }
+        }
+    }
+}
+
+/// Calls `body(t, n, y, x)` for every `size x size` tile of `batch` images of `height x width`
+/// in row-major order: its index, its image and its top-left pixel.
+@inline(__always)
+func forEachTile(batch: Int, height: Int, width: Int, size: Int, _ body: (Int, Int, Int, Int) -> Void) {
+    var t = 0
+    for n in 0..<batch {
+        for y in stride(from: 0, to: height, by: size) {
+            for x in stride(from: 0, to: width, by: size) {
+                body(t, n, y, x)
+                t += 1
             }
         }
     }
@@ -328,7 +424,7 @@ func storeLanes(_ v: Vector, _ p: UnsafeMutablePointer<Float>, _ lanes: Int) {
 enum StridedWinograd {
     /// Tiles of an output `outputHeight x outputWidth`, for `batch` images.
     static func tileCount(batch: Int, outputHeight: Int, outputWidth: Int) -> Int {
-        Winograd.tileCount(batch: batch, height: outputHeight, width: outputWidth)
+        batch * ((outputHeight + 1) / 2) * ((outputWidth + 1) / 2)
     }
 
     /// Whether a convolution with `window` between these channel counts runs as F(2x2, 2x2): 4x4,
@@ -424,7 +520,7 @@ enum StridedWinograd {
         let blockChannels = 4 * channels
         let plane = tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth) * blockChannels
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 9) { source in
-            Winograd.forEachTile(batch: batch, height: outputHeight, width: outputWidth) { t, n, y, x in
+            forEachTile(batch: batch, height: outputHeight, width: outputWidth, size: 2) { t, n, y, x in
                 let base = image + n * height * width * channels
                 for phase in 0..<4 {
                     let (p, q) = (phase / 2, phase % 2)
@@ -470,7 +566,7 @@ enum StridedWinograd {
     ) {
         let blockChannels = 4 * channels
         let plane = tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth) * blockChannels
-        Winograd.forEachTile(batch: batch, height: outputHeight, width: outputWidth) { t, n, y, x in
+        forEachTile(batch: batch, height: outputHeight, width: outputWidth, size: 2) { t, n, y, x in
             let base = image + n * height * width * channels
             for phase in 0..<4 {
                 let (p, q) = (phase / 2, phase % 2)
@@ -510,8 +606,8 @@ enum StridedWinograd {
         _ output: UnsafeMutablePointer<Float>, products m: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        let plane = Winograd.tileCount(batch: batch, height: height, width: width) * channels
-        Winograd.storeOutputTiles(output, batch: batch, height: height, width: width, channels: channels) { t, c, lanes in
+        let plane = tileCount(batch: batch, outputHeight: height, outputWidth: width) * channels
+        storeOutputTiles(output, batch: batch, height: height, width: width, channels: channels) { t, c, lanes in
             let source = m + t * channels + c
             // Down each column: A^T = (m0 + m1, m1 + m2); then along the rows.
             @inline(__always) func column(_ j: Int) -> (Vector, Vector) {
@@ -529,8 +625,8 @@ enum StridedWinograd {
         _ dm: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        let plane = Winograd.tileCount(batch: batch, height: height, width: width) * channels
-        Winograd.loadGradientTiles(gradient, zeros: zeros, batch: batch, height: height, width: width, channels: channels) {
+        let plane = tileCount(batch: batch, outputHeight: height, outputWidth: width) * channels
+        loadGradientTiles(gradient, zeros: zeros, batch: batch, height: height, width: width, channels: channels) {
             t, c, lanes, g00, g01, g10, g11 in
             @inline(__always) func row(_ i: Int, _ r0: Vector, _ r1: Vector) {
                 let target = dm + t * channels + c + 3 * i * plane
@@ -541,6 +637,56 @@ enum StridedWinograd {
             row(0, g00, g01)
             row(1, g00 + g10, g01 + g11)
             row(2, g10, g11)
+        }
+    }
+
+    /// For every 2x2 output tile `t` and slice of up to 16 channels from `c`, stores the four
+    /// vectors `body(t, c, lanes)` returns (top-left, top-right, bottom-left, bottom-right pixel)
+    /// where they fall inside the output.
+    @inline(__always)
+    static func storeOutputTiles(
+        _ output: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
+        _ body: (Int, Int, Int) -> (Vector, Vector, Vector, Vector)
+    ) {
+        forEachTile(batch: batch, height: height, width: width, size: 2) { t, n, y, x in
+            let secondRow = y + 1 < height, secondColumn = x + 1 < width
+            let topLeft = output + ((n * height + y) * width + x) * channels
+            var c = 0
+            while c < channels {
+                let lanes = min(vectorWidth, channels - c)
+                let (y00, y01, y10, y11) = body(t, c, lanes)
+                storeLanes(y00, topLeft + c, lanes)
+                if secondColumn { storeLanes(y01, topLeft + channels + c, lanes) }
+                if secondRow {
+                    let below = topLeft + width * channels
+                    storeLanes(y10, below + c, lanes)
+                    if secondColumn { storeLanes(y11, below + channels + c, lanes) }
+                }
+                c += lanes
+            }
+        }
+    }
+
+    /// For every 2x2 output tile `t` and slice of up to 16 channels from `c`, calls
+    /// `body(t, c, lanes, g00, g01, g10, g11)` with the tile's four gradient vectors (zeros past the edge).
+    @inline(__always)
+    static func loadGradientTiles(
+        _ gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
+        _ body: (Int, Int, Int, Vector, Vector, Vector, Vector) -> Void
+    ) {
+        forEachTile(batch: batch, height: height, width: width, size: 2) { t, n, y, x in
+            let secondRow = y + 1 < height, secondColumn = x + 1 < width
+            let p00 = gradient + ((n * height + y) * width + x) * channels
+            let p01 = secondColumn ? p00 + channels : zeros
+            let p10 = secondRow ? p00 + width * channels : zeros
+            let p11 = secondRow && secondColumn ? p00 + (width + 1) * channels : zeros
+            var c = 0
+            while c < channels {
+                let lanes = min(vectorWidth, channels - c)
+                body(t, c, lanes, loadLanes(p00 + c, lanes), loadLanes(p01 + c, lanes),
+                     loadLanes(p10 + c, lanes), loadLanes(p11 + c, lanes))
+                c += lanes
+            }
         }
     }
 

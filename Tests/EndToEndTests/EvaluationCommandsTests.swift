@@ -29,7 +29,7 @@ final class EvaluationCommandsTests: XCTestCase {
         return object
     }
 
-    /// The JSON keys the documentation promises; 1 and 2 ranks give the same figures; denoising
+    /// The JSON keys the documentation promises; 1 and 2 ranks give the same figures (to rounding); denoising
     /// gains over the damaged input; --recon-out holds float32 (N, H, W, C).
     func testEvalReportsDocumentedFiguresAndRanksAgree() throws {
         let folder = try CommandRunner.temporaryFolder("eval")
@@ -44,7 +44,9 @@ final class EvaluationCommandsTests: XCTestCase {
         for key in ["mse", "psnr", "ssim", "perplexity", "codes_used", "bpp", "input_psnr", "input_ssim"] {
             XCTAssertNotNil(a[key], "eval --json lacks \(key): \(a)")
             let x = (a[key] as? NSNumber)?.doubleValue ?? .nan, y = (b[key] as? NSNumber)?.doubleValue ?? .nan
-            XCTAssertEqual(x, y, accuracy: 1e-9 * max(1, abs(x)), "\(key): 1 rank \(x), 2 ranks \(y)")
+            // Not bit for bit: OpenBLAS multiplies small products (a last batch of few images) with
+            // another kernel, which rounds differently (measured 3e-7 relative).
+            XCTAssertEqual(x, y, accuracy: 1e-6 * max(1, abs(x)), "\(key): 1 rank \(x), 2 ranks \(y)")
         }
         let psnr = (a["psnr"] as? Double) ?? 0, input = (a["input_psnr"] as? Double) ?? 0
         print("eval: psnr \(psnr) dB vs damaged input \(input) dB, ssim \(a["ssim"] ?? "-"), codes used \(a["codes_used"] ?? "-")")

@@ -204,7 +204,7 @@ final class Conv2dTests: XCTestCase {
         }
     }
 
-    /// Test 6: the Winograd paths, F(2x2, 3x3) for 3x3 stride 1 padding 1 and F(2x2, 2x2) for 4x4
+    /// Test 6: the Winograd paths, F(4x4, 3x3) for 3x3 stride 1 padding 1 and F(2x2, 2x2) for 4x4
     /// stride 2 padding 1, with channel counts that fill whole 16-float vectors and leave tails, on
     /// odd and even sizes: forward with bias and ReLU, and dx, dW (accumulated onto non-zero
     /// gradients) and db against the naive double ops. Three image channels keep im2col for 4x4.
