@@ -410,33 +410,37 @@ func storeLanes(_ v: Vector, _ p: UnsafeMutablePointer<Float>, _ lanes: Int) {
     for i in 0..<lanes { p[i] = v[i] }
 }
 
-/// Winograd F(2x2, 2x2) for the 4x4, stride-2, padding-1 convolutions (the encoder's downsampling
+/// Winograd F(4x4, 2x2) for the 4x4, stride-2, padding-1 convolutions (the encoder's downsampling
 /// layers, and through their adjoint the decoder's transposed convolutions).
 ///
 /// Per axis, output `y[i] = sum_k x[2i - 1 + k] g[k]` reads pixels `2i - 1 .. 2i + 2`. Pairing pixels
 /// `2I - 1` and `2I` into block `I` makes it `y[i] = z[i] . h[0] + z[i + 1] . h[1]` with
 /// `h[a] = (g[2a], g[2a + 1])`: a 2-tap, stride-1 convolution over blocks of `4 * in` channels
-/// (phase `p, q` and channel). F(2, 2) computes two outputs from three blocks with three products
-/// (`B^T = [1 -1 0; 0 1 0; 0 -1 1]`, `G = [1 0; 1 1; 0 1]`, `A^T = [1 1 0; 0 1 1]`), so a 2x2
-/// output tile costs 9 products over `4 * in` channels instead of 64 over `in`: 1.78x fewer
-/// multiply-adds than im2col. Layouts: `V[9, T, 4 * in]` (block channel `(p * 2 + q) * in + c`),
-/// `U[9, out, 4 * in]`, `M[9, T, out]`; tiles as in `Winograd`, over the output.
+/// (phase `p, q` and channel). F(4, 2) computes four outputs from five blocks with five products
+/// (interpolation points 0, 1, -1, -2 and infinity; `inputColumn`, `kernelColumn` and
+/// `outputColumn` are `B^T`, `G` and `A^T`), so a 4x4 output tile costs 25 products over `4 * in`
+/// channels instead of 256 over `in`: 2.56x fewer multiply-adds than im2col. Layouts as in
+/// `Winograd`: `V[T, 25, 4 * in]` (block channel `(p * 2 + q) * in + c`), `M[T, 25, out]`,
+/// `U[25, out, 4 * in]`; tiles of 4x4 outputs.
 enum StridedWinograd {
+    /// Positions of the transformed 5x5 domain.
+    static let positions = 25
+
     /// Tiles of an output `outputHeight x outputWidth`, for `batch` images.
     static func tileCount(batch: Int, outputHeight: Int, outputWidth: Int) -> Int {
-        batch * ((outputHeight + 1) / 2) * ((outputWidth + 1) / 2)
+        Winograd.tileCount(batch: batch, height: outputHeight, width: outputWidth)
     }
 
-    /// Whether a convolution with `window` between these channel counts runs as F(2x2, 2x2): 4x4,
+    /// Whether a convolution with `window` between these channel counts runs as F(4x4, 2x2): 4x4,
     /// stride 2, padding 1, and both counts fill a 16-float vector (with 3 image channels im2col
     /// measured faster: the default model trains at 455 instead of 402 images/s).
     static func applies(to window: Window, channels: Int, _ otherChannels: Int) -> Bool {
         window == Window(kernel: 4, stride: 2, padding: 1) && min(channels, otherChannels) >= vectorWidth
     }
 
-    /// The workspace of a pass: 9 positions, block rows of `4 * in` channels.
+    /// The workspace of a pass: 25 positions, block rows of `4 * in` channels.
     static func layout(batch: Int, outputHeight: Int, outputWidth: Int, inputChannels: Int, outputChannels: Int) -> WinogradWorkspace {
-        WinogradWorkspace(positions: 9, tiles: tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth),
+        WinogradWorkspace(positions: positions, tiles: tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth),
                           rowWidth: 4 * inputChannels, outputChannels: outputChannels,
                           zeroCount: max(inputChannels, outputChannels))
     }
@@ -454,8 +458,11 @@ enum StridedWinograd {
         transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width,
                        outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
-        gemmEach(count: 9, transposeA: false, transposeB: true, m: tiles, n: outputChannels, k: blockChannels,
-                 a: v, lda: blockChannels, b: u, ldb: blockChannels, c: m, ldc: outputChannels)
+        // M[:, xi] (T x out) = V[:, xi] (T x 4in) * U[xi]^T
+        gemmEach(count: positions, transposeA: false, transposeB: true, m: tiles, n: outputChannels, k: blockChannels,
+                 a: v, lda: positions * blockChannels, aStride: blockChannels,
+                 b: u, ldb: blockChannels, bStride: outputChannels * blockChannels,
+                 c: m, ldc: positions * outputChannels, cStride: outputChannels)
         transformOutput(output, products: m, batch: batch, height: outputHeight, width: outputWidth, channels: outputChannels)
     }
 
@@ -467,15 +474,17 @@ enum StridedWinograd {
     ) {
         let tiles = tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth)
         let (v, dm, du, zeros) = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
-                                      inputChannels: inputChannels, outputChannels: outputChannels).regions(workspace)
+                                        inputChannels: inputChannels, outputChannels: outputChannels).regions(workspace)
         let blockChannels = 4 * inputChannels
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width,
                        outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
         transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch,
                                 height: outputHeight, width: outputWidth, channels: outputChannels)
-        // dU[xi] (out x 4in) = dM[xi]^T (out x T) * V[xi] (T x 4in)
-        gemmEach(count: 9, transposeA: true, transposeB: false, m: outputChannels, n: blockChannels, k: tiles,
-                 a: dm, lda: outputChannels, b: v, ldb: blockChannels, c: du, ldc: blockChannels)
+        // dU[xi] (out x 4in) = dM[:, xi]^T (out x T) * V[:, xi] (T x 4in)
+        gemmEach(count: positions, transposeA: true, transposeB: false, m: outputChannels, n: blockChannels, k: tiles,
+                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
+                 b: v, ldb: positions * blockChannels, bStride: blockChannels,
+                 c: du, ldc: blockChannels, cStride: outputChannels * blockChannels)
         accumulateKernelGradient(weightGradient, transformed: du, outputs: outputChannels, inputs: inputChannels)
     }
 
@@ -488,22 +497,73 @@ enum StridedWinograd {
     ) {
         let tiles = tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth)
         let (dv, dm, u, zeros) = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
-                                      inputChannels: inputChannels, outputChannels: outputChannels).regions(workspace)
+                                        inputChannels: inputChannels, outputChannels: outputChannels).regions(workspace)
         let blockChannels = 4 * inputChannels
         transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
         transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch,
                                 height: outputHeight, width: outputWidth, channels: outputChannels)
-        // dV[xi] (T x 4in) = dM[xi] (T x out) * U[xi] (out x 4in)
-        gemmEach(count: 9, transposeA: false, transposeB: false, m: tiles, n: blockChannels, k: outputChannels,
-                 a: dm, lda: outputChannels, b: u, ldb: blockChannels, c: dv, ldc: blockChannels)
-        inputGradient.update(repeating: 0, count: batch * height * width * inputChannels)
+        // dV[:, xi] (T x 4in) = dM[:, xi] (T x out) * U[xi] (out x 4in)
+        gemmEach(count: positions, transposeA: false, transposeB: false, m: tiles, n: blockChannels, k: outputChannels,
+                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
+                 b: u, ldb: blockChannels, bStride: outputChannels * blockChannels,
+                 c: dv, ldc: positions * blockChannels, cStride: blockChannels)
         scatterInputGradient(inputGradient, transformed: dv, batch: batch, height: height, width: width,
                              outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
     }
 
-    // MARK: - Transforms
+    // MARK: - Transforms (checked against the matrices: B^T, G and A^T of points 0, 1, -1, -2, infinity)
 
-    /// The pixel of block `(bi, bj)` (0...2 within the tile), phase `(p, q)`, of the tile whose top-left
+    /// `B^T d` for one column `d0 ... d4` of blocks.
+    @inline(__always)
+    static func inputColumn(
+        _ d0: Vector, _ d1: Vector, _ d2: Vector, _ d3: Vector, _ d4: Vector
+    ) -> (Vector, Vector, Vector, Vector, Vector) {
+        let a = d3 - d1
+        return (2 * (d2 - d0) + a, 2 * d1 + 3 * d2 + d3, d2 + d3 - 2 * d1, a, 2 * a - d2 + d4)
+    }
+
+    /// `B v` (the adjoint of `inputColumn`).
+    @inline(__always)
+    static func inputColumnAdjoint(
+        _ v0: Vector, _ v1: Vector, _ v2: Vector, _ v3: Vector, _ v4: Vector
+    ) -> (Vector, Vector, Vector, Vector, Vector) {
+        (-2 * v0, 2 * (v1 - v2 - v4) - v0 - v3, 2 * v0 + 3 * v1 + v2 - v4, v0 + v1 + v2 + v3 + 2 * v4, v4)
+    }
+
+    /// `A^T m` for one column `m0 ... m4` of a tile's products.
+    @inline(__always)
+    static func outputColumn(
+        _ m0: Vector, _ m1: Vector, _ m2: Vector, _ m3: Vector, _ m4: Vector
+    ) -> (Vector, Vector, Vector, Vector) {
+        let s = m1 + m2, d = m1 - m2
+        return (m0 + s + m3, d - 2 * m3, s + 4 * m3, d - 8 * m3 + m4)
+    }
+
+    /// `A y` (the adjoint of `outputColumn`) for one column `y0 ... y3` of an output gradient.
+    @inline(__always)
+    static func outputColumnAdjoint(
+        _ y0: Vector, _ y1: Vector, _ y2: Vector, _ y3: Vector
+    ) -> (Vector, Vector, Vector, Vector, Vector) {
+        let e = y0 + y2, o = y1 + y3
+        return (y0, e + o, e - o, y0 - 2 * y1 + 4 * y2 - 8 * y3, y3)
+    }
+
+    /// `G h` for one column `h0, h1` of a block kernel.
+    @inline(__always)
+    static func kernelColumn(_ h0: Vector, _ h1: Vector) -> (Vector, Vector, Vector, Vector, Vector) {
+        ((-0.5 as Float) * h0, (1 / 6 as Float) * (h0 + h1), 0.5 * (h0 - h1), (1 / 3 as Float) * h1 - (1 / 6 as Float) * h0, h1)
+    }
+
+    /// `G^T u` (the adjoint of `kernelColumn`) for one column `u0 ... u4`.
+    @inline(__always)
+    static func kernelColumnAdjoint(
+        _ u0: Vector, _ u1: Vector, _ u2: Vector, _ u3: Vector, _ u4: Vector
+    ) -> (Vector, Vector) {
+        let sixth = (1 / 6 as Float) * (u1 - u3)
+        return (0.5 * (u2 - u0) + sixth, sixth + 0.5 * (u3 - u2) + u4)
+    }
+
+    /// The pixel of block `(bi, bj)` (0...4 within the tile), phase `(p, q)`, of the tile whose top-left
     /// output is `(y, x)`: row `2 * (y + bi) - 1 + p`, column `2 * (x + bj) - 1 + q`; nil outside the image.
     @inline(__always)
     static func pixelOffset(y: Int, x: Int, bi: Int, bj: Int, p: Int, q: Int, height: Int, width: Int) -> Int? {
@@ -512,45 +572,86 @@ enum StridedWinograd {
         return row * width + column
     }
 
-    /// `V[xi, t, (p, q, c)] = (B^T d B)[xi]` over the tile's 3x3 blocks, for each phase and channel.
+    /// `V[t, xi, (p, q, c)] = (B^T d B)[xi]` over the tile's 5x5 blocks, for each phase and channel.
     static func transformInput(
         _ v: UnsafeMutablePointer<Float>, image: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int, channels: Int
     ) {
         let blockChannels = 4 * channels
-        let plane = tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth) * blockChannels
-        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 9) { source in
-            forEachTile(batch: batch, height: outputHeight, width: outputWidth, size: 2) { t, n, y, x in
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 25) { source in
+          withUnsafeTemporaryAllocation(of: Vector.self, capacity: 25) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            forEachTile(batch: batch, height: outputHeight, width: outputWidth, size: 4) { t, n, y, x in
                 let base = image + n * height * width * channels
                 for phase in 0..<4 {
                     let (p, q) = (phase / 2, phase % 2)
-                    for bi in 0..<3 {
-                        for bj in 0..<3 {
-                            source[bi * 3 + bj] = pixelOffset(y: y, x: x, bi: bi, bj: bj, p: p, q: q, height: height, width: width)
+                    for bi in 0..<5 {
+                        for bj in 0..<5 {
+                            source[bi * 5 + bj] = pixelOffset(y: y, x: x, bi: bi, bj: bj, p: p, q: q, height: height, width: width)
                                 .map { base + $0 * channels } ?? zeros
                         }
                     }
-                    let destination = v + t * blockChannels + phase * channels
+                    let destination = v + t * positions * blockChannels + phase * channels
                     var c = 0
                     while c < channels {
                         let lanes = min(vectorWidth, channels - c)
-                        // Down the columns, B^T: d0 - d1, d1, d2 - d1.
-                        @inline(__always) func column(_ j: Int) -> (Vector, Vector, Vector) {
-                            let d0 = loadLanes(source[j] + c, lanes), d1 = loadLanes(source[3 + j] + c, lanes)
-                            let d2 = loadLanes(source[6 + j] + c, lanes)
-                            return (d0 - d1, d1, d2 - d1)
+                        for j in 0..<5 {
+                            @inline(__always) func d(_ i: Int) -> Vector { loadLanes(source[i * 5 + j] + c, lanes) }
+                            let r = inputColumn(d(0), d(1), d(2), d(3), d(4))
+                            columns[j] = r.0; columns[5 + j] = r.1; columns[10 + j] = r.2; columns[15 + j] = r.3; columns[20 + j] = r.4
                         }
-                        let c0 = column(0), c1 = column(1), c2 = column(2)
-                        // Along the rows, B.
-                        @inline(__always) func row(_ i: Int, _ e0: Vector, _ e1: Vector, _ e2: Vector) {
-                            let target = destination + 3 * i * plane + c
-                            storeLanes(e0 - e1, target, lanes)
-                            storeLanes(e1, target + plane, lanes)
-                            storeLanes(e2 - e1, target + 2 * plane, lanes)
+                        for i in 0..<5 {
+                            let e = columns + 5 * i
+                            let r = inputColumn(e[0], e[1], e[2], e[3], e[4])
+                            let row = destination + 5 * i * blockChannels + c
+                            storeLanes(r.0, row, lanes)
+                            storeLanes(r.1, row + blockChannels, lanes)
+                            storeLanes(r.2, row + 2 * blockChannels, lanes)
+                            storeLanes(r.3, row + 3 * blockChannels, lanes)
+                            storeLanes(r.4, row + 4 * blockChannels, lanes)
                         }
-                        row(0, c0.0, c1.0, c2.0)
-                        row(1, c0.1, c1.1, c2.1)
-                        row(2, c0.2, c1.2, c2.2)
+                        c += lanes
+                    }
+                }
+            }
+          }
+        }
+    }
+
+    /// Zeroes `image` and adds `B dV_t B^T` of every tile back into the pixels its blocks came
+    /// from (the adjoint of `transformInput`); pixels outside the image are dropped.
+    static func scatterInputGradient(
+        _ image: UnsafeMutablePointer<Float>, transformed dv: UnsafePointer<Float>,
+        batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int, channels: Int
+    ) {
+        image.update(repeating: 0, count: batch * height * width * channels)
+        let blockChannels = 4 * channels
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 25) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            forEachTile(batch: batch, height: outputHeight, width: outputWidth, size: 4) { t, n, y, x in
+                let base = image + n * height * width * channels
+                for phase in 0..<4 {
+                    let (p, q) = (phase / 2, phase % 2)
+                    let source = dv + t * positions * blockChannels + phase * channels
+                    var c = 0
+                    while c < channels {
+                        let lanes = min(vectorWidth, channels - c)
+                        for j in 0..<5 {
+                            @inline(__always) func e(_ i: Int) -> Vector { loadLanes(source + (i * 5 + j) * blockChannels + c, lanes) }
+                            let r = inputColumnAdjoint(e(0), e(1), e(2), e(3), e(4))
+                            columns[j] = r.0; columns[5 + j] = r.1; columns[10 + j] = r.2; columns[15 + j] = r.3; columns[20 + j] = r.4
+                        }
+                        for bi in 0..<5 {
+                            let e = columns + 5 * bi
+                            let r = inputColumnAdjoint(e[0], e[1], e[2], e[3], e[4])
+                            @inline(__always) func add(_ bj: Int, _ value: Vector) {
+                                guard let offset = pixelOffset(y: y, x: x, bi: bi, bj: bj, p: p, q: q, height: height, width: width)
+                                else { return }
+                                let target = base + offset * channels + c
+                                storeLanes(loadLanes(target, lanes) + value, target, lanes)
+                            }
+                            add(0, r.0); add(1, r.1); add(2, r.2); add(3, r.3); add(4, r.4)
+                        }
                         c += lanes
                     }
                 }
@@ -558,139 +659,81 @@ enum StridedWinograd {
         }
     }
 
-    /// Adds `B dV_t B^T` of every tile back into the pixels its blocks came from (the adjoint of
-    /// `transformInput`); pixels outside the image are dropped.
-    static func scatterInputGradient(
-        _ image: UnsafeMutablePointer<Float>, transformed dv: UnsafePointer<Float>,
-        batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int, channels: Int
+    /// `output` (4x4 per tile, clipped at the edge) `= A^T M_t A` from `M[t, xi, c]`.
+    static func transformOutput(
+        _ output: UnsafeMutablePointer<Float>, products m: UnsafePointer<Float>,
+        batch: Int, height: Int, width: Int, channels: Int
     ) {
-        let blockChannels = 4 * channels
-        let plane = tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth) * blockChannels
-        forEachTile(batch: batch, height: outputHeight, width: outputWidth, size: 2) { t, n, y, x in
-            let base = image + n * height * width * channels
-            for phase in 0..<4 {
-                let (p, q) = (phase / 2, phase % 2)
-                let source = dv + t * blockChannels + phase * channels
+        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 20) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
+                let source = m + t * positions * channels
+                let rows = min(4, height - y0), cols = min(4, width - x0)
                 var c = 0
                 while c < channels {
                     let lanes = min(vectorWidth, channels - c)
-                    // B v = (v0, -v0 + v1 - v2, v2), down the columns and then along the rows.
-                    @inline(__always) func column(_ j: Int) -> (Vector, Vector, Vector) {
-                        let v0 = loadLanes(source + j * plane + c, lanes), v1 = loadLanes(source + (3 + j) * plane + c, lanes)
-                        let v2 = loadLanes(source + (6 + j) * plane + c, lanes)
-                        return (v0, v1 - v0 - v2, v2)
+                    for j in 0..<5 {
+                        @inline(__always) func e(_ i: Int) -> Vector { loadLanes(source + (i * 5 + j) * channels + c, lanes) }
+                        let r = outputColumn(e(0), e(1), e(2), e(3), e(4))
+                        columns[j] = r.0; columns[5 + j] = r.1; columns[10 + j] = r.2; columns[15 + j] = r.3
                     }
-                    let c0 = column(0), c1 = column(1), c2 = column(2)
-                    @inline(__always) func add(_ bi: Int, _ bj: Int, _ value: Vector) {
-                        guard let offset = pixelOffset(y: y, x: x, bi: bi, bj: bj, p: p, q: q, height: height, width: width)
-                        else { return }
-                        let target = base + offset * channels + c
-                        storeLanes(loadLanes(target, lanes) + value, target, lanes)
+                    for i in 0..<rows {
+                        let e = columns + 5 * i
+                        let r = outputColumn(e[0], e[1], e[2], e[3], e[4])
+                        let row = output + ((n * height + y0 + i) * width + x0) * channels + c
+                        storeLanes(r.0, row, lanes)
+                        if cols > 1 { storeLanes(r.1, row + channels, lanes) }
+                        if cols > 2 { storeLanes(r.2, row + 2 * channels, lanes) }
+                        if cols > 3 { storeLanes(r.3, row + 3 * channels, lanes) }
                     }
-                    @inline(__always) func row(_ bi: Int, _ e0: Vector, _ e1: Vector, _ e2: Vector) {
-                        add(bi, 0, e0)
-                        add(bi, 1, e1 - e0 - e2)
-                        add(bi, 2, e2)
-                    }
-                    row(0, c0.0, c1.0, c2.0)
-                    row(1, c0.1, c1.1, c2.1)
-                    row(2, c0.2, c1.2, c2.2)
                     c += lanes
                 }
             }
         }
     }
 
-    /// `output` (2x2 per tile, clipped at the edge) `= A^T M_t A` from `M[xi, t, c]`.
-    static func transformOutput(
-        _ output: UnsafeMutablePointer<Float>, products m: UnsafePointer<Float>,
-        batch: Int, height: Int, width: Int, channels: Int
-    ) {
-        let plane = tileCount(batch: batch, outputHeight: height, outputWidth: width) * channels
-        storeOutputTiles(output, batch: batch, height: height, width: width, channels: channels) { t, c, lanes in
-            let source = m + t * channels + c
-            // Down each column: A^T = (m0 + m1, m1 + m2); then along the rows.
-            @inline(__always) func column(_ j: Int) -> (Vector, Vector) {
-                let m0 = loadLanes(source + j * plane, lanes), m1 = loadLanes(source + (3 + j) * plane, lanes)
-                let m2 = loadLanes(source + (6 + j) * plane, lanes)
-                return (m0 + m1, m1 + m2)
-            }
-            let a0 = column(0), a1 = column(1), a2 = column(2)
-            return (a0.0 + a1.0, a1.0 + a2.0, a0.1 + a1.1, a1.1 + a2.1)
-        }
-    }
-
-    /// `dM[xi, t, c] = (A dY_t A^T)[xi]`, `A y = (y0, y0 + y1, y1)`, zeros outside the output.
+    /// `dM[t, xi, c] = (A dY_t A^T)[xi]` for every tile's 4x4 output gradient (zeros outside the output).
     static func transformOutputGradient(
         _ dm: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        let plane = tileCount(batch: batch, outputHeight: height, outputWidth: width) * channels
-        loadGradientTiles(gradient, zeros: zeros, batch: batch, height: height, width: width, channels: channels) {
-            t, c, lanes, g00, g01, g10, g11 in
-            @inline(__always) func row(_ i: Int, _ r0: Vector, _ r1: Vector) {
-                let target = dm + t * channels + c + 3 * i * plane
-                storeLanes(r0, target, lanes)
-                storeLanes(r0 + r1, target + plane, lanes)
-                storeLanes(r1, target + 2 * plane, lanes)
-            }
-            row(0, g00, g01)
-            row(1, g00 + g10, g01 + g11)
-            row(2, g10, g11)
-        }
-    }
-
-    /// For every 2x2 output tile `t` and slice of up to 16 channels from `c`, stores the four
-    /// vectors `body(t, c, lanes)` returns (top-left, top-right, bottom-left, bottom-right pixel)
-    /// where they fall inside the output.
-    @inline(__always)
-    static func storeOutputTiles(
-        _ output: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
-        _ body: (Int, Int, Int) -> (Vector, Vector, Vector, Vector)
-    ) {
-        forEachTile(batch: batch, height: height, width: width, size: 2) { t, n, y, x in
-            let secondRow = y + 1 < height, secondColumn = x + 1 < width
-            let topLeft = output + ((n * height + y) * width + x) * channels
-            var c = 0
-            while c < channels {
-                let lanes = min(vectorWidth, channels - c)
-                let (y00, y01, y10, y11) = body(t, c, lanes)
-                storeLanes(y00, topLeft + c, lanes)
-                if secondColumn { storeLanes(y01, topLeft + channels + c, lanes) }
-                if secondRow {
-                    let below = topLeft + width * channels
-                    storeLanes(y10, below + c, lanes)
-                    if secondColumn { storeLanes(y11, below + channels + c, lanes) }
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 16) { source in
+          withUnsafeTemporaryAllocation(of: Vector.self, capacity: 20) { columnBuffer in
+            let columns = columnBuffer.baseAddress!
+            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
+                for i in 0..<4 {
+                    for j in 0..<4 {
+                        let (y, x) = (y0 + i, x0 + j)
+                        source[i * 4 + j] = (y < height && x < width) ? gradient + ((n * height + y) * width + x) * channels : zeros
+                    }
                 }
-                c += lanes
+                let destination = dm + t * positions * channels
+                var c = 0
+                while c < channels {
+                    let lanes = min(vectorWidth, channels - c)
+                    for j in 0..<4 {
+                        @inline(__always) func g(_ i: Int) -> Vector { loadLanes(source[i * 4 + j] + c, lanes) }
+                        let r = outputColumnAdjoint(g(0), g(1), g(2), g(3))
+                        columns[j] = r.0; columns[4 + j] = r.1; columns[8 + j] = r.2; columns[12 + j] = r.3; columns[16 + j] = r.4
+                    }
+                    for i in 0..<5 {
+                        let e = columns + 4 * i
+                        let r = outputColumnAdjoint(e[0], e[1], e[2], e[3])
+                        let row = destination + 5 * i * channels + c
+                        storeLanes(r.0, row, lanes)
+                        storeLanes(r.1, row + channels, lanes)
+                        storeLanes(r.2, row + 2 * channels, lanes)
+                        storeLanes(r.3, row + 3 * channels, lanes)
+                        storeLanes(r.4, row + 4 * channels, lanes)
+                    }
+                    c += lanes
+                }
             }
+          }
         }
     }
 
-    /// For every 2x2 output tile `t` and slice of up to 16 channels from `c`, calls
-    /// `body(t, c, lanes, g00, g01, g10, g11)` with the tile's four gradient vectors (zeros past the edge).
-    @inline(__always)
-    static func loadGradientTiles(
-        _ gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
-        _ body: (Int, Int, Int, Vector, Vector, Vector, Vector) -> Void
-    ) {
-        forEachTile(batch: batch, height: height, width: width, size: 2) { t, n, y, x in
-            let secondRow = y + 1 < height, secondColumn = x + 1 < width
-            let p00 = gradient + ((n * height + y) * width + x) * channels
-            let p01 = secondColumn ? p00 + channels : zeros
-            let p10 = secondRow ? p00 + width * channels : zeros
-            let p11 = secondRow && secondColumn ? p00 + (width + 1) * channels : zeros
-            var c = 0
-            while c < channels {
-                let lanes = min(vectorWidth, channels - c)
-                body(t, c, lanes, loadLanes(p00 + c, lanes), loadLanes(p01 + c, lanes),
-                     loadLanes(p10 + c, lanes), loadLanes(p11 + c, lanes))
-                c += lanes
-            }
-        }
-    }
-
-    /// `U[xi, o, (p, q, c)] = (G h G^T)[xi]` with `h[a][b] = weight[o, 2a + p, 2b + q, c]`, `G h = (h0, h0 + h1, h1)`.
+    /// `U[xi, o, (p, q, c)] = (G h G^T)[xi]` with `h[a][b] = weight[o, 2a + p, 2b + q, c]`.
     static func transformKernel(_ u: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, outputs: Int, inputs: Int) {
         let blockChannels = 4 * inputs
         let plane = outputs * blockChannels
@@ -705,23 +748,25 @@ enum StridedWinograd {
                     @inline(__always) func h(_ a: Int, _ b: Int) -> Vector {
                         loadLanes(kernel + ((2 * a + p) * 4 + 2 * b + q) * inputs + c, lanes)
                     }
+                    // Down the two columns, G h; then along each of the five rows.
+                    let c0 = kernelColumn(h(0, 0), h(1, 0)), c1 = kernelColumn(h(0, 1), h(1, 1))
                     @inline(__always) func row(_ i: Int, _ h0: Vector, _ h1: Vector) {
-                        let target = destination + 3 * i * plane + c
-                        storeLanes(h0, target, lanes)
-                        storeLanes(h0 + h1, target + plane, lanes)
-                        storeLanes(h1, target + 2 * plane, lanes)
+                        let r = kernelColumn(h0, h1)
+                        let target = destination + 5 * i * plane + c
+                        storeLanes(r.0, target, lanes)
+                        storeLanes(r.1, target + plane, lanes)
+                        storeLanes(r.2, target + 2 * plane, lanes)
+                        storeLanes(r.3, target + 3 * plane, lanes)
+                        storeLanes(r.4, target + 4 * plane, lanes)
                     }
-                    let h00 = h(0, 0), h01 = h(0, 1), h10 = h(1, 0), h11 = h(1, 1)
-                    row(0, h00, h01)
-                    row(1, h00 + h10, h01 + h11)
-                    row(2, h10, h11)
+                    row(0, c0.0, c1.0); row(1, c0.1, c1.1); row(2, c0.2, c1.2); row(3, c0.3, c1.3); row(4, c0.4, c1.4)
                     c += lanes
                 }
             }
         }
     }
 
-    /// `weightGradient[o, 2a + p, 2b + q, c] += (G^T dU G)[a][b]` with `G^T u = (u0 + u1, u1 + u2)`.
+    /// `weightGradient[o, 2a + p, 2b + q, c] += (G^T dU G)[a][b]`.
     static func accumulateKernelGradient(
         _ weightGradient: UnsafeMutablePointer<Float>, transformed du: UnsafePointer<Float>, outputs: Int, inputs: Int
     ) {
@@ -735,20 +780,19 @@ enum StridedWinograd {
                 var c = 0
                 while c < inputs {
                     let lanes = min(vectorWidth, inputs - c)
-                    @inline(__always) func column(_ j: Int) -> (Vector, Vector) {
-                        let u0 = loadLanes(source + j * plane + c, lanes), u1 = loadLanes(source + (3 + j) * plane + c, lanes)
-                        let u2 = loadLanes(source + (6 + j) * plane + c, lanes)
-                        return (u0 + u1, u1 + u2)
+                    // Along each of the five rows, G^T; then down the two columns.
+                    @inline(__always) func row(_ i: Int) -> (Vector, Vector) {
+                        @inline(__always) func e(_ j: Int) -> Vector { loadLanes(source + (5 * i + j) * plane + c, lanes) }
+                        return kernelColumnAdjoint(e(0), e(1), e(2), e(3), e(4))
                     }
-                    let c0 = column(0), c1 = column(1), c2 = column(2)
+                    let r0 = row(0), r1 = row(1), r2 = row(2), r3 = row(3), r4 = row(4)
+                    let left = kernelColumnAdjoint(r0.0, r1.0, r2.0, r3.0, r4.0)
+                    let right = kernelColumnAdjoint(r0.1, r1.1, r2.1, r3.1, r4.1)
                     @inline(__always) func add(_ a: Int, _ b: Int, _ value: Vector) {
                         let target = kernel + ((2 * a + p) * 4 + 2 * b + q) * inputs + c
                         storeLanes(loadLanes(target, lanes) + value, target, lanes)
                     }
-                    add(0, 0, c0.0 + c1.0)
-                    add(0, 1, c1.0 + c2.0)
-                    add(1, 0, c0.1 + c1.1)
-                    add(1, 1, c1.1 + c2.1)
+                    add(0, 0, left.0); add(1, 0, left.1); add(0, 1, right.0); add(1, 1, right.1)
                     c += lanes
                 }
             }
