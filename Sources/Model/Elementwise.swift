@@ -83,3 +83,17 @@ func scaledDifference(_ out: UnsafeMutablePointer<Float>, _ a: UnsafePointer<Flo
     }
     while i < count { out[i] = scale * (a[i] - b[i]); i += 1 }
 }
+
+/// Whether every one of `count` floats at `values` is finite: `x * 0` is 0 exactly for every
+/// finite `x` and NaN otherwise, summed in 16 lanes (any NaN stays NaN).
+public func allFinite(_ values: UnsafePointer<Float>, count: Int) -> Bool {
+    var lanes = Vector(repeating: 0)
+    var i = 0
+    while i + vectorWidth <= count {
+        lanes += load(values + i) * 0
+        i += vectorWidth
+    }
+    var sum = lanes.sum()
+    for i in i..<count { sum += values[i] * 0 }
+    return sum == 0
+}

@@ -101,11 +101,8 @@ final class StepRunner {
         return Outcome(loss: loss, updated: updated, reason: reason, stopRequested: reduced[4] > 0)
     }
 
-    /// Whether any value is NaN or infinite (`x * 0` is 0 exactly for every finite `x`).
+    /// Whether any value is NaN or infinite.
     private func hasNonFinite(_ buffer: FloatBuffer) -> Bool {
-        let values = buffer.pointer
-        var sum: Float = 0
-        for i in 0..<buffer.count { sum += values[i] * 0 }
-        return sum != 0  // true for NaN too
+        !allFinite(buffer.pointer, count: buffer.count)
     }
 }
