@@ -5,11 +5,13 @@
 # launch to the first training step on 50,000 32x32x3 images; and, when PyTorch is installed
 # (TORCH_PYTHON, default /opt/torchenv/bin/python), the same model and batch in PyTorch in the same
 # run: one process with 1 and 2 threads, and DistributedDataParallel with 2 processes.
-# Environment: STEPS (timed steps, default 30), WARMUP (default 5), TORCH_PYTHON.
+# Environment: STEPS (timed steps, default 30), WARMUP (default 5), TRIALS (runs of each of our
+# configurations, default 3; rows show the median run), TORCH_PYTHON.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STEPS=${STEPS:-30}
 WARMUP=${WARMUP:-5}
+TRIALS=${TRIALS:-3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 bash scripts/install_dependencies.sh
@@ -19,18 +21,22 @@ swift build -c release
 
 results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
-run() {  # name ranks bench-arguments...
-    local name=$1 ranks=$2; shift 2
-    echo "bench: $name ($ranks rank(s))" >&2
+run() {  # name ranks trial bench-arguments...
+    local name=$1 ranks=$2 trial=$3; shift 3
+    echo "bench: $name ($ranks rank(s), trial $trial)" >&2
     mpirun -np "$ranks" --bind-to core .build/release/vqvae bench --json --steps "$STEPS" --warmup "$WARMUP" "$@" \
-        > "$results/$name-$ranks.json"
+        > "$results/$name-$ranks~$trial.json"
 }
-run default32 1 --batch 32
-run default32 2 --batch 32
-run photos64 1 --batch 32 --data data/photos64-train.h5
-run photos64 2 --batch 32 --data data/photos64-train.h5
-run mnist28 1 --batch 32 --data data/mnist-train.h5
-run mnist28 2 --batch 32 --data data/mnist-train.h5
+# Each configuration TRIALS times, 1 and 2 ranks alternating, so that the machine's drift (a shared
+# virtual machine's speed varies by +-10% over minutes) reaches both alike; rows report the median.
+for trial in $(seq 1 "$TRIALS"); do
+    run default32 1 "$trial" --batch 32
+    run default32 2 "$trial" --batch 32
+    run photos64 1 "$trial" --batch 32 --data data/photos64-train.h5
+    run photos64 2 "$trial" --batch 32 --data data/photos64-train.h5
+    run mnist28 1 "$trial" --batch 32 --data data/mnist-train.h5
+    run mnist28 2 "$trial" --batch 32 --data data/mnist-train.h5
+done
 
 # Launch to first step: 50,000 uint8 32x32x3 images (gzip-chunked as h5py writes them).
 [ -f data/bench50k.h5 ] || python3 -c '
@@ -74,11 +80,14 @@ fi
 mkdir -p bench
 python3 - "$results" > bench/results.md <<'PY'
 import glob, json, os, platform, subprocess, sys, datetime
-rows = {}
+runs = {}
 for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
-    name = os.path.basename(path)[:-5]
-    rows[name] = json.load(open(path))
-first = rows.pop("first-step", None)
+    name = os.path.basename(path)[:-5].split("~")[0]
+    runs.setdefault(name, []).append(json.load(open(path)))
+first = runs.pop("first-step", [None])[0]
+# The median run of each configuration (by images/s), and every run's images/s.
+rows = {name: sorted(r, key=lambda x: x["images_per_second"])[(len(r) - 1) // 2] for name, r in runs.items()}
+trials = {name: sorted(x["images_per_second"] for x in r) for name, r in runs.items()}
 torch_rows = {os.path.basename(p)[8:-6]: json.loads(open(p).read().strip().splitlines()[-1])
               for p in sorted(glob.glob(os.path.join(sys.argv[1], "pytorch-*.torch"))) if open(p).read().strip()}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
@@ -86,11 +95,12 @@ print("# vqvae bench results\n")
 print(f"- date: {datetime.date.today().isoformat()}")
 print(f"- CPU: {cpu}, {os.cpu_count()} logical CPUs")
 print(f"- BLAS kernel: {next(iter(rows.values()))['blas']}; one BLAS thread per rank; `mpirun --bind-to core`")
-print(f"- command: `scripts/bench.sh` (each row: `vqvae bench --json`, timed steps after warm-up)")
+print(f"- command: `scripts/bench.sh` (each row: `vqvae bench --json`, timed steps after warm-up; the median of "
+      f"{max(len(t) for t in trials.values())} runs, 1 and 2 ranks alternating; the last column lists every run)")
 print("- model GFLOP/s: the operations of a direct convolution (MFLOP/image below); the 3x3 and 4x4 stride-2 "
       "layers run as Winograd convolutions with fewer multiply-adds, so efficiency per core can pass 100%\n")
-print("| configuration | ranks | batch/rank | images/s | ms/step | forward | quantizer | backward | optimizer | comm wait | model GFLOP/s | sgemm GFLOP/s per core | efficiency per core | peak RSS MB per rank |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| configuration | ranks | batch/rank | images/s | ms/step | forward | quantizer | backward | optimizer | comm wait | model GFLOP/s | sgemm GFLOP/s per core | efficiency per core | peak RSS MB per rank | images/s of each run |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for name, r in list(rows.items()):
     if name == "first-step":
         continue
@@ -100,10 +110,15 @@ for name, r in list(rows.items()):
     print(f"| {config} ({r['model']}, {r['model_gflop_per_image']*1000:.1f} MFLOP/image) | {ranks} | {r['batch_per_rank']} | "
           f"{r['images_per_second']:.1f} | {mean('ms_per_step'):.1f} | {mean('forward_ms'):.1f} | {mean('quantizer_ms'):.1f} | "
           f"{mean('backward_ms'):.1f} | {mean('optimizer_ms'):.1f} | {mean('communication_wait_ms'):.1f} | {r['model_gflops']:.1f} | "
-          f"{r['sgemm_gflops_per_core']:.1f} | {100*r['efficiency_per_core']:.0f}% | {max(p['peak_rss_mb'] for p in per):.0f} |")
+          f"{r['sgemm_gflops_per_core']:.1f} | {100*r['efficiency_per_core']:.0f}% | {max(p['peak_rss_mb'] for p in per):.0f} | "
+          f"{', '.join(f'{x:.1f}' for x in trials[name])} |")
 for config in ("default32", "photos64", "mnist28"):
     if f"{config}-1" in rows and f"{config}-2" in rows:
-        print(f"\n{config}: 2 ranks / 1 rank = {rows[config+'-2']['images_per_second'] / rows[config+'-1']['images_per_second']:.2f}x", end="")
+        # Trials in order (file names sort by trial): the ratio of each alternating pair.
+        pairs = ", ".join(f"{b['images_per_second'] / a['images_per_second']:.2f}"
+                          for a, b in zip(runs[config + "-1"], runs[config + "-2"]))
+        print(f"\n{config}: 2 ranks / 1 rank = {rows[config+'-2']['images_per_second'] / rows[config+'-1']['images_per_second']:.2f}x "
+              f"(medians; run by run, as they alternated: {pairs})", end="")
 print()
 if first:
     print("\n## Time from launch to the first training step\n")
