@@ -106,22 +106,20 @@ enum Winograd {
         return (4 * v0, 4 * (v5 - d12) - 2 * d34, -5 * v0 - 4 * s12 - s34, d12 + 2 * d34 - 5 * v5, v0 + s12 + s34, v5)
     }
 
-    /// `A^T m` for one column `m0 ... m5` of a tile's products.
+    /// `A^T m` for one column `m(0) ... m(5)` of a tile's products.
     @inline(__always)
-    static func outputColumn(
-        _ m0: Vector, _ m1: Vector, _ m2: Vector, _ m3: Vector, _ m4: Vector, _ m5: Vector
-    ) -> (Vector, Vector, Vector, Vector) {
+    static func outputColumn(_ m: (Int) -> Vector) -> (Vector, Vector, Vector, Vector) {
+        let (m0, m1, m2, m3, m4, m5) = (m(0), m(1), m(2), m(3), m(4), m(5))
         let s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4
         return (m0 + s12 + s34, d12 + 2 * d34, s12 + 4 * s34, d12 + 8 * d34 + m5)
     }
 
-    /// `A y` (the adjoint of `outputColumn`) for one column `y0 ... y3` of an output gradient.
+    /// `A y` (the adjoint of `outputColumn`) for one column `y0 ... y3` of an output gradient:
+    /// entry `k` of the six goes to `store(k, value)`.
     @inline(__always)
-    static func outputColumnAdjoint(
-        _ y0: Vector, _ y1: Vector, _ y2: Vector, _ y3: Vector
-    ) -> (Vector, Vector, Vector, Vector, Vector, Vector) {
+    static func outputColumnAdjoint(_ y0: Vector, _ y1: Vector, _ y2: Vector, _ y3: Vector, _ store: (Int, Vector) -> Void) {
         let e = y0 + y2, o = y1 + y3, e2 = y0 + 4 * y2, o2 = 2 * y1 + 8 * y3
-        return (y0, e + o, e - o, e2 + o2, e2 - o2, y3)
+        store(0, y0); store(1, e + o); store(2, e - o); store(3, e2 + o2); store(4, e2 - o2); store(5, y3)
     }
 
     /// `V[t, xi, c] = (B^T d_t B)[xi]` for every tile's 6x6 input patch `d_t`.
@@ -219,33 +217,8 @@ enum Winograd {
         _ output: UnsafeMutablePointer<Float>, products m: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 24) { columnBuffer in
-            let columns = columnBuffer.baseAddress!
-            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
-                let source = m + t * 36 * channels
-                let rows = min(4, height - y0), cols = min(4, width - x0)
-                var c = 0
-                while c < channels {
-                    let lanes = min(vectorWidth, channels - c)
-                    // Down the columns: A^T M, into columns[i * 6 + j].
-                    for j in 0..<6 {
-                        @inline(__always) func e(_ i: Int) -> Vector { loadLanes(source + (i * 6 + j) * channels + c, lanes) }
-                        let r = outputColumn(e(0), e(1), e(2), e(3), e(4), e(5))
-                        columns[j] = r.0; columns[6 + j] = r.1; columns[12 + j] = r.2; columns[18 + j] = r.3
-                    }
-                    for i in 0..<rows {
-                        let e = columns + 6 * i
-                        let r = outputColumn(e[0], e[1], e[2], e[3], e[4], e[5])
-                        let row = output + ((n * height + y0 + i) * width + x0) * channels + c
-                        storeLanes(r.0, row, lanes)
-                        if cols > 1 { storeLanes(r.1, row + channels, lanes) }
-                        if cols > 2 { storeLanes(r.2, row + 2 * channels, lanes) }
-                        if cols > 3 { storeLanes(r.3, row + 3 * channels, lanes) }
-                    }
-                    c += lanes
-                }
-            }
-        }
+        storeOutputTiles(output, products: m, batch: batch, height: height, width: width, channels: channels,
+                         points: 6, column: outputColumn)
     }
 
     /// `dM[t, xi, c] = (A dY_t A^T)[xi]` for every tile's 4x4 output gradient (zeros outside the image).
@@ -253,43 +226,8 @@ enum Winograd {
         _ dm: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 16) { source in
-          withUnsafeTemporaryAllocation(of: Vector.self, capacity: 24) { columnBuffer in
-            let columns = columnBuffer.baseAddress!
-            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
-                for i in 0..<4 {
-                    for j in 0..<4 {
-                        let (y, x) = (y0 + i, x0 + j)
-                        source[i * 4 + j] = (y < height && x < width) ? gradient + ((n * height + y) * width + x) * channels : zeros
-                    }
-                }
-                let destination = dm + t * 36 * channels
-                var c = 0
-                while c < channels {
-                    let lanes = min(vectorWidth, channels - c)
-                    // Down the columns: A dY, into columns[i * 4 + j].
-                    for j in 0..<4 {
-                        @inline(__always) func g(_ i: Int) -> Vector { loadLanes(source[i * 4 + j] + c, lanes) }
-                        let r = outputColumnAdjoint(g(0), g(1), g(2), g(3))
-                        columns[j] = r.0; columns[4 + j] = r.1; columns[8 + j] = r.2
-                        columns[12 + j] = r.3; columns[16 + j] = r.4; columns[20 + j] = r.5
-                    }
-                    for i in 0..<6 {
-                        let e = columns + 4 * i
-                        let r = outputColumnAdjoint(e[0], e[1], e[2], e[3])
-                        let row = destination + 6 * i * channels + c
-                        storeLanes(r.0, row, lanes)
-                        storeLanes(r.1, row + channels, lanes)
-                        storeLanes(r.2, row + 2 * channels, lanes)
-                        storeLanes(r.3, row + 3 * channels, lanes)
-                        storeLanes(r.4, row + 4 * channels, lanes)
-                        storeLanes(r.5, row + 5 * channels, lanes)
-                    }
-                    c += lanes
-                }
-            }
-          }
-        }
+        transformGradientTiles(dm, gradient: gradient, zeros: zeros, batch: batch, height: height, width: width,
+                               channels: channels, points: 6, column: outputColumnAdjoint)
     }
 
     /// `G g` for one column `g0, g1, g2` of a kernel.
@@ -391,6 +329,85 @@ func forEachTile(batch: Int, height: Int, width: Int, size: Int, _ body: (Int, I
                 t += 1
             }
         }
+    }
+}
+
+/// The output side of a Winograd F(4x4, r) with `points = 4 + r - 1` points per axis:
+/// `output` (4x4 per tile, clipped at the image's edge) `= A^T M_t A` from `M[t, xi, c]`
+/// (`points x points` positions per tile), where `column(m)` is `A^T` of the column `m(0) ...`.
+@inline(__always)
+func storeOutputTiles(
+    _ output: UnsafeMutablePointer<Float>, products m: UnsafePointer<Float>,
+    batch: Int, height: Int, width: Int, channels: Int, points: Int,
+    column: ((Int) -> Vector) -> (Vector, Vector, Vector, Vector)
+) {
+    withUnsafeTemporaryAllocation(of: Vector.self, capacity: 4 * points) { columnBuffer in
+        let columns = columnBuffer.baseAddress!
+        forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
+            let source = m + t * points * points * channels
+            let rows = min(4, height - y0), cols = min(4, width - x0)
+            var c = 0
+            while c < channels {
+                let lanes = min(vectorWidth, channels - c)
+                // Down the columns: A^T M, into columns[i * points + j].
+                for j in 0..<points {
+                    let r = column { i in loadLanes(source + (i * points + j) * channels + c, lanes) }
+                    columns[j] = r.0; columns[points + j] = r.1; columns[2 * points + j] = r.2; columns[3 * points + j] = r.3
+                }
+                // Along the rows, onto the pixels inside the image.
+                for i in 0..<rows {
+                    let e = columns + points * i
+                    let r = column { e[$0] }
+                    let row = output + ((n * height + y0 + i) * width + x0) * channels + c
+                    storeLanes(r.0, row, lanes)
+                    if cols > 1 { storeLanes(r.1, row + channels, lanes) }
+                    if cols > 2 { storeLanes(r.2, row + 2 * channels, lanes) }
+                    if cols > 3 { storeLanes(r.3, row + 3 * channels, lanes) }
+                }
+                c += lanes
+            }
+        }
+    }
+}
+
+/// The adjoint of `storeOutputTiles`: `dM[t, xi, c] = (A dY_t A^T)[xi]` for every tile's 4x4
+/// output gradient (zeros outside the image), where `column(y0, y1, y2, y3, store)` is `A` of one
+/// column, handing entry `k` of the `points` to `store(k, value)`.
+@inline(__always)
+func transformGradientTiles(
+    _ dm: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
+    batch: Int, height: Int, width: Int, channels: Int, points: Int,
+    column: (Vector, Vector, Vector, Vector, (Int, Vector) -> Void) -> Void
+) {
+    withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 16) { source in
+      withUnsafeTemporaryAllocation(of: Vector.self, capacity: 4 * points) { columnBuffer in
+        let columns = columnBuffer.baseAddress!
+        forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
+            for i in 0..<4 {
+                for j in 0..<4 {
+                    let (y, x) = (y0 + i, x0 + j)
+                    source[i * 4 + j] = (y < height && x < width) ? gradient + ((n * height + y) * width + x) * channels : zeros
+                }
+            }
+            let destination = dm + t * points * points * channels
+            var c = 0
+            while c < channels {
+                let lanes = min(vectorWidth, channels - c)
+                // Down the columns: A dY, into columns[k * 4 + j].
+                for j in 0..<4 {
+                    @inline(__always) func g(_ i: Int) -> Vector { loadLanes(source[i * 4 + j] + c, lanes) }
+                    column(g(0), g(1), g(2), g(3)) { k, value in columns[k * 4 + j] = value }
+                }
+                // Along the rows, into position k * points + l.
+                for k in 0..<points {
+                    let e = columns + 4 * k
+                    let row = destination + k * points * channels + c
+                    column(e[0], e[1], e[2], e[3]) { l, value in storeLanes(value, row + l * channels, lanes) }
+                }
+                c += lanes
+            }
+        }
+      }
     }
 }
 
@@ -530,22 +547,20 @@ enum StridedWinograd {
         (-2 * v0, 2 * (v1 - v2 - v4) - v0 - v3, 2 * v0 + 3 * v1 + v2 - v4, v0 + v1 + v2 + v3 + 2 * v4, v4)
     }
 
-    /// `A^T m` for one column `m0 ... m4` of a tile's products.
+    /// `A^T m` for one column `m(0) ... m(4)` of a tile's products.
     @inline(__always)
-    static func outputColumn(
-        _ m0: Vector, _ m1: Vector, _ m2: Vector, _ m3: Vector, _ m4: Vector
-    ) -> (Vector, Vector, Vector, Vector) {
+    static func outputColumn(_ m: (Int) -> Vector) -> (Vector, Vector, Vector, Vector) {
+        let (m0, m1, m2, m3, m4) = (m(0), m(1), m(2), m(3), m(4))
         let s = m1 + m2, d = m1 - m2
         return (m0 + s + m3, d - 2 * m3, s + 4 * m3, d - 8 * m3 + m4)
     }
 
-    /// `A y` (the adjoint of `outputColumn`) for one column `y0 ... y3` of an output gradient.
+    /// `A y` (the adjoint of `outputColumn`) for one column `y0 ... y3` of an output gradient:
+    /// entry `k` of the five goes to `store(k, value)`.
     @inline(__always)
-    static func outputColumnAdjoint(
-        _ y0: Vector, _ y1: Vector, _ y2: Vector, _ y3: Vector
-    ) -> (Vector, Vector, Vector, Vector, Vector) {
+    static func outputColumnAdjoint(_ y0: Vector, _ y1: Vector, _ y2: Vector, _ y3: Vector, _ store: (Int, Vector) -> Void) {
         let e = y0 + y2, o = y1 + y3
-        return (y0, e + o, e - o, y0 - 2 * y1 + 4 * y2 - 8 * y3, y3)
+        store(0, y0); store(1, e + o); store(2, e - o); store(3, y0 - 2 * y1 + 4 * y2 - 8 * y3); store(4, y3)
     }
 
     /// `G h` for one column `h0, h1` of a block kernel.
@@ -664,32 +679,8 @@ enum StridedWinograd {
         _ output: UnsafeMutablePointer<Float>, products m: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        withUnsafeTemporaryAllocation(of: Vector.self, capacity: 20) { columnBuffer in
-            let columns = columnBuffer.baseAddress!
-            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
-                let source = m + t * positions * channels
-                let rows = min(4, height - y0), cols = min(4, width - x0)
-                var c = 0
-                while c < channels {
-                    let lanes = min(vectorWidth, channels - c)
-                    for j in 0..<5 {
-                        @inline(__always) func e(_ i: Int) -> Vector { loadLanes(source + (i * 5 + j) * channels + c, lanes) }
-                        let r = outputColumn(e(0), e(1), e(2), e(3), e(4))
-                        columns[j] = r.0; columns[5 + j] = r.1; columns[10 + j] = r.2; columns[15 + j] = r.3
-                    }
-                    for i in 0..<rows {
-                        let e = columns + 5 * i
-                        let r = outputColumn(e[0], e[1], e[2], e[3], e[4])
-                        let row = output + ((n * height + y0 + i) * width + x0) * channels + c
-                        storeLanes(r.0, row, lanes)
-                        if cols > 1 { storeLanes(r.1, row + channels, lanes) }
-                        if cols > 2 { storeLanes(r.2, row + 2 * channels, lanes) }
-                        if cols > 3 { storeLanes(r.3, row + 3 * channels, lanes) }
-                    }
-                    c += lanes
-                }
-            }
-        }
+        storeOutputTiles(output, products: m, batch: batch, height: height, width: width, channels: channels,
+                         points: 5, column: outputColumn)
     }
 
     /// `dM[t, xi, c] = (A dY_t A^T)[xi]` for every tile's 4x4 output gradient (zeros outside the output).
@@ -697,40 +688,8 @@ enum StridedWinograd {
         _ dm: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
         batch: Int, height: Int, width: Int, channels: Int
     ) {
-        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 16) { source in
-          withUnsafeTemporaryAllocation(of: Vector.self, capacity: 20) { columnBuffer in
-            let columns = columnBuffer.baseAddress!
-            forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
-                for i in 0..<4 {
-                    for j in 0..<4 {
-                        let (y, x) = (y0 + i, x0 + j)
-                        source[i * 4 + j] = (y < height && x < width) ? gradient + ((n * height + y) * width + x) * channels : zeros
-                    }
-                }
-                let destination = dm + t * positions * channels
-                var c = 0
-                while c < channels {
-                    let lanes = min(vectorWidth, channels - c)
-                    for j in 0..<4 {
-                        @inline(__always) func g(_ i: Int) -> Vector { loadLanes(source[i * 4 + j] + c, lanes) }
-                        let r = outputColumnAdjoint(g(0), g(1), g(2), g(3))
-                        columns[j] = r.0; columns[4 + j] = r.1; columns[8 + j] = r.2; columns[12 + j] = r.3; columns[16 + j] = r.4
-                    }
-                    for i in 0..<5 {
-                        let e = columns + 4 * i
-                        let r = outputColumnAdjoint(e[0], e[1], e[2], e[3])
-                        let row = destination + 5 * i * channels + c
-                        storeLanes(r.0, row, lanes)
-                        storeLanes(r.1, row + channels, lanes)
-                        storeLanes(r.2, row + 2 * channels, lanes)
-                        storeLanes(r.3, row + 3 * channels, lanes)
-                        storeLanes(r.4, row + 4 * channels, lanes)
-                    }
-                    c += lanes
-                }
-            }
-          }
-        }
+        transformGradientTiles(dm, gradient: gradient, zeros: zeros, batch: batch, height: height, width: width,
+                               channels: channels, points: 5, column: outputColumnAdjoint)
     }
 
     /// `U[xi, o, (p, q, c)] = (G h G^T)[xi]` with `h[a][b] = weight[o, 2a + p, 2b + q, c]`.
