@@ -115,15 +115,11 @@ public struct Conv2d {
             return
         }
         if usesStridedWinograd {
-            StridedWinograd.accumulateWeightGradient(
-                gradients + weight.offset, input: input, outputGradient: outputGradient,
-                batch: batch, height: height, width: width, outputHeight: oh, outputWidth: ow,
-                inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
-            guard let inputGradient else { return }
-            StridedWinograd.inputGradient(
-                inputGradient, outputGradient: outputGradient, weight: parameters + weight.offset,
-                batch: batch, height: height, width: width, outputHeight: oh, outputWidth: ow,
-                inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
+            StridedWinograd.backward(
+                weightGradient: gradients + weight.offset, inputGradient: inputGradient, input: input,
+                outputGradient: outputGradient, weight: parameters + weight.offset, batch: batch, height: height, width: width,
+                outputHeight: oh, outputWidth: ow, inputChannels: inputChannels, outputChannels: outputChannels,
+                workspace: workspace)
             return
         }
         let lowered: UnsafePointer<Float>

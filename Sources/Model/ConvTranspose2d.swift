@@ -91,15 +91,12 @@ public struct ConvTranspose2d {
         let rows = batch * height * width
         accumulateBiasGradient(gradients + bias.offset, dy: outputGradient, rows: batch * oh * ow, channels: outputChannels)
         if usesStridedWinograd {
-            StridedWinograd.accumulateWeightGradient(
-                gradients + weight.offset, input: outputGradient, outputGradient: input,
-                batch: batch, height: oh, width: ow, outputHeight: height, outputWidth: width,
-                inputChannels: outputChannels, outputChannels: inputChannels, workspace: workspace)
-            guard let inputGradient else { return }
-            StridedWinograd.convolve(
-                output: inputGradient, input: outputGradient, weight: parameters + weight.offset,
-                batch: batch, height: oh, width: ow, outputHeight: height, outputWidth: width,
-                inputChannels: outputChannels, outputChannels: inputChannels, workspace: workspace)
+            // dW and dx of the adjoint convolution from the output [Ho, Wo, out] to the input.
+            StridedWinograd.transposedBackward(
+                weightGradient: gradients + weight.offset, output: inputGradient, input: outputGradient,
+                outputGradient: input, weight: parameters + weight.offset, batch: batch, height: oh, width: ow,
+                outputHeight: height, outputWidth: width, inputChannels: outputChannels, outputChannels: inputChannels,
+                workspace: workspace)
             return
         }
         im2col(columns: workspace, image: outputGradient, batch: batch, height: oh, width: ow,

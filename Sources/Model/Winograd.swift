@@ -42,16 +42,11 @@ enum Winograd {
         batch: Int, height: Int, width: Int, inputChannels: Int, outputChannels: Int,
         workspace: UnsafeMutablePointer<Float>
     ) {
-        let tiles = tileCount(batch: batch, height: height, width: width)
-        let (v, m, u, zeros) = layout(batch: batch, height: height, width: width, inputChannels: inputChannels,
-                                      outputChannels: outputChannels).regions(workspace)
+        let layout = layout(batch: batch, height: height, width: width, inputChannels: inputChannels, outputChannels: outputChannels)
+        let (v, m, u, zeros) = layout.regions(workspace)
         transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width, channels: inputChannels)
-        // M[:, xi] (T x out) = V[:, xi] (T x in) * U[xi]^T
-        gemmEach(count: positions, transposeA: false, transposeB: true, m: tiles, n: outputChannels, k: inputChannels,
-                 a: v, lda: positions * inputChannels, aStride: inputChannels,
-                 b: u, ldb: inputChannels, bStride: outputChannels * inputChannels,
-                 c: m, ldc: positions * outputChannels, cStride: outputChannels)
+        layout.multiply(tiles: v, kernel: u, into: m)
         transformOutput(output, products: m, batch: batch, height: height, width: width, channels: outputChannels)
     }
 
@@ -63,25 +58,17 @@ enum Winograd {
         batch: Int, height: Int, width: Int, inputChannels: Int, outputChannels: Int,
         workspace: UnsafeMutablePointer<Float>
     ) {
-        let tiles = tileCount(batch: batch, height: height, width: width)
-        let (v, dm, u, zeros) = layout(batch: batch, height: height, width: width, inputChannels: inputChannels,
-                                       outputChannels: outputChannels).regions(workspace)
+        let layout = layout(batch: batch, height: height, width: width, inputChannels: inputChannels, outputChannels: outputChannels)
+        let (v, dm, u, zeros) = layout.regions(workspace)
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width, channels: inputChannels)
         transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch, height: height, width: width,
                                 channels: outputChannels)
-        // dU[xi] (out x in) = dM[:, xi]^T (out x T) * V[:, xi] (T x in), in the kernel's region.
-        gemmEach(count: positions, transposeA: true, transposeB: false, m: outputChannels, n: inputChannels, k: tiles,
-                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
-                 b: v, ldb: positions * inputChannels, bStride: inputChannels,
-                 c: u, ldc: inputChannels, cStride: outputChannels * inputChannels)
+        // dU in the kernel's region, then dV over V.
+        layout.kernelGradient(products: dm, tiles: v, into: u)
         accumulateKernelGradient(weightGradient, transformed: u, outputs: outputChannels, inputs: inputChannels)
         guard let inputGradient else { return }
         transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
-        // dV[:, xi] (T x in) = dM[:, xi] (T x out) * U[xi] (out x in), over V.
-        gemmEach(count: positions, transposeA: false, transposeB: false, m: tiles, n: inputChannels, k: outputChannels,
-                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
-                 b: u, ldb: inputChannels, bStride: outputChannels * inputChannels,
-                 c: v, ldc: positions * inputChannels, cStride: inputChannels)
+        layout.tileGradient(products: dm, kernel: u, into: v)
         scatterInputGradient(inputGradient, transformed: v, batch: batch, height: height, width: width, channels: inputChannels)
     }
 
@@ -468,41 +455,14 @@ enum StridedWinograd {
         batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
         inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
     ) {
-        let tiles = tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth)
-        let (v, m, u, zeros) = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
-                                      inputChannels: inputChannels, outputChannels: outputChannels).regions(workspace)
-        let blockChannels = 4 * inputChannels
+        let layout = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
+                            inputChannels: inputChannels, outputChannels: outputChannels)
+        let (v, m, u, zeros) = layout.regions(workspace)
         transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width,
                        outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
-        // M[:, xi] (T x out) = V[:, xi] (T x 4in) * U[xi]^T
-        gemmEach(count: positions, transposeA: false, transposeB: true, m: tiles, n: outputChannels, k: blockChannels,
-                 a: v, lda: positions * blockChannels, aStride: blockChannels,
-                 b: u, ldb: blockChannels, bStride: outputChannels * blockChannels,
-                 c: m, ldc: positions * outputChannels, cStride: outputChannels)
+        layout.multiply(tiles: v, kernel: u, into: m)
         transformOutput(output, products: m, batch: batch, height: outputHeight, width: outputWidth, channels: outputChannels)
-    }
-
-    /// Adds `dL/dweight` (`[out, 4, 4, in]`) given `input [N, H, W, in]` and `outputGradient [N, Ho, Wo, out]`.
-    static func accumulateWeightGradient(
-        _ weightGradient: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
-        batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
-        inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
-    ) {
-        let tiles = tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth)
-        let (v, dm, du, zeros) = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
-                                        inputChannels: inputChannels, outputChannels: outputChannels).regions(workspace)
-        let blockChannels = 4 * inputChannels
-        transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width,
-                       outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
-        transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch,
-                                height: outputHeight, width: outputWidth, channels: outputChannels)
-        // dU[xi] (out x 4in) = dM[:, xi]^T (out x T) * V[:, xi] (T x 4in)
-        gemmEach(count: positions, transposeA: true, transposeB: false, m: outputChannels, n: blockChannels, k: tiles,
-                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
-                 b: v, ldb: positions * blockChannels, bStride: blockChannels,
-                 c: du, ldc: blockChannels, cStride: outputChannels * blockChannels)
-        accumulateKernelGradient(weightGradient, transformed: du, outputs: outputChannels, inputs: inputChannels)
     }
 
     /// WRITES `dL/dinput [N, H, W, in]` given `outputGradient [N, Ho, Wo, out]`: the adjoint of
@@ -512,20 +472,77 @@ enum StridedWinograd {
         batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
         inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
     ) {
-        let tiles = tileCount(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth)
-        let (dv, dm, u, zeros) = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
-                                        inputChannels: inputChannels, outputChannels: outputChannels).regions(workspace)
-        let blockChannels = 4 * inputChannels
+        let layout = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
+                            inputChannels: inputChannels, outputChannels: outputChannels)
+        let (dv, dm, u, zeros) = layout.regions(workspace)
         transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
         transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch,
                                 height: outputHeight, width: outputWidth, channels: outputChannels)
-        // dV[:, xi] (T x 4in) = dM[:, xi] (T x out) * U[xi] (out x 4in)
-        gemmEach(count: positions, transposeA: false, transposeB: false, m: tiles, n: blockChannels, k: outputChannels,
-                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
-                 b: u, ldb: blockChannels, bStride: outputChannels * blockChannels,
-                 c: dv, ldc: positions * blockChannels, cStride: blockChannels)
+        layout.tileGradient(products: dm, kernel: u, into: dv)
         scatterInputGradient(inputGradient, transformed: dv, batch: batch, height: height, width: width,
                              outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
+    }
+
+    /// The convolution's backward pass: adds `dL/dweight` (`[out, 4, 4, in]`) given
+    /// `input [N, H, W, in]` and `outputGradient [N, Ho, Wo, out]` and, when `inputGradient` is
+    /// given, WRITES `dL/dinput` there (`inputGradient(...)`), transforming `outputGradient` once for both.
+    static func backward(
+        weightGradient: UnsafeMutablePointer<Float>, inputGradient: UnsafeMutablePointer<Float>?,
+        input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
+        inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
+    ) {
+        let layout = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
+                            inputChannels: inputChannels, outputChannels: outputChannels)
+        let (v, dm, u) = addWeightGradient(weightGradient, input: input, outputGradient: outputGradient,
+                                           batch: batch, height: height, width: width, outputHeight: outputHeight,
+                                           outputWidth: outputWidth, layout: layout, inputChannels: inputChannels,
+                                           workspace: workspace)
+        guard let inputGradient else { return }
+        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
+        layout.tileGradient(products: dm, kernel: u, into: v)
+        scatterInputGradient(inputGradient, transformed: v, batch: batch, height: height, width: width,
+                             outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
+    }
+
+    /// The backward pass of the transposed convolution that is this convolution's adjoint (its
+    /// forward pass is `inputGradient(...)`): with the transposed layer's output gradient as
+    /// `input [N, H, W, in]` and its input as `outputGradient [N, Ho, Wo, out]`, adds `dL/dweight`
+    /// and, when `output` is given, WRITES the transposed layer's input gradient there (`convolve(...)`),
+    /// transforming `input` once for both.
+    static func transposedBackward(
+        weightGradient: UnsafeMutablePointer<Float>, output: UnsafeMutablePointer<Float>?,
+        input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+        batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
+        inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
+    ) {
+        let layout = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
+                            inputChannels: inputChannels, outputChannels: outputChannels)
+        let (v, dm, u) = addWeightGradient(weightGradient, input: input, outputGradient: outputGradient,
+                                           batch: batch, height: height, width: width, outputHeight: outputHeight,
+                                           outputWidth: outputWidth, layout: layout, inputChannels: inputChannels,
+                                           workspace: workspace)
+        guard let output else { return }
+        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
+        layout.multiply(tiles: v, kernel: u, into: dm)
+        transformOutput(output, products: dm, batch: batch, height: outputHeight, width: outputWidth, channels: outputChannels)
+    }
+
+    /// Transforms `input` (V) and `outputGradient` (dM) into `workspace` and adds `dL/dweight`
+    /// through `dU = dM^T V`; returns V, dM and the kernel region (which held dU).
+    private static func addWeightGradient(
+        _ weightGradient: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
+        batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int, layout: WinogradWorkspace,
+        inputChannels: Int, workspace: UnsafeMutablePointer<Float>
+    ) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        let (v, dm, u, zeros) = layout.regions(workspace)
+        transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width,
+                       outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
+        transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch,
+                                height: outputHeight, width: outputWidth, channels: layout.outputChannels)
+        layout.kernelGradient(products: dm, tiles: v, into: u)
+        accumulateKernelGradient(weightGradient, transformed: u, outputs: layout.outputChannels, inputs: inputChannels)
+        return (v, dm, u)
     }
 
     // MARK: - Transforms (checked against the matrices: B^T, G and A^T of points 0, 1, -1, -2, infinity)
@@ -779,5 +796,29 @@ struct WinogradWorkspace {
         let zeros = kernel + positions * outputChannels * rowWidth
         zeros.update(repeating: 0, count: zeroCount)
         return (workspace, products, kernel, zeros)
+    }
+
+    /// The forward products, every position: `M[:, xi] (T x out) = V[:, xi] (T x rowWidth) * U[xi]^T`.
+    func multiply(tiles v: UnsafePointer<Float>, kernel u: UnsafePointer<Float>, into m: UnsafeMutablePointer<Float>) {
+        gemmEach(count: positions, transposeA: false, transposeB: true, m: tiles, n: outputChannels, k: rowWidth,
+                 a: v, lda: positions * rowWidth, aStride: rowWidth,
+                 b: u, ldb: rowWidth, bStride: outputChannels * rowWidth,
+                 c: m, ldc: positions * outputChannels, cStride: outputChannels)
+    }
+
+    /// The transformed kernel's gradient: `dU[xi] (out x rowWidth) = dM[:, xi]^T (out x T) * V[:, xi]`.
+    func kernelGradient(products dm: UnsafePointer<Float>, tiles v: UnsafePointer<Float>, into du: UnsafeMutablePointer<Float>) {
+        gemmEach(count: positions, transposeA: true, transposeB: false, m: outputChannels, n: rowWidth, k: tiles,
+                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
+                 b: v, ldb: positions * rowWidth, bStride: rowWidth,
+                 c: du, ldc: rowWidth, cStride: outputChannels * rowWidth)
+    }
+
+    /// The transformed tiles' gradient: `dV[:, xi] (T x rowWidth) = dM[:, xi] (T x out) * U[xi]`.
+    func tileGradient(products dm: UnsafePointer<Float>, kernel u: UnsafePointer<Float>, into dv: UnsafeMutablePointer<Float>) {
+        gemmEach(count: positions, transposeA: false, transposeB: false, m: tiles, n: rowWidth, k: outputChannels,
+                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
+                 b: u, ldb: rowWidth, bStride: outputChannels * rowWidth,
+                 c: dv, ldc: positions * rowWidth, cStride: rowWidth)
     }
 }
