@@ -27,7 +27,7 @@ struct Restore: ParsableCommand {
     var damagedOut: String?
     @Option(help: "Seed of the corruption's random streams.")
     var seed: UInt64 = 1
-    @Option(help: "Least overlap in pixels between neighbouring tiles (default: a quarter of the tile).")
+    @Option(help: "Least overlap in pixels between neighbouring tiles (default: a quarter of the tile's side along each axis).")
     var overlap: Int?
     @Flag(help: "Run the model on each whole image at once instead of tiles (sides must be multiples of 2^down).")
     var whole = false
@@ -65,8 +65,9 @@ final class Restoration {
             throw TrainingError("--damaged-out needs --corrupt (there is no damage to keep)")
         }
         trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
-        if let overlap = options.overlap, overlap < 0 || overlap >= trained.configuration.height {
-            throw TrainingError("--overlap must be in 0..<\(trained.configuration.height) (the tile size)")
+        let c = trained.configuration
+        if let overlap = options.overlap, overlap < 0 || overlap >= min(c.height, c.width) {
+            throw TrainingError("--overlap must be in 0..<\(min(c.height, c.width)) (the tiles are the model's \(c.height)x\(c.width))")
         }
     }
 
@@ -191,8 +192,8 @@ final class Restoration {
     func restoreOnce(_ input: [Float], height: Int, width: Int, channels: Int) throws -> [Float] {
         if options.whole { return try restoreWhole(input, height: height, width: width) }
         let c = trained.configuration
-        let plan = try TiledImage(height: height, width: width, channels: channels, tileSize: c.height,
-                                  overlap: options.overlap ?? c.height / 4)
+        let plan = try TiledImage(height: height, width: width, channels: channels, tileHeight: c.height, tileWidth: c.width,
+                                  rowOverlap: options.overlap ?? c.height / 4, columnOverlap: options.overlap ?? c.width / 4)
         let model = trained.model
         return try plan.process(input, batchSize: trained.batch) { tiles, count, results in
             model.forward(images: tiles, batch: count, training: false)

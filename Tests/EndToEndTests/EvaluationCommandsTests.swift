@@ -115,6 +115,54 @@ final class EvaluationCommandsTests: XCTestCase {
         XCTAssertFalse(damaged.standardError.contains("Fatal error"))
     }
 
+    /// A model trained on non-square images (16x28 crops of MNIST digits) restores in 16x28
+    /// tiles: a 44x61 image keeps its size, and the tiled result agrees with the fully
+    /// convolutional whole-image run (a tile read or placed with the wrong side would not).
+    func testRestoreWithNonSquareModel() throws {
+        let folder = try CommandRunner.temporaryFolder("restore-nonsquare")
+        let data = folder.appendingPathComponent("wide.h5").path, input = folder.appendingPathComponent("in.png").path
+        let make = try CommandRunner.python("""
+            import h5py, numpy as np, sys
+            from PIL import Image
+            d = h5py.File(sys.argv[1])['images'][:600]
+            h5py.File(sys.argv[2], 'w').create_dataset('images', data=d[:, 6:22, :, :])
+            grid = np.block([[d[r * 3 + c, :, :, 0] for c in range(3)] for r in range(2)])
+            Image.fromarray(grid[:44, :61]).save(sys.argv[3])
+            """, [try PreparedData.mnist("train"), data, input])
+        XCTAssertEqual(make.status, 0, make.standardError)
+        let out = folder.appendingPathComponent("model")
+        let train = try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "60",
+                                             "--global-batch-size", "16", "--lr", "2e-3", "--log-every", "60"] + Self.architecture)
+        XCTAssertEqual(train.status, 0, train.standardError)
+        let checkpoint = out.appendingPathComponent("checkpoints/step-00000060.h5").path
+        let tiled = folder.appendingPathComponent("tiled.png").path, whole = folder.appendingPathComponent("whole.png").path
+        let tiledRun = try CommandRunner.vqvae(["restore", "--checkpoint", checkpoint, "--input", input, "--out", tiled])
+        XCTAssertEqual(tiledRun.status, 0, tiledRun.standardError)
+        XCTAssertTrue(tiledRun.standardOutput.contains("tiles of 16x28"), tiledRun.standardOutput)
+        // --whole needs sides that are multiples of 4: the 44x60 left part.
+        let cropped = folder.appendingPathComponent("cropped.png").path
+        _ = try CommandRunner.python("from PIL import Image; import sys; Image.open(sys.argv[1]).crop((0, 0, 60, 44)).save(sys.argv[2])",
+                                     [input, cropped])
+        let croppedTiled = folder.appendingPathComponent("cropped-tiled.png").path
+        for (path, extra) in [(croppedTiled, [String]()), (whole, ["--whole"])] {
+            let result = try CommandRunner.vqvae(["restore", "--checkpoint", checkpoint, "--input", cropped, "--out", path] + extra)
+            XCTAssertEqual(result.status, 0, result.standardError)
+        }
+        let check = try CommandRunner.python("""
+            import numpy as np, sys
+            from PIL import Image
+            a = np.asarray(Image.open(sys.argv[1])); t = np.asarray(Image.open(sys.argv[2])).astype(float)
+            w = np.asarray(Image.open(sys.argv[3])).astype(float)
+            print(a.shape, round(10 * np.log10(255 ** 2 / max(((t - w) ** 2).mean(), 1e-12)), 2))
+            """, [tiled, croppedTiled, whole])
+        XCTAssertEqual(check.status, 0, check.standardError)
+        let text = check.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
+        XCTAssertTrue(text.hasPrefix("(44, 61)"), "the restored image keeps the input's size: \(text)")
+        let psnr = Double(text.split(separator: " ").last ?? "") ?? 0
+        print("restore (16x28 model): tiled vs whole-image \(psnr) dB")
+        XCTAssertGreaterThan(psnr, 20, "tiled restoration should agree with the whole-image run: \(text)")
+    }
+
     /// A PNG larger than the 28x28 tiles: the output keeps its size, the tiled result agrees with the
     /// fully convolutional whole-image run, and the tile borders show no seam (pixel steps across
     /// them are no larger than elsewhere). Folders and HDF5 files keep their names and shapes.

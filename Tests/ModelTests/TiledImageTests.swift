@@ -97,6 +97,43 @@ final class TiledImageTests: XCTestCase {
         }
     }
 
+    /// Models trained on non-square images tile with their own height and width: every tile is
+    /// the sub-image at its origin (edges replicated), the identity gives the image back, and the
+    /// overlaps follow each axis's own limit.
+    func testNonSquareTiles() throws {
+        let (th, tw) = (8, 20)
+        for (h, w, c) in [(30, 45, 3), (5, 45, 1), (30, 12, 2), (8, 20, 1)] {
+            let plan = try TiledImage(height: h, width: w, channels: c, tileHeight: th, tileWidth: tw,
+                                      rowOverlap: 2, columnOverlap: 5)
+            XCTAssertEqual(plan.rowOrigins, TiledImage.origins(length: h, tileSize: th, overlap: 2))
+            XCTAssertEqual(plan.columnOrigins, TiledImage.origins(length: w, tileSize: tw, overlap: 5))
+            let image = randomFloats(h * w * c, seed: UInt64(h * w + c), low: 0, high: 1)
+            var seen = 0
+            let output = try plan.process(image, batchSize: 3) { tiles, count, results in
+                for k in 0..<count {
+                    let (top, left) = plan.origin(ofTile: seen + k)
+                    for i in 0..<th {
+                        for j in 0..<tw {
+                            for q in 0..<c {
+                                let pixel = (min(top + i, h - 1) * w + min(left + j, w - 1)) * c + q
+                                XCTAssertEqual(tiles[((k * th + i) * tw + j) * c + q], image[pixel],
+                                               "\(h)x\(w)x\(c) tile \(seen + k) (\(i), \(j), \(q))")
+                            }
+                        }
+                    }
+                }
+                results.update(from: tiles, count: count * th * tw * c)
+                seen += count
+            }
+            XCTAssertEqual(seen, plan.tileCount)
+            assertClose(output, image.map(Double.init), tolerance: 1e-6, floor: 1, "identity \(h)x\(w)x\(c) in 8x20 tiles")
+        }
+        XCTAssertThrowsError(try TiledImage(height: 30, width: 30, channels: 1, tileHeight: 8, tileWidth: 20,
+                                            rowOverlap: 8, columnOverlap: 5)) { XCTAssertTrue($0 is ModelError) }
+        XCTAssertThrowsError(try TiledImage(height: 30, width: 30, channels: 1, tileHeight: 8, tileWidth: 20,
+                                            rowOverlap: 2, columnOverlap: 20)) { XCTAssertTrue($0 is ModelError) }
+    }
+
     func testSameOffsetEverywhereHasNoSeams() throws {
         for (h, w, c) in shapes {
             let plan = try TiledImage(height: h, width: w, channels: c, tileSize: 32, overlap: 8)
