@@ -4,7 +4,7 @@
 /// Weight stored `[out, kh, kw, in]` (checkpoints use PyTorch's `[out, in, kh, kw]`), bias `[out]`.
 /// The forward pass lowers the whole batch with `im2col` into a shared workspace and runs one
 /// GEMM; a 1x1 convolution skips `im2col`; a 3x3 stride-1 padding-1 convolution runs as Winograd
-/// F(4x4, 3x3) (`Winograd`) and a 4x4 stride-2 padding-1 one as F(2x2, 2x2) over pixel pairs
+/// F(4x4, 3x3) (`Winograd`) and a 4x4 stride-2 padding-1 one as F(4x4, 2x2) over pixel pairs
 /// (`StridedWinograd`), forward and backward.
 public struct Conv2d {
     public let inputChannels: Int
@@ -51,7 +51,7 @@ public struct Conv2d {
         return batch * oh * ow * reduction
     }
 
-    /// Runs as Winograd F(2x2, 2x2) over pixel pairs (`StridedWinograd.applies`).
+    /// Runs as Winograd F(4x4, 2x2) over pixel pairs (`StridedWinograd.applies`).
     var usesStridedWinograd: Bool {
         StridedWinograd.applies(to: window, channels: inputChannels, outputChannels)
     }

@@ -47,7 +47,7 @@ public struct ConvTranspose2d {
 
     /// A 4x4 window with stride 2 and padding 1: this layer is the adjoint of a strided
     /// convolution from its output to its input with the same weight (`[in, 4, 4, out]` is that
-    /// convolution's `[out, kh, kw, in]`), which runs as Winograd F(2x2, 2x2) (`StridedWinograd`):
+    /// convolution's `[out, kh, kw, in]`), which runs as Winograd F(4x4, 2x2) (`StridedWinograd`):
     /// the forward pass is that convolution's input gradient, the input gradient its forward pass.
     /// When `StridedWinograd.applies`, as for `Conv2d`.
     var usesStridedWinograd: Bool {

@@ -492,14 +492,11 @@ enum StridedWinograd {
         batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
         inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
     ) {
-        let layout = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
-                            inputChannels: inputChannels, outputChannels: outputChannels)
-        let (v, dm, u) = addWeightGradient(weightGradient, input: input, outputGradient: outputGradient,
-                                           batch: batch, height: height, width: width, outputHeight: outputHeight,
-                                           outputWidth: outputWidth, layout: layout, inputChannels: inputChannels,
-                                           workspace: workspace)
+        let (layout, v, dm, u) = weightGradientPass(
+            weightGradient, input: input, outputGradient: outputGradient, weight: weight, transformsKernel: inputGradient != nil,
+            batch: batch, height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth,
+            inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
         guard let inputGradient else { return }
-        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
         layout.tileGradient(products: dm, kernel: u, into: v)
         scatterInputGradient(inputGradient, transformed: v, batch: batch, height: height, width: width,
                              outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
@@ -516,33 +513,36 @@ enum StridedWinograd {
         batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
         inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
     ) {
-        let layout = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
-                            inputChannels: inputChannels, outputChannels: outputChannels)
-        let (v, dm, u) = addWeightGradient(weightGradient, input: input, outputGradient: outputGradient,
-                                           batch: batch, height: height, width: width, outputHeight: outputHeight,
-                                           outputWidth: outputWidth, layout: layout, inputChannels: inputChannels,
-                                           workspace: workspace)
+        let (layout, v, dm, u) = weightGradientPass(
+            weightGradient, input: input, outputGradient: outputGradient, weight: weight, transformsKernel: output != nil,
+            batch: batch, height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth,
+            inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
         guard let output else { return }
-        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
         layout.multiply(tiles: v, kernel: u, into: dm)
         transformOutput(output, products: dm, batch: batch, height: outputHeight, width: outputWidth, channels: outputChannels)
     }
 
-    /// Transforms `input` (V) and `outputGradient` (dM) into `workspace` and adds `dL/dweight`
-    /// through `dU = dM^T V`; returns V, dM and the kernel region (which held dU).
-    private static func addWeightGradient(
+    /// The first half of `backward` and `transposedBackward`: transforms `input` (V) and
+    /// `outputGradient` (dM) into `workspace`, adds `dL/dweight` through `dU = dM^T V`, and when
+    /// `transformsKernel` then writes the transformed `weight` (U) over dU for the second half.
+    /// Returns the layout, V, dM and the kernel region.
+    private static func weightGradientPass(
         _ weightGradient: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
-        batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int, layout: WinogradWorkspace,
-        inputChannels: Int, workspace: UnsafeMutablePointer<Float>
-    ) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        weight: UnsafePointer<Float>, transformsKernel: Bool,
+        batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
+        inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
+    ) -> (WinogradWorkspace, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        let layout = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
+                            inputChannels: inputChannels, outputChannels: outputChannels)
         let (v, dm, u, zeros) = layout.regions(workspace)
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width,
                        outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
         transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch,
-                                height: outputHeight, width: outputWidth, channels: layout.outputChannels)
+                                height: outputHeight, width: outputWidth, channels: outputChannels)
         layout.kernelGradient(products: dm, tiles: v, into: u)
-        accumulateKernelGradient(weightGradient, transformed: u, outputs: layout.outputChannels, inputs: inputChannels)
-        return (v, dm, u)
+        accumulateKernelGradient(weightGradient, transformed: u, outputs: outputChannels, inputs: inputChannels)
+        if transformsKernel { transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels) }
+        return (layout, v, dm, u)
     }
 
     // MARK: - Transforms (checked against the matrices: B^T, G and A^T of points 0, 1, -1, -2, infinity)
@@ -777,7 +777,7 @@ enum StridedWinograd {
 }
 
 /// The workspace of one Winograd pass over `tiles` tiles with `positions` transformed positions:
-/// the transformed tiles `[positions, tiles, rowWidth]`, the products `[positions, tiles, out]`,
+/// the transformed tiles `[tiles, positions, rowWidth]`, the products `[tiles, positions, out]`,
 /// the transformed kernel `[positions, out, rowWidth]` and a row of zeros that stands for pixels
 /// outside the image.
 struct WinogradWorkspace {
