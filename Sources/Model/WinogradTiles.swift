@@ -1,0 +1,159 @@
+// The tile loops and the workspace shared by `Winograd` (F(4x4, 3x3)) and `StridedWinograd`
+// (F(4x4, 2x2)), and the partial-vector loads and stores of their transforms.
+
+/// Calls `body(t, n, y, x)` for every `size x size` tile of `batch` images of `height x width`
+/// in row-major order: its index, its image and its top-left pixel.
+@inline(__always)
+func forEachTile(batch: Int, height: Int, width: Int, size: Int, _ body: (Int, Int, Int, Int) -> Void) {
+    var t = 0
+    for n in 0..<batch {
+        for y in stride(from: 0, to: height, by: size) {
+            for x in stride(from: 0, to: width, by: size) {
+                body(t, n, y, x)
+                t += 1
+            }
+        }
+    }
+}
+
+/// The output side of a Winograd F(4x4, r) with `points = 4 + r - 1` points per axis:
+/// `output` (4x4 per tile, clipped at the image's edge) `= A^T M_t A` from `M[t, xi, c]`
+/// (`points x points` positions per tile), where `column(m)` is `A^T` of the column `m(0) ...`.
+@inline(__always)
+func storeOutputTiles(
+    _ output: UnsafeMutablePointer<Float>, products m: UnsafePointer<Float>,
+    batch: Int, height: Int, width: Int, channels: Int, points: Int,
+    column: ((Int) -> Vector) -> (Vector, Vector, Vector, Vector)
+) {
+    withUnsafeTemporaryAllocation(of: Vector.self, capacity: 4 * points) { columnBuffer in
+        let columns = columnBuffer.baseAddress!
+        forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
+            let source = m + t * points * points * channels
+            let rows = min(4, height - y0), cols = min(4, width - x0)
+            var c = 0
+            while c < channels {
+                let lanes = min(vectorWidth, channels - c)
+                // Down the columns: A^T M, into columns[i * points + j].
+                for j in 0..<points {
+                    let r = column { i in loadLanes(source + (i * points + j) * channels + c, lanes) }
+                    columns[j] = r.0; columns[points + j] = r.1; columns[2 * points + j] = r.2; columns[3 * points + j] = r.3
+                }
+                // Along the rows, onto the pixels inside the image.
+                for i in 0..<rows {
+                    let e = columns + points * i
+                    let r = column { e[$0] }
+                    let row = output + ((n * height + y0 + i) * width + x0) * channels + c
+                    storeLanes(r.0, row, lanes)
+                    if cols > 1 { storeLanes(r.1, row + channels, lanes) }
+                    if cols > 2 { storeLanes(r.2, row + 2 * channels, lanes) }
+                    if cols > 3 { storeLanes(r.3, row + 3 * channels, lanes) }
+                }
+                c += lanes
+            }
+        }
+    }
+}
+
+/// The adjoint of `storeOutputTiles`: `dM[t, xi, c] = (A dY_t A^T)[xi]` for every tile's 4x4
+/// output gradient (zeros outside the image), where `column(y0, y1, y2, y3, store)` is `A` of one
+/// column, handing entry `k` of the `points` to `store(k, value)`.
+@inline(__always)
+func transformGradientTiles(
+    _ dm: UnsafeMutablePointer<Float>, gradient: UnsafePointer<Float>, zeros: UnsafePointer<Float>,
+    batch: Int, height: Int, width: Int, channels: Int, points: Int,
+    column: (Vector, Vector, Vector, Vector, (Int, Vector) -> Void) -> Void
+) {
+    withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: 16) { source in
+      withUnsafeTemporaryAllocation(of: Vector.self, capacity: 4 * points) { columnBuffer in
+        let columns = columnBuffer.baseAddress!
+        forEachTile(batch: batch, height: height, width: width, size: 4) { t, n, y0, x0 in
+            for i in 0..<4 {
+                for j in 0..<4 {
+                    let (y, x) = (y0 + i, x0 + j)
+                    source[i * 4 + j] = (y < height && x < width) ? gradient + ((n * height + y) * width + x) * channels : zeros
+                }
+            }
+            let destination = dm + t * points * points * channels
+            var c = 0
+            while c < channels {
+                let lanes = min(vectorWidth, channels - c)
+                // Down the columns: A dY, into columns[k * 4 + j].
+                for j in 0..<4 {
+                    @inline(__always) func g(_ i: Int) -> Vector { loadLanes(source[i * 4 + j] + c, lanes) }
+                    column(g(0), g(1), g(2), g(3)) { k, value in columns[k * 4 + j] = value }
+                }
+                // Along the rows, into position k * points + l.
+                for k in 0..<points {
+                    let e = columns + 4 * k
+                    let row = destination + k * points * channels + c
+                    column(e[0], e[1], e[2], e[3]) { l, value in storeLanes(value, row + l * channels, lanes) }
+                }
+                c += lanes
+            }
+        }
+      }
+    }
+}
+
+/// The first `lanes` floats at `p` (all 16 when `lanes == vectorWidth`), the rest zero.
+@inline(__always)
+func loadLanes(_ p: UnsafePointer<Float>, _ lanes: Int) -> Vector {
+    if lanes == vectorWidth { return load(p) }
+    var v = Vector()
+    for i in 0..<lanes { v[i] = p[i] }
+    return v
+}
+
+/// Stores the first `lanes` lanes of `v` at `p`.
+@inline(__always)
+func storeLanes(_ v: Vector, _ p: UnsafeMutablePointer<Float>, _ lanes: Int) {
+    if lanes == vectorWidth { store(v, p); return }
+    for i in 0..<lanes { p[i] = v[i] }
+}
+
+/// The workspace of one Winograd pass over `tiles` tiles with `positions` transformed positions:
+/// the transformed tiles `[tiles, positions, rowWidth]`, the products `[tiles, positions, out]`,
+/// the transformed kernel `[positions, out, rowWidth]` and a row of zeros that stands for pixels
+/// outside the image.
+struct WinogradWorkspace {
+    let positions: Int, tiles: Int, rowWidth: Int, outputChannels: Int, zeroCount: Int
+
+    var count: Int {
+        positions * tiles * (rowWidth + outputChannels) + positions * outputChannels * rowWidth + zeroCount
+    }
+
+    /// `workspace` cut into the tiles, the products, the kernel and the zeros (which this sets).
+    func regions(
+        _ workspace: UnsafeMutablePointer<Float>
+    ) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        let products = workspace + positions * tiles * rowWidth
+        let kernel = products + positions * tiles * outputChannels
+        let zeros = kernel + positions * outputChannels * rowWidth
+        zeros.update(repeating: 0, count: zeroCount)
+        return (workspace, products, kernel, zeros)
+    }
+
+    /// The forward products, every position: `M[:, xi] (T x out) = V[:, xi] (T x rowWidth) * U[xi]^T`.
+    func multiply(tiles v: UnsafePointer<Float>, kernel u: UnsafePointer<Float>, into m: UnsafeMutablePointer<Float>) {
+        gemmEach(count: positions, transposeA: false, transposeB: true, m: tiles, n: outputChannels, k: rowWidth,
+                 a: v, lda: positions * rowWidth, aStride: rowWidth,
+                 b: u, ldb: rowWidth, bStride: outputChannels * rowWidth,
+                 c: m, ldc: positions * outputChannels, cStride: outputChannels)
+    }
+
+    /// The transformed kernel's gradient: `dU[xi] (out x rowWidth) = dM[:, xi]^T (out x T) * V[:, xi]`.
+    func kernelGradient(products dm: UnsafePointer<Float>, tiles v: UnsafePointer<Float>, into du: UnsafeMutablePointer<Float>) {
+        gemmEach(count: positions, transposeA: true, transposeB: false, m: outputChannels, n: rowWidth, k: tiles,
+                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
+                 b: v, ldb: positions * rowWidth, bStride: rowWidth,
+                 c: du, ldc: rowWidth, cStride: outputChannels * rowWidth)
+    }
+
+    /// The transformed tiles' gradient: `dV[:, xi] (T x rowWidth) = dM[:, xi] (T x out) * U[xi]`.
+    func tileGradient(products dm: UnsafePointer<Float>, kernel u: UnsafePointer<Float>, into dv: UnsafeMutablePointer<Float>) {
+        gemmEach(count: positions, transposeA: false, transposeB: false, m: tiles, n: rowWidth, k: outputChannels,
+                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
+                 b: u, ldb: rowWidth, bStride: outputChannels * rowWidth,
+                 c: dv, ldc: positions * rowWidth, cStride: rowWidth)
+    }
+}
