@@ -42,21 +42,10 @@ final class ImageDatasetTests: XCTestCase {
     /// float32 images and gzip-compressed, chunked files written by h5py read correctly.
     func testFloatAndGzipFilesFromH5py() throws {
         let dir = try folder("h5py")
-        let script = """
-        import sys, h5py, numpy as np
-        rng = np.random.default_rng(0)
-        x = rng.random((7, 4, 4, 1), dtype=np.float32)
-        with h5py.File(sys.argv[1] + '/f.h5', 'w') as f:
-            f.create_dataset('images', data=x, chunks=(2, 4, 4, 1), compression='gzip')
-        np.save(sys.argv[1] + '/f.npy', x)
-        with open(sys.argv[1] + '/f.raw', 'wb') as g: g.write(x.tobytes())
-        """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, dir]
-        try process.run()
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0, "h5py must be installed (scripts/test.sh installs it)")
+        let made = try TestScripts.run("make_hdf5_fixture.py", [dir + "/f.h5", "--shape", "7,4,4,1", "--dtype", "float32",
+                                                                "--random-unit", "0", "--chunks", "2,4,4,1", "--gzip",
+                                                                "--raw", dir + "/f.raw"])
+        XCTAssertEqual(made.status, 0, "h5py must be installed (scripts/test.sh installs it): \(made.standardError)")
         let raw = try Data(contentsOf: URL(fileURLWithPath: dir + "/f.raw"))
         let expected = raw.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         let dataset = try ImageDataset(paths: [dir + "/f.h5"])

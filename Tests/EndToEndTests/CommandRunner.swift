@@ -1,7 +1,9 @@
+import Data
 import Foundation
+import Model
 import XCTest
 
-/// Runs the built `vqvae` executable and Python helpers for end-to-end tests.
+/// Runs the built `vqvae` executable and the Python scripts of Tests/Scripts for end-to-end tests.
 enum CommandRunner {
     struct Result {
         let status: Int32
@@ -82,9 +84,11 @@ enum CommandRunner {
         return binary
     }
 
-    /// Runs `python3 -c script args...`; the tests need h5py and numpy (scripts/test.sh installs them).
-    static func python(_ script: String, _ arguments: [String] = []) throws -> Result {
-        try run(URL(fileURLWithPath: "/usr/bin/env"), ["python3", "-c", script] + arguments)
+    /// Runs `python3 Tests/Scripts/<name> args...`: the checks and fixtures that use an independent
+    /// reader or writer (h5py, Pillow). They need numpy, h5py and Pillow (scripts/test.sh installs them).
+    static func script(_ name: String, _ arguments: [String] = []) throws -> Result {
+        try run(URL(fileURLWithPath: "/usr/bin/env"),
+                ["python3", packageRoot.appendingPathComponent("Tests/Scripts/\(name)").path] + arguments)
     }
 
     /// A fresh temporary folder.
@@ -112,5 +116,48 @@ enum PreparedData {
 
     static func mnist(_ split: String) throws -> String {
         try folder.get().appendingPathComponent("mnist-\(split).h5").path
+    }
+}
+
+/// A checkpoint read back with `Checkpoint.load` into a model built from its own configuration:
+/// what the tests check of a checkpoint that needs no independent reader.
+struct LoadedCheckpoint {
+    let state: CheckpointState
+    let model: VQVAE
+    let optimizer: Adam
+
+    init(_ path: String) throws {
+        struct Stored: Decodable { let model: ModelConfiguration }
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        let stored = try decoder.decode(Stored.self, from: Foundation.Data(try Checkpoint.configuration(path: path).utf8))
+        model = try VQVAE(configuration: stored.model, maxBatch: 1)
+        optimizer = Adam(count: model.parameters.count)
+        state = try Checkpoint.load(path: path, into: model, optimizer: optimizer)
+    }
+
+    /// The `config` attribute of the checkpoint at `path`, parsed.
+    static func configuration(_ path: String) throws -> [String: Any] {
+        let json = try Checkpoint.configuration(path: path)
+        return try JSONSerialization.jsonObject(with: Foundation.Data(json.utf8)) as? [String: Any] ?? [:]
+    }
+
+    /// Every tensor of the checkpoint by its name in the file (copied out, in this project's
+    /// layouts): the parameters and both Adam moments, and an EMA codebook with its statistics.
+    var tensors: [(name: String, values: [Float])] {
+        var result: [(name: String, values: [Float])] = []
+        for slot in model.parameters.slots {
+            for (group, buffer) in [("model", model.parameters.values), ("optimizer/adam_m", optimizer.firstMoment),
+                                    ("optimizer/adam_v", optimizer.secondMoment)] {
+                result.append(("/\(group)/\(slot.name)", Array(UnsafeBufferPointer(start: buffer.pointer + slot.offset, count: slot.count))))
+            }
+        }
+        if let quantizer = model.quantizer, quantizer.kind == .ema {
+            let (k, d) = (quantizer.codes, quantizer.dimension)
+            result.append(("/model/quantizer/codebook", Array(UnsafeBufferPointer(start: quantizer.emaState.pointer, count: k * d))))
+            result.append(("/model/quantizer/ema_count", Array(UnsafeBufferPointer(start: quantizer.emaCount, count: k))))
+            result.append(("/model/quantizer/ema_sum", Array(UnsafeBufferPointer(start: quantizer.emaSum, count: k * d))))
+        }
+        return result
     }
 }

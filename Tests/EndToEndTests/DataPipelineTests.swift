@@ -1,11 +1,12 @@
+import Data
 import Foundation
 import XCTest
 
 /// The data pipeline through the `vqvae` binary: bad files, corruption specs, prefetching,
 /// `vqvae inspect`.
 final class DataPipelineTests: XCTestCase {
-    func python(_ script: String, _ arguments: [String]) throws {
-        let result = try CommandRunner.python(script, arguments)
+    func script(_ name: String, _ arguments: [String]) throws {
+        let result = try CommandRunner.script(name, arguments)
         XCTAssertEqual(result.status, 0, result.standardError)
     }
 
@@ -24,25 +25,17 @@ final class DataPipelineTests: XCTestCase {
     func testTruncatedFile() throws {
         let folder = try CommandRunner.temporaryFolder("truncated")
         let path = folder.appendingPathComponent("t.h5").path
-        try python("""
-        import sys, h5py, numpy as np, os
-        with h5py.File(sys.argv[1], 'w') as f:
-            f.create_dataset('images', data=np.random.default_rng(0).integers(0, 255, (64, 16, 16, 3), dtype=np.uint8))
-        size = os.path.getsize(sys.argv[1]); os.truncate(sys.argv[1], size // 2)
-        """, [path])
+        try script("make_hdf5_fixture.py", [path, "--shape", "64,16,16,3", "--random-bytes", "0", "--truncate-half"])
         try assertOneLineFailure(["--data", path], mentions: path)
     }
 
     func testHeaderFarLargerThanMemory() throws {
         let folder = try CommandRunner.temporaryFolder("huge")
         let many = folder.appendingPathComponent("many.h5").path, wide = folder.appendingPathComponent("wide.h5").path
-        try python("""
-        import sys, h5py
-        with h5py.File(sys.argv[1], 'w') as f:   # 10^13 images: a header, no data
-            f.create_dataset('images', shape=(10**13, 8, 8, 3), dtype='uint8', chunks=(1, 8, 8, 3))
-        with h5py.File(sys.argv[2], 'w') as f:   # images of 2^20 x 2^20 pixels
-            f.create_dataset('images', shape=(8, 2**20, 2**20, 3), dtype='uint8', chunks=(1, 64, 64, 3))
-        """, [many, wide])
+        // 10^13 images: a header, no data.
+        try script("make_hdf5_fixture.py", [many, "--shape", "10000000000000,8,8,3", "--chunks", "1,8,8,3", "--unwritten"])
+        // Images of 2^20 x 2^20 pixels.
+        try script("make_hdf5_fixture.py", [wide, "--shape", "8,1048576,1048576,3", "--chunks", "1,64,64,3", "--unwritten"])
         try assertOneLineFailure(["--data", many], mentions: "the header claims 10000000000000 images")
         try assertOneLineFailure(["--data", wide], mentions: "images of 1048576x1048576x3 are too large")
     }
@@ -68,18 +61,12 @@ final class DataPipelineTests: XCTestCase {
             XCTAssertEqual(result.status, 0, result.standardError)
             paths.append(out.appendingPathComponent("checkpoints/step-00000006.h5").path)
         }
-        let result = try CommandRunner.python("""
-        import sys, json, h5py, numpy as np
-        a, b = (h5py.File(p, 'r') for p in sys.argv[1:3])
-        names = []
-        a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
-        assert all(np.array_equal(a[n][()], b[n][()]) for n in names)
-        cfg = json.loads(a.attrs['config'])
-        assert cfg['data']['corrupt'] == 'noise:0.2,mask:0.3:noise,blur:1,dark:2:0.7,saltpepper:0.05', cfg['data']['corrupt']
-        assert cfg['data']['tail'] == 'wrap' and a['data'].attrs['wrap'] == 1
-        print('identical')
-        """, paths)
+        let result = try CommandRunner.script("compare_hdf5_datasets.py", paths)
         XCTAssertEqual(result.standardOutput, "identical\n", result.standardError)
+        let settings = try LoadedCheckpoint.configuration(paths[0])["data"] as? [String: Any]
+        XCTAssertEqual(settings?["corrupt"] as? String, "noise:0.2,mask:0.3:noise,blur:1,dark:2:0.7,saltpepper:0.05")
+        XCTAssertEqual(settings?["tail"] as? String, "wrap")
+        XCTAssertEqual(try LoadedCheckpoint(paths[0]).state.data["wrap"], 1)
     }
 
     func testInspectDescribesDatasetsAndCheckpoints() throws {
@@ -100,17 +87,7 @@ final class DataPipelineTests: XCTestCase {
             XCTAssertTrue(inspected.standardOutput.contains(fragment), "missing '\(fragment)' in\n\(inspected.standardOutput)")
         }
         // Damage one tensor: inspect names it and fails.
-        try python("""
-        import sys, h5py, numpy as np
-        with h5py.File(sys.argv[1], 'r') as f:
-            ds = f['model/encoder/conv/weight']; offset = ds.id.get_offset(); size = ds.id.get_storage_size()
-        raw = bytearray(open(sys.argv[1], 'rb').read())
-        if offset is None:  # chunked: find the chunk through its bytes
-            with h5py.File(sys.argv[1], 'r') as f: needle = f['model/encoder/conv/weight'][()].tobytes()[:64]
-            offset = raw.find(needle)
-        raw[offset + 40] ^= 0x55
-        open(sys.argv[1], 'wb').write(raw)
-        """, [checkpoint])
+        try script("damage_hdf5_dataset.py", [checkpoint, "model/encoder/conv/weight", "--offset", "40", "--xor", "0x55"])
         let damaged = try CommandRunner.vqvae(["inspect", checkpoint])
         XCTAssertNotEqual(damaged.status, 0)
         XCTAssertTrue(damaged.standardError.contains("damaged checkpoint: checksum or read failure in /model/encoder/conv/weight"),

@@ -1,3 +1,4 @@
+import Data
 import Foundation
 import XCTest
 
@@ -47,42 +48,7 @@ final class DistributedTests: XCTestCase {
             XCTAssertEqual(result.standardOutput.components(separatedBy: "step 5/5").count, 2, "rank 0 alone prints progress")
             folders.append(out.appendingPathComponent("checkpoints").path)
         }
-        let compare = """
-        import sys, h5py, numpy as np
-        one, others = sys.argv[1], sys.argv[2:]
-        def rel(a, b): return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-        worst_grad = worst_param = worst_norm = worst_noise = 0.0
-        for other in others:
-            a, b = h5py.File(other + '/step-00000001.h5', 'r'), h5py.File(one + '/step-00000001.h5', 'r')
-            for name in b['optimizer/adam_m']:
-                pass
-            names = []
-            b['optimizer/adam_m'].visit(lambda n: names.append(n) if isinstance(b['optimizer/adam_m'][n], h5py.Dataset) else None)
-            assert len(names) == 30, names
-            for n in names:  # adam_m after one step is 0.1 * gradient
-                worst_grad = max(worst_grad, rel(a['optimizer/adam_m/' + n][()], b['optimizer/adam_m/' + n][()]))
-            for n in ('model/quantizer/ema_count', 'model/quantizer/ema_sum', 'model/quantizer/codebook'):
-                worst_grad = max(worst_grad, rel(a[n][()], b[n][()]))
-            # After 5 steps: entries whose step-1 gradient is rounding noise (below 1e-6 of their
-            # tensor's largest: dead ReLU channels) are judged apart, see below.
-            g1 = h5py.File(one + '/step-00000001.h5', 'r')
-            a, b = h5py.File(other + '/step-00000005.h5', 'r'), h5py.File(one + '/step-00000005.h5', 'r')
-            names = []
-            b.visit(lambda n: names.append(n) if isinstance(b[n], h5py.Dataset) else None)
-            for n in names:
-                x, y = a[n][()], b[n][()]
-                if y.dtype.kind != 'f':
-                    worst_param = max(worst_param, rel(x, y))
-                    continue
-                key = 'optimizer/adam_m/' + n[len('model/'):]
-                live = np.abs(g1[key][()]) > 1e-6 * np.abs(g1[key][()]).max() if n.startswith('model/') and key in g1 else np.ones(y.shape, bool)
-                worst_param = max(worst_param, float(np.abs(x - y)[live].max() / max(np.abs(y).max(), 1e-12)) if live.any() else 0)
-                worst_norm = max(worst_norm, float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-12)))
-                worst_noise = max(worst_noise, float(np.abs(x - y)[~live].max()) if (~live).any() else 0)
-            assert a.attrs['world_size'] != b.attrs['world_size']
-        print(f'{worst_grad:.3e} {worst_param:.3e} {worst_norm:.3e} {worst_noise:.3e}')
-        """
-        let result = try CommandRunner.python(compare, folders)
+        let result = try CommandRunner.script("compare_world_sizes.py", folders)
         XCTAssertEqual(result.status, 0, result.standardError)
         let figures = result.standardOutput.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
         XCTAssertEqual(figures.count, 4, result.standardOutput)
@@ -103,20 +69,10 @@ final class DistributedTests: XCTestCase {
     func testAnErrorOnOneRankEndsTheJob() throws {
         let folder = try CommandRunner.temporaryFolder("damaged-share")
         let good = folder.appendingPathComponent("good.h5").path, bad = folder.appendingPathComponent("bad.h5").path
-        let make = """
-        import sys, h5py, numpy as np
-        good, bad = sys.argv[1:3]
-        with h5py.File(good, 'w') as f:
-            f.create_dataset('images', data=np.full((4, 8, 8, 3), 7, np.uint8), chunks=(1, 8, 8, 3))
-        with h5py.File(bad, 'w') as f:
-            f.create_dataset('images', data=np.full((4, 8, 8, 3), 0xAB, np.uint8), chunks=(1, 8, 8, 3), fletcher32=True)
-        raw = bytearray(open(bad, 'rb').read())
-        at = raw.find(bytes([0xAB]) * 192)
-        assert at > 0
-        raw[at + 100] ^= 0xFF
-        open(bad, 'wb').write(raw)
-        """
-        XCTAssertEqual(try CommandRunner.python(make, [good, bad]).status, 0)
+        XCTAssertEqual(try CommandRunner.script("make_hdf5_fixture.py", [good, "--shape", "4,8,8,3", "--fill", "7", "--chunks", "1,8,8,3"]).status, 0)
+        XCTAssertEqual(try CommandRunner.script("make_hdf5_fixture.py", [bad, "--shape", "4,8,8,3", "--fill", "171", "--chunks", "1,8,8,3",
+                                                                         "--fletcher32"]).status, 0)
+        XCTAssertEqual(try CommandRunner.script("damage_hdf5_dataset.py", [bad, "images", "--offset", "100", "--xor", "0xFF"]).status, 0)
         let out = try CommandRunner.temporaryFolder("damaged-share-out")
         let start = Date()
         let result = try CommandRunner.mpirun(ranks: 2, "vqvae", [
@@ -134,13 +90,9 @@ final class DistributedTests: XCTestCase {
     func testNonFiniteLossStopsOrIsSkipped() throws {
         let folder = try CommandRunner.temporaryFolder("nan")
         let path = folder.appendingPathComponent("nan.h5").path
-        let make = """
-        import sys, h5py, numpy as np
-        x = np.random.default_rng(0).random((16, 8, 8, 1), dtype=np.float32)
-        x[5, 3, 3, 0] = np.nan   # in the first global batch (images 0..7)
-        with h5py.File(sys.argv[1], 'w') as f: f.create_dataset('images', data=x)
-        """
-        XCTAssertEqual(try CommandRunner.python(make, [path]).status, 0)
+        // A NaN in image 5, in the first global batch (images 0..7).
+        XCTAssertEqual(try CommandRunner.script("make_hdf5_fixture.py", [path, "--shape", "16,8,8,1", "--dtype", "float32",
+                                                                         "--random-unit", "0", "--nan", "5,3,3,0"]).status, 0)
         let small = ["--data", path, "--steps", "4", "--global-batch-size", "8", "--no-shuffle",
                      "--hidden", "8", "--res-hidden", "4", "--code-dim", "4", "--codes", "8"]
         let stopped = try CommandRunner.temporaryFolder("nan-stop")
@@ -154,14 +106,9 @@ final class DistributedTests: XCTestCase {
         let skipped = try CommandRunner.mpirun(ranks: 2, "vqvae", ["train", "--out", skipping.path, "--skip-nonfinite"] + small)
         XCTAssertEqual(skipped.status, 0, skipped.standardError)
         XCTAssertTrue(skipped.standardOutput.contains("skipped 2 step(s) with a non-finite loss"), skipped.standardOutput)
-        let check = """
-        import sys, h5py, numpy as np
-        f = h5py.File(sys.argv[1], 'r'); names = []
-        f.visit(lambda n: names.append(n) if isinstance(f[n], h5py.Dataset) else None)
-        assert all(np.isfinite(f[n][()]).all() for n in names)
-        assert f['optimizer'].attrs['t'] == 2
-        """
-        let verified = try CommandRunner.python(check, [skipping.appendingPathComponent("checkpoints/step-00000004.h5").path])
-        XCTAssertEqual(verified.status, 0, verified.standardError)
+        let verified = try LoadedCheckpoint(skipping.appendingPathComponent("checkpoints/step-00000004.h5").path)
+        let nonFinite = verified.tensors.filter { !$0.values.allSatisfy(\.isFinite) }.map(\.name)
+        XCTAssertEqual(nonFinite, [], "tensors holding NaN or infinity")
+        XCTAssertEqual(verified.optimizer.step, 2)
     }
 }

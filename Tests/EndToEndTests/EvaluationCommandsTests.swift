@@ -1,3 +1,4 @@
+import Data
 import Foundation
 import XCTest
 
@@ -29,6 +30,27 @@ final class EvaluationCommandsTests: XCTestCase {
         return object
     }
 
+    /// `(N, H, W, C) dtype` of the images of an HDF5 file.
+    func imagesShape(_ path: String) throws -> String {
+        let images = try ImageDataset(paths: [path])
+        return "(\(images.count), \(images.height), \(images.width), \(images.channels)) \(images.elementType.rawValue)"
+    }
+
+    /// The PSNR in dB of two 8-bit images of the same size, `10 log10(255^2 / max(MSE, 1e-12))`.
+    func psnr(_ a: PNGImage, _ b: PNGImage) -> Double {
+        let squares = zip(a.pixels, b.pixels).reduce(0.0) { sum, pair in
+            let difference = Double(pair.0) - Double(pair.1)
+            return sum + difference * difference
+        }
+        return 10 * log10(255.0 * 255.0 / max(squares / Double(a.pixels.count), 1e-12))
+    }
+
+    /// `value` rounded to `places` decimals, as the figures are printed and compared.
+    func rounded(_ value: Double, _ places: Int) -> Double {
+        let scale = pow(10.0, Double(places))
+        return (value * scale).rounded() / scale
+    }
+
     /// The JSON keys the documentation promises; 1 and 2 ranks give the same figures (to rounding); denoising
     /// gains over the damaged input; --recon-out holds float32 (N, H, W, C).
     func testEvalReportsDocumentedFiguresAndRanksAgree() throws {
@@ -52,8 +74,7 @@ final class EvaluationCommandsTests: XCTestCase {
         print("eval: psnr \(psnr) dB vs damaged input \(input) dB, ssim \(a["ssim"] ?? "-"), codes used \(a["codes_used"] ?? "-")")
         XCTAssertGreaterThan(psnr, input + 1, "a denoising model should beat its noisy input")
         XCTAssertEqual((a["bpp"] as? Double) ?? 0, 7.0 * 7 * 6 / (28 * 28), accuracy: 1e-12, "7x7 codes of 6 bits per 28x28 image")
-        let shape = try CommandRunner.python("import h5py,sys; d=h5py.File(sys.argv[1])['images']; print(d.shape, d.dtype)", [recon])
-        XCTAssertEqual(shape.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), "(300, 28, 28, 1) float32")
+        XCTAssertEqual(try imagesShape(recon), "(300, 28, 28, 1) float32")
     }
 
     /// encode then decode reproduces exactly the reconstructions eval writes; decoding with another
@@ -71,14 +92,11 @@ final class EvaluationCommandsTests: XCTestCase {
         let eval = try CommandRunner.vqvae(["eval", "--checkpoint", try checkpoint(), "--data", data, "--limit", "200",
                                             "--recon-out", recon, "--json"])
         XCTAssertEqual(eval.status, 0, eval.standardError)
-        let compare = try CommandRunner.python("""
-            import h5py, numpy as np, sys
-            a = h5py.File(sys.argv[1])['images'][:]; b = h5py.File(sys.argv[2])['images'][:]
-            c = h5py.File(sys.argv[3])['codes']
-            print(a.shape == b.shape, np.array_equal(a, b), c.dtype, c.shape[0])
-            """, [decoded, recon, codes])
-        XCTAssertEqual(compare.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), "True True uint8 7350",
-                       "200 images x 49 codes x 6 bits = 7350 bytes; decode must equal eval's reconstruction bit for bit")
+        let compare = try CommandRunner.script("compare_hdf5_datasets.py", [decoded, recon, "--dataset", "images"])
+        XCTAssertEqual(compare.standardOutput, "identical\n",
+                       "decode must equal eval's reconstruction bit for bit: \(compare.standardError)")
+        // CodeFile.read checks that /codes is uint8 of the packed size.
+        XCTAssertEqual(try CodeFile.read(path: codes).packed.count, 7350, "200 images x 49 codes x 6 bits = 7350 bytes")
 
         // Another model's codebook is refused by name.
         let other = try CommandRunner.temporaryFolder("codes-other")
@@ -92,15 +110,7 @@ final class EvaluationCommandsTests: XCTestCase {
         // A header claiming 2^30 images, with a chunked /codes of the matching size never written
         // (the file stays small): refused before the 4 TB it would take are allocated.
         let huge = folder.appendingPathComponent("huge.h5").path
-        let made = try CommandRunner.python("""
-            import h5py, shutil, sys
-            shutil.copy(sys.argv[1], sys.argv[2])
-            with h5py.File(sys.argv[2], 'r+') as f:
-                n = (1 << 30) * 49 * 6 // 8
-                f.attrs['count'] = 1 << 30
-                del f['codes']
-                f.create_dataset('codes', shape=(n,), dtype='uint8', chunks=(1 << 20,))
-            """, [codes, huge])
+        let made = try CommandRunner.script("make_oversized_code_file.py", [codes, huge, "\(1 << 30)"])
         XCTAssertEqual(made.status, 0, made.standardError)
         let claimed = try CommandRunner.vqvae(["decode", "--codes", huge, "--out", decoded])
         XCTAssertNotEqual(claimed.status, 0)
@@ -121,14 +131,9 @@ final class EvaluationCommandsTests: XCTestCase {
     func testRestoreWithNonSquareModel() throws {
         let folder = try CommandRunner.temporaryFolder("restore-nonsquare")
         let data = folder.appendingPathComponent("wide.h5").path, input = folder.appendingPathComponent("in.png").path
-        let make = try CommandRunner.python("""
-            import h5py, numpy as np, sys
-            from PIL import Image
-            d = h5py.File(sys.argv[1])['images'][:600]
-            h5py.File(sys.argv[2], 'w').create_dataset('images', data=d[:, 6:22, :, :])
-            grid = np.block([[d[r * 3 + c, :, :, 0] for c in range(3)] for r in range(2)])
-            Image.fromarray(grid[:44, :61]).save(sys.argv[3])
-            """, [try PreparedData.mnist("train"), data, input])
+        let crop = try CommandRunner.script("crop_hdf5_images.py", [try PreparedData.mnist("train"), data, "--count", "600", "--rows", "6:22"])
+        XCTAssertEqual(crop.status, 0, crop.standardError)
+        let make = try CommandRunner.script("make_digit_mosaic.py", [try PreparedData.mnist("train"), input, "--grid", "2x3", "--size", "44x61"])
         XCTAssertEqual(make.status, 0, make.standardError)
         let out = folder.appendingPathComponent("model")
         let train = try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "60",
@@ -141,26 +146,23 @@ final class EvaluationCommandsTests: XCTestCase {
         XCTAssertTrue(tiledRun.standardOutput.contains("tiles of 16x28"), tiledRun.standardOutput)
         // --whole needs sides that are multiples of 4: the 44x60 left part.
         let cropped = folder.appendingPathComponent("cropped.png").path
-        _ = try CommandRunner.python("from PIL import Image; import sys; Image.open(sys.argv[1]).crop((0, 0, 60, 44)).save(sys.argv[2])",
-                                     [input, cropped])
+        let full = try PNGImage.read(path: input)
+        let left = (0..<44).flatMap { y in full.pixels[(y * full.width * full.channels)..<((y * full.width + 60) * full.channels)] }
+        try PNGImage(height: 44, width: 60, channels: full.channels, pixels: left).write(to: cropped)
         let croppedTiled = folder.appendingPathComponent("cropped-tiled.png").path
         for (path, extra) in [(croppedTiled, [String]()), (whole, ["--whole"])] {
             let result = try CommandRunner.vqvae(["restore", "--checkpoint", checkpoint, "--input", cropped, "--out", path] + extra)
             XCTAssertEqual(result.status, 0, result.standardError)
         }
-        let check = try CommandRunner.python("""
-            import numpy as np, sys
-            from PIL import Image
-            a = np.asarray(Image.open(sys.argv[1])); t = np.asarray(Image.open(sys.argv[2])).astype(float)
-            w = np.asarray(Image.open(sys.argv[3])).astype(float)
-            print(a.shape, round(10 * np.log10(255 ** 2 / max(((t - w) ** 2).mean(), 1e-12)), 2))
-            """, [tiled, croppedTiled, whole])
-        XCTAssertEqual(check.status, 0, check.standardError)
-        let text = check.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)
-        XCTAssertTrue(text.hasPrefix("(44, 61)"), "the restored image keeps the input's size: \(text)")
-        let psnr = Double(text.split(separator: " ").last ?? "") ?? 0
-        print("restore (16x28 model): tiled vs whole-image \(psnr) dB")
-        XCTAssertGreaterThan(psnr, 20, "tiled restoration should agree with the whole-image run: \(text)")
+        let restored = try PNGImage.read(path: tiled)
+        XCTAssertEqual([restored.height, restored.width, restored.channels], [44, 61, 1], "the restored image keeps the input's size")
+        let t = try PNGImage.read(path: croppedTiled), w = try PNGImage.read(path: whole)
+        XCTAssertEqual([t.height, t.width, t.channels], [w.height, w.width, w.channels], "tiled and whole-image runs differ in size")
+        if [t.height, t.width, t.channels] == [w.height, w.width, w.channels] {
+            let agreement = rounded(psnr(t, w), 2)
+            print("restore (16x28 model): tiled vs whole-image \(agreement) dB")
+            XCTAssertGreaterThan(agreement, 20, "tiled restoration should agree with the whole-image run")
+        }
     }
 
     /// A PNG larger than the 28x28 tiles: the output keeps its size, the tiled result agrees with the
@@ -170,58 +172,49 @@ final class EvaluationCommandsTests: XCTestCase {
         let folder = try CommandRunner.temporaryFolder("restore")
         let input = folder.appendingPathComponent("in.png").path
         // 76x92 gray: MNIST digits laid side by side, then cropped to sides that are multiples of 4.
-        let make = try CommandRunner.python("""
-            import h5py, numpy as np, sys
-            from PIL import Image
-            d = h5py.File(sys.argv[1])['images'][:20, :, :, 0]
-            grid = np.block([[d[r * 4 + c] for c in range(4)] for r in range(3)])
-            Image.fromarray(grid[:76, :92]).save(sys.argv[2])
-            """, [try PreparedData.mnist("test"), input])
+        let make = try CommandRunner.script("make_digit_mosaic.py", [try PreparedData.mnist("test"), input, "--grid", "3x4", "--size", "76x92"])
         XCTAssertEqual(make.status, 0, make.standardError)
         let tiled = folder.appendingPathComponent("tiled.png").path, whole = folder.appendingPathComponent("whole.png").path
         for (out, extra) in [(tiled, [String]()), (whole, ["--whole"])] {
             let result = try CommandRunner.vqvae(["restore", "--checkpoint", try checkpoint(), "--input", input, "--out", out] + extra)
             XCTAssertEqual(result.status, 0, result.standardError)
         }
-        let check = try CommandRunner.python("""
-            import numpy as np, sys
-            from PIL import Image
-            t = np.asarray(Image.open(sys.argv[1])).astype(float); w = np.asarray(Image.open(sys.argv[2])).astype(float)
-            mse = ((t - w) ** 2).mean(); psnr = 10 * np.log10(255 ** 2 / max(mse, 1e-12))
-            # Tile origins of 28-pixel tiles with overlap 7 over 76 rows and 92 columns (TiledImage's plan).
-            def origins(n, t=28, o=7):
-                k = -(-(n - t) // (t - o)) + 1
-                return [i * (n - t) // (k - 1) for i in range(k)]
-            # The blend weights change fastest where one tile's window starts inside another: compare the
-            # steps between neighbouring columns there with the tiled-minus-whole difference's steps elsewhere.
-            diff = t - w
-            steps = np.abs(np.diff(diff, axis=1)).mean(axis=0)
-            edges = sorted({x + e for x in origins(92)[1:] for e in (-1, 0)} & set(range(len(steps))))
-            ratio = steps[edges].mean() / max(steps.mean(), 1e-9)
-            print(t.shape, round(psnr, 2), round(ratio, 3))
-            """, [tiled, whole])
-        XCTAssertEqual(check.status, 0, check.standardError)
-        let fields = check.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines).components(separatedBy: ") ")
-        XCTAssertEqual(fields.first, "(76, 92", "the restored image keeps the input's size: \(check.standardOutput)")
-        let numbers = fields.last?.split(separator: " ").compactMap { Double($0) } ?? []
-        print("restore: tiled vs whole-image \(numbers.first ?? .nan) dB, step ratio at tile edges \(numbers.last ?? .nan)")
-        XCTAssertGreaterThan(numbers.first ?? 0, 20, "tiled restoration should agree with the whole-image run")
-        XCTAssertLessThan(numbers.last ?? .infinity, 2, "no seam: the difference may not jump at tile edges")
+        let t = try PNGImage.read(path: tiled), w = try PNGImage.read(path: whole)
+        XCTAssertEqual([t.height, t.width, t.channels], [76, 92, 1], "the restored image keeps the input's size")
+        XCTAssertEqual([w.height, w.width, w.channels], [t.height, t.width, t.channels], "tiled and whole-image runs differ in size")
+        if [w.height, w.width, w.channels] == [t.height, t.width, t.channels] {
+            let agreement = rounded(psnr(t, w), 2)
+            // Tile origins of 28-pixel tiles with overlap 7 along n pixels (TiledImage's plan).
+            func origins(_ n: Int, tile: Int = 28, overlap: Int = 7) -> [Int] {
+                let k = (n - tile + (tile - overlap) - 1) / (tile - overlap) + 1
+                return (0..<k).map { $0 * (n - tile) / (k - 1) }
+            }
+            // The blend weights change fastest where one tile's window starts inside another: compare the
+            // steps between neighbouring columns there with the tiled-minus-whole difference's steps elsewhere.
+            let (height, width) = (t.height, t.width)
+            let difference = zip(t.pixels, w.pixels).map { Double($0) - Double($1) }
+            let steps = (0..<(width - 1)).map { x in
+                (0..<height).reduce(0.0) { $0 + abs(difference[$1 * width + x + 1] - difference[$1 * width + x]) } / Double(height)
+            }
+            let edges = Set(origins(width).dropFirst().flatMap { [$0 - 1, $0] }).filter { steps.indices.contains($0) }.sorted()
+            let mean = { (values: [Double]) in values.reduce(0, +) / Double(values.count) }
+            let ratio = rounded(mean(edges.map { steps[$0] }) / max(mean(steps), 1e-9), 3)
+            print("restore: tiled vs whole-image \(agreement) dB, step ratio at tile edges \(ratio)")
+            XCTAssertGreaterThan(agreement, 20, "tiled restoration should agree with the whole-image run")
+            XCTAssertLessThan(ratio, 2, "no seam: the difference may not jump at tile edges")
+        }
         // The self-ensemble (76x92 turns into 92x76 for the quarter turns) keeps the size and stays
         // close to the plain run.
         let ensemble = folder.appendingPathComponent("ensemble.png").path
         let ensembled = try CommandRunner.vqvae(["restore", "--checkpoint", try checkpoint(), "--input", input, "--out", ensemble, "--ensemble"])
         XCTAssertEqual(ensembled.status, 0, ensembled.standardError)
-        let close = try CommandRunner.python("""
-            import numpy as np, sys
-            from PIL import Image
-            e = np.asarray(Image.open(sys.argv[1])).astype(float); t = np.asarray(Image.open(sys.argv[2])).astype(float)
-            print(e.shape == t.shape, round(10 * np.log10(255 ** 2 / max(((e - t) ** 2).mean(), 1e-12)), 2), np.array_equal(e, t))
-            """, [ensemble, tiled])
-        let parts = close.standardOutput.split(separator: " ").map(String.init)
-        XCTAssertEqual(parts.first, "True", close.standardOutput + close.standardError)
-        XCTAssertGreaterThan(Double(parts.count > 1 ? parts[1] : "") ?? 0, 20, "the ensemble should stay close to one pass: \(close.standardOutput)")
-        XCTAssertEqual(parts.last?.trimmingCharacters(in: .whitespacesAndNewlines), "False", "the ensemble averages eight different passes")
+        let e = try PNGImage.read(path: ensemble)
+        XCTAssertEqual([e.height, e.width, e.channels], [t.height, t.width, t.channels], "the ensemble changed the size")
+        if [e.height, e.width, e.channels] == [t.height, t.width, t.channels] {
+            let closeness = rounded(psnr(e, t), 2)
+            XCTAssertGreaterThan(closeness, 20, "the ensemble should stay close to one pass: \(closeness) dB")
+            XCTAssertNotEqual(e.pixels, t.pixels, "the ensemble averages eight different passes")
+        }
 
         // A folder of PNGs and an HDF5 file of other-size images.
         let inFolder = folder.appendingPathComponent("pngs"), outFolder = folder.appendingPathComponent("restored")
@@ -233,14 +226,10 @@ final class EvaluationCommandsTests: XCTestCase {
         XCTAssertEqual(folderRun.status, 0, folderRun.standardError)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: outFolder.path).sorted(), ["a.png", "b.png"])
         let h5In = folder.appendingPathComponent("big.h5").path, h5Out = folder.appendingPathComponent("big-restored.h5").path
-        _ = try CommandRunner.python("""
-            import h5py, numpy as np, sys
-            h5py.File(sys.argv[1], 'w').create_dataset('images', data=np.random.default_rng(1).integers(0, 255, (3, 40, 36, 1), dtype=np.uint8))
-            """, [h5In])
+        _ = try CommandRunner.script("make_hdf5_fixture.py", [h5In, "--shape", "3,40,36,1", "--random-bytes", "1"])
         let h5Run = try CommandRunner.vqvae(["restore", "--checkpoint", try checkpoint(), "--input", h5In, "--out", h5Out])
         XCTAssertEqual(h5Run.status, 0, h5Run.standardError)
-        let shape = try CommandRunner.python("import h5py,sys; d=h5py.File(sys.argv[1])['images']; print(d.shape, d.dtype)", [h5Out])
-        XCTAssertEqual(shape.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), "(3, 40, 36, 1) uint8")
+        XCTAssertEqual(try imagesShape(h5Out), "(3, 40, 36, 1) uint8")
         // Mismatched kinds fail with one line.
         let mismatch = try CommandRunner.vqvae(["restore", "--checkpoint", try checkpoint(), "--input", input, "--out", h5Out])
         XCTAssertNotEqual(mismatch.status, 0)
@@ -300,21 +289,17 @@ final class EvaluationCommandsTests: XCTestCase {
     /// allocated, by every command that builds a model from it, also under 2 ranks.
     func testHostileCheckpointConfigurationIsRefusedBeforeAllocating() throws {
         let folder = try CommandRunner.temporaryFolder("hostile-config")
-        for (name, edit, expected) in [
-            ("codes", "m['codes'] = 1 << 20; m['code_dimension'] = 4096", "needs about"),
-            ("hidden", "m['hidden'] = 1 << 20", "needs about"),
-            ("code-dim", "m['code_dimension'] = 600000; m['residual_hidden'] = 600000", "needs about"),
-            ("blocks", "m['residual_blocks'] = 900; m['hidden'] = 4096", "needs about"),
-            ("overflow", "m['codes'] = 1 << 62", "--codes must be at most"),
-            ("side", "m['height'] = 1 << 40", "1099511627776"),
+        for (name, edits, expected) in [
+            ("codes", ["model.codes=\(1 << 20)", "model.code_dimension=4096"], "needs about"),
+            ("hidden", ["model.hidden=\(1 << 20)"], "needs about"),
+            ("code-dim", ["model.code_dimension=600000", "model.residual_hidden=600000"], "needs about"),
+            ("blocks", ["model.residual_blocks=900", "model.hidden=4096"], "needs about"),
+            ("overflow", ["model.codes=\(1 << 62)"], "--codes must be at most"),
+            ("side", ["model.height=\(1 << 40)"], "1099511627776"),
         ] {
             let path = folder.appendingPathComponent("\(name).h5").path
             try FileManager.default.copyItem(atPath: try checkpoint(), toPath: path)
-            let edited = try CommandRunner.python("""
-                import h5py, json, sys
-                with h5py.File(sys.argv[1], 'r+') as f:
-                    c = json.loads(f.attrs['config']); m = c['model']; \(edit); f.attrs['config'] = json.dumps(c)
-                """, [path])
+            let edited = try CommandRunner.script("edit_checkpoint_config.py", [path] + edits)
             XCTAssertEqual(edited.status, 0, edited.standardError)
             let out = folder.appendingPathComponent("\(name)-run").path
             for (ranks, arguments) in [
