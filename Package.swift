@@ -30,9 +30,11 @@ let package = Package(
         .target(name: "Model", dependencies: ["COpenBLAS"]),
         // HDF5 datasets and checkpoints, the sampler, PNG images (libpng).
         .target(name: "Data", dependencies: ["CHDF5", "CPNG", "Model"]),
-        // The `vqvae` command.
+        // Training, evaluation and the tools around them, called with plain option values.
+        .target(name: "Training", dependencies: ["Dist", "Model", "Data"]),
+        // The `vqvae` command: flags mapped onto the Training library.
         .executableTarget(name: "launcher", dependencies: [
-            "Dist", "Model", "Data",
+            "Training", "Model", "Data",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -43,5 +45,7 @@ let package = Package(
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "Model", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Data", "Model", "TestSupport"]),
+        // The Training library in process: a plain process is a world of one.
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Data", "Dist", "Model", "TestSupport"]),
     ]
 )

@@ -27,7 +27,7 @@ public final class PreparedBatch {
 /// prepared on the calling thread. Only this object touches the sampler's epoch cache.
 public final class BatchPrefetcher {
     public let depth: Int
-    let dataset: ImageDataset
+    let dataset: any ImageSource
     let sampler: ShardedSampler
     let corruptions: CorruptionPipeline
     let seed: UInt64
@@ -45,7 +45,7 @@ public final class BatchPrefetcher {
     /// Seconds the trainer waited for data.
     public private(set) var waitSeconds: Double = 0
 
-    public init(dataset: ImageDataset, sampler: ShardedSampler, corruptions: CorruptionPipeline, seed: UInt64,
+    public init(dataset: any ImageSource, sampler: ShardedSampler, corruptions: CorruptionPipeline, seed: UInt64,
                 firstStep: Int, endStep: Int, depth: Int) {
         self.dataset = dataset
         self.sampler = sampler

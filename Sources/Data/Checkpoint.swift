@@ -134,22 +134,14 @@ public enum Checkpoint {
             }
             try file.writeFloats(name, shape: shape, from: values)
         }
-        let store = model.parameters
-        let largest = max(store.slots.map(\.count).max() ?? 0, 1)
-        let staging = FloatBuffer(count: largest)
+        let buffers = model.stateBuffers + optimizer.stateBuffers(for: model)
+        let staging = FloatBuffer(count: max(buffers.flatMap(\.tensors).map(\.count).max() ?? 0, 1))
         defer { withExtendedLifetime(staging) {} }  // raw pointers below outlive the last reference
-        for slot in store.slots {
-            for (group, buffer) in [("model", store.values), ("optimizer/adam_m", optimizer.firstMoment),
-                                    ("optimizer/adam_v", optimizer.secondMoment)] {
-                slot.exportToTorch(buffer.pointer + slot.offset, into: staging.pointer)
-                try put("/\(group)/\(slot.name)", slot.shape, staging.pointer)
+        for state in buffers {
+            for tensor in state.tensors {
+                tensor.exportToTorch(state.buffer.pointer + tensor.offset, into: staging.pointer)
+                try put(state.path(of: tensor), tensor.shape, staging.pointer)
             }
-        }
-        if let quantizer = model.quantizer, quantizer.kind == .ema {
-            let (k, d) = (quantizer.codes, quantizer.dimension)
-            try put("/model/quantizer/codebook", [k, d], quantizer.emaState.pointer)
-            try put("/model/quantizer/ema_count", [k], quantizer.emaCount)
-            try put("/model/quantizer/ema_sum", [k, d], quantizer.emaSum)
         }
         try file.createGroup("/optimizer")
         try file.setAttribute("t", on: "/optimizer", int64: optimizer.step)
@@ -177,29 +169,21 @@ public enum Checkpoint {
         guard kind == model.configuration.model.rawValue else {
             throw DataError("\(path): checkpoint holds a '\(kind)' model, not '\(model.configuration.model.rawValue)'")
         }
-        let store = model.parameters
-        let staging = FloatBuffer(count: max(store.slots.map(\.count).max() ?? 0, 1))
+        let buffers = model.stateBuffers + (optimizer?.stateBuffers(for: model) ?? [])
+        let staging = FloatBuffer(count: max(buffers.flatMap(\.tensors).map(\.count).max() ?? 0, 1))
         defer { withExtendedLifetime(staging) {} }
-        for slot in store.slots {
-            var groups = [("model", store.values)]
-            if let optimizer { groups += [("optimizer/adam_m", optimizer.firstMoment), ("optimizer/adam_v", optimizer.secondMoment)] }
-            for (group, buffer) in groups {
-                let name = "/\(group)/\(slot.name)"
+        for state in buffers {
+            for tensor in state.tensors {
+                let name = state.path(of: tensor)
                 guard file.kind(of: name) == .dataset else {
+                    if name.hasPrefix("/model/quantizer/ema_") {
+                        throw DataError("\(path): no EMA statistics (\(name)); was it trained with --codebook grad?")
+                    }
                     throw DataError("\(path): tensor '\(name)' is missing (a checkpoint of another architecture?)")
                 }
-                try file.readFloats(name, shape: slot.shape, into: staging.pointer)
-                slot.importFromTorch(staging.pointer, into: buffer.pointer + slot.offset)
+                try file.readFloats(name, shape: tensor.shape, into: staging.pointer)
+                tensor.importFromTorch(staging.pointer, into: state.buffer.pointer + tensor.offset)
             }
-        }
-        if let quantizer = model.quantizer, quantizer.kind == .ema {
-            let (k, d) = (quantizer.codes, quantizer.dimension)
-            guard file.kind(of: "/model/quantizer/ema_count") == .dataset else {
-                throw DataError("\(path): no EMA statistics (/model/quantizer/ema_count); was it trained with --codebook grad?")
-            }
-            try file.readFloats("/model/quantizer/codebook", shape: [k, d], into: quantizer.emaState.pointer)
-            try file.readFloats("/model/quantizer/ema_count", shape: [k], into: quantizer.emaCount)
-            try file.readFloats("/model/quantizer/ema_sum", shape: [k, d], into: quantizer.emaSum)
         }
         if let optimizer {
             optimizer.step = try file.int64Attribute("t", on: "/optimizer")

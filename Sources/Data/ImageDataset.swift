@@ -109,8 +109,6 @@ public final class ImageDataset {
 
     deinit { HDF5Lock.run { for part in parts { H5Dclose(part.dataset) } } }
 
-    public var imageElements: Int { height * width * channels }
-
     /// Refuses, before anything is allocated, a dataset whose header describes more than this
     /// machine can hold: the sampler keeps one index per image, and training keeps about
     /// `bytesPerImageElement` bytes per image element of a batch (inputs, activations, gradients).

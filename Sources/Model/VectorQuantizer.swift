@@ -73,6 +73,17 @@ public final class VectorQuantizer {
         return emaState.pointer
     }
 
+    /// With `.ema`: the tensors of `emaState` as checkpoints name them (below `/model`): the
+    /// codebook `[K, D]`, `ema_count` `[K]` and `ema_sum` `[K, D]`. Empty with `.grad`.
+    public var emaSlots: [ParameterSlot] {
+        guard kind == .ema else { return [] }
+        let (k, d) = (codes, dimension)
+        return [ParameterSlot(name: "quantizer/codebook", offset: 0, count: k * d, shape: [k, d], layout: .plain, uniformBound: nil),
+                ParameterSlot(name: "quantizer/ema_count", offset: k * d, count: k, shape: [k], layout: .plain, uniformBound: nil),
+                ParameterSlot(name: "quantizer/ema_sum", offset: k * d + k, count: k * d, shape: [k, d], layout: .plain,
+                              uniformBound: nil)]
+    }
+
     public var emaCount: UnsafeMutablePointer<Float> { emaState.pointer + codes * dimension }
     public var emaSum: UnsafeMutablePointer<Float> { emaState.pointer + codes * dimension + codes }
 

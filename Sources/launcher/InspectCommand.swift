@@ -1,5 +1,6 @@
 import ArgumentParser
 import Data
+import Training
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,12 +13,13 @@ struct Inspect: ParsableCommand {
     var imagesKey = "images"
 
     func run() throws {
+        let console = Console()
         var failed = false
         for file in files {
             do {
-                print(try Inspector.describe(path: file, imagesKey: imagesKey))
+                console.info(try Inspector.describe(path: file, imagesKey: imagesKey))
             } catch {
-                Console().error("\(error)")
+                console.error("\(error)")
                 failed = true
             }
         }

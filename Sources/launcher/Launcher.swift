@@ -1,7 +1,5 @@
 import ArgumentParser
-#if canImport(Glibc)
-import Glibc
-#endif
+import Training
 
 @main
 struct VQVAECommand: ParsableCommand {
@@ -18,4 +16,14 @@ struct VQVAECommand: ParsableCommand {
         ProcessEnvironment.prepare()
         Self.main(nil)
     }
+}
+
+/// Ends the command with `status` (the library has already printed any error).
+func finish(_ status: Int32) throws {
+    if status != 0 { throw ExitCode(status) }
+}
+
+/// The long options typed on the command line (`--lr`, `--no-shuffle`), as opposed to defaults.
+func givenFlags() -> Set<String> {
+    Set(CommandLine.arguments.filter { $0.hasPrefix("--") }.map { String($0.split(separator: "=", maxSplits: 1)[0]) })
 }

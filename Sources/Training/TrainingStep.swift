@@ -1,17 +1,52 @@
 import Dist
 import Model
 
+/// The figures every rank contributes to a step's one small all-reduce, by name; `flat` is the
+/// view of doubles the collective needs, and `init(flat:)` reads the sums back.
+struct StepReduction {
+    var total: Double
+    var reconstruction: Double
+    var commitment: Double
+    var kl: Double
+    /// 1 when this rank received SIGTERM or SIGINT (or its time budget ran out).
+    var stopRequests: Double
+    /// 1 when this rank holds a non-finite gradient or codebook statistic.
+    var nonFiniteRanks: Double
+
+    static let count = 6
+
+    var flat: [Double] { [total, reconstruction, commitment, kl, stopRequests, nonFiniteRanks] }
+
+    init(losses: Losses, stopRequested: Bool, nonFinite: Bool) {
+        total = losses.total
+        reconstruction = losses.reconstruction
+        commitment = losses.commitment
+        kl = losses.kl
+        stopRequests = stopRequested ? 1 : 0
+        nonFiniteRanks = nonFinite ? 1 : 0
+    }
+
+    init(flat: [Double]) {
+        (total, reconstruction, commitment, kl, stopRequests, nonFiniteRanks) = (flat[0], flat[1], flat[2], flat[3], flat[4], flat[5])
+    }
+
+    /// The losses averaged over `world` ranks.
+    func averageLosses(over world: Int) -> Losses {
+        let w = Double(world)
+        return Losses(reconstruction: reconstruction / w, commitment: commitment / w, kl: kl / w, total: total / w)
+    }
+}
+
 /// One data-parallel optimiser step, shared by `train` and `bench`: forward, backward with
-/// gradient buckets all-reduced while it runs, the fused all-reduce of the codebook statistics,
-/// the global loss (with any rank's stop request), then the EMA update and Adam.
-final class StepRunner {
-    let model: VQVAE
-    let optimizer: Adam
+/// gradient buckets all-reduced while it runs, the all-reduce of the codebook statistics, the
+/// global loss (with any rank's stop request), then the EMA update and Adam.
+final class TrainingStep {
+    let state: TrainingState
     let communicator: Communicator
     let buckets: GradientBuckets
     /// Keys the VAE's reparameterisation noise (with the step and the share's place in the batch).
     let seed: UInt64
-    private let reduced = UnsafeMutablePointer<Double>.allocate(capacity: 6)
+    private var reduced = [Double](repeating: 0, count: StepReduction.count)
     /// Told which phase each step is in (`train --watchdog`).
     var watchdog: Watchdog?
     /// A fault to inject (`VQVAE_FAULT`, tests only).
@@ -32,27 +67,24 @@ final class StepRunner {
         var stopRequested: Bool
     }
 
-    init(model: VQVAE, optimizer: Adam, communicator: Communicator, bucketMegabytes: Double, seed: UInt64) {
-        self.model = model
+    init(state: TrainingState, communicator: Communicator, bucketMegabytes: Double, seed: UInt64) {
+        self.state = state
         self.seed = seed
-        self.optimizer = optimizer
         self.communicator = communicator
-        buckets = GradientBuckets(communicator: communicator, buffer: model.parameters.gradients.pointer,
-                                  count: model.parameters.count,
+        buckets = GradientBuckets(communicator: communicator, buffer: state.gradients.pointer, count: state.gradients.count,
                                   bucketElements: max(1, Int(bucketMegabytes * 1_048_576) / MemoryLayout<Float>.stride))
     }
-
-    deinit { reduced.deallocate() }
 
     func resetTimes() {
         communicationSeconds = 0
         optimizerSeconds = 0
-        model.resetTimes()
+        state.model.resetTimes()
     }
 
     /// Trains step `number` (1-based, for messages) on this rank's `input` and `target`.
     func run(input: UnsafePointer<Float>, target: UnsafePointer<Float>, batch: Int, number: Int,
              skipNonFinite: Bool, stopRequested: Bool = false) throws -> Outcome {
+        let model = state.model
         watchdog?.enter("the forward and backward pass", step: number)
         model.parameters.zeroGradients()
         let noise = NoiseKey(seed: seed, step: UInt64(number), firstImage: communicator.rank * batch)
@@ -75,30 +107,29 @@ final class StepRunner {
         if let statistics = model.quantizer?.batchStatistics {
             try communicator.allReduceSum(statistics.pointer, count: statistics.count)
         }
-        reduced[0] = losses.total; reduced[1] = losses.reconstruction; reduced[2] = losses.commitment
-        reduced[3] = losses.kl; reduced[4] = stopRequested ? 1 : 0
         // A non-finite gradient (or codebook statistic) with a finite loss must not reach Adam either;
         // the flag is summed so that every rank takes the same branch.
-        reduced[5] = hasNonFinite(model.parameters.gradients) || model.quantizer.map({ hasNonFinite($0.batchStatistics) }) == true ? 1 : 0
-        try communicator.allReduceSum(reduced, count: 6)
+        let nonFinite = hasNonFinite(state.gradients) || model.quantizer.map({ hasNonFinite($0.batchStatistics) }) == true
+        reduced = StepReduction(losses: losses, stopRequested: stopRequested, nonFinite: nonFinite).flat
+        try reduced.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0.baseAddress!, count: StepReduction.count) }
+        let sums = StepReduction(flat: reduced)
         communicationSeconds += Double(monotonicNanoseconds() - waitStart) * 1e-9
-        let world = Double(communicator.size)
-        let loss = Losses(reconstruction: reduced[1] / world, commitment: reduced[2] / world, kl: reduced[3] / world,
-                          total: reduced[0] / world)
+        let loss = sums.averageLosses(over: communicator.size)
 
         // Every rank sees the same reduced loss, so all take the same branch.
         var updated = false
-        let reason = !loss.total.isFinite ? "loss is \(loss.total)" : reduced[5] > 0 ? "gradients are not finite (loss \(loss.total))" : ""
+        let reason = !loss.total.isFinite ? "loss is \(loss.total)" : sums.nonFiniteRanks > 0 ? "gradients are not finite (loss \(loss.total))" : ""
         if reason.isEmpty {
             let updateStart = monotonicNanoseconds()
             model.quantizer?.applyEMA()
-            optimizer.update(parameters: model.parameters.values.pointer, gradients: model.parameters.gradients.pointer)
+            state.optimizer.update(parameters: model.parameters.values.pointer, gradients: state.gradients.pointer)
             optimizerSeconds += Double(monotonicNanoseconds() - updateStart) * 1e-9
             updated = true
         } else if !skipNonFinite {
             throw CollectiveError("\(reason) at step \(number); nothing was updated or written for it. Lower --lr, check the data, or pass --skip-nonfinite")
         }
-        return Outcome(loss: loss, updated: updated, reason: reason, stopRequested: reduced[4] > 0)
+        state.step = number
+        return Outcome(loss: loss, updated: updated, reason: reason, stopRequested: sums.stopRequests > 0)
     }
 
     /// Whether any value is NaN or infinite.

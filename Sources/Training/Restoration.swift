@@ -1,46 +1,31 @@
-import ArgumentParser
 import Data
 import Foundation
 import Model
 
-struct Restore: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Restore damaged images with a trained model (denoising, inpainting, deblurring, brightening).",
-        discussion: """
-        --input is an HDF5 dataset (`images` (N, H, W, C)), a PNG file or a folder of PNG files; \
-        --out is the same kind (HDF5 output holds uint8 images). Images of another size than the \
-        model's training size are restored in overlapping tiles of that size, blended with a \
-        raised-cosine window so that no seams appear (--whole runs the fully convolutional model on \
-        the whole image at once instead, when its sides are multiples of 2^down). --corrupt damages \
-        clean input first, for demonstrations; --damaged-out keeps that damaged input.
-        """)
+/// What `vqvae restore` is told.
+public struct RestoreOptions: Sendable {
+    public var checkpoint = ""
+    /// An HDF5 dataset file, a PNG file or a folder of PNG files.
+    public var input = ""
+    /// Where the restored images go: the same kind as `input`.
+    public var out = ""
+    /// Damage the input first (for demonstrations), keyed by `seed` and the image's index.
+    public var corrupt = ""
+    /// With `corrupt`: where to keep the damaged input (same kind as `out`).
+    public var damagedOut: String?
+    public var seed: UInt64 = 1
+    /// Least overlap in pixels between neighbouring tiles (nil: a quarter of the tile's side).
+    public var overlap: Int?
+    /// Run the model on each whole image instead of tiles.
+    public var whole = false
+    /// Average the restorations of the image's eight mirrored and rotated copies.
+    public var ensemble = false
+    /// Tiles per forward pass.
+    public var batch = 32
+    public var imagesKey = "images"
+    public var threads = 1
 
-    @Option(help: "Checkpoint (HDF5) of a model trained for restoration (train --corrupt ...).")
-    var checkpoint: String
-    @Option(help: "Images to restore: an HDF5 dataset file, a PNG file or a folder of PNG files.")
-    var input: String
-    @Option(help: "Where to write the restored images: the same kind as --input.")
-    var out: String
-    @Option(help: "Damage the input first, e.g. noise:0.1 or mask:0.25 (the same syntax as train --corrupt).")
-    var corrupt = ""
-    @Option(name: .customLong("damaged-out"), help: "With --corrupt: also write the damaged input here (same kind as --out).")
-    var damagedOut: String?
-    @Option(help: "Seed of the corruption's random streams.")
-    var seed: UInt64 = 1
-    @Option(help: "Least overlap in pixels between neighbouring tiles (default: a quarter of the tile's side along each axis).")
-    var overlap: Int?
-    @Flag(help: "Run the model on each whole image at once instead of tiles (sides must be multiples of 2^down).")
-    var whole = false
-    @Flag(help: "Self-ensemble: restore the image and its seven mirrored and rotated copies, map each result back and average them (8x the work; usually a little more PSNR).")
-    var ensemble = false
-    @Option(help: "Tiles per forward pass.")
-    var batch = 32
-    @Option(name: .customLong("images-key"), help: "Name of the images dataset in an HDF5 input.")
-    var imagesKey = "images"
-
-    func run() throws {
-        try reportingErrors { try Restoration(options: self).run() }
-    }
+    public init() {}
 }
 
 /// One image `[H, W, C]` with pixels in [0, 1].
@@ -51,23 +36,28 @@ struct UnitImage {
     var pixels: [Float]
 }
 
-final class Restoration {
-    let options: Restore
+/// `vqvae restore`: damaged images of any size restored in overlapping tiles of the model's
+/// training size (blended with a raised-cosine window, `TiledImage`), or whole.
+public final class Restoration {
+    let options: RestoreOptions
+    let console: Console
     let corruptions: CorruptionPipeline
     let trained: TrainedModel
     /// Models for whole-image runs, by image size.
     private var wholeModels: [String: VQVAE] = [:]
 
-    init(options: Restore) throws {
+    public init(options: RestoreOptions, console: Console) throws {
         self.options = options
+        self.console = console
+        setBLASThreads(options.threads)
         corruptions = try CorruptionPipeline(spec: options.corrupt)
         if options.damagedOut != nil && corruptions.isEmpty {
-            throw TrainingError("--damaged-out needs --corrupt (there is no damage to keep)")
+            throw RestorationError("--damaged-out needs --corrupt (there is no damage to keep)")
         }
         trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
         let c = trained.configuration
         if let overlap = options.overlap, overlap < 0 || overlap >= min(c.height, c.width) {
-            throw TrainingError("--overlap must be in 0..<\(min(c.height, c.width)) (the tiles are the model's \(c.height)x\(c.width))")
+            throw RestorationError("--overlap must be in 0..<\(min(c.height, c.width)) (the tiles are the model's \(c.height)x\(c.width))")
         }
     }
 
@@ -78,26 +68,26 @@ final class Restoration {
     static func kind(of path: String, mustExist: Bool) throws -> Kind {
         var isFolder: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
-        if mustExist && !exists { throw TrainingError("--input \(path): no such file or folder") }
+        if mustExist && !exists { throw RestorationError("--input \(path): no such file or folder") }
         if exists && isFolder.boolValue { return .folder }
         let lower = path.lowercased()
         if lower.hasSuffix(".h5") || lower.hasSuffix(".hdf5") { return .hdf5 }
         if lower.hasSuffix(".png") { return .png }
         if !exists && !(lower as NSString).lastPathComponent.contains(".") { return .folder }
-        throw TrainingError("\(path): expected an HDF5 file (.h5), a PNG file (.png) or a folder of PNG files")
+        throw RestorationError("\(path): expected an HDF5 file (.h5), a PNG file (.png) or a folder of PNG files")
     }
 
-    func run() throws {
+    public func run() throws {
         let inputKind = try Self.kind(of: options.input, mustExist: true)
         let outputKind = try Self.kind(of: options.out, mustExist: false)
         guard inputKind == outputKind else {
-            throw TrainingError("--out \(options.out) must be the same kind as --input \(options.input) (HDF5 file, PNG file or folder)")
+            throw RestorationError("--out \(options.out) must be the same kind as --input \(options.input) (HDF5 file, PNG file or folder)")
         }
         let started = monotonicSeconds()
         var restoredCount = 0
         switch inputKind {
         case .png:
-            for path in [options.out, options.damagedOut].compactMap({ $0 }) { try checkWritable(path) }
+            for path in [options.out, options.damagedOut].compactMap({ $0 }) { try checkWritable(path, RestorationError.self) }
             let image = try readPNG(options.input)
             let (damaged, restored) = try restore(image, index: 0)
             try writePNG(restored, to: options.out)
@@ -106,7 +96,7 @@ final class Restoration {
         case .folder:
             let names = try FileManager.default.contentsOfDirectory(atPath: options.input)
                 .filter { $0.lowercased().hasSuffix(".png") }.sorted()
-            guard !names.isEmpty else { throw TrainingError("--input \(options.input): no .png files in this folder") }
+            guard !names.isEmpty else { throw RestorationError("--input \(options.input): no .png files in this folder") }
             for folder in [options.out, options.damagedOut].compactMap({ $0 }) {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             }
@@ -117,13 +107,13 @@ final class Restoration {
             }
             restoredCount = names.count
         case .hdf5:
-            for path in [options.out, options.damagedOut].compactMap({ $0 }) { try checkWritable(path) }
+            for path in [options.out, options.damagedOut].compactMap({ $0 }) { try checkWritable(path, RestorationError.self) }
             let dataset = try ImageDataset(paths: [options.input], imagesKey: options.imagesKey)
             try dataset.checkFitsInMemory(batch: 1, bytesPerImageElement: 64)
             let elements = dataset.imageElements
             let c = trained.configuration
             guard dataset.channels == c.channels else {
-                throw TrainingError("--input holds \(dataset.channels)-channel images; the model was trained on \(c.channels)")
+                throw RestorationError("--input holds \(dataset.channels)-channel images; the model was trained on \(c.channels)")
             }
             var restoredBytes = [UInt8](), damagedBytes = [UInt8]()
             restoredBytes.reserveCapacity(dataset.count * elements)
@@ -141,7 +131,7 @@ final class Restoration {
             if let damagedOut = options.damagedOut { try OutputFile.writeByteImages(path: damagedOut, images: damagedBytes, shape: shape) }
             restoredCount = dataset.count
         }
-        print(String(format: "restored %d image(s) from %@ into %@ in %.2f s (%@)", restoredCount, options.input, options.out,
+        console.info(String(format: "restored %d image(s) from %@ into %@ in %.2f s (%@)", restoredCount, options.input, options.out,
                      monotonicSeconds() - started, options.whole ? "whole images" : "tiles of \(trained.configuration.height)x\(trained.configuration.width)"))
     }
 
@@ -207,7 +197,7 @@ final class Restoration {
         var c = trained.configuration
         let factor = 1 << c.downsamplings
         guard height % factor == 0, width % factor == 0 else {
-            throw TrainingError("--whole needs image sides that are multiples of 2^down = \(factor); this image is \(height)x\(width) (leave out --whole to restore in tiles)")
+            throw RestorationError("--whole needs image sides that are multiples of 2^down = \(factor); this image is \(height)x\(width) (leave out --whole to restore in tiles)")
         }
         let key = "\(height)x\(width)"
         let model: VQVAE
@@ -217,8 +207,7 @@ final class Restoration {
             c.height = height
             c.width = width
             model = try VQVAE(configuration: c, maxBatch: 1)
-            model.parameters.values.copy(from: trained.model.parameters.values)
-            if let quantizer = model.quantizer, let source = trained.model.quantizer { quantizer.emaState.copy(from: source.emaState) }
+            model.copyState(from: trained.model)
             wholeModels[key] = model
         }
         _ = input.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, batch: 1, training: false) }

@@ -4,20 +4,20 @@ import Model
 
 /// A model read from a checkpoint, for the commands that apply it (`eval`, `restore`, `encode`,
 /// `decode`, `probe`). Images go in and come out in the model's normalised space (`p - 0.5`).
-final class TrainedModel {
-    let path: String
-    let run: RunConfiguration
-    let model: VQVAE
+public final class TrainedModel {
+    public let path: String
+    public let run: RunConfiguration
+    public let model: VQVAE
 
-    var configuration: ModelConfiguration { model.configuration }
+    public var configuration: ModelConfiguration { model.configuration }
     var imageElements: Int { model.imageCount }
     var batch: Int { model.maxBatch }
 
-    init(checkpoint path: String, batch: Int) throws {
-        guard batch >= 1 else { throw TrainingError("--batch must be at least 1 (got \(batch))") }
+    public init(checkpoint path: String, batch: Int) throws {
+        guard batch >= 1 else { throw ModelLoadError("--batch must be at least 1 (got \(batch))") }
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue else {
-            throw TrainingError("--checkpoint \(path): no such file")
+            throw ModelLoadError("--checkpoint \(path): no such file")
         }
         self.path = path
         run = try RunConfiguration.decode(try Checkpoint.configuration(path: path), path: path)
@@ -29,7 +29,7 @@ final class TrainedModel {
     func checkImageSize(height: Int, width: Int, channels: Int, source: String) throws {
         let c = configuration
         guard (height, width, channels) == (c.height, c.width, c.channels) else {
-            throw TrainingError("\(source) holds \(height)x\(width)x\(channels) images, but \(path) was trained on \(c.height)x\(c.width)x\(c.channels)")
+            throw ModelLoadError("\(source) holds \(height)x\(width)x\(channels) images, but \(path) was trained on \(c.height)x\(c.width)x\(c.channels)")
         }
     }
 

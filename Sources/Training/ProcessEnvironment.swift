@@ -8,15 +8,14 @@ import Glibc
 ///
 /// - `OPENBLAS_CORETYPE=SkylakeX` where the CPU has AVX-512 but OpenBLAS picked a kernel without it
 ///   (Debian's OpenBLAS 0.3.21 picks Haswell on some AVX-512 CPUs, at about half the sgemm speed).
-///   Where it already picked an AVX-512 kernel (SkylakeX, Cooperlake, SapphireRapids) it is kept:
-///   on an AMD EPYC here it picks Cooperlake, 200 GFLOP/s single-thread sgemm against 102 forced
-///   to SkylakeX;
+///   Where it already picked an AVX-512 kernel (SkylakeX, Cooperlake, SapphireRapids) it is kept
+///   (on some AMD EPYC CPUs it picks Cooperlake, the faster of the two there);
 /// - `OPENBLAS_NUM_THREADS=1`: one thread per rank unless asked (see `--threads`), which also stops
 ///   OpenBLAS from starting a thread pool the size of the machine in every rank.
 ///
 /// A value the user exported is never changed. `VQVAE_NO_REEXEC=1` turns this off.
-enum ProcessEnvironment {
-    static func prepare() {
+public enum ProcessEnvironment {
+    public static func prepare() {
         if getenv("VQVAE_NO_REEXEC") != nil { return }
         var changed = false
         if getenv("OPENBLAS_CORETYPE") == nil, cpuHasAVX512(), !hasAVX512Kernel(blasCoreName()) {

@@ -1,0 +1,113 @@
+import Data
+import Foundation
+import Model
+
+/// What `vqvae encode` is told.
+public struct EncodeOptions: Sendable {
+    public var checkpoint = ""
+    public var data: [String] = []
+    public var imagesKey = "images"
+    /// The code file to write (HDF5).
+    public var out = ""
+    /// Images per forward pass.
+    public var batch = 64
+    /// Encode only the first N images (0 = all).
+    public var limit = 0
+    public var threads = 1
+
+    public init() {}
+}
+
+/// What `vqvae decode` is told.
+public struct DecodeOptions: Sendable {
+    /// The code file written by `vqvae encode`.
+    public var codes = ""
+    /// The VQ-VAE checkpoint (nil: the one the code file names).
+    public var checkpoint: String?
+    /// The HDF5 file for the decoded images.
+    public var out = ""
+    /// A folder for PNG files of the first `pngImages` decoded images.
+    public var pngOut: String?
+    public var pngImages = 16
+    /// Images per decoder pass.
+    public var batch = 64
+    public var threads = 1
+
+    public init() {}
+}
+
+/// `vqvae encode` and `vqvae decode`: images to bit-packed code indices in an HDF5 code file
+/// (`CodeFile`) and back.
+public enum CodeFiles {
+    /// Encodes the images of `options.data` into a code file.
+    public static func encode(_ options: EncodeOptions, console: Console) throws {
+        guard !options.data.isEmpty else { throw CodeFileError("--data is required") }
+        guard options.limit >= 0 else { throw CodeFileError("--limit must not be negative") }
+        setBLASThreads(options.threads)
+        try checkWritable(options.out, CodeFileError.self)
+        let dataset = try ImageDataset(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
+        let trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
+        let c = trained.configuration
+        guard c.model == .vqvae else {
+            throw CodeFileError("\(options.checkpoint) is a --model \(c.model.rawValue) checkpoint; encode needs a VQ-VAE (codes)")
+        }
+        try trained.checkImageSize(height: dataset.height, width: dataset.width, channels: dataset.channels, source: "--data")
+        let total = options.limit > 0 ? min(options.limit, dataset.count) : dataset.count
+        let batch = options.batch
+        let elements = trained.imageElements, positions = trained.model.latentCount
+        let images = FloatBuffer(count: batch * elements), output = FloatBuffer(count: batch * elements)
+        var codes = [Int32](repeating: 0, count: total * positions)
+        var start = 0
+        while start < total {
+            let n = min(batch, total - start)
+            try dataset.read(indices: Array(start..<(start + n)), into: images.pointer)
+            codes.withUnsafeMutableBufferPointer {
+                trained.reconstruct(images.pointer, count: n, into: output.pointer, codes: $0.baseAddress! + start * positions)
+            }
+            start += n
+        }
+        withExtendedLifetime((images, output)) {}
+        let file = CodeFile(count: total, latentHeight: c.latentHeight, latentWidth: c.latentWidth, codebookSize: c.codes,
+                            height: c.height, width: c.width, channels: c.channels, checkpoint: trained.path,
+                            codebookChecksum: trained.codebookChecksum, packed: try CodePacking.pack(codes, codes: c.codes))
+        try file.write(path: options.out)
+        let raw = Double(total * c.height * c.width * c.channels)
+        console.info(String(format: "encoded %d images to %@: %d bytes of codes, %.4f bits per pixel (%d bits per code, %dx%d codes per image; %.1fx smaller than 8-bit pixels)",
+                            total, options.out, file.packed.count, file.bitsPerPixel, file.bitsPerCode, c.latentHeight, c.latentWidth,
+                            raw / Double(max(file.packed.count, 1))))
+    }
+
+    /// Decodes a code file into float32 images (and optionally PNG files).
+    public static func decode(_ options: DecodeOptions, console: Console) throws {
+        setBLASThreads(options.threads)
+        try checkWritable(options.out, CodeFileError.self)
+        let file = try CodeFile.read(path: options.codes)
+        let path = options.checkpoint ?? file.checkpoint
+        let trained = try TrainedModel(checkpoint: path, batch: options.batch)
+        let c = trained.configuration
+        guard c.model == .vqvae else { throw CodeFileError("\(path) is not a VQ-VAE checkpoint") }
+        guard (file.latentHeight, file.latentWidth, file.codebookSize, file.height, file.width, file.channels)
+                == (c.latentHeight, c.latentWidth, c.codes, c.height, c.width, c.channels) else {
+            throw CodeFileError("\(options.codes) holds \(file.latentHeight)x\(file.latentWidth) codes of a \(file.codebookSize)-code book for \(file.height)x\(file.width)x\(file.channels) images; \(path) does not match")
+        }
+        guard file.codebookChecksum == trained.codebookChecksum else {
+            throw CodeFileError("\(path) has another codebook than the one \(options.codes) was encoded with (\(file.checkpoint)); pass that checkpoint with --checkpoint")
+        }
+        let indices = try CodePacking.unpack(file.packed, count: file.indexCount, codes: file.codebookSize)
+        let elements = trained.imageElements
+        let images = FloatBuffer(count: file.count * elements)
+        indices.withUnsafeBufferPointer { trained.decode(codes: $0.baseAddress!, count: file.count, into: images.pointer) }
+        unitPixels(images.pointer, count: file.count * elements)
+        try OutputFile.writeFloatImages(path: options.out, images: images.pointer, shape: [file.count, c.height, c.width, c.channels],
+                                        attributes: ["checkpoint": trained.path, "corrupt": ""])
+        if let pngOut = options.pngOut {
+            try FileManager.default.createDirectory(atPath: pngOut, withIntermediateDirectories: true)
+            for i in 0..<min(options.pngImages, file.count) {
+                try png(images.pointer + i * elements, c).write(to: pngOut + "/" + String(format: "%06d.png", i))
+            }
+        }
+        withExtendedLifetime(images) {}
+        console.info(String(format: "decoded %d images from %@ (%.4f bits per pixel) to %@", file.count, options.codes,
+                            file.bitsPerPixel, options.out))
+    }
+}

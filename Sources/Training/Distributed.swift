@@ -1,0 +1,43 @@
+import Dist
+
+/// Runs `body` on every rank of the MPI world (a plain process is a world of one) and turns any
+/// error into one clear line; returns the process's exit status (0 on success, 1 on failure). With
+/// several ranks, a rank that fails on its own aborts the world so that no rank is left waiting in
+/// a collective; a `CollectiveError`, which every rank reaches together, is reported once by rank 0.
+public func runOnEveryRank(_ body: (Communicator, Console) throws -> Void) -> Int32 {
+    let communicator: Communicator
+    do {
+        communicator = try Communicator()
+    } catch {
+        Console().error("cannot start MPI: \(error)")
+        return 1
+    }
+    let console = Console(rank: communicator.rank, worldSize: communicator.size)
+    do {
+        try body(communicator, console)
+    } catch let error as CollectiveError {
+        if communicator.isRoot { console.error(error.description) }
+        communicator.finalize()
+        return 1
+    } catch {
+        console.error("\(error)")
+        if communicator.size > 1 { communicator.abort(code: 1) }
+        communicator.finalize()
+        return 1
+    }
+    communicator.finalize()
+    return 0
+}
+
+/// Runs a single-process command: any error becomes one line on standard error; returns the exit
+/// status.
+public func runAlone(_ body: (Console) throws -> Void) -> Int32 {
+    let console = Console()
+    do {
+        try body(console)
+        return 0
+    } catch {
+        console.error("\(error)")
+        return 1
+    }
+}

@@ -1,0 +1,392 @@
+import Data
+import Dist
+import Foundation
+import Model
+
+/// The data-parallel training loop: every rank runs the same model on its share of each global
+/// batch; gradients are averaged and the codebook's EMA statistics summed over ranks before the
+/// update, so every rank holds the same parameters and codebook.
+///
+/// Build one on every rank with the same options (a plain process is a world of one) and call
+/// `run()`; it returns what the run did, on every rank.
+public final class Trainer {
+    public let options: TrainingOptions
+    let communicator: Communicator
+    let console: Console
+    let dataset: ImageDataset
+    let corruptions: CorruptionPipeline
+    let sampler: ShardedSampler
+    /// The replicated state: model, optimiser, step.
+    public let state: TrainingState
+    public private(set) var configuration: RunConfiguration
+    let checkpointDirectory: String
+    let metricsPath: String
+    /// The checkpoint this run continues from (`--resume`), chosen on rank 0; nil on other ranks
+    /// and for a fresh start.
+    let resumePath: String?
+    /// `--val`, opened and checked before training starts.
+    let validationSet: ImageDataset?
+    let resuming: Bool
+    /// `--watchdog`: ends this rank when a phase of training stalls (nil with `--watchdog 0`).
+    let watchdog: Watchdog?
+    /// A fault to inject (`VQVAE_FAULT`, see FaultInjection.swift); nil in normal runs.
+    let faults: FaultInjection?
+
+    public var model: VQVAE { state.model }
+    var globalBatchSize: Int { configuration.data.globalBatchSize }
+    var seed: UInt64 { configuration.seed }
+
+    /// What a finished `run()` did.
+    public struct Summary: Sendable {
+        /// The step the run started from (0, or the resumed checkpoint's).
+        public var firstStep: Int
+        /// The step after the last one trained.
+        public var lastStep: Int
+        /// The last step's loss averaged over ranks (NaN when no step was trained).
+        public var finalLoss: Losses
+        /// Steps whose update was skipped for a non-finite loss (`skipNonFinite`).
+        public var skippedSteps: Int
+        /// Codes re-seeded by dead-code restart, over the whole run.
+        public var restartedCodes: Int
+        /// The last validation's figures, when `validationData` was given.
+        public var validation: EvaluationFigures?
+        /// The last checkpoint written (rank 0; empty elsewhere).
+        public var checkpoint: String
+        /// Whether a signal or the time budget ended the run early.
+        public var stoppedEarly: Bool
+    }
+
+    public init(options: TrainingOptions, communicator: Communicator, console: Console) throws {
+        try options.validate()
+        self.options = options
+        self.communicator = communicator
+        self.console = console
+        setBLASThreads(options.threads)
+        checkpointDirectory = options.out + "/checkpoints"
+        metricsPath = options.out + "/metrics.jsonl"
+        watchdog = options.watchdog > 0 ? Watchdog(seconds: options.watchdog, console: console) : nil
+        faults = try FaultInjection.fromEnvironment(rank: communicator.rank)
+        if let faults { console.warning("injecting a fault (\(FaultInjection.variable)): \(faults)") }
+
+        let parsedCorruptions = try CorruptionPipeline(spec: options.corrupt)
+        dataset = try ImageDataset(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
+
+        // --resume: rank 0 picks the checkpoint and every rank takes its configuration.
+        var chosen: String?
+        if communicator.isRoot, case let .checkpoint(path) = try ResumeChoice.resolve(
+            options.resume, directory: checkpointDirectory, console: console) {
+            chosen = path
+        }
+        let savedJSON = try communicator.broadcast(string: chosen.map { try Checkpoint.configuration(path: $0) } ?? "")
+        resumePath = chosen
+        resuming = !savedJSON.isEmpty
+        if resuming {
+            let saved = try RunConfiguration.decode(savedJSON, path: chosen ?? "the checkpoint")
+            configuration = try saved.resumed(with: options, checkpoint: chosen ?? "the checkpoint")
+            let m = configuration.model
+            guard (m.height, m.width, m.channels) == (dataset.height, dataset.width, dataset.channels) else {
+                throw TrainingError("the checkpoint was trained on \(m.height)x\(m.width)x\(m.channels) images, but --data holds \(dataset.height)x\(dataset.width)x\(dataset.channels)")
+            }
+            guard configuration.data.datasetSize == dataset.count else {
+                throw TrainingError("the checkpoint's data stream covers \(configuration.data.datasetSize) images, but --data holds \(dataset.count); resume with the same dataset")
+            }
+            configuration.data.files = dataset.paths
+        } else {
+            configuration = RunConfiguration(options: options, dataset: dataset, corruptions: parsedCorruptions)
+        }
+        let settings = configuration
+        sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: settings.data.globalBatchSize,
+                                     seed: settings.seed, shuffle: settings.data.shuffle,
+                                     tail: EpochTail(rawValue: settings.data.tail) ?? .drop,
+                                     rank: communicator.rank, worldSize: communicator.size)
+        // The data pipeline's share, checked before anything is allocated: the sampler's index
+        // and the batches in flight (float inputs, damaged copies, prefetched batches). The
+        // model's own memory is checked when it is built (`ModelConfiguration.checkFitsInMemory`).
+        try dataset.checkFitsInMemory(batch: sampler.localBatchSize, bytesPerImageElement: 4 * (4 + 2 * max(options.prefetch, 0)))
+        try settings.model.validate()
+        if options.deadCodeThreshold != 0 {
+            guard options.deadCodeThreshold > 0, options.deadCodeThreshold.isFinite else {
+                throw TrainingError("--dead-code-threshold must be a positive number (got \(options.deadCodeThreshold))")
+            }
+            guard settings.model.model == .vqvae, settings.model.codebook == .ema else {
+                throw TrainingError("--dead-code-threshold re-seeds the EMA codebook; it needs --model vqvae --codebook ema")
+            }
+        }
+        validationSet = try Self.openValidationSet(options: options, model: settings.model)
+        guard options.sampleEvery >= 0 else { throw TrainingError("--sample-every must not be negative") }
+        if options.kmeansInit && settings.model.model != .vqvae {
+            throw TrainingError("--kmeans-init initialises a codebook; --model \(settings.model.model.rawValue) has none")
+        }
+        corruptions = try CorruptionPipeline(spec: settings.data.corrupt)
+        let model = try VQVAE(configuration: settings.model, maxBatch: sampler.localBatchSize)
+        let o = settings.optimizer
+        state = TrainingState(model: model, optimizer: Adam(count: model.parameters.count, learningRate: o.lr, beta1: o.beta1,
+                                                            beta2: o.beta2, epsilon: o.eps, weightDecay: o.weightDecay))
+    }
+
+    /// `--val`: opened and checked against the model's image size.
+    static func openValidationSet(options: TrainingOptions, model m: ModelConfiguration) throws -> ImageDataset? {
+        guard let val = options.validationData else { return nil }
+        let validation = try ImageDataset(paths: [val], imagesKey: options.imagesKey)
+        guard (validation.height, validation.width, validation.channels) == (m.height, m.width, m.channels) else {
+            throw TrainingError("--val \(val) holds \(validation.height)x\(validation.width)x\(validation.channels) images; the model trains on \(m.height)x\(m.width)x\(m.channels)")
+        }
+        guard m.height >= ImageMetrics.ssimWindow && m.width >= ImageMetrics.ssimWindow else {
+            throw TrainingError("--val reports SSIM, which needs images of at least \(ImageMetrics.ssimWindow)x\(ImageMetrics.ssimWindow) pixels")
+        }
+        guard options.validationEvery >= 1, options.validationLimit >= 0 else {
+            throw TrainingError("--val-every must be at least 1 and --val-limit not negative")
+        }
+        return validation
+    }
+
+    /// Creates the output folders on rank 0 and refuses to mix with an earlier run's checkpoints.
+    func prepareOutput() throws {
+        guard communicator.isRoot else { return }
+        let files = FileManager.default
+        var isFolder: ObjCBool = false
+        if files.fileExists(atPath: options.out, isDirectory: &isFolder), !isFolder.boolValue {
+            throw TrainingError("--out \(options.out) exists and is not a folder")
+        }
+        do {
+            try files.createDirectory(atPath: checkpointDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw TrainingError("cannot create \(checkpointDirectory): \(error.localizedDescription)")
+        }
+        let existing = Checkpoint.files(in: checkpointDirectory)
+        if let newest = existing.first, options.resume == nil {
+            throw TrainingError("\(checkpointDirectory) already holds checkpoints of an earlier run (\(newest)); continue it with --resume auto or choose a new --out")
+        }
+        for name in Checkpoint.removeUnfinished(in: checkpointDirectory) {
+            console.warning("removed \(checkpointDirectory)/\(name), a checkpoint write that never finished")
+        }
+        if resuming && files.fileExists(atPath: metricsPath) { return }  // appended to
+        guard files.createFile(atPath: metricsPath, contents: nil) else {
+            throw TrainingError("cannot write \(metricsPath)")
+        }
+    }
+
+    /// Rank 0 writes the checkpoint of the current state; returns its path there (nil elsewhere).
+    func writeCheckpoint() throws -> String? {
+        guard communicator.isRoot else { return nil }
+        let step = state.step
+        let samplesSeen = Int64(step) * Int64(globalBatchSize)
+        let epoch = Int64(sampler.epoch(ofStep: step))
+        let metadata = CheckpointState(
+            step: Int64(step), epoch: epoch, samplesSeen: samplesSeen, worldSize: communicator.size,
+            configuration: configuration.json(),
+            data: ["seed": Int64(bitPattern: seed), "shuffle": configuration.data.shuffle ? 1 : 0,
+                   "wrap": sampler.tail == .wrap ? 1 : 0,
+                   "samples_seen": samplesSeen, "epoch": epoch, "dataset_size": Int64(dataset.count),
+                   "global_batch_size": Int64(globalBatchSize)])
+        watchdog?.enter("writing the checkpoint", step: step)
+        let path = try Checkpoint.write(directory: checkpointDirectory, model: state.model, optimizer: state.optimizer,
+                                        state: metadata, halfWritten: { self.faults?.sleep(.sleepInCheckpointWrite, step: step) })
+        if options.keep > 0 { pruneCheckpoints(keeping: options.keep) }
+        return path
+    }
+
+    /// Rank 0 loads the resumed checkpoint or initialises from the seed; then every rank takes
+    /// rank 0's state.
+    func startState() throws {
+        if communicator.isRoot {
+            if let resumePath {
+                let loaded = try Checkpoint.load(path: resumePath, into: state.model, optimizer: state.optimizer)
+                state.step = Int(loaded.step)
+                console.info("resuming from \(resumePath) at step \(loaded.step) (samples_seen \(loaded.samplesSeen), written by \(loaded.worldSize) rank(s))")
+            } else {
+                state.model.initialize(seed: seed)
+            }
+        }
+        try state.broadcast(from: communicator)
+    }
+
+    @discardableResult
+    public func run() throws -> Summary {
+        watchdog?.start()
+        defer { watchdog?.enter("shutting down", step: 0) }
+        try prepareOutput()
+        try communicator.barrier()
+        try startState()
+        let firstStep = state.step
+        var summary = Summary(firstStep: firstStep, lastStep: firstStep,
+                              finalLoss: Losses(reconstruction: .nan, commitment: .nan, total: .nan), skippedSteps: 0,
+                              restartedCodes: 0, validation: nil, checkpoint: "", stoppedEarly: false)
+        if resuming && firstStep >= options.steps {
+            console.info("the checkpoint is at step \(firstStep), not before --steps \(options.steps): nothing to train")
+            return summary
+        }
+
+        // Batches are read, converted and corrupted on a background thread.
+        let prefetcher = BatchPrefetcher(dataset: dataset, sampler: sampler, corruptions: corruptions, seed: seed,
+                                         firstStep: firstStep, endStep: max(options.steps, firstStep + 1), depth: options.prefetch)
+        defer { prefetcher.stop() }
+        let codebook = CodebookCollectives(model: model, communicator: communicator, globalBatchSize: globalBatchSize,
+                                           localBatchSize: sampler.localBatchSize, seed: seed)
+        if options.kmeansInit && !resuming {
+            try codebook.initializeWithKMeans(firstBatch: try prefetcher.batch(step: 0), iterations: options.kmeansIterations)
+        }
+        StopRequest.install()
+
+        let c = model.configuration
+        console.info("vqvae train: \(dataset.count) images \(c.height)x\(c.width)x\(c.channels) from \(dataset.paths.joined(separator: " ")); "
+            + "\(model.parameters.count) parameters, codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
+            + "\(communicator.size) rank(s) x batch \(sampler.localBatchSize); BLAS \(blasCoreName())")
+        if options.steps == 0 {
+            if let path = try writeCheckpoint() { console.info("checkpoint: \(path)"); summary.checkpoint = path }
+            return summary
+        }
+
+        let local = sampler.localBatchSize
+        let runner = TrainingStep(state: state, communicator: communicator, bucketMegabytes: options.bucketMegabytes, seed: seed)
+        runner.watchdog = watchdog
+        runner.faults = faults
+        let metrics = try MetricsLog(path: communicator.isRoot ? metricsPath : nil)
+
+        let start = monotonicSeconds()
+        var windowStart = start
+        var windowSteps = 0
+        for step in firstStep..<options.steps {
+            watchdog?.enter("reading the batch", step: step + 1)
+            let batch = try prefetcher.batch(step: step)
+            if let faults, faults.fires(.nanData, step: step + 1) {
+                batch.clean[0] = .nan
+                batch.damaged?[0] = .nan
+            }
+            let done = step + 1
+            let outcome = try runner.run(input: batch.input, target: batch.target, batch: local, number: done,
+                                         skipNonFinite: options.skipNonFinite,
+                                         stopRequested: StopRequest.received || budgetReached(since: start))
+            let loss = outcome.loss, stopping = outcome.stopRequested
+            let statistics = model.quantizer?.batchStatistics
+            var restarted = 0
+            if outcome.updated {
+                summary.finalLoss = loss
+                if options.deadCodeThreshold > 0 {
+                    restarted = try codebook.restartDeadCodes(threshold: options.deadCodeThreshold, step: done)
+                    summary.restartedCodes += restarted
+                }
+            } else {
+                console.warning("\(outcome.reason) at step \(done); skipping its update (--skip-nonfinite)")
+                summary.skippedSteps += 1
+            }
+            summary.lastStep = done
+            let last = done == options.steps || stopping
+            if (options.syncCheckEvery > 0 && done % options.syncCheckEvery == 0) || last {
+                watchdog?.enter("the check that all ranks agree", step: done)
+                try state.checkRanksAgree(communicator, step: done)
+            }
+            windowSteps += 1
+            if done == firstStep + 1 || done % options.logEvery == 0 || last {
+                let now = monotonicSeconds()
+                var record = StepRecord(step: done, loss: loss, imagesPerSecond: Double(windowSteps * globalBatchSize) / max(now - windowStart, 1e-9),
+                                        elapsedSeconds: now - start, samplesSeen: done * globalBatchSize)
+                if c.model == .vqvae, let statistics {
+                    let usage = CodebookUsage(counts: statistics.pointer, count: c.codes)
+                    record.codebook = usage
+                    if options.deadCodeThreshold > 0 { record.codesRestarted = restarted }
+                }
+                let eta = Double(options.steps - done) * (now - start) / Double(done - firstStep)
+                console.info(record.line(total: options.steps, model: c.model, eta: formatDuration(eta)))
+                try metrics.append(record.json(model: c.model))
+                windowStart = now
+                windowSteps = 0
+            }
+            if validationSet != nil && (done % options.validationEvery == 0 || last) {
+                watchdog?.enter("validation", step: done)
+                summary.validation = try validate(step: done, metrics: metrics)
+            }
+            if options.sampleEvery > 0 && (done % options.sampleEvery == 0 || last) {
+                watchdog?.enter("writing samples", step: done)
+                try writeSamples(step: done)
+            }
+            if (options.checkpointEvery > 0 && done % options.checkpointEvery == 0) || last {
+                if let path = try writeCheckpoint() { summary.checkpoint = path }
+            }
+            if stopping {
+                summary.stoppedEarly = true
+                console.info(StopRequest.received
+                    ? "stopped by a signal after step \(done); continue with --resume auto"
+                    : String(format: "time budget of %.0f s reached after step %d; continue with --resume auto", options.timeBudget, done))
+                break
+            }
+        }
+        let elapsed = monotonicSeconds() - start
+        let trained = summary.lastStep - firstStep
+        console.info(String(format: "done: %d steps in %.1f s (%.0f img/s); final loss %.5f (mse %.5f)",
+                            trained, elapsed, Double(trained * globalBatchSize) / elapsed,
+                            summary.finalLoss.total, summary.finalLoss.reconstruction))
+        if summary.skippedSteps > 0 { console.info("skipped \(summary.skippedSteps) step(s) with a non-finite loss") }
+        if communicator.size > 1 {
+            console.info(String(format: "parameters and codebook identical on all %d ranks (fingerprint %016llx)",
+                                communicator.size, state.fingerprint))
+        }
+        console.info("checkpoint: \(summary.checkpoint)")
+        return summary
+    }
+
+    /// Deletes all but the newest `keep` checkpoints.
+    func pruneCheckpoints(keeping keep: Int) {
+        for name in Checkpoint.files(in: checkpointDirectory).dropFirst(keep) {
+            try? FileManager.default.removeItem(atPath: checkpointDirectory + "/" + name)
+        }
+    }
+
+    /// `--time-budget`: whether this rank's training time is used up (the ranks' flags are summed
+    /// with the step's loss, so all stop after the same step).
+    func budgetReached(since start: Double) -> Bool {
+        options.timeBudget > 0 && monotonicSeconds() - start >= options.timeBudget
+    }
+
+    /// `--val`: every rank evaluates its share of the first `--val-limit` images (damaged by the
+    /// training corruptions, keyed by the run's seed); rank 0 logs the reduced figures.
+    func validate(step: Int, metrics: MetricsLog) throws -> EvaluationFigures? {
+        guard let validationSet else { return nil }
+        let total = options.validationLimit > 0 ? min(options.validationLimit, validationSet.count) : validationSet.count
+        let share = shard(total, rank: communicator.rank, size: communicator.size)
+        let figures = try measureImages(model: model, dataset: validationSet, range: share, corruptions: corruptions, seed: seed)
+            .sums.reduced(communicator)
+        var record: [String: Any] = ["step": step, "val_mse": figures.meanSquaredError, "val_psnr": figures.psnr,
+                                     "val_ssim": figures.ssim, "val_images": total]
+        var line = String(format: "val step %d: mse %.5f  psnr %.2f dB  ssim %.4f", step, figures.meanSquaredError, figures.psnr, figures.ssim)
+        if !corruptions.isEmpty {
+            record["val_input_psnr"] = figures.inputPSNR
+            record["val_input_ssim"] = figures.inputSSIM
+            line += String(format: "  (damaged input: psnr %.2f dB  ssim %.4f)", figures.inputPSNR, figures.inputSSIM)
+        }
+        console.info(line + " on \(total) images")
+        try metrics.append(record)
+        return figures
+    }
+
+    /// `--sample-every`: rank 0 writes `<out>/samples/step-XXXXXXXX.png`, rows original | damaged |
+    /// reconstruction of the first images of `--val` (or of the training data).
+    func writeSamples(step: Int) throws {
+        guard communicator.isRoot else { return }
+        let source = validationSet ?? dataset
+        let count = min(8, source.count, model.maxBatch)
+        let folder = options.out + "/samples"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        var rows: [[PNGImage]] = []
+        _ = try measureImages(model: model, dataset: source, range: 0..<count, corruptions: corruptions, seed: seed) {
+            _, n, clean, damaged, output in
+            rows += try gridRows(clean: clean, damaged: damaged, output: output, count: n, configuration: model.configuration)
+        }
+        let name = String(Checkpoint.fileName(step: Int64(step)).dropLast(3)) + ".png"
+        try ImageGrid.compose(rows: rows).write(to: folder + "/" + name)
+    }
+}
+
+/// SIGTERM and SIGINT (what Slurm and `mpirun` send) ask the run to finish its current step,
+/// write a checkpoint and exit 0; the request is shared with every rank at the next step.
+enum StopRequest {
+    static var received: Bool { stopSignal != 0 }
+
+    static func install() {
+        signal(SIGTERM) { stopSignal = $0 }
+        signal(SIGINT) { stopSignal = $0 }
+    }
+}
+
+/// Set by the signal handler; read once per step.
+nonisolated(unsafe) var stopSignal: Int32 = 0

@@ -1,0 +1,77 @@
+import Data
+import Model
+
+/// Everything `vqvae train` can be told, as a plain value: the library's input, filled by the
+/// command line or by Swift code. Defaults are the command's defaults.
+public struct TrainingOptions: Sendable {
+    /// HDF5 dataset files (shell patterns allowed), concatenated in order.
+    public var data: [String] = []
+    public var imagesKey = "images"
+    /// Output folder for checkpoints, metrics and samples.
+    public var out = ""
+    /// The total number of optimiser steps of the run.
+    public var steps = 1000
+    public var globalBatchSize = 32
+    public var lr: Float = 3e-4
+    public var beta1 = 0.9
+    public var beta2 = 0.999
+    public var adamEpsilon = 1e-8
+    public var weightDecay = 0.0
+    /// Corruption spec applied to the inputs (`Corruption.swift`), e.g. `noise:0.1,mask:0.25`.
+    public var corrupt = ""
+    /// Batches prepared ahead on a background thread (0: read on the training thread).
+    public var prefetch = 2
+    public var tail: EpochTail = .drop
+    public var seed: UInt64 = 0
+    public var shuffle = true
+    /// The architecture; its height, width and channels are taken from the data.
+    public var architecture = ModelConfiguration(height: 0, width: 0, channels: 0)
+    public var kmeansInit = false
+    public var kmeansIterations = 10
+    public var deadCodeThreshold = 0.0
+    public var timeBudget = 0.0
+    public var logEvery = 50
+    public var validationData: String?
+    public var validationEvery = 500
+    public var validationLimit = 1000
+    public var sampleEvery = 0
+    public var checkpointEvery = 500
+    /// `auto` or a checkpoint's path; nil for a fresh run.
+    public var resume: String?
+    public var keep = 0
+    public var threads = 1
+    public var bucketMegabytes = 1.0
+    public var syncCheckEvery = 100
+    public var skipNonFinite = false
+    public var watchdog = 300.0
+    /// The command-line names (`--lr`, `--no-shuffle`, ...) of the settings the user gave, as
+    /// opposed to defaults: on resume, a given setting that contradicts the checkpoint is refused
+    /// and a given `--lr` replaces the stored one.
+    public var givenFlags: Set<String> = []
+
+    public init() {}
+
+    /// Refuses impossible values, naming the flag.
+    public func validate() throws {
+        func check(_ condition: Bool, _ message: String) throws {
+            if !condition { throw TrainingError(message) }
+        }
+        try check(!data.isEmpty, "give at least one dataset with --data FILE")
+        try check(steps >= 0, "--steps must not be negative")
+        try check(globalBatchSize >= 1, "--global-batch-size must be at least 1")
+        try check(lr > 0 && lr.isFinite, "--lr must be a positive number")
+        try check(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
+        try check(adamEpsilon > 0, "--adam-eps must be positive")
+        try check(weightDecay >= 0, "--weight-decay must not be negative")
+        try check(logEvery >= 1, "--log-every must be at least 1")
+        try check(checkpointEvery >= 0, "--checkpoint-every must not be negative")
+        try check(keep >= 0, "--keep must not be negative")
+        try check(prefetch >= 0 && prefetch <= 64, "--prefetch must be between 0 and 64")
+        try check(threads >= 1, "--threads must be at least 1")
+        try check(bucketMegabytes > 0, "--bucket-mb must be positive")
+        try check(syncCheckEvery >= 0, "--sync-check-every must not be negative")
+        try check(watchdog >= 0 && watchdog.isFinite, "--watchdog must be 0 (off) or a number of seconds")
+    }
+
+    func given(_ flag: String) -> Bool { givenFlags.contains(flag) }
+}

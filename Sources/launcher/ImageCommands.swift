@@ -1,0 +1,105 @@
+import ArgumentParser
+import Training
+
+struct Restore: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Restore damaged images with a trained model (denoising, inpainting, deblurring, brightening).",
+        discussion: """
+        --input is an HDF5 dataset (`images` (N, H, W, C)), a PNG file or a folder of PNG files; \
+        --out is the same kind (HDF5 output holds uint8 images). Images of another size than the \
+        model's training size are restored in overlapping tiles of that size, blended with a \
+        raised-cosine window so that no seams appear (--whole runs the fully convolutional model on \
+        the whole image at once instead, when its sides are multiples of 2^down). --corrupt damages \
+        clean input first, for demonstrations; --damaged-out keeps that damaged input.
+        """)
+
+    @Option(help: "Checkpoint (HDF5) of a model trained for restoration (train --corrupt ...).")
+    var checkpoint: String
+    @Option(help: "Images to restore: an HDF5 dataset file, a PNG file or a folder of PNG files.")
+    var input: String
+    @Option(help: "Where to write the restored images: the same kind as --input.")
+    var out: String
+    @Option(help: "Damage the input first, e.g. noise:0.1 or mask:0.25 (the same syntax as train --corrupt).")
+    var corrupt = ""
+    @Option(name: .customLong("damaged-out"), help: "With --corrupt: also write the damaged input here (same kind as --out).")
+    var damagedOut: String?
+    @Option(help: "Seed of the corruption's random streams.")
+    var seed: UInt64 = 1
+    @Option(help: "Least overlap in pixels between neighbouring tiles (default: a quarter of the tile's side along each axis).")
+    var overlap: Int?
+    @Flag(help: "Run the model on each whole image at once instead of tiles (sides must be multiples of 2^down).")
+    var whole = false
+    @Flag(help: "Self-ensemble: restore the image and its seven mirrored and rotated copies, map each result back and average them (8x the work; usually a little more PSNR).")
+    var ensemble = false
+    @Option(help: "Tiles per forward pass.")
+    var batch = 32
+    @Option(name: .customLong("images-key"), help: "Name of the images dataset in an HDF5 input.")
+    var imagesKey = "images"
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        var o = RestoreOptions()
+        (o.checkpoint, o.input, o.out, o.corrupt, o.damagedOut, o.seed) = (checkpoint, input, out, corrupt, damagedOut, seed)
+        (o.overlap, o.whole, o.ensemble, o.batch, o.imagesKey, o.threads) = (overlap, whole, ensemble, batch, imagesKey, threads.threads)
+        try finish(runAlone { try Restoration(options: o, console: $0).run() })
+    }
+}
+
+struct Encode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Compress images to VQ-VAE code indices, bit-packed in an HDF5 code file.",
+        discussion: """
+        Each image becomes its latent grid of code indices (h x w), stored at ceil(log2 K) bits per \
+        code. The file names the checkpoint and a checksum of its codebook; `vqvae decode` turns it \
+        back into images, exactly the reconstructions `vqvae eval --recon-out` writes. Runs as one process.
+        """)
+
+    @Option(help: "VQ-VAE checkpoint (HDF5).")
+    var checkpoint: String
+    @OptionGroup var dataset: DatasetOptions
+    @Option(help: "Output code file (HDF5).")
+    var out: String
+    @Option(help: "Images per forward pass.")
+    var batch = 64
+    @Option(help: "Encode only the first N images (0 = all).")
+    var limit = 0
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        var o = EncodeOptions()
+        (o.checkpoint, o.data, o.imagesKey, o.out, o.batch, o.limit, o.threads) =
+            (checkpoint, dataset.data, dataset.imagesKey, out, batch, limit, threads.threads)
+        try finish(runAlone { try CodeFiles.encode(o, console: $0) })
+    }
+}
+
+struct Decode: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Turn a code file from `vqvae encode` back into images.",
+        discussion: """
+        Writes float32 (N, H, W, C) images in [0, 1], unclipped (as `vqvae eval --recon-out`), to --out; \
+        --png-out also writes the first images as PNG files. The checkpoint defaults to the one named \
+        in the code file; its codebook must be the one the codes were made with. Runs as one process.
+        """)
+
+    @Option(help: "Code file written by `vqvae encode`.")
+    var codes: String
+    @Option(help: "VQ-VAE checkpoint (default: the one named in the code file).")
+    var checkpoint: String?
+    @Option(help: "Output HDF5 file for the decoded images.")
+    var out: String
+    @Option(name: .customLong("png-out"), help: "Folder for PNG files of the first decoded images (created if missing).")
+    var pngOut: String?
+    @Option(name: .customLong("png-images"), help: "How many images --png-out writes.")
+    var pngImages = 16
+    @Option(help: "Images per decoder pass.")
+    var batch = 64
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        var o = DecodeOptions()
+        (o.codes, o.checkpoint, o.out, o.pngOut, o.pngImages, o.batch, o.threads) =
+            (codes, checkpoint, out, pngOut, pngImages, batch, threads.threads)
+        try finish(runAlone { try CodeFiles.decode(o, console: $0) })
+    }
+}

@@ -1,0 +1,71 @@
+import ArgumentParser
+import Data
+import Model
+import Training
+
+extension ModelKind: ExpressibleByArgument {}
+extension CodebookKind: ExpressibleByArgument {}
+extension EpochTail: ExpressibleByArgument {}
+
+/// The defaults of spec/model.md, as `ModelConfiguration` holds them.
+private let modelDefaults = ModelConfiguration(height: 0, width: 0, channels: 0)
+
+/// Architecture flags of spec/model.md, shared by every command that builds a model.
+struct ArchitectureOptions: ParsableArguments {
+    @Option(help: "Model: vqvae (vector-quantised codes), vae (Gaussian latent with a KL term) or ae (plain autoencoder); the same encoder and decoder.")
+    var model: ModelKind = modelDefaults.model
+    @Option(help: "Hidden channels H of the encoder and decoder.")
+    var hidden = modelDefaults.hidden
+    @Option(name: .customLong("res-hidden"), help: "Hidden channels R inside each residual block.")
+    var residualHidden = modelDefaults.residualHidden
+    @Option(name: .customLong("res-blocks"), help: "Residual blocks B in the encoder and in the decoder.")
+    var residualBlocks = modelDefaults.residualBlocks
+    @Option(help: "Stride-2 layers: the latent grid is (H/2^down) x (W/2^down).")
+    var down = modelDefaults.downsamplings
+    @Option(name: .customLong("code-dim"), help: "Dimension D of each code vector.")
+    var codeDimension = modelDefaults.codeDimension
+    @Option(help: "Codebook size K.")
+    var codes = modelDefaults.codes
+    @Option(help: "Commitment weight beta.")
+    var commitment = modelDefaults.commitment
+    @Option(help: "EMA decay gamma of the codebook statistics.")
+    var decay = modelDefaults.decay
+    @Option(name: .customLong("ema-eps"), help: "Laplace smoothing epsilon of the EMA counts.")
+    var emaEpsilon = modelDefaults.emaEpsilon
+    @Option(help: "Codebook learning: ema (moving averages) or grad (trained with a codebook loss).")
+    var codebook: CodebookKind = modelDefaults.codebook
+    @Option(name: .customLong("kl-weight"), help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
+    var klWeight = modelDefaults.klWeight
+
+    /// The configuration for images of `height x width x channels`.
+    func configuration(height: Int, width: Int, channels: Int) -> ModelConfiguration {
+        var c = ModelConfiguration(height: height, width: width, channels: channels)
+        c.model = model
+        c.hidden = hidden
+        c.residualHidden = residualHidden
+        c.residualBlocks = residualBlocks
+        c.downsamplings = down
+        c.codeDimension = codeDimension
+        c.codes = codes
+        c.commitment = commitment
+        c.decay = decay
+        c.emaEpsilon = emaEpsilon
+        c.codebook = codebook
+        c.klWeight = klWeight
+        return c
+    }
+}
+
+/// `--data FILE...` and `--images-key`.
+struct DatasetOptions: ParsableArguments {
+    @Option(name: .long, parsing: .upToNextOption, help: "HDF5 dataset file(s), concatenated in order.")
+    var data: [String] = []
+    @Option(name: .customLong("images-key"), help: "Name of the images dataset in each file.")
+    var imagesKey = "images"
+}
+
+/// `--threads`.
+struct ThreadOptions: ParsableArguments {
+    @Option(help: "BLAS threads per rank.")
+    var threads = 1
+}
