@@ -42,7 +42,7 @@ public final class BatchPrefetcher {
     private var failure: Error?
     private var stopping = false
     private var running = false
-    /// Seconds the trainer waited for data.
+    /// Seconds the trainer waited for data (with `depth == 0`, all the time spent preparing it).
     public private(set) var waitSeconds: Double = 0
 
     public init(dataset: any ImageSource, sampler: ShardedSampler, corruptions: CorruptionPipeline, seed: UInt64,
@@ -73,12 +73,13 @@ public final class BatchPrefetcher {
     /// The prepared batch of `step`; releases the previous step's buffers for reuse.
     public func batch(step: Int) throws -> PreparedBatch {
         precondition(step >= firstStep && step < endStep, "step \(step) outside \(firstStep)..<\(endStep)")
+        let start = DispatchTime.now().uptimeNanoseconds
         if depth == 0 {
             let slot = slots[0]
             try prepare(step: step, into: slot)
+            waitSeconds += Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9
             return slot
         }
-        let start = DispatchTime.now().uptimeNanoseconds
         condition.lock()
         defer { condition.unlock() }
         held = step

@@ -1,0 +1,155 @@
+import Data
+import Dist
+import Foundation
+import Model
+import Training
+import XCTest
+
+/// The trainer in process, asserted on Swift values: resume, non-finite steps, the codebook's
+/// start and restarts, validation.
+final class TrainerTests: XCTestCase {
+    /// Six steps in one run, or three and then three more after `--resume auto`, end in the same
+    /// state bit for bit: with shuffling, corruptions, k-means start, dead-code restart and a
+    /// prefetching reader.
+    func testResumeIsBitIdentical() throws {
+        let data = try TrainingFixtures.blobs("resume")
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("straight"), steps: 6)
+        options.corrupt = "noise:0.1,mask:0.25"
+        options.kmeansInit = true
+        options.deadCodeThreshold = 0.5
+        options.seed = 11
+        let (straight, whole) = try TrainingFixtures.train(options)
+        XCTAssertEqual(whole.lastStep, 6)
+
+        options.out = try TrainingFixtures.folder("interrupted")
+        options.steps = 3
+        let (_, first) = try TrainingFixtures.train(options)
+        XCTAssertEqual(first.lastStep, 3)
+        options.steps = 6
+        options.resume = "auto"
+        let (resumed, second) = try TrainingFixtures.train(options)
+        XCTAssertEqual(second.firstStep, 3)
+        XCTAssertEqual(second.lastStep, 6)
+        XCTAssertEqual(resumed.state.step, 6)
+        XCTAssertEqual(resumed.state.optimizer.step, straight.state.optimizer.step)
+        TrainingFixtures.assertBitIdentical(TrainingFixtures.snapshot(resumed.state), TrainingFixtures.snapshot(straight.state))
+        XCTAssertEqual(second.finalLoss, whole.finalLoss)
+    }
+
+    /// A NaN in step 2's data: with `skipNonFinite` the step's update is skipped and training goes
+    /// on (Adam's t lags the step by one); without it the run stops naming the step.
+    func testNonFiniteStepIsSkippedOrStopsTheRun() throws {
+        let data = try TrainingFixtures.blobs("nonfinite")
+        setenv("VQVAE_FAULT", "nan-data:2", 1)
+        defer { unsetenv("VQVAE_FAULT") }
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("skip"), steps: 4)
+        options.skipNonFinite = true
+        let (trainer, summary) = try TrainingFixtures.train(options)
+        XCTAssertEqual(summary.skippedSteps, 1)
+        XCTAssertEqual(summary.lastStep, 4)
+        XCTAssertEqual(trainer.state.step, 4)
+        XCTAssertEqual(trainer.state.optimizer.step, 3)
+        XCTAssertTrue(summary.finalLoss.total.isFinite)
+        for buffer in trainer.state.buffers {
+            XCTAssertTrue(buffer.buffer.array.allSatisfy(\.isFinite), buffer.group)
+        }
+
+        options.skipNonFinite = false
+        options.out = try TrainingFixtures.folder("stop")
+        XCTAssertThrowsError(try TrainingFixtures.train(options)) { error in
+            XCTAssertTrue(error is CollectiveError, "\(error)")
+            XCTAssertTrue("\(error)".contains("at step 2"), "\(error)")
+        }
+    }
+
+    /// k-means start: every code is a centre of the first global batch's encoder outputs, with
+    /// `N_k` its cluster's size (summing to the batch's latent vectors) and `M_k = N_k e_k`; the
+    /// spec's start has `N = 0` and `M = E`.
+    func testKMeansStartAndSpecStart() throws {
+        let data = try TrainingFixtures.blobs("kmeans")
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("kmeans"), steps: 0)
+        options.kmeansInit = true
+        let (trainer, _) = try TrainingFixtures.train(options)
+        let quantizer = try XCTUnwrap(trainer.model.quantizer)
+        let (k, d) = (quantizer.codes, quantizer.dimension)
+        let vectors = options.globalBatchSize * trainer.model.latentCount
+        let counts = (0..<k).map { Double(quantizer.emaCount[$0]) }
+        XCTAssertEqual(counts.reduce(0, +), Double(vectors), accuracy: 1e-3)
+        XCTAssertGreaterThan(counts.filter { $0 > 0 }.count, k / 2, "k-means left most codes empty: \(counts)")
+        for code in 0..<k where counts[code] > 0 {
+            for j in 0..<d {
+                XCTAssertEqual(quantizer.emaSum[code * d + j], quantizer.emaCount[code] * quantizer.emaState[code * d + j],
+                               accuracy: 1e-4 * max(1, abs(quantizer.emaSum[code * d + j])))
+            }
+        }
+
+        options.kmeansInit = false
+        options.out = try TrainingFixtures.folder("spec-start")
+        let (spec, _) = try TrainingFixtures.train(options)
+        let specQuantizer = try XCTUnwrap(spec.model.quantizer)
+        XCTAssertTrue((0..<k).allSatisfy { specQuantizer.emaCount[$0] == 0 })
+        XCTAssertTrue((0..<(k * d)).allSatisfy { specQuantizer.emaSum[$0] == specQuantizer.emaState[$0] })
+    }
+
+    /// With a threshold above any count every code is dead after every step: each is re-seeded to a
+    /// vector of the global batch with `N_k` = the threshold.
+    func testDeadCodeRestart() throws {
+        let data = try TrainingFixtures.blobs("restart")
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("restart"), steps: 3)
+        options.deadCodeThreshold = 1e6
+        let (trainer, summary) = try TrainingFixtures.train(options)
+        let quantizer = try XCTUnwrap(trainer.model.quantizer)
+        XCTAssertEqual(summary.restartedCodes, 3 * quantizer.codes)
+        for code in 0..<quantizer.codes {
+            XCTAssertEqual(quantizer.emaCount[code], 1e6)
+            for j in 0..<quantizer.dimension {
+                let e = quantizer.emaState[code * quantizer.dimension + j]
+                XCTAssertEqual(quantizer.emaSum[code * quantizer.dimension + j], 1e6 * e, accuracy: abs(1e6 * e) * 1e-6 + 1e-6)
+            }
+        }
+
+        options.out = try TrainingFixtures.folder("restart-off")
+        options.deadCodeThreshold = 0
+        XCTAssertEqual(try TrainingFixtures.train(options).1.restartedCodes, 0)
+    }
+
+    /// Validation during training reports what `Evaluation` reports for the final checkpoint with
+    /// the same damage, seed and images.
+    func testValidationMatchesEvaluationOfTheCheckpoint() throws {
+        let data = try TrainingFixtures.blobs("validation-train")
+        let validation = try TrainingFixtures.blobs("validation-held-out", count: 20, seed: 99)
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("validation"), steps: 4)
+        options.validationData = validation
+        options.validationEvery = 2
+        options.validationLimit = 12
+        options.corrupt = "noise:0.1"
+        options.seed = 5
+        let (_, summary) = try TrainingFixtures.train(options)
+        let figures = try XCTUnwrap(summary.validation)
+        XCTAssertEqual(figures.images, 12)
+
+        var evaluation = EvaluationOptions()
+        evaluation.checkpoint = summary.checkpoint
+        evaluation.data = [validation]
+        evaluation.corrupt = options.corrupt
+        evaluation.seed = options.seed
+        evaluation.limit = 12
+        evaluation.batch = 8  // validation's chunks (the run's batch per rank): the same sums in the same order
+        let report = try Evaluation.run(evaluation, communicator: try Communicator())
+        XCTAssertEqual(report.figures, figures)
+        XCTAssertTrue(figures.psnr.isFinite && figures.inputPSNR > 0 && figures.inputPSNR < 100, "\(figures)")
+    }
+
+    /// Options the library refuses name the flag, before anything is written.
+    func testImpossibleOptionsAreRefused() throws {
+        let data = try TrainingFixtures.blobs("refused")
+        let out = try TrainingFixtures.folder("refused")
+        var options = TrainingFixtures.options(data: data, out: out + "/run", steps: 1)
+        options.lr = -1
+        XCTAssertThrowsError(try TrainingFixtures.train(options)) { XCTAssertEqual("\($0)", "--lr must be a positive number") }
+        options.lr = 1e-3
+        options.globalBatchSize = 1000
+        XCTAssertThrowsError(try TrainingFixtures.train(options))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out + "/run"))
+    }
+}
