@@ -19,14 +19,19 @@ public struct CheckpointState: Equatable, Sendable {
     /// Attributes of `/data`: what the sampler and random streams need to continue
     /// (`seed`, `shuffle`, `samples_seen`, `epoch`, `dataset_size`, `global_batch_size`).
     public var data: [String: Int64]
+    /// Seconds of training so far, over every run that led to this checkpoint (0 when a file
+    /// written before this attribute existed is read).
+    public var elapsedSeconds: Double
 
-    public init(step: Int64, epoch: Int64, samplesSeen: Int64, worldSize: Int, configuration: String, data: [String: Int64]) {
+    public init(step: Int64, epoch: Int64, samplesSeen: Int64, worldSize: Int, configuration: String, data: [String: Int64],
+                elapsedSeconds: Double = 0) {
         self.step = step
         self.epoch = epoch
         self.samplesSeen = samplesSeen
         self.worldSize = worldSize
         self.configuration = configuration
         self.data = data
+        self.elapsedSeconds = elapsedSeconds
     }
 }
 
@@ -125,6 +130,7 @@ public enum Checkpoint {
         try file.setAttribute("model", string: model.configuration.model.rawValue)
         try file.setAttribute("config", string: state.configuration)
         try file.setAttribute("created", string: isoTimestamp())
+        try file.setAttribute("elapsed_seconds", double: state.elapsedSeconds)
 
         // A non-finite value is refused: a checkpoint never holds NaN or infinity.
         func put(_ name: String, _ shape: [Int], _ values: UnsafePointer<Float>) throws {
@@ -196,7 +202,8 @@ public enum Checkpoint {
         return CheckpointState(
             step: try file.int64Attribute("step"), epoch: try file.int64Attribute("epoch"),
             samplesSeen: try file.int64Attribute("samples_seen"), worldSize: Int(try file.int64Attribute("world_size")),
-            configuration: try file.stringAttribute("config"), data: data)
+            configuration: try file.stringAttribute("config"), data: data,
+            elapsedSeconds: file.hasAttribute("elapsed_seconds") ? try file.doubleAttribute("elapsed_seconds") : 0)
     }
 
     /// Checks that a checkpoint opens, has this format and version, and that every tensor reads

@@ -109,6 +109,9 @@ public final class ImageDataset {
 
     deinit { HDF5Lock.run { for part in parts { H5Dclose(part.dataset) } } }
 
+    /// Images in each file, in the order of `paths`.
+    public var fileImageCounts: [Int] { parts.map(\.count) }
+
     /// Refuses, before anything is allocated, a dataset whose header describes more than this
     /// machine can hold: the sampler keeps one index per image, and training keeps about
     /// `bytesPerImageElement` bytes per image element of a batch (inputs, activations, gradients).

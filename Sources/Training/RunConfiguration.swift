@@ -20,15 +20,32 @@ public struct RunConfiguration: Codable, Sendable {
         public var datasetSize: Int
         public var tail: String
         public var corrupt: String
+        /// What identifies the data (nil in checkpoints written before it was recorded).
+        public var identity: DatasetIdentity?
+    }
+    /// The codebook controls that change how training proceeds.
+    public struct CodebookControls: Codable, Equatable, Sendable {
+        public var kmeansInit: Bool
+        public var kmeansIterations: Int
+        public var deadCodeThreshold: Double
+
+        public init(kmeansInit: Bool, kmeansIterations: Int, deadCodeThreshold: Double) {
+            self.kmeansInit = kmeansInit
+            self.kmeansIterations = kmeansIterations
+            self.deadCodeThreshold = deadCodeThreshold
+        }
     }
     public var model: ModelConfiguration
     public var optimizer: Optimizer
     public var data: DataSettings
     public var seed: UInt64
     public var steps: Int
+    /// Nil in checkpoints written before the controls were recorded; a resume then takes them
+    /// from its options.
+    public var codebook: CodebookControls?
 
     /// A fresh run's configuration from `options` and the data it reads.
-    init(options: TrainingOptions, dataset: ImageDataset, corruptions: CorruptionPipeline) {
+    init(options: TrainingOptions, dataset: ImageDataset, corruptions: CorruptionPipeline) throws {
         var model = options.architecture
         (model.height, model.width, model.channels) = (dataset.height, dataset.width, dataset.channels)
         self.model = model
@@ -36,9 +53,10 @@ public struct RunConfiguration: Codable, Sendable {
                               weightDecay: options.weightDecay)
         data = DataSettings(files: dataset.paths, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
                             shuffle: options.shuffle, datasetSize: dataset.count, tail: options.tail.rawValue,
-                            corrupt: corruptions.description)
+                            corrupt: corruptions.description, identity: try dataset.identity())
         seed = options.seed
         steps = options.steps
+        codebook = CodebookControls(options)
     }
 
     public func json() -> String {
@@ -60,12 +78,13 @@ public struct RunConfiguration: Codable, Sendable {
     }
 
     /// The configuration of a resumed run: this one (the checkpoint's), with only what may change
-    /// on resume taken from `options` (`steps`, and `lr` when given). A given setting that
-    /// contradicts the checkpoint is refused with its flag's name.
+    /// on resume taken from `options` (`steps`, and `lr` when given). Every given setting that
+    /// contradicts the checkpoint is named in one refusal.
     func resumed(with options: TrainingOptions, checkpoint path: String) throws -> RunConfiguration {
         var next = self
         let cli = options.architecture
-        let checks: [(String, String, String)] = [
+        let controls = codebook ?? CodebookControls(options)
+        var checks: [(flag: String, given: String, saved: String)] = [
             ("--model", cli.model.rawValue, model.model.rawValue),
             ("--hidden", "\(cli.hidden)", "\(model.hidden)"),
             ("--res-hidden", "\(cli.residualHidden)", "\(model.residualHidden)"),
@@ -77,6 +96,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--decay", "\(cli.decay)", "\(model.decay)"),
             ("--ema-eps", "\(cli.emaEpsilon)", "\(model.emaEpsilon)"),
             ("--codebook", cli.codebook.rawValue, model.codebook.rawValue),
+            ("--kl-weight", "\(cli.klWeight)", "\(model.klWeight)"),
             ("--global-batch-size", "\(options.globalBatchSize)", "\(data.globalBatchSize)"),
             ("--seed", "\(options.seed)", "\(seed)"),
             ("--tail", options.tail.rawValue, data.tail),
@@ -86,16 +106,32 @@ public struct RunConfiguration: Codable, Sendable {
             ("--beta2", "\(options.beta2)", "\(optimizer.beta2)"),
             ("--adam-eps", "\(options.adamEpsilon)", "\(optimizer.eps)"),
             ("--weight-decay", "\(options.weightDecay)", "\(optimizer.weightDecay)"),
+            ("--kmeans-iterations", "\(options.kmeansIterations)", "\(controls.kmeansIterations)"),
+            ("--dead-code-threshold", "\(options.deadCodeThreshold)", "\(controls.deadCodeThreshold)"),
         ]
-        for (flag, given, saved) in checks where options.given(flag) && given != saved {
-            throw TrainingError("\(flag) \(given) contradicts \(path), which was trained with \(flag) \(saved); drop the flag to resume, or start a new --out")
+        if options.given("--kmeans-init") { checks.append(("--kmeans-init", "", controls.kmeansInit ? "" : "(off)")) }
+        if options.given("--no-shuffle") { checks.append(("--no-shuffle", "", data.shuffle ? "(off)" : "")) }
+        let contradictions = checks.filter { options.given($0.flag) && $0.given != $0.saved }.map { check -> String in
+            let given = check.given.isEmpty ? check.flag : "\(check.flag) \(check.given)"
+            let saved = check.saved == "(off)" ? "without \(check.flag)"
+                : check.saved.isEmpty ? "without \(check.flag)" : "with \(check.flag) \(check.saved)"
+            return "\(given) contradicts \(path), which was trained \(saved)"
         }
-        if options.given("--no-shuffle") && data.shuffle {
-            throw TrainingError("--no-shuffle contradicts \(path), which was trained with shuffling; drop the flag to resume")
+        if !contradictions.isEmpty {
+            let advice = contradictions.count == 1 ? "drop the flag to resume" : "drop these flags to resume"
+            throw TrainingError(contradictions.joined(separator: "; ") + "; \(advice), or start a new --out")
         }
         if options.given("--lr") { next.optimizer.lr = options.lr }
+        next.codebook = controls
         next.steps = options.steps
         return next
+    }
+}
+
+extension RunConfiguration.CodebookControls {
+    init(_ options: TrainingOptions) {
+        self.init(kmeansInit: options.kmeansInit, kmeansIterations: options.kmeansIterations,
+                  deadCodeThreshold: options.deadCodeThreshold)
     }
 }
 

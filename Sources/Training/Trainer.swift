@@ -27,6 +27,10 @@ public final class Trainer {
     /// `--val`, opened and checked before training starts.
     let validationSet: ImageDataset?
     let resuming: Bool
+    /// Seconds trained before this run (the resumed checkpoint's `elapsed_seconds`; rank 0).
+    var elapsedBefore = 0.0
+    /// When this run's training started (monotonic seconds).
+    var trainingStart = 0.0
     /// `--watchdog`: ends this rank when a phase of training stalls (nil with `--watchdog 0`).
     let watchdog: Watchdog?
     /// A fault to inject (`VQVAE_FAULT`, see FaultInjection.swift); nil in normal runs.
@@ -34,6 +38,8 @@ public final class Trainer {
 
     public var model: VQVAE { state.model }
     var globalBatchSize: Int { configuration.data.globalBatchSize }
+    /// The run's codebook controls: stored in the checkpoint, so a resume keeps them.
+    var controls: RunConfiguration.CodebookControls { configuration.codebook ?? .init(options) }
     var seed: UInt64 { configuration.seed }
 
     /// What a finished `run()` did.
@@ -90,9 +96,20 @@ public final class Trainer {
             guard configuration.data.datasetSize == dataset.count else {
                 throw TrainingError("the checkpoint's data stream covers \(configuration.data.datasetSize) images, but --data holds \(dataset.count); resume with the same dataset")
             }
+            let identity = try dataset.identity()
+            if let stored = configuration.data.identity {
+                let differences = stored.differences(from: identity)
+                if !differences.isEmpty && !options.allowOtherData {
+                    throw TrainingError("--data is not the data \(chosen ?? "the checkpoint") was trained on (\(differences.joined(separator: "; "))); resume with the same files, or pass --allow-other-data to continue on these")
+                }
+                if !differences.isEmpty { console.warning("continuing on other data than the checkpoint's (\(differences.joined(separator: "; "))), as --allow-other-data asks") }
+            } else {
+                console.warning("\(chosen ?? "the checkpoint") does not record what identifies its data; it cannot be checked that --data is the same")
+            }
             configuration.data.files = dataset.paths
+            configuration.data.identity = identity
         } else {
-            configuration = RunConfiguration(options: options, dataset: dataset, corruptions: parsedCorruptions)
+            configuration = try RunConfiguration(options: options, dataset: dataset, corruptions: parsedCorruptions)
         }
         let settings = configuration
         sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: settings.data.globalBatchSize,
@@ -104,9 +121,10 @@ public final class Trainer {
         // model's own memory is checked when it is built (`ModelConfiguration.checkFitsInMemory`).
         try dataset.checkFitsInMemory(batch: sampler.localBatchSize, bytesPerImageElement: 4 * (4 + 2 * max(options.prefetch, 0)))
         try settings.model.validate()
-        if options.deadCodeThreshold != 0 {
-            guard options.deadCodeThreshold > 0, options.deadCodeThreshold.isFinite else {
-                throw TrainingError("--dead-code-threshold must be a positive number (got \(options.deadCodeThreshold))")
+        let controls = settings.codebook ?? .init(options)
+        if controls.deadCodeThreshold != 0 {
+            guard controls.deadCodeThreshold > 0, controls.deadCodeThreshold.isFinite else {
+                throw TrainingError("--dead-code-threshold must be a positive number (got \(controls.deadCodeThreshold))")
             }
             guard settings.model.model == .vqvae, settings.model.codebook == .ema else {
                 throw TrainingError("--dead-code-threshold re-seeds the EMA codebook; it needs --model vqvae --codebook ema")
@@ -114,7 +132,7 @@ public final class Trainer {
         }
         validationSet = try Self.openValidationSet(options: options, model: settings.model)
         guard options.sampleEvery >= 0 else { throw TrainingError("--sample-every must not be negative") }
-        if options.kmeansInit && settings.model.model != .vqvae {
+        if controls.kmeansInit && settings.model.model != .vqvae {
             throw TrainingError("--kmeans-init initialises a codebook; --model \(settings.model.model.rawValue) has none")
         }
         corruptions = try CorruptionPipeline(spec: settings.data.corrupt)
@@ -178,7 +196,8 @@ public final class Trainer {
             data: ["seed": Int64(bitPattern: seed), "shuffle": configuration.data.shuffle ? 1 : 0,
                    "wrap": sampler.tail == .wrap ? 1 : 0,
                    "samples_seen": samplesSeen, "epoch": epoch, "dataset_size": Int64(dataset.count),
-                   "global_batch_size": Int64(globalBatchSize)])
+                   "global_batch_size": Int64(globalBatchSize)],
+            elapsedSeconds: elapsedBefore + (trainingStart > 0 ? monotonicSeconds() - trainingStart : 0))
         watchdog?.enter("writing the checkpoint", step: step)
         let path = try Checkpoint.write(directory: checkpointDirectory, model: state.model, optimizer: state.optimizer,
                                         state: metadata, halfWritten: { self.faults?.sleep(.sleepInCheckpointWrite, step: step) })
@@ -193,6 +212,7 @@ public final class Trainer {
             if let resumePath {
                 let loaded = try Checkpoint.load(path: resumePath, into: state.model, optimizer: state.optimizer)
                 state.step = Int(loaded.step)
+                elapsedBefore = loaded.elapsedSeconds
                 console.info("resuming from \(resumePath) at step \(loaded.step) (samples_seen \(loaded.samplesSeen), written by \(loaded.worldSize) rank(s))")
             } else {
                 state.model.initialize(seed: seed)
@@ -213,7 +233,7 @@ public final class Trainer {
                               finalLoss: Losses(reconstruction: .nan, commitment: .nan, total: .nan), skippedSteps: 0,
                               restartedCodes: 0, validation: nil, checkpoint: "", stoppedEarly: false)
         if resuming && firstStep >= options.steps {
-            console.info("the checkpoint is at step \(firstStep), not before --steps \(options.steps): nothing to train")
+            console.info("the checkpoint is already at step \(firstStep) and --steps \(options.steps) is the run's total: nothing to train; ask for more (e.g. --steps \(firstStep + 1000)) to continue")
             return summary
         }
 
@@ -223,8 +243,8 @@ public final class Trainer {
         defer { prefetcher.stop() }
         let codebook = CodebookCollectives(model: model, communicator: communicator, globalBatchSize: globalBatchSize,
                                            localBatchSize: sampler.localBatchSize, seed: seed)
-        if options.kmeansInit && !resuming {
-            try codebook.initializeWithKMeans(firstBatch: try prefetcher.batch(step: 0), iterations: options.kmeansIterations)
+        if controls.kmeansInit && !resuming {
+            try codebook.initializeWithKMeans(firstBatch: try prefetcher.batch(step: 0), iterations: controls.kmeansIterations)
         }
         StopRequest.install()
 
@@ -244,6 +264,7 @@ public final class Trainer {
         let metrics = try MetricsLog(path: communicator.isRoot ? metricsPath : nil)
 
         let start = monotonicSeconds()
+        trainingStart = start
         var windowStart = start
         var windowSteps = 0
         for step in firstStep..<options.steps {
@@ -262,8 +283,8 @@ public final class Trainer {
             var restarted = 0
             if outcome.updated {
                 summary.finalLoss = loss
-                if options.deadCodeThreshold > 0 {
-                    restarted = try codebook.restartDeadCodes(threshold: options.deadCodeThreshold, step: done)
+                if controls.deadCodeThreshold > 0 {
+                    restarted = try codebook.restartDeadCodes(threshold: controls.deadCodeThreshold, step: done)
                     summary.restartedCodes += restarted
                 }
             } else {
@@ -280,11 +301,11 @@ public final class Trainer {
             if done == firstStep + 1 || done % options.logEvery == 0 || last {
                 let now = monotonicSeconds()
                 var record = StepRecord(step: done, loss: loss, imagesPerSecond: Double(windowSteps * globalBatchSize) / max(now - windowStart, 1e-9),
-                                        elapsedSeconds: now - start, samplesSeen: done * globalBatchSize)
+                                        elapsedSeconds: elapsedBefore + now - start, samplesSeen: done * globalBatchSize)
                 if c.model == .vqvae, let statistics {
                     let usage = CodebookUsage(counts: statistics.pointer, count: c.codes)
                     record.codebook = usage
-                    if options.deadCodeThreshold > 0 { record.codesRestarted = restarted }
+                    if controls.deadCodeThreshold > 0 { record.codesRestarted = restarted }
                 }
                 let eta = Double(options.steps - done) * (now - start) / Double(done - firstStep)
                 console.info(record.line(total: options.steps, model: c.model, eta: formatDuration(eta)))

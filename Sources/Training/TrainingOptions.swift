@@ -38,6 +38,8 @@ public struct TrainingOptions: Sendable {
     public var checkpointEvery = 500
     /// `auto` or a checkpoint's path; nil for a fresh run.
     public var resume: String?
+    /// On resume, continue although the data differs from what the checkpoint records.
+    public var allowOtherData = false
     public var keep = 0
     public var threads = 1
     public var bucketMegabytes = 1.0

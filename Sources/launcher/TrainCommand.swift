@@ -16,7 +16,7 @@ struct Train: ParsableCommand {
     @OptionGroup var dataset: DatasetOptions
     @Option(help: "Output folder for checkpoints and metrics (created if missing).")
     var out: String
-    @Option(help: "Optimiser steps to train.")
+    @Option(help: "The total number of optimiser steps of the run (a resumed run trains up to it).")
     var steps = trainingDefaults.steps
     @Option(name: .customLong("global-batch-size"), help: "Images per step over all ranks; each of W ranks takes G/W.")
     var globalBatchSize = trainingDefaults.globalBatchSize
@@ -70,6 +70,8 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Continue a run: 'auto' (the newest valid checkpoint in <out>/checkpoints, or a fresh start) or a checkpoint's path.",
                                discussion: "The architecture, optimiser and data settings come from the checkpoint; --steps, intervals, the number of ranks and an explicit --lr may change."))
     var resume: String?
+    @Flag(name: .customLong("allow-other-data"), help: "With --resume: continue although --data is not the data the checkpoint records (other image counts per file, shape, type or sampled pixels).")
+    var allowOtherData = false
     @Option(help: "Keep only the newest K checkpoints (0: keep all).")
     var keep = trainingDefaults.keep
     @OptionGroup var threads: ThreadOptions
@@ -113,6 +115,7 @@ struct Train: ParsableCommand {
         o.sampleEvery = sampleEvery
         o.checkpointEvery = checkpointEvery
         o.resume = resume
+        o.allowOtherData = allowOtherData
         o.keep = keep
         o.threads = threads.threads
         o.bucketMegabytes = bucketMegabytes
