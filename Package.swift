@@ -1,9 +1,25 @@
 // swift-tools-version:5.10
+import Foundation
 import PackageDescription
 
 // Release builds are what users run and what the numeric tests need: the hot loops are
 // 10-100x slower without optimisation. `-Ounchecked` is not used: bounds checks stay on in
 // Swift code, and the heavy lifting is in OpenBLAS anyway.
+//
+// The instruction set: VQVAE_TARGET_CPU names the CPU the Swift and C code is compiled for.
+// `native` (the default) uses every extension of the building machine (AVX2 and FMA, AVX-512
+// where there is one); `generic` the architecture's baseline (x86-64: SSE2), for clusters whose
+// nodes differ; any other value is an LLVM CPU name (`haswell`, `znver3`, `skylake-avx512`,
+// `neoverse-v1`, ...). A binary started on a CPU without an extension it was built for stops with
+// one line naming it (Sources/CPUCheck). Give each choice its own --scratch-path.
+let targetCPU = ProcessInfo.processInfo.environment["VQVAE_TARGET_CPU"] ?? "native"
+let cpuSwiftSettings: [SwiftSetting] = targetCPU == "generic" ? [] : [.unsafeFlags(["-target-cpu", targetCPU])]
+#if arch(x86_64)
+let cpuCSettings: [CSetting] = targetCPU == "generic" ? [] : [.unsafeFlags(["-march=\(targetCPU)"])]
+#else
+let cpuCSettings: [CSetting] = targetCPU == "generic" ? [] : [.unsafeFlags(["-mcpu=\(targetCPU)"])]
+#endif
+
 let package = Package(
     name: "vqvae",
     platforms: [.macOS(.v13)],
@@ -24,21 +40,24 @@ let package = Package(
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
 
+        // Stops a build from running on a CPU without the extensions it was compiled for.
+        .target(name: "CPUCheck", cSettings: cpuCSettings),
+
         // Communication between ranks (OpenMPI). Knows nothing of models or files.
-        .target(name: "Dist", dependencies: ["CMPI"]),
+        .target(name: "Dist", dependencies: ["CMPI"], swiftSettings: cpuSwiftSettings),
         // Layers, the VQ-VAE, losses and Adam. Knows nothing of MPI or HDF5.
-        .target(name: "Model", dependencies: ["COpenBLAS"]),
+        .target(name: "Model", dependencies: ["COpenBLAS"], swiftSettings: cpuSwiftSettings),
         // HDF5 datasets and checkpoints, the sampler, PNG images (libpng).
-        .target(name: "Data", dependencies: ["CHDF5", "CPNG", "Model"]),
+        .target(name: "Data", dependencies: ["CHDF5", "CPNG", "Model"], swiftSettings: cpuSwiftSettings),
         // Training, evaluation and the tools around them, called with plain option values.
-        .target(name: "Training", dependencies: ["Dist", "Model", "Data"]),
+        .target(name: "Training", dependencies: ["Dist", "Model", "Data", "CPUCheck"], swiftSettings: cpuSwiftSettings),
         // The `vqvae` command: flags mapped onto the Training library.
         .executableTarget(name: "launcher", dependencies: [
             "Training", "Model", "Data",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        ], swiftSettings: cpuSwiftSettings),
 
-        .target(name: "TestSupport", dependencies: ["Model"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["Model"], path: "Tests/TestSupport", swiftSettings: cpuSwiftSettings),
         // Started under `mpirun` by EndToEndTests: checks the communicator collective by collective.
         .executableTarget(name: "mpi-checks", dependencies: ["Dist"], path: "Tests/MPIChecks"),
         // Fixtures are read through #filePath-relative paths, not bundled as resources.

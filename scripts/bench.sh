@@ -90,11 +90,21 @@ rows = {name: sorted(r, key=lambda x: x["images_per_second"])[(len(r) - 1) // 2]
 trials = {name: sorted(x["images_per_second"] for x in r) for name, r in runs.items()}
 torch_rows = {os.path.basename(p)[8:-6]: json.loads(open(p).read().strip().splitlines()[-1])
               for p in sorted(glob.glob(os.path.join(sys.argv[1], "pytorch-*.torch"))) if open(p).read().strip()}
-cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
+info = {}
+for line in open("/proc/cpuinfo"):
+    if ":" in line:
+        key, value = (part.strip() for part in line.split(":", 1))
+        info.setdefault(key, value)
+flags = set(info.get("flags", "").split())
+isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "SSE/AVX"
+cpu = (f"{info.get('model name', platform.processor())} (family {info.get('cpu family', '?')} model {info.get('model', '?')}, "
+       f"{isa})")
 print("# vqvae bench results\n")
 print(f"- date: {datetime.date.today().isoformat()}")
 print(f"- CPU: {cpu}, {os.cpu_count()} logical CPUs")
 print(f"- BLAS kernel: {next(iter(rows.values()))['blas']}; one BLAS thread per rank; `mpirun --bind-to core`")
+print(f"- Swift code built for: {next(iter(rows.values())).get('instruction_set', 'baseline')} "
+      f"(VQVAE_TARGET_CPU={os.environ.get('VQVAE_TARGET_CPU', 'native')})")
 print(f"- command: `scripts/bench.sh` (each row: `vqvae bench --json`, timed steps after warm-up; the median of "
       f"{max(len(t) for t in trials.values())} runs, 1 and 2 ranks alternating; the last column lists every run)")
 print("- model GFLOP/s: the operations of a direct convolution (MFLOP/image below); the 3x3 and 4x4 stride-2 "

@@ -84,6 +84,8 @@ public struct BenchmarkReport: Sendable {
     public var options: BenchmarkOptions
     public var flopsPerImage: Double
     public var blas: String
+    /// The extensions the Swift code was compiled for (`ProcessEnvironment.instructionSet`).
+    public var instructionSet = ProcessEnvironment.instructionSet
 
     public var totalImagesPerSecond: Double { ranks.map(\.imagesPerSecond).reduce(0, +) }
     public var totalModelGFLOPs: Double { ranks.map(\.modelGFLOPs).reduce(0, +) }
@@ -96,6 +98,7 @@ public struct BenchmarkReport: Sendable {
         return [
             "model": "\(c.height)x\(c.width)x\(c.channels) hidden \(c.hidden) codes \(c.codes)x\(c.codeDimension)",
             "ranks": ranks.count, "batch_per_rank": options.batch, "steps": options.steps, "blas": blas,
+            "instruction_set": instructionSet,
             "images_per_second": totalImagesPerSecond, "model_gflop_per_image": flopsPerImage / 1e9,
             "model_gflops": totalModelGFLOPs, "sgemm_gflops_per_core": meanSGEMM, "efficiency_per_core": efficiency,
             "per_rank": ranks.map { Dictionary(uniqueKeysWithValues: zip(BenchmarkFigures.names, $0.flat)) },
@@ -106,7 +109,7 @@ public struct BenchmarkReport: Sendable {
         let c = configuration
         var lines = [
             "vqvae bench: \(c.height)x\(c.width)x\(c.channels), hidden \(c.hidden), codebook \(c.codes)x\(c.codeDimension); "
-                + "\(ranks.count) rank(s) x batch \(options.batch), \(options.steps) timed steps after \(options.warmup); BLAS \(blas), \(options.threads) thread(s) per rank",
+                + "\(ranks.count) rank(s) x batch \(options.batch), \(options.steps) timed steps after \(options.warmup); BLAS \(blas), \(options.threads) thread(s) per rank; built for \(instructionSet)",
             String(format: "model: %.1f MFLOP per image and step (forward + backward, from layer shapes)", flopsPerImage / 1e6),
             "rank  img/s   ms/step  forward  quantizer  backward  optimizer  comm-wait  data-wait  GFLOP/s  sgemm GFLOP/s  peak RSS MB",
         ]

@@ -1,3 +1,4 @@
+import CPUCheck
 import Model
 #if canImport(Glibc)
 import Glibc
@@ -30,6 +31,12 @@ public enum ProcessEnvironment {
         setenv("VQVAE_NO_REEXEC", "1", 1)
         execv("/proc/self/exe", CommandLine.unsafeArgv)
         // execv only returns on failure: carry on with the kernels OpenBLAS chose.
+    }
+
+    /// The instruction-set extensions this build was compiled for ("baseline" for a generic build).
+    public static var instructionSet: String {
+        let features = String(cString: vqvae_cpu_required_features())
+        return features.isEmpty ? "baseline" : features
     }
 
     static func hasAVX512Kernel(_ core: String) -> Bool {
