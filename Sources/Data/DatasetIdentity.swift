@@ -35,12 +35,17 @@ public struct DatasetIdentity: Codable, Equatable, Sendable {
 }
 
 extension ImageDataset {
-    /// This dataset's identity (reads up to 16 rows).
+    /// This dataset's identity (reads up to 16 rows, one at a time: call after the memory check
+    /// that a batch fits).
     public func identity() throws -> DatasetIdentity {
         let sampled = count <= 16 ? Array(0..<count) : (0..<16).map { $0 * (count - 1) / 15 }
-        let rows = FloatBuffer(count: max(sampled.count * imageElements, 1))
-        try read(indices: sampled, into: rows.pointer)
-        let hash = withExtendedLifetime(rows) { bitFingerprint(rows.pointer, count: sampled.count * imageElements) }
+        let row = FloatBuffer(count: imageElements)
+        var hash = bitFingerprintBasis
+        for index in sampled {
+            try read(indices: [index], into: row.pointer)
+            hash = bitFingerprint(row.pointer, count: imageElements, continuing: hash)
+        }
+        withExtendedLifetime(row) {}
         let digits = String(hash, radix: 16)
         return DatasetIdentity(
             files: zip(paths, fileImageCounts).map { DatasetIdentity.File(path: $0, images: $1) },

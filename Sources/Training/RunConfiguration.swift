@@ -45,7 +45,8 @@ public struct RunConfiguration: Codable, Sendable {
     public var codebook: CodebookControls?
 
     /// A fresh run's configuration from `options` and the data it reads.
-    init(options: TrainingOptions, dataset: ImageDataset, corruptions: CorruptionPipeline) throws {
+    /// (`data.identity` is filled in by the trainer once the data is known to fit in memory.)
+    init(options: TrainingOptions, dataset: ImageDataset, corruptions: CorruptionPipeline) {
         var model = options.architecture
         (model.height, model.width, model.channels) = (dataset.height, dataset.width, dataset.channels)
         self.model = model
@@ -53,7 +54,7 @@ public struct RunConfiguration: Codable, Sendable {
                               weightDecay: options.weightDecay)
         data = DataSettings(files: dataset.paths, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
                             shuffle: options.shuffle, datasetSize: dataset.count, tail: options.tail.rawValue,
-                            corrupt: corruptions.description, identity: try dataset.identity())
+                            corrupt: corruptions.description, identity: nil)
         seed = options.seed
         steps = options.steps
         codebook = CodebookControls(options)

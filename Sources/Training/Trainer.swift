@@ -96,20 +96,9 @@ public final class Trainer {
             guard configuration.data.datasetSize == dataset.count else {
                 throw TrainingError("the checkpoint's data stream covers \(configuration.data.datasetSize) images, but --data holds \(dataset.count); resume with the same dataset")
             }
-            let identity = try dataset.identity()
-            if let stored = configuration.data.identity {
-                let differences = stored.differences(from: identity)
-                if !differences.isEmpty && !options.allowOtherData {
-                    throw TrainingError("--data is not the data \(chosen ?? "the checkpoint") was trained on (\(differences.joined(separator: "; "))); resume with the same files, or pass --allow-other-data to continue on these")
-                }
-                if !differences.isEmpty { console.warning("continuing on other data than the checkpoint's (\(differences.joined(separator: "; "))), as --allow-other-data asks") }
-            } else {
-                console.warning("\(chosen ?? "the checkpoint") does not record what identifies its data; it cannot be checked that --data is the same")
-            }
             configuration.data.files = dataset.paths
-            configuration.data.identity = identity
         } else {
-            configuration = try RunConfiguration(options: options, dataset: dataset, corruptions: parsedCorruptions)
+            configuration = RunConfiguration(options: options, dataset: dataset, corruptions: parsedCorruptions)
         }
         let settings = configuration
         sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: settings.data.globalBatchSize,
@@ -120,6 +109,9 @@ public final class Trainer {
         // and the batches in flight (float inputs, damaged copies, prefetched batches). The
         // model's own memory is checked when it is built (`ModelConfiguration.checkFitsInMemory`).
         try dataset.checkFitsInMemory(batch: sampler.localBatchSize, bytesPerImageElement: 4 * (4 + 2 * max(options.prefetch, 0)))
+        configuration.data.identity = try Self.checkedIdentity(of: dataset, stored: resuming ? configuration.data.identity : nil,
+                                                               resuming: resuming, checkpoint: chosen ?? "the checkpoint",
+                                                               options: options, console: console)
         try settings.model.validate()
         let controls = settings.codebook ?? .init(options)
         if controls.deadCodeThreshold != 0 {
@@ -140,6 +132,25 @@ public final class Trainer {
         let o = settings.optimizer
         state = TrainingState(model: model, optimizer: Adam(count: model.parameters.count, learningRate: o.lr, beta1: o.beta1,
                                                             beta2: o.beta2, epsilon: o.eps, weightDecay: o.weightDecay))
+    }
+
+    /// What identifies `dataset`; on resume, first refuses data other than the checkpoint's
+    /// (`stored`) unless `allowOtherData`.
+    static func checkedIdentity(of dataset: ImageDataset, stored: DatasetIdentity?, resuming: Bool, checkpoint: String,
+                                options: TrainingOptions, console: Console) throws -> DatasetIdentity {
+        let identity = try dataset.identity()
+        guard resuming else { return identity }
+        guard let stored else {
+            console.warning("\(checkpoint) does not record what identifies its data; it cannot be checked that --data is the same")
+            return identity
+        }
+        let differences = stored.differences(from: identity).joined(separator: "; ")
+        guard !differences.isEmpty else { return identity }
+        guard options.allowOtherData else {
+            throw TrainingError("--data is not the data \(checkpoint) was trained on (\(differences)); resume with the same files, or pass --allow-other-data to continue on these")
+        }
+        console.warning("continuing on other data than the checkpoint's (\(differences)), as --allow-other-data asks")
+        return identity
     }
 
     /// `--val`: opened and checked against the model's image size.
