@@ -27,6 +27,18 @@ public final class Communicator {
     /// PMIx and PMI-2 launchers (`srun --mpi=pmix|pmi2`, Hydra) and Slurm.
     static let launcherVariables = ["OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID"]
 
+    /// Environment variables that hold this process's rank, set by the same launchers.
+    static let rankVariables = ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID"]
+
+    /// The rank the launcher gave this process, read from its environment (MPI need not have
+    /// started); 0 for a process that no launcher started.
+    public static var launcherRank: Int {
+        for name in rankVariables {
+            if let value = getenv(name), let rank = Int(String(cString: value)) { return rank }
+        }
+        return 0
+    }
+
     /// Whether an MPI launcher started this process (or `VQVAE_MPI=1` asks for MPI anyway).
     public static var startedByLauncher: Bool {
         if let forced = getenv("VQVAE_MPI") { return String(cString: forced) == "1" }

@@ -1,4 +1,7 @@
 import Dist
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Runs `body` on every rank of the MPI world (a plain process is a world of one) and turns any
 /// error into one clear line; returns the process's exit status (0 on success, 1 on failure). With
@@ -40,4 +43,12 @@ public func runAlone(_ body: (Console) throws -> Void) -> Int32 {
         console.error("\(error)")
         return 1
     }
+}
+
+/// Prints `lines` on standard error from the launcher's rank 0 only: for an error found before MPI
+/// starts (a bad command line), which every rank of a job finds alike.
+public func reportOnce(_ lines: [String]) {
+    guard Communicator.launcherRank == 0 else { return }
+    for line in lines { fputs(line + "\n", stderr) }
+    fflush(stderr)
 }

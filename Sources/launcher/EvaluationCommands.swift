@@ -19,11 +19,11 @@ struct Eval: ParsableCommand {
     @Option(help: ArgumentHelp("Damage the input first (the reference stays clean), e.g. noise:0.1 or mask:0.25.",
                                discussion: "The same syntax as train --corrupt; draws keyed by (--seed, image index)."))
     var corrupt = ""
-    @Option(help: "Seed of the corruption's random streams.")
+    @Option(parsing: .unconditional, help: "Seed of the corruption's random streams.")
     var seed: UInt64 = 1
-    @Option(help: "Images per forward pass.")
+    @Option(parsing: .unconditional, help: "Images per forward pass.")
     var batch = 64
-    @Option(help: "Evaluate only the first N images (0 = all).")
+    @Option(parsing: .unconditional, help: "Evaluate only the first N images (0 = all).")
     var limit = 0
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
@@ -31,7 +31,7 @@ struct Eval: ParsableCommand {
     var reconOut: String?
     @Option(name: .customLong("grid-out"), help: "Write a PNG grid of the first images: original | damaged | reconstruction.")
     var gridOut: String?
-    @Option(name: .customLong("grid-images"), help: "Images in --grid-out.")
+    @Option(name: .customLong("grid-images"), parsing: .unconditional, help: "Images in --grid-out.")
     var gridImages = 8
     @OptionGroup var threads: ThreadOptions
 
@@ -67,17 +67,17 @@ struct Probe: ParsableCommand {
     var train: String
     @Option(help: "HDF5 dataset with `images` and `labels` to measure accuracy on.")
     var test: String
-    @Option(help: "Passes over the training features.")
+    @Option(parsing: .unconditional, help: "Passes over the training features.")
     var epochs = 30
-    @Option(name: .customLong("batch"), help: "Images per encoder pass and per classifier minibatch.")
+    @Option(name: .customLong("batch"), parsing: .unconditional, help: "Images per encoder pass and per classifier minibatch.")
     var batch = 128
-    @Option(help: "Adam learning rate of the classifier.")
+    @Option(parsing: .unconditional, help: "Adam learning rate of the classifier.")
     var lr: Float = 1e-3
-    @Option(name: .customLong("weight-decay"), help: "L2 penalty on the classifier's weights.")
+    @Option(name: .customLong("weight-decay"), parsing: .unconditional, help: "L2 penalty on the classifier's weights.")
     var weightDecay: Float = 1e-4
-    @Option(help: "Seed of the minibatch order.")
+    @Option(parsing: .unconditional, help: "Seed of the minibatch order.")
     var seed: UInt64 = 1
-    @Option(help: "Use only the first N images of each dataset (0 = all).")
+    @Option(parsing: .unconditional, help: "Use only the first N images of each dataset (0 = all).")
     var limit = 0
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
@@ -105,33 +105,32 @@ struct Bench: ParsableCommand {
         """)
 
     @OptionGroup var architecture: ArchitectureOptions
-    @Option(help: "Images per rank per step.")
+    @Option(parsing: .unconditional, help: "Images per rank per step.")
     var batch = 32
-    @Option(help: "Synthetic image height (ignored with --data).")
+    @Option(parsing: .unconditional, help: "Synthetic image height (ignored with --data).")
     var height = 32
-    @Option(help: "Synthetic image width (ignored with --data).")
+    @Option(parsing: .unconditional, help: "Synthetic image width (ignored with --data).")
     var width = 32
-    @Option(help: "Synthetic image channels, 1 or 3 (ignored with --data).")
+    @Option(parsing: .unconditional, help: "Synthetic image channels, 1 or 3 (ignored with --data).")
     var channels = 3
     @Option(name: .long, parsing: .upToNextOption, help: "Benchmark on these HDF5 files instead of synthetic images.")
     var data: [String] = []
-    @Option(help: "Steps before timing starts.")
+    @Option(parsing: .unconditional, help: "Steps before timing starts.")
     var warmup = 5
-    @Option(help: "Timed steps.")
+    @Option(parsing: .unconditional, help: "Timed steps.")
     var steps = 30
     @OptionGroup var threads: ThreadOptions
-    @Option(name: .customLong("bucket-mb"), help: "Gradient bucket size in MB.")
+    @Option(name: .customLong("bucket-mb"), parsing: .unconditional, help: "Gradient bucket size in MB.")
     var bucketMegabytes = 1.0
-    @Option(help: "Batches prepared ahead on a background thread (0: read on the training thread).")
+    @Option(parsing: .unconditional, help: "Batches prepared ahead on a background thread (0: read on the training thread).")
     var prefetch = 2
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
-    func validate() throws {
-        if batch < 1 || steps < 1 || warmup < 0 || threads.threads < 1 { throw ValidationError("--batch, --steps and --threads must be positive") }
-    }
-
     func run() throws {
+        try checkValues {
+            if batch < 1 || steps < 1 || warmup < 0 || threads.threads < 1 { throw ValidationError("--batch, --steps and --threads must be positive") }
+        }
         var o = BenchmarkOptions()
         o.architecture = architecture.configuration(height: height, width: width, channels: channels)
         (o.batch, o.data, o.warmup, o.steps, o.threads, o.bucketMegabytes, o.prefetch) =

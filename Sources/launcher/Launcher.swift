@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import Training
 
 @main
@@ -10,12 +11,28 @@ struct VQVAECommand: ParsableCommand {
         Run as a plain process (one rank) or under `mpirun -np W` / `srun`: every rank trains the
         same model on its share of each global batch.
         """,
+        version: "vqvae \(VQVAEVersion.current)",
         subcommands: [Train.self, Eval.self, Restore.self, Encode.self, Decode.self, Probe.self, Inspect.self, Bench.self])
 
+    /// Parses the command line and runs the command it names; every error ends as one
+    /// `error: ...` line and a documented exit status (`CommandLineExit`).
     static func main() {
         ProcessEnvironment.prepare()
-        Self.main(nil)
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        do {
+            var command = try parseAsRoot(arguments)
+            try command.run()
+        } catch {
+            Foundation.exit(CommandLineExit.status(for: error, arguments: arguments))
+        }
     }
+}
+
+/// Runs a command's checks of its option values, turning what they throw into a usage error (exit
+/// status 2). Commands call it first thing in `run`, not in `validate`: ArgumentParser validates
+/// before it looks for unknown options, and an unknown option is the error to report.
+func checkValues(_ checks: () throws -> Void) throws {
+    do { try checks() } catch let error as ValidationError { throw error } catch { throw ValidationError("\(error)") }
 }
 
 /// Ends the command with `status` (the library has already printed any error).

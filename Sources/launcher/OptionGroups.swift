@@ -14,27 +14,27 @@ private let modelDefaults = ModelConfiguration(height: 0, width: 0, channels: 0)
 struct ArchitectureOptions: ParsableArguments {
     @Option(help: "Model: vqvae (vector-quantised codes), vae (Gaussian latent with a KL term) or ae (plain autoencoder); the same encoder and decoder.")
     var model: ModelKind = modelDefaults.model
-    @Option(help: "Hidden channels H of the encoder and decoder.")
+    @Option(parsing: .unconditional, help: "Hidden channels H of the encoder and decoder.")
     var hidden = modelDefaults.hidden
-    @Option(name: .customLong("res-hidden"), help: "Hidden channels R inside each residual block.")
+    @Option(name: .customLong("res-hidden"), parsing: .unconditional, help: "Hidden channels R inside each residual block.")
     var residualHidden = modelDefaults.residualHidden
-    @Option(name: .customLong("res-blocks"), help: "Residual blocks B in the encoder and in the decoder.")
+    @Option(name: .customLong("res-blocks"), parsing: .unconditional, help: "Residual blocks B in the encoder and in the decoder.")
     var residualBlocks = modelDefaults.residualBlocks
-    @Option(help: "Stride-2 layers: the latent grid is (H/2^down) x (W/2^down).")
+    @Option(parsing: .unconditional, help: "Stride-2 layers: the latent grid is (H/2^down) x (W/2^down).")
     var down = modelDefaults.downsamplings
-    @Option(name: .customLong("code-dim"), help: "Dimension D of each code vector.")
+    @Option(name: .customLong("code-dim"), parsing: .unconditional, help: "Dimension D of each code vector.")
     var codeDimension = modelDefaults.codeDimension
-    @Option(help: "Codebook size K.")
+    @Option(parsing: .unconditional, help: "Codebook size K.")
     var codes = modelDefaults.codes
-    @Option(help: "Commitment weight beta.")
+    @Option(parsing: .unconditional, help: "Commitment weight beta.")
     var commitment = modelDefaults.commitment
-    @Option(help: "EMA decay gamma of the codebook statistics.")
+    @Option(parsing: .unconditional, help: "EMA decay gamma of the codebook statistics.")
     var decay = modelDefaults.decay
-    @Option(name: .customLong("ema-eps"), help: "Laplace smoothing epsilon of the EMA counts.")
+    @Option(name: .customLong("ema-eps"), parsing: .unconditional, help: "Laplace smoothing epsilon of the EMA counts.")
     var emaEpsilon = modelDefaults.emaEpsilon
     @Option(help: "Codebook learning: ema (moving averages) or grad (trained with a codebook loss).")
     var codebook: CodebookKind = modelDefaults.codebook
-    @Option(name: .customLong("kl-weight"), help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
+    @Option(name: .customLong("kl-weight"), parsing: .unconditional, help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
     var klWeight = modelDefaults.klWeight
 
     /// The configuration for images of `height x width x channels`.
@@ -66,6 +66,6 @@ struct DatasetOptions: ParsableArguments {
 
 /// `--threads`.
 struct ThreadOptions: ParsableArguments {
-    @Option(help: "BLAS threads per rank.")
+    @Option(parsing: .unconditional, help: "BLAS threads per rank.")
     var threads = 1
 }

@@ -16,28 +16,28 @@ struct Train: ParsableCommand {
     @OptionGroup var dataset: DatasetOptions
     @Option(help: "Output folder for checkpoints and metrics (created if missing).")
     var out: String
-    @Option(help: "The total number of optimiser steps of the run (a resumed run trains up to it).")
+    @Option(parsing: .unconditional, help: "The total number of optimiser steps of the run (a resumed run trains up to it).")
     var steps = trainingDefaults.steps
-    @Option(name: .customLong("global-batch-size"), help: "Images per step over all ranks; each of W ranks takes G/W.")
+    @Option(name: .customLong("global-batch-size"), parsing: .unconditional, help: "Images per step over all ranks; each of W ranks takes G/W.")
     var globalBatchSize = trainingDefaults.globalBatchSize
-    @Option(help: "Adam learning rate.")
+    @Option(parsing: .unconditional, help: "Adam learning rate.")
     var lr = trainingDefaults.lr
-    @Option(name: .customLong("beta1"), help: "Adam beta1.")
+    @Option(name: .customLong("beta1"), parsing: .unconditional, help: "Adam beta1.")
     var beta1 = trainingDefaults.beta1
-    @Option(name: .customLong("beta2"), help: "Adam beta2.")
+    @Option(name: .customLong("beta2"), parsing: .unconditional, help: "Adam beta2.")
     var beta2 = trainingDefaults.beta2
-    @Option(name: .customLong("adam-eps"), help: "Adam epsilon.")
+    @Option(name: .customLong("adam-eps"), parsing: .unconditional, help: "Adam epsilon.")
     var adamEpsilon = trainingDefaults.adamEpsilon
-    @Option(name: .customLong("weight-decay"), help: "L2 weight decay added to the gradient (PyTorch Adam's weight_decay).")
+    @Option(name: .customLong("weight-decay"), parsing: .unconditional, help: "L2 weight decay added to the gradient (PyTorch Adam's weight_decay).")
     var weightDecay = trainingDefaults.weightDecay
     @Option(help: ArgumentHelp("Damage the input images (the target stays clean) for restoration training, e.g. noise:0.1,mask:0.25.",
                                discussion: "Items: noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN]; applied in order, pixels in [0, 1]."))
     var corrupt = trainingDefaults.corrupt
-    @Option(help: "Batches prepared ahead on a background thread (0: read on the training thread).")
+    @Option(parsing: .unconditional, help: "Batches prepared ahead on a background thread (0: read on the training thread).")
     var prefetch = trainingDefaults.prefetch
     @Option(help: "The end of an epoch that does not fill a global batch: drop or wrap into the next epoch.")
     var tail = trainingDefaults.tail
-    @Option(help: "Seed of the initial weights, the shuffling and the corruptions.")
+    @Option(parsing: .unconditional, help: "Seed of the initial weights, the shuffling and the corruptions.")
     var seed = trainingDefaults.seed
     @Flag(name: .customLong("no-shuffle"), help: "Take batches in file order (step 1 trains on images 0..B-1).")
     var noShuffle = false
@@ -46,42 +46,42 @@ struct Train: ParsableCommand {
         "Start the codebook from k-means centres of the first global batch's encoder outputs.",
         discussion: "Without it the codebook starts as spec/model.md says (E ~ N(0, 1), N = 0, M = E), and codes not chosen in the first step never recover."))
     var kmeansInit = false
-    @Option(name: .customLong("kmeans-iterations"), help: "Lloyd iterations of --kmeans-init.")
+    @Option(name: .customLong("kmeans-iterations"), parsing: .unconditional, help: "Lloyd iterations of --kmeans-init.")
     var kmeansIterations = trainingDefaults.kmeansIterations
-    @Option(name: .customLong("dead-code-threshold"), help: ArgumentHelp(
+    @Option(name: .customLong("dead-code-threshold"), parsing: .unconditional, help: ArgumentHelp(
         "Re-seed codes whose EMA count falls below this from encoder outputs of the current global batch (0 = off).",
         discussion: "Chosen on rank 0 with a stream keyed by (seed, step) and broadcast, so every rank keeps the same codebook. A re-seeded code gets N_k = the threshold and M_k = N_k * e_k. Needs --model vqvae --codebook ema."))
     var deadCodeThreshold = trainingDefaults.deadCodeThreshold
-    @Option(name: .customLong("time-budget"), help: "Stop after the step that ends SECONDS of training (checkpointing as at the end; 0 = no limit; --steps still bounds the run).")
+    @Option(name: .customLong("time-budget"), parsing: .unconditional, help: "Stop after the step that ends SECONDS of training (checkpointing as at the end; 0 = no limit; --steps still bounds the run).")
     var timeBudget = trainingDefaults.timeBudget
-    @Option(name: .customLong("log-every"), help: "Print and record metrics every N steps.")
+    @Option(name: .customLong("log-every"), parsing: .unconditional, help: "Print and record metrics every N steps.")
     var logEvery = trainingDefaults.logEvery
     @Option(help: ArgumentHelp("HDF5 dataset evaluated during training (MSE, PSNR, SSIM on 8-bit pixels; damaged by --corrupt like the training input).",
                                discussion: "Each rank evaluates a share; the figures go to the log and to metrics.jsonl as val_mse, val_psnr, val_ssim (and val_input_psnr, val_input_ssim with --corrupt)."))
     var val: String?
-    @Option(name: .customLong("val-every"), help: "Evaluate --val every N steps (and at the end).")
+    @Option(name: .customLong("val-every"), parsing: .unconditional, help: "Evaluate --val every N steps (and at the end).")
     var valEvery = trainingDefaults.validationEvery
-    @Option(name: .customLong("val-limit"), help: "Evaluate only the first N images of --val (0 = all).")
+    @Option(name: .customLong("val-limit"), parsing: .unconditional, help: "Evaluate only the first N images of --val (0 = all).")
     var valLimit = trainingDefaults.validationLimit
-    @Option(name: .customLong("sample-every"), help: "Every N steps (and at the end) write a PNG grid original | damaged | reconstruction of the first images of --val (or of the training data) to <out>/samples/ (0 = off).")
+    @Option(name: .customLong("sample-every"), parsing: .unconditional, help: "Every N steps (and at the end) write a PNG grid original | damaged | reconstruction of the first images of --val (or of the training data) to <out>/samples/ (0 = off).")
     var sampleEvery = trainingDefaults.sampleEvery
-    @Option(name: .customLong("checkpoint-every"), help: "Write a checkpoint every N steps (0: only at the end).")
+    @Option(name: .customLong("checkpoint-every"), parsing: .unconditional, help: "Write a checkpoint every N steps (0: only at the end).")
     var checkpointEvery = trainingDefaults.checkpointEvery
     @Option(help: ArgumentHelp("Continue a run: 'auto' (the newest valid checkpoint in <out>/checkpoints, or a fresh start) or a checkpoint's path.",
                                discussion: "The architecture, optimiser and data settings come from the checkpoint; --steps, intervals, the number of ranks and an explicit --lr may change."))
     var resume: String?
     @Flag(name: .customLong("allow-other-data"), help: "With --resume: continue although --data is not the data the checkpoint records (other image counts per file, shape, type or sampled pixels).")
     var allowOtherData = false
-    @Option(help: "Keep only the newest K checkpoints (0: keep all).")
+    @Option(parsing: .unconditional, help: "Keep only the newest K checkpoints (0: keep all).")
     var keep = trainingDefaults.keep
     @OptionGroup var threads: ThreadOptions
-    @Option(name: .customLong("bucket-mb"), help: "Size in MB of the gradient buckets all-reduced while the backward pass runs.")
+    @Option(name: .customLong("bucket-mb"), parsing: .unconditional, help: "Size in MB of the gradient buckets all-reduced while the backward pass runs.")
     var bucketMegabytes = trainingDefaults.bucketMegabytes
-    @Option(name: .customLong("sync-check-every"), help: "Check every N steps (and at the end) that all ranks hold identical parameters and codebook (0: only at the end).")
+    @Option(name: .customLong("sync-check-every"), parsing: .unconditional, help: "Check every N steps (and at the end) that all ranks hold identical parameters and codebook (0: only at the end).")
     var syncCheckEvery = trainingDefaults.syncCheckEvery
     @Flag(name: .customLong("skip-nonfinite"), help: "Skip the update of a step whose loss is NaN or infinite instead of stopping the run.")
     var skipNonFinite = false
-    @Option(help: ArgumentHelp("End this rank with a one-line error when one phase of training (a step's computation, its all-reduce, reading a batch, a checkpoint write) lasts longer than SECONDS (0: off).",
+    @Option(parsing: .unconditional, help: ArgumentHelp("End this rank with a one-line error when one phase of training (a step's computation, its all-reduce, reading a batch, a checkpoint write) lasts longer than SECONDS (0: off).",
                                discussion: "A rank whose peer vanished (host down, network cut) can otherwise wait in a collective for as long as TCP keeps the connection, hours. Keep it above the longest checkpoint write."))
     var watchdog = trainingDefaults.watchdog
 
@@ -126,12 +126,9 @@ struct Train: ParsableCommand {
         return o
     }
 
-    func validate() throws {
-        do { try options.validate() } catch { throw ValidationError("\(error)") }
-    }
-
     func run() throws {
         let options = self.options
+        try checkValues { try options.validate() }
         try finish(runOnEveryRank { communicator, console in
             try Trainer(options: options, communicator: communicator, console: console).run()
         })
