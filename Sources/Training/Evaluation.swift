@@ -20,6 +20,8 @@ public struct EvaluationOptions: Sendable {
     /// Write a PNG grid original | damaged | reconstruction of the first images.
     public var gridOut: String?
     public var gridImages = 8
+    /// Replace an existing `reconstructionsOut` or `gridOut`.
+    public var force = false
     public var threads = 1
 
     public init() {}
@@ -79,6 +81,8 @@ public struct EvaluationReport: Sendable {
     public var checkpoint: String
     /// The corruption evaluated ("" for none).
     public var corrupt: String
+    /// The corruption the model was trained on, as its checkpoint records it ("" for none).
+    public var trainedCorrupt: String
     public var codes: Int
 
     /// The `--json` object.
@@ -88,20 +92,38 @@ public struct EvaluationReport: Sendable {
             "images": figures.images, "model": model.rawValue, "checkpoint": checkpoint,
             "perplexity": codebook.map { $0.perplexity as Any } ?? NSNull(),
             "codes_used": codebook.map { $0.codesUsed as Any } ?? NSNull(),
+            "corrupt": corrupt, "trained_corrupt": trainedCorrupt,
         ]
         if !corrupt.isEmpty {
             result["input_psnr"] = figures.inputPSNR
             result["input_ssim"] = figures.inputSSIM
-            result["corrupt"] = corrupt
         }
         return result
+    }
+
+    /// Which damage is evaluated, against the damage the model was trained on; nil when both are
+    /// none.
+    public var damageLine: String? {
+        switch (corrupt.isEmpty, trainedCorrupt.isEmpty) {
+        case (true, true):
+            return nil
+        case (true, false):
+            return "evaluating on clean inputs; the model was trained on \(trainedCorrupt) — pass --corrupt \(trainedCorrupt) to measure restoration"
+        case (false, true):
+            return "evaluating on \(corrupt); the model was trained on clean inputs"
+        case (false, false):
+            return (try? CorruptionPipeline(spec: corrupt).description) == trainedCorrupt
+                ? "evaluating on \(corrupt), the damage the model was trained on"
+                : "evaluating on \(corrupt); the model was trained on \(trainedCorrupt)"
+        }
     }
 
     /// The human-readable table.
     public var lines: [String] {
         func row(_ name: String, _ text: String) -> String { name.padding(toLength: 14, withPad: " ", startingAt: 0) + text }
-        var lines = ["vqvae eval: \(checkpoint) on \(figures.images) images (\(model.rawValue))",
-                     row("MSE", String(format: "%.6f", figures.meanSquaredError)),
+        var lines = ["vqvae eval: \(checkpoint) on \(figures.images) images (\(model.rawValue))"]
+        if let damageLine { lines.append(damageLine) }
+        lines += [row("MSE", String(format: "%.6f", figures.meanSquaredError)),
                      row("PSNR (dB)", String(format: "%.2f", figures.psnr)),
                      row("SSIM", String(format: "%.4f", figures.ssim))]
         if !corrupt.isEmpty {
@@ -131,7 +153,9 @@ public enum Evaluation {
         let corruptions = try CorruptionPipeline(spec: options.corrupt)
         guard options.limit >= 0 else { throw EvaluationError("--limit must not be negative") }
         guard !options.data.isEmpty else { throw EvaluationError("--data is required") }
-        let dataset = try ImageDataset(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
+        let files = try expandGlobs(options.data)
+        try checkOutputs(options, inputs: files + [options.checkpoint], communicator: communicator)
+        let dataset = try ImageDataset(paths: files, imagesKey: options.imagesKey)
         let trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
         try trained.checkImageSize(height: dataset.height, width: dataset.width, channels: dataset.channels,
                                    source: "--data")
@@ -177,7 +201,27 @@ public enum Evaluation {
                                        inputPSNR: figures.inputPSNR, inputSSIM: figures.inputSSIM, images: total),
             codebook: c.model == .vqvae ? CodebookUsage(counts: counts.pointer, count: counts.count) : nil,
             bitsPerPixel: trained.bitsPerPixel, model: c.model, checkpoint: trained.path,
-            corrupt: corruptions.isEmpty ? "" : options.corrupt, codes: c.codes)
+            corrupt: corruptions.isEmpty ? "" : options.corrupt, trainedCorrupt: trained.run.data.corrupt, codes: c.codes)
+    }
+
+    /// Refuses, before any work, an output that is one of `inputs` or that exists already (without
+    /// `--force`). Rank 0, which writes the outputs, checks; every rank learns its verdict, so all
+    /// stop together and the refusal is printed once.
+    static func checkOutputs(_ options: EvaluationOptions, inputs: [String], communicator: Communicator) throws {
+        var refusal: String?
+        if communicator.isRoot {
+            do {
+                for (flag, path) in [("--recon-out", options.reconstructionsOut), ("--grid-out", options.gridOut)] {
+                    guard let path else { continue }
+                    try OutputSafety.check(path, flag: flag, inputs: inputs, force: options.force, EvaluationError.self)
+                }
+            } catch {
+                refusal = "\(error)"
+            }
+        }
+        var refused: Float = refusal == nil ? 0 : 1
+        try communicator.broadcast(&refused, count: 1)
+        if refused != 0 { throw CollectiveError(refusal ?? "an output was refused") }
     }
 }
 

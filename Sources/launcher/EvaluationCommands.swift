@@ -10,7 +10,8 @@ struct Eval: ParsableCommand {
         to 8 bits; PSNR and SSIM (Gaussian window, sigma 1.5, as scikit-image computes it) are \
         averaged over images (a per-image PSNR is capped at 100 dB). With --corrupt the model sees \
         the damaged image and the damaged input's own PSNR and SSIM are reported beside it. Under \
-        mpirun each rank evaluates a contiguous share of the images and the figures are reduced.
+        mpirun each rank evaluates a contiguous share of the images and the figures are reduced. \
+        The table says which damage is evaluated and which the model was trained on.
         """)
 
     @Option(help: "Checkpoint file (HDF5) to evaluate.")
@@ -33,12 +34,15 @@ struct Eval: ParsableCommand {
     var gridOut: String?
     @Option(name: .customLong("grid-images"), parsing: .unconditional, help: "Images in --grid-out.")
     var gridImages = 8
+    @Flag(help: "Replace an existing --recon-out or --grid-out file.")
+    var force = false
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         var o = EvaluationOptions()
         (o.checkpoint, o.data, o.imagesKey, o.corrupt, o.seed) = (checkpoint, dataset.data, dataset.imagesKey, corrupt, seed)
-        (o.batch, o.limit, o.reconstructionsOut, o.gridOut, o.gridImages, o.threads) = (batch, limit, reconOut, gridOut, gridImages, threads.threads)
+        (o.batch, o.limit, o.reconstructionsOut, o.gridOut, o.gridImages, o.force, o.threads) =
+            (batch, limit, reconOut, gridOut, gridImages, force, threads.threads)
         let json = self.json
         try finish(runOnEveryRank { communicator, console in
             let report = try Evaluation.run(o, communicator: communicator)
