@@ -1,14 +1,35 @@
 import CHDF5
+import Foundation
 
 /// Human-readable descriptions of HDF5 files for `vqvae inspect`: an image dataset
-/// (spec/dataset.md) or a checkpoint (spec/checkpoint.md), whichever the file is.
+/// (spec/dataset.md), a checkpoint (spec/checkpoint.md) or a code file (`CodeFile`), whichever the
+/// file is.
 public enum Inspector {
+    /// The `format` attribute of a code file.
+    static let codeFileFormat = "vqvae-codes"
+
     public static func describe(path: String, imagesKey: String = "images") throws -> String {
-        let isCheckpoint = try HDF5Lock.run {
+        let format = try HDF5Lock.run { () throws -> String? in
             let file = try HDF5File.open(path)
-            return (try? file.stringAttribute("format")) == Checkpoint.format
+            return try? file.stringAttribute("format")
         }
-        return isCheckpoint ? try describeCheckpoint(path: path) : try describeDataset(path: path, imagesKey: imagesKey)
+        switch format {
+        case Checkpoint.format?: return try describeCheckpoint(path: path)
+        case codeFileFormat?: return try describeCodeFile(path: path)
+        default: return try describeDataset(path: path, imagesKey: imagesKey)
+        }
+    }
+
+    /// A code file, read and checked as `vqvae decode` reads it (the packed codes' checksum included).
+    static func describeCodeFile(path: String) throws -> String {
+        let codes = try CodeFile.read(path: path)
+        let version = try HDF5Lock.run { try HDF5File.open(path).int64Attribute("format_version") }
+        return ["\(path): code file (format version \(version))",
+                "  \(codes.count) images of H=\(codes.height) W=\(codes.width) C=\(codes.channels), each a latent grid of \(codes.latentHeight)x\(codes.latentWidth) codes",
+                "  codebook size \(codes.codebookSize), \(codes.bitsPerCode) bits per code, \(codes.packed.count) packed bytes ("
+                    + String(format: "%.4f", codes.bitsPerPixel) + " bits per pixel)",
+                "  checkpoint: \(codes.checkpoint), codebook checksum \(String(codes.codebookChecksum, radix: 16))"]
+            .joined(separator: "\n")
     }
 
     static func describeDataset(path: String, imagesKey: String) throws -> String {
@@ -60,9 +81,12 @@ public enum Inspector {
             var lines = ["\(path): checkpoint (format version \(Checkpoint.formatVersion))"]
             lines.append("  model \(try file.stringAttribute("model")), step \(try file.int64Attribute("step")), epoch \(try file.int64Attribute("epoch")), "
                 + "samples_seen \(try file.int64Attribute("samples_seen")), written by \(try file.int64Attribute("world_size")) rank(s) at \(try file.stringAttribute("created"))")
-            lines.append("  config: \(try file.stringAttribute("config"))")
+            let config = try file.stringAttribute("config")
+            lines.append("  config: \(JSONLayout.pretty(config, indent: "  ") ?? config)")
             if file.kind(of: "/optimizer") == .group {
-                lines.append("  optimizer: adam t=\(try file.int64Attribute("t", on: "/optimizer")) lr=\(try file.doubleAttribute("lr", on: "/optimizer"))")
+                // The learning rate is a float32: printed as Float, not as the Double it widens to.
+                let lr = Float(try file.doubleAttribute("lr", on: "/optimizer"))
+                lines.append("  optimizer: adam t=\(try file.int64Attribute("t", on: "/optimizer")) lr=\(lr)")
             }
             var tensors: [String] = []
             collectDatasets(file, group: "/", into: &tensors)

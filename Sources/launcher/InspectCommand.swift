@@ -4,8 +4,8 @@ import Training
 
 struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Describe an HDF5 image dataset or checkpoint.",
-        discussion: "A dataset: N, H, W, C, dtype, chunking, filters and labels. A checkpoint: step, model, configuration, tensor shapes and whether every checksum verifies.")
+        abstract: "Describe an HDF5 image dataset, checkpoint or code file.",
+        discussion: "A dataset: N, H, W, C, dtype, chunking, filters and labels. A checkpoint: step, model, configuration, tensor shapes and whether every checksum verifies. A code file (`vqvae encode`): images, latent grid, codebook size, bits per code and the checkpoint it names.")
 
     @Argument(help: "HDF5 file(s) to describe.")
     var files: [String]
