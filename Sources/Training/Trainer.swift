@@ -409,14 +409,17 @@ public final class Trainer {
     }
 }
 
-/// SIGTERM and SIGINT (what Slurm and `mpirun` send) ask the run to finish its current step,
-/// write a checkpoint and exit 0; the request is shared with every rank at the next step.
+/// SIGTERM and SIGINT (what Slurm and `mpirun` send) and SIGUSR1 (which `mpirun` forwards to
+/// every rank and then waits for them, where it ends the job on SIGTERM and SIGINT) ask the run to
+/// finish its current step, write a checkpoint and exit 0; the request is shared with every rank
+/// at the next step.
 enum StopRequest {
     static var received: Bool { stopSignal != 0 }
 
     static func install() {
         signal(SIGTERM) { stopSignal = $0 }
         signal(SIGINT) { stopSignal = $0 }
+        signal(SIGUSR1) { stopSignal = $0 }
     }
 }
 
