@@ -11,18 +11,12 @@ writes `torch.save({"state_dict": ..., "codebook": ..., "ema_count": ..., "ema_s
     model = VQVAE(saved["config"]["model"]); model.load_state_dict(saved["state_dict"])
 
 With `--optimizer`, Adam's moments are added as `adam_m` / `adam_v` (same keys as `state_dict`) with
-`adam_t`. Needs h5py and torch (an optional dependency, not needed to train).
+`adam_t`. Needs h5py and torch (an optional dependency, not needed to train); `--help` needs neither.
 """
 import argparse
 import json
 import os
 import sys
-
-import h5py
-import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from vqvae_torch import VQVAE  # noqa: E402
 
 
 def main():
@@ -31,6 +25,16 @@ def main():
     ap.add_argument("output")
     ap.add_argument("--optimizer", action="store_true", help="also export Adam's moments")
     args = ap.parse_args()
+    # Imported only for a real export, so that --help works without them.
+    try:
+        import h5py
+        import torch
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from vqvae_torch import VQVAE
+    except ImportError as error:
+        print(f"export_pytorch.py: {error.name or error} is not installed; the export needs h5py and torch "
+              "(e.g. python3 -m venv /opt/torchenv && /opt/torchenv/bin/pip install torch h5py numpy)", file=sys.stderr)
+        return 1
     try:
         f = h5py.File(args.checkpoint, "r")
         if f.attrs.get("format") != "vqvae-checkpoint":
