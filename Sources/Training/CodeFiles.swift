@@ -14,8 +14,18 @@ public struct EncodeOptions: Sendable {
     /// Encode only the first N images (0 = all).
     public var limit = 0
     public var threads = 1
+    /// Replace an existing `out` (atomically).
+    public var force = false
 
     public init() {}
+}
+
+/// The sample type of decoded images.
+public enum PixelType: String, CaseIterable, Sendable {
+    /// Pixels in [0, 1], unclipped (as `vqvae eval --recon-out`).
+    case float32
+    /// `round(clip(v, 0, 1) * 255)`, as `vqvae restore` writes HDF5 output.
+    case uint8
 }
 
 /// What `vqvae decode` is told.
@@ -32,6 +42,10 @@ public struct DecodeOptions: Sendable {
     /// Images per decoder pass.
     public var batch = 64
     public var threads = 1
+    /// Replace an existing `out` and write into a `pngOut` folder that holds files.
+    public var force = false
+    /// The sample type of `out`.
+    public var dtype = PixelType.float32
 
     public init() {}
 }
@@ -43,9 +57,11 @@ public enum CodeFiles {
     public static func encode(_ options: EncodeOptions, console: Console) throws {
         guard !options.data.isEmpty else { throw CodeFileError("--data is required") }
         guard options.limit >= 0 else { throw CodeFileError("--limit must not be negative") }
-        setBLASThreads(options.threads)
+        let paths = try expandGlobs(options.data)
+        try OutputSafety.check(options.out, flag: "--out", inputs: paths + [options.checkpoint], force: options.force, CodeFileError.self)
         try checkWritable(options.out, CodeFileError.self)
-        let dataset = try ImageDataset(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
+        setBLASThreads(options.threads)
+        let dataset = try ImageDataset(paths: paths, imagesKey: options.imagesKey)
         let trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
         let c = trained.configuration
         guard c.model == .vqvae else {
@@ -77,12 +93,17 @@ public enum CodeFiles {
                             raw / Double(max(file.packed.count, 1))))
     }
 
-    /// Decodes a code file into float32 images (and optionally PNG files).
+    /// Decodes a code file into float32 or uint8 images (and optionally PNG files).
     public static func decode(_ options: DecodeOptions, console: Console) throws {
-        setBLASThreads(options.threads)
-        try checkWritable(options.out, CodeFileError.self)
         let file = try CodeFile.read(path: options.codes)
         let path = options.checkpoint ?? file.checkpoint
+        try OutputSafety.checkDistinct([("--out", options.out), ("--png-out", options.pngOut)], CodeFileError.self)
+        try OutputSafety.check(options.out, flag: "--out", inputs: [options.codes, path], force: options.force, CodeFileError.self)
+        try checkWritable(options.out, CodeFileError.self)
+        if let pngOut = options.pngOut {
+            try OutputSafety.check(pngOut, flag: "--png-out", inputs: [options.codes, path], force: options.force, CodeFileError.self)
+        }
+        setBLASThreads(options.threads)
         let trained = try TrainedModel(checkpoint: path, batch: options.batch)
         let c = trained.configuration
         guard c.model == .vqvae else { throw CodeFileError("\(path) is not a VQ-VAE checkpoint") }
@@ -98,8 +119,14 @@ public enum CodeFiles {
         let images = FloatBuffer(count: file.count * elements)
         indices.withUnsafeBufferPointer { trained.decode(codes: $0.baseAddress!, count: file.count, into: images.pointer) }
         unitPixels(images.pointer, count: file.count * elements)
-        try OutputFile.writeFloatImages(path: options.out, images: images.pointer, shape: [file.count, c.height, c.width, c.channels],
-                                        attributes: ["checkpoint": trained.path, "corrupt": ""])
+        let shape = [file.count, c.height, c.width, c.channels], attributes = ["checkpoint": trained.path, "corrupt": ""]
+        switch options.dtype {
+        case .float32:
+            try OutputFile.writeFloatImages(path: options.out, images: images.pointer, shape: shape, attributes: attributes)
+        case .uint8:
+            let bytes = UnsafeBufferPointer(start: images.pointer, count: file.count * elements).map(PNGImage.quantize)
+            try OutputFile.writeByteImages(path: options.out, images: bytes, shape: shape, attributes: attributes)
+        }
         if let pngOut = options.pngOut {
             try FileManager.default.createDirectory(atPath: pngOut, withIntermediateDirectories: true)
             for i in 0..<min(options.pngImages, file.count) {

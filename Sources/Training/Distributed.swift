@@ -52,3 +52,18 @@ public func reportOnce(_ lines: [String]) {
     for line in lines { fputs(line + "\n", stderr) }
     fflush(stderr)
 }
+
+/// Runs a command that works as one process (`restore`, `encode`, `decode`): started as several
+/// MPI ranks, each would do the whole job and write the same files, so every rank refuses (rank 0
+/// says why, once) and exits non-zero. Otherwise runs `body` like `runAlone` and returns its
+/// status (0, or a documented partial-success code); any error becomes one line and status 1.
+public func runAsOneProcess(_ command: String, _ body: (Console) throws -> Int32) -> Int32 {
+    var status: Int32 = 0
+    let failure = runOnEveryRank { communicator, console in
+        guard communicator.size == 1 else {
+            throw CollectiveError("vqvae \(command) runs as one process, but it was started as \(communicator.size) MPI ranks (each would do the whole job and write the same files); run it without mpirun and use --threads N to use N cores")
+        }
+        status = try body(console)
+    }
+    return failure != 0 ? failure : status
+}

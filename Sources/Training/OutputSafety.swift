@@ -56,3 +56,16 @@ public enum OutputSafety {
         return first.st_dev == second.st_dev && first.st_ino == second.st_ino
     }
 }
+
+extension OutputSafety {
+    /// Refuses two outputs of one command that name the same file or folder (given as flag and
+    /// path; nil paths are skipped): the second would overwrite the first.
+    public static func checkDistinct<Failure: UserFacingError>(_ outputs: [(flag: String, path: String?)], _ failure: Failure.Type) throws {
+        let given = outputs.compactMap { output in output.path.map { (flag: output.flag, path: $0, resolved: resolved($0)) } }
+        for (i, first) in given.enumerated() {
+            for second in given[(i + 1)...] where first.resolved == second.resolved {
+                throw Failure("\(second.flag) \(second.path) is the same as \(first.flag) \(first.path); give each output its own name")
+            }
+        }
+    }
+}

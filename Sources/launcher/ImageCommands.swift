@@ -1,5 +1,15 @@
 import ArgumentParser
+import Data
 import Training
+
+extension ImageFormat: ExpressibleByArgument {}
+extension PixelType: ExpressibleByArgument {}
+
+/// `--force`, shared by the commands that write files.
+struct ForceOption: ParsableArguments {
+    @Flag(help: "Replace outputs that exist already (each file is replaced atomically). An output that is one of the inputs is refused even so.")
+    var force = false
+}
 
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -51,7 +61,8 @@ struct Encode: ParsableCommand {
         discussion: """
         Each image becomes its latent grid of code indices (h x w), stored at ceil(log2 K) bits per \
         code. The file names the checkpoint and a checksum of its codebook; `vqvae decode` turns it \
-        back into images, exactly the reconstructions `vqvae eval --recon-out` writes. Runs as one process.
+        back into images, exactly the reconstructions `vqvae eval --recon-out` writes. Runs as one \
+        process (--threads for more cores).
         """)
 
     @Option(help: "VQ-VAE checkpoint (HDF5).")
@@ -63,13 +74,14 @@ struct Encode: ParsableCommand {
     var batch = 64
     @Option(help: "Encode only the first N images (0 = all).")
     var limit = 0
+    @OptionGroup var force: ForceOption
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         var o = EncodeOptions()
-        (o.checkpoint, o.data, o.imagesKey, o.out, o.batch, o.limit, o.threads) =
-            (checkpoint, dataset.data, dataset.imagesKey, out, batch, limit, threads.threads)
-        try finish(runAlone { try CodeFiles.encode(o, console: $0) })
+        (o.checkpoint, o.data, o.imagesKey, o.out, o.batch, o.limit, o.threads, o.force) =
+            (checkpoint, dataset.data, dataset.imagesKey, out, batch, limit, threads.threads, force.force)
+        try finish(runAsOneProcess("encode") { try CodeFiles.encode(o, console: $0); return 0 })
     }
 }
 
@@ -77,9 +89,11 @@ struct Decode: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Turn a code file from `vqvae encode` back into images.",
         discussion: """
-        Writes float32 (N, H, W, C) images in [0, 1], unclipped (as `vqvae eval --recon-out`), to --out; \
-        --png-out also writes the first images as PNG files. The checkpoint defaults to the one named \
-        in the code file; its codebook must be the one the codes were made with. Runs as one process.
+        Writes (N, H, W, C) images to --out: float32 in [0, 1], unclipped (as `vqvae eval --recon-out`), \
+        or with --dtype uint8 rounded and clipped to 0-255 (a quarter of the size); --png-out also \
+        writes the first images as PNG files. The checkpoint defaults to the one named in the code \
+        file; its codebook must be the one the codes were made with. Runs as one process (--threads \
+        for more cores).
         """)
 
     @Option(help: "Code file written by `vqvae encode`.")
@@ -88,18 +102,22 @@ struct Decode: ParsableCommand {
     var checkpoint: String?
     @Option(help: "Output HDF5 file for the decoded images.")
     var out: String
-    @Option(name: .customLong("png-out"), help: "Folder for PNG files of the first decoded images (created if missing).")
+    @Option(help: "Sample type of --out: float32 (unclipped, as eval --recon-out) or uint8 (rounded and clipped).")
+    var dtype: PixelType = .float32
+    @Option(name: .customLong("png-out"), help: "Folder for PNG files of the first decoded images (created if missing; one that holds files needs --force).")
     var pngOut: String?
     @Option(name: .customLong("png-images"), help: "How many images --png-out writes.")
     var pngImages = 16
     @Option(help: "Images per decoder pass.")
     var batch = 64
+    @OptionGroup var force: ForceOption
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         var o = DecodeOptions()
         (o.codes, o.checkpoint, o.out, o.pngOut, o.pngImages, o.batch, o.threads) =
             (codes, checkpoint, out, pngOut, pngImages, batch, threads.threads)
-        try finish(runAlone { try CodeFiles.decode(o, console: $0) })
+        (o.dtype, o.force) = (dtype, force.force)
+        try finish(runAsOneProcess("decode") { try CodeFiles.decode(o, console: $0); return 0 })
     }
 }

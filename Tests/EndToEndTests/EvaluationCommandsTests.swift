@@ -102,7 +102,7 @@ final class EvaluationCommandsTests: XCTestCase {
         let other = try CommandRunner.temporaryFolder("codes-other")
         let train = try CommandRunner.vqvae(["train", "--data", data, "--out", other.path, "--steps", "0"] + Self.architecture)
         XCTAssertEqual(train.status, 0, train.standardError)
-        let wrong = try CommandRunner.vqvae(["decode", "--codes", codes, "--out", decoded, "--checkpoint",
+        let wrong = try CommandRunner.vqvae(["decode", "--codes", codes, "--out", decoded, "--force", "--checkpoint",
                                              other.appendingPathComponent("checkpoints/step-00000000.h5").path])
         XCTAssertNotEqual(wrong.status, 0)
         XCTAssertTrue(wrong.standardError.contains("another codebook"), wrong.standardError)
