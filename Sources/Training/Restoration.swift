@@ -5,7 +5,7 @@ import Model
 /// What `vqvae restore` is told.
 public struct RestoreOptions: Sendable {
     public var checkpoint = ""
-    /// An HDF5 dataset file, a PNG file or a folder of PNG files.
+    /// An HDF5 dataset file, an image file (PNG or JPEG) or a folder of images (sub-folders included).
     public var input = ""
     /// Where the restored images go: the same kind as `input`.
     public var out = ""
@@ -24,36 +24,89 @@ public struct RestoreOptions: Sendable {
     public var batch = 32
     public var imagesKey = "images"
     public var threads = 1
+    /// Replace outputs that exist already (each file atomically).
+    public var force = false
+    /// Folder input: leave out images that cannot be read (listed at the end, exit status
+    /// `Restoration.someInputsSkipped`) instead of refusing the whole run.
+    public var skipBad = false
+    /// The format of the images written into a folder (nil: PNG); a file output is written in the
+    /// format its extension names.
+    public var format: ImageFormat?
+    /// JPEG quality, 1...100.
+    public var quality = 95
 
     public init() {}
 }
 
-/// One image `[H, W, C]` with pixels in [0, 1].
+/// One image `[H, W, C]` with pixels in [0, 1], and its opacity `[H, W]` when it has one.
 struct UnitImage {
     var height: Int
     var width: Int
     var channels: Int
     var pixels: [Float]
+    var alpha: [UInt8]?
 }
 
 /// `vqvae restore`: damaged images of any size restored in overlapping tiles of the model's
 /// training size (blended with a raised-cosine window, `TiledImage`), or whole.
+///
+/// Image files keep their own channels: a gray image given to a colour model goes in as three
+/// equal channels and comes out gray (the mean of the three output channels); a colour image given
+/// to a gray model becomes ITU-R 601 luma and comes out gray. Transparency is copied through
+/// unchanged.
 public final class Restoration {
+    /// The exit status of a run that left out unreadable images (`skipBad`) and restored the rest.
+    public static let someInputsSkipped: Int32 = 3
+
+    /// What a run did.
+    public struct Outcome: Sendable {
+        public var restored = 0
+        /// The images left out with `skipBad`, each with the reason.
+        public var skipped: [String] = []
+        /// 0, or `someInputsSkipped` when images were left out.
+        public var exitStatus: Int32 { skipped.isEmpty ? 0 : Restoration.someInputsSkipped }
+    }
+
     let options: RestoreOptions
     let console: Console
     let corruptions: CorruptionPipeline
     let trained: TrainedModel
+    let inputKind: Kind
     /// Models for whole-image runs, by image size.
     private var wholeModels: [String: VQVAE] = [:]
+    private var progress: Progress?
+    /// Whether the conversion of colour input for a gray model was announced.
+    private var announcedGray = false
 
+    /// Checks every option and output before loading the model; nothing is written.
     public init(options: RestoreOptions, console: Console) throws {
         self.options = options
         self.console = console
-        setBLASThreads(options.threads)
         corruptions = try CorruptionPipeline(spec: options.corrupt)
         if options.damagedOut != nil && corruptions.isEmpty {
             throw RestorationError("--damaged-out needs --corrupt (there is no damage to keep)")
         }
+        guard (1...100).contains(options.quality) else { throw RestorationError("--quality must be 1 to 100 (got \(options.quality))") }
+        inputKind = try Self.kind(of: options.input, flag: "--input", mustExist: true)
+        let outputs = [("--out", options.out), ("--damaged-out", options.damagedOut)]
+        for (flag, path) in outputs {
+            guard let path else { continue }
+            guard try Self.kind(of: path, flag: flag, mustExist: false) == inputKind else {
+                throw RestorationError("\(flag) \(path) must be the same kind as --input \(options.input) (HDF5 file, image file or folder)")
+            }
+            if let format = options.format, inputKind != .folder {
+                guard inputKind == .image, ImageFormat(path: path) == format else {
+                    throw RestorationError("--format \(format.rawValue) is for folder output; \(flag) \(path) is written in the format \(inputKind == .hdf5 ? "of an HDF5 file (uint8 images)" : "its extension names")")
+                }
+            }
+        }
+        try OutputSafety.checkDistinct(outputs, RestorationError.self)
+        for (flag, path) in outputs {
+            guard let path else { continue }
+            try OutputSafety.check(path, flag: flag, inputs: [options.input, options.checkpoint], force: options.force, RestorationError.self)
+            if inputKind != .folder { try checkWritable(path, RestorationError.self) }
+        }
+        setBLASThreads(options.threads)
         trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
         let c = trained.configuration
         if let overlap = options.overlap, overlap < 0 || overlap >= min(c.height, c.width) {
@@ -61,90 +114,219 @@ public final class Restoration {
         }
     }
 
-    enum Kind { case hdf5, png, folder }
+    /// Says, once the inputs are known to be good, what damage the model was trained to repair,
+    /// or warns that it was trained on clean images only.
+    func describeModel() {
+        let damage = trained.run.data.corrupt
+        if damage.isEmpty {
+            console.warning("\(options.checkpoint) was trained to reconstruct clean images, not to repair damage (it was trained without --corrupt); restoration will mostly reproduce the damage")
+        } else {
+            console.info("\(options.checkpoint) was trained to repair \(damage)")
+        }
+    }
 
-    /// What `path` names: an existing folder, an `.h5`/`.hdf5` file, a `.png` file, or (for an
-    /// output that does not exist yet) a folder when the name has no extension.
-    static func kind(of path: String, mustExist: Bool) throws -> Kind {
+    enum Kind { case hdf5, image, folder }
+
+    /// What `path` names: an existing folder, an `.h5`/`.hdf5` file, a `.png`/`.jpg`/`.jpeg` file,
+    /// or (for an output that does not exist yet) a folder when the name has no extension.
+    static func kind(of path: String, flag: String, mustExist: Bool) throws -> Kind {
         var isFolder: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isFolder)
-        if mustExist && !exists { throw RestorationError("--input \(path): no such file or folder") }
+        if mustExist && !exists { throw RestorationError("\(flag) \(path): no such file or folder") }
         if exists && isFolder.boolValue { return .folder }
         let lower = path.lowercased()
         if lower.hasSuffix(".h5") || lower.hasSuffix(".hdf5") { return .hdf5 }
-        if lower.hasSuffix(".png") { return .png }
+        if ImageFormat(path: path) != nil { return .image }
         if !exists && !(lower as NSString).lastPathComponent.contains(".") { return .folder }
-        throw RestorationError("\(path): expected an HDF5 file (.h5), a PNG file (.png) or a folder of PNG files")
+        throw RestorationError("\(flag) \(path): expected an HDF5 file (.h5), an image file (.png, .jpg, .jpeg) or a folder of images")
     }
 
-    public func run() throws {
-        let inputKind = try Self.kind(of: options.input, mustExist: true)
-        let outputKind = try Self.kind(of: options.out, mustExist: false)
-        guard inputKind == outputKind else {
-            throw RestorationError("--out \(options.out) must be the same kind as --input \(options.input) (HDF5 file, PNG file or folder)")
-        }
+    /// Restores every image and writes the results; unreadable images left out with `skipBad` are
+    /// listed on standard error, one line each, before the summary.
+    public func run() throws -> Outcome {
         let started = monotonicSeconds()
-        var restoredCount = 0
+        var outcome: Outcome
         switch inputKind {
-        case .png:
-            for path in [options.out, options.damagedOut].compactMap({ $0 }) { try checkWritable(path, RestorationError.self) }
-            let image = try readPNG(options.input)
-            let (damaged, restored) = try restore(image, index: 0)
-            try writePNG(restored, to: options.out)
-            if let damagedOut = options.damagedOut { try writePNG(damaged, to: damagedOut) }
-            restoredCount = 1
-        case .folder:
-            let names = try FileManager.default.contentsOfDirectory(atPath: options.input)
-                .filter { $0.lowercased().hasSuffix(".png") }.sorted()
-            guard !names.isEmpty else { throw RestorationError("--input \(options.input): no .png files in this folder") }
-            for folder in [options.out, options.damagedOut].compactMap({ $0 }) {
-                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            }
-            for (index, name) in names.enumerated() {
-                let (damaged, restored) = try restore(try readPNG(options.input + "/" + name), index: index)
-                try writePNG(restored, to: options.out + "/" + name)
-                if let damagedOut = options.damagedOut { try writePNG(damaged, to: damagedOut + "/" + name) }
-            }
-            restoredCount = names.count
-        case .hdf5:
-            for path in [options.out, options.damagedOut].compactMap({ $0 }) { try checkWritable(path, RestorationError.self) }
-            let dataset = try ImageDataset(paths: [options.input], imagesKey: options.imagesKey)
-            try dataset.checkFitsInMemory(batch: 1, bytesPerImageElement: 64)
-            let elements = dataset.imageElements
-            let c = trained.configuration
-            guard dataset.channels == c.channels else {
-                throw RestorationError("--input holds \(dataset.channels)-channel images; the model was trained on \(c.channels)")
-            }
-            var restoredBytes = [UInt8](), damagedBytes = [UInt8]()
-            restoredBytes.reserveCapacity(dataset.count * elements)
-            var buffer = [Float](repeating: 0, count: elements)
-            for index in 0..<dataset.count {
-                try buffer.withUnsafeMutableBufferPointer { try dataset.read(indices: [index], into: $0.baseAddress!) }
-                let image = UnitImage(height: dataset.height, width: dataset.width, channels: dataset.channels,
-                                      pixels: buffer.map { $0 + 0.5 })
-                let (damaged, restored) = try restore(image, index: index)
-                restoredBytes += restored.pixels.map(PNGImage.quantize)
-                if options.damagedOut != nil { damagedBytes += damaged.pixels.map(PNGImage.quantize) }
-            }
-            let shape = [dataset.count, dataset.height, dataset.width, dataset.channels]
-            try OutputFile.writeByteImages(path: options.out, images: restoredBytes, shape: shape)
-            if let damagedOut = options.damagedOut { try OutputFile.writeByteImages(path: damagedOut, images: damagedBytes, shape: shape) }
-            restoredCount = dataset.count
+        case .image: outcome = try restoreFile()
+        case .folder: outcome = try restoreFolder()
+        case .hdf5: outcome = try restoreDataset()
         }
-        console.info(String(format: "restored %d image(s) from %@ into %@ in %.2f s (%@)", restoredCount, options.input, options.out,
+        progress?.finish()
+        for reason in outcome.skipped { console.warning("skipped \(reason)") }
+        console.info(String(format: "restored %d image(s) from %@ into %@ in %.2f s (%@)", outcome.restored, options.input, options.out,
                      monotonicSeconds() - started, options.whole ? "whole images" : "tiles of \(trained.configuration.height)x\(trained.configuration.width)"))
+        return outcome
     }
 
-    func readPNG(_ path: String) throws -> UnitImage {
-        let image = try PNGImage.read(path: path, channels: trained.configuration.channels)
-        return UnitImage(height: image.height, width: image.width, channels: image.channels, pixels: image.unitFloats)
+    func restoreFile() throws -> Outcome {
+        let image = try read(options.input)
+        for path in [options.out, options.damagedOut].compactMap({ $0 }) where ImageFormat(path: path) == .jpeg && image.alpha != nil {
+            throw RestorationError("\(options.input) has transparency (alpha), which a JPEG file cannot hold; write \(path) as a .png (the alpha is copied through)")
+        }
+        describeModel()
+        progress = Progress(total: try work(height: image.height, width: image.width), unit: "tiles")
+        progress?.stage = "image 1/1"
+        let (damaged, restored) = try restore(image, index: 0)
+        try write(restored, to: options.out)
+        if let damagedOut = options.damagedOut { try write(damaged, to: damagedOut) }
+        return Outcome(restored: 1)
     }
 
-    func writePNG(_ image: UnitImage, to path: String) throws {
-        try PNGImage(unitFloats: image.pixels, height: image.height, width: image.width, channels: image.channels).write(to: path)
+    /// Every image under the input folder, restored into the same relative path under the output
+    /// folder (with the extension of `--format`). Each input is read once before anything is
+    /// written: an unreadable one stops the run before any output (or, with `skipBad`, is left out).
+    func restoreFolder() throws -> Outcome {
+        let files = try Self.imageFiles(in: options.input)
+        guard !files.isEmpty else {
+            throw RestorationError("--input \(options.input): no .png, .jpg or .jpeg files in this folder or its sub-folders")
+        }
+        let format = options.format ?? .png
+        let names = files.map { ($0 as NSString).deletingPathExtension + "." + format.fileExtension }
+        var claimed: [String: String] = [:]
+        for (file, name) in zip(files, names) {
+            if let other = claimed[name] {
+                throw RestorationError("\(other) and \(file) in \(options.input) would both be written as \(name); rename one of them")
+            }
+            claimed[name] = file
+        }
+        // An input folder inside the output folder could map an output onto an input file.
+        let inputPaths = Set(files.map { OutputSafety.resolved(options.input + "/" + $0) })
+        for folder in [options.out, options.damagedOut].compactMap({ $0 }) {
+            for name in names where inputPaths.contains(OutputSafety.resolved(folder + "/" + name)) {
+                throw RestorationError("\(folder)/\(name) would be written over an input image; write the output somewhere else (the input would be destroyed)")
+            }
+        }
+        var readable: [(index: Int, work: Int)] = [], unreadable: [String] = []
+        for (index, file) in files.enumerated() {
+            let path = options.input + "/" + file
+            do {
+                let image = try ImageFormat.read(path: path)
+                if format == .jpeg && image.alpha != nil {
+                    throw RestorationError("\(path) has transparency (alpha), which JPEG files cannot hold; use --format png (the alpha is copied through)")
+                }
+                readable.append((index, try work(height: image.height, width: image.width)))
+            } catch let error as DataError {
+                unreadable.append(error.description)
+            }
+        }
+        if !unreadable.isEmpty && !options.skipBad {
+            let more = unreadable.count > 1 ? "; \(unreadable.count - 1) more file(s) cannot be read either" : ""
+            throw RestorationError("\(unreadable[0])\(more); nothing was written (--skip-bad restores the readable images and lists the others)")
+        }
+        guard !readable.isEmpty else {
+            for reason in unreadable { console.warning("skipped \(reason)") }
+            throw RestorationError("--input \(options.input): none of its \(files.count) image(s) can be read; nothing was written")
+        }
+        describeModel()
+        progress = Progress(total: readable.reduce(0) { $0 + $1.work }, unit: "tiles")
+        var outcome = Outcome(restored: 0, skipped: unreadable)
+        for (position, item) in readable.enumerated() {
+            progress?.stage = "image \(position + 1)/\(readable.count) (\(files[item.index]))"
+            let image: UnitImage
+            do {
+                image = try read(options.input + "/" + files[item.index])
+            } catch let error as DataError where options.skipBad {
+                // Changed since it was checked.
+                outcome.skipped.append(error.description)
+                progress?.advance(by: item.work)
+                continue
+            }
+            let (damaged, restored) = try restore(image, index: item.index)
+            try write(restored, to: options.out + "/" + names[item.index], format: format)
+            if let damagedOut = options.damagedOut { try write(damaged, to: damagedOut + "/" + names[item.index], format: format) }
+            outcome.restored += 1
+        }
+        return outcome
     }
 
-    /// Damages (with --corrupt) and restores one image; returns the model's input and its output.
+    func restoreDataset() throws -> Outcome {
+        let dataset = try ImageDataset(paths: [options.input], imagesKey: options.imagesKey)
+        try dataset.checkFitsInMemory(batch: 1, bytesPerImageElement: 64)
+        let elements = dataset.imageElements
+        let c = trained.configuration
+        guard dataset.channels == c.channels else {
+            throw RestorationError("--input holds \(dataset.channels)-channel images; the model was trained on \(c.channels)")
+        }
+        describeModel()
+        progress = Progress(total: dataset.count * (try work(height: dataset.height, width: dataset.width)), unit: "tiles")
+        var restoredBytes = [UInt8](), damagedBytes = [UInt8]()
+        restoredBytes.reserveCapacity(dataset.count * elements)
+        var buffer = [Float](repeating: 0, count: elements)
+        for index in 0..<dataset.count {
+            progress?.stage = "image \(index + 1)/\(dataset.count)"
+            try buffer.withUnsafeMutableBufferPointer { try dataset.read(indices: [index], into: $0.baseAddress!) }
+            let image = UnitImage(height: dataset.height, width: dataset.width, channels: dataset.channels,
+                                  pixels: buffer.map { $0 + 0.5 })
+            let (damaged, restored) = try restore(image, index: index)
+            restoredBytes += restored.pixels.map(PNGImage.quantize)
+            if options.damagedOut != nil { damagedBytes += damaged.pixels.map(PNGImage.quantize) }
+        }
+        let shape = [dataset.count, dataset.height, dataset.width, dataset.channels]
+        try OutputFile.writeByteImages(path: options.out, images: restoredBytes, shape: shape)
+        if let damagedOut = options.damagedOut { try OutputFile.writeByteImages(path: damagedOut, images: damagedBytes, shape: shape) }
+        return Outcome(restored: dataset.count)
+    }
+
+    /// The image files (`.png`, `.jpg`, `.jpeg`, any case) under `folder` and its sub-folders, as
+    /// sorted paths relative to it. Hidden files and folders (names starting with `.`) are left
+    /// out, and links to folders are not followed.
+    static func imageFiles(in folder: String) throws -> [String] {
+        var files: [String] = [], pending = [""]
+        while let relative = pending.popLast() {
+            let path = relative.isEmpty ? folder : folder + "/" + relative
+            for name in try FileManager.default.contentsOfDirectory(atPath: path) where !name.hasPrefix(".") {
+                let child = relative.isEmpty ? name : relative + "/" + name
+                let type = try? FileManager.default.attributesOfItem(atPath: folder + "/" + child)[.type] as? FileAttributeType
+                if type == .typeDirectory {
+                    pending.append(child)
+                } else if ImageFormat(path: name) != nil && !OutputSafety.isFolder(folder + "/" + child) {
+                    files.append(child)
+                }
+            }
+        }
+        return files.sorted()
+    }
+
+    /// Reads an image file with the channels it has (a colour image becomes gray for a gray model)
+    /// and its transparency.
+    func read(_ path: String) throws -> UnitImage {
+        var image = try ImageFormat.read(path: path)
+        if trained.configuration.channels == 1 && image.channels == 3 {
+            image = try image.converted(toChannels: 1)
+            if !announcedGray {
+                console.warning("\(options.checkpoint) restores gray images: colour input is converted to gray (ITU-R 601 luma) and written gray")
+                announcedGray = true
+            }
+        }
+        return UnitImage(height: image.height, width: image.width, channels: image.channels, pixels: image.unitFloats, alpha: image.alpha)
+    }
+
+    /// Writes an image file, in `format` or the one `path`'s extension names.
+    func write(_ image: UnitImage, to path: String, format: ImageFormat? = nil) throws {
+        let folder = (path as NSString).deletingLastPathComponent
+        if !folder.isEmpty { try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true) }
+        let file = try PNGImage(unitFloats: image.pixels, height: image.height, width: image.width, channels: image.channels)
+        let withAlpha = try PNGImage(height: file.height, width: file.width, channels: file.channels, pixels: file.pixels, alpha: image.alpha)
+        try (format ?? ImageFormat(path: path) ?? .png).write(withAlpha, to: path, quality: options.quality)
+    }
+
+    /// The tiles (or whole-image passes) one image of `height x width` takes.
+    func work(height: Int, width: Int) throws -> Int {
+        let passes = options.ensemble ? Dihedral.all.map { $0.size(height: height, width: width) } : [(height: height, width: width)]
+        if options.whole { return passes.count }
+        return try passes.reduce(0) { $0 + (try tiling(height: $1.height, width: $1.width)).tileCount }
+    }
+
+    /// The tile plan for an image of `height x width` with the model's channels.
+    func tiling(height: Int, width: Int) throws -> TiledImage {
+        let c = trained.configuration
+        return try TiledImage(height: height, width: width, channels: c.channels, tileHeight: c.height, tileWidth: c.width,
+                              rowOverlap: options.overlap ?? c.height / 4, columnOverlap: options.overlap ?? c.width / 4)
+    }
+
+    /// Damages (with --corrupt) and restores one image; returns the model's input and its output,
+    /// both with the image's own channels and alpha. A gray image for a colour model goes in as
+    /// three equal channels, and the mean of the three output channels comes back.
     func restore(_ image: UnitImage, index: Int) throws -> (damaged: UnitImage, restored: UnitImage) {
         var input = image.pixels.map { $0 - 0.5 }
         if !corruptions.isEmpty {
@@ -156,38 +338,55 @@ public final class Restoration {
                 }
             }
         }
+        let channels = trained.configuration.channels
+        var fed = input
+        if image.channels != channels {
+            fed = [Float](repeating: 0, count: input.count * channels)
+            for pixel in input.indices { for c in 0..<channels { fed[pixel * channels + c] = input[pixel] } }
+        }
         var output: [Float]
         if options.ensemble {
             // Self-ensemble: the eight mirrored and rotated copies, each restored and mapped back,
             // averaged in a fixed order.
-            output = [Float](repeating: 0, count: input.count)
+            output = [Float](repeating: 0, count: fed.count)
             for symmetry in Dihedral.all {
                 let size = symmetry.size(height: image.height, width: image.width)
-                let restored = try restoreOnce(symmetry.apply(input, height: image.height, width: image.width, channels: image.channels),
-                                               height: size.height, width: size.width, channels: image.channels)
-                let back = symmetry.invert(restored, height: image.height, width: image.width, channels: image.channels)
+                let restored = try restoreOnce(symmetry.apply(fed, height: image.height, width: image.width, channels: channels),
+                                               height: size.height, width: size.width)
+                let back = symmetry.invert(restored, height: image.height, width: image.width, channels: channels)
                 for i in output.indices { output[i] += back[i] }
             }
             let count = Float(Dihedral.all.count)
             for i in output.indices { output[i] /= count }
         } else {
-            output = try restoreOnce(input, height: image.height, width: image.width, channels: image.channels)
+            output = try restoreOnce(fed, height: image.height, width: image.width)
         }
-        let damaged = UnitImage(height: image.height, width: image.width, channels: image.channels, pixels: input.map { $0 + 0.5 })
-        for i in output.indices { output[i] += 0.5 }
-        return (damaged, UnitImage(height: image.height, width: image.width, channels: image.channels, pixels: output))
+        if image.channels != channels {
+            var mean = [Float](repeating: 0, count: input.count)
+            for pixel in mean.indices {
+                for c in 0..<channels { mean[pixel] += output[pixel * channels + c] }
+                mean[pixel] /= Float(channels)
+            }
+            output = mean
+        }
+        var damaged = image, restored = image
+        damaged.pixels = input.map { $0 + 0.5 }
+        restored.pixels = output.map { $0 + 0.5 }
+        return (damaged, restored)
     }
 
-    /// The model's output for one image in [-0.5, 0.5]: in tiles, or whole with --whole.
-    func restoreOnce(_ input: [Float], height: Int, width: Int, channels: Int) throws -> [Float] {
-        if options.whole { return try restoreWhole(input, height: height, width: width) }
-        let c = trained.configuration
-        let plan = try TiledImage(height: height, width: width, channels: channels, tileHeight: c.height, tileWidth: c.width,
-                                  rowOverlap: options.overlap ?? c.height / 4, columnOverlap: options.overlap ?? c.width / 4)
+    /// The model's output for one image (the model's channels) in [-0.5, 0.5]: in tiles, or whole
+    /// with --whole.
+    func restoreOnce(_ input: [Float], height: Int, width: Int) throws -> [Float] {
+        if options.whole {
+            defer { progress?.advance(by: 1) }
+            return try restoreWhole(input, height: height, width: width)
+        }
         let model = trained.model
-        return try plan.process(input, batchSize: trained.batch) { tiles, count, results in
+        return try tiling(height: height, width: width).process(input, batchSize: trained.batch) { tiles, count, results in
             model.forward(images: tiles, batch: count, training: false)
             results.update(from: model.reconstruction.pointer, count: count * model.imageCount)
+            progress?.advance(by: count)
         }
     }
 

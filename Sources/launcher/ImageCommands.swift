@@ -15,17 +15,21 @@ struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Restore damaged images with a trained model (denoising, inpainting, deblurring, brightening).",
         discussion: """
-        --input is an HDF5 dataset (`images` (N, H, W, C)), a PNG file or a folder of PNG files; \
-        --out is the same kind (HDF5 output holds uint8 images). Images of another size than the \
-        model's training size are restored in overlapping tiles of that size, blended with a \
-        raised-cosine window so that no seams appear (--whole runs the fully convolutional model on \
-        the whole image at once instead, when its sides are multiples of 2^down). --corrupt damages \
-        clean input first, for demonstrations; --damaged-out keeps that damaged input.
+        --input is an HDF5 dataset (`images` (N, H, W, C)), an image file (PNG or JPEG) or a folder \
+        of them (sub-folders included; the output folder mirrors their paths); --out is the same \
+        kind (HDF5 output holds uint8 images; a file output is written in the format its extension \
+        names, a folder's images in --format). Images of another size than the model's training \
+        size are restored in overlapping tiles of that size, blended with a raised-cosine window so \
+        that no seams appear (--whole runs the fully convolutional model on the whole image at once \
+        instead, when its sides are multiples of 2^down). Gray images stay gray and transparency is \
+        copied through. --corrupt damages clean input first, for demonstrations; --damaged-out keeps \
+        that damaged input. Runs as one process (--threads for more cores). Exit status: 0 done, \
+        1 error (nothing written), 3 some images were skipped (--skip-bad).
         """)
 
     @Option(help: "Checkpoint (HDF5) of a model trained for restoration (train --corrupt ...).")
     var checkpoint: String
-    @Option(help: "Images to restore: an HDF5 dataset file, a PNG file or a folder of PNG files.")
+    @Option(help: "Images to restore: an HDF5 dataset file, a PNG or JPEG file, or a folder of them.")
     var input: String
     @Option(help: "Where to write the restored images: the same kind as --input.")
     var out: String
@@ -45,13 +49,21 @@ struct Restore: ParsableCommand {
     var batch = 32
     @Option(name: .customLong("images-key"), help: "Name of the images dataset in an HDF5 input.")
     var imagesKey = "images"
+    @Option(help: "Format of the images written into a folder: png or jpeg (default png; x.jpg is written as x.png).")
+    var format: ImageFormat?
+    @Option(help: "JPEG quality (1-100) of JPEG output.")
+    var quality = 95
+    @Flag(name: .customLong("skip-bad"), help: "Folder input: skip images that cannot be read, list them at the end and exit with status 3 (without it, one unreadable image stops the run before anything is written).")
+    var skipBad = false
+    @OptionGroup var force: ForceOption
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         var o = RestoreOptions()
         (o.checkpoint, o.input, o.out, o.corrupt, o.damagedOut, o.seed) = (checkpoint, input, out, corrupt, damagedOut, seed)
         (o.overlap, o.whole, o.ensemble, o.batch, o.imagesKey, o.threads) = (overlap, whole, ensemble, batch, imagesKey, threads.threads)
-        try finish(runAlone { try Restoration(options: o, console: $0).run() })
+        (o.format, o.quality, o.skipBad, o.force) = (format, quality, skipBad, force.force)
+        try finish(runAsOneProcess("restore") { try Restoration(options: o, console: $0).run().exitStatus })
     }
 }
 
