@@ -143,6 +143,7 @@ public final class Restoration {
 
     /// Restores every image and writes the results; unreadable images left out with `skipBad` are
     /// listed on standard error, one line each, before the summary.
+    @discardableResult
     public func run() throws -> Outcome {
         let started = monotonicSeconds()
         var outcome: Outcome

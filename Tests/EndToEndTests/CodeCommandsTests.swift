@@ -16,15 +16,6 @@ final class CodeCommandsTests: XCTestCase {
         return out.appendingPathComponent("checkpoints/step-00000000.h5").path
     }
 
-    func bytes(_ path: String) -> Data? { FileManager.default.contents(atPath: path) }
-
-    func assertRefused(_ result: CommandRunner.Result, _ expected: String, _ label: String,
-                       file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertNotEqual(result.status, 0, "\(label) was accepted", file: file, line: line)
-        XCTAssertEqual(result.standardError.split(separator: "\n").count, 1, "\(label): one line: \(result.standardError)", file: file, line: line)
-        XCTAssertTrue(result.standardError.contains(expected), "\(label): '\(result.standardError)' lacks '\(expected)'", file: file, line: line)
-    }
-
     /// encode over its data or checkpoint, decode over its code file or checkpoint, and either over
     /// an existing file (or --png-out into a folder of files) are refused with one line, nothing
     /// written; --force replaces existing outputs.
@@ -34,35 +25,35 @@ final class CodeCommandsTests: XCTestCase {
         let data = folder + "/test.h5"
         try FileManager.default.copyItem(atPath: try PreparedData.mnist("test"), toPath: data)
         let codes = folder + "/codes.h5", decoded = folder + "/decoded.h5", pngs = folder + "/pngs"
-        let originals = [data, checkpoint].map { ($0, bytes($0)) }
+        let originals = [data, checkpoint].map { ($0, fileBytes($0)) }
 
         assertRefused(try CommandRunner.vqvae(["encode", "--checkpoint", checkpoint, "--data", data, "--out", data]), "is the input", "encode --out = --data")
         assertRefused(try CommandRunner.vqvae(["encode", "--checkpoint", checkpoint, "--data", data, "--out", checkpoint]), "is the input", "encode --out = --checkpoint")
         let encoded = try CommandRunner.vqvae(["encode", "--checkpoint", checkpoint, "--data", data, "--limit", "40", "--out", codes])
         XCTAssertEqual(encoded.status, 0, encoded.standardError)
-        let codeBytes = bytes(codes)
+        let codeBytes = fileBytes(codes)
         assertRefused(try CommandRunner.vqvae(["encode", "--checkpoint", checkpoint, "--data", data, "--limit", "20", "--out", codes]),
                       "already exists", "encode over an existing file")
-        XCTAssertEqual(bytes(codes), codeBytes)
+        XCTAssertEqual(fileBytes(codes), codeBytes)
 
         assertRefused(try CommandRunner.vqvae(["decode", "--codes", codes, "--out", codes]), "is the input", "decode --out = --codes")
         assertRefused(try CommandRunner.vqvae(["decode", "--codes", codes, "--out", checkpoint]), "is the input", "decode --out = its checkpoint")
-        for (path, original) in originals { XCTAssertEqual(bytes(path), original, "\(path) was changed") }
-        XCTAssertEqual(bytes(codes), codeBytes)
+        for (path, original) in originals { XCTAssertEqual(fileBytes(path), original, "\(path) was changed") }
+        XCTAssertEqual(fileBytes(codes), codeBytes)
 
         // --png-out into a folder that holds files: refused, and --out is not written either.
         try FileManager.default.createDirectory(atPath: pngs, withIntermediateDirectories: true)
         try Data("mine".utf8).write(to: URL(fileURLWithPath: pngs + "/000000.png"))
         assertRefused(try CommandRunner.vqvae(["decode", "--codes", codes, "--out", decoded, "--png-out", pngs]), "--png-out \(pngs) already exists", "--png-out over files")
         XCTAssertFalse(FileManager.default.fileExists(atPath: decoded))
-        XCTAssertEqual(bytes(pngs + "/000000.png"), Data("mine".utf8))
+        XCTAssertEqual(fileBytes(pngs + "/000000.png"), Data("mine".utf8))
         let forced = try CommandRunner.vqvae(["decode", "--codes", codes, "--out", decoded, "--png-out", pngs, "--png-images", "3", "--force"])
         XCTAssertEqual(forced.status, 0, forced.standardError)
         XCTAssertEqual(try PNGImage.read(path: pngs + "/000000.png").height, 28)
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: pngs).sorted(), ["000000.png", "000001.png", "000002.png"])
-        let decodedBytes = bytes(decoded)
+        let decodedBytes = fileBytes(decoded)
         assertRefused(try CommandRunner.vqvae(["decode", "--codes", codes, "--out", decoded]), "already exists", "decode over an existing file")
-        XCTAssertEqual(bytes(decoded), decodedBytes)
+        XCTAssertEqual(fileBytes(decoded), decodedBytes)
 
         let again = try CommandRunner.vqvae(["encode", "--checkpoint", checkpoint, "--data", data, "--limit", "20", "--out", codes, "--force"])
         XCTAssertEqual(again.status, 0, again.standardError)

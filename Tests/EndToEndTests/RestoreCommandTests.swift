@@ -63,8 +63,6 @@ final class RestoreCommandTests: XCTestCase {
         try CommandRunner.vqvae(["restore", "--checkpoint", checkpoint] + arguments)
     }
 
-    func bytes(_ path: String) -> Data? { FileManager.default.contents(atPath: path) }
-
     /// Every file under `folder`, as sorted relative paths.
     func files(under folder: String) -> [String] {
         guard let walk = FileManager.default.enumerator(atPath: folder) else { return [] }
@@ -78,14 +76,6 @@ final class RestoreCommandTests: XCTestCase {
 
     func lines(_ text: String) -> [String] { text.split(separator: "\n").map(String.init) }
 
-    /// A refusal: non-zero exit, exactly one line on standard error, containing `expected`.
-    func assertRefused(_ result: CommandRunner.Result, _ expected: String, _ label: String,
-                       file: StaticString = #filePath, line: UInt = #line) {
-        XCTAssertNotEqual(result.status, 0, "\(label) was accepted: \(result.standardOutput)", file: file, line: line)
-        XCTAssertEqual(lines(result.standardError).count, 1, "\(label): one line: \(result.standardError)", file: file, line: line)
-        XCTAssertTrue(result.standardError.contains(expected), "\(label): '\(result.standardError)' lacks '\(expected)'", file: file, line: line)
-    }
-
     /// An output that is an input (the same file however spelled, the same folder, a folder inside
     /// the input folder, the checkpoint) is refused before anything is written, and so is an
     /// existing output without --force; with --force it is replaced.
@@ -97,7 +87,7 @@ final class RestoreCommandTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: pngs, withIntermediateDirectories: true)
         try image(channels: 1, seed: 1).write(to: pngs + "/a.png")
         try ImageDataset.writeUInt8(path: h5, images: image(channels: 1).pixels + image(channels: 1, seed: 2).pixels, shape: [2, 40, 36, 1])
-        let originals = [png, pngs + "/a.png", h5, model].map { ($0, bytes($0)) }
+        let originals = [png, pngs + "/a.png", h5, model].map { ($0, fileBytes($0)) }
 
         for (arguments, expected) in [
             (["--input", png, "--out", png], "is the input"),
@@ -112,7 +102,7 @@ final class RestoreCommandTests: XCTestCase {
         ] {
             assertRefused(try restore(model, arguments), expected, arguments.joined(separator: " "))
         }
-        for (path, original) in originals { XCTAssertEqual(bytes(path), original, "\(path) was changed") }
+        for (path, original) in originals { XCTAssertEqual(fileBytes(path), original, "\(path) was changed") }
         XCTAssertEqual(files(under: pngs), ["a.png"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/out.png"))
 
@@ -120,13 +110,13 @@ final class RestoreCommandTests: XCTestCase {
         let out = folder + "/out.png", damaged = folder + "/damaged.png"
         try Data("keep me".utf8).write(to: URL(fileURLWithPath: out))
         assertRefused(try restore(model, ["--input", png, "--out", out]), "already exists", "existing --out")
-        XCTAssertEqual(bytes(out), Data("keep me".utf8))
+        XCTAssertEqual(fileBytes(out), Data("keep me".utf8))
         let fresh = folder + "/fresh.png"
         try Data("keep me too".utf8).write(to: URL(fileURLWithPath: damaged))
         assertRefused(try restore(model, ["--input", png, "--out", fresh, "--corrupt", "noise:0.1", "--damaged-out", damaged]),
                       "--damaged-out \(damaged) already exists", "existing --damaged-out")
         XCTAssertFalse(FileManager.default.fileExists(atPath: fresh), "nothing may be written when an output is refused")
-        XCTAssertEqual(bytes(damaged), Data("keep me too".utf8))
+        XCTAssertEqual(fileBytes(damaged), Data("keep me too".utf8))
         let forced = try restore(model, ["--input", png, "--out", out, "--corrupt", "noise:0.1", "--damaged-out", damaged, "--force"])
         XCTAssertEqual(forced.status, 0, forced.standardError)
         for path in [out, damaged] {
@@ -154,9 +144,9 @@ final class RestoreCommandTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: tree + "/in/in", withIntermediateDirectories: true)
         try image(channels: 1).write(to: tree + "/in/a.png")
         try image(channels: 1, seed: 5).write(to: tree + "/in/in/a.png")
-        let nested = bytes(tree + "/in/a.png")
+        let nested = fileBytes(tree + "/in/a.png")
         assertRefused(try restore(model, ["--input", tree + "/in", "--out", tree, "--force"]), "would be written over an input image", "output onto an input")
-        XCTAssertEqual(bytes(tree + "/in/a.png"), nested)
+        XCTAssertEqual(fileBytes(tree + "/in/a.png"), nested)
         XCTAssertFalse(FileManager.default.fileExists(atPath: tree + "/a.png"))
     }
 
@@ -203,8 +193,8 @@ final class RestoreCommandTests: XCTestCase {
         XCTAssertEqual(lowQuality.status, 0, lowQuality.standardError)
         for name in ["a.jpg", "sub/B.jpg", "sub/deeper/c.jpg"] {
             let high = folder + "/as-jpeg/" + name, low = folder + "/low/" + name
-            XCTAssertEqual(bytes(high)?.prefix(3), Data([0xFF, 0xD8, 0xFF]), "\(name) is a JPEG file")
-            XCTAssertLessThan(bytes(low)?.count ?? .max, bytes(high)?.count ?? 0, "--quality 20 makes smaller files than 95")
+            XCTAssertEqual(fileBytes(high)?.prefix(3), Data([0xFF, 0xD8, 0xFF]), "\(name) is a JPEG file")
+            XCTAssertLessThan(fileBytes(low)?.count ?? .max, fileBytes(high)?.count ?? 0, "--quality 20 makes smaller files than 95")
             // The JPEG holds the same image as the PNG output, up to compression.
             let decoded = try JPEGImage.read(path: high), reference = try PNGImage.read(path: folder + "/restored/" + name.replacingOccurrences(of: ".jpg", with: ".png"))
             XCTAssertEqual([decoded.height, decoded.width, decoded.channels], [reference.height, reference.width, 1])
@@ -215,7 +205,7 @@ final class RestoreCommandTests: XCTestCase {
         // One file: the extension of --out picks the format; --format may not contradict it.
         let single = try restore(model, ["--input", input + "/sub/B.JPG", "--out", folder + "/single.jpg"])
         XCTAssertEqual(single.status, 0, single.standardError)
-        XCTAssertEqual(bytes(folder + "/single.jpg")?.prefix(3), Data([0xFF, 0xD8, 0xFF]))
+        XCTAssertEqual(fileBytes(folder + "/single.jpg")?.prefix(3), Data([0xFF, 0xD8, 0xFF]))
         assertRefused(try restore(model, ["--input", input + "/sub/B.JPG", "--out", folder + "/single.png", "--format", "jpeg"]),
                       "--format jpeg", "--format against the extension")
         // Two inputs that would land on one output name.
@@ -233,7 +223,7 @@ final class RestoreCommandTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: input + "/sub", withIntermediateDirectories: true)
         try image(channels: 1).write(to: input + "/a.png")
         try JPEGImage.write(try image(channels: 1, seed: 1), to: input + "/d.jpg", quality: 90)
-        let pngBytes = bytes(input + "/a.png")!, jpegBytes = bytes(input + "/d.jpg")!
+        let pngBytes = fileBytes(input + "/a.png")!, jpegBytes = fileBytes(input + "/d.jpg")!
         try pngBytes.prefix(pngBytes.count / 2).write(to: URL(fileURLWithPath: input + "/b.png"))
         try jpegBytes.prefix(jpegBytes.count / 2).write(to: URL(fileURLWithPath: input + "/sub/c.jpg"))
         try Data("not an image".utf8).write(to: URL(fileURLWithPath: input + "/e.png"))
