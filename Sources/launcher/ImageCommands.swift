@@ -24,7 +24,7 @@ struct Restore: ParsableCommand {
         instead, when its sides are multiples of 2^down). Gray images stay gray and transparency is \
         copied through. --corrupt damages clean input first, for demonstrations; --damaged-out keeps \
         that damaged input. Runs as one process (--threads for more cores). Exit status: 0 done, \
-        1 error (nothing written), 3 some images were skipped (--skip-bad).
+        1 error (a bad input or output is found before anything is written), 3 some images were skipped (--skip-bad).
         """)
 
     @Option(help: "Checkpoint (HDF5) of a model trained for restoration (train --corrupt ...).")
