@@ -49,13 +49,24 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0:allocator_may_return_null=1}
 flags=(-O -sanitize=fuzzer,address -parse-as-library -I "$build/modules")
 for shim in Sources/C*/; do flags+=(-I "$shim"); done
 libraries=()
-for package in hdf5 openblas libpng; do
+for package in hdf5 openblas libpng libjpeg; do
     pkg-config --exists "$package" || continue
     for include in $(pkg-config --cflags-only-I "$package"); do flags+=(-Xcc "$include"); done
     for folder in $(pkg-config --libs-only-L "$package"); do libraries+=("$folder"); done
 done
 mkdir -p "$build/modules"
 log "building the fuzzers in $build"
+# The C target that wraps libjpeg (SwiftPM makes its module map; here it is written out).
+mkdir -p "$build/modules/CJPEGShim"
+cat > "$build/modules/CJPEGShim/module.modulemap" <<MAP
+module CJPEGShim {
+    header "$(pwd)/Sources/CJPEGShim/include/jpeg_shim.h"
+    link "jpeg"
+    export *
+}
+MAP
+clang -O1 -fsanitize=fuzzer-no-link,address -I Sources/CJPEGShim/include $(pkg-config --cflags libjpeg 2>/dev/null) \
+    -c Sources/CJPEGShim/jpeg_shim.c -o "$build/jpeg_shim.o"
 swiftc "${flags[@]}" -emit-library -static -emit-module -module-name Model \
     -emit-module-path "$build/modules/Model.swiftmodule" Sources/Model/*.swift -o "$build/libModel.a"
 swiftc "${flags[@]}" -emit-library -static -emit-module -module-name Data \
@@ -64,7 +75,7 @@ for target in dataset checkpoint; do
     name="$(tr '[:lower:]' '[:upper:]' <<<"${target:0:1}")${target:1}Fuzzer"
     # ld.gold warns about ASan's local helper symbols of every object; the warnings are harmless.
     swiftc "${flags[@]}" -module-name "$name" Tests/Fuzz/FuzzSupport.swift "Tests/Fuzz/$name.swift" \
-        "$build/libData.a" "$build/libModel.a" "${libraries[@]}" \
+        "$build/libData.a" "$build/libModel.a" "$build/jpeg_shim.o" "${libraries[@]}" \
         -o "$build/$target-fuzzer" 2> >(grep -v "Cannot export local symbol '__asan" >&2)
 done
 
