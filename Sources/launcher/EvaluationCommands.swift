@@ -14,8 +14,7 @@ struct Eval: ParsableCommand {
         The table says which damage is evaluated and which the model was trained on.
         """)
 
-    @Option(help: "Checkpoint file (HDF5) to evaluate.")
-    var checkpoint: String
+    @OptionGroup var checkpoint: CheckpointOption
     @OptionGroup var dataset: DatasetOptions
     @Option(help: ArgumentHelp("Damage the input first (the reference stays clean), e.g. noise:0.1 or mask:0.25.",
                                discussion: "The same syntax as train --corrupt; draws keyed by (--seed, image index)."))
@@ -34,15 +33,14 @@ struct Eval: ParsableCommand {
     var gridOut: String?
     @Option(name: .customLong("grid-images"), parsing: .unconditional, help: "Images in --grid-out.")
     var gridImages = 8
-    @Flag(help: "Replace an existing --recon-out or --grid-out file.")
-    var force = false
+    @OptionGroup var force: ForceOption
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         var o = EvaluationOptions()
-        (o.checkpoint, o.data, o.imagesKey, o.corrupt, o.seed) = (checkpoint, dataset.data, dataset.imagesKey, corrupt, seed)
+        (o.checkpoint, o.data, o.imagesKey, o.corrupt, o.seed) = (checkpoint.checkpoint, dataset.data, dataset.imagesKey, corrupt, seed)
         (o.batch, o.limit, o.reconstructionsOut, o.gridOut, o.gridImages, o.force, o.threads) =
-            (batch, limit, reconOut, gridOut, gridImages, force, threads.threads)
+            (batch, limit, reconOut, gridOut, gridImages, force.force, threads.threads)
         let json = self.json
         try finish(runOnEveryRank { communicator, console in
             let report = try Evaluation.run(o, communicator: communicator)
@@ -65,8 +63,7 @@ struct Probe: ParsableCommand {
         Features are standardised with the training set's mean and deviation. Runs as one process.
         """)
 
-    @Option(help: "Checkpoint (HDF5) whose encoder is probed.")
-    var checkpoint: String
+    @OptionGroup var checkpoint: CheckpointOption
     @Option(help: "HDF5 dataset with `images` and `labels` to fit the classifier on.")
     var train: String
     @Option(help: "HDF5 dataset with `images` and `labels` to measure accuracy on.")
@@ -89,7 +86,7 @@ struct Probe: ParsableCommand {
 
     func run() throws {
         var o = ProbeOptions()
-        (o.checkpoint, o.train, o.test, o.epochs, o.batch) = (checkpoint, train, test, epochs, batch)
+        (o.checkpoint, o.train, o.test, o.epochs, o.batch) = (checkpoint.checkpoint, train, test, epochs, batch)
         (o.lr, o.weightDecay, o.seed, o.limit, o.threads) = (lr, weightDecay, seed, limit, threads.threads)
         let json = self.json
         try finish(runAlone { console in

@@ -5,12 +5,6 @@ import Training
 extension ImageFormat: ExpressibleByArgument {}
 extension PixelType: ExpressibleByArgument {}
 
-/// `--force`, shared by the commands that write files.
-struct ForceOption: ParsableArguments {
-    @Flag(help: "Replace outputs that exist already (each file is replaced atomically). An output that is one of the inputs is refused even so.")
-    var force = false
-}
-
 struct Restore: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Restore damaged images with a trained model (denoising, inpainting, deblurring, brightening).",
@@ -27,8 +21,7 @@ struct Restore: ParsableCommand {
         1 error (a bad input or output is found before anything is written), 3 some images were skipped (--skip-bad).
         """)
 
-    @Option(help: "Checkpoint (HDF5) of a model trained for restoration (train --corrupt ...).")
-    var checkpoint: String
+    @OptionGroup var checkpoint: CheckpointOption
     @Option(help: "Images to restore: an HDF5 dataset file, a PNG or JPEG file, or a folder of them.")
     var input: String
     @Option(help: "Where to write the restored images: the same kind as --input.")
@@ -47,8 +40,7 @@ struct Restore: ParsableCommand {
     var ensemble = false
     @Option(help: "Tiles per forward pass.")
     var batch = 32
-    @Option(name: .customLong("images-key"), help: "Name of the images dataset in an HDF5 input.")
-    var imagesKey = "images"
+    @OptionGroup var key: ImagesKeyOption
     @Option(help: "Format of the images written into a folder: png or jpeg (default png; x.jpg is written as x.png).")
     var format: ImageFormat?
     @Option(help: "JPEG quality (1-100) of JPEG output.")
@@ -60,8 +52,8 @@ struct Restore: ParsableCommand {
 
     func run() throws {
         var o = RestoreOptions()
-        (o.checkpoint, o.input, o.out, o.corrupt, o.damagedOut, o.seed) = (checkpoint, input, out, corrupt, damagedOut, seed)
-        (o.overlap, o.whole, o.ensemble, o.batch, o.imagesKey, o.threads) = (overlap, whole, ensemble, batch, imagesKey, threads.threads)
+        (o.checkpoint, o.input, o.out, o.corrupt, o.damagedOut, o.seed) = (checkpoint.checkpoint, input, out, corrupt, damagedOut, seed)
+        (o.overlap, o.whole, o.ensemble, o.batch, o.imagesKey, o.threads) = (overlap, whole, ensemble, batch, key.imagesKey, threads.threads)
         (o.format, o.quality, o.skipBad, o.force) = (format, quality, skipBad, force.force)
         try finish(runAsOneProcess("restore") { try Restoration(options: o, console: $0).run().exitStatus })
     }
@@ -77,8 +69,7 @@ struct Encode: ParsableCommand {
         process (--threads for more cores).
         """)
 
-    @Option(help: "VQ-VAE checkpoint (HDF5).")
-    var checkpoint: String
+    @OptionGroup var checkpoint: CheckpointOption
     @OptionGroup var dataset: DatasetOptions
     @Option(help: "Output code file (HDF5).")
     var out: String
@@ -92,7 +83,7 @@ struct Encode: ParsableCommand {
     func run() throws {
         var o = EncodeOptions()
         (o.checkpoint, o.data, o.imagesKey, o.out, o.batch, o.limit, o.threads, o.force) =
-            (checkpoint, dataset.data, dataset.imagesKey, out, batch, limit, threads.threads, force.force)
+            (checkpoint.checkpoint, dataset.data, dataset.imagesKey, out, batch, limit, threads.threads, force.force)
         try finish(runAsOneProcess("encode") { try CodeFiles.encode(o, console: $0); return 0 })
     }
 }

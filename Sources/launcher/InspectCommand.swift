@@ -9,15 +9,14 @@ struct Inspect: ParsableCommand {
 
     @Argument(help: "HDF5 file(s) to describe.")
     var files: [String]
-    @Option(name: .customLong("images-key"), help: "Name of the images dataset.")
-    var imagesKey = "images"
+    @OptionGroup var key: ImagesKeyOption
 
     func run() throws {
         let console = Console()
         var failed = false
         for file in files {
             do {
-                console.info(try Inspector.describe(path: file, imagesKey: imagesKey))
+                console.info(try Inspector.describe(path: file, imagesKey: key.imagesKey))
             } catch {
                 console.error("\(error)")
                 failed = true

@@ -56,12 +56,31 @@ struct ArchitectureOptions: ParsableArguments {
     }
 }
 
+/// `--images-key`.
+struct ImagesKeyOption: ParsableArguments {
+    @Option(name: .customLong("images-key"), help: "Name of the images dataset in each HDF5 file.")
+    var imagesKey = "images"
+}
+
 /// `--data FILE...` and `--images-key`.
 struct DatasetOptions: ParsableArguments {
     @Option(name: .long, parsing: .upToNextOption, help: "HDF5 dataset file(s), concatenated in order.")
     var data: [String] = []
-    @Option(name: .customLong("images-key"), help: "Name of the images dataset in each file.")
-    var imagesKey = "images"
+    @OptionGroup var key: ImagesKeyOption
+
+    var imagesKey: String { key.imagesKey }
+}
+
+/// `--checkpoint`, the trained model a command applies.
+struct CheckpointOption: ParsableArguments {
+    @Option(help: "Checkpoint (HDF5) of the trained model: see the command's overview for what it needs.")
+    var checkpoint: String
+}
+
+/// `--force`, shared by the commands that write files.
+struct ForceOption: ParsableArguments {
+    @Flag(help: "Replace outputs that exist already (each file is replaced atomically). An output that is one of the inputs is refused even so.")
+    var force = false
 }
 
 /// `--threads`.
