@@ -1,0 +1,436 @@
+#!/usr/bin/env bash
+# Runs vqvae under a real Slurm cluster of one node (this machine) and checks launches, preemption
+# by signal, time limits and requeueing.
+#
+#   sudo bash scripts/slurm_test.sh [--short]
+#
+# Installs Debian's Slurm and MUNGE when missing, writes a slurm.conf for this machine (its CPU
+# count and memory from nproc and free) into a temporary folder, starts munged, slurmctld and
+# slurmd there as root (own socket, key, ports, state, spool, logs), waits until the node is
+# idle, and then:
+#
+#   1. lists the MPI plugins (srun --mpi=list), tries pmix and pmi2 with a 2-rank training run and
+#      requires pmix to work (Debian's OpenMPI 4.1 is built with PMIx);
+#   2. trains 2 ranks with srun --mpi=pmix (the reference run) and the same with mpirun -np 2:
+#      the final checkpoints must be bit-identical;
+#   3. scancel --signal=TERM: submits examples/slurm/train.sbatch (2 ranks), sends SIGTERM to its
+#      ranks mid-run; the job must end COMPLETED with exit 0 and a checkpoint of the step it stopped
+#      at that verifies; `scontrol requeue` then continues it with --resume auto to a final
+#      checkpoint bit-identical to the reference;
+#   4. (full mode) the time limit: the same job with --time=1 --signal=TERM@10; Slurm signals the
+#      ranks before the limit, they checkpoint, the job script requeues itself and the requeued job
+#      reaches a final checkpoint bit-identical to the reference;
+#   5. (full mode) a plain resubmission (sbatch again) after scancel --signal=TERM, and W = 8 ranks
+#      under srun (--overcommit) reaching the same model as 1 and 2 ranks.
+#
+# For each signal it prints the time from the signal (slurmd's log of the signal sent to the ranks,
+# in ms) to the checkpoint on disk (its rename into place) and to the end of the job. --short runs
+# 1-3 with a small model (a few minutes including the install); the full form uses MNIST and the
+# default model. Stops every process it started, by PID, also on failure; prints
+# "slurm test: ok" at the end and exits non-zero, naming what failed, otherwise.
+#
+# Environment: VQVAE (the binary; default .build/release/vqvae), KEEP_WORK=1 (keep the work
+# folder, its logs and runs).
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$PWD
+mode=full
+case "${1:-}" in
+    --short) mode=short ;;
+    "") ;;
+    *) echo "usage: $0 [--short]" >&2; exit 2 ;;
+esac
+
+fail() {
+    echo "slurm test: FAILED: $*" >&2
+    exit 1
+}
+[ "$(id -u)" -eq 0 ] || fail "must run as root (it starts munged, slurmctld and slurmd)"
+vqvae=$(realpath "${VQVAE:-.build/release/vqvae}" 2>/dev/null) || true
+[ -x "$vqvae" ] || fail "${VQVAE:-.build/release/vqvae} is not built (swift build -c release, or set VQVAE)"
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+# Nothing of an enclosing Slurm job or MPI launch may leak into the runs started here.
+for v in $(compgen -e | grep -E '^(SLURM_|SBATCH_|SRUN_|SALLOC_|PMIX_|PMI_|OMPI_COMM_WORLD_|VQVAE_FAULT$|VQVAE_MPI$)'); do unset "$v"; done
+
+# ---- installation ------------------------------------------------------------------------------
+
+missing=()
+for tool in slurmctld:slurmctld slurmd:slurmd srun:slurm-client munged:munge; do
+    command -v "${tool%%:*}" >/dev/null || missing+=("${tool#*:}")
+done
+if ((${#missing[@]})); then
+    echo "installing Debian packages: ${missing[*]}"
+    apt-get update -qq || fail "apt-get update failed"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null ||
+        fail "apt-get install ${missing[*]} failed"
+fi
+[ -e /usr/lib/x86_64-linux-gnu/slurm-wlm/mpi_pmix.so ] || compgen -G "/usr/lib/*/slurm-wlm/mpi_pmix*.so" >/dev/null ||
+    fail "Slurm's pmix plugin (mpi_pmix.so, package slurm-wlm-basic-plugins) is not installed"
+echo "using $(slurmctld -V), $(munged --version 2>&1 | head -n 1), $(mpirun --version | head -n 1)"
+
+# ---- the cluster -------------------------------------------------------------------------------
+
+work=$(mktemp -d /tmp/vqvae-slurm-test.XXXXXX)
+chmod 755 "$work"
+mkdir -p "$work"/{munge,state,spool,log,run,runs}
+# Every daemon, job step and rank started here carries this variable: the clean-up finds them by it.
+export VQVAE_SLURM_TEST=$work
+daemons=()  # "name:pid"
+
+# The processes carrying that variable, except this script and what it runs itself (the daemons
+# are stopped on their own, last): job steps, job scripts and ranks run under slurmd or apart.
+processes_of_this_test() {
+    python3 - "$work" $$ <<'EOF'
+import os, sys
+marker, me = ("VQVAE_SLURM_TEST=" + sys.argv[1]).encode(), int(sys.argv[2])
+def parent(pid):
+    try:
+        return int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+for entry in os.listdir("/proc"):
+    try:
+        if not entry.isdigit() or marker not in open(f"/proc/{entry}/environ", "rb").read().split(b"\0"):
+            continue
+    except OSError:
+        continue
+    pid = int(entry)
+    while pid > 1 and pid != me:
+        pid = parent(pid)
+    if pid != me:
+        print(entry)
+EOF
+}
+stop_pids() {  # stop_pids PID...: SIGTERM, up to 10 s, then SIGKILL
+    local p i
+    [ $# -gt 0 ] || return 0
+    kill "$@" 2>/dev/null
+    for i in $(seq 100); do
+        for p in "$@"; do kill -0 "$p" 2>/dev/null && break; p=; done
+        [ -z "$p" ] && return 0
+        sleep 0.1
+    done
+    kill -9 "$@" 2>/dev/null
+}
+finish() {
+    local status=$? entry pids=() d
+    trap - EXIT INT TERM
+    if [ "$status" -ne 0 ] && [ -d "$work/log" ]; then
+        for d in slurmctld slurmd; do
+            [ -f "$work/log/$d.log" ] && { echo "--- last lines of $d.log:"; tail -n 15 "$work/log/$d.log"; } >&2
+        done
+    fi
+    if [ -n "${SLURM_CONF:-}" ] && kill -0 "${ctld_pid:-0}" 2>/dev/null; then
+        scancel --quiet --full --signal=KILL --user=root 2>/dev/null
+        scancel --quiet --user=root 2>/dev/null
+        for _ in $(seq 50); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
+    fi
+    # Job steps and ranks first, then the daemons, then whatever they left.
+    mapfile -t pids < <(processes_of_this_test)
+    stop_pids "${pids[@]}"
+    for ((d = ${#daemons[@]} - 1; d >= 0; d--)); do stop_pids "${daemons[d]#*:}"; done
+    mapfile -t pids < <(processes_of_this_test)
+    stop_pids "${pids[@]}"
+    mapfile -t pids < <(processes_of_this_test)
+    if ((${#pids[@]})); then
+        echo "slurm test: still running after the clean-up: $(ps -o pid=,args= -p "${pids[*]}" | tr '\n' ';')" >&2
+        [ "$status" -ne 0 ] || status=1
+    fi
+    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work folder: $work"; else rm -rf "$work"; fi
+    exit "$status"
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+node=$(hostname -s)
+cpus=$(nproc)
+memory=$(free -m | awk '/^Mem:/ { print $2 }')
+read -r ctld_port slurmd_port < <(python3 -c '
+import socket
+s = [socket.socket() for _ in range(2)]
+for x in s: x.bind(("127.0.0.1", 0))
+print(*[x.getsockname()[1] for x in s])')
+dd if=/dev/urandom of="$work/munge/munge.key" bs=1024 count=1 status=none
+chmod 400 "$work/munge/munge.key"
+export SLURM_CONF=$work/slurm.conf
+cat >"$SLURM_CONF" <<EOF
+# One node: this machine ($cpus CPUs, $memory MB), everything under $work.
+ClusterName=vqvaetest
+SlurmctldHost=$node(127.0.0.1)
+SlurmctldPort=$ctld_port
+SlurmdPort=$slurmd_port
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+# cred_expire is also how long a requeued job waits before it may start again (120 s by default).
+AuthInfo=socket=$work/munge/munge.socket,cred_expire=10
+StateSaveLocation=$work/state
+SlurmdSpoolDir=$work/spool
+SlurmctldPidFile=$work/run/slurmctld.pid
+SlurmdPidFile=$work/run/slurmd.pid
+SlurmctldLogFile=$work/log/slurmctld.log
+SlurmdLogFile=$work/log/slurmd.log
+SlurmctldDebug=info
+SlurmdDebug=debug
+LogTimeFormat=iso8601_ms
+# No cgroups: processes are tracked through their parents, tasks are not bound.
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+JobCompType=jobcomp/none
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+ReturnToService=2
+KillWait=30
+MinJobAge=3600
+NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
+PartitionName=main Nodes=$node Default=YES MaxTime=INFINITE State=UP
+EOF
+
+munged --foreground --force --socket="$work/munge/munge.socket" --key-file="$work/munge/munge.key" \
+    --log-file="$work/log/munged.log" --pid-file="$work/munge/munged.pid" --seed-file="$work/munge/munged.seed" \
+    >"$work/log/munged.out" 2>&1 &
+daemons+=("munged:$!")
+for _ in $(seq 100); do [ -S "$work/munge/munge.socket" ] && break; sleep 0.1; done
+[ -S "$work/munge/munge.socket" ] || fail "munged did not start: $(tail -n 3 "$work/log/munged.log" 2>/dev/null)"
+chmod 755 "$work/munge"
+slurmctld -D -f "$SLURM_CONF" >"$work/log/slurmctld.out" 2>&1 &
+ctld_pid=$!
+daemons+=("slurmctld:$ctld_pid")
+slurmd -D -f "$SLURM_CONF" -N "$node" >"$work/log/slurmd.out" 2>&1 &
+daemons+=("slurmd:$!")
+
+wait_until() {  # wait_until SECONDS COMMAND...: polls COMMAND every 0.2 s
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        [ "$SECONDS" -lt "$deadline" ] || return 1
+        sleep 0.2
+    done
+}
+daemons_alive() {
+    local entry
+    for entry in "${daemons[@]}"; do
+        kill -0 "${entry#*:}" 2>/dev/null || { echo "${entry%%:*} exited: $(tail -n 5 "$work/log/${entry%%:*}.out" "$work/log/${entry%%:*}.log" 2>/dev/null)"; return 1; }
+    done
+}
+node_idle() { [ "$(sinfo -h -n "$node" -o %T 2>/dev/null)" = idle ]; }
+start=$SECONDS
+wait_until 60 node_idle || { daemons_alive; fail "node $node did not become idle within 60 s (sinfo: $(sinfo -h -o '%T %E' 2>&1))"; }
+echo "cluster: node $node ($cpus CPUs, $memory MB) idle after $((SECONDS - start)) s; slurmctld port $ctld_port, slurmd port $slurmd_port, $work"
+
+# ---- helpers -----------------------------------------------------------------------------------
+
+job_field() { scontrol -o show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+job_state() { job_field "$1" JobState; }
+job_finished() { case "$(job_state "$1")" in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | PREEMPTED) return 0 ;; *) return 1 ;; esac; }
+job_restarted_and_finished() { [ "$(job_field "$1" Restarts)" -ge "$2" ] && job_finished "$1"; }
+job_running() { [ "$(job_state "$1")" = RUNNING ]; }
+lines_at_least() { [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ]; }
+newest_checkpoint() { ls "$1/checkpoints" 2>/dev/null | grep -E '^step-[0-9]{8}\.h5$' | sort | tail -n 1; }
+step_of() { local n=${1#step-}; echo $((10#${n%.h5})); }
+
+# identical REFERENCE OTHER WHAT: every dataset and the step of two checkpoints are equal bit for bit.
+identical() {
+    local result
+    result=$(python3 Tests/Scripts/compare_hdf5_datasets.py "$1" "$2" --min-datasets 20 --same-position 2>&1) ||
+        fail "$3: $2 differs from $1: $result"
+    [ "$result" = identical ] || fail "$3: unexpected comparison result: $result"
+}
+
+# signal_times JOB OUT NEWEST: from slurmd's log of the first SIGTERM sent to step JOB.0 to the rename
+# of OUT/checkpoints/NEWEST and to the job's end (or its requeue) in slurmctld's log; prints
+# "S C E" (epoch seconds of the signal, seconds to the checkpoint, seconds to the end of the job).
+signal_times() {
+    python3 - "$work/log/slurmd.log" "$work/log/slurmctld.log" "$1" "$2/checkpoints/$3" <<'EOF'
+import os, re, sys
+from datetime import datetime
+slurmd, ctld, job, checkpoint = sys.argv[1:]
+def stamp(line):
+    return datetime.strptime(line[1:24], "%Y-%m-%dT%H:%M:%S.%f").timestamp()
+sent = [stamp(l) for l in open(slurmd) if f"[{job}.0] Sent signal 15 to StepId={job}.0" in l]
+if not sent:
+    sys.exit(f"no SIGTERM to step {job}.0 in slurmd's log")
+signal = sent[0]
+ended = re.compile(rf"_job_complete: JobId={job} done|requeue JobId={job} per user/system request")
+done = [stamp(l) for l in open(ctld) if ended.search(l) and stamp(l) > signal]
+print(f"{signal:.3f} {os.stat(checkpoint).st_ctime - signal:.3f} {(done[0] - signal) if done else float('nan'):.3f}")
+EOF
+}
+
+# ---- data and settings -------------------------------------------------------------------------
+
+if [ "$mode" = short ]; then
+    data=$work/synthetic.h5
+    python3 scripts/synthetic_data.py "$data" || fail "scripts/synthetic_data.py failed"
+    base="--global-batch-size 16 --seed 5 --hidden 16 --res-hidden 8 --code-dim 8 --codes 32 --kmeans-init --corrupt noise:0.1"
+    target_seconds=12
+else
+    python3 scripts/prepare_data.py mnist --out "$work/data" >/dev/null || fail "scripts/prepare_data.py mnist failed"
+    data=$work/data/mnist-train.h5
+    base="--global-batch-size 32 --seed 5 --kmeans-init --corrupt noise:0.1"
+    target_seconds=75
+fi
+read -ra base_words <<<"$base"
+
+# ---- 1. MPI plugins ----------------------------------------------------------------------------
+
+# Each plugin is tried with 2 ranks training for a few seconds (--time-budget); pmix's run also
+# tells how many steps this machine trains per second now.
+plugins=$(srun --mpi=list 2>&1) || fail "srun --mpi=list failed: $plugins"
+echo "srun --mpi=list: $(grep -E '^\s+[a-z_0-9]+$|versions available' <<<"$plugins" | xargs)"
+rate=
+for plugin in pmix pmi2; do
+    if ! grep -qE "^\s+$plugin$" <<<"$plugins"; then
+        echo "  $plugin: not offered by this Slurm"
+        [ "$plugin" = pmix ] && fail "Slurm offers no pmix plugin"
+        continue
+    fi
+    out=$work/runs/probe-$plugin
+    timeout 120 srun --ntasks=2 --cpus-per-task=1 --mpi="$plugin" --kill-on-bad-exit=1 "$vqvae" train --data "$data" --out "$out" \
+        "${base_words[@]}" --steps 1000000 --time-budget 6 --checkpoint-every 0 --log-every 1000 --sync-check-every 1 \
+        >"$out.out" 2>"$out.err"
+    code=$?
+    done_line=$(grep -m 1 '^done: ' "$out.out")
+    if [ "$code" = 0 ] && grep -q "identical on all 2 ranks" "$out.out" && [ -n "$done_line" ]; then
+        echo "  $plugin: works (2 ranks in one world, the same parameters on both: $done_line)"
+        [ "$plugin" = pmix ] && rate=$(awk '{ print $2 / $5 }' <<<"$done_line")
+    else
+        reason=$(grep -h -m 1 -E "OMPI was not built|ERROR|error" "$out.err" "$out.out" | cut -c1-160)
+        echo "  $plugin: does not work (srun exit $code): ${reason:-$(tail -n 1 "$out.err")}"
+        [ "$plugin" = pmix ] && { cat "$out.err" >&2; fail "2 ranks under srun --mpi=pmix did not train as one world"; }
+    fi
+done
+
+# The runs below take about target_seconds uninterrupted at that rate: long enough to be signalled
+# mid-run (the time limit's signal comes 20 to 50 s into a 1-minute job), short enough for a test.
+steps=$(awk -v r="$rate" -v t="$target_seconds" 'BEGIN { s = int(r * t / 30 + 1) * 30; print (s < 60 ? 60 : s) }')
+flags="$base --checkpoint-every $((steps / 3)) --log-every $((steps / 30))"
+echo "runs: $steps steps ($rate steps/s measured, about $target_seconds s), $flags"
+
+# ---- 2. srun launch: the reference run, and mpirun on the same ranks ---------------------------
+
+read -ra flag_words <<<"$flags"
+train=(train --data "$data" --steps "$steps" --threads 1 --resume auto "${flag_words[@]}")
+reference=$work/runs/reference
+start=$EPOCHREALTIME
+srun --ntasks=2 --cpus-per-task=1 --mpi=pmix --kill-on-bad-exit=1 "$vqvae" "${train[@]}" --out "$reference" \
+    --sync-check-every 100 >"$reference.out" 2>"$reference.err" || { cat "$reference.err" >&2; fail "the 2-rank srun run failed"; }
+reference_seconds=$(awk "BEGIN { printf \"%.1f\", $EPOCHREALTIME - $start }")
+final=$(printf 'step-%08d.h5' "$steps")
+[ -f "$reference/checkpoints/$final" ] || fail "the srun run wrote no $final"
+grep -q "identical on all 2 ranks" "$reference.out" || fail "the srun run did not report 2 identical ranks"
+echo "srun --ntasks=2 --mpi=pmix: $steps steps in $reference_seconds s; $(grep -m 1 '^done:' "$reference.out")"
+other=$work/runs/mpirun
+mpirun -np 2 --oversubscribe --bind-to none "$vqvae" "${train[@]}" --out "$other" >"$other.out" 2>"$other.err" ||
+    { cat "$other.err" >&2; fail "the 2-rank mpirun run failed"; }
+identical "$reference/checkpoints/$final" "$other/checkpoints/$final" "srun vs mpirun"
+echo "mpirun -np 2: final checkpoint bit-identical to srun's"
+
+# ---- 3.-5. signals, time limit, requeue --------------------------------------------------------
+
+# submit NAME [sbatch options...]: submits examples/slurm/train.sbatch for the run in runs/NAME;
+# prints the job id.
+submit() {
+    local name=$1
+    shift
+    VQVAE=$vqvae DATA=$data OUT=$work/runs/$name STEPS=$steps FLAGS="$flags" \
+        sbatch --parsable --job-name="$name" --output="$work/runs/$name.job.out" --chdir="$work" "$@" \
+        "$repo/examples/slurm/train.sbatch"
+}
+
+# stopped_checkpoint NAME JOB: after a SIGTERM the job must be COMPLETED, exit 0, the trainer must
+# say where it stopped, and that step's checkpoint must verify. Prints the step.
+stopped_checkpoint() {
+    local name=$1 job=$2 out=$work/runs/$1 log=$work/runs/$1.job.out stopped newest
+    stopped=$(grep -m 1 -oE "stopped by a signal after step [0-9]+" "$log" | grep -oE "[0-9]+$") ||
+        fail "$name: the trainer did not report a stop by signal: $(tail -n 5 "$log")"
+    newest=$(newest_checkpoint "$out")
+    [ "$(step_of "$newest")" = "$stopped" ] || fail "$name: stopped after step $stopped but the newest checkpoint is $newest"
+    "$vqvae" inspect "$out/checkpoints/$newest" >/dev/null 2>&1 || fail "$name: $newest does not verify"
+    ! compgen -G "$out/checkpoints/.step-*" >/dev/null || fail "$name: a temporary checkpoint file was left: $(ls -A "$out/checkpoints")"
+    echo "$stopped"
+}
+
+# report_signal NAME JOB STEP [COMMAND-TIME]: prints the signal-to-checkpoint and signal-to-end
+# times (and from the scancel command to the signal).
+report_signal() {
+    local times signal to_checkpoint to_end
+    times=$(signal_times "$2" "$work/runs/$1" "$(printf 'step-%08d.h5' "$3")") || fail "$1: $times"
+    read -r signal to_checkpoint to_end <<<"$times"
+    echo "  $1: SIGTERM to the ranks -> checkpoint of step $3 on disk in $to_checkpoint s, job ended after $to_end s" \
+         "${4:+(scancel to the signal: $(awk "BEGIN { printf \"%.3f\", $signal - $4 }") s)}"
+    signal_figures+=("$1 $to_checkpoint $to_end")
+}
+signal_figures=()
+
+# scancel_case NAME CONTINUE: scancel --signal=TERM mid-run, then CONTINUE (requeue or resubmit).
+scancel_case() {
+    local name=$1 how=$2 job out=$work/runs/$1 stopped state code second
+    job=$(submit "$name" --ntasks=2 --cpus-per-task=1) || fail "$name: sbatch failed"
+    wait_until 60 job_running "$job" || fail "$name: job $job did not start: $(job_state "$job") $(job_field "$job" Reason)"
+    # Mid-run: after a few progress lines, well before the end.
+    wait_until 120 lines_at_least "$out/metrics.jsonl" 4 || fail "$name: the job made no progress: $(tail -n 5 "$out.job.out")"
+    [ -f "$out/checkpoints/$final" ] && fail "$name: the run finished before it could be signalled; raise its steps"
+    sent_at=$EPOCHREALTIME
+    scancel --signal=TERM "$job" || fail "$name: scancel --signal=TERM $job failed"
+    wait_until 120 job_finished "$job" || fail "$name: job $job did not end within 120 s of SIGTERM (state $(job_state "$job"))"
+    state=$(job_state "$job")
+    code=$(job_field "$job" ExitCode)
+    [ "$state" = COMPLETED ] && [ "$code" = 0:0 ] || fail "$name: job $job ended $state with exit code $code: $(tail -n 5 "$out.job.out")"
+    stopped=$(stopped_checkpoint "$name" "$job") || exit 1
+    [ "$stopped" -lt "$steps" ] || fail "$name: stopped at the final step; nothing left to continue"
+    grep -q "vqvae job: stopped at step $stopped of $steps" "$out.job.out" || fail "$name: the job script did not report the stop"
+    grep -q "requeueing" "$out.job.out" && fail "$name: the job script requeued a job stopped by scancel"
+    echo "scancel --signal=TERM of job $job (2 ranks): COMPLETED, exit $code, checkpoint of step $stopped verifies"
+    report_signal "$name" "$job" "$stopped" "$sent_at"
+    if [ "$how" = requeue ]; then
+        scontrol requeue "$job" || fail "$name: scontrol requeue $job failed"
+        wait_until 300 job_restarted_and_finished "$job" 1 ||
+            fail "$name: the requeued job $job did not finish within 300 s (state $(job_state "$job"))"
+        second=$job
+    else
+        second=$(submit "$name" --ntasks=2 --cpus-per-task=1) || fail "$name: the second sbatch failed"
+        wait_until 300 job_finished "$second" || fail "$name: job $second did not finish within 300 s"
+    fi
+    [ "$(job_state "$second")" = COMPLETED ] && [ "$(job_field "$second" ExitCode)" = 0:0 ] ||
+        fail "$name: the continued job $second ended $(job_state "$second") $(job_field "$second" ExitCode): $(tail -n 5 "$out.job.out")"
+    grep -q "resuming from $out/checkpoints/$(printf 'step-%08d.h5' "$stopped")" "$out.job.out" ||
+        fail "$name: the continued job did not resume from step $stopped"
+    identical "$reference/checkpoints/$final" "$out/checkpoints/$final" "$name"
+    echo "  $([ "$how" = requeue ] && echo "scontrol requeue $job" || echo "sbatch again (job $second)"): resumed from step $stopped," \
+         "final checkpoint of step $steps bit-identical to the uninterrupted run"
+}
+
+scancel_case scancel-requeue requeue
+
+if [ "$mode" = full ]; then
+    scancel_case scancel-resubmit resubmit
+
+    # Time limit: --time=1 --signal=TERM@10; the job script requeues itself when stopped near the limit.
+    name=time-limit
+    out=$work/runs/$name
+    job=$(submit "$name" --ntasks=2 --cpus-per-task=1 --time=1 --signal=TERM@10) || fail "$name: sbatch failed"
+    wait_until 60 job_running "$job" || fail "$name: job $job did not start"
+    wait_until 150 grep -q "requeueing" "$out.job.out" ||
+        fail "$name: job $job did not stop and requeue itself within 150 s: $(tail -n 5 "$out.job.out")"
+    stopped=$(stopped_checkpoint "$name" "$job") || exit 1
+    grep -q "vqvae job: stopped at step $stopped of $steps, [0-9]* s before the time limit; requeueing" "$out.job.out" ||
+        fail "$name: the job script did not report its requeue"
+    echo "time limit (--time=1 --signal=TERM@10) of job $job: the ranks checkpointed step $stopped and the job requeued itself"
+    report_signal "$name" "$job" "$stopped"
+    wait_until 400 job_restarted_and_finished "$job" 1 || fail "$name: the requeued job $job did not finish within 400 s"
+    [ "$(job_state "$job")" = COMPLETED ] || fail "$name: job $job ended $(job_state "$job") $(job_field "$job" ExitCode)"
+    grep -q "resuming from $out/checkpoints/$(printf 'step-%08d.h5' "$stopped")" "$out.job.out" ||
+        fail "$name: the requeued job did not resume from step $stopped"
+    identical "$reference/checkpoints/$final" "$out/checkpoints/$final" "$name"
+    echo "  requeued job $job (restarts $(job_field "$job" Restarts)): resumed from step $stopped, final checkpoint of step" \
+         "$steps bit-identical to the uninterrupted run"
+fi
+
+echo "signal to checkpoint on disk, s: $(for f in "${signal_figures[@]}"; do echo -n "${f%% *} $(cut -d' ' -f2 <<<"$f"); "; done)"
+echo "slurm test: ok ($mode)"
