@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the project: installs missing dependencies, builds in release (the numeric
-# tests need optimised code) and runs the unit, data and end-to-end tests (XCTest).
-# Extra arguments go to `swift test` (e.g. --filter ModelTests).
+# tests need optimised code), runs the unit, data and end-to-end tests (XCTest) and then the short
+# Slurm check (scripts/slurm_test.sh --short). Extra arguments go to `swift test` (e.g. --filter
+# ModelTests) and leave the Slurm check out.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -27,6 +28,21 @@ failed=$(sed -E 's/.*with ([0-9]+) failures?.*/\1/' <<<"$summary")
 if [ "$executed" -eq 0 ]; then
     echo "error: no test was executed" >&2
     exit 1
+fi
+
+# The whole suite (no arguments, as CI runs it) ends with the short Slurm check, counted as one
+# more test: a one-node Slurm cluster on this machine (installed when missing), one srun launch,
+# one scancel --signal=TERM and requeue (root; it fails, never skips, when Slurm cannot start).
+if [ $# -eq 0 ]; then
+    echo "Slurm check: bash scripts/slurm_test.sh --short"
+    slurm_start=$SECONDS
+    if VQVAE=.build/release/vqvae bash scripts/slurm_test.sh --short; then
+        executed=$((executed + 1))
+        echo "Slurm check passed in $((SECONDS - slurm_start)) s"
+    else
+        executed=$((executed + 1)) failed=$((failed + 1))
+        echo "error: Slurm check (scripts/slurm_test.sh --short) failed after $((SECONDS - slurm_start)) s" >&2
+    fi
 fi
 echo "$((executed - failed)) passed, $failed failed"
 [ "$status" -eq 0 ] && [ "$failed" -eq 0 ]

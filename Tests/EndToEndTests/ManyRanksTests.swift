@@ -1,0 +1,43 @@
+import Foundation
+import XCTest
+
+/// Many ranks on few cores: W = 8 and W = 16 ranks (oversubscribed under `mpirun`) train what
+/// W = 1 and W = 2 train, within the tolerances of `DistributedTests`, and every rank holds the
+/// same parameters after every step.
+final class ManyRanksTests: XCTestCase {
+    /// The same global batch (G = 16: 16, 8, 2 and 1 images per rank) and seed for W = 1, 2, 8
+    /// and 16; after 1 step the gradients and codebook statistics, after 5 steps every tensor,
+    /// agree with W = 1 (Tests/Scripts/compare_world_sizes.py). `--sync-check-every 1` has the
+    /// trainer compare the ranks' parameter fingerprints after every step.
+    func testEightAndSixteenRanksTrainTheSameModelAsOneAndTwo() throws {
+        let data = try PreparedData.mnist("test")
+        var folders: [String] = []
+        for ranks in [1, 2, 8, 16] {
+            let out = try CommandRunner.temporaryFolder("many-ranks-\(ranks)")
+            let start = Date()
+            let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
+                "train", "--data", data, "--out", out.path, "--steps", "5", "--global-batch-size", "16", "--seed", "11",
+                "--checkpoint-every", "1", "--log-every", "1", "--hidden", "16", "--res-hidden", "8", "--code-dim", "8",
+                "--codes", "32", "--bucket-mb", "0.01", "--sync-check-every", "1"], timeout: 300)
+            print("W = \(ranks): 5 steps in \(String(format: "%.1f", Date().timeIntervalSince(start))) s (start-up included)")
+            XCTAssertEqual(result.status, 0, result.standardError)
+            if ranks > 1 {
+                XCTAssertTrue(result.standardOutput.contains("identical on all \(ranks) ranks"), result.standardOutput)
+                XCTAssertTrue(result.standardOutput.contains("\(ranks) rank(s) x batch \(16 / ranks)"), result.standardOutput)
+            }
+            XCTAssertEqual(result.standardOutput.components(separatedBy: "step 5/5").count, 2, "rank 0 alone prints progress")
+            folders.append(out.appendingPathComponent("checkpoints").path)
+        }
+        let result = try CommandRunner.script("compare_world_sizes.py", folders)
+        XCTAssertEqual(result.status, 0, result.standardError)
+        let figures = result.standardOutput.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        XCTAssertEqual(figures.count, 4, result.standardOutput)
+        guard figures.count == 4 else { return }
+        print("W = 2, 8, 16 vs W = 1: step-1 gradients and EMA statistics differ by \(figures[0]); after 5 steps every tensor by \(figures[1]) (relative to its largest entry) where the step-1 gradient is above rounding noise, by \(figures[2]) in norm, and entries with a noise gradient by \(figures[3]) (absolute)")
+        // The limits of DistributedTests.testOneTwoAndThreeRanksTrainTheSameModel (see there).
+        XCTAssertLessThan(figures[0], 1e-5)
+        XCTAssertLessThan(figures[1], 1e-4)
+        XCTAssertLessThan(figures[2], 1e-4)
+        XCTAssertLessThan(figures[3], 10 * 3e-4)
+    }
+}
