@@ -63,6 +63,10 @@ public final class Trainer {
     }
 
     public init(options: TrainingOptions, communicator: Communicator, console: Console) throws {
+        // From here on SIGTERM and SIGINT ask for a stop after the first step instead of killing
+        // the rank: start-up (reading the data, the k-means start) can take a while, and Slurm
+        // may signal a job at any moment of it.
+        StopRequest.install()
         try options.validate()
         self.options = options
         self.communicator = communicator
@@ -257,7 +261,6 @@ public final class Trainer {
         if controls.kmeansInit && !resuming {
             try codebook.initializeWithKMeans(firstBatch: try prefetcher.batch(step: 0), iterations: controls.kmeansIterations)
         }
-        StopRequest.install()
 
         let c = model.configuration
         console.info("vqvae train: \(dataset.count) images \(c.height)x\(c.width)x\(c.channels) from \(dataset.paths.joined(separator: " ")); "

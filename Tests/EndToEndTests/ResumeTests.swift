@@ -191,4 +191,26 @@ final class ResumeTests: XCTestCase {
         XCTAssertEqual(job.terminationStatus, 0, (try? String(contentsOf: out.appendingPathComponent("stderr.txt"), encoding: .utf8)) ?? "")
         XCTAssertEqual(checkpoints(out).count, 1, "one checkpoint at the step where the signal arrived")
     }
+
+    /// SIGTERM to every rank during start-up (here the k-means start, 100,000 iterations), as
+    /// Slurm's time limit or a preemption may send it: the ranks train one step, write its
+    /// checkpoint and exit 0, rather than dying of the signal.
+    func testSIGTERMDuringStartUpStillCheckpoints() throws {
+        let out = try CommandRunner.temporaryFolder("sigterm-start-up")
+        let job = try startLongRun(ranks: 2, out: out, extra: ["--kmeans-init", "--kmeans-iterations", "100000"])
+        let metrics = out.appendingPathComponent("metrics.jsonl").path
+        XCTAssertTrue(waitFor({ (try? self.rankProcesses(out).count) == 2 && FileManager.default.fileExists(atPath: metrics) },
+                              seconds: 30), "the ranks did not start")
+        usleep(300_000)
+        XCTAssertEqual(try String(contentsOfFile: metrics, encoding: .utf8), "", "training already started; the start-up was too short")
+        let start = Date()
+        for rank in try rankProcesses(out) { kill(rank, SIGTERM) }
+        let ended = waitFor({ !job.isRunning }, seconds: 120)
+        if !ended { job.terminate() }
+        job.waitUntilExit()
+        print("SIGTERM during start-up: the job ended in \(String(format: "%.2f", Date().timeIntervalSince(start))) s with status \(job.terminationStatus)")
+        XCTAssertTrue(ended)
+        XCTAssertEqual(job.terminationStatus, 0, (try? String(contentsOf: out.appendingPathComponent("stderr.txt"), encoding: .utf8)) ?? "")
+        XCTAssertEqual(checkpoints(out), ["step-00000001.h5"])
+    }
 }
