@@ -17,11 +17,12 @@
 #      ranks mid-run; the job must end COMPLETED with exit 0 and a checkpoint of the step it stopped
 #      at that verifies; `scontrol requeue` then continues it with --resume auto to a final
 #      checkpoint bit-identical to the reference;
-#   4. (full mode) the time limit: the same job with --time=1 --signal=TERM@10; Slurm signals the
-#      ranks before the limit, they checkpoint, the job script requeues itself and the requeued job
-#      reaches a final checkpoint bit-identical to the reference;
-#   5. (full mode) a plain resubmission (sbatch again) after scancel --signal=TERM, and W = 8 ranks
-#      under srun (--overcommit) reaching the same model as 1 and 2 ranks.
+#   4. (full mode) the same with a resubmission (sbatch again) instead of the requeue; the time
+#      limit (--time=1 --signal=TERM@10: Slurm signals the ranks before the limit, they checkpoint,
+#      the job script requeues the job); preemption (a job in a higher partition takes the CPUs:
+#      PreemptMode=REQUEUE, GraceTime=30; the ranks checkpoint, the job script requeues the job).
+#      Each continued run must end bit-identical to the reference;
+#   5. (full mode) the README's Slurm lines (sbatch of the job script, srun), exactly as printed.
 #
 # For each signal it prints the time from the signal (slurmd's log of the signal sent to the ranks,
 # in ms) to the checkpoint on disk (its rename into place) and to the end of the job. --short runs
@@ -72,7 +73,7 @@ echo "using $(slurmctld -V), $(munged --version 2>&1 | head -n 1), $(mpirun --ve
 
 work=$(mktemp -d /tmp/vqvae-slurm-test.XXXXXX)
 chmod 755 "$work"
-mkdir -p "$work"/{munge,state,spool,log,run,runs}
+mkdir -p "$work"/{munge,state,spool,log,run,runs,tmp}
 # Every daemon, job step and rank started here carries this variable: the clean-up finds them by it.
 export VQVAE_SLURM_TEST=$work
 daemons=()  # "name:pid"
@@ -171,6 +172,8 @@ SlurmctldPidFile=$work/run/slurmctld.pid
 SlurmdPidFile=$work/run/slurmd.pid
 SlurmctldLogFile=$work/log/slurmctld.log
 SlurmdLogFile=$work/log/slurmd.log
+# Job-private folders (PMIx's among them, named after the job id) go here, not into /tmp.
+TmpFS=$work/tmp
 SlurmctldDebug=info
 SlurmdDebug=debug
 LogTimeFormat=iso8601_ms
@@ -188,7 +191,11 @@ ReturnToService=2
 KillWait=30
 MinJobAge=3600
 NodeName=$node NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
-PartitionName=main Nodes=$node Default=YES MaxTime=INFINITE State=UP
+# Jobs of "urgent" preempt jobs of "main": SIGTERM at once, requeue after GraceTime.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
+PartitionName=main Nodes=$node Default=YES MaxTime=INFINITE State=UP PriorityTier=1 GraceTime=30
+PartitionName=urgent Nodes=$node MaxTime=INFINITE State=UP PriorityTier=2 PreemptMode=OFF
 EOF
 
 munged --foreground --force --socket="$work/munge/munge.socket" --key-file="$work/munge/munge.key" \
@@ -256,8 +263,8 @@ sent = [stamp(l) for l in open(slurmd) if f"[{job}.0] Sent signal 15 to StepId={
 if not sent:
     sys.exit(f"no SIGTERM to step {job}.0 in slurmd's log")
 signal = sent[0]
-ended = re.compile(rf"_job_complete: JobId={job} done|requeue JobId={job} per user/system request")
-done = [stamp(l) for l in open(ctld) if ended.search(l) and stamp(l) > signal]
+ended = re.compile(rf"_job_complete: JobId={job} done|Requeuing JobId={job}$")
+done = [stamp(l) for l in open(ctld) if ended.search(l.rstrip()) and stamp(l) > signal]
 print(f"{signal:.3f} {os.stat(checkpoint).st_ctime - signal:.3f} {(done[0] - signal) if done else float('nan'):.3f}")
 EOF
 }
@@ -273,7 +280,7 @@ else
     python3 scripts/prepare_data.py mnist --out "$work/data" >/dev/null || fail "scripts/prepare_data.py mnist failed"
     data=$work/data/mnist-train.h5
     base="--global-batch-size 32 --seed 5 --kmeans-init --corrupt noise:0.1"
-    target_seconds=75
+    target_seconds=100
 fi
 read -ra base_words <<<"$base"
 
@@ -331,7 +338,7 @@ mpirun -np 2 --oversubscribe --bind-to none "$vqvae" "${train[@]}" --out "$other
 identical "$reference/checkpoints/$final" "$other/checkpoints/$final" "srun vs mpirun"
 echo "mpirun -np 2: final checkpoint bit-identical to srun's"
 
-# ---- 3.-5. signals, time limit, requeue --------------------------------------------------------
+# ---- 3.-4. signals, time limit, preemption, requeue --------------------------------------------------------
 
 # submit NAME [sbatch options...]: submits examples/slurm/train.sbatch for the run in runs/NAME;
 # prints the job id.
@@ -363,7 +370,7 @@ report_signal() {
     times=$(signal_times "$2" "$work/runs/$1" "$(printf 'step-%08d.h5' "$3")") || fail "$1: $times"
     read -r signal to_checkpoint to_end <<<"$times"
     echo "  $1: SIGTERM to the ranks -> checkpoint of step $3 on disk in $to_checkpoint s, job ended after $to_end s" \
-         "${4:+(scancel to the signal: $(awk "BEGIN { printf \"%.3f\", $signal - $4 }") s)}"
+         "${4:+(from the command to the signal: $(awk "BEGIN { printf \"%.3f\", $signal - $4 }") s)}"
     signal_figures+=("$1 $to_checkpoint $to_end")
 }
 signal_figures=()
@@ -406,31 +413,97 @@ scancel_case() {
          "final checkpoint of step $steps bit-identical to the uninterrupted run"
 }
 
-scancel_case scancel-requeue requeue
-
-if [ "$mode" = full ]; then
-    scancel_case scancel-resubmit resubmit
-
-    # Time limit: --time=1 --signal=TERM@10; the job script requeues itself when stopped near the limit.
-    name=time-limit
-    out=$work/runs/$name
-    job=$(submit "$name" --ntasks=2 --cpus-per-task=1 --time=1 --signal=TERM@10) || fail "$name: sbatch failed"
-    wait_until 60 job_running "$job" || fail "$name: job $job did not start"
+# self_requeue_case NAME CAUSE [sbatch options...]: SIGTERM from CAUSE (time-limit: the job's
+# --time and --signal; preemption: a job submitted to the "urgent" partition mid-run) stops the
+# ranks; the job script requeues the job, which resumes and ends bit-identical to the reference.
+self_requeue_case() {
+    local name=$1 cause=$2 job out=$work/runs/$1 stopped urgent= expected sent_at=
+    shift 2
+    job=$(submit "$name" --ntasks=2 --cpus-per-task=1 "$@") || fail "$name: sbatch failed"
+    wait_until 60 job_running "$job" || fail "$name: job $job did not start: $(job_state "$job") $(job_field "$job" Reason)"
+    if [ "$cause" = preemption ]; then
+        wait_until 120 lines_at_least "$out/metrics.jsonl" 4 || fail "$name: the job made no progress: $(tail -n 5 "$out.job.out")"
+        sent_at=$EPOCHREALTIME
+        urgent=$(sbatch --parsable --partition=urgent --ntasks=1 --job-name=urgent --output="$work/runs/$name.urgent.out" \
+            --wrap "sleep 3") || fail "$name: sbatch of the urgent job failed"
+        expected="preempted at [^;]+"
+    else
+        expected="[0-9]+ s before the time limit"
+    fi
     wait_until 150 grep -q "requeueing" "$out.job.out" ||
         fail "$name: job $job did not stop and requeue itself within 150 s: $(tail -n 5 "$out.job.out")"
     stopped=$(stopped_checkpoint "$name" "$job") || exit 1
-    grep -q "vqvae job: stopped at step $stopped of $steps, [0-9]* s before the time limit; requeueing" "$out.job.out" ||
-        fail "$name: the job script did not report its requeue"
-    echo "time limit (--time=1 --signal=TERM@10) of job $job: the ranks checkpointed step $stopped and the job requeued itself"
-    report_signal "$name" "$job" "$stopped"
+    grep -qE "vqvae job: stopped at step $stopped of $steps, $expected; requeueing" "$out.job.out" ||
+        fail "$name: the job script did not report its requeue: $(grep 'vqvae job:' "$out.job.out" | tail -n 2)"
+    echo "$cause ($*${urgent:+a 1-task job in partition urgent}) of job $job: the ranks checkpointed step $stopped and the job requeued itself"
+    report_signal "$name" "$job" "$stopped" "$sent_at"
+    if [ -n "$urgent" ]; then
+        wait_until 120 job_finished "$urgent" || fail "$name: the urgent job $urgent did not run"
+        [ "$(job_state "$urgent")" = COMPLETED ] || fail "$name: the urgent job ended $(job_state "$urgent")"
+    fi
     wait_until 400 job_restarted_and_finished "$job" 1 || fail "$name: the requeued job $job did not finish within 400 s"
-    [ "$(job_state "$job")" = COMPLETED ] || fail "$name: job $job ended $(job_state "$job") $(job_field "$job" ExitCode)"
+    [ "$(job_state "$job")" = COMPLETED ] && [ "$(job_field "$job" ExitCode)" = 0:0 ] ||
+        fail "$name: job $job ended $(job_state "$job") $(job_field "$job" ExitCode): $(tail -n 5 "$out.job.out")"
     grep -q "resuming from $out/checkpoints/$(printf 'step-%08d.h5' "$stopped")" "$out.job.out" ||
         fail "$name: the requeued job did not resume from step $stopped"
     identical "$reference/checkpoints/$final" "$out/checkpoints/$final" "$name"
     echo "  requeued job $job (restarts $(job_field "$job" Restarts)): resumed from step $stopped, final checkpoint of step" \
          "$steps bit-identical to the uninterrupted run"
+}
+
+scancel_case scancel-requeue requeue
+if [ "$mode" = full ]; then
+    scancel_case scancel-resubmit resubmit
+    # The signal comes 10 to 40 s before the end of a 1-minute job: mid-run, after the start-up.
+    self_requeue_case time-limit time-limit --time=1 --signal=TERM@10
+    self_requeue_case preempted preemption
 fi
+
+# ---- 5. the README's Slurm lines, as written -----------------------------------------------------
+
+# In a folder laid out like the repository (.build/release/vqvae, data/, examples/slurm/), every
+# command of the README's "# Slurm" lines (docs/usage.md shows the same) runs as printed there;
+# each must train to its end.
+# slurm_lines FILE HEADING: the commands under "# Slurm" in the first sh block after HEADING, one a
+# line (continuations joined).
+slurm_lines() {
+    python3 - "$repo/$1" "$2" <<'EOF'
+import sys
+text = open(sys.argv[1]).read()
+block = text.split(sys.argv[2] + "\n", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+lines = block.replace("\\\n", " ").splitlines()
+start = next(i for i, line in enumerate(lines) if line.startswith("# Slurm"))
+for line in lines[start:]:
+    if line.strip() and not line.startswith("#"):
+        print(" ".join(line.split()))
+EOF
+}
+readme_case() {
+    local folder=$work/readme cmd output job steps_done
+    mkdir -p "$folder/.build/release" "$folder/examples/slurm"
+    ln -s "$vqvae" "$folder/.build/release/vqvae"
+    ln -s "$work/data" "$folder/data"
+    cp "$repo/examples/slurm/train.sbatch" "$folder/examples/slurm/"
+    mapfile -t commands < <(slurm_lines README.md "## Running on clusters")
+    [ "$(slurm_lines docs/usage.md "### Under Slurm")" = "$(printf '%s\n' "${commands[@]}")" ] ||
+        fail "docs/usage.md's Slurm lines (### Under Slurm) differ from the README's"
+    [ "${#commands[@]}" -ge 2 ] || fail "README: expected an sbatch and an srun line under '# Slurm', found ${#commands[@]}"
+    for cmd in "${commands[@]}"; do
+        echo "README: $cmd"
+        output=$(cd "$folder" && bash -c "$cmd" 2>&1) || fail "README line failed: $cmd: $(tail -n 5 <<<"$output")"
+        if [[ $output =~ ^Submitted\ batch\ job\ ([0-9]+) ]]; then
+            job=${BASH_REMATCH[1]}
+            wait_until 900 job_finished "$job" || fail "README: job $job did not finish within 900 s"
+            [ "$(job_state "$job")" = COMPLETED ] || fail "README: job $job ended $(job_state "$job"): $(tail -n 5 "$folder/vqvae-$job.out")"
+            output=$(cat "$folder/vqvae-$job.out")
+            grep -q "vqvae job: done" <<<"$output" || fail "README: job $job did not finish its run: $(tail -n 5 <<<"$output")"
+        fi
+        steps_done=$(grep -m 1 '^done: ' <<<"$output") || fail "README: no training summary from: $cmd"
+        grep -qE "identical on all 2 ranks" <<<"$output" || fail "README: not 2 identical ranks: $cmd"
+        echo "  $steps_done"
+    done
+}
+[ "$mode" = full ] && readme_case
 
 echo "signal to checkpoint on disk, s: $(for f in "${signal_figures[@]}"; do echo -n "${f%% *} $(cut -d' ' -f2 <<<"$f"); "; done)"
 echo "slurm test: ok ($mode)"
