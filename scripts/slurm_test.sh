@@ -33,7 +33,7 @@
 # Environment: VQVAE (the binary; default .build/release/vqvae), KEEP_WORK=1 (keep the work
 # folder, its logs and runs).
 set -uo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")/.."
+cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 repo=$PWD
 mode=full
 case "${1:-}" in
@@ -103,10 +103,10 @@ for entry in os.listdir("/proc"):
 EOF
 }
 stop_pids() {  # stop_pids PID...: SIGTERM, up to 10 s, then SIGKILL
-    local p i
+    local p
     [ $# -gt 0 ] || return 0
     kill "$@" 2>/dev/null
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         for p in "$@"; do kill -0 "$p" 2>/dev/null && break; p=; done
         [ -z "$p" ] && return 0
         sleep 0.1
@@ -235,10 +235,13 @@ echo "cluster: node $node ($cpus CPUs, $memory MB) idle after $((SECONDS - start
 job_field() { scontrol -o show job "$1" 2>/dev/null | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 job_state() { job_field "$1" JobState; }
 job_finished() { case "$(job_state "$1")" in COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY | PREEMPTED) return 0 ;; *) return 1 ;; esac; }
-job_restarted_and_finished() { [ "$(job_field "$1" Restarts)" -ge "$2" ] && job_finished "$1"; }
+job_restarted_and_finished() { [ "$(job_field "$1" Restarts)" -ge "$2" ] 2>/dev/null && job_finished "$1"; }
 job_running() { [ "$(job_state "$1")" = RUNNING ]; }
 lines_at_least() { [ -f "$1" ] && [ "$(wc -l <"$1")" -ge "$2" ]; }
-newest_checkpoint() { ls "$1/checkpoints" 2>/dev/null | grep -E '^step-[0-9]{8}\.h5$' | sort | tail -n 1; }
+newest_checkpoint() {
+    local files=("$1"/checkpoints/step-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].h5)
+    [ -e "${files[0]}" ] && echo "${files[-1]##*/}"
+}
 step_of() { local n=${1#step-}; echo $((10#${n%.h5})); }
 
 # identical REFERENCE OTHER WHAT: every dataset and the step of two checkpoints are equal bit for bit.
@@ -417,7 +420,7 @@ scancel_case() {
 # --time and --signal; preemption: a job submitted to the "urgent" partition mid-run) stops the
 # ranks; the job script requeues the job, which resumes and ends bit-identical to the reference.
 self_requeue_case() {
-    local name=$1 cause=$2 job out=$work/runs/$1 stopped urgent= expected sent_at=
+    local name=$1 cause=$2 job out=$work/runs/$1 stopped urgent='' expected='' sent_at=
     shift 2
     job=$(submit "$name" --ntasks=2 --cpus-per-task=1 "$@") || fail "$name: sbatch failed"
     wait_until 60 job_running "$job" || fail "$name: job $job did not start: $(job_state "$job") $(job_field "$job" Reason)"
