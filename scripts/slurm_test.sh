@@ -143,7 +143,8 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
-node=$(hostname -s)
+node=$(uname -n)
+node=${node%%.*}
 cpus=$(nproc)
 memory=$(free -m | awk '/^Mem:/ { print $2 }')
 read -r ctld_port slurmd_port < <(python3 -c '
