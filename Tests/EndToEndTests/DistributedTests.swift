@@ -48,20 +48,7 @@ final class DistributedTests: XCTestCase {
             XCTAssertEqual(result.standardOutput.components(separatedBy: "step 5/5").count, 2, "rank 0 alone prints progress")
             folders.append(out.appendingPathComponent("checkpoints").path)
         }
-        let result = try CommandRunner.script("compare_world_sizes.py", folders)
-        XCTAssertEqual(result.status, 0, result.standardError)
-        let figures = result.standardOutput.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
-        XCTAssertEqual(figures.count, 4, result.standardOutput)
-        guard figures.count == 4 else { return }
-        print("W = 2, 3 vs W = 1: step-1 gradients and EMA statistics differ by \(figures[0]); after 5 steps every tensor by \(figures[1]) (relative to its largest entry) where the step-1 gradient is above rounding noise, by \(figures[2]) in norm, and entries with a noise gradient by \(figures[3]) (absolute)")
-        XCTAssertLessThan(figures[0], 1e-5)
-        XCTAssertLessThan(figures[1], 1e-4)
-        XCTAssertLessThan(figures[2], 1e-4)
-        // An entry whose true gradient is zero (a dead ReLU channel's weights: 1e-11 of rounding,
-        // where the tensor's largest gradients are 2e-3) gets a noise gradient whose sign depends
-        // on the summation order, and Adam's m / (sqrt(v) + eps) turns it into a full step of up
-        // to lr = 3e-4 either way: 5 steps can part two runs by 10 lr at most.
-        XCTAssertLessThan(figures[3], 10 * 3e-4)
+        try assertWorldSizesAgree(checkpointFolders: folders, label: "W = 2, 3")
     }
 
     /// A rank that cannot read its share (a damaged chunk only rank 1 reads) ends the whole job
@@ -111,4 +98,24 @@ final class DistributedTests: XCTestCase {
         XCTAssertEqual(nonFinite, [], "tensors holding NaN or infinity")
         XCTAssertEqual(verified.optimizer.step, 2)
     }
+}
+
+/// Runs compare_world_sizes.py on the checkpoint folders of runs with W = 1 (first) and more
+/// ranks, prints its four figures and holds them to the limits every world-size test shares.
+func assertWorldSizesAgree(checkpointFolders folders: [String], label: String,
+                           file: StaticString = #filePath, line: UInt = #line) throws {
+    let result = try CommandRunner.script("compare_world_sizes.py", folders)
+    XCTAssertEqual(result.status, 0, result.standardError, file: file, line: line)
+    let figures = result.standardOutput.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    XCTAssertEqual(figures.count, 4, result.standardOutput, file: file, line: line)
+    guard figures.count == 4 else { return }
+    print("\(label) vs W = 1: step-1 gradients and EMA statistics differ by \(figures[0]); after 5 steps every tensor by \(figures[1]) (relative to its largest entry) where the step-1 gradient is above rounding noise, by \(figures[2]) in norm, and entries with a noise gradient by \(figures[3]) (absolute)")
+    XCTAssertLessThan(figures[0], 1e-5, file: file, line: line)
+    XCTAssertLessThan(figures[1], 1e-4, file: file, line: line)
+    XCTAssertLessThan(figures[2], 1e-4, file: file, line: line)
+    // An entry whose true gradient is zero (a dead ReLU channel's weights: 1e-11 of rounding,
+    // where the tensor's largest gradients are 2e-3) gets a noise gradient whose sign depends
+    // on the summation order, and Adam's m / (sqrt(v) + eps) turns it into a full step of up
+    // to lr = 3e-4 either way: 5 steps can part two runs by 10 lr at most.
+    XCTAssertLessThan(figures[3], 10 * 3e-4, file: file, line: line)
 }
