@@ -42,7 +42,8 @@ enum StridedWinograd {
         let layout = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
                             inputChannels: inputChannels, outputChannels: outputChannels)
         let (v, m, u, zeros) = layout.regions(workspace)
-        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
+        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels, plane: layout.kernelPlane,
+                        order: .inputsByOutputs)
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width,
                        outputHeight: outputHeight, outputWidth: outputWidth, channels: inputChannels)
         layout.multiply(tiles: v, kernel: u, into: m)
@@ -59,7 +60,8 @@ enum StridedWinograd {
         let layout = layout(batch: batch, outputHeight: outputHeight, outputWidth: outputWidth,
                             inputChannels: inputChannels, outputChannels: outputChannels)
         let (dv, dm, u, zeros) = layout.regions(workspace)
-        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
+        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels, plane: layout.kernelPlane,
+                        order: .outputsByInputs)
         transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch,
                                 height: outputHeight, width: outputWidth, channels: outputChannels)
         layout.tileGradient(products: dm, kernel: u, into: dv)
@@ -77,7 +79,8 @@ enum StridedWinograd {
         inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
     ) {
         let (layout, v, dm, u) = weightGradientPass(
-            weightGradient, input: input, outputGradient: outputGradient, weight: weight, transformsKernel: inputGradient != nil,
+            weightGradient, input: input, outputGradient: outputGradient, weight: weight,
+            kernelOrder: inputGradient != nil ? .outputsByInputs : nil,
             batch: batch, height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth,
             inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
         guard let inputGradient else { return }
@@ -98,7 +101,8 @@ enum StridedWinograd {
         inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
     ) {
         let (layout, v, dm, u) = weightGradientPass(
-            weightGradient, input: input, outputGradient: outputGradient, weight: weight, transformsKernel: output != nil,
+            weightGradient, input: input, outputGradient: outputGradient, weight: weight,
+            kernelOrder: output != nil ? .inputsByOutputs : nil,
             batch: batch, height: height, width: width, outputHeight: outputHeight, outputWidth: outputWidth,
             inputChannels: inputChannels, outputChannels: outputChannels, workspace: workspace)
         guard let output else { return }
@@ -107,12 +111,12 @@ enum StridedWinograd {
     }
 
     /// The first half of `backward` and `transposedBackward`: transforms `input` (V) and
-    /// `outputGradient` (dM) into `workspace`, adds `dL/dweight` through `dU = dM^T V`, and when
-    /// `transformsKernel` then writes the transformed `weight` (U) over dU for the second half.
+    /// `outputGradient` (dM) into `workspace`, adds `dL/dweight` through `dU = dM^T V`, and when given a
+    /// `kernelOrder` then writes the transformed `weight` (U) in that order over dU for the second half.
     /// Returns the layout, V, dM and the kernel region.
     private static func weightGradientPass(
         _ weightGradient: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>, outputGradient: UnsafePointer<Float>,
-        weight: UnsafePointer<Float>, transformsKernel: Bool,
+        weight: UnsafePointer<Float>, kernelOrder: KernelOrder?,
         batch: Int, height: Int, width: Int, outputHeight: Int, outputWidth: Int,
         inputChannels: Int, outputChannels: Int, workspace: UnsafeMutablePointer<Float>
     ) -> (WinogradWorkspace, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
@@ -124,8 +128,11 @@ enum StridedWinograd {
         transformOutputGradient(dm, gradient: outputGradient, zeros: zeros, batch: batch,
                                 height: outputHeight, width: outputWidth, channels: outputChannels)
         layout.kernelGradient(products: dm, tiles: v, into: u)
-        accumulateKernelGradient(weightGradient, transformed: u, outputs: outputChannels, inputs: inputChannels)
-        if transformsKernel { transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels) }
+        accumulateKernelGradient(weightGradient, transformed: u, outputs: outputChannels, inputs: inputChannels, plane: layout.kernelPlane)
+        if let kernelOrder {
+            transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels, plane: layout.kernelPlane,
+                            order: kernelOrder)
+        }
         return (layout, v, dm, u)
     }
 
@@ -293,34 +300,61 @@ enum StridedWinograd {
                                channels: channels, points: 5, column: outputColumnAdjoint)
     }
 
-    /// `U[xi, o, (p, q, c)] = (G h G^T)[xi]` with `h[a][b] = weight[o, 2a + p, 2b + q, c]`.
-    static func transformKernel(_ u: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, outputs: Int, inputs: Int) {
-        let blockChannels = 4 * inputs
-        let plane = outputs * blockChannels
-        for o in 0..<outputs {
+    /// `U[xi, o, (p, q, c)] = (G h G^T)[xi]` with `h[a][b] = weight[o, 2a + p, 2b + q, c]`, planes
+    /// `plane` floats apart, each the `outputs x 4 * inputs` matrix or, for `.inputsByOutputs`, its
+    /// transpose, in `Panels` (16 input or output channels at a time).
+    static func transformKernel(
+        _ u: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, outputs: Int, inputs: Int, plane: Int,
+        order: KernelOrder
+    ) {
+        /// `G h G^T` of the four vectors `h(a, b)`, stored through `store(xi, value)`.
+        @inline(__always) func transform(_ h: (Int, Int) -> Vector, _ store: (Int, Vector) -> Void) {
+            // Down the two columns, G h; then along each of the five rows.
+            let c0 = kernelColumn(h(0, 0), h(1, 0)), c1 = kernelColumn(h(0, 1), h(1, 1))
+            @inline(__always) func row(_ i: Int, _ h0: Vector, _ h1: Vector) {
+                let r = kernelColumn(h0, h1)
+                store(5 * i, r.0); store(5 * i + 1, r.1); store(5 * i + 2, r.2); store(5 * i + 3, r.3); store(5 * i + 4, r.4)
+            }
+            row(0, c0.0, c1.0); row(1, c0.1, c1.1); row(2, c0.2, c1.2); row(3, c0.3, c1.3); row(4, c0.4, c1.4)
+        }
+        let (rows, columns) = order == .outputsByInputs ? (outputs, 4 * inputs) : (4 * inputs, outputs)
+        @inline(__always) func panels(_ xi: Int) -> Panels { Panels(base: u + xi * plane, rows: rows, columns: columns) }
+        /// Stores position `xi`'s value of `(row, column ..< column + lanes)`: one vector at the
+        /// same offset of every plane when the lanes fill a panel's row.
+        @inline(__always) func storing(row: Int, column: Int, lanes: Int, _ body: ((Int, Vector) -> Void) -> Void) {
+            if column % vectorWidth == 0 && lanes == vectorWidth {
+                let start = u + column * rows + row * vectorWidth
+                body { xi, value in store(value, start + xi * plane) }
+            } else {
+                body { xi, value in panels(xi).store(value, row: row, column: column, lanes: lanes) }
+            }
+        }
+        for xi in 0..<25 { panels(xi).zeroPadding() }
+        switch order {
+        case .outputsByInputs:
+            for o in 0..<outputs {
+                let kernel = weight + o * 16 * inputs
+                for phase in 0..<4 {
+                    let (p, q) = (phase / 2, phase % 2)
+                    var c = 0
+                    while c < inputs {
+                        let lanes = min(vectorWidth, inputs - c)
+                        storing(row: o, column: phase * inputs + c, lanes: lanes) { store in transform({ a, b in loadLanes(kernel + ((2 * a + p) * 4 + 2 * b + q) * inputs + c, lanes) }, store) }
+                        c += lanes
+                    }
+                }
+            }
+        case .inputsByOutputs:
             for phase in 0..<4 {
                 let (p, q) = (phase / 2, phase % 2)
-                let kernel = weight + o * 16 * inputs
-                let destination = u + o * blockChannels + phase * inputs
-                var c = 0
-                while c < inputs {
-                    let lanes = min(vectorWidth, inputs - c)
-                    @inline(__always) func h(_ a: Int, _ b: Int) -> Vector {
-                        loadLanes(kernel + ((2 * a + p) * 4 + 2 * b + q) * inputs + c, lanes)
+                for c in 0..<inputs {
+                    var o = 0
+                    while o < outputs {
+                        let lanes = min(vectorWidth, outputs - o)
+                        let kernel = weight + o * 16 * inputs + c
+                        storing(row: phase * inputs + c, column: o, lanes: lanes) { store in transform({ a, b in gatherLanes(kernel + ((2 * a + p) * 4 + 2 * b + q) * inputs, stride: 16 * inputs, lanes) }, store) }
+                        o += lanes
                     }
-                    // Down the two columns, G h; then along each of the five rows.
-                    let c0 = kernelColumn(h(0, 0), h(1, 0)), c1 = kernelColumn(h(0, 1), h(1, 1))
-                    @inline(__always) func row(_ i: Int, _ h0: Vector, _ h1: Vector) {
-                        let r = kernelColumn(h0, h1)
-                        let target = destination + 5 * i * plane + c
-                        storeLanes(r.0, target, lanes)
-                        storeLanes(r.1, target + plane, lanes)
-                        storeLanes(r.2, target + 2 * plane, lanes)
-                        storeLanes(r.3, target + 3 * plane, lanes)
-                        storeLanes(r.4, target + 4 * plane, lanes)
-                    }
-                    row(0, c0.0, c1.0); row(1, c0.1, c1.1); row(2, c0.2, c1.2); row(3, c0.3, c1.3); row(4, c0.4, c1.4)
-                    c += lanes
                 }
             }
         }
@@ -328,10 +362,9 @@ enum StridedWinograd {
 
     /// `weightGradient[o, 2a + p, 2b + q, c] += (G^T dU G)[a][b]`.
     static func accumulateKernelGradient(
-        _ weightGradient: UnsafeMutablePointer<Float>, transformed du: UnsafePointer<Float>, outputs: Int, inputs: Int
+        _ weightGradient: UnsafeMutablePointer<Float>, transformed du: UnsafePointer<Float>, outputs: Int, inputs: Int, plane: Int
     ) {
         let blockChannels = 4 * inputs
-        let plane = outputs * blockChannels
         for o in 0..<outputs {
             for phase in 0..<4 {
                 let (p, q) = (phase / 2, phase % 2)

@@ -44,7 +44,8 @@ enum Winograd {
     ) {
         let layout = layout(batch: batch, height: height, width: width, inputChannels: inputChannels, outputChannels: outputChannels)
         let (v, m, u, zeros) = layout.regions(workspace)
-        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
+        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels, plane: layout.kernelPlane,
+                        order: .inputsByOutputs)
         transformInput(v, image: input, zeros: zeros, batch: batch, height: height, width: width, channels: inputChannels)
         layout.multiply(tiles: v, kernel: u, into: m)
         transformOutput(output, products: m, batch: batch, height: height, width: width, channels: outputChannels)
@@ -65,9 +66,10 @@ enum Winograd {
                                 channels: outputChannels)
         // dU in the kernel's region, then dV over V.
         layout.kernelGradient(products: dm, tiles: v, into: u)
-        accumulateKernelGradient(weightGradient, transformed: u, outputs: outputChannels, inputs: inputChannels)
+        accumulateKernelGradient(weightGradient, transformed: u, outputs: outputChannels, inputs: inputChannels, plane: layout.kernelPlane)
         guard let inputGradient else { return }
-        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels)
+        transformKernel(u, weight: weight, outputs: outputChannels, inputs: inputChannels, plane: layout.kernelPlane,
+                        order: .outputsByInputs)
         layout.tileGradient(products: dm, kernel: u, into: v)
         scatterInputGradient(inputGradient, transformed: v, batch: batch, height: height, width: width, channels: inputChannels)
     }
@@ -235,36 +237,63 @@ enum Winograd {
         return (0.25 * u0 + s12 + (1 / 24 as Float) * s34, d12 + d34, s12 + (1 / 6 as Float) * s34 + u5)
     }
 
-    /// `U[xi, o, i] = (G g G^T)[xi]` with `g[ky][kx] = weight[o, ky, kx, i]` for a weight `[outputs, 3, 3, inputs]`.
-    static func transformKernel(_ u: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, outputs: Int, inputs: Int) {
-        let plane = outputs * inputs
+    /// `U[xi, o, i] = (G g G^T)[xi]` with `g[ky][kx] = weight[o, ky, kx, i]` for a weight
+    /// `[outputs, 3, 3, inputs]`, planes `plane` floats apart, each the `outputs x inputs` matrix
+    /// or, for `.inputsByOutputs`, its transpose, in `Panels` (16 input or output channels at a time).
+    static func transformKernel(
+        _ u: UnsafeMutablePointer<Float>, weight: UnsafePointer<Float>, outputs: Int, inputs: Int, plane: Int,
+        order: KernelOrder
+    ) {
         withUnsafeTemporaryAllocation(of: Vector.self, capacity: 18) { columnBuffer in
             let columns = columnBuffer.baseAddress!
-            for o in 0..<outputs {
-                let kernel = weight + o * 9 * inputs
-                let destination = u + o * inputs
-                var c = 0
-                while c < inputs {
-                    let lanes = min(vectorWidth, inputs - c)
-                    // Down the columns, G g, into columns[i * 3 + kx].
-                    for kx in 0..<3 {
-                        @inline(__always) func g(_ ky: Int) -> Vector { loadLanes(kernel + (ky * 3 + kx) * inputs + c, lanes) }
-                        let r = kernelColumn(g(0), g(1), g(2))
-                        columns[kx] = r.0; columns[3 + kx] = r.1; columns[6 + kx] = r.2
-                        columns[9 + kx] = r.3; columns[12 + kx] = r.4; columns[15 + kx] = r.5
+            /// `G g G^T` of the nine vectors `g(ky, kx)`, stored through `store(xi, value)`.
+            @inline(__always) func transform(_ g: (Int, Int) -> Vector, _ store: (Int, Vector) -> Void) {
+                // Down the columns, G g, into columns[i * 3 + kx].
+                for kx in 0..<3 {
+                    let r = kernelColumn(g(0, kx), g(1, kx), g(2, kx))
+                    columns[kx] = r.0; columns[3 + kx] = r.1; columns[6 + kx] = r.2
+                    columns[9 + kx] = r.3; columns[12 + kx] = r.4; columns[15 + kx] = r.5
+                }
+                // Along the rows, times G^T.
+                for i in 0..<6 {
+                    let r = kernelColumn(columns[3 * i], columns[3 * i + 1], columns[3 * i + 2])
+                    store(6 * i, r.0); store(6 * i + 1, r.1); store(6 * i + 2, r.2)
+                    store(6 * i + 3, r.3); store(6 * i + 4, r.4); store(6 * i + 5, r.5)
+                }
+            }
+            let (rows, width) = order == .outputsByInputs ? (outputs, inputs) : (inputs, outputs)
+            @inline(__always) func panels(_ xi: Int) -> Panels { Panels(base: u + xi * plane, rows: rows, columns: width) }
+            /// Stores position `xi`'s value of `(row, column ..< column + lanes)`: one vector at
+            /// the same offset of every plane when the lanes fill a panel's row.
+            @inline(__always) func storing(row: Int, column: Int, lanes: Int, _ body: ((Int, Vector) -> Void) -> Void) {
+                if column % vectorWidth == 0 && lanes == vectorWidth {
+                    let start = u + column * rows + row * vectorWidth
+                    body { xi, value in store(value, start + xi * plane) }
+                } else {
+                    body { xi, value in panels(xi).store(value, row: row, column: column, lanes: lanes) }
+                }
+            }
+            for xi in 0..<36 { panels(xi).zeroPadding() }
+            switch order {
+            case .outputsByInputs:
+                for o in 0..<outputs {
+                    let kernel = weight + o * 9 * inputs
+                    var c = 0
+                    while c < inputs {
+                        let lanes = min(vectorWidth, inputs - c)
+                        storing(row: o, column: c, lanes: lanes) { store in transform({ ky, kx in loadLanes(kernel + (ky * 3 + kx) * inputs + c, lanes) }, store) }
+                        c += lanes
                     }
-                    // Along the rows, times G^T.
-                    for i in 0..<6 {
-                        let r = kernelColumn(columns[3 * i], columns[3 * i + 1], columns[3 * i + 2])
-                        let row = destination + 6 * i * plane + c
-                        storeLanes(r.0, row, lanes)
-                        storeLanes(r.1, row + plane, lanes)
-                        storeLanes(r.2, row + 2 * plane, lanes)
-                        storeLanes(r.3, row + 3 * plane, lanes)
-                        storeLanes(r.4, row + 4 * plane, lanes)
-                        storeLanes(r.5, row + 5 * plane, lanes)
+                }
+            case .inputsByOutputs:
+                for i in 0..<inputs {
+                    var o = 0
+                    while o < outputs {
+                        let lanes = min(vectorWidth, outputs - o)
+                        let kernel = weight + o * 9 * inputs + i
+                        storing(row: i, column: o, lanes: lanes) { store in transform({ ky, kx in gatherLanes(kernel + (ky * 3 + kx) * inputs, stride: 9 * inputs, lanes) }, store) }
+                        o += lanes
                     }
-                    c += lanes
                 }
             }
         }
@@ -272,9 +301,8 @@ enum Winograd {
 
     /// `weightGradient[o, ky, kx, i] += (G^T dU G)[ky][kx]` with `dU[xi, o, i]`.
     static func accumulateKernelGradient(
-        _ weightGradient: UnsafeMutablePointer<Float>, transformed du: UnsafePointer<Float>, outputs: Int, inputs: Int
+        _ weightGradient: UnsafeMutablePointer<Float>, transformed du: UnsafePointer<Float>, outputs: Int, inputs: Int, plane: Int
     ) {
-        let plane = outputs * inputs
         withUnsafeTemporaryAllocation(of: Vector.self, capacity: 18) { columnBuffer in
             let columns = columnBuffer.baseAddress!
             for o in 0..<outputs {

@@ -113,13 +113,22 @@ func storeLanes(_ v: Vector, _ p: UnsafeMutablePointer<Float>, _ lanes: Int) {
 
 /// The workspace of one Winograd pass over `tiles` tiles with `positions` transformed positions:
 /// the transformed tiles `[tiles, positions, rowWidth]`, the products `[tiles, positions, out]`,
-/// the transformed kernel `[positions, out, rowWidth]` and a row of zeros that stands for pixels
-/// outside the image.
+/// the transformed kernel `[positions, out, rowWidth]` (planes `kernelPlane` floats apart) and a
+/// row of zeros that stands for pixels outside the image.
 struct WinogradWorkspace {
     let positions: Int, tiles: Int, rowWidth: Int, outputChannels: Int, zeroCount: Int
 
+    /// Floats from one position's kernel plane to the next: room for the transformed kernel in
+    /// 16-column panels (`KernelOrder`) or for its gradient `[out, rowWidth]`, and one cache line
+    /// more. The kernel transforms write (and their adjoints read) all positions' planes for each
+    /// channel; planes of a power-of-two size would all fall into the same cache set and evict one
+    /// another, and the extra line spreads them over the sets.
+    var kernelPlane: Int {
+        max(panelColumns(outputChannels) * rowWidth, panelColumns(rowWidth) * outputChannels) + vectorWidth
+    }
+
     var count: Int {
-        positions * tiles * (rowWidth + outputChannels) + positions * outputChannels * rowWidth + zeroCount
+        positions * tiles * (rowWidth + outputChannels) + positions * kernelPlane + zeroCount
     }
 
     /// `workspace` cut into the tiles, the products, the kernel and the zeros (which this sets).
@@ -128,32 +137,75 @@ struct WinogradWorkspace {
     ) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
         let products = workspace + positions * tiles * rowWidth
         let kernel = products + positions * tiles * outputChannels
-        let zeros = kernel + positions * outputChannels * rowWidth
+        let zeros = kernel + positions * kernelPlane
         zeros.update(repeating: 0, count: zeroCount)
         return (workspace, products, kernel, zeros)
     }
 
-    /// The forward products, every position: `M[:, xi] (T x out) = V[:, xi] (T x rowWidth) * U[xi]^T`.
-    func multiply(tiles v: UnsafePointer<Float>, kernel u: UnsafePointer<Float>, into m: UnsafeMutablePointer<Float>) {
-        gemmEach(count: positions, transposeA: false, transposeB: true, m: tiles, n: outputChannels, k: rowWidth,
-                 a: v, lda: positions * rowWidth, aStride: rowWidth,
-                 b: u, ldb: rowWidth, bStride: outputChannels * rowWidth,
-                 c: m, ldc: positions * outputChannels, cStride: outputChannels)
+    /// The forward products, every position: `M[:, xi] (T x out) = V[:, xi] (T x rowWidth) * U[xi]^T`,
+    /// with the kernel in `.inputsByOutputs` panels.
+    func multiply(tiles v: UnsafePointer<Float>, kernel ut: UnsafePointer<Float>, into m: UnsafeMutablePointer<Float>) {
+        WinogradProducts.tileProducts(positions: positions, tiles: tiles, depth: rowWidth, n: outputChannels,
+                                      a: v, panels: ut, plane: kernelPlane, c: m)
     }
 
-    /// The transformed kernel's gradient: `dU[xi] (out x rowWidth) = dM[:, xi]^T (out x T) * V[:, xi]`.
+    /// The transformed kernel's gradient: `dU[xi] (out x rowWidth) = dM[:, xi]^T (out x T) * V[:, xi]`,
+    /// planes `[out, rowWidth]` `kernelPlane` floats apart.
     func kernelGradient(products dm: UnsafePointer<Float>, tiles v: UnsafePointer<Float>, into du: UnsafeMutablePointer<Float>) {
-        gemmEach(count: positions, transposeA: true, transposeB: false, m: outputChannels, n: rowWidth, k: tiles,
-                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
-                 b: v, ldb: positions * rowWidth, bStride: rowWidth,
-                 c: du, ldc: rowWidth, cStride: outputChannels * rowWidth)
+        WinogradProducts.kernelGradient(positions: positions, tiles: tiles, outputs: outputChannels, inputs: rowWidth,
+                                        dm: dm, v: v, du: du, plane: kernelPlane)
     }
 
-    /// The transformed tiles' gradient: `dV[:, xi] (T x rowWidth) = dM[:, xi] (T x out) * U[xi]`.
+    /// The transformed tiles' gradient: `dV[:, xi] (T x rowWidth) = dM[:, xi] (T x out) * U[xi]`,
+    /// with the kernel in `.outputsByInputs` panels.
     func tileGradient(products dm: UnsafePointer<Float>, kernel u: UnsafePointer<Float>, into dv: UnsafeMutablePointer<Float>) {
-        gemmEach(count: positions, transposeA: false, transposeB: false, m: tiles, n: rowWidth, k: outputChannels,
-                 a: dm, lda: positions * outputChannels, aStride: outputChannels,
-                 b: u, ldb: rowWidth, bStride: outputChannels * rowWidth,
-                 c: dv, ldc: positions * rowWidth, cStride: rowWidth)
+        WinogradProducts.tileProducts(positions: positions, tiles: tiles, depth: outputChannels, n: rowWidth,
+                                      a: dm, panels: u, plane: kernelPlane, c: dv)
     }
+}
+
+/// Columns of a matrix `columns` wide stored in 16-column panels: rounded up to a whole panel.
+@inline(__always)
+func panelColumns(_ columns: Int) -> Int { (columns + vectorWidth - 1) / vectorWidth * vectorWidth }
+
+/// A `rows x columns` matrix stored as 16-column panels, one after another, each `rows x 16`
+/// row-major: entry `(r, c)` at `(c / 16) * rows * 16 + r * 16 + c % 16`. The columns past
+/// `columns` in the last panel are zero, so that a product can read whole 16-float rows.
+struct Panels {
+    let base: UnsafeMutablePointer<Float>, rows: Int, columns: Int
+
+    /// Sets the padding columns of the last panel to zero.
+    func zeroPadding() {
+        let used = columns % vectorWidth
+        guard used != 0 else { return }
+        let last = base + (columns / vectorWidth) * rows * vectorWidth
+        for r in 0..<rows { (last + r * vectorWidth + used).update(repeating: 0, count: vectorWidth - used) }
+    }
+
+    /// Stores the first `lanes` lanes of `v` at `(row, column ..< column + lanes)`.
+    @inline(__always)
+    func store(_ v: Vector, row: Int, column: Int, lanes: Int) {
+        if column % vectorWidth == 0 && lanes == vectorWidth {
+            Model.store(v, base + column * rows + row * vectorWidth)
+            return
+        }
+        for l in 0..<lanes {
+            let c = column + l
+            base[(c / vectorWidth) * rows * vectorWidth + row * vectorWidth + c % vectorWidth] = v[l]
+        }
+    }
+}
+
+/// How a transformed kernel's planes are laid out, as `Panels`: `U[xi]` as `out x in` (what the tile
+/// gradient multiplies by) or `U[xi]^T` as `in x out` (what the forward products multiply by).
+enum KernelOrder {
+    case outputsByInputs, inputsByOutputs
+}
+
+/// `lanes` floats `stride` apart from `p` (the rest zero).
+@inline(__always)
+func gatherLanes(_ p: UnsafePointer<Float>, stride: Int, _ lanes: Int) -> Vector {
+    var v = Vector()
+    for l in 0..<lanes { v[l] = p[l * stride] }
+    return v
 }

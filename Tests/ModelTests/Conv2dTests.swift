@@ -208,16 +208,19 @@ final class Conv2dTests: XCTestCase {
     /// stride 2 padding 1, with channel counts that fill whole 16-float vectors and leave tails, on
     /// odd and even sizes: forward with bias and ReLU, and dx, dW (accumulated onto non-zero
     /// gradients) and db against the naive double ops. Three image channels keep im2col for 4x4.
+    /// The two largest cases have more tiles than `WinogradProducts` takes in one block.
     func testWinogradMatchesNaiveWithFullVectorsAndTails() {
         let same = Window(kernel: 3, stride: 1, padding: 1), strided = Window(kernel: 4, stride: 2, padding: 1)
         let cases = [(window: same, batch: 2, height: 6, width: 9, inputs: 37, outputs: 20),
                      (window: same, batch: 1, height: 5, width: 4, inputs: 16, outputs: 33),
                      (window: same, batch: 3, height: 8, width: 8, inputs: 5, outputs: 64),
                      (window: same, batch: 1, height: 1, width: 3, inputs: 17, outputs: 2),
+                     (window: same, batch: 3, height: 29, width: 21, inputs: 16, outputs: 19),
                      (window: strided, batch: 2, height: 8, width: 10, inputs: 20, outputs: 37),
                      (window: strided, batch: 1, height: 7, width: 5, inputs: 33, outputs: 16),
                      (window: strided, batch: 2, height: 2, width: 6, inputs: 16, outputs: 18),
-                     (window: strided, batch: 1, height: 9, width: 6, inputs: 3, outputs: 64)]
+                     (window: strided, batch: 1, height: 9, width: 6, inputs: 3, outputs: 64),
+                     (window: strided, batch: 5, height: 48, width: 38, inputs: 16, outputs: 20)]
         for (index, c) in cases.enumerated() {
             let label = "\(c)"
             let store = ParameterStore()
