@@ -144,7 +144,7 @@ enum StridedWinograd {
         _ d0: Vector, _ d1: Vector, _ d2: Vector, _ d3: Vector, _ d4: Vector
     ) -> (Vector, Vector, Vector, Vector, Vector) {
         let a = d3 - d1
-        return (2 * (d2 - d0) + a, 2 * d1 + 3 * d2 + d3, d2 + d3 - 2 * d1, a, 2 * a - d2 + d4)
+        return (muladd(a, 2, d2 - d0), muladd(muladd(d3, 3, d2), 2, d1), muladd(d2 + d3, -2, d1), a, muladd(d4 - d2, 2, a))
     }
 
     /// `B v` (the adjoint of `inputColumn`).
@@ -152,7 +152,8 @@ enum StridedWinograd {
     static func inputColumnAdjoint(
         _ v0: Vector, _ v1: Vector, _ v2: Vector, _ v3: Vector, _ v4: Vector
     ) -> (Vector, Vector, Vector, Vector, Vector) {
-        (-2 * v0, 2 * (v1 - v2 - v4) - v0 - v3, 2 * v0 + 3 * v1 + v2 - v4, v0 + v1 + v2 + v3 + 2 * v4, v4)
+        (-2 * v0, muladd(-(v0 + v3), 2, v1 - v2 - v4), muladd(muladd(v2 - v4, 3, v1), 2, v0),
+         muladd(v0 + v1 + v2 + v3, 2, v4), v4)
     }
 
     /// `A^T m` for one column `m(0) ... m(4)` of a tile's products.
@@ -160,7 +161,7 @@ enum StridedWinograd {
     static func outputColumn(_ m: (Int) -> Vector) -> (Vector, Vector, Vector, Vector) {
         let (m0, m1, m2, m3, m4) = (m(0), m(1), m(2), m(3), m(4))
         let s = m1 + m2, d = m1 - m2
-        return (m0 + s + m3, d - 2 * m3, s + 4 * m3, d - 8 * m3 + m4)
+        return (m0 + s + m3, muladd(d, -2, m3), muladd(s, 4, m3), muladd(d + m4, -8, m3))
     }
 
     /// `A y` (the adjoint of `outputColumn`) for one column `y0 ... y3` of an output gradient:
@@ -168,7 +169,7 @@ enum StridedWinograd {
     @inline(__always)
     static func outputColumnAdjoint(_ y0: Vector, _ y1: Vector, _ y2: Vector, _ y3: Vector, _ store: (Int, Vector) -> Void) {
         let e = y0 + y2, o = y1 + y3
-        store(0, y0); store(1, e + o); store(2, e - o); store(3, y0 - 2 * y1 + 4 * y2 - 8 * y3); store(4, y3)
+        store(0, y0); store(1, e + o); store(2, e - o); store(3, muladd(muladd(muladd(y0, -2, y1), 4, y2), -8, y3)); store(4, y3)
     }
 
     /// `G h` for one column `h0, h1` of a block kernel.

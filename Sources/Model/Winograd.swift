@@ -81,9 +81,9 @@ enum Winograd {
     static func inputColumn(
         _ d0: Vector, _ d1: Vector, _ d2: Vector, _ d3: Vector, _ d4: Vector, _ d5: Vector
     ) -> (Vector, Vector, Vector, Vector, Vector, Vector) {
-        let a = d4 - 4 * d2, b = d3 - 4 * d1
-        let c = d4 - d2, e = 2 * (d3 - d1)
-        return (4 * d0 - 5 * d2 + d4, a + b, a - b, c + e, c - e, 4 * d1 - 5 * d3 + d5)
+        let a = muladd(d4, -4, d2), b = muladd(d3, -4, d1)
+        let c = d4 - d2, e = d3 - d1
+        return (muladd(muladd(d4, -5, d2), 4, d0), a + b, a - b, muladd(c, 2, e), muladd(c, -2, e), muladd(muladd(d5, -5, d3), 4, d1))
     }
 
     /// `B v` (the adjoint of `inputColumn`) for one column `v0 ... v5`.
@@ -92,7 +92,8 @@ enum Winograd {
         _ v0: Vector, _ v1: Vector, _ v2: Vector, _ v3: Vector, _ v4: Vector, _ v5: Vector
     ) -> (Vector, Vector, Vector, Vector, Vector, Vector) {
         let s12 = v1 + v2, d12 = v1 - v2, s34 = v3 + v4, d34 = v3 - v4
-        return (4 * v0, 4 * (v5 - d12) - 2 * d34, -5 * v0 - 4 * s12 - s34, d12 + 2 * d34 - 5 * v5, v0 + s12 + s34, v5)
+        return (4 * v0, 2 * muladd(-d34, 2, v5 - d12), muladd(muladd(-s34, -4, s12), -5, v0),
+                muladd(muladd(d12, 2, d34), -5, v5), v0 + s12 + s34, v5)
     }
 
     /// `A^T m` for one column `m(0) ... m(5)` of a tile's products.
@@ -100,14 +101,14 @@ enum Winograd {
     static func outputColumn(_ m: (Int) -> Vector) -> (Vector, Vector, Vector, Vector) {
         let (m0, m1, m2, m3, m4, m5) = (m(0), m(1), m(2), m(3), m(4), m(5))
         let s12 = m1 + m2, d12 = m1 - m2, s34 = m3 + m4, d34 = m3 - m4
-        return (m0 + s12 + s34, d12 + 2 * d34, s12 + 4 * s34, d12 + 8 * d34 + m5)
+        return (m0 + s12 + s34, muladd(d12, 2, d34), muladd(s12, 4, s34), muladd(d12 + m5, 8, d34))
     }
 
     /// `A y` (the adjoint of `outputColumn`) for one column `y0 ... y3` of an output gradient:
     /// entry `k` of the six goes to `store(k, value)`.
     @inline(__always)
     static func outputColumnAdjoint(_ y0: Vector, _ y1: Vector, _ y2: Vector, _ y3: Vector, _ store: (Int, Vector) -> Void) {
-        let e = y0 + y2, o = y1 + y3, e2 = y0 + 4 * y2, o2 = 2 * y1 + 8 * y3
+        let e = y0 + y2, o = y1 + y3, e2 = muladd(y0, 4, y2), o2 = 2 * muladd(y1, 4, y3)
         store(0, y0); store(1, e + o); store(2, e - o); store(3, e2 + o2); store(4, e2 - o2); store(5, y3)
     }
 

@@ -95,6 +95,12 @@ func transformGradientTiles(
     }
 }
 
+/// `a + s * b` in one fused multiply-add per lane (one rounding).
+@inline(__always)
+func muladd(_ a: Vector, _ s: Float, _ b: Vector) -> Vector {
+    a.addingProduct(Vector(repeating: s), b)
+}
+
 /// The first `lanes` floats at `p` (all 16 when `lanes == vectorWidth`), the rest zero.
 @inline(__always)
 func loadLanes(_ p: UnsafePointer<Float>, _ lanes: Int) -> Vector {
