@@ -51,6 +51,8 @@ let package = Package(
         .target(name: "Dist", dependencies: ["CMPI"], swiftSettings: cpuSwiftSettings),
         // Layers, the VQ-VAE, losses and Adam. Knows nothing of MPI or HDF5.
         .target(name: "Model", dependencies: ["COpenBLAS"], swiftSettings: cpuSwiftSettings),
+        // Entropy coding (rANS) for the image codec; no dependencies.
+        .target(name: "Codec", swiftSettings: cpuSwiftSettings),
         // HDF5 datasets and checkpoints, the sampler, PNG (libpng) and JPEG (libjpeg) images.
         .target(name: "Data", dependencies: ["CHDF5", "CPNG", "CJPEGShim", "Model"], swiftSettings: cpuSwiftSettings),
         // Training, evaluation and the tools around them, called with plain option values.
@@ -66,6 +68,7 @@ let package = Package(
         .executableTarget(name: "mpi-checks", dependencies: ["Dist"], path: "Tests/MPIChecks"),
         // Fixtures are read through #filePath-relative paths, not bundled as resources.
         .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "Model", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Data", "Model", "TestSupport"]),
         // The Training library in process: a plain process is a world of one.
