@@ -12,6 +12,9 @@
 #   frozen-rank              SIGSTOP of rank 1: nothing fails, the other rank just waits; --watchdog 5
 #   link-cut                 3 ranks on 3 hosts (network namespaces, scripts/netns_cluster.sh);
 #                            host 2's link is taken down at the switch mid-training; --watchdog 10
+#   link-cut-outside         the README's hostfile launch (--tune examples/openmpi/cluster.tune)
+#                            from outside the hosts, 3 hosts; host 2 takes its own interface down;
+#                            mpirun must end within 45 s and every process within 60 s
 #   disk-full                the output folder is a 2 MB tmpfs that holds one checkpoint, not two
 #   sigterm-mid-checkpoint   SIGTERM to rank 0 when half of a checkpoint is in its temporary file
 #   sigterm-mpirun-mid-checkpoint  the same SIGTERM sent to mpirun instead
@@ -35,7 +38,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 trials=${1:-5}
 [[ $trials =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [TRIALS] [CASE...]" >&2; exit 2; }
 shift $(($# > 0 ? 1 : 0))
-all_cases=(kill-mid-step kill-mid-allreduce kill-mid-checkpoint frozen-rank link-cut disk-full sigterm-mid-checkpoint
+all_cases=(kill-mid-step kill-mid-allreduce kill-mid-checkpoint frozen-rank link-cut link-cut-outside disk-full sigterm-mid-checkpoint
            sigterm-mpirun-mid-checkpoint nan-data nan-gradient)
 cases=("$@")
 [ ${#cases[@]} -gt 0 ] || cases=("${all_cases[@]}")
@@ -275,6 +278,38 @@ case_link-cut() {
     fi
     cluster_down
     record link-cut "$trial" "$ok" "$job_seconds" "$job_code" "$lost" "$note"
+}
+
+# The multi-host launch as the README shows it (hostfile, --map-by core --bind-to core and the
+# keepalive settings of examples/openmpi/cluster.tune), with mpirun on a machine outside the hosts
+# as on a login node, and the cut seen from the lost host's side. Without the tune file mpirun
+# waits minutes for the lost host's daemon (docs/reliability.md).
+case_link-cut-outside() {
+    local trial=$1 out=$work/link-cut-outside-$1 ok=1 note="" checked lost=none gone_seconds
+    local launch=(cluster_mpirun_outside --map-by core --bind-to core --tune examples/openmpi/cluster.tune)
+    cluster_up 3
+    cluster_outside
+    start_job "$out" "" "${launch[@]}" "$vqvae" train --data "$data" --out "$out" --steps 1000000 --checkpoint-every 100 \
+        --global-batch-size 12 --log-every 50 --watchdog 10 "${model[@]}"
+    wait_until 60 has_checkpoints "$out" 1 || { ok=0; note="no checkpoints: $(tail -n 2 "$out.err" | tr '\n' ' ')"; }
+    fault_time=$(now)
+    local cut_at=$fault_time
+    cluster_cut_at_host 2
+    wait_job 45
+    [ "$job_code" != hang ] && [ "$job_code" != 0 ] || { ok=0; note="mpirun exit $job_code"; }
+    wait_until 60 cluster_empty ||
+        { ok=0; note="processes left: $(cluster_pids | xargs -r ps -o comm= -p | tr '\n' ' ')"; }
+    gone_seconds=$(since "$cut_at")
+    grep -Eq "watchdog: no progress|lost communication with a remote daemon" "$out.err" || { ok=0; note="no clear message"; }
+    checked=$(check_checkpoints "$out") || { ok=0; note="$checked"; lost=checkpoints; }
+    cluster_restore_at_host 2
+    if [ "$ok" = 1 ]; then
+        local r
+        r=$(resume "$out" $((checked + 5)) "${launch[@]}") || { ok=0; note="$r"; }
+    fi
+    [ "$ok" = 1 ] && note="mpirun ended $job_seconds s after the cut, every process $gone_seconds s; resumed across 3 hosts from step $checked"
+    cluster_down
+    record link-cut-outside "$trial" "$ok" "$job_seconds" "$job_code" "$lost" "$note"
 }
 
 case_disk-full() {

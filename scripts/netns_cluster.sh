@@ -15,7 +15,13 @@
 #   cluster_check         fails with a clear message unless namespaces can be made here
 #   cluster_up N          creates hosts 0..N-1 (sets CLUSTER_HOSTS, the comma-separated addresses)
 #   cluster_mpirun ARGS   mpirun on host 0 across all hosts, one slot each, with the settings of cluster_mca
+#   cluster_outside       gives this machine's own namespace (the "login node") a link to the switch,
+#                         with address .254 and a hostfile of the hosts (one slot each) in $CLUSTER_DIR/hosts
+#   cluster_mpirun_outside ARGS  mpirun from the login node: the hostfile and the rsh agent, with the
+#                         interfaces restricted to the test subnet; no other settings (the caller adds them)
 #   cluster_cut I         takes host I's link down at the switch; cluster_restore I brings it back
+#   cluster_cut_at_host I takes host I's own interface down (the cut seen from the host's side);
+#                         cluster_restore_at_host I brings it back
 #   cluster_pids          PIDs of every process in the cluster's namespaces
 #   cluster_down          kills what still runs in the namespaces and deletes them (idempotent)
 
@@ -119,7 +125,24 @@ cluster_mpirun() {
         $(cluster_mca) "$@"
 }
 
+cluster_outside() {
+    ip link add "$CLUSTER_ID-out" type veth peer name pout netns "$CLUSTER_SWITCH" ||
+        cluster_fail "cannot create a veth pair from this machine to the switch"
+    ip -n "$CLUSTER_SWITCH" link set pout master br0
+    ip -n "$CLUSTER_SWITCH" link set pout up
+    ip addr add "$CLUSTER_SUBNET.254/24" dev "$CLUSTER_ID-out"
+    ip link set "$CLUSTER_ID-out" up
+    tr ',' '\n' <<<"$CLUSTER_HOSTS" | sed 's/$/ slots=1/' >"$CLUSTER_DIR/hosts"
+}
+
+cluster_mpirun_outside() {
+    mpirun -np "$CLUSTER_SIZE" --hostfile "$CLUSTER_DIR/hosts" --mca plm_rsh_agent "$CLUSTER_DIR/agent" \
+        --mca btl tcp,self --mca btl_tcp_if_include "$CLUSTER_SUBNET.0/24" --mca oob_tcp_if_include "$CLUSTER_SUBNET.0/24" "$@"
+}
+
 cluster_cut() { ip -n "$CLUSTER_SWITCH" link set "p$1" down; }
+cluster_cut_at_host() { ip -n "$CLUSTER_ID-h$1" link set eth0 down; }
+cluster_restore_at_host() { ip -n "$CLUSTER_ID-h$1" link set eth0 up && cluster_wait_reachable "$1"; }
 cluster_restore() { ip -n "$CLUSTER_SWITCH" link set "p$1" up && cluster_wait_reachable "$1"; }
 
 cluster_pids() {
@@ -132,6 +155,7 @@ cluster_down() {  # safe under `set -e` and when nothing was made
     for pid in $(cluster_pids); do kill -9 "$pid" 2>/dev/null || true; done
     for ((i = 0; i < CLUSTER_SIZE; i++)); do ip netns del "$CLUSTER_ID-h$i" 2>/dev/null || true; done
     ip netns del "$CLUSTER_SWITCH" 2>/dev/null || true
+    ip link del "$CLUSTER_ID-out" 2>/dev/null || true
     CLUSTER_SIZE=0
     if [ -n "$CLUSTER_DIR" ]; then rm -rf "$CLUSTER_DIR"; fi
     CLUSTER_DIR=
