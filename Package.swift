@@ -13,7 +13,34 @@ import PackageDescription
 // `neoverse-v1`, ...). A binary started on a CPU without an extension it was built for stops with
 // one line naming it (Sources/CPUCheck). Give each choice its own --scratch-path.
 let targetCPU = ProcessInfo.processInfo.environment["VQVAE_TARGET_CPU"] ?? "native"
-let cpuSwiftSettings: [SwiftSetting] = targetCPU == "generic" ? [] : [.unsafeFlags(["-target-cpu", targetCPU])]
+
+// Whether that CPU has fused multiply-add: the hot loops use it (condition VECTOR_FMA) where it is
+// an instruction, and a separate multiply and add where it is not (without the instruction, Swift's
+// addingProduct becomes one libm fmaf call per element, 60x slower). `native` reads this machine's
+// flags; `generic` (x86-64 SSE2) has none; a CPU name has it unless it predates FMA3 (x86) or
+// VQVAE_FMA=0|1 says otherwise. Every aarch64 CPU has it.
+let fusedMultiplyAdd: Bool = {
+    if let forced = ProcessInfo.processInfo.environment["VQVAE_FMA"] { return forced == "1" }
+    #if arch(x86_64)
+    switch targetCPU {
+    case "generic":
+        return false
+    case "native":
+        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let flags = info.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
+        return flags.split(separator: " ").contains("fma")
+    default:
+        let beforeFMA: Set<String> = ["x86-64", "x86-64-v2", "k8", "k8-sse3", "amdfam10", "barcelona", "btver1", "btver2",
+                                      "core2", "penryn", "nehalem", "westmere", "sandybridge", "ivybridge", "bonnell",
+                                      "atom", "silvermont", "slm", "goldmont", "goldmont-plus", "tremont"]
+        return !beforeFMA.contains(targetCPU)
+    }
+    #else
+    return true
+    #endif
+}()
+let cpuSwiftSettings: [SwiftSetting] = (targetCPU == "generic" ? [] : [.unsafeFlags(["-target-cpu", targetCPU])])
+    + (fusedMultiplyAdd ? [.define("VECTOR_FMA")] : [])
 #if arch(x86_64)
 let cpuCSettings: [CSetting] = targetCPU == "generic" ? [] : [.unsafeFlags(["-march=\(targetCPU)"])]
 #else

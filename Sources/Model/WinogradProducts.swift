@@ -34,12 +34,12 @@ enum WinogradProducts {
             var pa = a, pb = b
             for _ in 0..<depth {
                 let row = load(pb)
-                c0 = c0.addingProduct(Vector(repeating: pa[0]), row)
-                c1 = c1.addingProduct(Vector(repeating: pa[aRow]), row)
-                c2 = c2.addingProduct(Vector(repeating: pa[2 * aRow]), row)
-                c3 = c3.addingProduct(Vector(repeating: pa[3 * aRow]), row)
-                c4 = c4.addingProduct(Vector(repeating: pa[4 * aRow]), row)
-                c5 = c5.addingProduct(Vector(repeating: pa[5 * aRow]), row)
+                c0 = multiplyAdd(c0, Vector(repeating: pa[0]), row)
+                c1 = multiplyAdd(c1, Vector(repeating: pa[aRow]), row)
+                c2 = multiplyAdd(c2, Vector(repeating: pa[2 * aRow]), row)
+                c3 = multiplyAdd(c3, Vector(repeating: pa[3 * aRow]), row)
+                c4 = multiplyAdd(c4, Vector(repeating: pa[4 * aRow]), row)
+                c5 = multiplyAdd(c5, Vector(repeating: pa[5 * aRow]), row)
                 pa += aStep; pb += bStep
             }
             if accumulate {
@@ -55,7 +55,7 @@ enum WinogradProducts {
             var sum = Vector()
             var pa = a + r * aRow, pb = b
             for _ in 0..<depth {
-                sum = sum.addingProduct(Vector(repeating: pa[0]), load(pb))
+                sum = multiplyAdd(sum, Vector(repeating: pa[0]), load(pb))
                 pa += aStep; pb += bStep
             }
             let target = c + r * ldc

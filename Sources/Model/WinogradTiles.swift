@@ -95,10 +95,21 @@ func transformGradientTiles(
     }
 }
 
-/// `a + s * b` in one fused multiply-add per lane (one rounding).
+/// `a + s * b`: one fused multiply-add per lane (one rounding) where the build's CPU has the
+/// instruction (`VECTOR_FMA`, set by Package.swift), a multiply and an add where it does not.
 @inline(__always)
 func muladd(_ a: Vector, _ s: Float, _ b: Vector) -> Vector {
-    a.addingProduct(Vector(repeating: s), b)
+    multiplyAdd(a, Vector(repeating: s), b)
+}
+
+/// `c + a * b` per lane, fused where the build's CPU has the instruction (see `muladd`).
+@inline(__always)
+func multiplyAdd(_ c: Vector, _ a: Vector, _ b: Vector) -> Vector {
+    #if VECTOR_FMA
+    c.addingProduct(a, b)
+    #else
+    c + a * b
+    #endif
 }
 
 /// The first `lanes` floats at `p` (all 16 when `lanes == vectorWidth`), the rest zero.
