@@ -28,6 +28,15 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     public var codebook: CodebookKind = .ema
     /// `--model vae`: weight of the KL term (see `GaussianLatent` for its normalisation).
     public var klWeight: Double = 0.001
+    /// Residual restoration: the output is the input plus what the network predicts,
+    /// `x_hat = x + decoder(...) (+ detail(x, decoder(...)))`, so whatever needs no repair passes
+    /// through unchanged. Older checkpoints, without the key, are not residual.
+    public var residual = false
+    /// With `residual`: 3x3 layers at full resolution that read the input beside the decoder's
+    /// output and add their own per-pixel correction (0: none).
+    public var detailLayers = 0
+    /// Channels of the detail layers' hidden activations.
+    public var detailChannels = 32
 
     public init(height: Int, width: Int, channels: Int) {
         self.height = height
@@ -38,10 +47,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
+        case residual, detailLayers, detailChannels
     }
 
-    /// Decodes a configuration; keys added after the first version (`klWeight`) take their
-    /// defaults when absent, so older checkpoints still load.
+    /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
+    /// `detailLayers`, `detailChannels`) take their defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         model = try c.decodeIfPresent(ModelKind.self, forKey: .model) ?? .vqvae
@@ -59,6 +69,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         emaEpsilon = try c.decode(Double.self, forKey: .emaEpsilon)
         codebook = try c.decode(CodebookKind.self, forKey: .codebook)
         klWeight = try c.decodeIfPresent(Double.self, forKey: .klWeight) ?? 0.001
+        residual = try c.decodeIfPresent(Bool.self, forKey: .residual) ?? false
+        detailLayers = try c.decodeIfPresent(Int.self, forKey: .detailLayers) ?? 0
+        detailChannels = try c.decodeIfPresent(Int.self, forKey: .detailChannels) ?? 32
     }
 
     /// Channels of `pre_quant`'s output: `D`, or `2D` for the VAE (mean and log-variance).
@@ -100,5 +113,12 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         guard decay > 0 && decay < 1 else { throw ModelError("--decay must be in (0, 1) (got \(decay))") }
         guard emaEpsilon > 0 else { throw ModelError("--ema-eps must be positive") }
         guard klWeight >= 0, klWeight.isFinite else { throw ModelError("--kl-weight must be a finite number >= 0 (got \(klWeight))") }
+        guard detailLayers >= 0, detailLayers <= 100 else { throw ModelError("--detail-layers must be between 0 and 100 (got \(detailLayers))") }
+        guard detailChannels >= 1, detailChannels <= Self.largestWidth else {
+            throw ModelError("--detail-channels must be between 1 and \(Self.largestWidth) (got \(detailChannels))")
+        }
+        guard detailLayers == 0 || residual else {
+            throw ModelError("--detail-layers needs --residual (the detail layers add a correction to the input)")
+        }
     }
 }

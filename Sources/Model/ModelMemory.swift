@@ -43,6 +43,9 @@ extension ModelConfiguration {
         for i in 0..<downsamplings {
             conv(Double(hidden) / Double(1 << i), i == downsamplings - 1 ? Double(channels) : hidden / Double(1 << (i + 1)), area: 16)
         }
+        for i in 0..<max(detailLayers, 0) {
+            conv(i == 0 ? 2 * Double(channels) : Double(detailChannels), i == detailLayers - 1 ? Double(channels) : Double(detailChannels), area: 9)
+        }
         return count
     }
 
@@ -84,6 +87,19 @@ extension ModelConfiguration {
         let tiles = n * (h / 4).rounded(.up) * (w / 4).rounded(.up)
         workspace = max(workspace, positions * widest * 9, 72 * tiles * widest + 36 * widest * widest + widest)
         if model == .vqvae { workspace = max(workspace, positions * Double(codes)) }
+        if self.residual {
+            // The output x + dec; with detail layers their input [x | dec], activations, the kept
+            // output gradient, and the Winograd workspace at full resolution.
+            let pixels = n * Double(height) * Double(width), c = Double(channels)
+            elements += pixels * c
+            if detailLayers > 0 {
+                let widestDetail = max(Double(detailChannels), 2 * c)
+                elements += pixels * (2 * c + Double(detailLayers - 1) * Double(detailChannels) + 2 * c)
+                largest = max(largest, pixels * widestDetail)
+                let fullTiles = n * (Double(height) / 4).rounded(.up) * (Double(width) / 4).rounded(.up)
+                workspace = max(workspace, 72 * fullTiles * widestDetail + 36 * widestDetail * widestDetail + widestDetail)
+            }
+        }
         elements += 2 * largest + workspace
         // Input batches: the one in use and the prefetched ones.
         elements += 3 * n * Double(height) * Double(width) * Double(channels)

@@ -27,6 +27,12 @@ public struct Losses: Equatable, Sendable {
 ///   sample (the mean in evaluation), with a KL term (`GaussianLatent`);
 /// - `.ae`: the decoder reads `z` itself.
 ///
+/// With `configuration.residual` the decoder's output is a correction added to the input,
+/// `x_hat = x + dec`, and with `detailLayers` a stack of 3x3 layers at full resolution reads
+/// `[x | dec]` per pixel and adds its own correction: `x_hat = x + dec + detail([x | dec])`. The
+/// input passes through untouched wherever the corrections are zero; the detail layers give the
+/// network a path for per-pixel detail that does not go through the latent.
+///
 /// All trained parameters live in `parameters` (one flat buffer, gradients beside it). Every
 /// activation, gradient and workspace buffer is allocated once for `maxBatch` images; a training
 /// step allocates nothing.
@@ -44,6 +50,8 @@ public final class VQVAE {
     let decoderConv: Conv2d
     let decoderBlocks: [ResidualBlock]
     let ups: [ConvTranspose2d]
+    /// `detail/conv{i}`: 3x3, `2C -> F -> ... -> F -> C`, ReLU between them (residual models only).
+    let detail: [Conv2d]
 
     /// Sizes `(h, w)` at each resolution: index 0 the image, index i after i stride-2 layers.
     let resolutions: [(height: Int, width: Int)]
@@ -56,7 +64,11 @@ public final class VQVAE {
     let noise: FloatBuffer                // VAE: eps [N, h, w, D] of the last forward
     public let codeIndices: UnsafeMutableBufferPointer<Int32>  // [N, h, w]
     let decoderStack: ResidualStackBuffers
-    let upOutputs: [FloatBuffer]          // relu(convT) between ups; the last is x_hat
+    let upOutputs: [FloatBuffer]          // relu(convT) between ups; the last is x_hat (residual: dec)
+    let detailInput: FloatBuffer          // [x | dec] [N, H, W, 2C] (with detail layers)
+    let detailOutputs: [FloatBuffer]      // relu(conv) of each detail layer; the last, [N, H, W, C], without ReLU
+    let residualOutput: FloatBuffer       // residual: x_hat [N, H, W, C]
+    let residualGradient: FloatBuffer     // with detail layers: dL/dx_hat, kept while the detail layers are differentiated
     let gradientA: FloatBuffer
     let gradientB: FloatBuffer
     let scratch: FloatBuffer
@@ -113,6 +125,11 @@ public final class VQVAE {
                                        window: stride2, parameters: parameters))
         }
         self.ups = ups
+        let detailWidth = c.detailChannels
+        detail = (0..<c.detailLayers).map { i in
+            Conv2d(name: "detail/conv\(i)", inputChannels: i == 0 ? 2 * c.channels : detailWidth,
+                   outputChannels: i == c.detailLayers - 1 ? c.channels : detailWidth, window: same3, parameters: store)
+        }
         parameters.allocate()
 
         // Buffers.
@@ -131,8 +148,13 @@ public final class VQVAE {
         upOutputs = ups.enumerated().map { i, up in
             FloatBuffer(count: n * sizes[c.downsamplings - 1 - i].height * sizes[c.downsamplings - 1 - i].width * up.outputChannels)
         }
-        var largest = n * c.height * c.width * c.channels
-        for buffer in downOutputs + upOutputs { largest = max(largest, buffer.count) }
+        let pixels = n * c.height * c.width
+        detailInput = FloatBuffer(count: detail.isEmpty ? 0 : pixels * 2 * c.channels)
+        detailOutputs = detail.map { FloatBuffer(count: pixels * $0.outputChannels) }
+        residualOutput = FloatBuffer(count: c.residual ? pixels * c.channels : 0)
+        residualGradient = FloatBuffer(count: detail.isEmpty ? 0 : pixels * c.channels)
+        var largest = pixels * c.channels
+        for buffer in downOutputs + upOutputs + [detailInput] + detailOutputs { largest = max(largest, buffer.count) }
         largest = max(largest, latentPositions * max(c.hidden, c.latentChannels))
         gradientA = FloatBuffer(count: largest)
         gradientB = FloatBuffer(count: largest)
@@ -150,6 +172,7 @@ public final class VQVAE {
             let size = sizes[c.downsamplings - i]
             work = max(work, up.workspaceCount(batch: n, height: size.height, width: size.width))
         }
+        for conv in detail { work = max(work, conv.workspaceCount(batch: n, height: c.height, width: c.width)) }
         workspace = FloatBuffer(count: work)
     }
 
@@ -159,6 +182,7 @@ public final class VQVAE {
     /// and workspace buffer (what `ModelConfiguration.trainingBytesEstimate` over-estimates).
     public var allocatedFloatCount: Int {
         var buffers = downOutputs + upOutputs + [latent, quantized, noise, gradientA, gradientB, scratch, workspace]
+        buffers += [detailInput, residualOutput, residualGradient] + detailOutputs
         for stack in [encoderStack, decoderStack] { buffers += [stack.input, stack.output] + stack.blockOutputs + stack.saved }
         return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + (quantizer?.allocatedFloatCount ?? 0)
     }
@@ -176,7 +200,7 @@ public final class VQVAE {
     }
 
     /// The reconstruction `x_hat` `[N, H, W, C]` of the last forward pass.
-    public var reconstruction: FloatBuffer { upOutputs.last! }
+    public var reconstruction: FloatBuffer { configuration.residual ? residualOutput : upOutputs.last! }
 
     public var imageCount: Int { configuration.height * configuration.width * configuration.channels }
     public var latentCount: Int { configuration.latentHeight * configuration.latentWidth }
@@ -238,6 +262,7 @@ public final class VQVAE {
         times.quantizer += Double(afterQuantizer - encoded) * 1e-9
         defer { times.forward += Double(monotonicNanoseconds() - afterQuantizer + encoded - start) * 1e-9 }
         runDecoder(batch: batch)
+        if c.residual { runResidual(images: images, batch: batch) }
         // Reconstruction loss in double precision.
         let count = batch * imageCount
         let xHat = reconstruction.pointer
@@ -278,12 +303,35 @@ public final class VQVAE {
         }
     }
 
+    /// Residual models: `x_hat = x + dec (+ detail([x | dec]))` from the decoder's output.
+    func runResidual(images: UnsafePointer<Float>, batch: Int) {
+        let c = configuration
+        let pixels = batch * c.height * c.width, channels = c.channels, count = pixels * channels
+        let decoded = UnsafePointer(upOutputs.last!.pointer), output = residualOutput.pointer
+        for i in 0..<count { output[i] = images[i] + decoded[i] }
+        guard !detail.isEmpty else { return }
+        let joined = detailInput.pointer
+        for p in 0..<pixels {
+            (joined + 2 * p * channels).update(from: images + p * channels, count: channels)
+            (joined + (2 * p + 1) * channels).update(from: decoded + p * channels, count: channels)
+        }
+        let p = UnsafePointer(parameters.values.pointer)
+        var input = UnsafePointer(joined)
+        for (i, conv) in detail.enumerated() {
+            conv.forward(output: detailOutputs[i].pointer, input: input, batch: batch, height: c.height, width: c.width,
+                         relu: i < detail.count - 1, parameters: p, workspace: workspace.pointer)
+            input = UnsafePointer(detailOutputs[i].pointer)
+        }
+        add(output, input, count: count)
+    }
+
     /// VQ-VAE: decodes code indices `[N, h, w]` (each in `0..<K`) into `reconstruction`: `q` is
     /// the codebook's rows, exactly as the forward pass takes them, so decoding the indices of a
     /// forward pass reproduces its reconstruction bit for bit.
     public func decode(codes: UnsafePointer<Int32>, batch: Int) {
         precondition(batch >= 1 && batch <= maxBatch, "batch \(batch) exceeds the allocated \(maxBatch)")
         guard let quantizer else { preconditionFailure("decode(codes:) needs the VQ-VAE") }
+        precondition(!configuration.residual, "a residual model's output needs its input, not only codes")
         let d = configuration.codeDimension
         let codebook = quantizer.codebook(parameters: parameters)
         for p in 0..<(batch * latentCount) {
@@ -319,6 +367,26 @@ public final class VQVAE {
         let scale = 2 / Float(count)
         let xHat = reconstruction.pointer
         scaledDifference(current, xHat, targets, scale: scale, count: count)
+
+        if !detail.isEmpty {
+            // x_hat = x + dec + detail([x | dec]): dL/ddec = dL/dx_hat + the dec half of dL/d[x | dec].
+            let pixels = batch * c.height * c.width, channels = c.channels
+            residualGradient.pointer.update(from: current, count: count)
+            for i in stride(from: detail.count - 1, through: 0, by: -1) {
+                let input = i == 0 ? detailInput.pointer : detailOutputs[i - 1].pointer
+                detail[i].backward(inputGradient: other, outputGradient: current, input: input, batch: batch,
+                                   height: c.height, width: c.width, parameters: p, gradients: g, workspace: work)
+                gradientsReady(detail[i].weight.offset)
+                swap(&current, &other)
+                if i > 0 { reluBackward(current, current, output: input, count: pixels * detail[i].inputChannels) }
+            }
+            let direct = residualGradient.pointer
+            for q in 0..<pixels {
+                for k in 0..<channels { other[q * channels + k] = direct[q * channels + k] + current[(2 * q + 1) * channels + k] }
+            }
+            swap(&current, &other)
+        }
+        // (residual without detail layers: dL/ddec = dL/dx_hat)
 
         for i in stride(from: ups.count - 1, through: 0, by: -1) {
             let size = resolutions[c.downsamplings - i]
@@ -400,6 +468,7 @@ public final class VQVAE {
         for conv in [encoderConv, preQuant, decoderConv] + (encoderBlocks + decoderBlocks).flatMap({ [$0.conv3x3, $0.conv1x1] }) {
             total += conv.forwardMultiplyAdds(batch: 1, height: lh, width: lw)
         }
+        for conv in detail { total += conv.forwardMultiplyAdds(batch: 1, height: c.height, width: c.width) }
         for (i, up) in ups.enumerated() {
             let size = resolutions[c.downsamplings - i]
             total += up.forwardMultiplyAdds(batch: 1, height: size.height, width: size.width)

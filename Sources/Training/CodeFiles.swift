@@ -67,6 +67,9 @@ public enum CodeFiles {
         guard c.model == .vqvae else {
             throw CodeFileError("\(options.checkpoint) is a --model \(c.model.rawValue) checkpoint; encode needs a VQ-VAE (codes)")
         }
+        guard !c.residual else {
+            throw CodeFileError("\(options.checkpoint) is a --residual model: its output is its input plus a correction, so its codes alone cannot be decoded")
+        }
         try trained.checkImageSize(height: dataset.height, width: dataset.width, channels: dataset.channels, source: "--data")
         let total = options.limit > 0 ? min(options.limit, dataset.count) : dataset.count
         let batch = options.batch
@@ -107,6 +110,9 @@ public enum CodeFiles {
         let trained = try TrainedModel(checkpoint: path, batch: options.batch)
         let c = trained.configuration
         guard c.model == .vqvae else { throw CodeFileError("\(path) is not a VQ-VAE checkpoint") }
+        guard !c.residual else {
+            throw CodeFileError("\(path) is a --residual model: its output is its input plus a correction, so codes alone cannot be decoded")
+        }
         guard (file.latentHeight, file.latentWidth, file.codebookSize, file.height, file.width, file.channels)
                 == (c.latentHeight, c.latentWidth, c.codes, c.height, c.width, c.channels) else {
             throw CodeFileError("\(options.codes) holds \(file.latentHeight)x\(file.latentWidth) codes of a \(file.codebookSize)-code book for \(file.height)x\(file.width)x\(file.channels) images; \(path) does not match")

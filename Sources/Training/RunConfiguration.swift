@@ -98,6 +98,8 @@ public struct RunConfiguration: Codable, Sendable {
             ("--ema-eps", "\(cli.emaEpsilon)", "\(model.emaEpsilon)"),
             ("--codebook", cli.codebook.rawValue, model.codebook.rawValue),
             ("--kl-weight", "\(cli.klWeight)", "\(model.klWeight)"),
+            ("--detail-layers", "\(cli.detailLayers)", "\(model.detailLayers)"),
+            ("--detail-channels", "\(cli.detailChannels)", "\(model.detailChannels)"),
             ("--global-batch-size", "\(options.globalBatchSize)", "\(data.globalBatchSize)"),
             ("--seed", "\(options.seed)", "\(seed)"),
             ("--tail", options.tail.rawValue, data.tail),
@@ -110,6 +112,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--kmeans-iterations", "\(options.kmeansIterations)", "\(controls.kmeansIterations)"),
             ("--dead-code-threshold", "\(options.deadCodeThreshold)", "\(controls.deadCodeThreshold)"),
         ]
+        if options.given("--residual") { checks.append(("--residual", "", model.residual ? "" : "(off)")) }
         if options.given("--kmeans-init") { checks.append(("--kmeans-init", "", controls.kmeansInit ? "" : "(off)")) }
         if options.given("--no-shuffle") { checks.append(("--no-shuffle", "", data.shuffle ? "(off)" : "")) }
         let contradictions = checks.filter { options.given($0.flag) && $0.given != $0.saved }.map { check -> String in

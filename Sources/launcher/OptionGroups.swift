@@ -36,6 +36,12 @@ struct ArchitectureOptions: ParsableArguments {
     var codebook: CodebookKind = modelDefaults.codebook
     @Option(name: .customLong("kl-weight"), parsing: .unconditional, help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
     var klWeight = modelDefaults.klWeight
+    @Flag(help: "Residual restoration: the network's output is added to its (damaged) input, so what needs no repair passes through unchanged.")
+    var residual = modelDefaults.residual
+    @Option(name: .customLong("detail-layers"), parsing: .unconditional, help: "With --residual: 3x3 layers at full resolution that read the input beside the decoder's output and add a per-pixel correction (0: none).")
+    var detailLayers = modelDefaults.detailLayers
+    @Option(name: .customLong("detail-channels"), parsing: .unconditional, help: "Channels of the detail layers.")
+    var detailChannels = modelDefaults.detailChannels
 
     /// The configuration for images of `height x width x channels`.
     func configuration(height: Int, width: Int, channels: Int) -> ModelConfiguration {
@@ -52,6 +58,9 @@ struct ArchitectureOptions: ParsableArguments {
         c.emaEpsilon = emaEpsilon
         c.codebook = codebook
         c.klWeight = klWeight
+        c.residual = residual
+        c.detailLayers = detailLayers
+        c.detailChannels = detailChannels
         return c
     }
 }

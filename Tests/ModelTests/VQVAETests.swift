@@ -1,4 +1,5 @@
 @testable import Model
+import Foundation
 import TestSupport
 import XCTest
 
@@ -35,7 +36,7 @@ final class VQVAETests: XCTestCase {
     /// A float finite difference whose +-h evaluation changes this pattern straddles a kink.
     func reluPattern(_ model: VQVAE) -> [Bool] {
         let buffers = model.downOutputs + model.encoderStack.saved + [model.encoderStack.output]
-            + model.decoderStack.saved + [model.decoderStack.output] + model.upOutputs.dropLast()
+            + model.decoderStack.saved + [model.decoderStack.output] + model.upOutputs.dropLast() + model.detailOutputs.dropLast()
         return buffers.flatMap { $0.array.map { $0 > 0 } }
     }
 
@@ -61,11 +62,12 @@ final class VQVAETests: XCTestCase {
     /// sampled entries of `slots`: asserts that the code assignment is unchanged at +-h. When the +-h
     /// evaluation changes any ReLU's pattern the step is retried at h/4, and a candidate that still
     /// straddles a kink is replaced by the next one (at least one entry of every slot is checked).
-    func modelFiniteDifferences(_ model: VQVAE, images: FloatBuffer, slots: [ParameterSlot], h: Float, seed: UInt64,
-                                perSlot: Int = 4, noise: NoiseKey? = nil, file: StaticString = #filePath, line: UInt = #line)
+    func modelFiniteDifferences(_ model: VQVAE, images: FloatBuffer, targets: FloatBuffer? = nil, slots: [ParameterSlot], h: Float,
+                                seed: UInt64, perSlot: Int = 4, noise: NoiseKey? = nil, file: StaticString = #filePath, line: UInt = #line)
         -> (numeric: [Double], analytic: [Double]) {
         let values = model.parameters.values, gradients = model.parameters.gradients
-        model.forward(images: images.pointer, batch: batch, training: false, noise: noise)
+        let targets = targets.map { UnsafePointer($0.pointer) }
+        model.forward(images: images.pointer, targets: targets, batch: batch, training: false, noise: noise)
         let codes = indices(model), pattern = reluPattern(model)
         var numeric: [Double] = [], analytic: [Double] = []
         var crossings = 0
@@ -76,11 +78,11 @@ final class VQVAETests: XCTestCase {
                 let saved = values[i]
                 for step in [h, h / 4] {
                     values[i] = saved + step
-                    let plus = model.forward(images: images.pointer, batch: batch, training: false, noise: noise).total
+                    let plus = model.forward(images: images.pointer, targets: targets, batch: batch, training: false, noise: noise).total
                     XCTAssertEqual(indices(model), codes, "\(slot.name)[\(j)]: assignment changed at +h", file: file, line: line)
                     let plusPattern = reluPattern(model)
                     values[i] = saved - step
-                    let minus = model.forward(images: images.pointer, batch: batch, training: false, noise: noise).total
+                    let minus = model.forward(images: images.pointer, targets: targets, batch: batch, training: false, noise: noise).total
                     XCTAssertEqual(indices(model), codes, "\(slot.name)[\(j)]: assignment changed at -h", file: file, line: line)
                     let minusPattern = reluPattern(model)
                     values[i] = saved
@@ -414,6 +416,149 @@ final class VQVAETests: XCTestCase {
             withExtendedLifetime(x) {}
         }
     }
+
+    /// `--residual`, with 0, 1 and 3 detail layers (5 channels: Winograd's tails), on a VQ-VAE
+    /// trained against targets other than its input: the forward pass against the double reference
+    /// (`x_hat = x + dec + detail([x | dec])`), every slot's gradient against the straight-through
+    /// surrogate's central differences in double, and the decoder and detail slots against the
+    /// model's own float loss. Then the autoencoder and the VAE with detail layers, every slot
+    /// against the model's float loss.
+    func testResidualModelsMatchReferenceAndFiniteDifferences() throws {
+        for detailLayers in [0, 1, 3] {
+            var c = smallConfiguration(.ema)
+            c.residual = true
+            c.detailLayers = detailLayers
+            c.detailChannels = 5
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 61)
+            XCTAssertEqual(model.parameters.slots.filter { $0.name.hasPrefix("detail/") }.count, 2 * detailLayers)
+            if detailLayers > 0 {
+                XCTAssertEqual(model.parameters.slot(named: "detail/conv0/weight")!.shape, [detailLayers == 1 ? 3 : 5, 6, 3, 3])
+                XCTAssertEqual(model.parameters.slot(named: "detail/conv\(detailLayers - 1)/weight")!.shape, [3, detailLayers == 1 ? 6 : 5, 3, 3])
+            }
+            let x = images(model, seed: 62)
+            let t = randomFloats(x.count, seed: 63, low: -0.5, high: 0.5)
+            let xBuffer = makeBuffer(x), tBuffer = makeBuffer(t)
+            spreadCodebook(model, images: xBuffer)
+            let losses = model.forward(images: xBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: false)
+            let reference = ReferenceVQVAE(model: model)
+            let xDouble = x.map(Double.init), tDouble = t.map(Double.init)
+            let base = reference.forward(images: xDouble, targets: tDouble, batch: batch)
+            let codes = indices(model)
+            XCTAssertEqual(codes, base.indices, "residual \(detailLayers): nearest codes")
+            XCTAssertGreaterThanOrEqual(Set(codes).count, 4, "residual \(detailLayers): the batch should use several codes")
+            assertClose(doubles(model.reconstruction.pointer, count: x.count), base.reconstruction, tolerance: 1e-5,
+                        "residual \(detailLayers) x_hat")
+            assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "residual \(detailLayers) total loss")
+
+            model.parameters.zeroGradients()
+            model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
+            let gradients = model.parameters.gradients
+            let h = 1e-5
+            var numeric: [Double] = [], analytic: [Double] = []
+            for slot in model.parameters.slots {
+                let g = torchTensor(slot, in: gradients)
+                XCTAssertTrue(g.contains { $0 != 0 }, "residual \(detailLayers) \(slot.name): gradient is all zero")
+                for i in sampleIndices(count: slot.count, samples: 4, seed: 64) {
+                    var perturbed = reference
+                    perturbed.tensors[slot.name]![i] += h
+                    let plus = perturbed.forward(images: xDouble, targets: tDouble, batch: batch, anchor: base.anchor)
+                    perturbed.tensors[slot.name]![i] -= 2 * h
+                    let minus = perturbed.forward(images: xDouble, targets: tDouble, batch: batch, anchor: base.anchor)
+                    XCTAssertEqual(plus.indices, codes, "\(slot.name)[\(i)]: assignment changed at +h")
+                    XCTAssertEqual(minus.indices, codes, "\(slot.name)[\(i)]: assignment changed at -h")
+                    numeric.append((plus.total - minus.total) / (2 * h))
+                    analytic.append(g[i])
+                }
+            }
+            assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
+                        "residual \(detailLayers): every slot vs surrogate finite differences (double)")
+            (numeric, analytic) = modelFiniteDifferences(
+                model, images: xBuffer, targets: tBuffer,
+                slots: model.parameters.slots.filter { $0.name.hasPrefix("decoder/") || $0.name.hasPrefix("detail/") }, h: 1e-3, seed: 65)
+            assertClose(analytic, numeric, tolerance: 2e-2, floor: 1e-2 * largestMagnitude(numeric),
+                        "residual \(detailLayers): decoder and detail slots vs model finite differences (float)")
+            withExtendedLifetime((xBuffer, tBuffer)) {}
+        }
+        for kind in [ModelKind.ae, .vae] {
+            var c = smallConfiguration(.ema)
+            c.model = kind
+            c.residual = true
+            c.detailLayers = 2
+            c.detailChannels = 17
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 66)
+            let x = makeBuffer(images(model, seed: 67)), t = makeBuffer(images(model, seed: 68))
+            let key: NoiseKey? = kind == .vae ? NoiseKey(seed: 9, step: 3, firstImage: 4) : nil
+            // The floor is 2% of the largest gradient: the float loss's differences at h = 1e-3 carry
+            // about 1e-5 of rounding, near the size of the smallest detail-layer gradients.
+            model.forward(images: x.pointer, targets: t.pointer, batch: batch, training: true, noise: key)
+            model.parameters.zeroGradients()
+            model.backward(images: x.pointer, targets: t.pointer)
+            let (numeric, analytic) = modelFiniteDifferences(model, images: x, targets: t, slots: model.parameters.slots, h: 1e-3,
+                                                             seed: 69, perSlot: 3, noise: key)
+            assertClose(analytic, numeric, tolerance: 2e-2, floor: 2e-2 * largestMagnitude(numeric),
+                        "residual \(kind): every slot vs model finite differences (float)")
+            withExtendedLifetime((x, t)) {}
+        }
+    }
+
+    /// A residual model whose last decoder and detail layers are zero returns its input bit for
+    /// bit: undamaged pixels pass through unchanged. Each image's output does not depend on the
+    /// other images of the batch (so not on how a global batch is split over ranks).
+    func testResidualModelPassesItsInputThroughAndTreatsImagesIndependently() throws {
+        var c = smallConfiguration(.ema)
+        c.residual = true
+        c.detailLayers = 2
+        let model = try VQVAE(configuration: c, maxBatch: batch)
+        model.initialize(seed: 71)
+        let x = makeBuffer(images(model, seed: 72))
+        model.forward(images: x.pointer, batch: batch, training: false)
+        XCTAssertNotEqual(model.reconstruction.array, x.array, "a fresh model corrects something")
+        let one = try VQVAE(configuration: c, maxBatch: 1)
+        one.copyState(from: model)
+        let both = model.reconstruction.array
+        for i in 0..<batch {
+            one.forward(images: x.pointer + i * model.imageCount, batch: 1, training: false)
+            assertClose(doubles(one.reconstruction.pointer, count: model.imageCount),
+                        both[(i * model.imageCount)..<((i + 1) * model.imageCount)].map(Double.init), tolerance: 1e-6,
+                        "image \(i) alone vs in the batch")
+        }
+        for name in ["decoder/up1/weight", "decoder/up1/bias", "detail/conv1/weight", "detail/conv1/bias"] {
+            let slot = model.parameters.slot(named: name)!
+            (model.parameters.values.pointer + slot.offset).update(repeating: 0, count: slot.count)
+        }
+        model.forward(images: x.pointer, batch: batch, training: false)
+        XCTAssertEqual(model.reconstruction.array, x.array, "zero corrections give the input back")
+        withExtendedLifetime(x) {}
+    }
+
+    /// The configuration keys of residual models: stored and read back; a configuration written
+    /// before they existed reads as a plain model; bad values and detail layers without
+    /// `--residual` are refused.
+    func testResidualConfigurationRoundTripsAndOldConfigurationsAreNotResidual() throws {
+        var c = smallConfiguration(.ema)
+        c.residual = true
+        c.detailLayers = 3
+        c.detailChannels = 24
+        let json = try JSONEncoder().encode(c)
+        XCTAssertEqual(try JSONDecoder().decode(ModelConfiguration.self, from: json), c)
+        var object = try JSONSerialization.jsonObject(with: json) as! [String: Any]
+        for key in ["residual", "detailLayers", "detailChannels"] { XCTAssertNotNil(object.removeValue(forKey: key), key) }
+        let old = try JSONDecoder().decode(ModelConfiguration.self, from: try JSONSerialization.data(withJSONObject: object))
+        XCTAssertFalse(old.residual)
+        XCTAssertEqual(old.detailLayers, 0)
+        XCTAssertEqual(old, smallConfiguration(.ema))
+        var bad = smallConfiguration(.ema)
+        bad.detailLayers = 2
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("--detail-layers needs --residual"), "\($0)") }
+        bad.residual = true
+        bad.detailLayers = -1
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("--detail-layers must be between 0 and 100"), "\($0)") }
+        bad.detailLayers = 1
+        bad.detailChannels = 0
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("--detail-channels must be between 1"), "\($0)") }
+    }
 }
 
 /// The memory check that refuses absurd configurations before anything is allocated.
@@ -433,6 +578,11 @@ final class ModelMemoryTests: XCTestCase {
         var wide = ModelConfiguration(height: 64, width: 64, channels: 3)
         wide.downsamplings = 3; wide.codes = 4096; wide.residualBlocks = 4
         cases.append((wide, 8))
+        for (layers, width) in [(0, 32), (3, 32), (2, 64)] {
+            var residual = ModelConfiguration(height: 32, width: 32, channels: 3)
+            residual.residual = true; residual.detailLayers = layers; residual.detailChannels = width
+            cases.append((residual, 32))
+        }
         for (c, batch) in cases {
             let model = try VQVAE(configuration: c, maxBatch: batch)
             XCTAssertEqual(c.parameterCountEstimate, Double(model.parameters.count + (model.quantizer?.emaState.count ?? 0)),

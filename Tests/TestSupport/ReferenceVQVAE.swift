@@ -63,7 +63,8 @@ public struct ReferenceVQVAE {
                                   channels: c.hidden, residualChannels: c.residualHidden).forward(x)
     }
 
-    public func forward(images: [Double], batch: Int, anchor: Anchor? = nil) -> Output {
+    /// With `targets` the reconstruction loss compares with them instead of `images`.
+    public func forward(images: [Double], targets: [Double]? = nil, batch: Int, anchor: Anchor? = nil) -> Output {
         let c = configuration
         let stride2 = Window(kernel: 4, stride: 2, padding: 1)
         let same3 = Window(kernel: 3, stride: 1, padding: 1)
@@ -129,8 +130,26 @@ public struct ReferenceVQVAE {
                                      outputChannels: out, window: stride2)
             if !last { y = naiveReLU(y) }
         }
+        if c.residual {
+            // x_hat = x + dec (+ detail([x | dec]) through 3x3 layers with ReLU between them).
+            var output = naiveAdd(image, y)
+            if c.detailLayers > 0 {
+                var h = Tensor4(batch: batch, height: c.height, width: c.width, channels: 2 * c.channels)
+                for n in 0..<batch { for row in 0..<c.height { for col in 0..<c.width { for k in 0..<c.channels {
+                    h[n, row, col, k] = image[n, row, col, k]
+                    h[n, row, col, c.channels + k] = y[n, row, col, k]
+                } } } }
+                for i in 0..<c.detailLayers {
+                    h = conv("detail/conv\(i)", h, i == c.detailLayers - 1 ? c.channels : c.detailChannels, same3)
+                    if i < c.detailLayers - 1 { h = naiveReLU(h) }
+                }
+                output = naiveAdd(output, h)
+            }
+            y = output
+        }
+        let target = targets ?? image.values
         var squared = 0.0
-        for i in image.values.indices { let diff = y.values[i] - image.values[i]; squared += diff * diff }
+        for i in image.values.indices { let diff = y.values[i] - target[i]; squared += diff * diff }
         let reconstructionLoss = squared / Double(image.count)
         var total = reconstructionLoss + c.commitment * commitment
         if c.codebook == .grad { total += codebookTerm }
