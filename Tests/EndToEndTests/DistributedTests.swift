@@ -51,6 +51,24 @@ final class DistributedTests: XCTestCase {
         try assertWorldSizesAgree(checkpointFolders: folders, label: "W = 2, 3")
     }
 
+    /// A residual restoration model with detail layers, trained on damaged input, on W = 1 and 2
+    /// ranks: the same parameters, codebook and moments after 5 steps within tolerance.
+    func testResidualModelTrainsTheSameOnOneAndTwoRanks() throws {
+        let data = try PreparedData.mnist("test")
+        var folders: [String] = []
+        for ranks in [1, 2] {
+            let out = try CommandRunner.temporaryFolder("residual-equivalence-\(ranks)")
+            let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
+                "train", "--data", data, "--out", out.path, "--steps", "5", "--global-batch-size", "12", "--seed", "13",
+                "--checkpoint-every", "1", "--log-every", "1", "--hidden", "32", "--res-hidden", "16", "--code-dim", "16",
+                "--codes", "64", "--corrupt", "noise:0.1,mask:0.2", "--residual", "--detail-layers", "2", "--detail-channels", "16"])
+            XCTAssertEqual(result.status, 0, result.standardError)
+            XCTAssertTrue(result.standardOutput.contains("residual with 2 detail layers of 16"), result.standardOutput)
+            folders.append(out.appendingPathComponent("checkpoints").path)
+        }
+        try assertWorldSizesAgree(checkpointFolders: folders, label: "residual, W = 2")
+    }
+
     /// A rank that cannot read its share (a damaged chunk only rank 1 reads) ends the whole job
     /// within seconds with a non-zero exit and the message naming the file.
     func testAnErrorOnOneRankEndsTheJob() throws {

@@ -8,8 +8,8 @@ Each folder is a run's `checkpoints/` holding step-00000001.h5 and step-00000005
 run is compared with the one-rank run and must have another `world_size`. Prints four figures,
 the worst over the other runs:
 
-  1. step 1: the gradients (`/optimizer/adam_m`, which is 0.1 * gradient after one step; 30
-     tensors) and the EMA statistics (`ema_count`, `ema_sum`, `codebook`), as
+  1. step 1: the gradients (`/optimizer/adam_m`, which is 0.1 * gradient after one step; one per
+     trained tensor, 30 for the default architecture) and the EMA statistics (`ema_count`, `ema_sum`, `codebook`), as
      max|a - b| / max|b| per tensor;
   2. step 5: every tensor, as max|a - b| / max|b| over the entries whose step-1 gradient is above
      rounding noise (more than 1e-6 of its tensor's largest; dead ReLU channels are not);
@@ -43,8 +43,9 @@ def main():
     for other in others:
         a, b = h5py.File(other + "/step-00000001.h5", "r"), h5py.File(one + "/step-00000001.h5", "r")
         names = datasets(b["optimizer/adam_m"])
-        if len(names) != 30:
-            sys.exit(f"compare_world_sizes.py: {one}/step-00000001.h5 holds {len(names)} Adam moments, expected 30: {names}")
+        trained = sorted(n for n in datasets(b["model"]) if not n.startswith("quantizer/"))
+        if sorted(names) != trained or len(names) < 30:
+            sys.exit(f"compare_world_sizes.py: {one}/step-00000001.h5 holds {len(names)} Adam moments, expected one per trained tensor ({len(trained)}): {names}")
         for n in names:  # adam_m after one step is 0.1 * gradient
             worst_grad = max(worst_grad, rel(a["optimizer/adam_m/" + n][()], b["optimizer/adam_m/" + n][()]))
         for n in ("model/quantizer/ema_count", "model/quantizer/ema_sum", "model/quantizer/codebook"):

@@ -140,6 +140,61 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue(figures.psnr.isFinite && figures.inputPSNR > 0 && figures.inputPSNR < 100, "\(figures)")
     }
 
+    /// A residual model with detail layers: resuming is bit-identical (the detail layers' weights
+    /// and Adam moments included), the checkpoint records the architecture, `restore` runs it in
+    /// tiles and whole on an image of another size, and `encode` refuses it.
+    func testResidualModelResumesBitIdenticallyAndRestores() throws {
+        let data = try TrainingFixtures.blobs("residual")
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("residual-straight"), steps: 4)
+        options.corrupt = "noise:0.1"
+        options.architecture.residual = true
+        options.architecture.detailLayers = 2
+        options.architecture.detailChannels = 8
+        options.seed = 12
+        let (straight, whole) = try TrainingFixtures.train(options)
+        options.out = try TrainingFixtures.folder("residual-interrupted")
+        options.steps = 2
+        try TrainingFixtures.train(options)
+        options.steps = 4
+        options.resume = "auto"
+        let (resumed, second) = try TrainingFixtures.train(options)
+        XCTAssertEqual(second.firstStep, 2)
+        TrainingFixtures.assertBitIdentical(TrainingFixtures.snapshot(resumed.state), TrainingFixtures.snapshot(straight.state))
+        XCTAssertTrue(resumed.state.buffers[0].tensors.contains { $0.name == "detail/conv1/weight" })
+
+        let trained = try TrainedModel(checkpoint: whole.checkpoint, batch: 4)
+        XCTAssertTrue(trained.configuration.residual)
+        XCTAssertEqual(trained.configuration.detailLayers, 2)
+        XCTAssertEqual(trained.configuration.detailChannels, 8)
+
+        let folder = try TrainingFixtures.folder("residual-restore")
+        let (height, width) = (40, 24)
+        let pixels = (0..<(height * width)).map { UInt8(40 + ($0 / width) * 3 + ($0 % width) * 2) }
+        try PNGImage(height: height, width: width, channels: 1, pixels: pixels).write(to: folder + "/in.png")
+        var outputs: [[UInt8]] = []  // in tiles of 16x16, then whole
+        for runWhole in [false, true] {
+            var restore = RestoreOptions()
+            restore.checkpoint = whole.checkpoint
+            restore.input = folder + "/in.png"
+            restore.out = folder + (runWhole ? "/whole.png" : "/tiles.png")
+            restore.whole = runWhole
+            restore.corrupt = "noise:0.1"
+            XCTAssertEqual(try Restoration(options: restore, console: Console()).run().restored, 1)
+            let image = try PNGImage.read(path: restore.out)
+            XCTAssertEqual([image.height, image.width, image.channels], [height, width, 1])
+            outputs.append(image.pixels)
+        }
+        XCTAssertEqual(outputs.count, 2)
+
+        var encode = EncodeOptions()
+        encode.checkpoint = whole.checkpoint
+        encode.data = [data]
+        encode.out = folder + "/codes.h5"
+        XCTAssertThrowsError(try CodeFiles.encode(encode, console: Console())) {
+            XCTAssertTrue("\($0)".contains("is a --residual model"), "\($0)")
+        }
+    }
+
     /// Options the library refuses name the flag, before anything is written.
     func testImpossibleOptionsAreRefused() throws {
         let data = try TrainingFixtures.blobs("refused")
