@@ -5,18 +5,44 @@ import Glibc
 import Darwin
 #endif
 
+/// A corruption's parameter: one value, or a range `lower...upper` from which each image draws
+/// its own value (uniformly, from the image's keyed stream; see `CorruptionPipeline`).
+public struct ValueRange: Equatable, Sendable, ExpressibleByFloatLiteral, ExpressibleByIntegerLiteral {
+    public let lower: Float
+    public let upper: Float
+
+    public init(_ value: Float) { (lower, upper) = (value, value) }
+    /// `lower <= upper`; equal ends are one value.
+    public init(_ lower: Float, _ upper: Float) {
+        precondition(lower <= upper, "a range runs from low to high")
+        (self.lower, self.upper) = (lower, upper)
+    }
+    public init(floatLiteral value: Float) { self.init(value) }
+    public init(integerLiteral value: Int) { self.init(Float(value)) }
+
+    /// One value: nothing is drawn for it.
+    public var isFixed: Bool { lower == upper }
+
+    /// The value for one image: `lower`, or `lower + (upper - lower) u` with `u` uniform in
+    /// `[0, 1)` from `random` (one draw, only for a range).
+    @inline(__always)
+    func draw(_ random: inout SplitMix64) -> Float {
+        isFixed ? lower : min(lower + (upper - lower) * Float(random.nextUnit()), upper)
+    }
+}
+
 /// One corruption and its parameters. Every value is in pixel space `p` in `[0, 1]`.
 public enum Corruption: Equatable, Sendable {
     /// Additive Gaussian noise `N(0, sigma^2)` per element, then clipped to `[0, 1]`.
-    case noise(sigma: Float)
+    case noise(sigma: ValueRange)
     /// Each pixel, with probability `fraction`, becomes 0 or 1 (equal odds) in all channels.
-    case saltAndPepper(fraction: Float)
+    case saltAndPepper(fraction: ValueRange)
     /// One axis-aligned rectangle covering about `area` of the image, filled with `fill`.
-    case mask(area: Float, fill: MaskFill)
+    case mask(area: ValueRange, fill: MaskFill)
     /// Separable Gaussian blur, radius `ceil(3 sigma)`, normalised kernel, replicated edges.
-    case blur(sigma: Float)
+    case blur(sigma: ValueRange)
     /// `p' = gain * p^gamma`, clipped to `[0, 1]` (low light with `gamma > 1`, `gain < 1`).
-    case darken(gamma: Float, gain: Float)
+    case darken(gamma: ValueRange, gain: ValueRange)
 }
 
 /// What a mask is filled with: one value in `[0, 1]`, or uniform `[0, 1]` noise per element.
@@ -37,6 +63,11 @@ public enum MaskFill: Equatable, Sendable {
 /// | `mask:AREA[:VALUE\|noise]` | one rectangle of about `AREA` of the image, `0 < AREA <= 1`, filled with `VALUE` in `[0, 1]` (default 0) or uniform noise |
 /// | `blur:SIGMA` | Gaussian blur, `0 <= SIGMA <= 100` pixels |
 /// | `dark:GAMMA[:GAIN]` | `p' = GAIN * p^GAMMA`, `GAMMA > 0`, `GAIN >= 0` (default 1) |
+///
+/// Every number except the mask's fill value may instead be a range `LOW..HIGH` (`noise:0.02..0.2`,
+/// `blur:0.5..2`, `mask:0.05..0.5`, `dark:1.5..3:0.4..1`): each image draws its own value,
+/// uniformly in the range, as the first draw(s) of its stream for that item (in argument order),
+/// so blind restoration models see a spread of damage. A range with equal ends is that value.
 ///
 /// The empty string is no corruption. `description` is the canonical spec (defaults left out),
 /// which parses back to an equal pipeline.
@@ -81,7 +112,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     private init(validated corruptions: [Corruption]) {
         self.corruptions = corruptions
         blurKernels = corruptions.map { corruption in
-            if case .blur(let sigma) = corruption { return Self.halfKernel(sigma: sigma) }
+            if case .blur(let sigma) = corruption, sigma.isFixed { return Self.halfKernel(sigma: sigma.lower) }
             return []
         }
     }
@@ -92,7 +123,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
 
     public var isEmpty: Bool { corruptions.isEmpty }
 
-    /// The canonical spec: `noise:0.1,mask:0.25:noise,dark:2.2:0.6`; `""` when empty.
+    /// The canonical spec: `noise:0.1,mask:0.25:noise,dark:2.2:0.6,blur:0.5..2`; `""` when empty.
     public var description: String {
         corruptions.map { corruption -> String in
             switch corruption {
@@ -110,6 +141,16 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                 return gain == 1 ? "dark:\(Self.format(gamma))" : "dark:\(Self.format(gamma)):\(Self.format(gain))"
             }
         }.joined(separator: ",")
+    }
+
+    /// Whether any parameter is a range (a blind restoration spec).
+    public var hasRanges: Bool {
+        corruptions.contains { corruption in
+            switch corruption {
+            case .noise(let r), .saltAndPepper(let r), .mask(let r, _), .blur(let r): return !r.isFixed
+            case .darken(let gamma, let gain): return !gamma.isFixed || !gain.isFixed
+            }
+        }
     }
 
     /// Floats of scratch space `apply` needs for one image (blur needs one image's worth).
@@ -130,19 +171,29 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
         precondition(height >= 1 && width >= 1 && channels >= 1, "an image needs at least one pixel and one channel")
         for (position, corruption) in corruptions.enumerated() {
             var random = Self.randomStream(seed: seed, epoch: epoch, sampleIndex: sampleIndex, position: position)
+            // A range's value is the first draw of the item's stream; a single value draws nothing,
+            // so fixed specs damage exactly as they always have.
             switch corruption {
             case .noise(let sigma):
-                Self.addNoise(image, count: height * width * channels, sigma: sigma, random: &random)
+                Self.addNoise(image, count: height * width * channels, sigma: sigma.draw(&random), random: &random)
             case .saltAndPepper(let fraction):
-                Self.saltAndPepper(image, pixels: height * width, channels: channels, fraction: fraction, random: &random)
+                Self.saltAndPepper(image, pixels: height * width, channels: channels, fraction: fraction.draw(&random), random: &random)
             case .mask(let area, let fill):
-                Self.mask(image, height: height, width: width, channels: channels, area: area, fill: fill, random: &random)
-            case .blur:
+                Self.mask(image, height: height, width: width, channels: channels, area: area.draw(&random), fill: fill, random: &random)
+            case .blur(let sigma) where sigma.isFixed:
                 blurKernels[position].withUnsafeBufferPointer { kernel in
                     Self.blur(image, height: height, width: width, channels: channels, halfKernel: kernel, scratch: scratch)
                 }
+            case .blur(let sigma):
+                // This image's kernel, on the stack (at most 301 taps).
+                let value = sigma.draw(&random)
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: Self.halfKernelCount(sigma: value)) { kernel in
+                    Self.fillHalfKernel(kernel, sigma: value)
+                    Self.blur(image, height: height, width: width, channels: channels, halfKernel: UnsafeBufferPointer(kernel), scratch: scratch)
+                }
             case .darken(let gamma, let gain):
-                Self.darken(image, count: height * width * channels, gamma: gamma, gain: gain)
+                let g = gamma.draw(&random)
+                Self.darken(image, count: height * width * channels, gamma: g, gain: gain.draw(&random))
             }
         }
     }
@@ -235,12 +286,23 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     /// `w[k] = exp(-k^2 / (2 sigma^2))` for `k` in `0...ceil(3 sigma)`, divided by the sum over
     /// `-r...r`. Sigma 0 gives `[1]`.
     static func halfKernel(sigma: Float) -> [Float] {
+        var kernel = [Float](repeating: 0, count: halfKernelCount(sigma: sigma))
+        kernel.withUnsafeMutableBufferPointer { fillHalfKernel($0, sigma: sigma) }
+        return kernel
+    }
+
+    /// Taps of the half kernel: `ceil(3 sigma) + 1`.
+    static func halfKernelCount(sigma: Float) -> Int { Int((3 * Double(sigma)).rounded(.up)) + 1 }
+
+    /// Writes `halfKernel(sigma:)` into `kernel` (`halfKernelCount(sigma:)` floats), allocating nothing.
+    static func fillHalfKernel(_ kernel: UnsafeMutableBufferPointer<Float>, sigma: Float) {
         let s = Double(sigma)
-        let radius = Int((3 * s).rounded(.up))
-        guard radius > 0 else { return [1] }
-        let weights = (0...radius).map { k in exp(-Double(k * k) / (2 * s * s)) }
-        let total = weights[0] + 2 * weights.dropFirst().reduce(0, +)
-        return weights.map { Float($0 / total) }
+        let radius = kernel.count - 1
+        guard radius > 0 else { kernel[0] = 1; return }
+        var tail = 0.0  // summed in the order the first version summed it, so fixed blurs keep their bits
+        for k in 1...radius { tail += exp(-Double(k * k) / (2 * s * s)) }
+        let total = 1 + 2 * tail
+        for k in 0...radius { kernel[k] = Float(exp(-Double(k * k) / (2 * s * s)) / total) }
     }
 
     /// Rows then columns, each `out[i] = w[0] in[i] + sum_k w[k] (in[i-k] + in[i+k])` with indices
@@ -296,6 +358,24 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             guard index < arguments.count, let value = Float(String(arguments[index])), value.isFinite, valid(value) else { return nil }
             return value
         }
+        /// The argument at `index` as one value or a range `LOW..HIGH` whose ends both satisfy
+        /// `valid`: `single` is the error for a bad value, `range` (then `e.g. example`) for a bad range.
+        func amount(_ index: Int, _ valid: (Float) -> Bool, single: String, range: String, example: String) throws -> ValueRange {
+            guard index < arguments.count, let dots = arguments[index].range(of: "..") else {
+                guard let value = number(index, valid) else { throw DataError(single + got) }
+                return ValueRange(value)
+            }
+            let text = arguments[index]
+            let low = trimmed(text[..<dots.lowerBound]), high = trimmed(text[dots.upperBound...])
+            guard let lower = Float(String(low)), let upper = Float(String(high)), lower.isFinite, upper.isFinite,
+                  valid(lower), valid(upper) else {
+                throw DataError("--corrupt \(name) \(range) LOW..HIGH, e.g. \(example)\(got)")
+            }
+            guard lower <= upper else {
+                throw DataError("--corrupt \(name) range \(low)..\(high) runs from high to low; write LOW..HIGH, e.g. \(example)\(got)")
+            }
+            return ValueRange(lower, upper)
+        }
         func limit(_ most: Int, example: String) throws {
             guard arguments.count <= most else {
                 throw DataError("--corrupt \(name) takes \(most == 1 ? "one argument" : "at most \(most) arguments"), e.g. \(example)\(got)")
@@ -304,17 +384,18 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
 
         switch name {
         case "noise":
-            guard let sigma = number(0, { $0 >= 0 }) else { throw DataError("--corrupt noise needs a sigma >= 0, e.g. noise:0.1\(got)") }
+            let sigma = try amount(0, { $0 >= 0 }, single: "--corrupt noise needs a sigma >= 0, e.g. noise:0.1",
+                                   range: "range needs two sigmas >= 0,", example: "noise:0.02..0.2")
             try limit(1, example: "noise:0.1")
             return .noise(sigma: sigma)
         case "saltpepper", "sp":
-            guard let fraction = number(0, { $0 >= 0 && $0 <= 1 }) else {
-                throw DataError("--corrupt \(name) needs a fraction in [0, 1], e.g. \(name):0.05\(got)")
-            }
+            let fraction = try amount(0, { $0 >= 0 && $0 <= 1 }, single: "--corrupt \(name) needs a fraction in [0, 1], e.g. \(name):0.05",
+                                      range: "range needs two fractions in [0, 1],", example: "\(name):0.01..0.1")
             try limit(1, example: "\(name):0.05")
             return .saltAndPepper(fraction: fraction)
         case "mask":
-            guard let area = number(0, { $0 > 0 && $0 <= 1 }) else { throw DataError("--corrupt mask needs an area in (0, 1], e.g. mask:0.25\(got)") }
+            let area = try amount(0, { $0 > 0 && $0 <= 1 }, single: "--corrupt mask needs an area in (0, 1], e.g. mask:0.25",
+                                  range: "range needs two areas in (0, 1],", example: "mask:0.05..0.5")
             try limit(2, example: "mask:0.25:noise")
             var fill = MaskFill.value(0)
             if arguments.count == 2 {
@@ -328,18 +409,19 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             }
             return .mask(area: area, fill: fill)
         case "blur":
-            guard let sigma = number(0, { $0 >= 0 && $0 <= largestBlurSigma }) else {
-                throw DataError("--corrupt blur needs a sigma in [0, \(format(largestBlurSigma))] pixels, e.g. blur:1\(got)")
-            }
+            let sigma = try amount(0, { $0 >= 0 && $0 <= largestBlurSigma },
+                                   single: "--corrupt blur needs a sigma in [0, \(format(largestBlurSigma))] pixels, e.g. blur:1",
+                                   range: "range needs two sigmas in [0, \(format(largestBlurSigma))] pixels,", example: "blur:0.5..2")
             try limit(1, example: "blur:1")
             return .blur(sigma: sigma)
         case "dark":
-            guard let gamma = number(0, { $0 > 0 }) else { throw DataError("--corrupt dark needs a gamma > 0, e.g. dark:2.2 or dark:2.2:0.6\(got)") }
+            let gamma = try amount(0, { $0 > 0 }, single: "--corrupt dark needs a gamma > 0, e.g. dark:2.2 or dark:2.2:0.6",
+                                   range: "range needs two gammas > 0,", example: "dark:1.5..3")
             try limit(2, example: "dark:2.2:0.6")
-            var gain: Float = 1
+            var gain: ValueRange = 1
             if arguments.count == 2 {
-                guard let value = number(1, { $0 >= 0 }) else { throw DataError("--corrupt dark gain must be >= 0, e.g. dark:2.2:0.6\(got)") }
-                gain = value
+                gain = try amount(1, { $0 >= 0 }, single: "--corrupt dark gain must be >= 0, e.g. dark:2.2:0.6",
+                                  range: "gain range needs two gains >= 0,", example: "dark:2.2:0.4..1")
             }
             return .darken(gamma: gamma, gain: gain)
         default:
@@ -363,5 +445,10 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     private static func format(_ value: Float) -> String {
         let text = "\(value)"
         return text.hasSuffix(".0") ? String(text.dropLast(2)) : text
+    }
+
+    /// `LOW..HIGH`, or the one value of a range with equal ends.
+    private static func format(_ range: ValueRange) -> String {
+        range.isFixed ? format(range.lower) : "\(format(range.lower))..\(format(range.upper))"
     }
 }

@@ -56,8 +56,29 @@ final class CorruptionTests: XCTestCase {
         for value: Float in [0.1, 1.0 / 3.0, 0.123456789, 1e-7, 0.999999] {
             let text = try CorruptionPipeline(spec: "noise:\(value),mask:\(value):\(value),dark:\(value):\(value)").description
             let parsed = try CorruptionPipeline(spec: text)
-            XCTAssertEqual(parsed.corruptions, [.noise(sigma: value), .mask(area: value, fill: .value(value)),
-                                                .darken(gamma: value, gain: value)], text)
+            XCTAssertEqual(parsed.corruptions, [.noise(sigma: ValueRange(value)), .mask(area: ValueRange(value), fill: .value(value)),
+                                                .darken(gamma: ValueRange(value), gain: ValueRange(value))], text)
+        }
+    }
+
+    /// Ranges `LOW..HIGH` for every parameter but the mask's fill; whitespace around the ends is
+    /// tolerated, equal ends are one value, and the canonical form round-trips.
+    func testRangesParseAndRoundTrip() throws {
+        let pipeline = try CorruptionPipeline(spec: "noise:0.02..0.2, sp:0..0.1, mask: 0.05 .. 0.5 :noise, blur:0.5..2,dark:1.5..3:0.4..1, dark:2:0.5..0.9, noise:0.1..0.1")
+        XCTAssertEqual(pipeline.corruptions, [
+            .noise(sigma: ValueRange(0.02, 0.2)), .saltAndPepper(fraction: ValueRange(0, 0.1)),
+            .mask(area: ValueRange(0.05, 0.5), fill: .noise), .blur(sigma: ValueRange(0.5, 2)),
+            .darken(gamma: ValueRange(1.5, 3), gain: ValueRange(0.4, 1)), .darken(gamma: 2, gain: ValueRange(0.5, 0.9)),
+            .noise(sigma: 0.1),
+        ])
+        let canonical = "noise:0.02..0.2,saltpepper:0..0.1,mask:0.05..0.5:noise,blur:0.5..2,dark:1.5..3:0.4..1,dark:2:0.5..0.9,noise:0.1"
+        XCTAssertEqual(pipeline.description, canonical)
+        XCTAssertEqual(try CorruptionPipeline(spec: canonical), pipeline)
+        XCTAssertTrue(pipeline.hasRanges)
+        XCTAssertFalse(try CorruptionPipeline(spec: "noise:0.1,blur:1..1").hasRanges)
+        for value: Float in [1.0 / 3.0, 0.123456789] {
+            let text = try CorruptionPipeline(spec: "noise:\(value / 2)..\(value)").description
+            XCTAssertEqual(try CorruptionPipeline(spec: text).corruptions, [.noise(sigma: ValueRange(value / 2, value))], text)
         }
     }
 
@@ -91,6 +112,23 @@ final class CorruptionTests: XCTestCase {
             ("dark:2.2:-1", "--corrupt dark gain must be >= 0, e.g. dark:2.2:0.6 (got 'dark:2.2:-1')"),
             ("dark:2.2:x", "--corrupt dark gain must be >= 0"),
             ("dark:2.2:0.6:1", "--corrupt dark takes at most 2 arguments, e.g. dark:2.2:0.6"),
+            ("noise:0.2..0.02", "--corrupt noise range 0.2..0.02 runs from high to low; write LOW..HIGH, e.g. noise:0.02..0.2 (got 'noise:0.2..0.02')"),
+            ("noise:-0.1..0.2", "--corrupt noise range needs two sigmas >= 0, LOW..HIGH, e.g. noise:0.02..0.2 (got 'noise:-0.1..0.2')"),
+            ("noise:0.1..", "--corrupt noise range needs two sigmas >= 0, LOW..HIGH"),
+            ("noise:..0.2", "--corrupt noise range needs two sigmas >= 0, LOW..HIGH"),
+            ("noise:0.1..0.2..0.3", "--corrupt noise range needs two sigmas >= 0, LOW..HIGH"),
+            ("noise:0.1...0.2", "--corrupt noise range needs two sigmas >= 0, LOW..HIGH"),
+            ("noise:0.1..nan", "--corrupt noise range needs two sigmas >= 0, LOW..HIGH"),
+            ("noise:0.1..0.2:0.3", "--corrupt noise takes one argument, e.g. noise:0.1"),
+            ("sp:0.5..2", "--corrupt sp range needs two fractions in [0, 1], LOW..HIGH, e.g. sp:0.01..0.1 (got 'sp:0.5..2')"),
+            ("mask:0..0.5", "--corrupt mask range needs two areas in (0, 1], LOW..HIGH, e.g. mask:0.05..0.5 (got 'mask:0..0.5')"),
+            ("mask:0.5..0.1:noise", "--corrupt mask range 0.5..0.1 runs from high to low; write LOW..HIGH, e.g. mask:0.05..0.5"),
+            ("mask:0.1..0.5:0..1", "--corrupt mask fill must be a value in [0, 1] or 'noise'"),
+            ("blur:1..200", "--corrupt blur range needs two sigmas in [0, 100] pixels, LOW..HIGH, e.g. blur:0.5..2 (got 'blur:1..200')"),
+            ("blur:3..1", "--corrupt blur range 3..1 runs from high to low"),
+            ("dark:0..2", "--corrupt dark range needs two gammas > 0, LOW..HIGH, e.g. dark:1.5..3 (got 'dark:0..2')"),
+            ("dark:2:1..0.5", "--corrupt dark range 1..0.5 runs from high to low; write LOW..HIGH, e.g. dark:2.2:0.4..1"),
+            ("dark:2:-1..0.5", "--corrupt dark gain range needs two gains >= 0, LOW..HIGH, e.g. dark:2.2:0.4..1"),
         ]
         for (spec, message) in cases {
             XCTAssertThrowsError(try CorruptionPipeline(spec: spec), "'\(spec)' was accepted") { error in
@@ -370,6 +408,66 @@ final class CorruptionTests: XCTestCase {
         XCTAssertEqual(batch(Array((0..<8).reversed())), forward)
         XCTAssertEqual(batch([5, 2, 7, 0, 1, 6, 4, 3]), forward)
         XCTAssertNotEqual(forward[0], forward[1])
+    }
+
+    /// A range's value is the first draw of the item's keyed stream, uniform in the range: a
+    /// blurred or darkened image equals the fixed spec with the drawn value bit for bit; noise
+    /// drawn in 0.02..0.2 has, per image, the standard deviation of its own draw, and the draws
+    /// spread over the range; the same key gives the same image, another key another value; equal
+    /// ends damage exactly like the single value.
+    func testRangesDrawEachImagesValueFromItsKeyedStream() throws {
+        let (h, w, c) = (24, 20, 3)
+        let image = randomFloats(h * w * c, seed: 3, low: -0.4, high: 0.4)
+        func firstDraw(sample: Int, position: Int = 0) -> Double {
+            var random = CorruptionPipeline.randomStream(seed: 7, epoch: 2, sampleIndex: sample, position: position)
+            return random.nextUnit()
+        }
+        for sample in [0, 17, 4096] {
+            let u = firstDraw(sample: sample)
+            let sigma = 0.5 + 2.5 * Float(u)
+            XCTAssertEqual(try corrupted("blur:0.5..3", image, height: h, width: w, channels: c, epoch: 2, sampleIndex: sample),
+                           try corrupted("blur:\(sigma)", image, height: h, width: w, channels: c, epoch: 2, sampleIndex: sample),
+                           "blur sample \(sample)")
+            var random = CorruptionPipeline.randomStream(seed: 7, epoch: 2, sampleIndex: sample, position: 1)
+            let gamma = 1.5 + (3 - 1.5) * Float(random.nextUnit()), gain = 0.4 + (1 - 0.4) * Float(random.nextUnit())
+            XCTAssertEqual(try corrupted("noise:0,dark:1.5..3:0.4..1", image, height: h, width: w, channels: c, epoch: 2, sampleIndex: sample),
+                           try corrupted("dark:\(gamma):\(gain)", image, height: h, width: w, channels: c, epoch: 2, sampleIndex: sample),
+                           "dark sample \(sample)")
+        }
+        let fixed = try corrupted("noise:0.1,mask:0.3,blur:1", image, height: h, width: w, channels: c, sampleIndex: 5)
+        XCTAssertEqual(try corrupted("noise:0.1..0.1,mask:0.3..0.3,blur:1..1", image, height: h, width: w, channels: c, sampleIndex: 5), fixed)
+
+        // Noise on mid-grey 64x64x3: each image's std is its own draw.
+        let (gh, gw) = (64, 64)
+        let grey = [Float](repeating: 0, count: gh * gw * c)
+        var measured: [Double] = []
+        for sample in 0..<40 {
+            var random = CorruptionPipeline.randomStream(seed: 7, epoch: 0, sampleIndex: sample, position: 0)
+            let sigma = 0.02 + 0.18 * random.nextUnit()
+            let noisy = try corrupted("noise:0.02..0.2", grey, height: gh, width: gw, channels: c, sampleIndex: sample)
+            let std = meanAndStandardDeviation(noisy.map(Double.init)).std
+            XCTAssertEqual(std, sigma, accuracy: 0.05 * sigma + 1e-3, "sample \(sample)")
+            measured.append(std)
+        }
+        print("noise:0.02..0.2 over 40 images: std from \(measured.min()!) to \(measured.max()!)")
+        XCTAssertLessThan(measured.min()!, 0.06)
+        XCTAssertGreaterThan(measured.max()!, 0.16)
+        XCTAssertTrue(measured.allSatisfy { $0 > 0.018 && $0 < 0.21 })
+
+        // Masks of 0.05..0.5 of the image: the covered area follows each image's draw.
+        var areas: [Double] = []
+        for sample in 0..<30 {
+            let masked = try corrupted("mask:0.05..0.5:1", grey, height: gh, width: gw, channels: c, sampleIndex: sample)
+            areas.append(Double(masked.filter { $0 == 0.5 }.count) / Double(gh * gw * c))
+        }
+        XCTAssertLessThan(areas.min()!, 0.15)
+        XCTAssertGreaterThan(areas.max()!, 0.4)
+        XCTAssertTrue(areas.allSatisfy { $0 > 0.03 && $0 < 0.55 }, "\(areas)")
+
+        let spec = "noise:0.02..0.2,blur:0..1.5,mask:0.1..0.3"
+        let reference = try corrupted(spec, image, height: h, width: w, channels: c, sampleIndex: 9)
+        XCTAssertEqual(try corrupted(spec, image, height: h, width: w, channels: c, sampleIndex: 9), reference)
+        XCTAssertNotEqual(try corrupted(spec, image, height: h, width: w, channels: c, sampleIndex: 10), reference)
     }
 
     /// `noise,mask`: the rectangle is clean black. `mask,noise`: about half the rectangle's
