@@ -43,6 +43,9 @@ public enum Corruption: Equatable, Sendable {
     case blur(sigma: ValueRange)
     /// `p' = gain * p^gamma`, clipped to `[0, 1]` (low light with `gamma > 1`, `gain < 1`).
     case darken(gamma: ValueRange, gain: ValueRange)
+    /// 1 to `count` holes per image (the number drawn), each a free-form brush stroke or a box of
+    /// a size drawn from 1/16 to 1/2 of the image's sides, filled with `fill` (inpainting).
+    case holes(count: Int, fill: MaskFill)
 }
 
 /// What a mask is filled with: one value in `[0, 1]`, or uniform `[0, 1]` noise per element.
@@ -63,6 +66,7 @@ public enum MaskFill: Equatable, Sendable {
 /// | `mask:AREA[:VALUE\|noise]` | one rectangle of about `AREA` of the image, `0 < AREA <= 1`, filled with `VALUE` in `[0, 1]` (default 0) or uniform noise |
 /// | `blur:SIGMA` | Gaussian blur, `0 <= SIGMA <= 100` pixels |
 /// | `dark:GAMMA[:GAIN]` | `p' = GAIN * p^GAMMA`, `GAMMA > 0`, `GAIN >= 0` (default 1) |
+/// | `holes:COUNT[:VALUE\|noise]` | 1 to `COUNT` (1...64) free-form strokes and boxes, filled like `mask` |
 ///
 /// Every number except the mask's fill value may instead be a range `LOW..HIGH` (`noise:0.02..0.2`,
 /// `blur:0.5..2`, `mask:0.05..0.5`, `dark:1.5..3:0.4..1`): each image draws its own value,
@@ -90,7 +94,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     public static let largestBlurSigma: Float = 100
 
     private static let usage =
-        "use noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN]"
+        "use noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN], holes:COUNT[:VALUE|noise]"
 
     /// Parses `spec` (see the type's documentation). Throws a `DataError` of one line naming the
     /// offending item and showing a valid example.
@@ -139,6 +143,10 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                 return "blur:\(Self.format(sigma))"
             case .darken(let gamma, let gain):
                 return gain == 1 ? "dark:\(Self.format(gamma))" : "dark:\(Self.format(gamma)):\(Self.format(gain))"
+            case .holes(let count, .value(let value)):
+                return value == 0 ? "holes:\(count)" : "holes:\(count):\(Self.format(value))"
+            case .holes(let count, .noise):
+                return "holes:\(count):noise"
             }
         }.joined(separator: ",")
     }
@@ -149,6 +157,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             switch corruption {
             case .noise(let r), .saltAndPepper(let r), .mask(let r, _), .blur(let r): return !r.isFixed
             case .darken(let gamma, let gain): return !gamma.isFixed || !gain.isFixed
+            case .holes: return false
             }
         }
     }
@@ -194,6 +203,9 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             case .darken(let gamma, let gain):
                 let g = gamma.draw(&random)
                 Self.darken(image, count: height * width * channels, gamma: g, gain: gain.draw(&random))
+            case .holes(let count, let fill):
+                Self.holes(image, height: height, width: width, channels: channels, most: count, fill: fill,
+                           marks: scratch, random: &random)
             }
         }
     }
@@ -279,6 +291,65 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                 row.update(repeating: value - 0.5, count: count)
             case .noise:
                 for i in 0..<count { row[i] = random.uniform(0, 1) - 0.5 }
+            }
+        }
+    }
+
+    /// Marks in `marks` (`[H, W]`, 1 = hole) the holes of one image: the number is `1 + below(most)`;
+    /// each hole is, on one draw's top bit, a box or a stroke.
+    /// - A box's sides are `round(f * side)` (at least 1) with `f` log-uniform in [1/16, 1/2], drawn
+    ///   for the rows then the columns; its corner is uniform over the positions inside the image.
+    /// - A stroke is a brush of radius `0.5 + u * max(1, min(H, W) / 12)` dragged from a uniform
+    ///   start through 1 to 6 segments, each in a uniform direction and `(0.1 + 0.3 u) min(H, W)`
+    ///   long (its end clamped to the image), stamped every half pixel.
+    static func markHoles(_ marks: UnsafeMutablePointer<Float>, height: Int, width: Int, most: Int, random: inout SplitMix64) {
+        marks.update(repeating: 0, count: height * width)
+        let shortest = Double(min(height, width))
+        func side(_ length: Int) -> Int {
+            let f = exp(log(1.0 / 16) + (log(0.5) - log(1.0 / 16)) * random.nextUnit())
+            return min(max(Int((f * Double(length)).rounded()), 1), length)
+        }
+        for _ in 0..<(1 + random.below(most)) {
+            if random.next() >> 63 == 0 {
+                let rows = side(height), columns = side(width)
+                let top = random.below(height - rows + 1), left = random.below(width - columns + 1)
+                for y in top..<(top + rows) { (marks + y * width + left).update(repeating: 1, count: columns) }
+            } else {
+                let radius = 0.5 + random.nextUnit() * max(1, shortest / 12)
+                var (y, x) = (random.nextUnit() * Double(height), random.nextUnit() * Double(width))
+                for _ in 0..<(1 + random.below(6)) {
+                    let angle = 2 * Double.pi * random.nextUnit(), length = (0.1 + 0.3 * random.nextUnit()) * shortest
+                    let endY = min(max(y + length * sin(angle), 0), Double(height - 1))
+                    let endX = min(max(x + length * cos(angle), 0), Double(width - 1))
+                    let steps = max(Int((2 * max(abs(endY - y), abs(endX - x))).rounded(.up)), 1)
+                    for step in 0...steps {
+                        let t = Double(step) / Double(steps)
+                        let (cy, cx) = (y + t * (endY - y), x + t * (endX - x))
+                        let y0 = max(Int((cy - radius).rounded(.up)), 0), y1 = min(Int((cy + radius).rounded(.down)), height - 1)
+                        let x0 = max(Int((cx - radius).rounded(.up)), 0), x1 = min(Int((cx + radius).rounded(.down)), width - 1)
+                        guard y0 <= y1, x0 <= x1 else { continue }
+                        for py in y0...y1 {
+                            for px in x0...x1 where (Double(py) - cy) * (Double(py) - cy) + (Double(px) - cx) * (Double(px) - cx) <= radius * radius {
+                                marks[py * width + px] = 1
+                            }
+                        }
+                    }
+                    (y, x) = (endY, endX)
+                }
+            }
+        }
+    }
+
+    /// Fills the holes of `markHoles` (marked in `marks`, which is overwritten) with the value, or
+    /// with uniform `[0, 1)` noise drawn per element of the holes in row-major order.
+    private static func holes(_ image: UnsafeMutablePointer<Float>, height: Int, width: Int, channels: Int, most: Int,
+                              fill: MaskFill, marks: UnsafeMutablePointer<Float>, random: inout SplitMix64) {
+        markHoles(marks, height: height, width: width, most: most, random: &random)
+        for pixel in 0..<(height * width) where marks[pixel] != 0 {
+            let base = image + pixel * channels
+            switch fill {
+            case .value(let value): base.update(repeating: value - 0.5, count: channels)
+            case .noise: for c in 0..<channels { base[c] = random.uniform(0, 1) - 0.5 }
             }
         }
     }
@@ -424,6 +495,22 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                                   range: "gain range needs two gains >= 0,", example: "dark:2.2:0.4..1")
             }
             return .darken(gamma: gamma, gain: gain)
+        case "holes":
+            guard arguments.count >= 1, let count = Int(String(arguments[0])), (1...64).contains(count) else {
+                throw DataError("--corrupt holes needs a largest number of holes from 1 to 64, e.g. holes:4\(got)")
+            }
+            try limit(2, example: "holes:4:noise")
+            var fill = MaskFill.value(0)
+            if arguments.count == 2 {
+                if arguments[1].lowercased() == "noise" {
+                    fill = .noise
+                } else if let value = number(1, { $0 >= 0 && $0 <= 1 }) {
+                    fill = .value(value)
+                } else {
+                    throw DataError("--corrupt holes fill must be a value in [0, 1] or 'noise', e.g. holes:4:0.5 or holes:4:noise\(got)")
+                }
+            }
+            return .holes(count: count, fill: fill)
         default:
             throw DataError("unknown corruption '\(oneLine(name))' in --corrupt '\(oneLine(spec))'; \(usage)")
         }

@@ -129,6 +129,12 @@ final class CorruptionTests: XCTestCase {
             ("dark:0..2", "--corrupt dark range needs two gammas > 0, LOW..HIGH, e.g. dark:1.5..3 (got 'dark:0..2')"),
             ("dark:2:1..0.5", "--corrupt dark range 1..0.5 runs from high to low; write LOW..HIGH, e.g. dark:2.2:0.4..1"),
             ("dark:2:-1..0.5", "--corrupt dark gain range needs two gains >= 0, LOW..HIGH, e.g. dark:2.2:0.4..1"),
+            ("holes", "--corrupt holes needs a largest number of holes from 1 to 64, e.g. holes:4 (got 'holes')"),
+            ("holes:0", "--corrupt holes needs a largest number of holes from 1 to 64, e.g. holes:4 (got 'holes:0')"),
+            ("holes:65", "--corrupt holes needs a largest number of holes from 1 to 64"),
+            ("holes:2.5", "--corrupt holes needs a largest number of holes from 1 to 64"),
+            ("holes:4:2", "--corrupt holes fill must be a value in [0, 1] or 'noise', e.g. holes:4:0.5 or holes:4:noise (got 'holes:4:2')"),
+            ("holes:4:0:1", "--corrupt holes takes at most 2 arguments, e.g. holes:4:noise"),
         ]
         for (spec, message) in cases {
             XCTAssertThrowsError(try CorruptionPipeline(spec: spec), "'\(spec)' was accepted") { error in
@@ -468,6 +474,51 @@ final class CorruptionTests: XCTestCase {
         let reference = try corrupted(spec, image, height: h, width: w, channels: c, sampleIndex: 9)
         XCTAssertEqual(try corrupted(spec, image, height: h, width: w, channels: c, sampleIndex: 9), reference)
         XCTAssertNotEqual(try corrupted(spec, image, height: h, width: w, channels: c, sampleIndex: 10), reference)
+    }
+
+    /// `holes:COUNT[:fill]`: parsing and round trip; per image 1 to COUNT strokes and boxes whose
+    /// covered share varies widely from image to image, which change exactly the marked pixels
+    /// (all channels) to the fill and nothing else; the same key gives the same holes.
+    func testHolesAreStrokesAndBoxesOfManySizes() throws {
+        let pipeline = try CorruptionPipeline(spec: "holes:4, HOLES:1:noise, holes:8:0.5, holes:64:0")
+        XCTAssertEqual(pipeline.corruptions, [.holes(count: 4, fill: .value(0)), .holes(count: 1, fill: .noise),
+                                              .holes(count: 8, fill: .value(0.5)), .holes(count: 64, fill: .value(0))])
+        XCTAssertEqual(pipeline.description, "holes:4,holes:1:noise,holes:8:0.5,holes:64")
+        XCTAssertEqual(try CorruptionPipeline(spec: pipeline.description), pipeline)
+
+        let (h, w, c) = (48, 40, 3)
+        let image = randomFloats(h * w * c, seed: 5, low: -0.45, high: 0.45)  // never exactly the fill
+        var shares: [Double] = []
+        for sample in 0..<60 {
+            let damaged = try corrupted("holes:6:1", image, height: h, width: w, channels: c, sampleIndex: sample)
+            var holes = 0
+            for pixel in 0..<(h * w) {
+                let changed = (0..<c).map { damaged[pixel * c + $0] != image[pixel * c + $0] }
+                XCTAssertTrue(changed.allSatisfy { $0 } || changed.allSatisfy { !$0 }, "sample \(sample) pixel \(pixel): some channels only")
+                if changed[0] {
+                    holes += 1
+                    XCTAssertTrue((0..<c).allSatisfy { damaged[pixel * c + $0] == 0.5 }, "a hole holds the fill")
+                }
+            }
+            shares.append(Double(holes) / Double(h * w))
+            // The marks of the same key are the holes found.
+            var random = CorruptionPipeline.randomStream(seed: 7, epoch: 0, sampleIndex: sample, position: 0)
+            let marks = FloatBuffer(count: h * w)
+            CorruptionPipeline.markHoles(marks.pointer, height: h, width: w, most: 6, random: &random)
+            XCTAssertEqual(marks.array.filter { $0 != 0 }.count, holes, "sample \(sample)")
+        }
+        print("holes:6 on 48x40: covered share from \(shares.min()!) to \(shares.max()!), mean \(shares.reduce(0, +) / Double(shares.count))")
+        XCTAssertGreaterThan(shares.min()!, 0, "every image has a hole")
+        XCTAssertLessThan(shares.min()!, 0.02, "some images have only small holes")
+        XCTAssertGreaterThan(shares.max()!, 0.3, "some images lose a large part")
+        XCTAssertLessThan(shares.max()!, 1)
+
+        let noisy = try corrupted("holes:3:noise", image, height: h, width: w, channels: c, sampleIndex: 3)
+        XCTAssertEqual(try corrupted("holes:3:noise", image, height: h, width: w, channels: c, sampleIndex: 3), noisy)
+        XCTAssertNotEqual(try corrupted("holes:3:noise", image, height: h, width: w, channels: c, sampleIndex: 4), noisy)
+        XCTAssertTrue(noisy.allSatisfy { $0 >= -0.5 && $0 < 0.5 })
+        // One-pixel images still work.
+        XCTAssertEqual(try corrupted("holes:2:1", [0.1], height: 1, width: 1, channels: 1), [0.5])
     }
 
     /// `noise,mask`: the rectangle is clean black. `mask,noise`: about half the rectangle's

@@ -49,6 +49,8 @@ def main():
         for n in names:  # adam_m after one step is 0.1 * gradient
             worst_grad = max(worst_grad, rel(a["optimizer/adam_m/" + n][()], b["optimizer/adam_m/" + n][()]))
         for n in ("model/quantizer/ema_count", "model/quantizer/ema_sum", "model/quantizer/codebook"):
+            if n not in b:  # the VAE and the autoencoder have no quantizer
+                continue
             worst_grad = max(worst_grad, rel(a[n][()], b[n][()]))
         # After 5 steps: entries whose step-1 gradient is rounding noise (below 1e-6 of their
         # tensor's largest: dead ReLU channels) are judged apart.
