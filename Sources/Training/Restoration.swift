@@ -11,8 +11,12 @@ public struct RestoreOptions: Sendable {
     public var out = ""
     /// Damage the input first (for demonstrations), keyed by `seed` and the image's index.
     public var corrupt = ""
-    /// With `corrupt`: where to keep the damaged input (same kind as `out`).
+    /// With `corrupt` or `mask`: where to keep the damaged input (same kind as `out`).
     public var damagedOut: String?
+    /// An image file of the input's size whose white pixels (gray level >= 128) are missing: they
+    /// are filled as the model was trained to see holes, restored, and every other pixel is the
+    /// input's own (image file input only).
+    public var mask: String?
     public var seed: UInt64 = 1
     /// Least overlap in pixels between neighbouring tiles (nil: a quarter of the tile's side).
     public var overlap: Int?
@@ -83,11 +87,19 @@ public final class Restoration {
         self.options = options
         self.console = console
         corruptions = try CorruptionPipeline(spec: options.corrupt)
-        if options.damagedOut != nil && corruptions.isEmpty {
-            throw RestorationError("--damaged-out needs --corrupt (there is no damage to keep)")
+        if options.damagedOut != nil && corruptions.isEmpty && options.mask == nil {
+            throw RestorationError("--damaged-out needs --corrupt or --mask (there is no damage to keep)")
         }
         guard (1...100).contains(options.quality) else { throw RestorationError("--quality must be 1 to 100 (got \(options.quality))") }
         inputKind = try Self.kind(of: options.input, flag: "--input", mustExist: true)
+        if let mask = options.mask {
+            guard inputKind == .image else {
+                throw RestorationError("--mask needs --input to be one image file (PNG or JPEG), not \(inputKind == .folder ? "a folder" : "an HDF5 file")")
+            }
+            guard try Self.kind(of: mask, flag: "--mask", mustExist: true) == .image else {
+                throw RestorationError("--mask \(mask) must be an image file (PNG or JPEG) whose white pixels mark what is missing")
+            }
+        }
         let outputs = [("--out", options.out), ("--damaged-out", options.damagedOut)]
         for (flag, path) in outputs {
             guard let path else { continue }
@@ -103,7 +115,8 @@ public final class Restoration {
         try OutputSafety.checkDistinct(outputs, RestorationError.self)
         for (flag, path) in outputs {
             guard let path else { continue }
-            try OutputSafety.check(path, flag: flag, inputs: [options.input, options.checkpoint], force: options.force, RestorationError.self)
+            try OutputSafety.check(path, flag: flag, inputs: [options.input, options.checkpoint] + [options.mask].compactMap { $0 },
+                                   force: options.force, RestorationError.self)
             if inputKind != .folder { try checkWritable(path, RestorationError.self) }
         }
         setBLASThreads(options.threads)
@@ -164,10 +177,11 @@ public final class Restoration {
         for path in [options.out, options.damagedOut].compactMap({ $0 }) where ImageFormat(path: path) == .jpeg && image.alpha != nil {
             throw RestorationError("\(options.input) has transparency (alpha), which a JPEG file cannot hold; write \(path) as a .png (the alpha is copied through)")
         }
+        let holes = try options.mask.map { try readMask($0, height: image.height, width: image.width) }
         describeModel()
         progress = Progress(total: try work(height: image.height, width: image.width), unit: "tiles")
         progress?.stage = "image 1/1"
-        let (damaged, restored) = try restore(image, index: 0)
+        let (damaged, restored) = try restore(image, index: 0, holes: holes)
         try write(restored, to: options.out)
         if let damagedOut = options.damagedOut { try write(damaged, to: damagedOut) }
         return Outcome(restored: 1)
@@ -311,6 +325,31 @@ public final class Restoration {
         try (format ?? ImageFormat(path: path) ?? .png).write(withAlpha, to: path, quality: options.quality)
     }
 
+    /// The missing pixels of `--mask` (gray level >= 128 after conversion to gray), for an image
+    /// of `height x width`.
+    func readMask(_ path: String, height: Int, width: Int) throws -> [Bool] {
+        var mask = try ImageFormat.read(path: path)
+        if mask.channels == 3 { mask = try mask.converted(toChannels: 1) }
+        guard (mask.height, mask.width) == (height, width) else {
+            throw RestorationError("--mask \(path) is \(mask.width)x\(mask.height) but --input \(options.input) is \(width)x\(height); the mask must have the image's size")
+        }
+        let holes = mask.pixels.map { $0 >= 128 }
+        if !holes.contains(true) { console.warning("--mask \(path) marks no pixel as missing (none is white); the image is restored as a whole") }
+        return holes
+    }
+
+    /// How the model saw holes in training: the fill of the first `mask` or `holes` item of its
+    /// `--corrupt` (black when there is none).
+    var trainedHoleFill: MaskFill {
+        for corruption in (try? CorruptionPipeline(spec: trained.run.data.corrupt))?.corruptions ?? [] {
+            switch corruption {
+            case .mask(_, let fill), .holes(_, let fill): return fill
+            default: continue
+            }
+        }
+        return .value(0)
+    }
+
     /// The tiles (or whole-image passes) one image of `height x width` takes.
     func work(height: Int, width: Int) throws -> Int {
         let passes = options.ensemble ? Dihedral.all.map { $0.size(height: height, width: width) } : [(height: height, width: width)]
@@ -328,7 +367,11 @@ public final class Restoration {
     /// Damages (with --corrupt) and restores one image; returns the model's input and its output,
     /// both with the image's own channels and alpha. A gray image for a colour model goes in as
     /// three equal channels, and the mean of the three output channels comes back.
-    func restore(_ image: UnitImage, index: Int) throws -> (damaged: UnitImage, restored: UnitImage) {
+    ///
+    /// With `holes` (`[H, W]`, true = missing), the missing pixels are filled as in training (its
+    /// mask's value, or uniform noise from a stream keyed by `seed`) before the model sees them, and
+    /// every other pixel of the result is the input's own.
+    func restore(_ image: UnitImage, index: Int, holes: [Bool]? = nil) throws -> (damaged: UnitImage, restored: UnitImage) {
         var input = image.pixels.map { $0 - 0.5 }
         if !corruptions.isEmpty {
             var scratch = [Float](repeating: 0, count: CorruptionPipeline.scratchCount(height: image.height, width: image.width, channels: image.channels))
@@ -336,6 +379,18 @@ public final class Restoration {
                 scratch.withUnsafeMutableBufferPointer {
                     corruptions.apply(to: pixels.baseAddress!, height: image.height, width: image.width, channels: image.channels,
                                       seed: options.seed, epoch: 0, sampleIndex: index, scratch: $0.baseAddress!)
+                }
+            }
+        }
+        if let holes {
+            let fill = trainedHoleFill
+            var random = SplitMix64(seed: options.seed, stream: 0x4D41_534B)
+            for pixel in holes.indices where holes[pixel] {
+                for c in 0..<image.channels {
+                    switch fill {
+                    case .value(let value): input[pixel * image.channels + c] = value - 0.5
+                    case .noise: input[pixel * image.channels + c] = random.uniform(0, 1) - 0.5
+                    }
                 }
             }
         }
@@ -369,6 +424,11 @@ public final class Restoration {
                 mean[pixel] /= Float(channels)
             }
             output = mean
+        }
+        if let holes {
+            for pixel in holes.indices where !holes[pixel] {
+                for c in 0..<image.channels { output[pixel * image.channels + c] = input[pixel * image.channels + c] }
+            }
         }
         var damaged = image, restored = image
         damaged.pixels = input.map { $0 + 0.5 }

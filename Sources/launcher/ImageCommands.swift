@@ -28,8 +28,10 @@ struct Restore: ParsableCommand {
     var out: String
     @Option(help: "Damage the input first, e.g. noise:0.1 or mask:0.25 (the same syntax as train --corrupt).")
     var corrupt = ""
-    @Option(name: .customLong("damaged-out"), help: "With --corrupt: also write the damaged input here (same kind as --out).")
+    @Option(name: .customLong("damaged-out"), help: "With --corrupt or --mask: also write the damaged input here (same kind as --out).")
     var damagedOut: String?
+    @Option(help: "Inpainting: an image of the input's size whose white pixels are missing; they are filled as the model saw holes in training and restored, every other pixel is kept (image file input only).")
+    var mask: String?
     @Option(help: "Seed of the corruption's random streams.")
     var seed: UInt64 = 1
     @Option(help: "Least overlap in pixels between neighbouring tiles (default: a quarter of the tile's side along each axis).")
@@ -54,7 +56,7 @@ struct Restore: ParsableCommand {
         var o = RestoreOptions()
         (o.checkpoint, o.input, o.out, o.corrupt, o.damagedOut, o.seed) = (checkpoint.checkpoint, input, out, corrupt, damagedOut, seed)
         (o.overlap, o.whole, o.ensemble, o.batch, o.imagesKey, o.threads) = (overlap, whole, ensemble, batch, key.imagesKey, threads.threads)
-        (o.format, o.quality, o.skipBad, o.force) = (format, quality, skipBad, force.force)
+        (o.format, o.quality, o.skipBad, o.force, o.mask) = (format, quality, skipBad, force.force, mask)
         try finish(runAsOneProcess("restore") { try Restoration(options: o, console: $0).run().exitStatus })
     }
 }

@@ -146,7 +146,7 @@ final class TrainerTests: XCTestCase {
     func testResidualModelResumesBitIdenticallyAndRestores() throws {
         let data = try TrainingFixtures.blobs("residual")
         var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("residual-straight"), steps: 4)
-        options.corrupt = "noise:0.1"
+        options.corrupt = "noise:0.05..0.15,holes:3"
         options.architecture.residual = true
         options.architecture.detailLayers = 2
         options.architecture.detailChannels = 8
@@ -185,6 +185,44 @@ final class TrainerTests: XCTestCase {
             outputs.append(image.pixels)
         }
         XCTAssertEqual(outputs.count, 2)
+
+        // --mask: a white box and a white line are missing; every other pixel is the input's own.
+        var mask = [UInt8](repeating: 0, count: height * width)
+        for y in 10..<22 { for x in 4..<14 { mask[y * width + x] = 255 } }
+        for x in 0..<width { mask[30 * width + x] = 200 }
+        try PNGImage(height: height, width: width, channels: 1, pixels: mask).write(to: folder + "/mask.png")
+        var masked = RestoreOptions()
+        masked.checkpoint = whole.checkpoint
+        masked.input = folder + "/in.png"
+        masked.out = folder + "/inpainted.png"
+        masked.damagedOut = folder + "/holes.png"
+        masked.mask = folder + "/mask.png"
+        XCTAssertEqual(try Restoration(options: masked, console: Console()).run().restored, 1)
+        let inpainted = try PNGImage.read(path: masked.out).pixels, holes = try PNGImage.read(path: masked.damagedOut!).pixels
+        XCTAssertEqual(inpainted.count, pixels.count)
+        for i in pixels.indices {
+            if mask[i] >= 128 {
+                XCTAssertEqual(holes[i], 0, "the hole is filled as in training (black)")
+            } else {
+                XCTAssertEqual(inpainted[i], pixels[i], "known pixel \(i) is kept")
+                XCTAssertEqual(holes[i], pixels[i])
+            }
+        }
+        XCTAssertTrue(pixels.indices.contains { mask[$0] >= 128 && inpainted[$0] != 0 }, "the holes are restored")
+
+        try PNGImage(height: 8, width: 8, channels: 1, pixels: [UInt8](repeating: 255, count: 64)).write(to: folder + "/small-mask.png")
+        masked.out = folder + "/other.png"
+        masked.damagedOut = nil
+        masked.mask = folder + "/small-mask.png"
+        XCTAssertThrowsError(try Restoration(options: masked, console: Console()).run()) {
+            XCTAssertTrue("\($0)".contains("is 8x8 but --input \(folder)/in.png is 24x40; the mask must have the image's size"), "\($0)")
+        }
+        masked.input = folder
+        masked.out = folder + "/restored-folder"
+        XCTAssertThrowsError(try Restoration(options: masked, console: Console())) {
+            XCTAssertEqual("\($0)", "--mask needs --input to be one image file (PNG or JPEG), not a folder")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/other.png"))
 
         var encode = EncodeOptions()
         encode.checkpoint = whole.checkpoint
