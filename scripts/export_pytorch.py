@@ -40,6 +40,8 @@ def main():
         if f.attrs.get("format") != "vqvae-checkpoint":
             raise ValueError("not a vqvae checkpoint")
         config = json.loads(f.attrs["config"])
+        if config["model"].get("residual"):
+            raise ValueError("a --residual model, which scripts/vqvae_torch.py does not build (no residual path or detail layers)")
         model = VQVAE(config["model"])
         state, moments = {}, {"adam_m": {}, "adam_v": {}}
         module_names = {layer: prefix for prefix, layer in model.named_modules()}
