@@ -29,13 +29,14 @@ final class ClusterFaultTests: XCTestCase {
     }
 
     /// Every fault case once: kills mid-step, mid-all-reduce and mid-write, a frozen rank, a cut
-    /// link, a full disk, SIGTERM to a rank and to mpirun mid-write, NaN data and gradients.
+    /// link (at the switch, and at the host under the README's launch from outside the hosts), a
+    /// full disk, SIGTERM to a rank and to mpirun mid-write, NaN data and gradients.
     func testFaultMatrixHolds() throws {
         let result = try runScript("fault_matrix.sh", ["1"], timeout: 600)
         XCTAssertEqual(result.status, 0, "scripts/fault_matrix.sh failed:\n\(result.standardError)\n\(result.standardOutput)")
         XCTAssertTrue(result.standardOutput.contains("fault matrix: ok (every case held in every trial)"), result.standardOutput)
         let rows = result.standardOutput.split(separator: "\n").filter { $0.contains(" trial 1: ") }
-        XCTAssertEqual(rows.count, 10, "expected one line per case:\n\(result.standardOutput)")
+        XCTAssertEqual(rows.count, 11, "expected one line per case:\n\(result.standardOutput)")
         XCTAssertFalse(rows.contains { $0.contains("FAILED") }, result.standardOutput)
     }
 }

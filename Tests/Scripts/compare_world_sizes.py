@@ -11,10 +11,17 @@ the worst over the other runs:
   1. step 1: the gradients (`/optimizer/adam_m`, which is 0.1 * gradient after one step; one per
      trained tensor, 30 for the default architecture) and the EMA statistics (`ema_count`, `ema_sum`, `codebook`), as
      max|a - b| / max|b| per tensor;
-  2. step 5: every tensor, as max|a - b| / max|b| over the entries whose step-1 gradient is above
-     rounding noise (more than 1e-6 of its tensor's largest; dead ReLU channels are not);
+  2. step 5: every tensor, as max|a - b| / max|b| over the entries whose step-1 gradient is
+     more than 1e-3 of its tensor's largest (see LIVE below);
   3. step 5: every float tensor, as ||a - b|| / ||b||;
-  4. step 5: the largest absolute difference of the entries with a noise gradient.
+  4. step 5: the largest absolute difference of the other entries (small or noise gradients).
+
+LIVE: Adam divides each entry's gradient by that entry's own running RMS, so rounding that is
+1e-6 of a tensor's largest gradient becomes a relative error of 1e-6 / r in the step of an entry
+whose gradient is r of the largest: for r = 3.5e-4 (measured, the first layer's weight, W = 16
+against W = 1), a 5% difference in the step, 2e-5 after 5 steps, 2.6e-4 of the tensor's
+largest weight. Such entries are held to the absolute bound of figure 4 instead, as are dead
+ReLU channels (zero true gradient, where rounding alone decides the sign of the step).
 
 The limits are the caller's (Tests/EndToEndTests/DistributedTests.swift); exits non-zero when a
 file is missing or a checkpoint does not have the expected contents.
@@ -52,8 +59,8 @@ def main():
             if n not in b:  # the VAE and the autoencoder have no quantizer
                 continue
             worst_grad = max(worst_grad, rel(a[n][()], b[n][()]))
-        # After 5 steps: entries whose step-1 gradient is rounding noise (below 1e-6 of their
-        # tensor's largest: dead ReLU channels) are judged apart.
+        # After 5 steps: entries whose step-1 gradient is small (below 1e-3 of their tensor's
+        # largest, dead ReLU channels among them) are judged apart (LIVE above).
         g1 = h5py.File(one + "/step-00000001.h5", "r")
         a, b = h5py.File(other + "/step-00000005.h5", "r"), h5py.File(one + "/step-00000005.h5", "r")
         for n in datasets(b):
@@ -63,7 +70,7 @@ def main():
                 continue
             key = "optimizer/adam_m/" + n[len("model/"):]
             if n.startswith("model/") and key in g1:
-                live = np.abs(g1[key][()]) > 1e-6 * np.abs(g1[key][()]).max()
+                live = np.abs(g1[key][()]) > 1e-3 * np.abs(g1[key][()]).max()
             else:
                 live = np.ones(y.shape, bool)
             worst_param = max(worst_param, float(np.abs(x - y)[live].max() / max(np.abs(y).max(), 1e-12)) if live.any() else 0)
