@@ -2,6 +2,17 @@
 //
 //     mpirun -np W mpi-checks --ranks W            # every collective; exit 0 and "ok" on rank 0
 //     mpirun -np W mpi-checks --ranks W --abort 1  # rank 1 aborts while the others wait
+//     mpirun -np W mpi-checks --ranks W --bench    # all-reduce time against message size
+//
+// `--bench` times the all-reduces the trainer uses (MPI_Allreduce of floats and doubles in place;
+// MPI_Iallreduce of floats started and waited for at once, in place and into a separate buffer;
+// and MPI_Iallreduce of floats into a separate buffer started before 12 ms of computation that
+// calls MPI_Test every 0.25 ms or every 3 ms, as the backward pass does once per layer) for
+// messages of 64 B to `--max-bytes` (4 MiB), `--rounds` (5) rounds of back-to-back calls after a
+// barrier. Each round's figure is the slowest rank's mean time per call; rank 0 prints one line
+// per operation and size: the median, minimum and maximum over the rounds, in microseconds (for
+// the overlapped Iallreduce: the wait left after the computation). scripts/allreduce_bench.sh
+// runs it on 2-8 ranks and across network-namespace hosts.
 //
 // It FAILS (exit 2) when the world does not have the expected number of ranks, so a test can never
 // pass vacuously as a world of one.
@@ -33,7 +44,95 @@ if size != expected {
     exit(2)
 }
 
+func seconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+}
+
+/// Busy work for `duration` seconds that calls `poll` every `interval` seconds.
+func compute(for duration: Double, interval: Double, poll: () throws -> Void) rethrows {
+    let start = seconds()
+    var next = start + interval
+    var x = 1.0
+    while true {
+        for _ in 0..<200 { x = x * 1.000001 + 1e-9 }
+        let now = seconds()
+        if now - start >= duration { break }
+        if now >= next { try poll(); next = now + interval }
+    }
+    if x == 0 { print(x) }
+}
+
+func tenths(_ x: Double) -> Double { (x * 10).rounded() / 10 }
+
+func runBench() throws {
+    let maxBytes = value("--max-bytes") ?? 4 << 20
+    let rounds = max(1, value("--rounds") ?? 5)
+    var sizes: [Int] = []
+    var bytes = 64
+    while bytes <= maxBytes { sizes.append(bytes); bytes *= 4 }
+    let floats = UnsafeMutablePointer<Float>.allocate(capacity: maxBytes / 4)
+    let sums = UnsafeMutablePointer<Float>.allocate(capacity: maxBytes / 4)
+    defer { sums.deallocate() }
+    let doubles = UnsafeMutablePointer<Double>.allocate(capacity: maxBytes / 8)
+    defer { floats.deallocate(); doubles.deallocate() }
+    for i in 0..<(maxBytes / 4) { floats[i] = Float(i % 7) }
+    for i in 0..<(maxBytes / 8) { doubles[i] = Double(i % 7) }
+    if rank == 0 { print("# op bytes ranks median_us min_us max_us (\(rounds) rounds; the slowest rank's mean per call)") }
+    let operations = ["allreduce-float", "allreduce-double", "iallreduce-float", "iallreduce-float-separate",
+                      "iallreduce-overlap-0.25ms", "iallreduce-overlap-3ms"]
+    for operation in operations {
+        for bytes in sizes {
+            let overlapping = operation.hasPrefix("iallreduce-overlap")
+            let interval = operation.hasSuffix("3ms") ? 0.003 : 0.00025
+            let calls = overlapping ? 10 : bytes <= 16 << 10 ? 200 : bytes <= 256 << 10 ? 40 : 10
+            var overlapWait = 0.0
+            func one() throws {
+                switch operation {
+                case "allreduce-float": try world.allReduceSum(floats, count: bytes / 4)
+                case "allreduce-double": try world.allReduceSum(doubles, count: bytes / 8)
+                case "iallreduce-float":
+                    var requests = [try world.startAllReduceSum(floats, count: bytes / 4)]
+                    try world.wait(&requests)
+                case "iallreduce-float-separate":
+                    var requests = [try world.startAllReduceSum(floats, into: sums, count: bytes / 4)]
+                    try world.wait(&requests)
+                default:
+                    var requests = [try world.startAllReduceSum(floats, into: sums, count: bytes / 4)]
+                    try compute(for: 0.012, interval: interval) { try world.test(&requests) }
+                    let waitStart = seconds()
+                    try world.wait(&requests)
+                    overlapWait += seconds() - waitStart
+                }
+            }
+            for _ in 0..<3 { try one() }  // warm-up: connections, buffers
+            var results: [Double] = []
+            for _ in 0..<rounds {
+                try world.barrier()
+                overlapWait = 0
+                let start = seconds()
+                for _ in 0..<calls { try one() }
+                var mean = (overlapping ? overlapWait : seconds() - start) / Double(calls)
+                try world.allReduceMax(&mean, count: 1)
+                results.append(mean * 1e6)
+            }
+            results.sort()
+            if rank == 0 {
+                let median: Double = results[results.count / 2], low: Double = results[0], high: Double = results[results.count - 1]
+                print("\(operation) \(bytes) \(size) \(tenths(median)) \(tenths(low)) \(tenths(high))")
+                fflush(stdout)
+            }
+        }
+    }
+}
+
 do {
+    if arguments.contains("--bench") {
+        try runBench()
+        world.finalize()
+        exit(0)
+    }
     if let aborting = value("--abort") {
         if rank == aborting {
             fputs("[rank \(rank)] mpi-checks: aborting on purpose\n", stderr)
