@@ -112,9 +112,10 @@ def rounds(algorithm, n, p, net):
 
 
 def blocking_algorithm(n):
-    # coll/tuned's fixed decision in OpenMPI 4.1: recursive doubling for small messages, ring
-    # (segmented) for large ones at these rank counts.
-    return "recursive-doubling" if n < 10_000 else "ring"
+    # coll/tuned's fixed decision tables in OpenMPI 4.1 pick recursive doubling for small messages
+    # and, at many ranks, Rabenseifner or a (segmented) ring for large ones. Rabenseifner is used
+    # here: of the large-message choices its latency term is the smallest.
+    return "recursive-doubling" if n < 10_000 else "rabenseifner"
 
 
 def nonblocking_algorithm(n, p, in_place):

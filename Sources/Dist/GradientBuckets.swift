@@ -7,11 +7,19 @@ import CMPI
 /// finishes the last layers first. The model reports progress with `ready(from:)` (every gradient
 /// at an offset `>= from` is final); each bucket lying wholly in that range starts its
 /// `MPI_Iallreduce` at once. `finish()` starts the rest, waits for all and divides by the world size.
+///
+/// The sums go into a second buffer of the same size (`sums`), not in place: OpenMPI runs an
+/// in-place MPI_Iallreduce as a binomial reduce and broadcast, which moves `2 log2(W)` times the
+/// bucket over the slowest link, while from a separate buffer it may use reduce-scatter +
+/// all-gather (`2 (W-1)/W` times). `finish()` writes the means back into `buffer`, in the same
+/// pass that divides by `W`.
 public final class GradientBuckets {
     public let communicator: Communicator
     public let buffer: UnsafeMutablePointer<Float>
     public let count: Int
     public let bucketElements: Int
+    /// Where the sums arrive (allocated with more than one rank only).
+    private let sums: UnsafeMutablePointer<Float>?
     /// Bucket `i` covers `[starts[i], ends[i])`; bucket 0 is the buffer's tail.
     public let starts: [Int]
     public let ends: [Int]
@@ -35,7 +43,11 @@ public final class GradientBuckets {
         self.starts = starts
         self.ends = ends
         requests.reserveCapacity(starts.count)
+        sums = communicator.size > 1 ? UnsafeMutablePointer<Float>.allocate(capacity: count) : nil
+        sums?.initialize(repeating: 0, count: count)
     }
+
+    deinit { sums?.deallocate() }
 
     /// Call before each backward pass.
     public func begin() {
@@ -47,7 +59,8 @@ public final class GradientBuckets {
     public func ready(from offset: Int) throws {
         guard communicator.size > 1 else { return }
         while started < starts.count && starts[started] >= offset {
-            requests.append(try communicator.startAllReduceSum(buffer + starts[started], count: ends[started] - starts[started]))
+            requests.append(try communicator.startAllReduceSum(buffer + starts[started], into: sums! + starts[started],
+                                                               count: ends[started] - starts[started]))
             started += 1
         }
         try communicator.test(&requests)
@@ -59,7 +72,8 @@ public final class GradientBuckets {
         try ready(from: 0)
         try communicator.wait(&requests)
         let scale = 1 / Float(communicator.size)
-        for i in 0..<count { buffer[i] *= scale }
+        let sums = sums!
+        for i in 0..<count { buffer[i] = sums[i] * scale }
     }
 
     /// Buckets started before `finish()` in the last step (the rest started there).

@@ -1,8 +1,10 @@
+import CMPI
 import Dist
 import Model
 
 /// The figures every rank contributes to a step's one small all-reduce, by name; `flat` is the
-/// view of doubles the collective needs, and `init(flat:)` reads the sums back.
+/// view of doubles the collective needs, and `init(flat:)` reads the sums back. All are known when
+/// the forward pass ends, so the all-reduce runs while the backward pass does.
 struct StepReduction {
     var total: Double
     var reconstruction: Double
@@ -10,24 +12,21 @@ struct StepReduction {
     var kl: Double
     /// 1 when this rank received SIGTERM or SIGINT (or its time budget ran out).
     var stopRequests: Double
-    /// 1 when this rank holds a non-finite gradient or codebook statistic.
-    var nonFiniteRanks: Double
 
-    static let count = 6
+    static let count = 5
 
-    var flat: [Double] { [total, reconstruction, commitment, kl, stopRequests, nonFiniteRanks] }
+    var flat: [Double] { [total, reconstruction, commitment, kl, stopRequests] }
 
-    init(losses: Losses, stopRequested: Bool, nonFinite: Bool) {
+    init(losses: Losses, stopRequested: Bool) {
         total = losses.total
         reconstruction = losses.reconstruction
         commitment = losses.commitment
         kl = losses.kl
         stopRequests = stopRequested ? 1 : 0
-        nonFiniteRanks = nonFinite ? 1 : 0
     }
 
-    init(flat: [Double]) {
-        (total, reconstruction, commitment, kl, stopRequests, nonFiniteRanks) = (flat[0], flat[1], flat[2], flat[3], flat[4], flat[5])
+    init(flat: UnsafePointer<Double>) {
+        (total, reconstruction, commitment, kl, stopRequests) = (flat[0], flat[1], flat[2], flat[3], flat[4])
     }
 
     /// The losses averaged over `world` ranks.
@@ -38,15 +37,24 @@ struct StepReduction {
 }
 
 /// One data-parallel optimiser step, shared by `train` and `bench`: forward, backward with
-/// gradient buckets all-reduced while it runs, the all-reduce of the codebook statistics, the
-/// global loss (with any rank's stop request), then the EMA update and Adam.
+/// gradient buckets all-reduced while it runs, then the EMA update and Adam.
+///
+/// Besides the gradient buckets, two non-blocking all-reduces start as soon as the forward pass
+/// ends, because everything they sum is known then: the codebook statistics (`n_k`, `s_k`) and
+/// the losses with the ranks' stop requests. MPI progresses them with the buckets during the
+/// backward pass; the step waits for all of them together, where the update needs them. Nothing
+/// the backward pass reads or writes is in these buffers.
 final class TrainingStep {
     let state: TrainingState
     let communicator: Communicator
     let buckets: GradientBuckets
     /// Keys the VAE's reparameterisation noise (with the step and the share's place in the batch).
     let seed: UInt64
-    private var reduced = [Double](repeating: 0, count: StepReduction.count)
+    /// The step's small all-reduce, in place; allocated once so its address is stable while the
+    /// non-blocking all-reduce runs.
+    private let reduced = UnsafeMutablePointer<Double>.allocate(capacity: StepReduction.count)
+    /// The non-blocking all-reduces of the codebook statistics and of `reduced`.
+    private var forwardRequests: [MPI_Request?] = []
     /// Told which phase each step is in (`train --watchdog`).
     var watchdog: Watchdog?
     /// A fault to inject (`VQVAE_FAULT`, tests only).
@@ -73,6 +81,24 @@ final class TrainingStep {
         self.communicator = communicator
         buckets = GradientBuckets(communicator: communicator, buffer: state.gradients.pointer, count: state.gradients.count,
                                   bucketElements: max(1, Int(bucketMegabytes * 1_048_576) / MemoryLayout<Float>.stride))
+        reduced.initialize(repeating: 0, count: StepReduction.count)
+        forwardRequests.reserveCapacity(2)
+    }
+
+    deinit {
+        reduced.deallocate()
+        statisticsSource?.deallocate()
+    }
+
+    /// This rank's codebook statistics while their sum over ranks arrives in the quantizer's
+    /// buffer; allocated at the first step.
+    private var statisticsSource: UnsafeMutablePointer<Float>?
+
+    private func statisticsCopy(count: Int) -> UnsafeMutablePointer<Float> {
+        if let statisticsSource { return statisticsSource }
+        let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        statisticsSource = buffer
+        return buffer
     }
 
     func resetTimes() {
@@ -90,13 +116,26 @@ final class TrainingStep {
         let noise = NoiseKey(seed: seed, step: UInt64(number), firstImage: communicator.rank * batch)
         let losses = model.forward(images: input, targets: target, batch: batch, training: true, noise: noise)
         faults?.sleep(.sleepInStep, step: number)
+        // What the forward pass produced for the reductions starts on its way now.
+        forwardRequests.removeAll(keepingCapacity: true)
+        if let statistics = model.quantizer?.batchStatistics, communicator.size > 1 {
+            // From a copy, not in place, for the same reason as the gradient buckets' sums.
+            let copy = statisticsCopy(count: statistics.count)
+            copy.update(from: statistics.pointer, count: statistics.count)
+            forwardRequests.append(try communicator.startAllReduceSum(copy, into: statistics.pointer, count: statistics.count))
+        }
+        reduced.update(from: StepReduction(losses: losses, stopRequested: stopRequested).flat, count: StepReduction.count)
+        forwardRequests.append(try communicator.startAllReduceSum(reduced, count: StepReduction.count))
         buckets.begin()
         var communicationError: Error?
         var poison = faults?.fires(.nanGradient, step: number) ?? false
         model.backward(images: input, targets: target) { offset in
             guard communicationError == nil else { return }
             if poison { model.parameters.gradients[offset] = .nan; poison = false }
-            do { try self.buckets.ready(from: offset) } catch { communicationError = error }
+            do {
+                try self.buckets.ready(from: offset)
+                try self.communicator.test(&self.forwardRequests)
+            } catch { communicationError = error }
         }
         if let communicationError { throw communicationError }
 
@@ -104,21 +143,18 @@ final class TrainingStep {
         watchdog?.enter("the gradient all-reduce", step: number)
         let waitStart = monotonicNanoseconds()
         try buckets.finish()
-        if let statistics = model.quantizer?.batchStatistics {
-            try communicator.allReduceSum(statistics.pointer, count: statistics.count)
-        }
-        // A non-finite gradient (or codebook statistic) with a finite loss must not reach Adam either;
-        // the flag is summed so that every rank takes the same branch.
-        let nonFinite = hasNonFinite(state.gradients) || model.quantizer.map({ hasNonFinite($0.batchStatistics) }) == true
-        reduced = StepReduction(losses: losses, stopRequested: stopRequested, nonFinite: nonFinite).flat
-        try reduced.withUnsafeMutableBufferPointer { try communicator.allReduceSum($0.baseAddress!, count: StepReduction.count) }
+        try communicator.wait(&forwardRequests)
         let sums = StepReduction(flat: reduced)
         communicationSeconds += Double(monotonicNanoseconds() - waitStart) * 1e-9
         let loss = sums.averageLosses(over: communicator.size)
+        // A non-finite gradient (or codebook statistic) with a finite loss must not reach Adam either.
+        // The check reads the reduced sums, which are bit-identical on every rank (a NaN or infinity
+        // on one rank reaches all), so every rank takes the same branch without a further collective.
+        let nonFinite = hasNonFinite(state.gradients) || model.quantizer.map({ hasNonFinite($0.batchStatistics) }) == true
 
         // Every rank sees the same reduced loss, so all take the same branch.
         var updated = false
-        let reason = !loss.total.isFinite ? "loss is \(loss.total)" : sums.nonFiniteRanks > 0 ? "gradients are not finite (loss \(loss.total))" : ""
+        let reason = !loss.total.isFinite ? "loss is \(loss.total)" : nonFinite ? "gradients are not finite (loss \(loss.total))" : ""
         if reason.isEmpty {
             let updateStart = monotonicNanoseconds()
             model.quantizer?.applyEMA()
