@@ -182,7 +182,9 @@ NETWORKS = {
 
 
 def fit(path):
-    """Least-squares T = a + b n (microseconds, bytes) per (section, op, ranks) of the medians."""
+    """Least-squares T = a + b n (microseconds, bytes) per (section, op, ranks), once on the
+    medians and once on the minima (the rounds least disturbed by other work on the machine);
+    a is the median (minimum) time of the messages up to 1 KiB."""
     rows, section = {}, ""
     for line in open(path):
         if line.startswith("#"):
@@ -192,14 +194,19 @@ def fit(path):
         if len(parts) != 6 or not re.match(r"^[a-z]", parts[0]):
             continue
         op, n, p, median, low, high = parts[0], int(parts[1]), int(parts[2]), *map(float, parts[3:])
-        rows.setdefault((section, op, p), []).append((n, median))
+        rows.setdefault((section, op, p), []).append((n, median, low))
     fits = {}
     for key, points in sorted(rows.items()):
-        xs, ys = [n for n, _ in points], [t for _, t in points]
-        mx, my = statistics.fmean(xs), statistics.fmean(ys)
-        b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-        small = [t for n, t in points if n <= 1024]
-        fits[key] = (statistics.median(small) if small else my - b * mx, b)
+        if len(points) < 4:
+            continue
+        result = []
+        for column in (1, 2):
+            xs, ys = [q[0] for q in points], [q[column] for q in points]
+            mx, my = statistics.fmean(xs), statistics.fmean(ys)
+            b = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+            small = [q[column] for q in points if q[0] <= 1024]
+            result += [statistics.median(small), b]
+        fits[key] = tuple(result)
     return fits
 
 
@@ -213,13 +220,14 @@ def main():
     parser.add_argument("--shm-beta", type=float, default=0.3, help="shared-memory ns per byte")
     arguments = parser.parse_args()
     if arguments.measured:
-        print("fits T = a + b n of the medians (a: median time of messages up to 1 KiB)")
-        print("| transport | op | ranks | a (us) | b (ns/B) | effective GB/s |")
-        print("|---|---|---|---|---|---|")
-        for (section, op, p), (a, b) in fit(arguments.measured).items():
+        print("fits T = a + b n: a = time of messages up to 1 KiB (us), b = ns per byte; GB/s = 1/b")
+        print("| transport | op | ranks | medians: a | b | GB/s | minima: a | b | GB/s |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for (section, op, p), (a, b, a_min, b_min) in fit(arguments.measured).items():
             if op.startswith("iallreduce-overlap"):
                 continue
-            print(f"| {section} | {op} | {p} | {a:.1f} | {b * 1e3:.3f} | {1 / (b * 1e3) if b > 0 else float('inf'):.2f} |")
+            print(f"| {section} | {op} | {p} | {a:.1f} | {b * 1e3:.2f} | {1 / (b * 1e3):.2f} | "
+                  f"{a_min:.1f} | {b_min * 1e3:.2f} | {1 / (b_min * 1e3):.2f} |")
         print()
     if not arguments.compute:
         return
