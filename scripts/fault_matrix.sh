@@ -14,7 +14,7 @@
 #                            host 2's link is taken down at the switch mid-training; --watchdog 10
 #   link-cut-outside         the README's hostfile launch (--tune examples/openmpi/cluster.tune)
 #                            from outside the hosts, 3 hosts; host 2 takes its own interface down;
-#                            mpirun must end within 45 s and every process within 60 s
+#                            --watchdog 30; mpirun must end within 45 s and every process within 60 s
 #   disk-full                the output folder is a 2 MB tmpfs that holds one checkpoint, not two
 #   sigterm-mid-checkpoint   SIGTERM to rank 0 when half of a checkpoint is in its temporary file
 #   sigterm-mpirun-mid-checkpoint  the same SIGTERM sent to mpirun instead
@@ -121,6 +121,8 @@ wait_job() {
         wait "$job"
         job_code=$?
     else
+        # The job may be a subshell running a function (cluster_mpirun_outside): its mpirun too.
+        pkill -9 -P "$job" 2>/dev/null
         kill -9 "$job" 2>/dev/null
         wait "$job" 2>/dev/null
         job_code=hang
@@ -283,14 +285,17 @@ case_link-cut() {
 # The multi-host launch as the README shows it (hostfile, --map-by core --bind-to core and the
 # keepalive settings of examples/openmpi/cluster.tune), with mpirun on a machine outside the hosts
 # as on a login node, and the cut seen from the lost host's side. Without the tune file mpirun
-# waits minutes for the lost host's daemon (docs/reliability.md).
+# waits minutes for the lost host's daemon (docs/reliability.md). The watchdog (30 s here, 300 s by
+# default) must outlast the keepalive's 11 s: once a rank's watchdog ends it, mpirun sends the
+# lost host's daemon the order to stop, and a connection with unacknowledged data is not probed
+# by keepalive but retransmitted for up to tcp_retries2 (about 15 minutes by default).
 case_link-cut-outside() {
     local trial=$1 out=$work/link-cut-outside-$1 ok=1 note="" checked lost=none gone_seconds
     local launch=(cluster_mpirun_outside --map-by core --bind-to core --tune examples/openmpi/cluster.tune)
     cluster_up 3
     cluster_outside
     start_job "$out" "" "${launch[@]}" "$vqvae" train --data "$data" --out "$out" --steps 1000000 --checkpoint-every 100 \
-        --global-batch-size 12 --log-every 50 --watchdog 10 "${model[@]}"
+        --global-batch-size 12 --log-every 50 --watchdog 30 "${model[@]}"
     wait_until 60 has_checkpoints "$out" 1 || { ok=0; note="no checkpoints: $(tail -n 2 "$out.err" | tr '\n' ' ')"; }
     fault_time=$(now)
     local cut_at=$fault_time
