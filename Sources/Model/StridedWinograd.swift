@@ -319,18 +319,8 @@ enum StridedWinograd {
             row(0, c0.0, c1.0); row(1, c0.1, c1.1); row(2, c0.2, c1.2); row(3, c0.3, c1.3); row(4, c0.4, c1.4)
         }
         let (rows, columns) = order == .outputsByInputs ? (outputs, 4 * inputs) : (4 * inputs, outputs)
-        @inline(__always) func panels(_ xi: Int) -> Panels { Panels(base: u + xi * plane, rows: rows, columns: columns) }
-        /// Stores position `xi`'s value of `(row, column ..< column + lanes)`: one vector at the
-        /// same offset of every plane when the lanes fill a panel's row.
-        @inline(__always) func storing(row: Int, column: Int, lanes: Int, _ body: ((Int, Vector) -> Void) -> Void) {
-            if column % vectorWidth == 0 && lanes == vectorWidth {
-                let start = u + column * rows + row * vectorWidth
-                body { xi, value in store(value, start + xi * plane) }
-            } else {
-                body { xi, value in panels(xi).store(value, row: row, column: column, lanes: lanes) }
-            }
-        }
-        for xi in 0..<25 { panels(xi).zeroPadding() }
+        let planes = KernelPlanes(base: u, count: positions, plane: plane, rows: rows, columns: columns)
+        planes.zeroPadding()
         switch order {
         case .outputsByInputs:
             for o in 0..<outputs {
@@ -340,7 +330,9 @@ enum StridedWinograd {
                     var c = 0
                     while c < inputs {
                         let lanes = min(vectorWidth, inputs - c)
-                        storing(row: o, column: phase * inputs + c, lanes: lanes) { store in transform({ a, b in loadLanes(kernel + ((2 * a + p) * 4 + 2 * b + q) * inputs + c, lanes) }, store) }
+                        planes.storing(row: o, column: phase * inputs + c, lanes: lanes) { store in
+                            transform({ a, b in loadLanes(kernel + ((2 * a + p) * 4 + 2 * b + q) * inputs + c, lanes) }, store)
+                        }
                         c += lanes
                     }
                 }
@@ -353,7 +345,9 @@ enum StridedWinograd {
                     while o < outputs {
                         let lanes = min(vectorWidth, outputs - o)
                         let kernel = weight + o * 16 * inputs + c
-                        storing(row: phase * inputs + c, column: o, lanes: lanes) { store in transform({ a, b in gatherLanes(kernel + ((2 * a + p) * 4 + 2 * b + q) * inputs, stride: 16 * inputs, lanes) }, store) }
+                        planes.storing(row: phase * inputs + c, column: o, lanes: lanes) { store in
+                            transform({ a, b in gatherLanes(kernel + ((2 * a + p) * 4 + 2 * b + q) * inputs, stride: 16 * inputs, lanes) }, store)
+                        }
                         o += lanes
                     }
                 }

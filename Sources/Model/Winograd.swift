@@ -263,18 +263,8 @@ enum Winograd {
                 }
             }
             let (rows, width) = order == .outputsByInputs ? (outputs, inputs) : (inputs, outputs)
-            @inline(__always) func panels(_ xi: Int) -> Panels { Panels(base: u + xi * plane, rows: rows, columns: width) }
-            /// Stores position `xi`'s value of `(row, column ..< column + lanes)`: one vector at
-            /// the same offset of every plane when the lanes fill a panel's row.
-            @inline(__always) func storing(row: Int, column: Int, lanes: Int, _ body: ((Int, Vector) -> Void) -> Void) {
-                if column % vectorWidth == 0 && lanes == vectorWidth {
-                    let start = u + column * rows + row * vectorWidth
-                    body { xi, value in store(value, start + xi * plane) }
-                } else {
-                    body { xi, value in panels(xi).store(value, row: row, column: column, lanes: lanes) }
-                }
-            }
-            for xi in 0..<36 { panels(xi).zeroPadding() }
+            let planes = KernelPlanes(base: u, count: positions, plane: plane, rows: rows, columns: width)
+            planes.zeroPadding()
             switch order {
             case .outputsByInputs:
                 for o in 0..<outputs {
@@ -282,7 +272,9 @@ enum Winograd {
                     var c = 0
                     while c < inputs {
                         let lanes = min(vectorWidth, inputs - c)
-                        storing(row: o, column: c, lanes: lanes) { store in transform({ ky, kx in loadLanes(kernel + (ky * 3 + kx) * inputs + c, lanes) }, store) }
+                        planes.storing(row: o, column: c, lanes: lanes) { store in
+                            transform({ ky, kx in loadLanes(kernel + (ky * 3 + kx) * inputs + c, lanes) }, store)
+                        }
                         c += lanes
                     }
                 }
@@ -292,7 +284,9 @@ enum Winograd {
                     while o < outputs {
                         let lanes = min(vectorWidth, outputs - o)
                         let kernel = weight + o * 9 * inputs + i
-                        storing(row: i, column: o, lanes: lanes) { store in transform({ ky, kx in gatherLanes(kernel + (ky * 3 + kx) * inputs, stride: 9 * inputs, lanes) }, store) }
+                        planes.storing(row: i, column: o, lanes: lanes) { store in
+                            transform({ ky, kx in gatherLanes(kernel + (ky * 3 + kx) * inputs, stride: 9 * inputs, lanes) }, store)
+                        }
                         o += lanes
                     }
                 }

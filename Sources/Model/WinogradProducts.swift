@@ -7,11 +7,11 @@
 /// transforms put them: a block of 6 rows by 16 columns of the result is kept in registers
 /// (12 AVX2 or 6 AVX-512 registers) while the reduction runs, each step broadcasting 6 entries of the
 /// left operand and loading one 16-float row of the right one. The right operand is laid out by the
-/// transforms so that this row is contiguous: the kernel as `U^T[xi, in, out]` for the forward
-/// products, `U[xi, out, in]` for the tile gradient, and the tiles themselves for the kernel
-/// gradient. Every output entry is one sequential sum over the reduction (in blocks of
-/// `reductionBlock` when it runs over tiles), so a tile's result does not depend on the others in
-/// the batch.
+/// transforms so that this row is contiguous: the kernel in 16-column panels of `U^T` for the
+/// forward products and of `U` for the tile gradient; the kernel gradient, a sum over tiles, copies
+/// `reductionBlock` tiles at a time into blocks and panels first. Every output entry is one
+/// sequential sum of fused multiply-adds over the reduction (partial sums of `unfusedRun` products
+/// in builds without the instruction), so a tile's result does not depend on the others in the batch.
 enum WinogradProducts {
     /// Rows of the result held in registers at once.
     static let rows = 6
@@ -19,6 +19,9 @@ enum WinogradProducts {
     static let tileBlock = 96
     /// Tiles summed in one run of the kernel gradient before the partial sums go to memory.
     static let reductionBlock = 128
+    /// Without fused multiply-add (`VECTOR_FMA`), products summed into a partial sum before it is
+    /// added to the total.
+    static let unfusedRun = 8
 
     /// For `r < rows` and `l < lanes`: `c[r * ldc + l] (+)= sum over k < depth of
     /// a[k * aStep + r * aRow] * b[k * bStep + l]`, added to what `c` holds when `accumulate`;
@@ -32,6 +35,7 @@ enum WinogradProducts {
         if count == rows && lanes == vectorWidth {
             var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
             var pa = a, pb = b
+            #if VECTOR_FMA
             for _ in 0..<depth {
                 let row = load(pb)
                 c0 = multiplyAdd(c0, Vector(repeating: pa[0]), row)
@@ -42,6 +46,26 @@ enum WinogradProducts {
                 c5 = multiplyAdd(c5, Vector(repeating: pa[5 * aRow]), row)
                 pa += aStep; pb += bStep
             }
+            #else
+            // Without a fused multiply-add every product is rounded before it is added; partial
+            // sums over runs of `unfusedRun` keep a long reduction's rounding near the fused loop's.
+            var k = 0
+            while k < depth {
+                var p0 = Vector(), p1 = Vector(), p2 = Vector(), p3 = Vector(), p4 = Vector(), p5 = Vector()
+                for _ in 0..<min(unfusedRun, depth - k) {
+                    let row = load(pb)
+                    p0 += Vector(repeating: pa[0]) * row
+                    p1 += Vector(repeating: pa[aRow]) * row
+                    p2 += Vector(repeating: pa[2 * aRow]) * row
+                    p3 += Vector(repeating: pa[3 * aRow]) * row
+                    p4 += Vector(repeating: pa[4 * aRow]) * row
+                    p5 += Vector(repeating: pa[5 * aRow]) * row
+                    pa += aStep; pb += bStep
+                }
+                c0 += p0; c1 += p1; c2 += p2; c3 += p3; c4 += p4; c5 += p5
+                k += unfusedRun
+            }
+            #endif
             if accumulate {
                 c0 += load(c); c1 += load(c + ldc); c2 += load(c + 2 * ldc)
                 c3 += load(c + 3 * ldc); c4 += load(c + 4 * ldc); c5 += load(c + 5 * ldc)
@@ -54,10 +78,23 @@ enum WinogradProducts {
         for r in 0..<count {
             var sum = Vector()
             var pa = a + r * aRow, pb = b
+            #if VECTOR_FMA
             for _ in 0..<depth {
                 sum = multiplyAdd(sum, Vector(repeating: pa[0]), load(pb))
                 pa += aStep; pb += bStep
             }
+            #else
+            var k = 0
+            while k < depth {
+                var partial = Vector()
+                for _ in 0..<min(unfusedRun, depth - k) {
+                    partial += Vector(repeating: pa[0]) * load(pb)
+                    pa += aStep; pb += bStep
+                }
+                sum += partial
+                k += unfusedRun
+            }
+            #endif
             let target = c + r * ldc
             if accumulate { sum += loadLanes(target, lanes) }
             storeLanes(sum, target, lanes)

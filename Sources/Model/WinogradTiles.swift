@@ -213,6 +213,31 @@ struct Panels {
     }
 }
 
+/// The transformed kernel of every position: `count` planes `plane` floats apart from `base`, each
+/// a `rows x columns` matrix in `Panels`.
+struct KernelPlanes {
+    let base: UnsafeMutablePointer<Float>, count: Int, plane: Int, rows: Int, columns: Int
+
+    func panels(_ xi: Int) -> Panels { Panels(base: base + xi * plane, rows: rows, columns: columns) }
+
+    /// Sets every plane's padding columns to zero.
+    func zeroPadding() {
+        for xi in 0..<count { panels(xi).zeroPadding() }
+    }
+
+    /// Calls `body` with a store of position `xi`'s value at `(row, column ..< column + lanes)`:
+    /// one vector at the same offset of every plane when the lanes fill a panel's row.
+    @inline(__always)
+    func storing(row: Int, column: Int, lanes: Int, _ body: ((Int, Vector) -> Void) -> Void) {
+        if column % vectorWidth == 0 && lanes == vectorWidth {
+            let start = base + column * rows + row * vectorWidth
+            body { xi, value in store(value, start + xi * plane) }
+        } else {
+            body { xi, value in panels(xi).store(value, row: row, column: column, lanes: lanes) }
+        }
+    }
+}
+
 /// How a transformed kernel's planes are laid out, as `Panels`: `U[xi]` as `out x in` (what the tile
 /// gradient multiplies by) or `U[xi]^T` as `in x out` (what the forward products multiply by).
 enum KernelOrder {
