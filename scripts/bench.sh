@@ -6,7 +6,8 @@
 # (TORCH_PYTHON, default /opt/torchenv/bin/python), the same model and batch in PyTorch in the same
 # run: one process with 1 and 2 threads, and DistributedDataParallel with 2 processes.
 # Environment: STEPS (timed steps, default 30), WARMUP (default 5), TRIALS (runs of each of our
-# configurations, default 3; rows show the median run), TORCH_PYTHON.
+# configurations, default 3; rows show the median run), TORCH_PYTHON, SCRATCH (the build folder,
+# default .build: `swift build -c release --scratch-path SCRATCH`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 STEPS=${STEPS:-30}
@@ -15,7 +16,9 @@ TRIALS=${TRIALS:-3}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 
 bash scripts/install_dependencies.sh
-swift build -c release
+SCRATCH=${SCRATCH:-.build}
+swift build -c release --scratch-path "$SCRATCH"
+vqvae="$SCRATCH/release/vqvae"
 [ -f data/photos64-train.h5 ] || python3 scripts/prepare_data.py photos64 --out data
 [ -f data/mnist-train.h5 ] || python3 scripts/prepare_data.py mnist --out data
 
@@ -24,7 +27,7 @@ trap 'rm -rf "$results"' EXIT
 run() {  # name ranks trial bench-arguments...
     local name=$1 ranks=$2 trial=$3; shift 3
     echo "bench: $name ($ranks rank(s), trial $trial)" >&2
-    mpirun -np "$ranks" --bind-to core .build/release/vqvae bench --json --steps "$STEPS" --warmup "$WARMUP" "$@" \
+    mpirun -np "$ranks" --bind-to core "$vqvae" bench --json --steps "$STEPS" --warmup "$WARMUP" "$@" \
         > "$results/$name-$ranks~$trial.json"
 }
 # Each configuration TRIALS times, 1 and 2 ranks alternating, so that the machine's drift (a shared
@@ -44,7 +47,7 @@ import h5py, numpy as np
 images = np.random.default_rng(0).integers(0, 256, (50000, 32, 32, 3), dtype=np.uint8)
 with h5py.File("data/bench50k.h5", "w") as f:
     f.create_dataset("images", data=images, chunks=(64, 32, 32, 3), compression="gzip")'
-python3 - "$results" <<'PY'
+python3 - "$results" "$vqvae" <<'PY'
 import json, os, subprocess, sys, time
 rows = {}
 for ranks in (1, 2):
@@ -53,7 +56,7 @@ for ranks in (1, 2):
         out = os.path.join(sys.argv[1], f"first-step-{ranks}-{trial}")
         prefix = ["mpirun", "-np", str(ranks), "--bind-to", "core"] if ranks > 1 else []
         start = time.monotonic()
-        process = subprocess.Popen(prefix + [".build/release/vqvae", "train", "--data", "data/bench50k.h5", "--out", out,
+        process = subprocess.Popen(prefix + [sys.argv[2], "train", "--data", "data/bench50k.h5", "--out", out,
                                              "--steps", "2", "--log-every", "1"], stdout=subprocess.PIPE, text=True)
         for line in process.stdout:
             if line.startswith("step 1/"):
