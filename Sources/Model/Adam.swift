@@ -9,8 +9,10 @@ import Glibc
 ///     step = lr / (1 - beta1^t)
 ///     p -= step * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 ///
-/// with optional L2 weight decay added to the gradient (`g += weightDecay * p`), as PyTorch does.
-/// The moments are flat buffers parallel to the parameter buffer.
+/// with optional weight decay: L2, added to the gradient (`g += weightDecay * p`), as
+/// `torch.optim.Adam` does, or decoupled (`decoupled`, `torch.optim.AdamW`): `p *= 1 - lr *
+/// weightDecay` before the step, the gradient untouched. The moments are flat buffers parallel to
+/// the parameter buffer.
 public final class Adam {
     public var learningRate: Float
     // Kept in double precision like PyTorch's Python floats; `1 - beta` is formed in double
@@ -19,18 +21,21 @@ public final class Adam {
     public let beta2: Double
     public let epsilon: Double
     public let weightDecay: Double
+    /// AdamW's decoupled weight decay instead of L2 on the gradient.
+    public let decoupled: Bool
     /// Steps taken so far (PyTorch's `state["step"]`).
     public var step: Int64 = 0
     public let firstMoment: FloatBuffer
     public let secondMoment: FloatBuffer
 
     public init(count: Int, learningRate: Float = 3e-4, beta1: Double = 0.9, beta2: Double = 0.999,
-                epsilon: Double = 1e-8, weightDecay: Double = 0) {
+                epsilon: Double = 1e-8, weightDecay: Double = 0, decoupled: Bool = false) {
         self.learningRate = learningRate
         self.beta1 = beta1
         self.beta2 = beta2
         self.epsilon = epsilon
         self.weightDecay = weightDecay
+        self.decoupled = decoupled
         firstMoment = FloatBuffer(count: count)
         secondMoment = FloatBuffer(count: count)
     }
@@ -45,7 +50,12 @@ public final class Adam {
         let correction2Root = Float(correction2.squareRoot())
         let m = firstMoment.pointer, v = secondMoment.pointer
         let oneMinusBeta1 = Float(1 - beta1), oneMinusBeta2 = Float(1 - beta2)
-        let decay = Float(beta2), eps = Float(epsilon), l2 = Float(weightDecay)
+        let decay = Float(beta2), eps = Float(epsilon)
+        let l2 = decoupled ? 0 : Float(weightDecay)
+        // AdamW: PyTorch forms 1 - lr * weight_decay in Python floats and multiplies in float.
+        let shrink = Float(1 - Double(learningRate) * weightDecay)
+        let shrinking = decoupled && weightDecay != 0
+        let vshrink = Vector(repeating: shrink)
         // 16 at a time, then the tail; the same operations per element either way.
         let count = firstMoment.count
         var i = 0
@@ -54,7 +64,8 @@ public final class Adam {
         let vroot = Vector(repeating: correction2Root)
         while i + vectorWidth <= count {
             var g = load(gradients + i)
-            let w = load(parameters + i)
+            var w = load(parameters + i)
+            if shrinking { w *= vshrink }
             if l2 != 0 { g += vl2 * w }
             var mi = load(m + i), vi = load(v + i)
             mi += vb1 * (g - mi)
@@ -67,6 +78,7 @@ public final class Adam {
         }
         for i in i..<count {
             var g = gradients[i]
+            if shrinking { parameters[i] *= shrink }
             if l2 != 0 { g += l2 * parameters[i] }
             m[i] += oneMinusBeta1 * (g - m[i])
             v[i] = decay * v[i] + oneMinusBeta2 * (g * g)

@@ -88,4 +88,69 @@ final class AdamTests: XCTestCase {
                         "Adam v literals wd=\(weightDecay)")
         }
     }
+
+    /// AdamW (decoupled weight decay 0.1) over the same three steps against `torch.optim.AdamW`
+    /// (PyTorch 2.13, lr 0.1, foreach=False): the literals are its parameters and moments in
+    /// float64; its float32 run agrees with them to 3e-8. The moments equal plain Adam's (the
+    /// gradient is not touched), the parameters shrink by 1 - lr * wd first.
+    func testAdamWMatchesTorch() {
+        let torchParameters: [[Double]] = [
+            [0.890000009999999, -0.39500000499999977, 0.2475, 1.8800000003333333, -0.00909090909090909],
+            [0.9305189910200654, -0.34410319105044684, 0.245025, 1.7641647879010096, -0.018090909090909088],
+            [0.9193350317557338, -0.38084461724733, 0.24257474999999998, 1.691333950603271, -0.02700090909090909],
+        ]
+        let torchM = [0.001100000000000001, 0.028299999999999995, 0.0, 0.32299999999999995, 2.7099999999999994e-10]
+        let torchV = [0.0001398900100000001, 0.0002024175400000002, 0.0, 0.013978009000000012, 2.9970010000000033e-21]
+        let adam = Adam(count: start.count, learningRate: learningRate, weightDecay: 0.1, decoupled: true)
+        let parameters = makeBuffer(start)
+        for (t, g) in gradients.enumerated() {
+            let gradient = makeBuffer(g)
+            adam.update(parameters: parameters.pointer, gradients: gradient.pointer)
+            assertClose(parameters.array, torchParameters[t], tolerance: 1e-6, "AdamW step \(t + 1) parameters")
+            XCTAssertEqual(gradient.array, g, "AdamW must not modify the gradients")
+        }
+        assertClose(adam.firstMoment.array, torchM, tolerance: 1e-5, floor: 1e-6, "AdamW m")
+        assertClose(adam.secondMoment.array, torchV, tolerance: 1e-5, floor: 1e-20, "AdamW v")
+
+        // Without weight decay AdamW is Adam, bit for bit.
+        let plain = Adam(count: start.count, learningRate: learningRate)
+        let decoupled = Adam(count: start.count, learningRate: learningRate, decoupled: true)
+        let a = makeBuffer(start), b = makeBuffer(start)
+        for g in gradients {
+            let gradient = makeBuffer(g)
+            plain.update(parameters: a.pointer, gradients: gradient.pointer)
+            decoupled.update(parameters: b.pointer, gradients: gradient.pointer)
+        }
+        XCTAssertEqual(a.array, b.array)
+    }
+
+    /// The schedules step by step: warmup, cosine to its minimum and beyond, step decay.
+    func testLearningRateSchedules() {
+        func rates(_ s: LearningRateSchedule, _ steps: Int) -> [Double] { (0..<steps).map { Double(s.rate(completedSteps: $0)) } }
+        assertClose(rates(LearningRateSchedule(base: 0.1), 3), [0.1, 0.1, 0.1], tolerance: 1e-7, "constant")
+        assertClose(rates(LearningRateSchedule(base: 0.1, warmupSteps: 4), 6), [0.025, 0.05, 0.075, 0.1, 0.1, 0.1],
+                    tolerance: 1e-7, "constant with warmup")
+        // Warmup 2, decay over steps 2..6 (4 steps) from 0.1 to 0.02, then flat.
+        let cosine = LearningRateSchedule(kind: .cosine, base: 0.1, warmupSteps: 2, minimum: 0.02, decaySteps: 6)
+        let mid = 0.02 + 0.08 * 0.5 * (1 + cos(Double.pi / 4)), late = 0.02 + 0.08 * 0.5 * (1 + cos(3 * Double.pi / 4))
+        assertClose(rates(cosine, 9), [0.05, 0.1, 0.1, mid, 0.06, late, 0.02, 0.02, 0.02], tolerance: 1e-7, "cosine")
+        let step = LearningRateSchedule(kind: .step, base: 0.1, stepEvery: 3, stepFactor: 0.5)
+        assertClose(rates(step, 7), [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025], tolerance: 1e-7, "step")
+        XCTAssertEqual(step.rate(completedSteps: 3), Float(0.05))
+    }
+
+    /// Clipping scales the whole gradient to the norm asked for (as clip_grad_norm_, with its
+    /// 1e-6), and leaves a smaller gradient alone.
+    func testGradientNormClipping() {
+        let values = makeBuffer((0..<37).map { Float($0 % 7) - 3 })
+        let exact = (0..<37).map { Double($0 % 7) - 3 }.reduce(0) { $0 + $1 * $1 }.squareRoot()
+        let norm = euclideanNorm(values.pointer, count: values.count)
+        XCTAssertEqual(norm, exact, accuracy: 1e-12)
+        let before = values.array
+        XCTAssertEqual(clipGradients(values.pointer, count: values.count, norm: norm, maxNorm: norm * 2), 1)
+        XCTAssertEqual(values.array, before)
+        let scale = clipGradients(values.pointer, count: values.count, norm: norm, maxNorm: 2)
+        XCTAssertEqual(Double(scale), 2 / (exact + 1e-6), accuracy: 1e-7)
+        XCTAssertEqual(euclideanNorm(values.pointer, count: values.count), 2, accuracy: 1e-5)
+    }
 }
