@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Check one training step of `vqvae train` against PyTorch on the same weights and data.
 
-    vqvae train --data D.h5 --out RUN --no-shuffle --steps 0 ...          # initial weights
-    vqvae train --data D.h5 --out RUN2 --no-shuffle --steps 1 ...         # same flags, one step
+    vqvae train --data D.h5 --out RUN --no-shuffle --codebook-init sonnet --steps 0 ...   # initial weights
+    vqvae train --data D.h5 --out RUN2 --no-shuffle --codebook-init sonnet --steps 1 ...  # same flags, one step
     python3 scripts/check_against_pytorch.py --data D.h5 \
         --initial RUN/checkpoints/step-00000000.h5 --after RUN2/checkpoints/step-00000001.h5
 
 The script rebuilds the model of spec/model.md in PyTorch from the initial checkpoint, trains it one
 step on the first global batch (images 0..G-1, as --no-shuffle takes them), and compares with the
-checkpoint written after step 1: gradients (recovered from Adam's first moment, m = (1 - beta1) g),
-Adam's second moment, the parameters after the update, the codebook and its EMA statistics. It prints
+checkpoint written after step 1: gradients (recovered from Adam's first moment, m = (1 - beta1) g,
+after any --clip-grad-norm, which torch.nn.utils.clip_grad_norm_ applies here too), Adam's second
+moment, the parameters after the update (torch.optim.Adam, or torch.optim.AdamW with --optimizer
+adamw, at the step-1 rate of the learning-rate schedule), the codebook and its EMA statistics.
+Dead-code restart has no PyTorch counterpart: train with --codebook-init sonnet (or
+--dead-code-threshold 0). It prints
 the largest relative difference per tensor (|a - b| / max|b|) and exits non-zero above --tolerance.
 
 PyTorch is an optional tool for this check only, never a dependency of the project.
@@ -52,6 +56,12 @@ def main():
     m, opt, data = cfg["model"], cfg["optimizer"], cfg["data"]
     G = data["global_batch_size"]
     assert not data["shuffle"], "train with --no-shuffle so step 1 uses images 0..G-1"
+    if (cfg.get("codebook") or {}).get("dead_code_threshold", 0) > 0:
+        sys.exit("check_against_pytorch.py: the run re-seeds dead codes, which PyTorch does not; "
+                 "train with --codebook-init sonnet (or --dead-code-threshold 0)")
+    # The step-1 rate: the schedule's rate after 0 completed steps is the warmup's first one.
+    lr = opt["lr"] / opt["warmup_steps"] if opt.get("warmup_steps", 0) > 0 else opt["lr"]
+    clip = opt.get("clip_grad_norm", 0) or 0
     with h5py.File(args.data, "r") as d:
         raw = d[data.get("images_key", "images")][:G]
     x = torch.from_numpy(raw).float()
@@ -70,8 +80,9 @@ def main():
     if grad_codebook:
         codebook.requires_grad_(True)
         params.append(codebook)
-    adam = torch.optim.Adam(params, lr=opt["lr"], betas=(opt["beta1"], opt["beta2"]), eps=opt["eps"],
-                            weight_decay=opt["weight_decay"], foreach=False)
+    optimizer = torch.optim.AdamW if opt.get("name", "adam") == "adamw" else torch.optim.Adam
+    adam = optimizer(params, lr=lr, betas=(opt["beta1"], opt["beta2"]), eps=opt["eps"],
+                     weight_decay=opt["weight_decay"], foreach=False)
 
     # Forward.
     z = model.encode(x)                                   # [N, D, h, w]
@@ -88,6 +99,9 @@ def main():
         loss = loss + ((flat.detach() - q) ** 2).mean()
     adam.zero_grad()
     loss.backward()
+    if clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=False)
+        print(f"gradient norm {norm.item():.6f}, clipped to {clip}")
     print(f"pytorch step 1: loss {loss.item():.6f} mse {mse.item():.6f} commit {commit.item():.6f} "
           f"codes used {len(idx.unique())}")
 

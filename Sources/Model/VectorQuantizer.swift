@@ -95,9 +95,11 @@ public final class VectorQuantizer {
     func forward(
         quantized: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int32>,
         vectors z: UnsafePointer<Float>, count: Int, codebook: UnsafePointer<Float>,
-        collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>
+        collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>, activeCodes: Int? = nil
     ) -> Double {
         let d = dimension
+        // k-means with fewer starting vectors than codes searches only the codes it placed.
+        let searched = min(max(activeCodes ?? codes, 1), codes)
         for k in 0..<codes {
             var norm: Float = 0
             let e = codebook + k * d
@@ -112,7 +114,7 @@ public final class VectorQuantizer {
             let scores = workspace + p * codes
             var best = 0
             var bestDistance = codeNorms[0] - 2 * scores[0]
-            for k in 1..<codes {
+            for k in 1..<searched {
                 let distance = codeNorms[k] - 2 * scores[k]
                 if distance < bestDistance { bestDistance = distance; best = k }
             }
@@ -169,31 +171,51 @@ public final class VectorQuantizer {
     }
 
     /// k-means initialisation of the codebook from `count` vectors `[count, D]` (for example the
-    /// encoder outputs of the first global batch): `K` distinct vectors drawn with `seed` start
-    /// Lloyd's iterations, whose assignment step is this quantizer's own GEMM search; a cluster that
-    /// empties keeps its previous centre. The EMA state becomes `E = centres`, `N_k` = the size of
-    /// cluster k, `M_k = N_k * e_k`.
-    /// Needs at least `K` vectors; `workspace` holds `count * K` floats.
+    /// encoder outputs of the first global batch): up to `K` distinct vectors (one within 1e-3 of
+    /// its norm of one already drawn does not count, see `nearlyEqualsAny`) drawn with `seed` start
+    /// Lloyd's iterations, whose assignment step is this
+    /// quantizer's own GEMM search; a cluster that empties keeps its previous centre. The EMA
+    /// state becomes `E = centres`, `N_k` = the size of cluster k, `M_k = N_k * e_k`.
+    ///
+    /// With fewer distinct vectors `m` than codes, only the first `m` codes are placed and
+    /// clustered; the others start at the origin with `N_k = 0` and `M_k = 0` (unused, for
+    /// dead-code restart to re-seed). Copies of placed codes would tie with them exactly, and a
+    /// tie decided by rounding would make the result depend on how the batch was split over ranks.
+    /// `workspace` holds `count * K` floats. Returns `m`.
+    @discardableResult
     public func initializeWithKMeans(vectors: UnsafePointer<Float>, count: Int, iterations: Int, seed: UInt64,
-                                     parameters: ParameterStore, workspace: UnsafeMutablePointer<Float>) {
-        precondition(count >= codes, "k-means needs at least as many vectors as codes")
+                                     parameters: ParameterStore, workspace: UnsafeMutablePointer<Float>) -> Int {
         let d = dimension
         let centres = codebook(parameters: parameters)
-        // K distinct starting vectors: a partial Fisher-Yates shuffle of the indices.
+        guard count > 0 else {
+            // No vector to start from: every code unused at the origin.
+            centres.update(repeating: 0, count: codes * d)
+            if kind == .ema { emaState.zero() }
+            batchStatistics.zero()
+            return 0
+        }
+        // Distinct starting vectors in the order of a Fisher-Yates shuffle of the indices, drawn
+        // until K are found or the vectors run out.
         var random = SplitMix64(seed: seed, stream: 0x4B4D_45414E53)
         var order = Array(0..<count)
-        for k in 0..<codes {
-            order.swapAt(k, k + random.below(count - k))
-            (centres + k * d).update(from: vectors + order[k] * d, count: d)
+        var placed = 0, slot = 0
+        while placed < codes && slot < count {
+            order.swapAt(slot, slot + random.below(count - slot))
+            let v = vectors + order[slot] * d
+            slot += 1
+            if Self.nearlyEqualsAny(v, codebook: centres, codes: 0..<placed, dimension: d) { continue }
+            (centres + placed * d).update(from: v, count: d)
+            placed += 1
         }
+        for k in placed..<codes { (centres + k * d).update(repeating: 0, count: d) }
         let quantized = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
         let indices = UnsafeMutablePointer<Int32>.allocate(capacity: count)
         defer { quantized.deallocate(); indices.deallocate() }
         for _ in 0..<iterations {
             _ = forward(quantized: quantized, indices: indices, vectors: vectors, count: count,
-                        codebook: centres, collectStatistics: true, workspace: workspace)
+                        codebook: centres, collectStatistics: true, workspace: workspace, activeCodes: placed)
             let counts = batchStatistics.pointer, sums = batchStatistics.pointer + codes
-            for k in 0..<codes where counts[k] > 0 {
+            for k in 0..<placed where counts[k] > 0 {
                 for j in 0..<d { centres[k * d + j] = sums[k * d + j] / counts[k] }
             }
         }
@@ -202,7 +224,7 @@ public final class VectorQuantizer {
         // (Keeping the spec's fresh start N = 0, M = E here would divide the centres by the first
         // step's small counts and scatter them.)
         _ = forward(quantized: quantized, indices: indices, vectors: vectors, count: count,
-                    codebook: centres, collectStatistics: true, workspace: workspace)
+                    codebook: centres, collectStatistics: true, workspace: workspace, activeCodes: placed)
         if kind == .ema {
             let counts = batchStatistics.pointer
             for k in 0..<codes {
@@ -211,6 +233,7 @@ public final class VectorQuantizer {
             }
         }
         batchStatistics.zero()
+        return placed
     }
 
     /// Codes whose EMA count `N_k` is below `threshold` (`.ema` only; none for `.grad`).
@@ -220,26 +243,62 @@ public final class VectorQuantizer {
         return (0..<codes).filter { count[$0] < threshold }
     }
 
-    /// Dead-code restart: code `dead[i]` is re-seeded from a vector of `candidates` `[count, D]`
-    /// (for example the encoder outputs of the current global batch), drawn without replacement
-    /// (with replacement only when there are more dead codes than candidates) from the stream
-    /// `(seed, step)`: `e_k = v`, `N_k = weight`, `M_k = weight * v`, so the next EMA update averages
-    /// new assignments into `v` as if `weight` vectors equal to `v` had been assigned.
+    /// Dead-code restart: the codes `dead` are re-seeded, in order, from vectors of `candidates`
+    /// `[count, D]` (for example the encoder outputs of the current global batch) that differ from
+    /// every code in use and every code re-seeded before them (`nearlyEqualsAny`), drawn without
+    /// replacement from the stream `(seed, step)`:
+    /// `e_k = v`, `N_k = weight`, `M_k = weight * v`, so the next EMA update averages new
+    /// assignments into `v` as if `weight` vectors equal to `v` had been assigned. When the
+    /// candidates run out, the remaining codes stay as they are (dead, for the next step): two
+    /// codes at one vector would tie, and a tie decided by rounding would make training depend on
+    /// how the batch was split over ranks. Returns the codes re-seeded.
+    @discardableResult
     public func restart(codes dead: [Int], candidates: UnsafePointer<Float>, count: Int, weight: Float,
-                        seed: UInt64, step: Int) {
-        guard kind == .ema, count > 0, !dead.isEmpty else { return }
+                        seed: UInt64, step: Int) -> Int {
+        guard kind == .ema, count > 0, !dead.isEmpty else { return 0 }
         let d = dimension
         var random = SplitMix64(seed: seed, stream: 0x5245_5354_4152_54 &+ UInt64(step))
         var order = Array(0..<count)
-        for (i, k) in dead.enumerated() {
-            let slot = i % count
-            if slot == 0 && i > 0 { order = Array(0..<count) }
-            order.swapAt(slot, slot + random.below(count - slot))
-            let v = candidates + order[slot] * d
+        // The codes a candidate must differ from: those in use, then each one re-seeded here.
+        let deadSet = Set(dead)
+        var live = (0..<codes).filter { !deadSet.contains($0) }
+        var slot = 0, reseeded = 0
+        for k in dead {
+            var chosen: UnsafePointer<Float>?
+            while chosen == nil && slot < count {
+                order.swapAt(slot, slot + random.below(count - slot))
+                let v = candidates + order[slot] * d
+                slot += 1
+                if !Self.nearlyEqualsAny(v, codebook: emaState.pointer, codes: live, dimension: d) { chosen = v }
+            }
+            guard let v = chosen else { break }
             (emaState.pointer + k * d).update(from: v, count: d)
             emaCount[k] = weight
             for j in 0..<d { emaSum[k * d + j] = weight * v[j] }
+            live.append(k)
+            reseeded += 1
         }
+        return reseeded
+    }
+
+    /// Whether `v` lies within 1e-3 of its own norm of one of `codes` (squared distance at most
+    /// 1e-6 |v|^2; an exact copy of a zero vector included): such a vector adds no code of its own,
+    /// and two codes that close tie up to rounding, which would then decide between them.
+    static func nearlyEqualsAny<C: Sequence>(_ v: UnsafePointer<Float>, codebook: UnsafePointer<Float>, codes: C,
+                                             dimension d: Int) -> Bool where C.Element == Int {
+        var norm: Float = 0
+        for j in 0..<d { norm += v[j] * v[j] }
+        let limit = 1e-6 * norm
+        for k in codes {
+            let e = codebook + k * d
+            var distance: Float = 0
+            for j in 0..<d {
+                let difference = v[j] - e[j]
+                distance += difference * difference
+            }
+            if distance <= limit { return true }
+        }
+        return false
     }
 
     /// The EMA update from `batchStatistics` (already summed over ranks):

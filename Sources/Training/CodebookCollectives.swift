@@ -35,26 +35,37 @@ final class CodebookCollectives {
     }
 
     /// `--kmeans-init`: rank 0 clusters the encoder outputs of the whole first global batch and
-    /// broadcasts the model's state, so all ranks start identical.
-    func initializeWithKMeans(firstBatch: PreparedBatch, iterations: Int) throws {
+    /// broadcasts the model's state, so all ranks start identical. Returns the number of codes
+    /// placed: the distinct latent vectors of the global batch when there are fewer than the codes
+    /// (the codes past them start unused).
+    @discardableResult
+    func initializeWithKMeans(firstBatch: PreparedBatch, iterations: Int) throws -> Int {
         model.encode(images: firstBatch.input, batch: localBatchSize)
         let vectorCount = globalBatchSize * model.latentCount
         guard let quantizer = model.quantizer else {
             throw TrainingError("--kmeans-init initialises a codebook; --model \(model.configuration.model.rawValue) has none")
         }
-        guard vectorCount >= quantizer.codes else {
-            throw TrainingError("--kmeans-init needs at least --codes \(quantizer.codes) latent vectors, but the first global batch gives \(vectorCount); raise --global-batch-size or lower --codes")
-        }
         let all = try gatherGlobalLatents()
         defer { withExtendedLifetime(all) {} }
+        var placed = [Float(quantizer.codes)]
         if communicator.isRoot {
             let workspace = FloatBuffer(count: vectorCount * quantizer.codes)
+            // A vector holding NaN or infinity (from a damaged image) would spread into every
+            // centre it joins: k-means clusters the finite ones, moved to the front in order.
+            let d = model.configuration.codeDimension
+            var finite = 0
+            for i in 0..<vectorCount where allFinite(all.pointer + i * d, count: d) {
+                if finite != i { (all.pointer + finite * d).update(from: all.pointer + i * d, count: d) }
+                finite += 1
+            }
             withExtendedLifetime(workspace) {
-                quantizer.initializeWithKMeans(vectors: all.pointer, count: vectorCount, iterations: iterations,
-                                               seed: seed, parameters: model.parameters, workspace: workspace.pointer)
+                placed[0] = Float(quantizer.initializeWithKMeans(vectors: all.pointer, count: finite, iterations: iterations,
+                                                                  seed: seed, parameters: model.parameters, workspace: workspace.pointer))
             }
         }
         for state in model.stateBuffers { try communicator.broadcast(state.buffer.pointer, count: state.buffer.count) }
+        try placed.withUnsafeMutableBufferPointer { try communicator.broadcast($0.baseAddress!, count: 1) }
+        return Int(placed[0])
     }
 
     /// `--dead-code-threshold`: codes whose EMA count fell below `threshold` (the same on every
@@ -71,6 +82,8 @@ final class CodebookCollectives {
         }
         try communicator.broadcast(quantizer.emaState.pointer, count: quantizer.emaState.count)
         withExtendedLifetime(candidates) {}
-        return dead.count
+        // Re-seeded codes got N_k = threshold; those left (too few distinct candidates) are still
+        // below it. Counted on every rank from the broadcast state.
+        return dead.count - quantizer.deadCodes(threshold: Float(threshold)).count
     }
 }

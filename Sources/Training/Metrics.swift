@@ -30,6 +30,9 @@ struct StepRecord {
     var imagesPerSecond: Double
     var elapsedSeconds: Double
     var samplesSeen: Int
+    /// The step's learning rate and the norm of its averaged gradient (before clipping).
+    var learningRate: Float = .nan
+    var gradientNorm: Double = .nan
     /// VQ-VAE: the global batch's code use.
     var codebook: CodebookUsage?
     /// With dead-code restart: codes re-seeded after this step.
@@ -40,6 +43,9 @@ struct StepRecord {
             "step": step, "loss": loss.total, "mse": loss.reconstruction, "images_per_second": imagesPerSecond,
             "elapsed_seconds": elapsedSeconds, "samples_seen": samplesSeen,
         ]
+        // JSON has no NaN: a value that is not finite is left out.
+        if learningRate.isFinite { record["lr"] = Double(learningRate) }
+        if gradientNorm.isFinite { record["grad_norm"] = gradientNorm }
         switch model {
         case .vqvae:
             record["commitment"] = loss.commitment
@@ -69,7 +75,7 @@ struct StepRecord {
             break
         }
         return String(format: "step %d/%d  loss %.5f  mse %.5f", step, total, loss.total, loss.reconstruction)
-            + terms + String(format: "  %.0f img/s  eta %@", imagesPerSecond, eta)
+            + terms + String(format: "  lr %.3g  grad norm %.4g", Double(learningRate), gradientNorm) + String(format: "  %.0f img/s  eta %@", imagesPerSecond, eta)
     }
 }
 

@@ -5,12 +5,31 @@ import Model
 /// The resolved configuration of a run, stored as JSON (`config`) in every checkpoint.
 public struct RunConfiguration: Codable, Sendable {
     public struct Optimizer: Codable, Sendable {
+        /// `adam` or `adamw`.
         public var name = "adam"
         public var lr: Float
         public var beta1: Double
         public var beta2: Double
         public var eps: Double
         public var weightDecay: Double
+        // The schedule and clipping; nil in checkpoints written before they existed, which
+        // trained with a constant rate and no clipping.
+        public var warmupSteps: Int?
+        public var lrSchedule: String?
+        public var lrMin: Float?
+        public var lrDecaySteps: Int?
+        public var lrStepEvery: Int?
+        public var lrStepFactor: Double?
+        public var clipGradNorm: Double?
+
+        /// The learning rate of every step.
+        public var schedule: LearningRateSchedule {
+            LearningRateSchedule(kind: LearningRateSchedule.Kind(rawValue: lrSchedule ?? "constant") ?? .constant, base: lr,
+                                 warmupSteps: warmupSteps ?? 0, minimum: lrMin ?? 0, decaySteps: lrDecaySteps ?? 0,
+                                 stepEvery: lrStepEvery ?? 0, stepFactor: lrStepFactor ?? 0.1)
+        }
+        /// AdamW's decoupled weight decay.
+        public var decoupled: Bool { name == "adamw" }
     }
     public struct DataSettings: Codable, Sendable {
         public var files: [String]
@@ -50,14 +69,17 @@ public struct RunConfiguration: Codable, Sendable {
         var model = options.architecture
         (model.height, model.width, model.channels) = (dataset.height, dataset.width, dataset.channels)
         self.model = model
-        optimizer = Optimizer(lr: options.lr, beta1: options.beta1, beta2: options.beta2, eps: options.adamEpsilon,
-                              weightDecay: options.weightDecay)
+        optimizer = Optimizer(name: options.optimizer.rawValue, lr: options.lr, beta1: options.beta1, beta2: options.beta2,
+                              eps: options.adamEpsilon, weightDecay: options.weightDecay, warmupSteps: options.warmupSteps,
+                              lrSchedule: options.lrSchedule.rawValue, lrMin: options.lrMin,
+                              lrDecaySteps: options.lrDecaySteps ?? options.steps, lrStepEvery: options.lrStepEvery,
+                              lrStepFactor: options.lrStepFactor, clipGradNorm: options.clipGradNorm)
         data = DataSettings(files: dataset.paths, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
                             shuffle: options.shuffle, datasetSize: dataset.count, tail: options.tail.rawValue,
                             corrupt: corruptions.description, identity: nil)
         seed = options.seed
         steps = options.steps
-        codebook = CodebookControls(options)
+        codebook = CodebookControls(options, model: model)
     }
 
     public func json() -> String {
@@ -84,7 +106,10 @@ public struct RunConfiguration: Codable, Sendable {
     func resumed(with options: TrainingOptions, checkpoint path: String) throws -> RunConfiguration {
         var next = self
         let cli = options.architecture
-        let controls = codebook ?? CodebookControls(options)
+        // A checkpoint written before the controls were recorded trained without them (the
+        // defaults of that time: Sonnet start, no re-seeding) unless the command line says so.
+        let controls = codebook ?? CodebookControls(kmeansInit: false, kmeansIterations: options.kmeansIterations,
+                                                    deadCodeThreshold: options.deadCodeThreshold ?? 0)
         var checks: [(flag: String, given: String, saved: String)] = [
             ("--model", cli.model.rawValue, model.model.rawValue),
             ("--hidden", "\(cli.hidden)", "\(model.hidden)"),
@@ -109,8 +134,17 @@ public struct RunConfiguration: Codable, Sendable {
             ("--beta2", "\(options.beta2)", "\(optimizer.beta2)"),
             ("--adam-eps", "\(options.adamEpsilon)", "\(optimizer.eps)"),
             ("--weight-decay", "\(options.weightDecay)", "\(optimizer.weightDecay)"),
+            ("--optimizer", options.optimizer.rawValue, optimizer.name),
+            ("--warmup-steps", "\(options.warmupSteps)", "\(optimizer.warmupSteps ?? 0)"),
+            ("--lr-schedule", options.lrSchedule.rawValue, optimizer.lrSchedule ?? "constant"),
+            ("--lr-min", "\(options.lrMin)", "\(optimizer.lrMin ?? 0)"),
+            ("--lr-decay-steps", "\(options.lrDecaySteps ?? 0)", "\(optimizer.lrDecaySteps ?? 0)"),
+            ("--lr-step-every", "\(options.lrStepEvery)", "\(optimizer.lrStepEvery ?? 0)"),
+            ("--lr-step-factor", "\(options.lrStepFactor)", "\(optimizer.lrStepFactor ?? 0.1)"),
+            ("--clip-grad-norm", "\(options.clipGradNorm)", "\(optimizer.clipGradNorm ?? 0)"),
             ("--kmeans-iterations", "\(options.kmeansIterations)", "\(controls.kmeansIterations)"),
-            ("--dead-code-threshold", "\(options.deadCodeThreshold)", "\(controls.deadCodeThreshold)"),
+            ("--dead-code-threshold", "\(options.deadCodeThreshold ?? 0)", "\(controls.deadCodeThreshold)"),
+            ("--codebook-init", options.codebookInit.rawValue, controls.kmeansInit ? "kmeans" : "sonnet"),
         ]
         if options.given("--residual") { checks.append(("--residual", "", model.residual ? "" : "(off)")) }
         if options.given("--kmeans-init") { checks.append(("--kmeans-init", "", controls.kmeansInit ? "" : "(off)")) }
@@ -133,9 +167,14 @@ public struct RunConfiguration: Codable, Sendable {
 }
 
 extension RunConfiguration.CodebookControls {
-    init(_ options: TrainingOptions) {
-        self.init(kmeansInit: options.kmeansInit, kmeansIterations: options.kmeansIterations,
-                  deadCodeThreshold: options.deadCodeThreshold)
+    /// A fresh run's controls: the k-means start applies to the VQ-VAE only, and the dead-code
+    /// threshold defaults to `TrainingOptions.defaultDeadCodeThreshold` with the k-means start of
+    /// the EMA codebook, to 0 (off) otherwise.
+    init(_ options: TrainingOptions, model: ModelConfiguration) {
+        let kmeans = options.codebookInit == .kmeans && model.model == .vqvae
+        let restartable = kmeans && model.codebook == .ema
+        self.init(kmeansInit: kmeans, kmeansIterations: options.kmeansIterations,
+                  deadCodeThreshold: options.deadCodeThreshold ?? (restartable ? TrainingOptions.defaultDeadCodeThreshold : 0))
     }
 }
 

@@ -39,7 +39,7 @@ public final class Trainer {
     public var model: VQVAE { state.model }
     var globalBatchSize: Int { configuration.data.globalBatchSize }
     /// The run's codebook controls: stored in the checkpoint, so a resume keeps them.
-    var controls: RunConfiguration.CodebookControls { configuration.codebook ?? .init(options) }
+    var controls: RunConfiguration.CodebookControls { configuration.codebook ?? .init(options, model: configuration.model) }
     var seed: UInt64 { configuration.seed }
 
     /// What a finished `run()` did.
@@ -117,7 +117,7 @@ public final class Trainer {
                                                                resuming: resuming, checkpoint: chosen ?? "the checkpoint",
                                                                options: options, console: console)
         try settings.model.validate()
-        let controls = settings.codebook ?? .init(options)
+        let controls = settings.codebook ?? .init(options, model: settings.model)
         if controls.deadCodeThreshold != 0 {
             guard controls.deadCodeThreshold > 0, controls.deadCodeThreshold.isFinite else {
                 throw TrainingError("--dead-code-threshold must be a positive number (got \(controls.deadCodeThreshold))")
@@ -128,14 +128,16 @@ public final class Trainer {
         }
         validationSet = try Self.openValidationSet(options: options, model: settings.model)
         guard options.sampleEvery >= 0 else { throw TrainingError("--sample-every must not be negative") }
-        if controls.kmeansInit && settings.model.model != .vqvae {
+        let askedForKMeans = options.given("--kmeans-init") || (options.given("--codebook-init") && options.codebookInit == .kmeans)
+        if (controls.kmeansInit || askedForKMeans) && settings.model.model != .vqvae {
             throw TrainingError("--kmeans-init initialises a codebook; --model \(settings.model.model.rawValue) has none")
         }
         corruptions = try CorruptionPipeline(spec: settings.data.corrupt)
         let model = try VQVAE(configuration: settings.model, maxBatch: sampler.localBatchSize)
         let o = settings.optimizer
         state = TrainingState(model: model, optimizer: Adam(count: model.parameters.count, learningRate: o.lr, beta1: o.beta1,
-                                                            beta2: o.beta2, epsilon: o.eps, weightDecay: o.weightDecay))
+                                                            beta2: o.beta2, epsilon: o.eps, weightDecay: o.weightDecay,
+                                                            decoupled: o.decoupled))
     }
 
     /// What identifies `dataset`; on resume, first refuses data other than the checkpoint's
@@ -258,8 +260,13 @@ public final class Trainer {
         defer { prefetcher.stop() }
         let codebook = CodebookCollectives(model: model, communicator: communicator, globalBatchSize: globalBatchSize,
                                            localBatchSize: sampler.localBatchSize, seed: seed)
+        let c0 = model.configuration
         if controls.kmeansInit && !resuming {
-            try codebook.initializeWithKMeans(firstBatch: try prefetcher.batch(step: 0), iterations: controls.kmeansIterations)
+            let placed = try codebook.initializeWithKMeans(firstBatch: try prefetcher.batch(step: 0), iterations: controls.kmeansIterations)
+            if placed < c0.codes && communicator.isRoot {
+                console.warning("the first global batch gives \(placed) distinct latent vectors for \(c0.codes) codes: k-means places \(placed) of them; the other \(c0.codes - placed) start unused"
+                    + (controls.deadCodeThreshold > 0 ? " and are re-seeded by dead-code restart" : " (raise --global-batch-size, lower --codes or keep dead-code restart on)"))
+            }
         }
 
         let c = model.configuration
@@ -276,6 +283,8 @@ public final class Trainer {
         let runner = TrainingStep(state: state, communicator: communicator, bucketMegabytes: options.bucketMegabytes, seed: seed)
         runner.watchdog = watchdog
         runner.faults = faults
+        runner.schedule = configuration.optimizer.schedule
+        runner.clipNorm = configuration.optimizer.clipGradNorm ?? 0
         let metrics = try MetricsLog(path: communicator.isRoot ? metricsPath : nil)
 
         let start = monotonicSeconds()
@@ -316,7 +325,8 @@ public final class Trainer {
             if done == firstStep + 1 || done % options.logEvery == 0 || last {
                 let now = monotonicSeconds()
                 var record = StepRecord(step: done, loss: loss, imagesPerSecond: Double(windowSteps * globalBatchSize) / max(now - windowStart, 1e-9),
-                                        elapsedSeconds: elapsedBefore + now - start, samplesSeen: done * globalBatchSize)
+                                        elapsedSeconds: elapsedBefore + now - start, samplesSeen: done * globalBatchSize,
+                                        learningRate: outcome.learningRate, gradientNorm: outcome.gradientNorm)
                 if c.model == .vqvae, let statistics {
                     let usage = CodebookUsage(counts: statistics.pointer, count: c.codes)
                     record.codebook = usage

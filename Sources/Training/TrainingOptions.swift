@@ -4,6 +4,14 @@ import Model
 /// Everything `vqvae train` can be told, as a plain value: the library's input, filled by the
 /// command line or by Swift code. Defaults are the command's defaults.
 public struct TrainingOptions: Sendable {
+    public enum OptimizerKind: String, Sendable, CaseIterable {
+        case adam, adamw
+    }
+    /// The codebook start (`--codebook-init`).
+    public enum CodebookStart: String, Sendable, CaseIterable {
+        case kmeans, sonnet
+    }
+
     /// HDF5 dataset files (shell patterns allowed), concatenated in order.
     public var data: [String] = []
     public var imagesKey = "images"
@@ -17,6 +25,18 @@ public struct TrainingOptions: Sendable {
     public var beta2 = 0.999
     public var adamEpsilon = 1e-8
     public var weightDecay = 0.0
+    /// `adam` (weight decay as L2 on the gradient) or `adamw` (decoupled weight decay).
+    public var optimizer: OptimizerKind = .adam
+    /// Learning-rate schedule (`LearningRateSchedule`): linear warmup over `warmupSteps`, then
+    /// `lrSchedule`; `lrDecaySteps` nil means the run's `steps`.
+    public var warmupSteps = 0
+    public var lrSchedule: LearningRateSchedule.Kind = .constant
+    public var lrMin: Float = 0
+    public var lrDecaySteps: Int?
+    public var lrStepEvery = 0
+    public var lrStepFactor = 0.1
+    /// Global gradient-norm clipping of the averaged gradient (0: off).
+    public var clipGradNorm = 0.0
     /// Corruption spec applied to the inputs (`Corruption.swift`), e.g. `noise:0.1,mask:0.25`.
     public var corrupt = ""
     /// Batches prepared ahead on a background thread (0: read on the training thread).
@@ -26,9 +46,25 @@ public struct TrainingOptions: Sendable {
     public var shuffle = true
     /// The architecture; its height, width and channels are taken from the data.
     public var architecture = ModelConfiguration(height: 0, width: 0, channels: 0)
-    public var kmeansInit = false
+    /// How the VQ-VAE's codebook starts: k-means centres of the first global batch's encoder
+    /// outputs (the default), or spec/model.md's Sonnet start for exact comparison with reference
+    /// implementations. Models without a codebook ignore it.
+    public var codebookInit: CodebookStart = .kmeans
+    /// `codebookInit == .kmeans`, for callers that think of the start as on or off.
+    public var kmeansInit: Bool {
+        get { codebookInit == .kmeans }
+        set { codebookInit = newValue ? .kmeans : .sonnet }
+    }
     public var kmeansIterations = 10
-    public var deadCodeThreshold = 0.0
+    /// Dead-code restart threshold on the EMA count `N_k`; nil takes the default:
+    /// `defaultDeadCodeThreshold` with the k-means start of a VQ-VAE with the EMA codebook, 0 (off)
+    /// otherwise (the Sonnet start re-seeds nothing).
+    public var deadCodeThreshold: Double?
+    /// The default dead-code threshold: a code whose moving-average count is below one vector per
+    /// global batch is re-seeded. With the default global batch (32 images of 8x8 latents, 2,048
+    /// vectors for 512 codes, 4 per code on average) that is a quarter of a fair share: rare codes
+    /// stay, codes that stopped being chosen (`N_k` halves in 69 steps at decay 0.99) come back.
+    public static let defaultDeadCodeThreshold = 1.0
     public var timeBudget = 0.0
     public var logEvery = 50
     public var validationData: String?
@@ -64,7 +100,23 @@ public struct TrainingOptions: Sendable {
         try check(lr > 0 && lr.isFinite, "--lr must be a positive number")
         try check(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
         try check(adamEpsilon > 0, "--adam-eps must be positive")
-        try check(weightDecay >= 0, "--weight-decay must not be negative")
+        try check(weightDecay >= 0 && weightDecay.isFinite, "--weight-decay must not be negative")
+        try check(warmupSteps >= 0, "--warmup-steps must not be negative")
+        try check(lrMin >= 0 && lrMin.isFinite && lrMin <= lr, "--lr-min must be between 0 and --lr")
+        if let lrDecaySteps { try check(lrDecaySteps >= 1, "--lr-decay-steps must be at least 1") }
+        try check(lrSchedule != .step || lrStepEvery >= 1, "--lr-schedule step needs --lr-step-every N with N at least 1")
+        try check(lrStepEvery >= 0, "--lr-step-every must be at least 1")
+        try check(lrStepFactor > 0 && lrStepFactor <= 1, "--lr-step-factor must be in (0, 1]")
+        for (flag, schedule) in [("--lr-min", LearningRateSchedule.Kind.cosine), ("--lr-decay-steps", .cosine),
+                                 ("--lr-step-every", .step), ("--lr-step-factor", .step)]
+        where given(flag) && (resume == nil || given("--lr-schedule")) {
+            try check(lrSchedule == schedule, "\(flag) applies to --lr-schedule \(schedule.rawValue), not \(lrSchedule.rawValue)")
+        }
+        try check(clipGradNorm >= 0 && clipGradNorm.isFinite, "--clip-grad-norm must be 0 (off) or a positive number")
+        try check(kmeansIterations >= 0, "--kmeans-iterations must not be negative")
+        if let deadCodeThreshold {
+            try check(deadCodeThreshold >= 0 && deadCodeThreshold.isFinite, "--dead-code-threshold must be 0 (off) or a positive number")
+        }
         try check(logEvery >= 1, "--log-every must be at least 1")
         try check(checkpointEvery >= 0, "--checkpoint-every must not be negative")
         try check(keep >= 0, "--keep must not be negative")

@@ -59,6 +59,10 @@ final class TrainingStep {
     var watchdog: Watchdog?
     /// A fault to inject (`VQVAE_FAULT`, tests only).
     var faults: FaultInjection?
+    /// The learning rate of each step (nil: the optimiser's rate as it is).
+    var schedule: LearningRateSchedule?
+    /// Global gradient-norm clipping of the averaged gradient (0: off).
+    var clipNorm = 0.0
 
     /// Seconds waiting for communication to finish, and in the optimiser and EMA update.
     private(set) var communicationSeconds: Double = 0
@@ -73,6 +77,10 @@ final class TrainingStep {
         var reason = ""
         /// Whether some rank received SIGTERM or SIGINT.
         var stopRequested: Bool
+        /// The norm of the averaged gradient, before clipping.
+        var gradientNorm: Double = .nan
+        /// The learning rate of the step.
+        var learningRate: Float = .nan
     }
 
     init(state: TrainingState, communicator: Communicator, bucketMegabytes: Double, seed: UInt64) {
@@ -153,11 +161,16 @@ final class TrainingStep {
         let nonFinite = hasNonFinite(state.gradients) || model.quantizer.map({ hasNonFinite($0.batchStatistics) }) == true
 
         // Every rank sees the same reduced loss, so all take the same branch.
+        // The averaged gradient is the same on every rank, so is its norm: all ranks clip alike.
+        let gradientNorm = euclideanNorm(state.gradients.pointer, count: state.gradients.count)
+        if let schedule { state.optimizer.learningRate = schedule.rate(completedSteps: number - 1) }
+        let learningRate = state.optimizer.learningRate
         var updated = false
         let reason = !loss.total.isFinite ? "loss is \(loss.total)" : nonFinite ? "gradients are not finite (loss \(loss.total))" : ""
         if reason.isEmpty {
             let updateStart = monotonicNanoseconds()
             model.quantizer?.applyEMA()
+            clipGradients(state.gradients.pointer, count: state.gradients.count, norm: gradientNorm, maxNorm: clipNorm)
             state.optimizer.update(parameters: model.parameters.values.pointer, gradients: state.gradients.pointer)
             optimizerSeconds += Double(monotonicNanoseconds() - updateStart) * 1e-9
             updated = true
@@ -165,7 +178,8 @@ final class TrainingStep {
             throw CollectiveError("\(reason) at step \(number); nothing was updated or written for it. Lower --lr, check the data, or pass --skip-nonfinite")
         }
         state.step = number
-        return Outcome(loss: loss, updated: updated, reason: reason, stopRequested: sums.stopRequests > 0)
+        return Outcome(loss: loss, updated: updated, reason: reason, stopRequested: sums.stopRequests > 0,
+                       gradientNorm: gradientNorm, learningRate: learningRate)
     }
 
     /// Whether any value is NaN or infinite.

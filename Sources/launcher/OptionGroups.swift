@@ -6,6 +6,9 @@ import Training
 extension ModelKind: ExpressibleByArgument {}
 extension CodebookKind: ExpressibleByArgument {}
 extension EpochTail: ExpressibleByArgument {}
+extension TrainingOptions.CodebookStart: ExpressibleByArgument {}
+extension TrainingOptions.OptimizerKind: ExpressibleByArgument {}
+extension LearningRateSchedule.Kind: ExpressibleByArgument {}
 
 /// The defaults of spec/model.md, as `ModelConfiguration` holds them.
 private let modelDefaults = ModelConfiguration(height: 0, width: 0, channels: 0)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Data
+import Model
 import Training
 
 private let trainingDefaults = TrainingOptions()
@@ -28,8 +29,30 @@ struct Train: ParsableCommand {
     var beta2 = trainingDefaults.beta2
     @Option(name: .customLong("adam-eps"), parsing: .unconditional, help: "Adam epsilon.")
     var adamEpsilon = trainingDefaults.adamEpsilon
-    @Option(name: .customLong("weight-decay"), parsing: .unconditional, help: "L2 weight decay added to the gradient (PyTorch Adam's weight_decay).")
-    var weightDecay = trainingDefaults.weightDecay
+    @Option(name: .customLong("weight-decay"), parsing: .unconditional, help: ArgumentHelp(
+        "Weight decay: with --optimizer adam L2 added to the gradient (torch.optim.Adam's weight_decay), with adamw decoupled (torch.optim.AdamW's).",
+        discussion: "Default 0 with adam, 0.01 with adamw (PyTorch's defaults)."))
+    var weightDecay: Double?
+    @Option(help: "Optimiser: adam, or adamw (decoupled weight decay: p *= 1 - lr * weight_decay before each step).")
+    var optimizer: TrainingOptions.OptimizerKind = trainingDefaults.optimizer
+    @Option(name: .customLong("warmup-steps"), parsing: .unconditional, help: "Raise the learning rate linearly from --lr/N at the first step to --lr at step N (0 = off).")
+    var warmupSteps = trainingDefaults.warmupSteps
+    @Option(name: .customLong("lr-schedule"), help: ArgumentHelp(
+        "Learning rate after the warmup: constant, cosine (from --lr down to --lr-min at --lr-decay-steps) or step (times --lr-step-factor every --lr-step-every steps).",
+        discussion: "A function of the step alone, stored in the checkpoint: a resumed run takes the same rates."))
+    var lrSchedule: LearningRateSchedule.Kind = trainingDefaults.lrSchedule
+    @Option(name: .customLong("lr-min"), parsing: .unconditional, help: "--lr-schedule cosine: the final learning rate.")
+    var lrMin = trainingDefaults.lrMin
+    @Option(name: .customLong("lr-decay-steps"), parsing: .unconditional, help: "--lr-schedule cosine: the step at which the rate reaches --lr-min (default: --steps of the first run).")
+    var lrDecaySteps: Int?
+    @Option(name: .customLong("lr-step-every"), parsing: .unconditional, help: "--lr-schedule step: multiply the rate by --lr-step-factor every N steps.")
+    var lrStepEvery = trainingDefaults.lrStepEvery
+    @Option(name: .customLong("lr-step-factor"), parsing: .unconditional, help: "--lr-schedule step: the factor, in (0, 1].")
+    var lrStepFactor = trainingDefaults.lrStepFactor
+    @Option(name: .customLong("clip-grad-norm"), parsing: .unconditional, help: ArgumentHelp(
+        "Scale the averaged gradient down to this Euclidean norm when it is larger (0 = off), as torch.nn.utils.clip_grad_norm_.",
+        discussion: "The norm is of the gradient all-reduced over the ranks, the same on every rank, so all ranks clip alike."))
+    var clipGradNorm = trainingDefaults.clipGradNorm
     @Option(help: ArgumentHelp("Damage the input images (the target stays clean) for restoration training, e.g. noise:0.1,mask:0.25.",
                                discussion: "Items: noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN]; applied in order, pixels in [0, 1]."))
     var corrupt = trainingDefaults.corrupt
@@ -42,16 +65,20 @@ struct Train: ParsableCommand {
     @Flag(name: .customLong("no-shuffle"), help: "Take batches in file order (step 1 trains on images 0..B-1).")
     var noShuffle = false
     @OptionGroup var architecture: ArchitectureOptions
+    @Option(name: .customLong("codebook-init"), help: ArgumentHelp(
+        "How the VQ-VAE codebook starts: kmeans (centres of the first global batch's encoder outputs) or sonnet (spec/model.md's reference start).",
+        discussion: "sonnet (E ~ N(0, 1), N = 0, M = E, no dead-code restart) is for exact comparison with PyTorch or Sonnet; on real data it collapses to a few codes. Models without a codebook ignore it."))
+    var codebookInit: TrainingOptions.CodebookStart = trainingDefaults.codebookInit
     @Flag(name: .customLong("kmeans-init"), help: ArgumentHelp(
-        "Start the codebook from k-means centres of the first global batch's encoder outputs.",
-        discussion: "Without it the codebook starts as spec/model.md says (E ~ N(0, 1), N = 0, M = E), and codes not chosen in the first step never recover."))
+        "Same as --codebook-init kmeans (the default).",
+        discussion: "Kept for existing command lines."))
     var kmeansInit = false
-    @Option(name: .customLong("kmeans-iterations"), parsing: .unconditional, help: "Lloyd iterations of --kmeans-init.")
+    @Option(name: .customLong("kmeans-iterations"), parsing: .unconditional, help: "Lloyd iterations of the k-means start.")
     var kmeansIterations = trainingDefaults.kmeansIterations
     @Option(name: .customLong("dead-code-threshold"), parsing: .unconditional, help: ArgumentHelp(
-        "Re-seed codes whose EMA count falls below this from encoder outputs of the current global batch (0 = off).",
+        "Re-seed codes whose EMA count falls below this from encoder outputs of the current global batch (0 = off; default \(TrainingOptions.defaultDeadCodeThreshold) with the k-means start, 0 with --codebook-init sonnet).",
         discussion: "Chosen on rank 0 with a stream keyed by (seed, step) and broadcast, so every rank keeps the same codebook. A re-seeded code gets N_k = the threshold and M_k = N_k * e_k. Needs --model vqvae --codebook ema."))
-    var deadCodeThreshold = trainingDefaults.deadCodeThreshold
+    var deadCodeThreshold: Double?
     @Option(name: .customLong("time-budget"), parsing: .unconditional, help: "Stop after the step that ends SECONDS of training (checkpointing as at the end; 0 = no limit; --steps still bounds the run).")
     var timeBudget = trainingDefaults.timeBudget
     @Option(name: .customLong("log-every"), parsing: .unconditional, help: "Print and record metrics every N steps.")
@@ -97,14 +124,22 @@ struct Train: ParsableCommand {
         o.beta1 = beta1
         o.beta2 = beta2
         o.adamEpsilon = adamEpsilon
-        o.weightDecay = weightDecay
+        o.weightDecay = weightDecay ?? (optimizer == .adamw ? 0.01 : 0)
+        o.optimizer = optimizer
+        o.warmupSteps = warmupSteps
+        o.lrSchedule = lrSchedule
+        o.lrMin = lrMin
+        o.lrDecaySteps = lrDecaySteps
+        o.lrStepEvery = lrStepEvery
+        o.lrStepFactor = lrStepFactor
+        o.clipGradNorm = clipGradNorm
         o.corrupt = corrupt
         o.prefetch = prefetch
         o.tail = tail
         o.seed = seed
         o.shuffle = !noShuffle
         o.architecture = architecture.configuration(height: 0, width: 0, channels: 0)
-        o.kmeansInit = kmeansInit
+        o.codebookInit = kmeansInit ? .kmeans : codebookInit
         o.kmeansIterations = kmeansIterations
         o.deadCodeThreshold = deadCodeThreshold
         o.timeBudget = timeBudget
@@ -128,7 +163,12 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let options = self.options
-        try checkValues { try options.validate() }
+        try checkValues {
+            if kmeansInit && codebookInit != .kmeans {
+                throw ValidationError("--kmeans-init contradicts --codebook-init \(codebookInit.rawValue); give one of them")
+            }
+            try options.validate()
+        }
         try finish(runOnEveryRank { communicator, console in
             try Trainer(options: options, communicator: communicator, console: console).run()
         })

@@ -60,6 +60,41 @@ final class CommandLineTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out), "a usage error must not create the output folder")
     }
 
+    /// Every training control refuses a bad value with a usage error naming the flag, before
+    /// anything is read or written.
+    func testTrainingControlValuesAreChecked() throws {
+        let out = try CommandRunner.temporaryFolder("cli-controls").appendingPathComponent("run").path
+        let train = ["train", "--data", "/nonexistent/train.h5", "--out", out]
+        let cosine = ["--lr-schedule", "cosine"], step = ["--lr-schedule", "step"]
+        let cases: [([String], String)] = [
+            (["--warmup-steps", "-1"], "--warmup-steps must not be negative"),
+            (cosine + ["--lr-min", "-1e-5"], "--lr-min must be between 0 and --lr"),
+            (cosine + ["--lr-min", "1e-3"], "--lr-min must be between 0 and --lr"),
+            (cosine + ["--lr-decay-steps", "0"], "--lr-decay-steps must be at least 1"),
+            (step, "--lr-schedule step needs --lr-step-every N with N at least 1"),
+            (step + ["--lr-step-every", "-2"], "--lr-schedule step needs --lr-step-every N with N at least 1"),
+            (step + ["--lr-step-every", "10", "--lr-step-factor", "0"], "--lr-step-factor must be in (0, 1]"),
+            (step + ["--lr-step-every", "10", "--lr-step-factor", "1.5"], "--lr-step-factor must be in (0, 1]"),
+            (["--lr-step-every", "10"], "--lr-step-every applies to --lr-schedule step, not constant"),
+            (["--lr-min", "1e-5"], "--lr-min applies to --lr-schedule cosine, not constant"),
+            (step + ["--lr-step-every", "10", "--lr-decay-steps", "5"], "--lr-decay-steps applies to --lr-schedule cosine, not step"),
+            (["--clip-grad-norm", "-1"], "--clip-grad-norm must be 0 (off) or a positive number"),
+            (["--clip-grad-norm", "inf"], "--clip-grad-norm must be 0 (off) or a positive number"),
+            (["--weight-decay", "-0.1"], "--weight-decay must not be negative"),
+            (["--dead-code-threshold", "-1"], "--dead-code-threshold must be 0 (off) or a positive number"),
+            (["--kmeans-iterations", "-1"], "--kmeans-iterations must not be negative"),
+            (["--kmeans-init", "--codebook-init", "sonnet"], "--kmeans-init contradicts --codebook-init sonnet; give one of them"),
+        ]
+        for (arguments, message) in cases { try assertUsageError(train + arguments, message) }
+        for (flag, value) in [("--optimizer", "sgd"), ("--lr-schedule", "linear"), ("--codebook-init", "random")] {
+            let result = try CommandRunner.vqvae(train + [flag, value])
+            XCTAssertEqual(result.status, 2, result.standardError)
+            XCTAssertEqual(lines(result.standardError).count, 2, result.standardError)
+            XCTAssertTrue(result.standardError.hasPrefix("error: the value '\(value)' is invalid for '\(flag)"), result.standardError)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out), "a usage error must not create the output folder")
+    }
+
     /// A failure while running: one `error:` line, status 1.
     func testRuntimeErrorsAreOneLineAndExitWithStatus1() throws {
         let out = try CommandRunner.temporaryFolder("cli-runtime")
@@ -203,7 +238,7 @@ final class CommandLineTests: XCTestCase {
             return XCTFail("no configuration in\n\(text)")
         }
         let config = String(text[start.upperBound..<end.lowerBound])
-        XCTAssertTrue(config.hasPrefix("{\n    \"codebook\": {\n      \"dead_code_threshold\": 0,"), config)
+        XCTAssertTrue(config.hasPrefix("{\n    \"codebook\": {\n      \"dead_code_threshold\": 1,"), config)
         XCTAssertTrue(config.contains("\n      \"lr\": 0.0003,\n"), config)
         XCTAssertTrue(config.contains("\n      \"corrupt\": \"noise:0.1\",\n"), config)
         let object = try JSONSerialization.jsonObject(with: Data(config.utf8)) as? [String: Any] ?? [:]

@@ -72,6 +72,52 @@ final class DistributedTests: XCTestCase {
         try assertWorldSizesAgree(checkpointFolders: folders, label: "residual, W = 2")
     }
 
+    /// The default codebook start when the first global batch (G = 6 noise images of 4x4
+    /// latents: 96 vectors) has fewer vectors than codes (512): 1, 2 and 3 ranks start from the
+    /// same codebook, the unplaced codes unused, and re-seed the same number of codes (none after
+    /// step 1, whose batch is the one k-means placed; 96 after step 2), ending within
+    /// floating-point tolerance of each other.
+    func testDefaultCodebookStartWithFewerVectorsThanCodesOnOneTwoAndThreeRanks() throws {
+        let folder = try CommandRunner.temporaryFolder("few-vectors-data")
+        let data = folder.appendingPathComponent("noise.h5").path
+        let made = try CommandRunner.script("make_hdf5_fixture.py", [data, "--shape", "48,16,16,1", "--dtype", "float32",
+                                                                     "--random-unit", "3"])
+        XCTAssertEqual(made.status, 0, made.standardError)
+        var folders: [URL] = []
+        for ranks in [1, 2, 3] {
+            let out = try CommandRunner.temporaryFolder("few-vectors-\(ranks)")
+            let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
+                "train", "--data", data, "--out", out.path, "--steps", "2", "--global-batch-size", "6", "--seed", "4",
+                "--checkpoint-every", "1", "--log-every", "1", "--hidden", "16", "--res-hidden", "8", "--code-dim", "8",
+                "--sync-check-every", "1"])
+            XCTAssertEqual(result.status, 0, result.standardError)
+            XCTAssertTrue(result.standardOutput.contains("\(ranks) rank(s) x batch \(6 / ranks)"), result.standardOutput)
+            XCTAssertTrue(result.standardError.contains("distinct latent vectors for 512 codes"), result.standardError)
+            XCTAssertFalse(result.standardError.contains("[rank 1]"), "rank 0 alone warns: \(result.standardError)")
+            folders.append(out)
+        }
+        let steps = folders.map { folder in
+            (try? String(contentsOf: folder.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
+        }.map { text in
+            text.split(separator: "\n").compactMap { line in
+                (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["codes_restarted"] as? Int
+            }
+        }
+        XCTAssertEqual(steps[0].count, 2, "\(steps)")
+        XCTAssertEqual(steps[0], [0, 96], "the unplaced codes are re-seeded from the 96 vectors of step 2: \(steps)")
+        XCTAssertEqual(steps[1], steps[0], "2 ranks re-seeded other codes than 1")
+        XCTAssertEqual(steps[2], steps[0], "3 ranks re-seeded other codes than 1")
+        for other in folders.dropFirst() {
+            for step in ["step-00000001.h5", "step-00000002.h5"] {
+                let result = try CommandRunner.script("compare_hdf5_datasets.py", [
+                    other.appendingPathComponent("checkpoints/\(step)").path, folders[0].appendingPathComponent("checkpoints/\(step)").path,
+                    "--min-datasets", "21", "--same-position", "--tolerance", "1e-4"])
+                XCTAssertEqual(result.status, 0, "\(other.lastPathComponent) \(step): \(result.standardError)")
+                print("few vectors, \(other.lastPathComponent) vs 1 rank, \(step): largest relative difference \(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+        }
+    }
+
     /// A rank that cannot read its share (a damaged chunk only rank 1 reads) ends the whole job
     /// within seconds with a non-zero exit and the message naming the file.
     func testAnErrorOnOneRankEndsTheJob() throws {

@@ -37,6 +37,38 @@ final class ResumeSettingsCommandTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("checkpoints/step-00000006.h5").path))
     }
 
+    /// A checkpoint written before the codebook and training controls were stored (their keys
+    /// null in `config`) resumes as such runs trained: no dead-code restart although it is now the
+    /// default, Adam at a constant rate, no clipping.
+    func testCheckpointWithoutStoredControlsResumesAsItTrained() throws {
+        let out = try CommandRunner.temporaryFolder("resume-old-config")
+        let first = try train(out, steps: 2, ["--warmup-steps", "4"])
+        XCTAssertEqual(first.status, 0, first.standardError)
+        XCTAssertTrue(first.standardOutput.contains("restarted"), "dead-code restart is on by default: \(first.standardOutput)")
+        let checkpoint = out.appendingPathComponent("checkpoints/step-00000002.h5").path
+        let edited = try CommandRunner.script("edit_checkpoint_config.py", [checkpoint, "codebook=null"] + [
+            "warmup_steps", "lr_schedule", "lr_min", "lr_decay_steps", "lr_step_every", "lr_step_factor", "clip_grad_norm",
+        ].map { "optimizer.\($0)=null" })
+        XCTAssertEqual(edited.status, 0, edited.standardError)
+        let resumed = try train(out, steps: 4, ["--resume", "auto"])
+        XCTAssertEqual(resumed.status, 0, resumed.standardError)
+        let lines = resumed.standardOutput.split(separator: "\n").filter { $0.hasPrefix("step ") }
+        XCTAssertEqual(lines.count, 2, resumed.standardOutput)
+        XCTAssertFalse(lines.contains { $0.contains("restarted") }, resumed.standardOutput)
+        let text = try String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+        let rates = try text.split(separator: "\n").map { line -> Double in
+            let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            return try XCTUnwrap((object["lr"] as? NSNumber)?.doubleValue)
+        }
+        XCTAssertEqual(rates.count, 4)
+        // Warmup over 4 steps in the first run; the resumed steps 3 and 4 at the constant 3e-4.
+        for (rate, want) in zip(rates, [7.5e-5, 1.5e-4, 3e-4, 3e-4]) { XCTAssertEqual(rate, want, accuracy: want * 1e-6, "\(rates)") }
+        let config = try LoadedCheckpoint.configuration(out.appendingPathComponent("checkpoints/step-00000004.h5").path)
+        let codebook = try XCTUnwrap(config["codebook"] as? [String: Any])
+        XCTAssertEqual((codebook["dead_code_threshold"] as? NSNumber)?.doubleValue, 0)
+        XCTAssertEqual((codebook["kmeans_init"] as? NSNumber)?.boolValue, false)
+    }
+
     /// Another file with the same number of images is refused unless --allow-other-data.
     func testOtherDataIsRefusedUnlessAllowed() throws {
         let out = try CommandRunner.temporaryFolder("resume-data")

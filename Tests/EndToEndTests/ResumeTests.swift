@@ -60,6 +60,45 @@ final class ResumeTests: XCTestCase {
                     straight.appendingPathComponent("checkpoints/step-00000008.h5").path, tolerance: 1e-4)
     }
 
+    /// The training controls (warmup and a cosine schedule, gradient-norm clipping, AdamW) on 1,
+    /// 2 and 3 ranks with G = 6: each run resumed after 3 of 6 steps ends bit for bit where the
+    /// uninterrupted run ends, every logged step records the scheduled rate and the gradient norm,
+    /// and the three numbers of ranks train the same model within floating-point tolerance.
+    func testTrainingControlsResumeBitExactlyOnOneTwoAndThreeRanks() throws {
+        let controls = ["--optimizer", "adamw", "--weight-decay", "0.05", "--warmup-steps", "2", "--lr-schedule", "cosine",
+                        "--lr-min", "1e-5", "--lr-decay-steps", "6", "--clip-grad-norm", "0.02"]
+        let data = try PreparedData.mnist("test")
+        var folders: [String] = []
+        for ranks in [1, 2, 3] {
+            let straight = try CommandRunner.temporaryFolder("controls-straight-\(ranks)")
+            let split = try CommandRunner.temporaryFolder("controls-split-\(ranks)")
+            let whole = try train(ranks: ranks, out: straight, steps: 6, batch: 6, extra: controls + ["--checkpoint-every", "1"])
+            XCTAssertTrue(whole.standardOutput.contains("\(ranks) rank(s) x batch \(6 / ranks)"), whole.standardOutput)
+            _ = try train(ranks: ranks, out: split, steps: 3, batch: 6, extra: controls)
+            let resumed = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
+                "train", "--data", data, "--out", split.path, "--steps", "6", "--resume", "auto", "--log-every", "1"])
+            XCTAssertEqual(resumed.status, 0, resumed.standardError)
+            XCTAssertTrue(resumed.standardOutput.contains("\(ranks) rank(s) x batch \(6 / ranks)"), resumed.standardOutput)
+            try compare(straight.appendingPathComponent("checkpoints/step-00000006.h5").path,
+                        split.appendingPathComponent("checkpoints/step-00000006.h5").path)
+
+            let text = try String(contentsOf: split.appendingPathComponent("metrics.jsonl"), encoding: .utf8)
+            let records = try text.split(separator: "\n").map {
+                try XCTUnwrap(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+            }
+            let rates = records.compactMap { ($0["lr"] as? NSNumber)?.doubleValue }
+            // Warmup 1.5e-4, 3e-4, then the cosine from 3e-4 over steps 3..6 down to 1e-5.
+            let cosine = (0..<4).map { 1e-5 + (3e-4 - 1e-5) * 0.5 * (1 + cos(Double.pi * Double($0) / 4)) }
+            XCTAssertEqual(rates.count, 6, text)
+            for (rate, want) in zip(rates, [1.5e-4, 3e-4] + cosine) { XCTAssertEqual(rate, want, accuracy: want * 1e-6, "\(rates)") }
+            let norms = records.compactMap { ($0["grad_norm"] as? NSNumber)?.doubleValue }
+            XCTAssertEqual(norms.count, 6, text)
+            XCTAssertTrue(norms.contains { $0 > 0.02 }, "the clipping was never exercised: \(norms)")
+            folders.append(straight.appendingPathComponent("checkpoints").path)
+        }
+        try assertWorldSizesAgree(checkpointFolders: folders, label: "with the training controls, W = 2, 3")
+    }
+
     func testContradictingFlagsAreRefusedAndLearningRateMayChange() throws {
         let out = try CommandRunner.temporaryFolder("contradict")
         _ = try train(ranks: 0, out: out, steps: 2, batch: 8)

@@ -91,6 +91,46 @@ final class TrainerTests: XCTestCase {
         XCTAssertTrue((0..<(k * d)).allSatisfy { specQuantizer.emaSum[$0] == specQuantizer.emaState[$0] })
     }
 
+    /// The defaults: the k-means start and dead-code restart at threshold 1. A first global batch
+    /// with fewer latent vectors (2 images of 4x4: 32) than codes (48) starts the codes past them
+    /// unused (N_k = 0 at the origin, the counts still summing to the batch), and restart re-seeds
+    /// them from distinct vectors of the next batch; the same options give the same codebook, and
+    /// no two codes in use are equal.
+    func testDefaultStartWithFewerVectorsThanCodes() throws {
+        let data = try TrainingFixtures.blobs("few-vectors")
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("few-vectors"), steps: 0)
+        options.globalBatchSize = 2
+        options.architecture.codes = 48
+        let (start, _) = try TrainingFixtures.train(options)
+        XCTAssertEqual(start.configuration.codebook,
+                       RunConfiguration.CodebookControls(kmeansInit: true, kmeansIterations: 10, deadCodeThreshold: 1))
+        let quantizer = try XCTUnwrap(start.model.quantizer)
+        let counts = (0..<48).map { quantizer.emaCount[$0] }
+        XCTAssertEqual(counts.reduce(0, +), 32)
+        XCTAssertGreaterThanOrEqual(counts.filter { $0 == 0 }.count, 16, "\(counts)")
+        XCTAssertTrue(quantizer.emaState.array.allSatisfy(\.isFinite))
+        let rows = (0..<48).map { k in (0..<8).map { quantizer.emaState[k * 8 + $0] } }
+        XCTAssertEqual(Set(rows.indices.filter { counts[$0] > 0 }.map { rows[$0] }).count, counts.filter { $0 > 0 }.count,
+                       "two codes in use start equal")
+        for k in 0..<48 where counts[k] == 0 { XCTAssertEqual(rows[k], [Float](repeating: 0, count: 8) , "unused code \(k)") }
+
+        options.out = try TrainingFixtures.folder("few-vectors-again")
+        let (again, _) = try TrainingFixtures.train(options)
+        TrainingFixtures.assertBitIdentical(TrainingFixtures.snapshot(again.state), TrainingFixtures.snapshot(start.state))
+
+        // Step 1 trains on the batch k-means placed, whose vectors are codes already: the restart
+        // re-seeds from step 2's.
+        options.out = try TrainingFixtures.folder("few-vectors-trained")
+        options.steps = 2
+        let (trained, summary) = try TrainingFixtures.train(options)
+        XCTAssertGreaterThan(summary.restartedCodes, 0)
+        let after = try XCTUnwrap(trained.model.quantizer)
+        let live = (0..<48).filter { after.emaCount[$0] >= 1 }
+        XCTAssertGreaterThanOrEqual(live.count, summary.restartedCodes, "re-seeded codes start at N_k = 1")
+        let liveRows = live.map { k in (0..<8).map { after.emaState[k * 8 + $0] } }
+        XCTAssertEqual(Set(liveRows).count, live.count, "two codes in use are equal after the restart")
+    }
+
     /// With a threshold above any count every code is dead after every step: each is re-seeded to a
     /// vector of the global batch with `N_k` = the threshold.
     func testDeadCodeRestart() throws {
