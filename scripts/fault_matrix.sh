@@ -250,6 +250,20 @@ case_frozen-rank() {
     record frozen-rank "$trial" "$ok" "$job_seconds" "$job_code" "$lost" "$note"
 }
 
+# check_cut_job SECONDS, in a link-cut case after the cut at $cut_at: mpirun must end within
+# SECONDS with a non-zero exit, every process of the job on every host (the cut-off one included)
+# within 60 s more, with a clear message, leaving only complete checkpoints. Sets the calling
+# case's ok, note, lost, checked and gone_seconds.
+check_cut_job() {
+    wait_job "$1"
+    [ "$job_code" != hang ] && [ "$job_code" != 0 ] || { ok=0; note="mpirun exit $job_code"; }
+    wait_until 60 cluster_empty ||
+        { ok=0; note="processes left: $(cluster_pids | xargs -r ps -o comm= -p | tr '\n' ' ')"; }
+    gone_seconds=$(since "$cut_at")
+    grep -Eq "watchdog: no progress|lost communication with a remote daemon" "$out.err" || { ok=0; note="no clear message"; }
+    checked=$(check_checkpoints "$out") || { ok=0; note="$checked"; lost=checkpoints; }
+}
+
 case_link-cut() {
     local trial=$1 out=$work/link-cut-$1 ok=1 note="" checked lost=none gone_seconds
     cluster_up 3
@@ -259,14 +273,7 @@ case_link-cut() {
     fault_time=$(now)
     local cut_at=$fault_time
     cluster_cut 2
-    wait_job 60
-    [ "$job_code" != hang ] && [ "$job_code" != 0 ] || { ok=0; note="mpirun exit $job_code"; }
-    # Every process of the job, on every host (the cut-off one included), must end too.
-    wait_until 60 cluster_empty ||
-        { ok=0; note="processes left: $(cluster_pids | xargs -r ps -o comm= -p | tr '\n' ' ')"; }
-    gone_seconds=$(since "$cut_at")
-    grep -Eq "watchdog: no progress|lost communication with a remote daemon" "$out.err" || { ok=0; note="no clear message"; }
-    checked=$(check_checkpoints "$out") || { ok=0; note="$checked"; lost=checkpoints; }
+    check_cut_job 60
     cluster_restore 2
     if [ "$ok" = 1 ]; then
         local r
@@ -300,13 +307,7 @@ case_link-cut-outside() {
     fault_time=$(now)
     local cut_at=$fault_time
     cluster_cut_at_host 2
-    wait_job 45
-    [ "$job_code" != hang ] && [ "$job_code" != 0 ] || { ok=0; note="mpirun exit $job_code"; }
-    wait_until 60 cluster_empty ||
-        { ok=0; note="processes left: $(cluster_pids | xargs -r ps -o comm= -p | tr '\n' ' ')"; }
-    gone_seconds=$(since "$cut_at")
-    grep -Eq "watchdog: no progress|lost communication with a remote daemon" "$out.err" || { ok=0; note="no clear message"; }
-    checked=$(check_checkpoints "$out") || { ok=0; note="$checked"; lost=checkpoints; }
+    check_cut_job 45
     cluster_restore_at_host 2
     if [ "$ok" = 1 ]; then
         local r
