@@ -447,6 +447,13 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             }
             return ValueRange(lower, upper)
         }
+        /// The fill of `mask` and `holes` (their second argument, if given): a value in [0, 1] or `noise`.
+        func fill(examples: String) throws -> MaskFill {
+            guard arguments.count == 2 else { return .value(0) }
+            if arguments[1].lowercased() == "noise" { return .noise }
+            if let value = number(1, { $0 >= 0 && $0 <= 1 }) { return .value(value) }
+            throw DataError("--corrupt \(name) fill must be a value in [0, 1] or 'noise', e.g. \(examples)\(got)")
+        }
         func limit(_ most: Int, example: String) throws {
             guard arguments.count <= most else {
                 throw DataError("--corrupt \(name) takes \(most == 1 ? "one argument" : "at most \(most) arguments"), e.g. \(example)\(got)")
@@ -468,17 +475,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             let area = try amount(0, { $0 > 0 && $0 <= 1 }, single: "--corrupt mask needs an area in (0, 1], e.g. mask:0.25",
                                   range: "range needs two areas in (0, 1],", example: "mask:0.05..0.5")
             try limit(2, example: "mask:0.25:noise")
-            var fill = MaskFill.value(0)
-            if arguments.count == 2 {
-                if arguments[1].lowercased() == "noise" {
-                    fill = .noise
-                } else if let value = number(1, { $0 >= 0 && $0 <= 1 }) {
-                    fill = .value(value)
-                } else {
-                    throw DataError("--corrupt mask fill must be a value in [0, 1] or 'noise', e.g. mask:0.25:0.5 or mask:0.25:noise\(got)")
-                }
-            }
-            return .mask(area: area, fill: fill)
+            return .mask(area: area, fill: try fill(examples: "mask:0.25:0.5 or mask:0.25:noise"))
         case "blur":
             let sigma = try amount(0, { $0 >= 0 && $0 <= largestBlurSigma },
                                    single: "--corrupt blur needs a sigma in [0, \(format(largestBlurSigma))] pixels, e.g. blur:1",
@@ -500,17 +497,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                 throw DataError("--corrupt holes needs a largest number of holes from 1 to 64, e.g. holes:4\(got)")
             }
             try limit(2, example: "holes:4:noise")
-            var fill = MaskFill.value(0)
-            if arguments.count == 2 {
-                if arguments[1].lowercased() == "noise" {
-                    fill = .noise
-                } else if let value = number(1, { $0 >= 0 && $0 <= 1 }) {
-                    fill = .value(value)
-                } else {
-                    throw DataError("--corrupt holes fill must be a value in [0, 1] or 'noise', e.g. holes:4:0.5 or holes:4:noise\(got)")
-                }
-            }
-            return .holes(count: count, fill: fill)
+            return .holes(count: count, fill: try fill(examples: "holes:4:0.5 or holes:4:noise"))
         default:
             throw DataError("unknown corruption '\(oneLine(name))' in --corrupt '\(oneLine(spec))'; \(usage)")
         }
