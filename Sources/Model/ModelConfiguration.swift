@@ -37,6 +37,17 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     public var detailLayers = 0
     /// Channels of the detail layers' hidden activations.
     public var detailChannels = 32
+    /// U-Net skips: at every resolution below the image, the decoder's activation is summed with
+    /// `w` times the encoder's activation of the same resolution and width before the next
+    /// transposed convolution reads it (`w` the skip weight), so detail reaches the decoder without
+    /// passing the latent (and, for the VQ-VAE, the codes). `w = 0` is the plain model.
+    public var skips = false
+    /// With `skips`: each training image draws its skip weight uniformly from
+    /// `skipWeightLow...skipWeightHigh` (equal ends: that weight), so one model learns to restore
+    /// from the codes alone (`w = 0`) through to trusting the input fully (`w = 1`); evaluation and
+    /// restoration use `skipWeightHigh` unless a fidelity is given.
+    public var skipWeightLow = 1.0
+    public var skipWeightHigh = 1.0
 
     public init(height: Int, width: Int, channels: Int) {
         self.height = height
@@ -47,11 +58,12 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
-        case residual, detailLayers, detailChannels
+        case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`) take their defaults when absent, so older checkpoints still load.
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`) take their
+    /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         model = try c.decodeIfPresent(ModelKind.self, forKey: .model) ?? .vqvae
@@ -72,6 +84,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         residual = try c.decodeIfPresent(Bool.self, forKey: .residual) ?? false
         detailLayers = try c.decodeIfPresent(Int.self, forKey: .detailLayers) ?? 0
         detailChannels = try c.decodeIfPresent(Int.self, forKey: .detailChannels) ?? 32
+        skips = try c.decodeIfPresent(Bool.self, forKey: .skips) ?? false
+        skipWeightLow = try c.decodeIfPresent(Double.self, forKey: .skipWeightLow) ?? 1
+        skipWeightHigh = try c.decodeIfPresent(Double.self, forKey: .skipWeightHigh) ?? 1
     }
 
     /// Channels of `pre_quant`'s output: `D`, or `2D` for the VAE (mean and log-variance).
@@ -116,6 +131,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         guard detailLayers >= 0, detailLayers <= 100 else { throw ModelError("--detail-layers must be between 0 and 100 (got \(detailLayers))") }
         guard detailChannels >= 1, detailChannels <= Self.largestWidth else {
             throw ModelError("--detail-channels must be between 1 and \(Self.largestWidth) (got \(detailChannels))")
+        }
+        guard skipWeightLow >= 0, skipWeightLow <= skipWeightHigh, skipWeightHigh <= 1 else {
+            throw ModelError("--skip-weight must be a value or a range LOW..HIGH with 0 <= LOW <= HIGH <= 1 (got \(skipWeightLow)..\(skipWeightHigh))")
         }
         guard detailLayers == 0 || residual else {
             throw ModelError("--detail-layers needs --residual (the detail layers add a correction to the input)")

@@ -67,6 +67,8 @@ extension ModelConfiguration {
             // The encoder's output here, the decoder's output at the same size, and their gradients.
             let activation = n * oh * ow * max(output, input)
             elements += 2 * activation
+            // U-Net skips: the sum up{i} reads at this size, and its gradient's encoder share.
+            if skips { elements += 2 * n * oh * ow * output }
             largest = max(largest, activation)
             workspace = max(workspace, n * oh * ow * input * 16, n * oh * ow * output * 16)
             // Or the strided Winograd's tiles and kernel, for this level's convolution and the

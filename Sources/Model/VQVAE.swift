@@ -33,6 +33,12 @@ public struct Losses: Equatable, Sendable {
 /// input passes through untouched wherever the corrections are zero; the detail layers give the
 /// network a path for per-pixel detail that does not go through the latent.
 ///
+/// With `configuration.skips` (a U-Net with additive skips) the transposed convolution `up{i}`
+/// reads `dec_i + w * enc_i` instead of `dec_i`: `enc_i` is the encoder's activation at the same
+/// resolution and width (`relu(down{D-1-i})`), `w` the image's skip weight (drawn per training image
+/// from the configuration's range, `fidelity` otherwise). Detail then reaches the decoder without
+/// passing the latent or the codes; `w = 0` decodes from the latent alone.
+///
 /// All trained parameters live in `parameters` (one flat buffer, gradients beside it). Every
 /// activation, gradient and workspace buffer is allocated once for `maxBatch` images; a training
 /// step allocates nothing.
@@ -65,6 +71,14 @@ public final class VQVAE {
     public let codeIndices: UnsafeMutableBufferPointer<Int32>  // [N, h, w]
     let decoderStack: ResidualStackBuffers
     let upOutputs: [FloatBuffer]          // relu(convT) between ups; the last is x_hat (residual: dec)
+    let skipSums: [FloatBuffer]           // skips: what up{i} reads, dec_i + w * enc_i
+    let skipGradients: [FloatBuffer]      // skips: w * dL/d(what up{i} reads), added to enc_i's gradient
+    /// Skips: each image's skip weight in the last forward pass.
+    let skipWeights: UnsafeMutableBufferPointer<Float>
+    /// Skips: the weight of evaluation and restoration (and of training without a noise key):
+    /// 1 trusts the input's detail fully, 0 restores from the latent alone. Starts at the top of
+    /// the configuration's training range.
+    public var fidelity: Float
     let detailInput: FloatBuffer          // [x | dec] [N, H, W, 2C] (with detail layers)
     let detailOutputs: [FloatBuffer]      // relu(conv) of each detail layer; the last, [N, H, W, C], without ReLU
     let residualOutput: FloatBuffer       // residual: x_hat [N, H, W, C]
@@ -148,13 +162,21 @@ public final class VQVAE {
         upOutputs = ups.enumerated().map { i, up in
             FloatBuffer(count: n * sizes[c.downsamplings - 1 - i].height * sizes[c.downsamplings - 1 - i].width * up.outputChannels)
         }
+        // up{i} reads the resolution D - i, where the encoder's down{D-1-i} has the same width.
+        skipSums = ups.enumerated().map { i, up in
+            FloatBuffer(count: c.skips ? n * sizes[c.downsamplings - i].height * sizes[c.downsamplings - i].width * up.inputChannels : 0)
+        }
+        skipGradients = skipSums.map { FloatBuffer(count: $0.count) }
+        skipWeights = .allocate(capacity: n)
+        fidelity = Float(c.skipWeightHigh)
+        skipWeights.initialize(repeating: fidelity)
         let pixels = n * c.height * c.width
         detailInput = FloatBuffer(count: detail.isEmpty ? 0 : pixels * 2 * c.channels)
         detailOutputs = detail.map { FloatBuffer(count: pixels * $0.outputChannels) }
         residualOutput = FloatBuffer(count: c.residual ? pixels * c.channels : 0)
         residualGradient = FloatBuffer(count: detail.isEmpty ? 0 : pixels * c.channels)
         var largest = pixels * c.channels
-        for buffer in downOutputs + upOutputs + [detailInput] + detailOutputs { largest = max(largest, buffer.count) }
+        for buffer in downOutputs + upOutputs + skipSums + [detailInput] + detailOutputs { largest = max(largest, buffer.count) }
         largest = max(largest, latentPositions * max(c.hidden, c.latentChannels))
         gradientA = FloatBuffer(count: largest)
         gradientB = FloatBuffer(count: largest)
@@ -176,15 +198,19 @@ public final class VQVAE {
         workspace = FloatBuffer(count: work)
     }
 
-    deinit { codeIndices.deallocate() }
+    deinit {
+        codeIndices.deallocate()
+        skipWeights.deallocate()
+    }
 
     /// Floats the model holds: parameters and their gradients, then every activation, gradient
     /// and workspace buffer (what `ModelConfiguration.trainingBytesEstimate` over-estimates).
     public var allocatedFloatCount: Int {
-        var buffers = downOutputs + upOutputs + [latent, quantized, noise, gradientA, gradientB, scratch, workspace]
+        var buffers = downOutputs + upOutputs + skipSums + skipGradients + [latent, quantized, noise, gradientA, gradientB, scratch, workspace]
         buffers += [detailInput, residualOutput, residualGradient] + detailOutputs
         for stack in [encoderStack, decoderStack] { buffers += [stack.input, stack.output] + stack.blockOutputs + stack.saved }
-        return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + (quantizer?.allocatedFloatCount ?? 0)
+        return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + skipWeights.count
+            + (quantizer?.allocatedFloatCount ?? 0)
     }
 
     /// Fresh weights from `seed`: PyTorch's default initialisation, a standard-normal codebook,
@@ -261,6 +287,7 @@ public final class VQVAE {
         let afterQuantizer = monotonicNanoseconds()
         times.quantizer += Double(afterQuantizer - encoded) * 1e-9
         defer { times.forward += Double(monotonicNanoseconds() - afterQuantizer + encoded - start) * 1e-9 }
+        if c.skips { drawSkipWeights(batch: batch, key: training ? noiseKey : nil) }
         runDecoder(batch: batch)
         if c.residual { runResidual(images: images, batch: batch) }
         // Reconstruction loss in double precision.
@@ -285,6 +312,38 @@ public final class VQVAE {
         }
     }
 
+    /// Skips: each image's weight, `skipWeights[n]`. With a key (training), image `firstImage + n`
+    /// of the global batch draws it uniformly from the configuration's range, from its own stream
+    /// keyed by `(seed, step, firstImage + n)`, so it does not depend on how the batch is split over
+    /// ranks; a range with equal ends is that weight, drawn or not. Without a key: `fidelity`.
+    func drawSkipWeights(batch: Int, key: NoiseKey?) {
+        let c = configuration
+        guard let key else {
+            for n in 0..<batch { skipWeights[n] = fidelity }
+            return
+        }
+        let (low, high) = (Float(c.skipWeightLow), Float(c.skipWeightHigh))
+        for n in 0..<batch {
+            guard low < high else { skipWeights[n] = low; continue }
+            var random = SplitMix64(seed: key.seed &+ SplitMix64.mix(key.step ^ 0x534B_4950), stream: UInt64(key.firstImage + n))
+            skipWeights[n] = min(random.uniform(low, high), high)
+        }
+    }
+
+    /// Skips: `sum = dec + w_n * enc` image by image (`perImage` floats each); a zero weight copies
+    /// `dec`, whatever `enc` holds.
+    private func addSkip(sum: UnsafeMutablePointer<Float>, decoded: UnsafePointer<Float>, encoded: UnsafePointer<Float>,
+                         batch: Int, perImage: Int) {
+        for n in 0..<batch {
+            let w = skipWeights[n], base = n * perImage
+            if w == 0 {
+                (sum + base).update(from: decoded + base, count: perImage)
+            } else {
+                for j in base..<(base + perImage) { sum[j] = decoded[j] + w * encoded[j] }
+            }
+        }
+    }
+
     /// The decoder alone, from `decoderInput` to `reconstruction`.
     func runDecoder(batch: Int) {
         let c = configuration
@@ -297,6 +356,11 @@ public final class VQVAE {
         var input = UnsafePointer(decoderStack.output.pointer)
         for (i, up) in ups.enumerated() {
             let size = resolutions[c.downsamplings - i]
+            if c.skips {
+                addSkip(sum: skipSums[i].pointer, decoded: input, encoded: downOutputs[c.downsamplings - 1 - i].pointer,
+                        batch: batch, perImage: size.height * size.width * up.inputChannels)
+                input = UnsafePointer(skipSums[i].pointer)
+            }
             up.forward(output: upOutputs[i].pointer, input: input, batch: batch, height: size.height, width: size.width,
                        relu: i < ups.count - 1, parameters: p, workspace: work)
             input = UnsafePointer(upOutputs[i].pointer)
@@ -340,6 +404,8 @@ public final class VQVAE {
             (quantized.pointer + p * d).update(from: codebook + k * d, count: d)
         }
         lastBatch = batch
+        // Skips: codes alone carry no encoder activations; decode from the latent only.
+        for n in 0..<batch { skipWeights[n] = 0 }
         runDecoder(batch: batch)
     }
 
@@ -391,10 +457,19 @@ public final class VQVAE {
         for i in stride(from: ups.count - 1, through: 0, by: -1) {
             let size = resolutions[c.downsamplings - i]
             let input = i == 0 ? decoderStack.output.pointer : upOutputs[i - 1].pointer
-            ups[i].backward(inputGradient: other, outputGradient: current, input: input, batch: batch,
+            ups[i].backward(inputGradient: other, outputGradient: current, input: c.skips ? skipSums[i].pointer : input, batch: batch,
                             height: size.height, width: size.width, parameters: p, gradients: g, workspace: work)
             gradientsReady(ups[i].weight.offset)
             swap(&current, &other)
+            if c.skips {
+                // d(dec_i + w enc_i): the encoder's share, w times the gradient, waits for the encoder's backward.
+                let perImage = size.height * size.width * ups[i].inputChannels
+                let saved = skipGradients[i].pointer
+                for n in 0..<batch {
+                    let w = skipWeights[n], base = n * perImage
+                    for j in base..<(base + perImage) { saved[j] = w * current[j] }
+                }
+            }
             // ReLU between ups (and the stack's final ReLU for i == 0).
             reluBackward(current, current, output: input, count: batch * size.height * size.width * ups[i].inputChannels)
         }
@@ -436,6 +511,8 @@ public final class VQVAE {
         swap(&current, &other)
         for i in stride(from: last, through: 0, by: -1) {
             let size = resolutions[i]
+            // Skips: relu(down{i}) also fed up{D-1-i}.
+            if c.skips { add(current, skipGradients[last - i].pointer, count: skipGradients[last - i].count / maxBatch * batch) }
             reluBackward(current, current, output: downOutputs[i].pointer,
                          count: batch * resolutions[i + 1].height * resolutions[i + 1].width * downs[i].outputChannels)
             let input = i == 0 ? images : UnsafePointer(downOutputs[i - 1].pointer)

@@ -70,6 +70,9 @@ public enum CodeFiles {
         guard !c.residual else {
             throw CodeFileError("\(options.checkpoint) is a --residual model: its output is its input plus a correction, so its codes alone cannot be decoded")
         }
+        guard !c.skips || c.skipWeightLow == 0 else {
+            throw CodeFileError("\(options.checkpoint) is a --skips model trained with skip weights \(c.skipWeightLow)..\(c.skipWeightHigh): its decoder needs the encoder's activations, so its codes alone cannot be decoded (train with --skip-weight 0..1 to decode codes)")
+        }
         try trained.checkImageSize(height: dataset.height, width: dataset.width, channels: dataset.channels, source: "--data")
         let total = options.limit > 0 ? min(options.limit, dataset.count) : dataset.count
         let batch = options.batch
@@ -112,6 +115,9 @@ public enum CodeFiles {
         guard c.model == .vqvae else { throw CodeFileError("\(path) is not a VQ-VAE checkpoint") }
         guard !c.residual else {
             throw CodeFileError("\(path) is a --residual model: its output is its input plus a correction, so codes alone cannot be decoded")
+        }
+        guard !c.skips || c.skipWeightLow == 0 else {
+            throw CodeFileError("\(path) is a --skips model trained with skip weights \(c.skipWeightLow)..\(c.skipWeightHigh): its decoder needs the encoder's activations, so codes alone cannot be decoded (train with --skip-weight 0..1 to decode codes)")
         }
         guard (file.latentHeight, file.latentWidth, file.codebookSize, file.height, file.width, file.channels)
                 == (c.latentHeight, c.latentWidth, c.codes, c.height, c.width, c.channels) else {

@@ -38,6 +38,10 @@ public struct RestoreOptions: Sendable {
     public var format: ImageFormat?
     /// JPEG quality, 1...100.
     public var quality = 95
+    /// U-Net (`--skips`) models: the weight of the encoder's activations in the decoder, from 0
+    /// (restore from the latent, or the codes, alone) to 1 (trust the input's detail fully); nil:
+    /// the top of the model's training range.
+    public var fidelity: Double?
 
     public init() {}
 }
@@ -122,6 +126,16 @@ public final class Restoration {
         setBLASThreads(options.threads)
         trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
         let c = trained.configuration
+        if let fidelity = options.fidelity {
+            guard c.skips else {
+                throw RestorationError("--fidelity needs a model trained with --skips; \(options.checkpoint) has no skips")
+            }
+            guard fidelity >= 0, fidelity <= 1 else { throw RestorationError("--fidelity must be in [0, 1] (got \(fidelity))") }
+            if fidelity < c.skipWeightLow || fidelity > c.skipWeightHigh {
+                console.warning("--fidelity \(fidelity) is outside the skip weights \(options.checkpoint) was trained with (\(c.skipWeightLow)..\(c.skipWeightHigh)); expect a poor restoration")
+            }
+            trained.model.fidelity = Float(fidelity)
+        }
         if let overlap = options.overlap, overlap < 0 || overlap >= min(c.height, c.width) {
             throw RestorationError("--overlap must be in 0..<\(min(c.height, c.width)) (the tiles are the model's \(c.height)x\(c.width))")
         }
@@ -468,6 +482,7 @@ public final class Restoration {
             c.width = width
             model = try VQVAE(configuration: c, maxBatch: 1)
             model.copyState(from: trained.model)
+            model.fidelity = trained.model.fidelity
             wholeModels[key] = model
         }
         _ = input.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, batch: 1, training: false) }

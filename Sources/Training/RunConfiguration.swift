@@ -125,6 +125,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--kl-weight", "\(cli.klWeight)", "\(model.klWeight)"),
             ("--detail-layers", "\(cli.detailLayers)", "\(model.detailLayers)"),
             ("--detail-channels", "\(cli.detailChannels)", "\(model.detailChannels)"),
+            ("--skip-weight", describeRange(cli.skipWeightLow, cli.skipWeightHigh), describeRange(model.skipWeightLow, model.skipWeightHigh)),
             ("--global-batch-size", "\(options.globalBatchSize)", "\(data.globalBatchSize)"),
             ("--seed", "\(options.seed)", "\(seed)"),
             ("--tail", options.tail.rawValue, data.tail),
@@ -147,6 +148,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--codebook-init", options.codebookInit.rawValue, controls.kmeansInit ? "kmeans" : "sonnet"),
         ]
         if options.given("--residual") { checks.append(("--residual", "", model.residual ? "" : "(off)")) }
+        if options.given("--skips") { checks.append(("--skips", "", model.skips ? "" : "(off)")) }
         if options.given("--kmeans-init") { checks.append(("--kmeans-init", "", controls.kmeansInit ? "" : "(off)")) }
         if options.given("--no-shuffle") { checks.append(("--no-shuffle", "", data.shuffle ? "(off)" : "")) }
         let contradictions = checks.filter { options.given($0.flag) && $0.given != $0.saved }.map { check -> String in
@@ -193,3 +195,6 @@ public func expandGlobs(_ paths: [String]) throws -> [String] {
     }
     return result
 }
+
+/// A skip-weight range as `--skip-weight` takes it: `W`, or `LOW..HIGH`.
+private func describeRange(_ low: Double, _ high: Double) -> String { low == high ? "\(low)" : "\(low)..\(high)" }

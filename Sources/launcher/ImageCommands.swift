@@ -42,6 +42,8 @@ struct Restore: ParsableCommand {
     var ensemble = false
     @Option(help: "Tiles per forward pass.")
     var batch = 32
+    @Option(parsing: .unconditional, help: "Models trained with --skips: the weight of the input's own detail, from 0 (restore from the latent or codes alone) to 1 (trust the input fully); default: the top of the --skip-weight range it was trained with.")
+    var fidelity: Double?
     @OptionGroup var key: ImagesKeyOption
     @Option(help: "Format of the images written into a folder: png or jpeg (default png; x.jpg is written as x.png).")
     var format: ImageFormat?
@@ -57,6 +59,7 @@ struct Restore: ParsableCommand {
         (o.checkpoint, o.input, o.out, o.corrupt, o.damagedOut, o.seed) = (checkpoint.checkpoint, input, out, corrupt, damagedOut, seed)
         (o.overlap, o.whole, o.ensemble, o.batch, o.imagesKey, o.threads) = (overlap, whole, ensemble, batch, key.imagesKey, threads.threads)
         (o.format, o.quality, o.skipBad, o.force, o.mask) = (format, quality, skipBad, force.force, mask)
+        o.fidelity = fidelity
         try finish(runAsOneProcess("restore") { try Restoration(options: o, console: $0).run().exitStatus })
     }
 }

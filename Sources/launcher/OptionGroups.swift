@@ -45,6 +45,10 @@ struct ArchitectureOptions: ParsableArguments {
     var detailLayers = modelDefaults.detailLayers
     @Option(name: .customLong("detail-channels"), parsing: .unconditional, help: "Channels of the detail layers.")
     var detailChannels = modelDefaults.detailChannels
+    @Flag(help: "U-Net skips: each transposed convolution of the decoder also reads the encoder's activation of the same resolution, so detail need not pass the latent or the codes.")
+    var skips = modelDefaults.skips
+    @Option(name: .customLong("skip-weight"), help: "With --skips: the weight w of the encoder's activations, W or a range LOW..HIGH in [0, 1] from which each training image draws its own (0..1 trains one model for every `restore --fidelity`).")
+    var skipWeight = SkipWeight(low: modelDefaults.skipWeightLow, high: modelDefaults.skipWeightHigh)
 
     /// The configuration for images of `height x width x channels`.
     func configuration(height: Int, width: Int, channels: Int) -> ModelConfiguration {
@@ -64,8 +68,34 @@ struct ArchitectureOptions: ParsableArguments {
         c.residual = residual
         c.detailLayers = detailLayers
         c.detailChannels = detailChannels
+        c.skips = skips
+        c.skipWeightLow = skipWeight.low
+        c.skipWeightHigh = skipWeight.high
         return c
     }
+}
+
+/// `--skip-weight W` or `LOW..HIGH` (checked against [0, 1] by the model's validation).
+struct SkipWeight: ExpressibleByArgument, CustomStringConvertible {
+    var low: Double
+    var high: Double
+
+    init(low: Double, high: Double) {
+        (self.low, self.high) = (low, high)
+    }
+
+    init?(argument: String) {
+        if let dots = argument.firstRange(of: "..") {
+            guard let low = Double(argument[..<dots.lowerBound]), let high = Double(argument[dots.upperBound...]) else { return nil }
+            (self.low, self.high) = (low, high)
+        } else {
+            guard let value = Double(argument) else { return nil }
+            (self.low, self.high) = (value, value)
+        }
+    }
+
+    var description: String { low == high ? "\(low)" : "\(low)..\(high)" }
+    var defaultValueDescription: String { description }
 }
 
 /// `--images-key`.

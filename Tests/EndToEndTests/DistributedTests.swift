@@ -51,8 +51,9 @@ final class DistributedTests: XCTestCase {
         try assertWorldSizesAgree(checkpointFolders: folders, label: "W = 2, 3")
     }
 
-    /// A residual restoration autoencoder with detail layers, trained on damaged input (ranged
-    /// noise and masks, holes), on W = 1 and 2 ranks: the same parameters and moments after 5 steps
+    /// A residual restoration autoencoder with detail layers and U-Net skips whose weight each
+    /// image draws from 0..1, trained on damaged input (ranged noise and masks, holes), on W = 1
+    /// and 2 ranks: the same parameters and moments after 5 steps
     /// within tolerance. (The autoencoder: the same run as a VQ-VAE, without --kmeans-init, agreed
     /// to 2e-6 in its step-1 gradients but drifted by 6e-4 after 5 steps; the holes' many equal
     /// latent vectors are likely near ties between codes, which summation order can flip.)
@@ -64,9 +65,11 @@ final class DistributedTests: XCTestCase {
             let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
                 "train", "--data", data, "--out", out.path, "--steps", "5", "--global-batch-size", "12", "--seed", "13",
                 "--checkpoint-every", "1", "--log-every", "1", "--hidden", "32", "--res-hidden", "16", "--code-dim", "16",
-                "--codes", "64", "--corrupt", "noise:0.02..0.2,mask:0.1..0.3,holes:4", "--model", "ae", "--residual", "--detail-layers", "2", "--detail-channels", "16"])
+                "--codes", "64", "--corrupt", "noise:0.02..0.2,mask:0.1..0.3,holes:4", "--model", "ae", "--residual", "--detail-layers", "2", "--detail-channels", "16",
+                "--skips", "--skip-weight", "0..1"])
             XCTAssertEqual(result.status, 0, result.standardError)
             XCTAssertTrue(result.standardOutput.contains("residual with 2 detail layers of 16"), result.standardOutput)
+            XCTAssertTrue(result.standardOutput.contains("U-Net skips (weight 0.0..1.0)"), result.standardOutput)
             folders.append(out.appendingPathComponent("checkpoints").path)
         }
         try assertWorldSizesAgree(checkpointFolders: folders, label: "residual, W = 2")

@@ -533,6 +533,117 @@ final class VQVAETests: XCTestCase {
         withExtendedLifetime(x) {}
     }
 
+    /// U-Net skips: the forward pass equals the double-precision reference with each image's own
+    /// skip weight, and every gradient equals the reference's (surrogate) finite differences (the
+    /// float model's own differences are checked for the autoencoder and VAE below: through the
+    /// quantizer they are not the straight-through gradient). Training draws each image's weight from the configuration's range, keyed
+    /// by the image's place in the global batch, so splitting the batch does not change them.
+    func testSkipModelsMatchReferenceAndFiniteDifferences() throws {
+        for (residual, detailLayers) in [(false, 0), (true, 1)] {
+            var c = smallConfiguration(.ema)
+            c.skips = true
+            c.skipWeightLow = 0.25
+            c.skipWeightHigh = 1
+            c.residual = residual
+            c.detailLayers = detailLayers
+            c.detailChannels = 5
+            let name = "skips, residual \(residual), detail \(detailLayers)"
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 81)
+            XCTAssertEqual(model.fidelity, 1, "evaluation starts at the top of the range")
+            let x = images(model, seed: 82)
+            let t = randomFloats(x.count, seed: 83, low: -0.5, high: 0.5)
+            let xBuffer = makeBuffer(x), tBuffer = makeBuffer(t)
+            spreadCodebook(model, images: xBuffer)
+            let key = NoiseKey(seed: 5, step: 7, firstImage: 10)
+            let losses = model.forward(images: xBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: true, noise: key)
+            let weights = (0..<batch).map { Double(model.skipWeights[$0]) }
+            XCTAssertTrue(weights.allSatisfy { $0 >= 0.25 && $0 <= 1 }, "\(name): weights \(weights) in the range")
+            XCTAssertNotEqual(weights[0], weights[1], "\(name): each image draws its own weight")
+            let reference = ReferenceVQVAE(model: model)
+            let xDouble = x.map(Double.init), tDouble = t.map(Double.init)
+            let base = reference.forward(images: xDouble, targets: tDouble, batch: batch, skipWeights: weights)
+            let codes = indices(model)
+            XCTAssertEqual(codes, base.indices, "\(name): nearest codes")
+            assertClose(doubles(model.reconstruction.pointer, count: x.count), base.reconstruction, tolerance: 1e-5, "\(name): x_hat")
+            assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "\(name): total loss")
+            let plain = reference.forward(images: xDouble, targets: tDouble, batch: batch, skipWeights: [0, 0])
+            XCTAssertGreaterThan(zip(plain.reconstruction, base.reconstruction).map { abs($0 - $1) }.max()!, 1e-3,
+                                 "\(name): the skips change the output")
+
+            model.parameters.zeroGradients()
+            model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
+            let gradients = model.parameters.gradients
+            let h = 1e-5
+            var numeric: [Double] = [], analytic: [Double] = []
+            for slot in model.parameters.slots {
+                let g = torchTensor(slot, in: gradients)
+                XCTAssertTrue(g.contains { $0 != 0 }, "\(name) \(slot.name): gradient is all zero")
+                for i in sampleIndices(count: slot.count, samples: 4, seed: 84) {
+                    var perturbed = reference
+                    perturbed.tensors[slot.name]![i] += h
+                    let plus = perturbed.forward(images: xDouble, targets: tDouble, batch: batch, anchor: base.anchor, skipWeights: weights)
+                    perturbed.tensors[slot.name]![i] -= 2 * h
+                    let minus = perturbed.forward(images: xDouble, targets: tDouble, batch: batch, anchor: base.anchor, skipWeights: weights)
+                    XCTAssertEqual(plus.indices, codes, "\(slot.name)[\(i)]: assignment changed at +h")
+                    XCTAssertEqual(minus.indices, codes, "\(slot.name)[\(i)]: assignment changed at -h")
+                    numeric.append((plus.total - minus.total) / (2 * h))
+                    analytic.append(g[i])
+                }
+            }
+            assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
+                        "\(name): every slot vs surrogate finite differences (double)")
+            // Image 11 of the global batch draws the same weight alone as second in a batch of two.
+            let one = try VQVAE(configuration: c, maxBatch: 1)
+            one.copyState(from: model)
+            one.forward(images: xBuffer.pointer + model.imageCount, targets: tBuffer.pointer + model.imageCount, batch: 1,
+                        training: true, noise: NoiseKey(seed: 5, step: 7, firstImage: 11))
+            XCTAssertEqual(Double(one.skipWeights[0]), weights[1], "\(name): the weight follows the image, not the split")
+            withExtendedLifetime((xBuffer, tBuffer)) {}
+        }
+    }
+
+    /// A skip model at fidelity 0 is the same network without skips; an autoencoder and a VAE with
+    /// skips differentiate correctly too.
+    func testSkipModelAtFidelityZeroIsThePlainModelAndOtherKindsDifferentiate() throws {
+        var c = smallConfiguration(.ema)
+        c.skips = true
+        let model = try VQVAE(configuration: c, maxBatch: batch)
+        model.initialize(seed: 91)
+        var plainConfiguration = c
+        plainConfiguration.skips = false
+        let plain = try VQVAE(configuration: plainConfiguration, maxBatch: batch)
+        plain.copyState(from: model)
+        let x = makeBuffer(images(model, seed: 92))
+        model.fidelity = 0
+        model.forward(images: x.pointer, batch: batch, training: false)
+        plain.forward(images: x.pointer, batch: batch, training: false)
+        XCTAssertEqual(model.reconstruction.array, plain.reconstruction.array, "fidelity 0 ignores the skips")
+        model.fidelity = 1
+        model.forward(images: x.pointer, batch: batch, training: false)
+        XCTAssertNotEqual(model.reconstruction.array, plain.reconstruction.array, "fidelity 1 uses them")
+
+        for kind in [ModelKind.ae, .vae] {
+            var k = smallConfiguration(.ema)
+            k.model = kind
+            k.skips = true
+            k.residual = kind == .ae
+            let model = try VQVAE(configuration: k, maxBatch: batch)
+            model.initialize(seed: 93)
+            let x = makeBuffer(images(model, seed: 94)), t = makeBuffer(images(model, seed: 95))
+            let key: NoiseKey? = kind == .vae ? NoiseKey(seed: 9, step: 3, firstImage: 4) : nil
+            model.forward(images: x.pointer, targets: t.pointer, batch: batch, training: true, noise: key)
+            model.parameters.zeroGradients()
+            model.backward(images: x.pointer, targets: t.pointer)
+            let (numeric, analytic) = modelFiniteDifferences(model, images: x, targets: t, slots: model.parameters.slots, h: 1e-3,
+                                                             seed: 96, perSlot: 3, noise: key)
+            assertClose(analytic, numeric, tolerance: 2e-2, floor: 2e-2 * largestMagnitude(numeric),
+                        "skips \(kind): every slot vs model finite differences (float)")
+            withExtendedLifetime((x, t)) {}
+        }
+        withExtendedLifetime(x) {}
+    }
+
     /// The configuration keys of residual models: stored and read back; a configuration written
     /// before they existed reads as a plain model; bad values and detail layers without
     /// `--residual` are refused.
@@ -544,7 +655,9 @@ final class VQVAETests: XCTestCase {
         let json = try JSONEncoder().encode(c)
         XCTAssertEqual(try JSONDecoder().decode(ModelConfiguration.self, from: json), c)
         var object = try JSONSerialization.jsonObject(with: json) as! [String: Any]
-        for key in ["residual", "detailLayers", "detailChannels"] { XCTAssertNotNil(object.removeValue(forKey: key), key) }
+        for key in ["residual", "detailLayers", "detailChannels", "skips", "skipWeightLow", "skipWeightHigh"] {
+            XCTAssertNotNil(object.removeValue(forKey: key), key)
+        }
         let old = try JSONDecoder().decode(ModelConfiguration.self, from: try JSONSerialization.data(withJSONObject: object))
         XCTAssertFalse(old.residual)
         XCTAssertEqual(old.detailLayers, 0)
@@ -558,6 +671,12 @@ final class VQVAETests: XCTestCase {
         bad.detailLayers = 1
         bad.detailChannels = 0
         XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("--detail-channels must be between 1"), "\($0)") }
+        for (low, high) in [(-0.1, 1.0), (0.8, 0.2), (0, 1.5), (Double.nan, 1)] {
+            var skips = smallConfiguration(.ema)
+            skips.skips = true
+            (skips.skipWeightLow, skips.skipWeightHigh) = (low, high)
+            XCTAssertThrowsError(try skips.validate(), "\(low)..\(high)") { XCTAssertTrue("\($0)".contains("--skip-weight must be"), "\($0)") }
+        }
     }
 }
 
@@ -582,6 +701,11 @@ final class ModelMemoryTests: XCTestCase {
             var residual = ModelConfiguration(height: 32, width: 32, channels: 3)
             residual.residual = true; residual.detailLayers = layers; residual.detailChannels = width
             cases.append((residual, 32))
+        }
+        for (kind, down) in [(ModelKind.vqvae, 2), (.ae, 1), (.vae, 3)] {
+            var unet = ModelConfiguration(height: 64, width: 64, channels: 3)
+            unet.model = kind; unet.downsamplings = down; unet.skips = true; unet.residual = true
+            cases.append((unet, 16))
         }
         for (c, batch) in cases {
             let model = try VQVAE(configuration: c, maxBatch: batch)

@@ -63,16 +63,21 @@ public struct ReferenceVQVAE {
                                   channels: c.hidden, residualChannels: c.residualHidden).forward(x)
     }
 
-    /// With `targets` the reconstruction loss compares with them instead of `images`.
-    public func forward(images: [Double], targets: [Double]? = nil, batch: Int, anchor: Anchor? = nil) -> Output {
+    /// With `targets` the reconstruction loss compares with them instead of `images`. With U-Net
+    /// skips, image `n`'s decoder adds `skipWeights[n]` (default 1 each) times the encoder's
+    /// activation of each resolution before every transposed convolution.
+    public func forward(images: [Double], targets: [Double]? = nil, batch: Int, anchor: Anchor? = nil,
+                        skipWeights: [Double]? = nil) -> Output {
         let c = configuration
         let stride2 = Window(kernel: 4, stride: 2, padding: 1)
         let same3 = Window(kernel: 3, stride: 1, padding: 1)
         let image = Tensor4(batch: batch, height: c.height, width: c.width, channels: c.channels, values: images)
         // Encoder.
         var x = image
+        var encoded: [Tensor4] = []
         for i in 0..<c.downsamplings {
             x = naiveReLU(conv("encoder/down\(i)", x, c.hidden >> (c.downsamplings - 1 - i), stride2))
+            encoded.append(x)
         }
         x = conv("encoder/conv", x, c.hidden, same3)
         for j in 0..<c.residualBlocks { x = block("encoder/res\(j)", x) }
@@ -124,6 +129,10 @@ public struct ReferenceVQVAE {
         for j in 0..<c.residualBlocks { y = block("decoder/res\(j)", y) }
         y = naiveReLU(y)
         for i in 0..<c.downsamplings {
+            if c.skips {
+                let skip = encoded[c.downsamplings - 1 - i], perImage = skip.count / batch
+                for j in y.values.indices { y.values[j] += (skipWeights?[j / perImage] ?? 1) * skip.values[j] }
+            }
             let last = i == c.downsamplings - 1
             let out = last ? c.channels : c.hidden >> (i + 1)
             y = naiveConvTranspose2d(y, weight: tensors["decoder/up\(i)/weight"]!, bias: tensors["decoder/up\(i)/bias"]!,

@@ -273,6 +273,69 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// A VQ-VAE with U-Net skips and a range of skip weights: resuming is bit-identical (each
+    /// image's weight is keyed by the step, not drawn from a running generator), `restore` runs at
+    /// two fidelities with different results and refuses one outside [0, 1], and `encode` accepts
+    /// it because its range starts at 0 (its codes decode at `w = 0`); a plain model refuses
+    /// `--fidelity`.
+    func testSkipModelResumesBitIdenticallyAndRestoresAtAnyFidelity() throws {
+        let data = try TrainingFixtures.blobs("skips")
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("skips-straight"), steps: 4)
+        options.corrupt = "noise:0.1"
+        options.architecture.skips = true
+        options.architecture.skipWeightLow = 0
+        options.architecture.skipWeightHigh = 1
+        options.seed = 14
+        let (straight, whole) = try TrainingFixtures.train(options)
+        options.out = try TrainingFixtures.folder("skips-interrupted")
+        options.steps = 2
+        try TrainingFixtures.train(options)
+        options.steps = 4
+        options.resume = "auto"
+        let (resumed, second) = try TrainingFixtures.train(options)
+        XCTAssertEqual(second.firstStep, 2)
+        TrainingFixtures.assertBitIdentical(TrainingFixtures.snapshot(resumed.state), TrainingFixtures.snapshot(straight.state))
+        let trained = try TrainedModel(checkpoint: whole.checkpoint, batch: 4)
+        XCTAssertTrue(trained.configuration.skips)
+        XCTAssertEqual([trained.configuration.skipWeightLow, trained.configuration.skipWeightHigh], [0, 1])
+
+        let folder = try TrainingFixtures.folder("skips-restore")
+        let (height, width) = (24, 40)
+        let pixels = (0..<(height * width)).map { UInt8(30 + ($0 / width) * 4 + ($0 % width) * 3) }
+        try PNGImage(height: height, width: width, channels: 1, pixels: pixels).write(to: folder + "/in.png")
+        var restored: [[UInt8]] = []
+        for fidelity in [0.0, 1.0] {
+            var restore = RestoreOptions()
+            restore.checkpoint = whole.checkpoint
+            restore.input = folder + "/in.png"
+            restore.out = folder + "/fidelity-\(fidelity).png"
+            restore.fidelity = fidelity
+            XCTAssertEqual(try Restoration(options: restore, console: Console()).run().restored, 1)
+            restored.append(try PNGImage.read(path: restore.out).pixels)
+        }
+        XCTAssertNotEqual(restored[0], restored[1], "the fidelity changes the restoration")
+        var bad = RestoreOptions()
+        bad.checkpoint = whole.checkpoint
+        bad.input = folder + "/in.png"
+        bad.out = folder + "/bad.png"
+        bad.fidelity = 1.5
+        XCTAssertThrowsError(try Restoration(options: bad, console: Console())) { XCTAssertEqual("\($0)", "--fidelity must be in [0, 1] (got 1.5)") }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: bad.out))
+
+        var encode = EncodeOptions()
+        encode.checkpoint = whole.checkpoint
+        encode.data = [data]
+        encode.out = folder + "/codes.h5"
+        XCTAssertNoThrow(try CodeFiles.encode(encode, console: Console()))
+
+        var plainOptions = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("skips-plain"), steps: 1)
+        plainOptions.seed = 14
+        let (_, plain) = try TrainingFixtures.train(plainOptions)
+        bad.checkpoint = plain.checkpoint
+        bad.fidelity = 0.5
+        XCTAssertThrowsError(try Restoration(options: bad, console: Console())) { XCTAssertTrue("\($0)".contains("--fidelity needs a model trained with --skips"), "\($0)") }
+    }
+
     /// Options the library refuses name the flag, before anything is written.
     func testImpossibleOptionsAreRefused() throws {
         let data = try TrainingFixtures.blobs("refused")
