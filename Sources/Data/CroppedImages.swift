@@ -41,9 +41,10 @@ public final class CroppedImages: ImageSource {
     public var width: Int { size }
     public var channels: Int { files.channels }
 
-    /// One crop's worth of floats for turning a crop; used under `lock` (the prefetch thread and
-    /// the sample grids may read at once).
-    private let scratch: FloatBuffer
+    /// One crop's worth of floats for turning a crop, allocated at the first turn (after the
+    /// trainer's memory checks); used under `lock` (the prefetch thread and the sample grids may
+    /// read at once).
+    private var scratch: FloatBuffer?
     private let lock = NSLock()
 
     /// Refuses a size below 1 and, naming the smallest, images smaller than `size` on a side.
@@ -59,7 +60,6 @@ public final class CroppedImages: ImageSource {
         self.size = size
         self.seed = seed
         self.augmentation = augmentation
-        scratch = FloatBuffer(count: augmentation == .none ? 1 : size * size * files.channels)
     }
 
     /// The position of the crop of sample `index` in `epoch` in an `imageHeight x imageWidth`
@@ -124,7 +124,9 @@ public final class CroppedImages: ImageSource {
         lock.lock()
         defer { lock.unlock() }
         let elements = imageElements
-        scratch.pointer.update(from: target, count: elements)
-        placement.transform.apply(UnsafePointer(scratch.pointer), height: size, width: size, channels: channels, into: target)
+        let buffer = scratch ?? FloatBuffer(count: elements)
+        scratch = buffer
+        buffer.pointer.update(from: target, count: elements)
+        placement.transform.apply(UnsafePointer(buffer.pointer), height: size, width: size, channels: channels, into: target)
     }
 }

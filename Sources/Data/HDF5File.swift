@@ -239,7 +239,8 @@ final class HDF5File {
         defer { H5Pclose(create) }
         var chunk = dims.map { max($0, 1) }
         chunk[0] = hsize_t(max(1, min(rowsPerChunk, shape[0])))
-        guard H5Pset_chunk(create, Int32(chunk.count), &chunk) >= 0 else {
+        // An empty dataset cannot be chunked (a chunk may not exceed a fixed dimension): contiguous.
+        guard shape.contains(0) || H5Pset_chunk(create, Int32(chunk.count), &chunk) >= 0 else {
             throw DataError("\(path): cannot set chunking for '\(name)'")
         }
         let dataset = H5Dcreate2(id, name, CHDF5_T_STD_U8LE(), space, CHDF5_P_DEFAULT(), create, CHDF5_P_DEFAULT())

@@ -48,10 +48,11 @@ public final class VariableSizeDataset: ImageFiles {
     /// Rows of `shapes` and `offsets` read at a time while validating.
     static let block = 65_536
 
-    /// Whether `path` holds images of different sizes: `pixels` and no `imagesKey` dataset.
+    /// Whether `path` is meant to hold images of different sizes: no `imagesKey` dataset, and
+    /// `pixels`, `shapes` or `offsets` (so that a file missing one of them is told which).
     static func isVariableSize(path: String, imagesKey: String) throws -> Bool {
         let file = try HDF5File.open(path)
-        return file.kind(of: imagesKey) != .dataset && file.kind(of: "pixels") == .dataset
+        return file.kind(of: imagesKey) != .dataset && ["pixels", "shapes", "offsets"].contains { file.kind(of: $0) == .dataset }
     }
 
     /// Opens and validates every file; any problem is one `DataError` naming the file. Not
