@@ -129,6 +129,9 @@ public final class ImageDataset {
         if let cropSize {
             try checkBatchFitsInMemory(elements: cropSize * cropSize * channels, batch: batch, bytesPerImageElement: bytesPerImageElement,
                                        what: "crops of \(cropSize)x\(cropSize)x\(channels)", path: paths[0])
+            // The data's identity reads whole images, one at a time, as floats.
+            try checkBatchFitsInMemory(elements: imageElements, batch: 1, bytesPerImageElement: 4,
+                                       what: "images of \(height)x\(width)x\(channels)", path: paths[0])
             return
         }
         let (perImage, overflowImage) = imageElements.multipliedReportingOverflow(by: bytesPerImageElement)
