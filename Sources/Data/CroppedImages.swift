@@ -30,13 +30,18 @@ public struct CropPlacement: Equatable, Sendable {
 /// - Plain reads by index (`read(indices:)`: validation, sample grids): the centre crop, at
 ///   `((H - S) / 2, (W - S) / 2)` rounded down, unturned.
 ///
+/// With `cropsPerImage` K the samples are `K` times the images: sample `v` is a crop of image
+/// `v mod N`, keyed by `v`, so an epoch sees K independent crops of every image.
+///
 /// Only the crop's rectangle is read from the file.
 public final class CroppedImages: ImageSource {
     public let files: any ImageFiles
     public let size: Int
     public let seed: UInt64
     public let augmentation: Augmentation
-    public var count: Int { files.count }
+    public let cropsPerImage: Int
+    /// Samples: `cropsPerImage` per image.
+    public let count: Int
     public var height: Int { size }
     public var width: Int { size }
     public var channels: Int { files.channels }
@@ -50,8 +55,14 @@ public final class CroppedImages: ImageSource {
     /// Refuses a size below 1 and, naming the smallest, images smaller than `size` on a side.
     /// `what` names the files' flag in the message (`--data`, `--val`).
     public init(files: any ImageFiles, size: Int, seed: UInt64 = 0, augmentation: Augmentation = .none,
-                what: String = "--data") throws {
+                cropsPerImage: Int = 1, what: String = "--data") throws {
         guard size >= 1 else { throw DataError("--crop must be at least 1 (got \(size))") }
+        let (samples, overflow) = files.count.multipliedReportingOverflow(by: cropsPerImage)
+        guard cropsPerImage >= 1 else { throw DataError("--crops-per-image must be at least 1 (got \(cropsPerImage))") }
+        // The sampler keeps an index of every sample.
+        guard !overflow, samples <= physicalMemoryBytes / 2 / 16 else {
+            throw DataError("--crops-per-image \(cropsPerImage): \(files.count) images give more samples per epoch than this machine can index; take fewer crops per image")
+        }
         let smallest = files.smallestImage
         guard smallest.height >= size && smallest.width >= size else {
             throw DataError("--crop \(size): \(files.describeImage(smallest.index)) is \(smallest.height)x\(smallest.width), smaller than \(size)x\(size) (the smallest image of \(what)); every image must be at least \(size) pixels on both sides")
@@ -60,6 +71,8 @@ public final class CroppedImages: ImageSource {
         self.size = size
         self.seed = seed
         self.augmentation = augmentation
+        self.cropsPerImage = cropsPerImage
+        count = samples
     }
 
     /// The position of the crop of sample `index` in `epoch` in an `imageHeight x imageWidth`
@@ -90,9 +103,12 @@ public final class CroppedImages: ImageSource {
         CropPlacement(top: (imageHeight - size) / 2, left: (imageWidth - size) / 2, transform: Dihedral.all[0])
     }
 
-    /// Where the training crop of sample `index` in `epoch` lies.
+    /// The image of sample `index`.
+    public func image(ofSample index: Int) -> Int { index % files.count }
+
+    /// Where the training crop of sample `index` in `epoch` lies (in image `image(ofSample:)`).
     public func placement(epoch: Int, index: Int) -> CropPlacement {
-        let (h, w) = files.imageSize(index)
+        let (h, w) = files.imageSize(image(ofSample: index))
         return Self.randomPlacement(seed: seed, epoch: epoch, index: index, imageHeight: h, imageWidth: w, size: size,
                                     augmentation: augmentation)
     }
@@ -102,7 +118,7 @@ public final class CroppedImages: ImageSource {
         let elements = imageElements
         for (j, index) in indices.enumerated() {
             guard index >= 0 && index < count else { throw DataError("sample index \(index) is outside the dataset (N = \(count))") }
-            let (h, w) = files.imageSize(index)
+            let (h, w) = files.imageSize(image(ofSample: index))
             try read(index: index, at: Self.centrePlacement(imageHeight: h, imageWidth: w, size: size), into: destination + j * elements)
         }
     }
@@ -119,7 +135,7 @@ public final class CroppedImages: ImageSource {
     }
 
     private func read(index: Int, at placement: CropPlacement, into target: UnsafeMutablePointer<Float>) throws {
-        try files.readRegion(index: index, top: placement.top, left: placement.left, height: size, width: size, into: target)
+        try files.readRegion(index: image(ofSample: index), top: placement.top, left: placement.left, height: size, width: size, into: target)
         guard placement.transform != Dihedral.all[0] else { return }
         lock.lock()
         defer { lock.unlock() }

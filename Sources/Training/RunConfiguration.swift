@@ -43,6 +43,8 @@ public struct RunConfiguration: Codable, Sendable {
         /// them; nil for whole images (and in checkpoints written before crops existed).
         public var crop: Int?
         public var augment: String?
+        /// `--crops-per-image`: samples per image and epoch with `crop` (nil: 1).
+        public var cropsPerImage: Int?
         /// What identifies the data (nil in checkpoints written before it was recorded).
         public var identity: DatasetIdentity?
     }
@@ -81,7 +83,8 @@ public struct RunConfiguration: Codable, Sendable {
         data = DataSettings(files: files.paths, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
                             shuffle: options.shuffle, datasetSize: dataset.count, tail: options.tail.rawValue,
                             corrupt: corruptions.description, crop: options.crop,
-                            augment: options.crop == nil ? nil : options.augment.rawValue, identity: nil)
+                            augment: options.crop == nil ? nil : options.augment.rawValue,
+                            cropsPerImage: options.crop == nil ? nil : options.cropsPerImage, identity: nil)
         seed = options.seed
         steps = options.steps
         codebook = CodebookControls(options, model: model)
@@ -136,6 +139,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--corrupt", try CorruptionPipeline(spec: options.corrupt).description, data.corrupt),
             ("--crop", options.crop.map { "\($0)" } ?? "", data.crop.map { "\($0)" } ?? ""),
             ("--augment", options.augment.rawValue, data.augment ?? "none"),
+            ("--crops-per-image", "\(options.cropsPerImage)", "\(data.cropsPerImage ?? 1)"),
             ("--images-key", options.imagesKey, data.imagesKey),
             ("--beta1", "\(options.beta1)", "\(optimizer.beta1)"),
             ("--beta2", "\(options.beta2)", "\(optimizer.beta2)"),

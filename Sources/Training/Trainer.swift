@@ -108,7 +108,8 @@ public final class Trainer {
             }
             return known
         } ?? options.augment
-        dataset = try Self.trainingImages(files: files, crop: crop, augmentation: augmentation,
+        let cropsPerImage = resumedConfiguration.map { $0.data.cropsPerImage ?? 1 } ?? options.cropsPerImage
+        dataset = try Self.trainingImages(files: files, crop: crop, augmentation: augmentation, cropsPerImage: cropsPerImage,
                                           seed: resumedConfiguration?.seed ?? options.seed,
                                           downsamplings: resumedConfiguration?.model.downsamplings ?? options.architecture.downsamplings)
         if let resumed = resumedConfiguration {
@@ -125,6 +126,9 @@ public final class Trainer {
             configuration = RunConfiguration(options: options, files: files, dataset: dataset, corruptions: parsedCorruptions)
         }
         let settings = configuration
+        if crop != nil && dataset.count < settings.data.globalBatchSize {
+            throw TrainingError("--data holds \(files.count) images and \(dataset.count) crops per epoch, fewer than one global batch of \(settings.data.globalBatchSize); take several crops of every image with --crops-per-image K (e.g. \((settings.data.globalBatchSize + files.count - 1) / files.count * 4)) or lower --global-batch-size")
+        }
         sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: settings.data.globalBatchSize,
                                      seed: settings.seed, shuffle: settings.data.shuffle,
                                      tail: EpochTail(rawValue: settings.data.tail) ?? .drop,
@@ -186,8 +190,8 @@ public final class Trainer {
 
     /// What the model trains on: the images of `files`, or with `crop` their random crops (needed
     /// for images of different sizes), checked against the model's divisibility.
-    static func trainingImages(files: any ImageFiles, crop: Int?, augmentation: Augmentation, seed: UInt64,
-                               downsamplings: Int) throws -> any ImageSource {
+    static func trainingImages(files: any ImageFiles, crop: Int?, augmentation: Augmentation, cropsPerImage: Int = 1,
+                               seed: UInt64, downsamplings: Int) throws -> any ImageSource {
         guard let crop else {
             guard let fixed = files as? ImageDataset else {
                 throw TrainingError("\(files.paths[0]) holds images of different sizes; train on random crops of them with --crop S (e.g. --crop 64)")
@@ -198,7 +202,7 @@ public final class Trainer {
         guard crop >= 1, crop % factor == 0 else {
             throw TrainingError("--crop \(crop) is not divisible by 2^down = \(factor); choose a multiple of \(factor)")
         }
-        return try CroppedImages(files: files, size: crop, seed: seed, augmentation: augmentation)
+        return try CroppedImages(files: files, size: crop, seed: seed, augmentation: augmentation, cropsPerImage: cropsPerImage)
     }
 
     /// `--val`: opened and checked against the model's image size. Images of another size (or of
@@ -324,8 +328,9 @@ public final class Trainer {
 
         let c = model.configuration
         let what = (dataset as? CroppedImages).map { cropped in
-            "\(cropped.count) images" + (files.fixedSize.map { " \($0.height)x\($0.width)x\(c.channels)" } ?? " of different sizes")
+            "\(files.count) images" + (files.fixedSize.map { " \($0.height)x\($0.width)x\(c.channels)" } ?? " of different sizes")
                 + ", random \(cropped.size)x\(cropped.size) crops" + (cropped.augmentation == .none ? "" : " (\(cropped.augmentation.rawValue))")
+                + (cropped.cropsPerImage == 1 ? "" : ", \(cropped.cropsPerImage) per image and epoch")
         } ?? "\(dataset.count) images \(c.height)x\(c.width)x\(c.channels)"
         console.info("vqvae train: \(what) from \(files.paths.joined(separator: " ")); "
             + "\(model.parameters.count) parameters, codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "

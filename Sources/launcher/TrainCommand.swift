@@ -63,6 +63,8 @@ struct Train: ParsableCommand {
     var crop: Int?
     @Option(help: "With --crop: none, flips (a random left-right mirror) or dihedral (one of the 8 mirrors and quarter turns of the square).")
     var augment: Augmentation = trainingDefaults.augment
+    @Option(name: .customLong("crops-per-image"), parsing: .unconditional, help: "With --crop: crops of every image per epoch (each its own draw), so that a few large photos fill many batches.")
+    var cropsPerImage = trainingDefaults.cropsPerImage
     @Option(parsing: .unconditional, help: "Batches prepared ahead on a background thread (0: read on the training thread).")
     var prefetch = trainingDefaults.prefetch
     @Option(help: "The end of an epoch that does not fill a global batch: drop or wrap into the next epoch.")
@@ -143,6 +145,7 @@ struct Train: ParsableCommand {
         o.corrupt = corrupt
         o.crop = crop
         o.augment = augment
+        o.cropsPerImage = cropsPerImage
         o.prefetch = prefetch
         o.tail = tail
         o.seed = seed

@@ -328,6 +328,36 @@ final class VariableSizeDatasetTests: XCTestCase {
                                                left: (shapes[2].width - size) / 2, height: size, width: size))
     }
 
+    /// With K crops per image, sample `v` is a crop of image `v mod N` keyed by `v`: the K crops
+    /// of an image in one epoch are independent draws.
+    func testSeveralCropsPerImage() throws {
+        let dir = try folder("per-image")
+        let (pixels, shapes) = images(count: 3, channels: 1, low: 20, high: 30)
+        try VariableSizeDataset.write(path: dir + "/v.h5", images: pixels, shapes: shapes)
+        let files = try openImageFiles(paths: [dir + "/v.h5"])
+        let cropped = try CroppedImages(files: files, size: 4, seed: 3, augmentation: .flips, cropsPerImage: 5)
+        XCTAssertEqual(cropped.count, 15)
+        let out = FloatBuffer(count: 15 * 16)
+        try cropped.read(samples: (0..<15).map { (epoch: 2, index: $0) }, into: out.pointer)
+        var placements: [CropPlacement] = []
+        for v in 0..<15 {
+            let image = v % 3
+            let placement = CroppedImages.randomPlacement(seed: 3, epoch: 2, index: v, imageHeight: shapes[image].height,
+                                                          imageWidth: shapes[image].width, size: 4, augmentation: .flips)
+            XCTAssertEqual(cropped.placement(epoch: 2, index: v), placement)
+            let naive = naiveCrop(pixels[image], shape: shapes[image], top: placement.top, left: placement.left, height: 4, width: 4)
+            XCTAssertEqual(Array(UnsafeBufferPointer(start: out.pointer + v * 16, count: 16)),
+                           naiveTurn(naive, side: 4, channels: 1, rotations: 0, mirrored: placement.transform.mirrored), "sample \(v)")
+            placements.append(placement)
+        }
+        XCTAssertGreaterThan(Set(placements.filter { _ in true }.enumerated().filter { $0.offset % 3 == 0 }.map { "\($0.element.top),\($0.element.left)" }).count, 1,
+                             "the 5 crops of image 0 are not all in one place")
+        XCTAssertThrowsError(try CroppedImages(files: files, size: 4, cropsPerImage: 0))
+        XCTAssertThrowsError(try CroppedImages(files: files, size: 4, cropsPerImage: Int.max / 2)) { error in
+            XCTAssertTrue("\(error)".contains("more samples per epoch than this machine can index"), "\(error)")
+        }
+    }
+
     /// A crop larger than the smallest image names that image.
     func testCropLargerThanTheSmallestImageNamesIt() throws {
         let dir = try folder("smallest")

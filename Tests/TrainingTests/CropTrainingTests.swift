@@ -123,6 +123,38 @@ final class CropTrainingTests: XCTestCase {
         }
     }
 
+    /// A few photos fill many batches with --crops-per-image, stored and restored like the crop;
+    /// without it the run says so.
+    func testSeveralCropsPerImageFillTheBatches() throws {
+        let data = try Self.photos("crop-few", count: 5)
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("crop-few"), steps: 3)
+        options.crop = 16
+        XCTAssertThrowsError(try TrainingFixtures.train(options)) { error in
+            XCTAssertEqual("\(error)", "--data holds 5 images and 5 crops per epoch, fewer than one global batch of 8; take several crops of every image with --crops-per-image K (e.g. 8) or lower --global-batch-size")
+        }
+        options.cropsPerImage = 4
+        options.givenFlags = ["--crops-per-image"]
+        let (trainer, summary) = try TrainingFixtures.train(options)
+        XCTAssertEqual(summary.lastStep, 3)
+        XCTAssertEqual(trainer.configuration.data.cropsPerImage, 4)
+        XCTAssertEqual(trainer.configuration.data.datasetSize, 20)
+        var resumed = TrainingFixtures.options(data: data, out: options.out, steps: 4)
+        resumed.resume = "auto"
+        XCTAssertEqual(try TrainingFixtures.train(resumed).0.configuration.data.cropsPerImage, 4)
+        resumed.steps = 5
+        resumed.cropsPerImage = 2
+        resumed.givenFlags = ["--crops-per-image"]
+        XCTAssertThrowsError(try TrainingFixtures.train(resumed)) { error in
+            XCTAssertTrue("\(error)".contains("--crops-per-image 2 contradicts"), "\(error)")
+            XCTAssertTrue("\(error)".contains("which was trained with --crops-per-image 4"), "\(error)")
+        }
+        var plain = TrainingFixtures.options(data: try TrainingFixtures.blobs("crop-few-plain"), out: try TrainingFixtures.folder("crop-few-plain"), steps: 1)
+        plain.cropsPerImage = 2
+        XCTAssertThrowsError(try TrainingFixtures.train(plain)) { error in
+            XCTAssertEqual("\(error)", "--crops-per-image takes several crops of every image; it needs --crop S")
+        }
+    }
+
     /// --val of images of different sizes is validated on their centre crops: the figures equal
     /// `vqvae eval`'s on a file of exactly those crops.
     func testValidationOnCentreCrops() throws {
