@@ -55,7 +55,7 @@ public final class ImageDataset {
         for path in paths {
             let file = try HDF5File.open(path)
             guard file.kind(of: imagesKey) == .dataset else {
-                if file.kind(of: "pixels") == .dataset {
+                if file.holdsImagesOfDifferentSizes(imagesKey: imagesKey) {
                     throw DataError(paths.count > 1 && path != paths[0]
                         ? "\(path): holds images of different sizes ('pixels', 'shapes', 'offsets') but \(paths[0]) holds '\(imagesKey)' of one size; all files must use one layout"
                         : "\(path): holds images of different sizes ('pixels', 'shapes', 'offsets'); this command reads images of one size ('\(imagesKey)' (N, H, W, C)); train takes such files with --crop S")

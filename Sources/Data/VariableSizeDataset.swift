@@ -48,11 +48,9 @@ public final class VariableSizeDataset: ImageFiles {
     /// Rows of `shapes` and `offsets` read at a time while validating.
     static let block = 65_536
 
-    /// Whether `path` is meant to hold images of different sizes: no `imagesKey` dataset, and
-    /// `pixels`, `shapes` or `offsets` (so that a file missing one of them is told which).
+    /// Whether `path` is meant to hold images of different sizes (`HDF5File.holdsImagesOfDifferentSizes`).
     static func isVariableSize(path: String, imagesKey: String) throws -> Bool {
-        let file = try HDF5File.open(path)
-        return file.kind(of: imagesKey) != .dataset && ["pixels", "shapes", "offsets"].contains { file.kind(of: $0) == .dataset }
+        try HDF5File.open(path).holdsImagesOfDifferentSizes(imagesKey: imagesKey)
     }
 
     /// Opens and validates every file; any problem is one `DataError` naming the file. Not
@@ -259,11 +257,15 @@ public final class VariableSizeDataset: ImageFiles {
         }
         let rowBytes = imageWidth * channels
         let first = Int(offsets[index]) + top * rowBytes + left * channels
-        let span = (height - 1) * rowBytes + width * channels
         let elements = height * width * channels
         try HDF5Lock.run {
-            try part.file.checkChunks(part.pixels, name: "pixels", info: part.info, rows: first..<(first + span),
-                                      checked: &checkedChunks[part.index])
+            // Only the chunks the crop's rows lie in (not those between them: a wide image stored
+            // in small chunks would otherwise check thousands per crop).
+            for row in 0..<height {
+                let start = first + row * rowBytes
+                try part.file.checkChunks(part.pixels, name: "pixels", info: part.info, rows: start..<(start + width * channels),
+                                          checked: &checkedChunks[part.index])
+            }
             if staging.count < elements { staging = [UInt8](repeating: 0, count: elements) }
             try staging.withUnsafeMutableBytes { bytes in
                 try part.file.readHyperslab(part.pixels, name: "pixels", start: [first], stride: [rowBytes], count: [height],
@@ -358,5 +360,16 @@ public final class VariableSizeDataset: ImageFiles {
         try file.writeInt64("offsets", values: offsets)
         if let labels { try file.writeInt64("labels", values: labels) }
         try file.close()
+    }
+}
+
+extension HDF5File {
+    /// Whether the file is meant to hold images of different sizes: no `imagesKey` dataset, and
+    /// `shapes`, `offsets` or a one-dimensional `pixels` (so that a file missing one of them is
+    /// told which, while a file of images of one size stored under the name `pixels` is not).
+    func holdsImagesOfDifferentSizes(imagesKey: String) -> Bool {
+        guard kind(of: imagesKey) != .dataset else { return false }
+        if kind(of: "shapes") == .dataset || kind(of: "offsets") == .dataset { return true }
+        return kind(of: "pixels") == .dataset && (try? info("pixels"))?.shape.count == 1
     }
 }

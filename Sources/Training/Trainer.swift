@@ -210,7 +210,7 @@ public final class Trainer {
     static func openValidationSet(options: TrainingOptions, model m: ModelConfiguration, cropping: Bool) throws -> (any ImageSource)? {
         guard let val = options.validationData else { return nil }
         let files = try openImageFiles(paths: [val], imagesKey: options.imagesKey)
-        var validation: any ImageSource
+        let validation: any ImageSource
         if let fixed = files as? ImageDataset, fixed.height == m.height, fixed.width == m.width {
             validation = fixed
         } else if cropping, m.height == m.width {

@@ -111,11 +111,13 @@ final class CropTrainingTests: XCTestCase {
 
         let blobs = try TrainingFixtures.blobs("crop-one-size")
         var fixed = TrainingFixtures.options(data: blobs, out: try TrainingFixtures.folder("crop-one-size"), steps: 2)
-        fixed.crop = 8
+        fixed.crop = 12
         fixed.augment = .flips
+        fixed.validationData = blobs  // 16x16 images: validated on their centre 12x12
         let (trainer, summary) = try TrainingFixtures.train(fixed)
         XCTAssertEqual(summary.lastStep, 2)
-        XCTAssertEqual([trainer.model.configuration.height, trainer.model.configuration.width], [8, 8])
+        XCTAssertEqual([trainer.model.configuration.height, trainer.model.configuration.width], [12, 12])
+        XCTAssertEqual(summary.validation?.images, 96)
         fixed.crop = 20
         fixed.out = try TrainingFixtures.folder("crop-one-size-large")
         XCTAssertThrowsError(try TrainingFixtures.train(fixed)) { error in
