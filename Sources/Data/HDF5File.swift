@@ -239,7 +239,8 @@ final class HDF5File {
         defer { H5Pclose(create) }
         var chunk = dims.map { max($0, 1) }
         chunk[0] = hsize_t(max(1, min(rowsPerChunk, shape[0])))
-        guard H5Pset_chunk(create, Int32(chunk.count), &chunk) >= 0 else {
+        // An empty dataset cannot be chunked (a chunk may not exceed a fixed dimension): contiguous.
+        guard shape.contains(0) || H5Pset_chunk(create, Int32(chunk.count), &chunk) >= 0 else {
             throw DataError("\(path): cannot set chunking for '\(name)'")
         }
         let dataset = H5Dcreate2(id, name, CHDF5_T_STD_U8LE(), space, CHDF5_P_DEFAULT(), create, CHDF5_P_DEFAULT())
@@ -367,5 +368,48 @@ final class HDF5File {
         guard H5Aread(attribute, type, &bytes) >= 0 else { throw DataError("\(path): reading attribute '\(name)' failed") }
         let end = bytes.firstIndex(of: 0) ?? size
         return String(decoding: bytes[..<end], as: UTF8.self)
+    }
+}
+
+extension HDF5File {
+    /// Reads the hyperslab `start`, `stride`, `count`, `block` (HDF5's meaning; `stride` and `block`
+    /// nil for 1) of `dataset`, converted by HDF5 to `memoryType`, into `destination` as one flat
+    /// run of `count * block` values (row-major over the dimensions). `what` names the selection
+    /// in messages.
+    func readHyperslab(_ dataset: hid_t, name: String, start: [Int], stride: [Int]? = nil, count: [Int], block: [Int]? = nil,
+                       memoryType: hid_t, into destination: UnsafeMutableRawPointer, what: String) throws {
+        let fileSpace = H5Dget_space(dataset)
+        guard fileSpace >= 0 else { throw DataError("\(path): cannot select \(what) of '\(name)'") }
+        defer { H5Sclose(fileSpace) }
+        var offset = start.map { hsize_t($0) }
+        var steps = (stride ?? start.map { _ in 1 }).map { hsize_t($0) }
+        var counts = count.map { hsize_t($0) }
+        var blocks = (block ?? start.map { _ in 1 }).map { hsize_t($0) }
+        guard H5Sselect_hyperslab(fileSpace, H5S_SELECT_SET, &offset, &steps, &counts, &blocks) >= 0 else {
+            throw DataError("\(path): \(what) of '\(name)' is out of range")
+        }
+        var total = [hsize_t(zip(count, block ?? count.map { _ in 1 }).reduce(1) { $0 * $1.0 * $1.1 })]
+        let memorySpace = H5Screate_simple(1, &total, nil)
+        guard memorySpace >= 0 else { throw DataError("\(path): out of memory selecting '\(name)'") }
+        defer { H5Sclose(memorySpace) }
+        guard H5Dread(dataset, memoryType, memorySpace, fileSpace, CHDF5_P_DEFAULT(), destination) >= 0 else {
+            throw DataError("\(path): reading \(what) of '\(name)' failed (damaged file or checksum mismatch)")
+        }
+    }
+
+    /// Writes an int64 dataset of `shape` (tests and tools; contiguous).
+    func writeInt64(_ name: String, shape: [Int], values: [Int64]) throws {
+        precondition(values.count == shape.reduce(1, *))
+        var dims = shape.map { hsize_t($0) }
+        let space = H5Screate_simple(Int32(dims.count), &dims, nil)
+        guard space >= 0 else { throw DataError("\(path): cannot describe '\(name)'") }
+        defer { H5Sclose(space) }
+        let dataset = H5Dcreate2(id, name, CHDF5_T_STD_I64LE(), space, CHDF5_P_DEFAULT(), CHDF5_P_DEFAULT(), CHDF5_P_DEFAULT())
+        guard dataset >= 0 else { throw DataError("\(path): cannot create dataset '\(name)'") }
+        defer { H5Dclose(dataset) }
+        let status = values.withUnsafeBufferPointer {
+            H5Dwrite(dataset, CHDF5_T_NATIVE_INT64(), CHDF5_S_ALL(), CHDF5_S_ALL(), CHDF5_P_DEFAULT(), $0.baseAddress)
+        }
+        guard status >= 0 else { throw DataError("\(path): writing '\(name)' failed") }
     }
 }

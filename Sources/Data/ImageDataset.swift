@@ -55,6 +55,11 @@ public final class ImageDataset {
         for path in paths {
             let file = try HDF5File.open(path)
             guard file.kind(of: imagesKey) == .dataset else {
+                if file.holdsImagesOfDifferentSizes(imagesKey: imagesKey) {
+                    throw DataError(paths.count > 1 && path != paths[0]
+                        ? "\(path): holds images of different sizes ('pixels', 'shapes', 'offsets') but \(paths[0]) holds '\(imagesKey)' of one size; all files must use one layout"
+                        : "\(path): holds images of different sizes ('pixels', 'shapes', 'offsets'); this command reads images of one size ('\(imagesKey)' (N, H, W, C)); train takes such files with --crop S")
+                }
                 throw DataError("\(path): no dataset '\(imagesKey)' (spec: images of shape (N, H, W, C); see --images-key)")
             }
             let info = try file.info(imagesKey)
@@ -115,11 +120,19 @@ public final class ImageDataset {
     /// Refuses, before anything is allocated, a dataset whose header describes more than this
     /// machine can hold: the sampler keeps one index per image, and training keeps about
     /// `bytesPerImageElement` bytes per image element of a batch (inputs, activations, gradients).
-    public func checkFitsInMemory(batch: Int, bytesPerImageElement: Int) throws {
+    public func checkFitsInMemory(batch: Int, bytesPerImageElement: Int, cropSize: Int? = nil) throws {
         let memory = physicalMemoryBytes
         let (indexBytes, overflowN) = count.multipliedReportingOverflow(by: 2 * MemoryLayout<Int>.stride)
         if overflowN || indexBytes > memory / 2 {
             throw DataError("\(paths.joined(separator: ", ")): the header claims \(count) images; indexing them needs \(describeBytes(Double(count) * 16)), more than this machine's \(describeBytes(Double(memory)))")
+        }
+        if let cropSize {
+            try checkBatchFitsInMemory(elements: cropSize * cropSize * channels, batch: batch, bytesPerImageElement: bytesPerImageElement,
+                                       what: "crops of \(cropSize)x\(cropSize)x\(channels)", path: paths[0])
+            // The data's identity reads whole images, one at a time, as floats.
+            try checkBatchFitsInMemory(elements: imageElements, batch: 1, bytesPerImageElement: 4,
+                                       what: "images of \(height)x\(width)x\(channels)", path: paths[0])
+            return
         }
         let (perImage, overflowImage) = imageElements.multipliedReportingOverflow(by: bytesPerImageElement)
         let (perBatch, overflowBatch) = perImage.multipliedReportingOverflow(by: max(batch, 1))
@@ -155,6 +168,30 @@ public final class ImageDataset {
                                            memoryType: CHDF5_T_NATIVE_UINT8(), into: base)
                     let pixels = base.assumingMemoryBound(to: UInt8.self)
                     for i in 0..<(run * elements) { target[i] = Float(pixels[i]) / 255 - 0.5 }
+                }
+            }
+        }
+    }
+
+    func readRegionLocked(index: Int, top: Int, left: Int, height regionHeight: Int, width regionWidth: Int,
+                          into destination: UnsafeMutablePointer<Float>) throws {
+        let elements = regionHeight * regionWidth * channels
+        try forEachRun(of: [index]) { part, local, _, _ in
+            try part.file.checkChunks(part.dataset, name: imagesKey, info: part.info, rows: local..<(local + 1),
+                                      checked: &checkedImageChunks[part.index])
+            let start = [local, top, left, 0], count = [1, regionHeight, regionWidth, channels]
+            let what = "a \(regionHeight)x\(regionWidth) rectangle of image \(local)"
+            if elementType == .float32 {
+                try part.file.readHyperslab(part.dataset, name: imagesKey, start: start, count: count,
+                                            memoryType: CHDF5_T_NATIVE_FLOAT(), into: destination, what: what)
+                for i in 0..<elements { destination[i] -= 0.5 }
+            } else {
+                if staging.count < elements { staging = [UInt8](repeating: 0, count: elements) }
+                try staging.withUnsafeMutableBytes { bytes in
+                    try part.file.readHyperslab(part.dataset, name: imagesKey, start: start, count: count,
+                                                memoryType: CHDF5_T_NATIVE_UINT8(), into: bytes.baseAddress!, what: what)
+                    let pixels = bytes.bindMemory(to: UInt8.self)
+                    for i in 0..<elements { destination[i] = Float(pixels[i]) / 255 - 0.5 }
                 }
             }
         }

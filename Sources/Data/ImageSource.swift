@@ -9,10 +9,18 @@ public protocol ImageSource: AnyObject {
     var width: Int { get }
     var channels: Int { get }
     func read(indices: [Int], into destination: UnsafeMutablePointer<Float>) throws
+    /// The training samples `(epoch, index)` in order: what a step of `epoch` sees of each image.
+    /// A function of `(epoch, index)` and the data alone (`CroppedImages` draws its crops from
+    /// them); by default the images at `index`, whatever the epoch.
+    func read(samples: [(epoch: Int, index: Int)], into destination: UnsafeMutablePointer<Float>) throws
 }
 
 extension ImageSource {
     public var imageElements: Int { height * width * channels }
+
+    public func read(samples: [(epoch: Int, index: Int)], into destination: UnsafeMutablePointer<Float>) throws {
+        try read(indices: samples.map(\.index), into: destination)
+    }
 }
 
 extension ImageDataset: ImageSource {}

@@ -33,6 +33,9 @@ public enum Inspector {
     }
 
     static func describeDataset(path: String, imagesKey: String) throws -> String {
+        if try VariableSizeDataset.isVariableSize(path: path, imagesKey: imagesKey) {
+            return try describeVariableSizeDataset(path: path)
+        }
         let dataset = try ImageDataset(paths: [path], imagesKey: imagesKey)
         var lines = ["\(path): image dataset",
                      "  \(imagesKey): N=\(dataset.count) H=\(dataset.height) W=\(dataset.width) C=\(dataset.channels) \(dataset.elementType.rawValue)",
@@ -42,7 +45,35 @@ public enum Inspector {
             let type = try HDF5Lock.run { try HDF5File.open(path).info("labels").elementType }
             var summary = "  labels: \(dataset.count) \(type.rawValue)"
             if dataset.count <= largestLabelSummary {
-                summary += ", " + (try summarizeLabels(dataset))
+                summary += ", " + (try summarizeLabels(count: dataset.count, read: dataset.labels(indices:)))
+            }
+            lines.append(summary)
+        } else {
+            lines.append("  labels: none")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// A dataset of images of different sizes: count, smallest and largest sides, channels, storage.
+    static func describeVariableSizeDataset(path: String) throws -> String {
+        let dataset = try VariableSizeDataset(paths: [path])
+        var heights = (Int.max, 0), widths = (Int.max, 0)
+        for index in 0..<dataset.count {
+            let (h, w) = dataset.imageSize(index)
+            heights = (min(heights.0, h), max(heights.1, h))
+            widths = (min(widths.0, w), max(widths.1, w))
+        }
+        let smallest = dataset.smallestImage
+        var lines = ["\(path): image dataset of images of different sizes",
+                     "  N=\(dataset.count) C=\(dataset.channels) uint8, H \(heights.0)..\(heights.1), W \(widths.0)..\(widths.1); "
+                        + "smallest \(smallest.height)x\(smallest.width) (image \(smallest.index)), \(dataset.pixelBytes) pixel bytes",
+                     "  pixels chunks: \(dataset.chunks.map { "(" + $0.map(String.init).joined(separator: ", ") + ")" } ?? "none (contiguous)")"
+                        + "  filters: \(dataset.filters.isEmpty ? "none" : dataset.filters.joined(separator: ", "))"]
+        if dataset.hasLabels {
+            let type = try HDF5Lock.run { try HDF5File.open(path).info("labels").elementType }
+            var summary = "  labels: \(dataset.count) \(type.rawValue)"
+            if dataset.count <= largestLabelSummary {
+                summary += ", " + (try summarizeLabels(count: dataset.count, read: dataset.labels(indices:)))
             }
             lines.append(summary)
         } else {
@@ -57,13 +88,13 @@ public enum Inspector {
     static let largestDistinctCount = 1_000_000
 
     /// `values LOW..HIGH, K distinct`, reading the labels in blocks so that memory stays small.
-    private static func summarizeLabels(_ dataset: ImageDataset) throws -> String {
+    private static func summarizeLabels(count: Int, read: ([Int]) throws -> [Int64]) throws -> String {
         var low = Int64.max, high = Int64.min
         var distinct = Set<Int64>()
         var start = 0
-        while start < dataset.count {
-            let end = min(start + 65_536, dataset.count)
-            for value in try dataset.labels(indices: Array(start..<end)) {
+        while start < count {
+            let end = min(start + 65_536, count)
+            for value in try read(Array(start..<end)) {
                 low = min(low, value)
                 high = max(high, value)
                 if distinct.count <= largestDistinctCount { distinct.insert(value) }

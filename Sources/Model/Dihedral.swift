@@ -31,6 +31,18 @@ public struct Dihedral: Sendable, Equatable {
         permute(image, height: height, width: width, channels: channels, inverse: false)
     }
 
+    /// The transformed image of `source` (`H x W x C`) written to `target`, which must not overlap
+    /// it; allocates nothing.
+    public func apply(_ source: UnsafePointer<Float>, height: Int, width: Int, channels: Int, into target: UnsafeMutablePointer<Float>) {
+        let outWidth = size(height: height, width: width).width
+        for y in 0..<height {
+            for x in 0..<width {
+                let (ty, tx) = self.target(y, x, height: height, width: width)
+                (target + (ty * outWidth + tx) * channels).update(from: source + (y * width + x) * channels, count: channels)
+            }
+        }
+    }
+
     /// Maps `transformed` (the image of `apply`) back to the original `H x W` layout.
     public func invert(_ transformed: [Float], height: Int, width: Int, channels: Int) -> [Float] {
         permute(transformed, height: height, width: width, channels: channels, inverse: true)

@@ -237,7 +237,7 @@ struct MeasuredShare {
 /// damaged input, when there are corruptions). `visit(start, n, clean, damaged, output)` sees each
 /// chunk with pixels in [0, 1] (`damaged` nil without corruptions).
 func measureImages(
-    model: VQVAE, dataset: ImageDataset, range: Range<Int>, corruptions: CorruptionPipeline, seed: UInt64,
+    model: VQVAE, dataset: any ImageSource, range: Range<Int>, corruptions: CorruptionPipeline, seed: UInt64,
     visit: (Int, Int, UnsafePointer<Float>, UnsafePointer<Float>?, UnsafePointer<Float>) throws -> Void = { _, _, _, _, _ in }
 ) throws -> MeasuredShare {
     let c = model.configuration

@@ -39,6 +39,12 @@ public struct RunConfiguration: Codable, Sendable {
         public var datasetSize: Int
         public var tail: String
         public var corrupt: String
+        /// `--crop` and `--augment`: the side of the random training crops and what is done to
+        /// them; nil for whole images (and in checkpoints written before crops existed).
+        public var crop: Int?
+        public var augment: String?
+        /// `--crops-per-image`: samples per image and epoch with `crop` (nil: 1).
+        public var cropsPerImage: Int?
         /// What identifies the data (nil in checkpoints written before it was recorded).
         public var identity: DatasetIdentity?
     }
@@ -65,7 +71,7 @@ public struct RunConfiguration: Codable, Sendable {
 
     /// A fresh run's configuration from `options` and the data it reads.
     /// (`data.identity` is filled in by the trainer once the data is known to fit in memory.)
-    init(options: TrainingOptions, dataset: ImageDataset, corruptions: CorruptionPipeline) {
+    init(options: TrainingOptions, files: any ImageFiles, dataset: any ImageSource, corruptions: CorruptionPipeline) {
         var model = options.architecture
         (model.height, model.width, model.channels) = (dataset.height, dataset.width, dataset.channels)
         self.model = model
@@ -74,9 +80,11 @@ public struct RunConfiguration: Codable, Sendable {
                               lrSchedule: options.lrSchedule.rawValue, lrMin: options.lrMin,
                               lrDecaySteps: options.lrDecaySteps ?? options.steps, lrStepEvery: options.lrStepEvery,
                               lrStepFactor: options.lrStepFactor, clipGradNorm: options.clipGradNorm)
-        data = DataSettings(files: dataset.paths, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
+        data = DataSettings(files: files.paths, imagesKey: options.imagesKey, globalBatchSize: options.globalBatchSize,
                             shuffle: options.shuffle, datasetSize: dataset.count, tail: options.tail.rawValue,
-                            corrupt: corruptions.description, identity: nil)
+                            corrupt: corruptions.description, crop: options.crop,
+                            augment: options.crop == nil ? nil : options.augment.rawValue,
+                            cropsPerImage: options.crop == nil ? nil : options.cropsPerImage, identity: nil)
         seed = options.seed
         steps = options.steps
         codebook = CodebookControls(options, model: model)
@@ -130,6 +138,9 @@ public struct RunConfiguration: Codable, Sendable {
             ("--seed", "\(options.seed)", "\(seed)"),
             ("--tail", options.tail.rawValue, data.tail),
             ("--corrupt", try CorruptionPipeline(spec: options.corrupt).description, data.corrupt),
+            ("--crop", options.crop.map { "\($0)" } ?? "", data.crop.map { "\($0)" } ?? ""),
+            ("--augment", options.augment.rawValue, data.augment ?? "none"),
+            ("--crops-per-image", "\(options.cropsPerImage)", "\(data.cropsPerImage ?? 1)"),
             ("--images-key", options.imagesKey, data.imagesKey),
             ("--beta1", "\(options.beta1)", "\(optimizer.beta1)"),
             ("--beta2", "\(options.beta2)", "\(optimizer.beta2)"),

@@ -13,7 +13,10 @@ public final class Trainer {
     public let options: TrainingOptions
     let communicator: Communicator
     let console: Console
-    let dataset: ImageDataset
+    /// The files of `--data`, in either layout.
+    let files: any ImageFiles
+    /// What the model trains on: the files' images, or with `--crop` their crops.
+    let dataset: any ImageSource
     let corruptions: CorruptionPipeline
     let sampler: ShardedSampler
     /// The replicated state: model, optimiser, step.
@@ -24,8 +27,9 @@ public final class Trainer {
     /// The checkpoint this run continues from (`--resume`), chosen on rank 0; nil on other ranks
     /// and for a fresh start.
     let resumePath: String?
-    /// `--val`, opened and checked before training starts.
-    let validationSet: ImageDataset?
+    /// `--val`, opened and checked before training starts (centre crops with `--crop`, when its
+    /// images are not of the model's size).
+    let validationSet: (any ImageSource)?
     let resuming: Bool
     /// Seconds trained before this run (the resumed checkpoint's `elapsed_seconds`; rank 0).
     var elapsedBefore = 0.0
@@ -79,7 +83,7 @@ public final class Trainer {
         if let faults { console.warning("injecting a fault (\(FaultInjection.variable)): \(faults)") }
 
         let parsedCorruptions = try CorruptionPipeline(spec: options.corrupt)
-        dataset = try ImageDataset(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
+        files = try openImageFiles(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
 
         // --resume: rank 0 picks the checkpoint and every rank takes its configuration.
         var chosen: String?
@@ -90,21 +94,41 @@ public final class Trainer {
         let savedJSON = try communicator.broadcast(string: chosen.map { try Checkpoint.configuration(path: $0) } ?? "")
         resumePath = chosen
         resuming = !savedJSON.isEmpty
+        var resumedConfiguration: RunConfiguration?
         if resuming {
             let saved = try RunConfiguration.decode(savedJSON, path: chosen ?? "the checkpoint")
-            configuration = try saved.resumed(with: options, checkpoint: chosen ?? "the checkpoint")
+            resumedConfiguration = try saved.resumed(with: options, checkpoint: chosen ?? "the checkpoint")
+        }
+        // The crop of a resumed run is the checkpoint's.
+        let crop = resumedConfiguration.map { $0.data.crop } ?? options.crop
+        let augmentation = try resumedConfiguration.map { saved -> Augmentation in
+            guard let name = saved.data.augment else { return .none }
+            guard let known = Augmentation(rawValue: name) else {
+                throw TrainingError("\(chosen ?? "the checkpoint"): unknown augment '\(name)' in its configuration; was it written by another version?")
+            }
+            return known
+        } ?? options.augment
+        let cropsPerImage = resumedConfiguration.map { $0.data.cropsPerImage ?? 1 } ?? options.cropsPerImage
+        dataset = try Self.trainingImages(files: files, crop: crop, augmentation: augmentation, cropsPerImage: cropsPerImage,
+                                          seed: resumedConfiguration?.seed ?? options.seed,
+                                          downsamplings: resumedConfiguration?.model.downsamplings ?? options.architecture.downsamplings)
+        if let resumed = resumedConfiguration {
+            configuration = resumed
             let m = configuration.model
             guard (m.height, m.width, m.channels) == (dataset.height, dataset.width, dataset.channels) else {
-                throw TrainingError("the checkpoint was trained on \(m.height)x\(m.width)x\(m.channels) images, but --data holds \(dataset.height)x\(dataset.width)x\(dataset.channels)")
+                throw TrainingError("the checkpoint was trained on \(m.height)x\(m.width)x\(m.channels) images, but --data holds \(dataset.height)x\(dataset.width)x\(dataset.channels)" + (crop == nil ? "" : " crops"))
             }
             guard configuration.data.datasetSize == dataset.count else {
                 throw TrainingError("the checkpoint's data stream covers \(configuration.data.datasetSize) images, but --data holds \(dataset.count); resume with the same dataset")
             }
-            configuration.data.files = dataset.paths
+            configuration.data.files = files.paths
         } else {
-            configuration = RunConfiguration(options: options, dataset: dataset, corruptions: parsedCorruptions)
+            configuration = RunConfiguration(options: options, files: files, dataset: dataset, corruptions: parsedCorruptions)
         }
         let settings = configuration
+        if crop != nil && dataset.count < settings.data.globalBatchSize {
+            throw TrainingError("--data holds \(files.count) images and \(dataset.count) crops per epoch, fewer than one global batch of \(settings.data.globalBatchSize); take several crops of every image with --crops-per-image K (e.g. \((settings.data.globalBatchSize + files.count - 1) / files.count * 4)) or lower --global-batch-size")
+        }
         sampler = try ShardedSampler(datasetSize: dataset.count, globalBatchSize: settings.data.globalBatchSize,
                                      seed: settings.seed, shuffle: settings.data.shuffle,
                                      tail: EpochTail(rawValue: settings.data.tail) ?? .drop,
@@ -112,8 +136,13 @@ public final class Trainer {
         // The data pipeline's share, checked before anything is allocated: the sampler's index
         // and the batches in flight (float inputs, damaged copies, prefetched batches). The
         // model's own memory is checked when it is built (`ModelConfiguration.checkFitsInMemory`).
-        try dataset.checkFitsInMemory(batch: sampler.localBatchSize, bytesPerImageElement: 4 * (4 + 2 * max(options.prefetch, 0)))
-        configuration.data.identity = try Self.checkedIdentity(of: dataset, stored: resuming ? configuration.data.identity : nil,
+        let bytesPerElement = 4 * (4 + 2 * max(options.prefetch, 0))
+        if let fixed = files as? ImageDataset {
+            try fixed.checkFitsInMemory(batch: sampler.localBatchSize, bytesPerImageElement: bytesPerElement, cropSize: crop)
+        } else if let variable = files as? VariableSizeDataset, let crop {
+            try variable.checkFitsInMemory(batch: sampler.localBatchSize, bytesPerImageElement: bytesPerElement, cropSize: crop)
+        }
+        configuration.data.identity = try Self.checkedIdentity(of: files, stored: resuming ? configuration.data.identity : nil,
                                                                resuming: resuming, checkpoint: chosen ?? "the checkpoint",
                                                                options: options, console: console)
         try settings.model.validate()
@@ -126,7 +155,7 @@ public final class Trainer {
                 throw TrainingError("--dead-code-threshold re-seeds the EMA codebook; it needs --model vqvae --codebook ema")
             }
         }
-        validationSet = try Self.openValidationSet(options: options, model: settings.model)
+        validationSet = try Self.openValidationSet(options: options, model: settings.model, cropping: crop != nil)
         guard options.sampleEvery >= 0 else { throw TrainingError("--sample-every must not be negative") }
         let askedForKMeans = options.given("--kmeans-init") || (options.given("--codebook-init") && options.codebookInit == .kmeans)
         if (controls.kmeansInit || askedForKMeans) && settings.model.model != .vqvae {
@@ -142,7 +171,7 @@ public final class Trainer {
 
     /// What identifies `dataset`; on resume, first refuses data other than the checkpoint's
     /// (`stored`) unless `allowOtherData`.
-    static func checkedIdentity(of dataset: ImageDataset, stored: DatasetIdentity?, resuming: Bool, checkpoint: String,
+    static func checkedIdentity(of dataset: any ImageFiles, stored: DatasetIdentity?, resuming: Bool, checkpoint: String,
                                 options: TrainingOptions, console: Console) throws -> DatasetIdentity {
         let identity = try dataset.identity()
         guard resuming else { return identity }
@@ -159,10 +188,38 @@ public final class Trainer {
         return identity
     }
 
-    /// `--val`: opened and checked against the model's image size.
-    static func openValidationSet(options: TrainingOptions, model m: ModelConfiguration) throws -> ImageDataset? {
+    /// What the model trains on: the images of `files`, or with `crop` their random crops (needed
+    /// for images of different sizes), checked against the model's divisibility.
+    static func trainingImages(files: any ImageFiles, crop: Int?, augmentation: Augmentation, cropsPerImage: Int = 1,
+                               seed: UInt64, downsamplings: Int) throws -> any ImageSource {
+        guard let crop else {
+            guard let fixed = files as? ImageDataset else {
+                throw TrainingError("\(files.paths[0]) holds images of different sizes; train on random crops of them with --crop S (e.g. --crop 64)")
+            }
+            return fixed
+        }
+        let factor = 1 << max(0, min(downsamplings, 30))
+        guard crop >= 1, crop % factor == 0 else {
+            throw TrainingError("--crop \(crop) is not divisible by 2^down = \(factor); choose a multiple of \(factor)")
+        }
+        return try CroppedImages(files: files, size: crop, seed: seed, augmentation: augmentation, cropsPerImage: cropsPerImage)
+    }
+
+    /// `--val`: opened and checked against the model's image size. Images of another size (or of
+    /// different sizes) are read as their centre crops of the model's size when training takes crops.
+    static func openValidationSet(options: TrainingOptions, model m: ModelConfiguration, cropping: Bool) throws -> (any ImageSource)? {
         guard let val = options.validationData else { return nil }
-        let validation = try ImageDataset(paths: [val], imagesKey: options.imagesKey)
+        let files = try openImageFiles(paths: [val], imagesKey: options.imagesKey)
+        let validation: any ImageSource
+        if let fixed = files as? ImageDataset, fixed.height == m.height, fixed.width == m.width {
+            validation = fixed
+        } else if cropping, m.height == m.width {
+            validation = try CroppedImages(files: files, size: m.height, what: "--val")
+        } else if let fixed = files as? ImageDataset {
+            validation = fixed
+        } else {
+            throw TrainingError("--val \(val) holds images of different sizes; the model trains on whole \(m.height)x\(m.width) images (validate on such files when training with --crop)")
+        }
         guard (validation.height, validation.width, validation.channels) == (m.height, m.width, m.channels) else {
             throw TrainingError("--val \(val) holds \(validation.height)x\(validation.width)x\(validation.channels) images; the model trains on \(m.height)x\(m.width)x\(m.channels)")
         }
@@ -270,7 +327,12 @@ public final class Trainer {
         }
 
         let c = model.configuration
-        console.info("vqvae train: \(dataset.count) images \(c.height)x\(c.width)x\(c.channels) from \(dataset.paths.joined(separator: " ")); "
+        let what = (dataset as? CroppedImages).map { cropped in
+            "\(files.count) images" + (files.fixedSize.map { " \($0.height)x\($0.width)x\(c.channels)" } ?? " of different sizes")
+                + ", random \(cropped.size)x\(cropped.size) crops" + (cropped.augmentation == .none ? "" : " (\(cropped.augmentation.rawValue))")
+                + (cropped.cropsPerImage == 1 ? "" : ", \(cropped.cropsPerImage) per image and epoch")
+        } ?? "\(dataset.count) images \(c.height)x\(c.width)x\(c.channels)"
+        console.info("vqvae train: \(what) from \(files.paths.joined(separator: " ")); "
             + "\(model.parameters.count) parameters, codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
             + (c.residual ? "residual\(c.detailLayers > 0 ? " with \(c.detailLayers) detail layers of \(c.detailChannels)" : ""); " : "")
             + (c.skips ? "U-Net skips (weight \(c.skipWeightLow == c.skipWeightHigh ? "\(c.skipWeightLow)" : "\(c.skipWeightLow)..\(c.skipWeightHigh)")); " : "")

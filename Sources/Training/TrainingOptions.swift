@@ -39,6 +39,14 @@ public struct TrainingOptions: Sendable {
     public var clipGradNorm = 0.0
     /// Corruption spec applied to the inputs (`Corruption.swift`), e.g. `noise:0.1,mask:0.25`.
     public var corrupt = ""
+    /// Train on random `crop x crop` crops of the images (`CroppedImages`); needed for images of
+    /// different sizes. Nil: whole images.
+    public var crop: Int?
+    /// What is done to each training crop (`--augment`): nothing, random mirrors, or the 8
+    /// symmetries of the square.
+    public var augment: Augmentation = .none
+    /// With `crop`: crops of every image per epoch (`--crops-per-image`).
+    public var cropsPerImage = 1
     /// Batches prepared ahead on a background thread (0: read on the training thread).
     public var prefetch = 2
     public var tail: EpochTail = .drop
@@ -112,6 +120,10 @@ public struct TrainingOptions: Sendable {
         where given(flag) && (resume == nil || given("--lr-schedule")) {
             try check(lrSchedule == schedule, "\(flag) applies to --lr-schedule \(schedule.rawValue), not \(lrSchedule.rawValue)")
         }
+        if let crop { try check(crop >= 1, "--crop must be at least 1 (got \(crop))") }
+        try check(augment == .none || crop != nil || resume != nil, "--augment \(augment.rawValue) turns training crops; it needs --crop S")
+        try check(cropsPerImage >= 1, "--crops-per-image must be at least 1")
+        try check(cropsPerImage == 1 || crop != nil || resume != nil, "--crops-per-image takes several crops of every image; it needs --crop S")
         try check(clipGradNorm >= 0 && clipGradNorm.isFinite, "--clip-grad-norm must be 0 (off) or a positive number")
         try check(kmeansIterations >= 0, "--kmeans-iterations must not be negative")
         if let deadCodeThreshold {

@@ -6,6 +6,7 @@ import Training
 extension ModelKind: ExpressibleByArgument {}
 extension CodebookKind: ExpressibleByArgument {}
 extension EpochTail: ExpressibleByArgument {}
+extension Augmentation: ExpressibleByArgument {}
 extension TrainingOptions.CodebookStart: ExpressibleByArgument {}
 extension TrainingOptions.OptimizerKind: ExpressibleByArgument {}
 extension LearningRateSchedule.Kind: ExpressibleByArgument {}

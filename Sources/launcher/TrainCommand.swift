@@ -10,6 +10,7 @@ struct Train: ParsableCommand {
         abstract: "Train a model on HDF5 images and write checkpoints.",
         discussion: """
         Reads `images` (N, H, W, C), uint8 or float32, from the given HDF5 files (docs/formats.md), \
+        or images of different sizes (`pixels`, `shapes`, `offsets`) with --crop, \
         trains with Adam, and writes <out>/checkpoints/step-XXXXXXXX.h5 and <out>/metrics.jsonl. \
         --steps 0 writes only the initial checkpoint.
         """)
@@ -56,6 +57,14 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Damage the input images (the target stays clean) for restoration training, e.g. noise:0.1,mask:0.25.",
                                discussion: "Items: noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN]; applied in order, pixels in [0, 1]."))
     var corrupt = trainingDefaults.corrupt
+    @Option(parsing: .unconditional, help: ArgumentHelp(
+        "Train on random SxS crops of the images (needed for datasets of images of different sizes; every image must be at least S on both sides, and S divisible by 2^down).",
+        discussion: "The crop of each sample is drawn from a stream keyed by (seed, epoch, sample index), so it does not depend on the number of ranks, prefetching or resuming. --val images not of size SxS are read as their centre SxS crops."))
+    var crop: Int?
+    @Option(help: "With --crop: none, flips (a random left-right mirror) or dihedral (one of the 8 mirrors and quarter turns of the square).")
+    var augment: Augmentation = trainingDefaults.augment
+    @Option(name: .customLong("crops-per-image"), parsing: .unconditional, help: "With --crop: crops of every image per epoch (each its own draw), so that a few large photos fill many batches.")
+    var cropsPerImage = trainingDefaults.cropsPerImage
     @Option(parsing: .unconditional, help: "Batches prepared ahead on a background thread (0: read on the training thread).")
     var prefetch = trainingDefaults.prefetch
     @Option(help: "The end of an epoch that does not fill a global batch: drop or wrap into the next epoch.")
@@ -134,6 +143,9 @@ struct Train: ParsableCommand {
         o.lrStepFactor = lrStepFactor
         o.clipGradNorm = clipGradNorm
         o.corrupt = corrupt
+        o.crop = crop
+        o.augment = augment
+        o.cropsPerImage = cropsPerImage
         o.prefetch = prefetch
         o.tail = tail
         o.seed = seed

@@ -96,7 +96,7 @@ final class TrainCommandTests: XCTestCase {
         for flag in ["--data", "--out", "--steps", "--global-batch-size", "--lr", "--seed", "--no-shuffle", "--hidden",
                      "--res-hidden", "--res-blocks", "--down", "--code-dim", "--codes", "--commitment", "--decay",
                      "--ema-eps", "--codebook", "--log-every", "--checkpoint-every", "--kmeans-init", "--images-key",
-                     "--threads", "--weight-decay"] {
+                     "--threads", "--weight-decay", "--crop", "--augment", "--crops-per-image"] {
             XCTAssertTrue(result.standardOutput.contains(flag), "train --help does not mention \(flag)")
         }
     }

@@ -2,7 +2,8 @@
 """Writes the seed corpus of valid image datasets for the dataset fuzzer (spec/dataset.md), as
 h5py writes them: uint8 and float32, one and three channels, with and without labels, chunked with
 and without gzip (and shuffle), contiguous, and in the newest file format that HDF5 1.10 reads
-(superblock 3, version 2 object headers, version 4 chunk indexes).
+(superblock 3, version 2 object headers, version 4 chunk indexes); and files of images of
+different sizes (pixels, shapes, offsets) in the same storage variants.
 
     python3 Tests/Fuzz/make_corpus.py OUT_FOLDER
 """
@@ -39,6 +40,22 @@ def main():
     write(f"{out}/uint8-v110-format-labels.h5", gray, labels, libver=("v110", "v110"),
           chunks=(2, 4, 4, 1), compression="gzip")
     write(f"{out}/uint8-v110-format-contiguous.h5", gray, libver=("v110", "v110"))
+
+    # Images of different sizes: pixels, shapes, offsets (and labels).
+    sizes = [(5, 7, 3), (4, 4, 3), (9, 3, 3)]
+    pixels = rng.integers(0, 256, size=sum(h * w * c for h, w, c in sizes), dtype=np.uint8)
+    offsets = np.concatenate([[0], np.cumsum([h * w * c for h, w, c in sizes])]).astype(np.int64)
+    for name, chunks, gzip, labels_of_images, libver in (
+            ("variable-chunked-labels", (64,), False, np.arange(3), "earliest"),
+            ("variable-gzip", (50,), True, None, "earliest"),
+            ("variable-contiguous", None, False, None, "earliest"),
+            ("variable-v110-format-labels", (128,), True, np.array([2, 0, 1], np.int32), ("v110", "v110"))):
+        with h5py.File(f"{out}/{name}.h5", "w", libver=libver) as f:
+            f.create_dataset("pixels", data=pixels, chunks=chunks, compression="gzip" if gzip else None)
+            f.create_dataset("shapes", data=np.array(sizes, np.int64))
+            f.create_dataset("offsets", data=offsets)
+            if labels_of_images is not None:
+                f.create_dataset("labels", data=labels_of_images)
 
 
 if __name__ == "__main__":
