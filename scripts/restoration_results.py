@@ -524,6 +524,10 @@ def cmd_report(args):
     if os.path.isfile(os.path.join(work, "baseline", "versions.json")):
         with open(os.path.join(work, "baseline", "versions.json")) as f:
             versions = json.load(f)
+    phases = []
+    if os.path.isfile(os.path.join(work, "phases.txt")):
+        with open(os.path.join(work, "phases.txt")) as f:
+            phases = [line.rstrip("\n").split("\t") for line in f if "\t" in line]
     binary = ""
     if os.path.isfile(os.path.join(work, "binary.txt")):
         with open(os.path.join(work, "binary.txt")) as f:
@@ -531,7 +535,8 @@ def cmd_report(args):
     info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpu": cpu_description(), "logical_cpus": os.cpu_count(), "binary": binary,
             "ranks": args.ranks, "python": platform.python_version(), "libraries": versions,
-            "script_seconds": args.script_seconds}
+            "script_seconds": args.script_seconds,
+            "phases": {k: float(v) for k, v in phases}}
     pictures = make_pictures(work, man, results, args.pictures, args.picture_photo)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
@@ -598,8 +603,11 @@ def make_pictures(work, man, results, folder, photo_index):
             if not os.path.isfile(path):
                 continue
             img = read_png(path)[top:top + ch, left:left + cw]
-            res = metrics(read_png(os.path.join(work, "clean", file))[top:top + ch, left:left + cw], img)
-            text = label if label == "clean" else f"{label}: {res['psnr']:.2f} dB (crop)"
+            if label == "clean":
+                text = f"clean ({p['name']})"
+            else:
+                res = metrics(read_png(os.path.join(work, "clean", file))[top:top + ch, left:left + cw], img)
+                text = f"{label}: {res['psnr']:.2f} dB"
             col = np.concatenate([label_strip(text[:60], cw), img], axis=0)
             columns.append(col)
             columns.append(np.full((col.shape[0], 4, 3), 255, np.uint8))
@@ -652,9 +660,9 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
     if info.get("libraries"):
         L.append("- Python " + info["python"] + "; " + ", ".join(
             f"{k} {v}" for k, v in info["libraries"].items() if v))
-    if info.get("script_seconds") is not None:
-        L.append(f"- the whole script without training (photos, damage, tuning, baselines, "
-                 f"restoring, report) took {info['script_seconds']:.0f} s of wall-clock time")
+    if info.get("phases"):
+        L.append("- wall-clock time of the script's parts (the last run of each; see Commands for "
+                 "its switches): " + ", ".join(f"{k} {v:.0f} s" for k, v in info["phases"].items()))
     if recipes:
         L.append(f"- models: trained for a fixed wall-clock budget each ({', '.join(f'{b:g} s' for b in budgets)}; "
                  f"`--time-budget`), `mpirun -np {info['ranks']}`; recipes and commands below")
@@ -682,7 +690,8 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
             L.append(f"\n![{task}](pictures/{os.path.basename(pic['file'])}) "
                      f"`pictures/{os.path.basename(pic['file'])}`: {pic['photo']}, a "
                      f"{pic['crop'][2]}x{pic['crop'][3]} crop at ({pic['crop'][0]}, {pic['crop'][1]}), "
-                     "PSNR of the crop: " + " | ".join(pic["panels"]))
+                     "pixels unscaled: " + " | ".join(pic["panels"]) + " (each labelled with the "
+                     "PSNR of its crop)")
         L.append("")
 
     L.append("## How it was made\n")
