@@ -406,6 +406,46 @@ def cmd_baselines(args):
 
 
 # ---------------------------------------------------------------------------------------------
+# blur check
+
+def cmd_blurcheck(args):
+    """Damages the first clean photo with the trainer's own `--corrupt blur:2` (`vqvae restore
+    --corrupt blur:2 --damaged-out`, with an untrained checkpoint: only the damaged copy matters)
+    and compares it with this script's deblur input -> blurcheck.json."""
+    import subprocess
+    import h5py
+    work = args.work
+    man = load_manifest(work)
+    file = man["photos"][0]["file"]
+    folder = os.path.join(work, "blurcheck")
+    os.makedirs(folder, exist_ok=True)
+    data = os.path.join(folder, "tiny.h5")
+    with h5py.File(data, "w") as f:
+        f.create_dataset("images", data=np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3),
+                                                                           dtype=np.uint8))
+    run = os.path.join(folder, "run")
+    subprocess.run(["rm", "-rf", run], check=True)
+    subprocess.run([args.bin, "train", "--data", data, "--out", run, "--steps", "0", "--model", "ae",
+                    "--down", "1"], check=True, stdout=subprocess.DEVNULL)
+    ckpt = sorted(glob.glob(os.path.join(run, "checkpoints", "step-*.h5")))[-1]
+    damaged_out = os.path.join(folder, "damaged.png")
+    subprocess.run([args.bin, "restore", "--checkpoint", ckpt, "--input",
+                    os.path.join(work, "clean", file), "--out", os.path.join(folder, "restored.png"),
+                    "--corrupt", f"blur:{man['blur_sigma']:g}", "--damaged-out", damaged_out,
+                    "--force"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = read_png(os.path.join(work, "damaged", "deblur", file)).astype(int)
+    theirs = read_png(damaged_out).astype(int)
+    diff = np.abs(ours - theirs)
+    out = {"photo": man["photos"][0]["name"], "values": int(diff.size),
+           "values_differing": int((diff > 0).sum()), "max_difference": int(diff.max())}
+    with open(os.path.join(work, "blurcheck.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"restoration: blur check on {out['photo']}: {out['values_differing']} of {out['values']} "
+          f"8-bit values differ from the trainer's blur:{man['blur_sigma']:g}, by at most "
+          f"{out['max_difference']}")
+
+
+# ---------------------------------------------------------------------------------------------
 # report
 
 def training_summary(run_dir):
@@ -528,6 +568,10 @@ def cmd_report(args):
     if os.path.isfile(os.path.join(work, "phases.txt")):
         with open(os.path.join(work, "phases.txt")) as f:
             phases = [line.rstrip("\n").split("\t") for line in f if "\t" in line]
+    blurcheck = None
+    if os.path.isfile(os.path.join(work, "blurcheck.json")):
+        with open(os.path.join(work, "blurcheck.json")) as f:
+            blurcheck = json.load(f)
     binary = ""
     if os.path.isfile(os.path.join(work, "binary.txt")):
         with open(os.path.join(work, "binary.txt")) as f:
@@ -536,7 +580,7 @@ def cmd_report(args):
             "cpu": cpu_description(), "logical_cpus": os.cpu_count(), "binary": binary,
             "ranks": args.ranks, "python": platform.python_version(), "libraries": versions,
             "script_seconds": args.script_seconds,
-            "phases": {k: float(v) for k, v in phases}}
+            "phases": {k: float(v) for k, v in phases}, "blurcheck": blurcheck}
     pictures = make_pictures(work, man, results, args.pictures, args.picture_photo)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
@@ -661,8 +705,12 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
         L.append("- Python " + info["python"] + "; " + ", ".join(
             f"{k} {v}" for k, v in info["libraries"].items() if v))
     if info.get("phases"):
-        L.append("- wall-clock time of the script's parts (the last run of each; see Commands for "
-                 "its switches): " + ", ".join(f"{k} {v:.0f} s" for k, v in info["phases"].items()))
+        ph = info["phases"]
+        rest = sum(v for k, v in ph.items() if k != "training")
+        L.append("- wall-clock time of the script's parts (the last run of each): "
+                 + ", ".join(f"{k} {v:.0f} s" for k, v in ph.items())
+                 + f"; everything but training: {rest:.0f} s ({rest / 60:.1f} min), plus about a "
+                 "minute for the report itself")
     if recipes:
         L.append(f"- models: trained for a fixed wall-clock budget each ({', '.join(f'{b:g} s' for b in budgets)}; "
                  f"`--time-budget`), `mpirun -np {info['ranks']}`; recipes and commands below")
@@ -717,7 +765,11 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
              "(white = missing) go to every inpainting method; deblur = Gaussian blur sigma "
              f"{man['blur_sigma']:g} with the kernel of the trainer's `--corrupt blur:2` "
              "(`Sources/Data/Corruption.swift`: normalised Gaussian, radius ceil(3 sigma) = 6, "
-             "separable, rows then columns, replicated edges, float32), rounded to 8 bits.")
+             "separable, rows then columns, replicated edges, float32), rounded to 8 bits"
+             + (f" (checked: `vqvae restore --corrupt blur:2 --damaged-out` on {info['blurcheck']['photo']} "
+                f"gives {info['blurcheck']['values_differing']} of {info['blurcheck']['values']:,} 8-bit "
+                f"values different, by at most {info['blurcheck']['max_difference']})"
+                if info.get("blurcheck") else "") + ".")
     cov = {t: [p["masked_fraction"].get(t) for p in photos] for t in ("inpaint-cells", "inpaint-strokes")}
     L.append("- **Masked fraction** per photo: " + "; ".join(
         f"{t}: " + ", ".join(f"{v:.3f}" for v in vals if v is not None) for t, vals in cov.items()) + ".")
@@ -745,7 +797,9 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
              "clipped to [0, 1] and rounded to 8 bits.")
     L.append("- **Metrics**: scikit-image on 8-bit images in [0, 1]: `peak_signal_noise_ratio(data_range=1)`, "
              "`structural_similarity(channel_axis=-1, data_range=1, gaussian_weights=True, sigma=1.5, "
-             "use_sample_covariance=False)`; mean shift as above.")
+             "use_sample_covariance=False)`; mean shift as above. The noisy inputs' own mean shift "
+             "comes from clipping the noise at 0 and 1 (dark and bright pixels can only move "
+             "inwards); a denoiser that keeps it has not added a colour cast of its own.")
     if recipes:
         L.append("- **Models**: each recipe is trained under `mpirun` for its wall-clock budget, then "
                  "`vqvae restore` restores every damaged photo of the tasks it is evaluated on, one "
@@ -771,7 +825,11 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
                  "(`scripts/prepare_data.py photos --train-scales 1,0.5,0.35 --train-patches 40000`: "
                  "random 32x32 patches of the TRAIN photos at full size, half and 0.35 of it). Load = "
                  "`/proc/loadavg` (1, 5, 15 min) before and after the run; the benchmark's own ranks "
-                 "account for about " + str(info["ranks"]) + " of it.\n")
+                 "account for about " + str(info["ranks"]) + " of it."
+                 + (" **Other work shared the CPUs** (load well above that), so fewer steps were "
+                    "done in each budget, and every time in this file is longer, than on an idle "
+                    "machine." if any(float(v.split()[0]) > info["ranks"] + 1
+                                      for v in load.values() if v.split()) else "") + "\n")
     if commands:
         L.append("### Commands\n")
         L.append("```sh")
@@ -796,9 +854,11 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("prepare", "baselines", "report"):
+    for name in ("prepare", "baselines", "blurcheck", "report"):
         s = sub.add_parser(name)
         s.add_argument("--work", default="runs/restoration")
+        if name == "blurcheck":
+            s.add_argument("--bin", default=".build/release/vqvae")
         if name == "baselines":
             s.add_argument("--methods", default="", help="comma-separated subset (default all)")
             s.add_argument("--resume", action="store_true",
@@ -812,7 +872,8 @@ def main(argv=None):
             s.add_argument("--picture-photo", type=int, default=0,
                            help="index of the test photo shown in the pictures (0: the flower)")
     args = ap.parse_args(argv)
-    {"prepare": cmd_prepare, "baselines": cmd_baselines, "report": cmd_report}[args.cmd](args)
+    {"prepare": cmd_prepare, "baselines": cmd_baselines, "blurcheck": cmd_blurcheck,
+     "report": cmd_report}[args.cmd](args)
     return 0
 
 

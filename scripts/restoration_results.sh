@@ -17,7 +17,7 @@
 #   RECIPES         comma-separated recipe names to train and restore (default: all below)
 #   SKIP_TRAIN=1    reuse the checkpoints already in runs/restoration/train/
 #   SKIP_BASELINES=1  reuse the photos, damaged copies and classical results already there
-#   SKIP_MODELS=1   neither train nor restore with models (classical part and report only)
+#   SKIP_MODELS=1   neither train nor restore with models (the report keeps earlier model results)
 # Reference tools that are not project dependencies (bm3d, opencv-python-headless, PyWavelets)
 # go into a virtual environment, runs/restoration/venv, made when missing (it sees the system's
 # packages too). The opencv-doc photos of the test split come from Debian's opencv-doc.
@@ -53,8 +53,12 @@ VENV=$WORK/venv
 PATCHES=$WORK/data/photos32-train.h5
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 log() { echo "restoration: $*" >&2; }
-start=$(date +%s)
-train_seconds=0
+# Wall-clock seconds of each part, kept across runs that skip parts (runs/restoration/phases.txt).
+phase() {  # NAME SECONDS
+    mkdir -p "$WORK"
+    { grep -v "^$1	" "$WORK/phases.txt" 2>/dev/null || true; printf '%s\t%s\n' "$1" "$2"; } > "$WORK/phases.txt.new"
+    mv "$WORK/phases.txt.new" "$WORK/phases.txt"
+}
 
 trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; s=${s%"${s##*[![:space:]]}"}; printf '%s' "$s"; }
 names=() tasks=() datas=() flags=() rflags=()
@@ -105,9 +109,13 @@ record() { printf '%s\n' "$*" >> "$commands"; }
 if [ "$SKIP_BASELINES" != 1 ]; then
     rm -rf "$WORK"/clean "$WORK"/damaged "$WORK"/masks "$WORK"/baseline "$WORK"/photos.json
     record "$VPY $PY prepare --work $WORK"
+    t0=$(date +%s)
     "$VPY" "$PY" prepare --work "$WORK"
+    phase "photos, damage, tuning" $(($(date +%s) - t0))
     record "$VPY $PY baselines --work $WORK"
+    t0=$(date +%s)
     "$VPY" "$PY" baselines --work "$WORK"
+    phase "classical baselines" $(($(date +%s) - t0))
 fi
 
 # ---- Models.
@@ -124,14 +132,23 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
     described="$BIN: copy of $BUILT ($(date -r "$BUILT" -u +%Y-%m-%dT%H:%M:%SZ)), sha256 $(cp "$BUILT" "$BIN.tmp" && sha256sum "$BIN.tmp" | cut -c1-16)"
     mv "$BIN.tmp" "$BIN"
     "$BIN" --help > /dev/null
+    # The deblur input must be what the trainer's --corrupt blur:2 makes: compare once.
+    record "$VPY $PY blurcheck --work $WORK --bin $BIN"
+    "$VPY" "$PY" blurcheck --work "$WORK" --bin "$BIN"
     if [ "$SKIP_TRAIN" != 1 ]; then
         echo "$described" > "$WORK/binary.txt"
     else
         trained_by=$(head -n 1 "$WORK/binary.txt" 2>/dev/null | sed 's/ (training);.*$//')
         echo "$trained_by (training); $described (restoration)" > "$WORK/binary.txt"
     fi
-    # recipes.tsv: what the report lists (this run's recipes; budget of their training).
+    # recipes.tsv: the recipes the report lists (this run's replace their earlier lines, others
+    # stay, so RECIPES=a then RECIPES=b reports both), with the budget they were trained for.
     : > "$WORK/recipes.tsv.new"
+    if [ -f "$WORK/recipes.tsv" ]; then
+        while IFS= read -r line; do
+            [[ " ${names[*]} " == *" ${line%%	*} "* ]] || printf '%s\n' "$line" >> "$WORK/recipes.tsv.new"
+        done < "$WORK/recipes.tsv"
+    fi
     for i in "${!names[@]}"; do
         b=$BUDGET
         if [ "$SKIP_TRAIN" = 1 ] && [ -f "$WORK/train/${names[$i]}/budget" ]; then b=$(cat "$WORK/train/${names[$i]}/budget"); fi
@@ -141,13 +158,16 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
 
     if [ "$SKIP_TRAIN" != 1 ]; then
         : > "$WORK/load.txt"
+        if [[ " ${datas[*]} " == *" patches "* ]] && [ ! -f "$PATCHES" ]; then
+            record "python3 scripts/prepare_data.py photos --out $WORK/data --train-scales 1,0.5,0.35 --train-patches 40000"
+            t0=$(date +%s)
+            python3 scripts/prepare_data.py photos --out "$WORK/data" --train-scales 1,0.5,0.35 --train-patches 40000
+            phase "training data" $(($(date +%s) - t0))
+        fi
+        train_start=$(date +%s)
         for i in "${!names[@]}"; do
             name=${names[$i]}
             data=$(data_of "${datas[$i]}")
-            if [ "$data" = "$PATCHES" ] && [ ! -f "$PATCHES" ]; then
-                record "python3 scripts/prepare_data.py photos --out $WORK/data --train-scales 1,0.5,0.35 --train-patches 40000"
-                python3 scripts/prepare_data.py photos --out "$WORK/data" --train-scales 1,0.5,0.35 --train-patches 40000
-            fi
             [ -f "$data" ] || { log "recipe $name: no training data $data"; exit 1; }
             out="$WORK/train/$name"
             rm -rf "$out"
@@ -158,16 +178,16 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
             record "${cmd[*]}"
             log "training $name for ${BUDGET}s"
             before=$(cut -d' ' -f1-3 /proc/loadavg)
-            t0=$(date +%s)
             "${cmd[@]}" > "$out/train.log" 2>&1 || { tail -n 20 "$out/train.log" >&2; exit 1; }
-            train_seconds=$((train_seconds + $(date +%s) - t0))
             echo "$BUDGET" > "$out/budget"
             echo "$name: $before / $(cut -d' ' -f1-3 /proc/loadavg)" >> "$WORK/load.txt"
             tail -n 2 "$out/train.log" >&2
         done
+        phase "training" $(($(date +%s) - train_start))
     fi
 
     # Restoration: one process per photo (inpainting needs each photo's own mask), timed.
+    restore_start=$(date +%s)
     for i in "${!names[@]}"; do
         name=${names[$i]}
         ckpt=$(checkpoint "$WORK/train/$name")
@@ -192,12 +212,9 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
             log "restored $task with $name"
         done
     done
-else
-    : > "$WORK/recipes.tsv"
+    phase "restoring with the models" $(($(date +%s) - restore_start))
 fi
 
-total=$(($(date +%s) - start - train_seconds))
-record "$VPY $PY report --work $WORK --ranks $RANKS --script-seconds $total"
+record "$VPY $PY report --work $WORK --ranks $RANKS"
 mkdir -p bench
-"$VPY" "$PY" report --work "$WORK" --ranks "$RANKS" --script-seconds "$total"
-log "done in $(($(date +%s) - start)) s, $total s of it not training"
+"$VPY" "$PY" report --work "$WORK" --ranks "$RANKS"
