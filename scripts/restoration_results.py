@@ -706,7 +706,7 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
             f"{k} {v}" for k, v in info["libraries"].items() if v))
     if info.get("phases"):
         ph = info["phases"]
-        rest = sum(v for k, v in ph.items() if k != "training")
+        rest = sum(v for k, v in ph.items() if not k.startswith("training:"))
         L.append("- wall-clock time of the script's parts (the last run of each): "
                  + ", ".join(f"{k} {v:.0f} s" for k, v in ph.items())
                  + f"; everything but training: {rest:.0f} s ({rest / 60:.1f} min), plus about a "

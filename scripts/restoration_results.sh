@@ -98,7 +98,7 @@ if [ "$SKIP_TRAIN" != 1 ] && [ "$SKIP_MODELS" != 1 ]; then
     : > "$commands"
 else
     # Keep the training commands of the run that made the checkpoints.
-    grep -E "^BUDGET=| train " "$commands" > "$commands.kept" 2>/dev/null || true
+    grep -E "SKIP_TRAIN=0 .*# which runs:| train " "$commands" > "$commands.kept" 2>/dev/null || true
     mv "$commands.kept" "$commands"
 fi
 printf "BUDGET=%s RANKS=%s RECIPES=%s SKIP_TRAIN=%s SKIP_BASELINES=%s SKIP_MODELS=%s bash scripts/restoration_results.sh   # which runs:\n" \
@@ -164,7 +164,6 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
             python3 scripts/prepare_data.py photos --out "$WORK/data" --train-scales 1,0.5,0.35 --train-patches 40000
             phase "training data" $(($(date +%s) - t0))
         fi
-        train_start=$(date +%s)
         for i in "${!names[@]}"; do
             name=${names[$i]}
             data=$(data_of "${datas[$i]}")
@@ -178,18 +177,19 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
             record "${cmd[*]}"
             log "training $name for ${BUDGET}s"
             before=$(cut -d' ' -f1-3 /proc/loadavg)
+            t0=$(date +%s)
             "${cmd[@]}" > "$out/train.log" 2>&1 || { tail -n 20 "$out/train.log" >&2; exit 1; }
+            phase "training: $name" $(($(date +%s) - t0))
             echo "$BUDGET" > "$out/budget"
             echo "$name: $before / $(cut -d' ' -f1-3 /proc/loadavg)" >> "$WORK/load.txt"
             tail -n 2 "$out/train.log" >&2
         done
-        phase "training" $(($(date +%s) - train_start))
     fi
 
     # Restoration: one process per photo (inpainting needs each photo's own mask), timed.
-    restore_start=$(date +%s)
     for i in "${!names[@]}"; do
         name=${names[$i]}
+        t1=$(date +%s)
         ckpt=$(checkpoint "$WORK/train/$name")
         read -r -a rf <<< "${rflags[$i]}"
         IFS=',' read -r -a ts <<< "${tasks[$i]}"
@@ -211,8 +211,8 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
             done
             log "restored $task with $name"
         done
+        phase "restoring: $name" $(($(date +%s) - t1))
     done
-    phase "restoring with the models" $(($(date +%s) - restore_start))
 fi
 
 record "$VPY $PY report --work $WORK --ranks $RANKS"
