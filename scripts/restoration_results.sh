@@ -96,9 +96,13 @@ commands="$WORK/commands.txt"
 mkdir -p "$WORK"
 if [ "$SKIP_TRAIN" != 1 ] && [ "$SKIP_MODELS" != 1 ]; then
     : > "$commands"
+elif [ "$SKIP_MODELS" = 1 ]; then
+    # Keep the commands that made the model results the report still shows.
+    grep -v " report --work " "$commands" > "$commands.kept" 2>/dev/null || true
+    mv "$commands.kept" "$commands"
 else
     # Keep the training commands of the run that made the checkpoints.
-    grep -E "SKIP_TRAIN=0 .*# which runs:| train " "$commands" > "$commands.kept" 2>/dev/null || true
+    grep -E "SKIP_TRAIN=0 .*SKIP_MODELS=0 bash .*# which runs:| train " "$commands" > "$commands.kept" 2>/dev/null || true
     mv "$commands.kept" "$commands"
 fi
 printf "BUDGET=%s RANKS=%s RECIPES=%s SKIP_TRAIN=%s SKIP_BASELINES=%s SKIP_MODELS=%s bash scripts/restoration_results.sh   # which runs:\n" \
