@@ -1,53 +1,82 @@
 #!/usr/bin/env python3
-"""Data, damage, classical baselines, metrics and tables of the restoration/compression benchmark.
+"""Photos, damage, classical baselines, metrics, tables and pictures of the restoration benchmark.
 
-Used by scripts/restoration_results.sh, which trains the models and runs `vqvae`; this script does
-everything else in three steps, all under one work folder (default runs/restoration):
+Used by scripts/restoration_results.sh, which trains the models and runs `vqvae restore`; this
+script does everything else, in three steps, all under one work folder (default runs/restoration):
 
-  prepare   The held-out TEST photos of scripts/prepare_data.py (`load_photos('test')`), each
-            downscaled (Pillow, LANCZOS) so that its longer side is at most --max-side pixels and
-            centre-cropped to multiples of 32 -> clean/NN-name.png (8-bit RGB). Then, with a
-            fixed seed, damaged_denoise/ (Gaussian noise sigma 0.1 on [0, 1] pixels, clipped,
-            rounded to 8 bits), damaged_inpaint/ (the image cut into 32x32 cells; in each cell one
-            black 16x16 square at a uniform random position inside the cell, 25% of the image)
-            with the masks in masks/, and tiles/NN-name.h5: the clean photo's non-overlapping
-            32x32 tiles, row-major, as `images` (N, 32, 32, 3) uint8. Also tunes the weight of
-            total-variation denoising on one TRAIN photo (never a test photo).
-  baselines Non-local means and TV denoising of damaged_denoise/, biharmonic inpainting of
-            damaged_inpaint/ with the known mask (scikit-image), as 8-bit PNGs.
-  report    PSNR/SSIM of every result against the clean photo, JPEG at the VQ-VAE's rate,
-            and the Markdown table bench/restoration.md plus per-photo bench/restoration.json.
+  prepare   The held-out TEST photos of scripts/prepare_data.py (`load_photos('test')`) at their
+            own size, centre-cropped only to multiples of 8 -> clean/NN-name.png (8-bit RGB). Then,
+            with numpy and a fixed seed, one damaged copy per task in damaged/TASK/NN-name.png
+            (8-bit PNGs, so every method restores the same file) and, for the inpainting tasks, the
+            mask in masks/TASK/NN-name.png (white = missing):
+              denoise-S        Gaussian noise of sigma S (0.05, 0.1, 0.2) on [0, 1] pixels,
+                               clipped, rounded to 8 bits;
+              inpaint-cells    the photo cut into 32x32 cells, one 16x16 hole (filled with 0) at a
+                               uniform random position inside each cell (25%);
+              inpaint-strokes  free-form brush strokes (random thick polylines) and a few boxes,
+                               filled with 0, until a coverage drawn in [0.12, 0.22] is reached;
+              deblur           Gaussian blur sigma 2 with the kernel of the trainer's
+                               `--corrupt blur:2` (normalised Gaussian, radius ceil(3 sigma),
+                               replicated edges, separable, rows then columns), rounded to 8 bits.
+            Also chooses the one free setting of Telea inpainting (radius), Wiener deconvolution
+            (balance) and Richardson-Lucy (iterations) by PSNR on a TRAIN photo damaged the same
+            way (never on a test photo).
+  baselines Classical methods on the damaged PNGs -> baseline/TASK/METHOD/NN-name.png, with the
+            seconds each took in baseline/times.json: non-local means and BM3D (denoising),
+            biharmonic and Telea inpainting with the true mask, Wiener and Richardson-Lucy with the
+            known PSF (deblurring).
+  report    PSNR, SSIM and per-channel mean shift of every result against the clean photo
+            (damaged input, baselines, and the models' restored/RECIPE/TASK/NN-name.png written by
+            the shell script), the Markdown tables bench/restoration.md, all numbers in
+            bench/restoration.json, and one side-by-side picture per task in bench/pictures/.
 
 Metrics: scikit-image on 8-bit images scaled to [0, 1]; PSNR with data_range 1, SSIM with
 channel_axis=-1, data_range=1, gaussian_weights=True, sigma=1.5, use_sample_covariance=False;
-averaged over photos.
+mean shift = restored mean minus clean mean per channel, in 8-bit units; averaged over photos.
 """
 import argparse
 import datetime
 import glob
-import io
 import json
+import math
 import os
 import platform
 import re
 import sys
+import time
 
-import h5py
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prepare_data  # noqa: E402  (the photo lists and loaders of the datasets)
 
-TILE = 32
-NOISE_SIGMA = 0.1
-MASK_SIDE = 16  # 16x16 = 25% of a 32x32 cell
+MULTIPLE = 8          # photos are centre-cropped to multiples of this, nothing more
 SEED = 1
-TV_WEIGHTS = (0.02, 0.04, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2)
-TV_TUNE_PHOTO = "skimage:astronaut"
-TASKS = ("denoise", "inpaint", "compress")
-MODELS = ("vqvae", "vae", "ae")
-MODEL_LABEL = {"vqvae": "VQ-VAE", "vae": "VAE", "ae": "AE"}
+CELL, HOLE = 32, 16   # inpaint-cells: one HOLE x HOLE hole per CELL x CELL cell
+STROKE_COVERAGE = (0.12, 0.22)
+BLUR_SIGMA = 2.0
+TUNE_PHOTO = "skimage:astronaut"  # a TRAIN photo: the baselines' settings are chosen on it
+
+# Tasks: name -> (kind, parameter). Order is the order of the tables.
+TASKS = {
+    "denoise-0.05": ("denoise", 0.05),
+    "denoise-0.1": ("denoise", 0.1),
+    "denoise-0.2": ("denoise", 0.2),
+    "inpaint-cells": ("inpaint", "cells"),
+    "inpaint-strokes": ("inpaint", "strokes"),
+    "deblur": ("deblur", BLUR_SIGMA),
+}
+METHODS = {  # kind -> classical methods
+    "denoise": ("nlm", "bm3d"),
+    "inpaint": ("biharmonic", "telea"),
+    "deblur": ("wiener", "richardson-lucy"),
+}
+METHOD_LABEL = {"nlm": "non-local means", "bm3d": "BM3D", "biharmonic": "biharmonic",
+                "telea": "Telea (OpenCV)", "wiener": "Wiener", "richardson-lucy": "Richardson-Lucy"}
+TELEA_RADII = (1, 2, 3, 5, 7, 10, 15, 20, 30)
+WIENER_BALANCES = (0.00001, 0.00003, 0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1)
+RL_ITERATIONS = (5, 10, 20, 30, 50, 80, 120, 200)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -58,8 +87,19 @@ def read_png(path):
         return np.asarray(im.convert("RGB"), np.uint8)
 
 
+def read_mask(path):
+    with Image.open(path) as im:
+        return np.asarray(im.convert("L")) > 127
+
+
 def write_png(path, arr):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(np.ascontiguousarray(arr, np.uint8), "RGB").save(path)
+
+
+def write_mask(path, mask):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    Image.fromarray((mask * 255).astype(np.uint8), "L").save(path)
 
 
 def to_unit(arr):
@@ -77,60 +117,191 @@ def metrics(clean_u8, test_u8):
     psnr = peak_signal_noise_ratio(a, b, data_range=1)
     ssim = structural_similarity(a, b, channel_axis=-1, data_range=1, gaussian_weights=True,
                                  sigma=1.5, use_sample_covariance=False)
-    return {"psnr": float(psnr), "ssim": float(ssim)}
+    shift = (test_u8.astype(np.float64).mean(axis=(0, 1))
+             - clean_u8.astype(np.float64).mean(axis=(0, 1)))
+    return {"psnr": float(psnr), "ssim": float(ssim), "shift": [float(s) for s in shift],
+            "worst_shift": float(np.max(np.abs(shift)))}
 
 
-def fit_photo(rgb, max_side):
-    """Downscale (LANCZOS) so the longer side is <= max_side, centre-crop to multiples of TILE."""
-    im = Image.fromarray(rgb, "RGB")
-    w, h = im.size
-    if max(w, h) > max_side:
-        scale = max_side / max(w, h)
-        im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))),
-                       Image.Resampling.LANCZOS)
-    arr = np.asarray(im, np.uint8)
-    h, w = arr.shape[:2]
-    ch, cw = h // TILE * TILE, w // TILE * TILE
-    if ch == 0 or cw == 0:
-        return None
+def crop_to_multiple(rgb):
+    h, w = rgb.shape[:2]
+    ch, cw = h // MULTIPLE * MULTIPLE, w // MULTIPLE * MULTIPLE
     top, left = (h - ch) // 2, (w - cw) // 2
-    return np.ascontiguousarray(arr[top:top + ch, left:left + cw])
+    return np.ascontiguousarray(rgb[top:top + ch, left:left + cw])
 
 
 def slug(name):
     return re.sub(r"[^A-Za-z0-9]+", "-", name.split(":", 1)[-1]).strip("-").lower()
 
 
-def add_noise(clean_u8, rng):
-    x = to_unit(clean_u8) + rng.normal(0.0, NOISE_SIGMA, clean_u8.shape)
-    return to_u8(x)
+# ---------------------------------------------------------------------------------------------
+# damage
+
+def add_noise(clean_u8, sigma, rng):
+    return to_u8(to_unit(clean_u8) + rng.normal(0.0, sigma, clean_u8.shape))
 
 
 def cell_mask(h, w, rng):
-    """True where masked: one MASK_SIDE square at a uniform position inside every TILE cell."""
+    """True where missing: one HOLE square at a uniform position inside every CELL cell. A cell
+    cut by the right or bottom edge gets a hole of half its sides instead (25% of it too)."""
     mask = np.zeros((h, w), bool)
-    for y0 in range(0, h, TILE):
-        for x0 in range(0, w, TILE):
-            dy, dx = rng.integers(0, TILE - MASK_SIDE + 1, size=2)
-            mask[y0 + dy:y0 + dy + MASK_SIDE, x0 + dx:x0 + dx + MASK_SIDE] = True
+    for y0 in range(0, h, CELL):
+        for x0 in range(0, w, CELL):
+            ch, cw = min(CELL, h - y0), min(CELL, w - x0)
+            sh = HOLE if ch == CELL else max(1, ch // 2)
+            sw = HOLE if cw == CELL else max(1, cw // 2)
+            dy = rng.integers(0, ch - sh + 1)
+            dx = rng.integers(0, cw - sw + 1)
+            mask[y0 + dy:y0 + dy + sh, x0 + dx:x0 + dx + sw] = True
     return mask
 
 
-def to_tiles(img):
-    h, w, c = img.shape
-    return (img.reshape(h // TILE, TILE, w // TILE, TILE, c).transpose(0, 2, 1, 3, 4)
-            .reshape(-1, TILE, TILE, c))
+def stroke_mask(h, w, rng):
+    """True where missing: 1 to 3 boxes, then free-form brush strokes (polylines of 2 to 6
+    segments with round joints and ends, a random walk of directions) until the coverage reaches
+    a target drawn uniformly in STROKE_COVERAGE."""
+    from PIL import ImageDraw
+    target = rng.uniform(*STROKE_COVERAGE)
+    im = Image.new("L", (w, h), 0)
+    draw = ImageDraw.Draw(im)
+    short = min(h, w)
+    for _ in range(int(rng.integers(1, 4))):
+        bh = int(h * rng.uniform(1 / 16, 1 / 6))
+        bw = int(w * rng.uniform(1 / 16, 1 / 6))
+        y, x = int(rng.integers(0, h - bh)), int(rng.integers(0, w - bw))
+        draw.rectangle([x, y, x + bw - 1, y + bh - 1], fill=255)
+    for _ in range(400):
+        if (np.asarray(im) > 127).mean() >= target:
+            break
+        width = int(rng.integers(max(3, short // 60), max(4, short // 16) + 1))
+        x, y = rng.uniform(0, w), rng.uniform(0, h)
+        angle = rng.uniform(0, 2 * math.pi)
+        points = [(x, y)]
+        for _ in range(int(rng.integers(2, 7))):
+            angle += rng.uniform(-1.2, 1.2)
+            length = rng.uniform(0.05, 0.2) * max(h, w)
+            x = float(np.clip(x + length * math.cos(angle), 0, w - 1))
+            y = float(np.clip(y + length * math.sin(angle), 0, h - 1))
+            points.append((x, y))
+        draw.line(points, fill=255, width=width, joint="curve")
+        r = width / 2
+        for px, py in (points[0], points[-1]):
+            draw.ellipse([px - r, py - r, px + r, py + r], fill=255)
+    return np.asarray(im) > 127
 
 
-def from_tiles(tiles, h, w):
-    c = tiles.shape[-1]
-    return (tiles.reshape(h // TILE, w // TILE, TILE, TILE, c).transpose(0, 2, 1, 3, 4)
-            .reshape(h, w, c))
+def blur_kernel(sigma):
+    """The trainer's kernel (Sources/Data/Corruption.swift, fillHalfKernel): w[k] =
+    exp(-k^2 / (2 sigma^2)) for |k| <= ceil(3 sigma), divided by their sum, as float32."""
+    radius = int(math.ceil(3 * sigma))
+    if radius == 0:
+        return np.ones(1, np.float32)
+    tail = sum(math.exp(-k * k / (2 * sigma * sigma)) for k in range(1, radius + 1))
+    half = [math.exp(-k * k / (2 * sigma * sigma)) / (1 + 2 * tail) for k in range(radius + 1)]
+    return np.asarray(half[:0:-1] + half, np.float32)
 
 
-def tv_denoise(img_u8, weight):
-    from skimage.restoration import denoise_tv_chambolle
-    return to_u8(denoise_tv_chambolle(to_unit(img_u8), weight=weight, channel_axis=-1))
+def blur(clean_u8, sigma):
+    """Separable blur with replicated edges, rows then columns, in float32 like the trainer."""
+    from scipy.ndimage import convolve1d
+    k = blur_kernel(sigma)
+    x = clean_u8.astype(np.float32) / 255
+    x = convolve1d(x, k, axis=1, mode="nearest")
+    x = convolve1d(x, k, axis=0, mode="nearest")
+    return to_u8(x)
+
+
+def psf(sigma):
+    k = blur_kernel(sigma).astype(np.float64)
+    return np.outer(k, k)
+
+
+def damage(task, clean_u8, rng):
+    """-> (damaged uint8 image, mask or None)."""
+    kind, param = TASKS[task]
+    h, w = clean_u8.shape[:2]
+    if kind == "denoise":
+        return add_noise(clean_u8, param, rng), None
+    if kind == "inpaint":
+        mask = cell_mask(h, w, rng) if param == "cells" else stroke_mask(h, w, rng)
+        holed = clean_u8.copy()
+        holed[mask] = 0
+        return holed, mask
+    return blur(clean_u8, param), None
+
+
+# ---------------------------------------------------------------------------------------------
+# classical methods
+
+def run_method(method, damaged_u8, mask, task, settings):
+    """One classical method on one damaged 8-bit image -> uint8 result."""
+    kind, param = TASKS[task]
+    if method == "nlm":
+        from skimage.restoration import denoise_nl_means, estimate_sigma
+        x = to_unit(damaged_u8)
+        sigma_est = float(np.mean(estimate_sigma(x, channel_axis=-1)))
+        return to_u8(denoise_nl_means(x, h=0.8 * sigma_est, sigma=sigma_est, fast_mode=True,
+                                      patch_size=5, patch_distance=6, channel_axis=-1))
+    if method == "bm3d":
+        import bm3d
+        return to_u8(bm3d.bm3d_rgb(to_unit(damaged_u8), param))
+    if method == "biharmonic":
+        from skimage.restoration import inpaint_biharmonic
+        return to_u8(inpaint_biharmonic(to_unit(damaged_u8), mask, channel_axis=-1))
+    if method == "telea":
+        import cv2
+        radius = settings["telea_radius"][task]
+        bgr = np.ascontiguousarray(damaged_u8[:, :, ::-1])
+        out = cv2.inpaint(bgr, mask.astype(np.uint8) * 255, radius, cv2.INPAINT_TELEA)
+        return np.ascontiguousarray(out[:, :, ::-1])
+    if method in ("wiener", "richardson-lucy"):
+        return deconvolve(method, damaged_u8, param, settings["wiener_balance"] if method == "wiener"
+                          else settings["rl_iterations"])
+    raise ValueError(method)
+
+
+def deconvolve(method, blurred_u8, sigma, setting):
+    """Wiener (skimage.restoration.wiener, balance = setting) or Richardson-Lucy
+    (skimage.restoration.richardson_lucy, num_iter = setting) with the known PSF, channel by
+    channel, on the image padded by 3 kernel radii of replicated edges (the blur's own edge rule;
+    without it the FFT's wrap-around and RL's zero padding ring at the borders), then cropped."""
+    from skimage.restoration import richardson_lucy, wiener
+    p = psf(sigma)
+    pad = 3 * (p.shape[0] // 2)
+    x = np.pad(to_unit(blurred_u8), ((pad, pad), (pad, pad), (0, 0)), mode="edge")
+    out = np.empty_like(x)
+    for c in range(x.shape[2]):
+        if method == "wiener":
+            out[:, :, c] = wiener(x[:, :, c], p, balance=setting, clip=False)
+        else:
+            out[:, :, c] = richardson_lucy(x[:, :, c], p, num_iter=setting, clip=False)
+    return to_u8(out[pad:-pad, pad:-pad])
+
+
+def tune(train_photo):
+    """Telea radius (per inpainting task), Wiener balance and RL iterations by PSNR on one TRAIN
+    photo damaged like the test photos (its own seed)."""
+    img = crop_to_multiple(train_photo)
+    out = {"photo": TUNE_PHOTO, "size": [int(img.shape[1]), int(img.shape[0])]}
+    telea, telea_scores = {}, {}
+    for n, task in enumerate(("inpaint-cells", "inpaint-strokes")):
+        holed, mask = damage(task, img, np.random.default_rng([SEED, 99, n]))
+        scores = {r: metrics(img, run_method("telea", holed, mask, task,
+                                              {"telea_radius": {task: r}}))["psnr"]
+                  for r in TELEA_RADII}
+        telea[task] = max(scores, key=scores.get)
+        telea_scores[task] = {str(k): v for k, v in scores.items()}
+    blurred = blur(img, BLUR_SIGMA)
+    wiener_scores = {b: metrics(img, deconvolve("wiener", blurred, BLUR_SIGMA, b))["psnr"]
+                     for b in WIENER_BALANCES}
+    rl_scores = {n: metrics(img, deconvolve("richardson-lucy", blurred, BLUR_SIGMA, n))["psnr"]
+                 for n in RL_ITERATIONS}
+    out.update({"telea_radius": telea, "telea_psnr": telea_scores,
+                "wiener_balance": max(wiener_scores, key=wiener_scores.get),
+                "wiener_psnr": {str(k): v for k, v in wiener_scores.items()},
+                "rl_iterations": max(rl_scores, key=rl_scores.get),
+                "rl_psnr": {str(k): v for k, v in rl_scores.items()}})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,48 +309,40 @@ def tv_denoise(img_u8, weight):
 
 def cmd_prepare(args):
     work = args.work
-    for sub in ("clean", "damaged_denoise", "damaged_inpaint", "masks", "tiles"):
-        os.makedirs(os.path.join(work, sub), exist_ok=True)
     photos = []
+    train_names = {n for n, _ in prepare_data.load_photos("train")}
     for i, (name, rgb) in enumerate(prepare_data.load_photos("test")):
-        img = fit_photo(rgb, args.max_side)
-        if img is None:
-            print(f"restoration: skipping {name}: smaller than {TILE}x{TILE}", file=sys.stderr)
-            continue
+        if name in train_names:
+            raise SystemExit(f"restoration: {name} is in both splits")
+        img = crop_to_multiple(rgb)
         file = f"{i:02d}-{slug(name)}.png"
         h, w = img.shape[:2]
         write_png(os.path.join(work, "clean", file), img)
-        noisy = add_noise(img, np.random.default_rng([SEED, 1, i]))
-        write_png(os.path.join(work, "damaged_denoise", file), noisy)
-        mask = cell_mask(h, w, np.random.default_rng([SEED, 2, i]))
-        holed = img.copy()
-        holed[mask] = 0
-        write_png(os.path.join(work, "damaged_inpaint", file), holed)
-        Image.fromarray((mask * 255).astype(np.uint8), "L").save(os.path.join(work, "masks", file))
-        tiles = to_tiles(img)
-        with h5py.File(os.path.join(work, "tiles", file[:-4] + ".h5"), "w") as f:
-            f.create_dataset("images", data=tiles)
-            f.attrs["source"] = f"{name}, {w}x{h}, non-overlapping {TILE}x{TILE} tiles, row-major"
-        photos.append({"file": file, "name": name, "original_size": [int(rgb.shape[1]),
-                       int(rgb.shape[0])], "size": [w, h], "tiles": int(len(tiles)),
-                       "masked_fraction": float(mask.mean())})
-        print(f"restoration: {name}: {rgb.shape[1]}x{rgb.shape[0]} -> {w}x{h}, "
-              f"{len(tiles)} tiles, masked {mask.mean():.3f}")
-    if not photos:
-        raise SystemExit("restoration: no test photo")
-
-    # TV weight, tuned on one training photo damaged the same way (never on a test photo).
-    train = dict(prepare_data.load_photos("train"))
-    tune = fit_photo(train[TV_TUNE_PHOTO], args.max_side)
-    noisy = add_noise(tune, np.random.default_rng([SEED, 3]))
-    scores = {w: metrics(tune, tv_denoise(noisy, w))["psnr"] for w in TV_WEIGHTS}
-    best = max(scores, key=scores.get)
-    print("restoration: TV weight on " + TV_TUNE_PHOTO + ": "
-          + ", ".join(f"{w}: {p:.2f} dB" for w, p in scores.items()) + f" -> {best}")
-    manifest = {"photos": photos, "max_side": args.max_side, "seed": SEED,
-                "noise_sigma": NOISE_SIGMA, "mask_side": MASK_SIDE,
-                "tv": {"tuned_on": TV_TUNE_PHOTO, "weight": best,
-                       "psnr_by_weight": {str(k): v for k, v in scores.items()}}}
+        entry = {"file": file, "name": name, "original_size": [int(rgb.shape[1]), int(rgb.shape[0])],
+                 "size": [w, h], "masked_fraction": {}}
+        for t, task in enumerate(TASKS):
+            damaged, mask = damage(task, img, np.random.default_rng([SEED, t, i]))
+            write_png(os.path.join(work, "damaged", task, file), damaged)
+            if mask is not None:
+                write_mask(os.path.join(work, "masks", task, file), mask)
+                entry["masked_fraction"][task] = float(mask.mean())
+        photos.append(entry)
+        print(f"restoration: {name}: {rgb.shape[1]}x{rgb.shape[0]} -> {w}x{h}, masked "
+              + ", ".join(f"{k} {v:.3f}" for k, v in entry["masked_fraction"].items()))
+    if len(photos) < 6:
+        print(f"restoration: warning: only {len(photos)} test photos (is opencv-doc installed?)",
+              file=sys.stderr)
+    t0 = time.perf_counter()
+    settings = tune(dict(prepare_data.load_photos("train"))[TUNE_PHOTO])
+    print(f"restoration: settings chosen on {TUNE_PHOTO} in {time.perf_counter() - t0:.1f} s: "
+          f"Telea radius {settings['telea_radius']}, Wiener balance {settings['wiener_balance']}, "
+          f"RL iterations {settings['rl_iterations']}")
+    print("restoration: PSNR by setting: " + json.dumps({k: v for k, v in settings.items()
+                                                          if k.endswith("_psnr")}))
+    manifest = {"photos": photos, "seed": SEED, "multiple": MULTIPLE, "cell": CELL, "hole": HOLE,
+                "stroke_coverage": list(STROKE_COVERAGE), "blur_sigma": BLUR_SIGMA,
+                "blur_kernel": [float(v) for v in blur_kernel(BLUR_SIGMA)],
+                "tasks": {k: list(v) for k, v in TASKS.items()}, "settings": settings}
     with open(os.path.join(work, "photos.json"), "w") as f:
         json.dump(manifest, f, indent=1)
 
@@ -192,51 +355,98 @@ def load_manifest(work):
 # ---------------------------------------------------------------------------------------------
 # baselines
 
+def library_versions():
+    out = {}
+    for mod, name in (("skimage", "scikit-image"), ("cv2", "opencv-python-headless"),
+                      ("bm3d", "bm3d"), ("numpy", "numpy"), ("scipy", "scipy")):
+        try:
+            from importlib.metadata import version
+            out[name] = version(name)
+        except Exception:
+            try:
+                out[name] = __import__(mod).__version__
+            except Exception:
+                out[name] = None
+    return out
+
+
 def cmd_baselines(args):
-    from skimage.restoration import denoise_nl_means, estimate_sigma, inpaint_biharmonic
     work = args.work
     man = load_manifest(work)
-    for sub in ("baseline_nlm", "baseline_tv", "baseline_biharmonic"):
-        os.makedirs(os.path.join(work, sub), exist_ok=True)
-    for p in man["photos"]:
-        file = p["file"]
-        noisy = to_unit(read_png(os.path.join(work, "damaged_denoise", file)))
-        sigma_est = float(np.mean(estimate_sigma(noisy, channel_axis=-1)))
-        p["nlm_sigma_est"] = sigma_est
-        nlm = denoise_nl_means(noisy, h=0.8 * sigma_est, sigma=sigma_est, fast_mode=True,
-                               patch_size=5, patch_distance=6, channel_axis=-1)
-        write_png(os.path.join(work, "baseline_nlm", file), to_u8(nlm))
-        write_png(os.path.join(work, "baseline_tv", file),
-                  tv_denoise(read_png(os.path.join(work, "damaged_denoise", file)),
-                             man["tv"]["weight"]))
-        holed = to_unit(read_png(os.path.join(work, "damaged_inpaint", file)))
-        with Image.open(os.path.join(work, "masks", file)) as im:
-            mask = np.asarray(im) > 127
-        filled = inpaint_biharmonic(holed, mask, channel_axis=-1)
-        write_png(os.path.join(work, "baseline_biharmonic", file), to_u8(filled))
-        print(f"restoration: baselines done for {p['name']} (sigma_est {sigma_est:.4f})")
-    with open(os.path.join(work, "photos.json"), "w") as f:
-        json.dump(man, f, indent=1)
+    settings = man["settings"]
+    times_path = os.path.join(work, "baseline", "times.json")
+    times = {}
+    if os.path.isfile(times_path):
+        with open(times_path) as f:
+            times = json.load(f)
+    only = set(args.methods.split(",")) if args.methods else None
+    for task, (kind, _) in TASKS.items():
+        for method in METHODS[kind]:
+            if only and method not in only:
+                continue
+            for p in man["photos"]:
+                file = p["file"]
+                out = os.path.join(work, "baseline", task, method, file)
+                key = f"{task}/{method}/{file}"
+                if args.resume and os.path.isfile(out) and key in times:
+                    continue
+                damaged = read_png(os.path.join(work, "damaged", task, file))
+                mask_path = os.path.join(work, "masks", task, file)
+                mask = read_mask(mask_path) if os.path.isfile(mask_path) else None
+                t0 = time.perf_counter()
+                result = run_method(method, damaged, mask, task, settings)
+                times[key] = time.perf_counter() - t0
+                write_png(out, result)
+                print(f"restoration: {task} {method} {p['name']}: {times[key]:.1f} s", flush=True)
+                with open(times_path + ".tmp", "w") as f:
+                    json.dump(times, f, indent=1)
+                os.replace(times_path + ".tmp", times_path)
+    with open(os.path.join(work, "baseline", "versions.json"), "w") as f:
+        json.dump(library_versions(), f, indent=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# blur check
+
+def cmd_blurcheck(args):
+    """Damages the first clean photo with the trainer's own `--corrupt blur:2` (`vqvae restore
+    --corrupt blur:2 --damaged-out`, with an untrained checkpoint: only the damaged copy matters)
+    and compares it with this script's deblur input -> blurcheck.json."""
+    import subprocess
+    import h5py
+    work = args.work
+    man = load_manifest(work)
+    file = man["photos"][0]["file"]
+    folder = os.path.join(work, "blurcheck")
+    os.makedirs(folder, exist_ok=True)
+    data = os.path.join(folder, "tiny.h5")
+    with h5py.File(data, "w") as f:
+        f.create_dataset("images", data=np.random.default_rng(0).integers(0, 256, (32, 32, 32, 3),
+                                                                           dtype=np.uint8))
+    run = os.path.join(folder, "run")
+    subprocess.run(["rm", "-rf", run], check=True)
+    subprocess.run([args.bin, "train", "--data", data, "--out", run, "--steps", "0", "--model", "ae",
+                    "--down", "1"], check=True, stdout=subprocess.DEVNULL)
+    ckpt = sorted(glob.glob(os.path.join(run, "checkpoints", "step-*.h5")))[-1]
+    damaged_out = os.path.join(folder, "damaged.png")
+    subprocess.run([args.bin, "restore", "--checkpoint", ckpt, "--input",
+                    os.path.join(work, "clean", file), "--out", os.path.join(folder, "restored.png"),
+                    "--corrupt", f"blur:{man['blur_sigma']:g}", "--damaged-out", damaged_out,
+                    "--force"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ours = read_png(os.path.join(work, "damaged", "deblur", file)).astype(int)
+    theirs = read_png(damaged_out).astype(int)
+    diff = np.abs(ours - theirs)
+    out = {"photo": man["photos"][0]["name"], "values": int(diff.size),
+           "values_differing": int((diff > 0).sum()), "max_difference": int(diff.max())}
+    with open(os.path.join(work, "blurcheck.json"), "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"restoration: blur check on {out['photo']}: {out['values_differing']} of {out['values']} "
+          f"8-bit values differ from the trainer's blur:{man['blur_sigma']:g}, by at most "
+          f"{out['max_difference']}")
 
 
 # ---------------------------------------------------------------------------------------------
 # report
-
-def jpeg_at(img, target_bpp):
-    """Pillow JPEG (optimize=True) of the whole photo at the quality whose bpp is closest to
-    target_bpp without exceeding it (the lowest quality if every quality exceeds it)."""
-    h, w = img.shape[:2]
-    tries = []
-    for q in range(1, 96):
-        buf = io.BytesIO()
-        Image.fromarray(img, "RGB").save(buf, "JPEG", quality=q, optimize=True)
-        tries.append((q, len(buf.getvalue()) * 8 / (h * w), buf.getvalue()))
-    fits = [t for t in tries if t[1] <= target_bpp]
-    q, bpp, data = max(fits, key=lambda t: t[1]) if fits else min(tries, key=lambda t: t[1])
-    with Image.open(io.BytesIO(data)) as im:
-        decoded = np.asarray(im.convert("RGB"), np.uint8)
-    return q, bpp, len(data), decoded
-
 
 def training_summary(run_dir):
     rows = []
@@ -245,17 +455,53 @@ def training_summary(run_dir):
         with open(path) as f:
             rows = [json.loads(line) for line in f if line.strip()]
     ckpts = sorted(glob.glob(os.path.join(run_dir, "checkpoints", "step-*.h5")))
-    last = rows[-1] if rows else {}
+    last = next((r for r in reversed(rows) if "loss" in r), {})
     return {"checkpoint": ckpts[-1] if ckpts else None,
             "steps": int(re.findall(r"step-(\d+)", ckpts[-1])[0]) if ckpts else None,
             "last_logged": {k: last.get(k) for k in ("step", "loss", "mse", "perplexity",
-                                                      "codes_used", "images_per_second",
-                                                      "elapsed_seconds", "samples_seen")}}
+                                                      "images_per_second", "elapsed_seconds")}}
 
 
-def mean_of(per_photo, key):
-    vals = [r[key] for r in per_photo.values() if r is not None and key in r]
-    return float(np.mean(vals)) if vals else None
+def load_recipes(work):
+    """recipes.tsv written by the shell script: name, tasks, data, train flags, restore flags,
+    budget."""
+    path = os.path.join(work, "recipes.tsv")
+    out = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                name, tasks, data, flags, rflags, budget = line.rstrip("\n").split("\t")
+                out.append({"name": name, "tasks": tasks.split(","), "data": data,
+                            "train_flags": flags, "restore_flags": rflags,
+                            "budget": float(budget)})
+    return out
+
+
+def read_times(path):
+    out = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    file, seconds = line.split("\t")
+                    out[file] = float(seconds)
+    return out
+
+
+def summarise(per_photo):
+    vals = [r for r in per_photo.values() if r is not None]
+    if not vals:
+        return None
+    out = {"psnr": float(np.mean([r["psnr"] for r in vals])),
+           "ssim": float(np.mean([r["ssim"] for r in vals])),
+           "shift": [float(np.mean([r["shift"][c] for r in vals])) for c in range(3)],
+           "worst_shift": float(max(r["worst_shift"] for r in vals)),
+           "photos": len(vals), "per_photo": per_photo}
+    secs = [r["seconds"] for r in vals if r.get("seconds") is not None]
+    out["seconds"] = float(np.mean(secs)) if secs else None
+    return out
 
 
 def cmd_report(args):
@@ -263,249 +509,327 @@ def cmd_report(args):
     man = load_manifest(work)
     photos = man["photos"]
     clean = {p["file"]: read_png(os.path.join(work, "clean", p["file"])) for p in photos}
+    times = {}
+    if os.path.isfile(os.path.join(work, "baseline", "times.json")):
+        with open(os.path.join(work, "baseline", "times.json")) as f:
+            times = json.load(f)
+    recipes = load_recipes(work)
 
-    def folder_scores(folder):
+    def scores(folder, seconds=None):
         out = {}
         for p in photos:
-            path = os.path.join(work, folder, p["file"])
-            out[p["file"]] = metrics(clean[p["file"]], read_png(path)) if os.path.isfile(path) else None
+            path = os.path.join(folder, p["file"])
+            if os.path.isfile(path):
+                out[p["file"]] = metrics(clean[p["file"]], read_png(path))
+                out[p["file"]]["seconds"] = (seconds or {}).get(p["file"])
+            else:
+                out[p["file"]] = None
         return out
 
-    results = {}  # row -> task -> {"per_photo": {...}, "psnr":..., "ssim":..., ("bpp")}
+    results = {}  # task -> [ {row, kind, ...summary} ]
+    for task, (kind, _) in TASKS.items():
+        rows = []
+        s = summarise(scores(os.path.join(work, "damaged", task)))
+        if s:
+            rows.append(dict(row="damaged input", type="input", **s))
+        for method in METHODS[kind]:
+            secs = {p["file"]: times.get(f"{task}/{method}/{p['file']}") for p in photos}
+            s = summarise(scores(os.path.join(work, "baseline", task, method), secs))
+            if s:
+                label = METHOD_LABEL[method]
+                rows.append(dict(row=label, type="classical", method=method, **s))
+        for r in recipes:
+            if task not in r["tasks"]:
+                continue
+            folder = os.path.join(work, "restored", r["name"], task)
+            s = summarise(scores(folder, read_times(os.path.join(folder, "times.tsv"))))
+            if s:
+                rows.append(dict(row=f"{r['name']} ({r['budget']:g} s)", type="model",
+                                 recipe=r["name"], budget=r["budget"], **s))
+        results[task] = rows
 
-    def put(row, task, per_photo):
-        entry = {"per_photo": per_photo, "psnr": mean_of(per_photo, "psnr"),
-                 "ssim": mean_of(per_photo, "ssim")}
-        if any(r is not None and "bpp" in r for r in per_photo.values()):
-            entry["bpp"] = mean_of(per_photo, "bpp")
-        results.setdefault(row, {})[task] = entry
-
-    put("damaged input", "denoise", folder_scores("damaged_denoise"))
-    put("damaged input", "inpaint", folder_scores("damaged_inpaint"))
-    for m in MODELS:
-        for task in ("denoise", "inpaint"):
-            put(MODEL_LABEL[m], task, folder_scores(f"restored_{task}_{m}"))
-    put("non-local means", "denoise", folder_scores("baseline_nlm"))
-    put(f"TV (Chambolle, weight {man['tv']['weight']})", "denoise", folder_scores("baseline_tv"))
-    put("biharmonic inpainting", "inpaint", folder_scores("baseline_biharmonic"))
-
-    # Compression.
-    vq_bpp = {}
-    for m in MODELS:
-        per = {}
-        for p in photos:
-            file, (w, h) = p["file"], p["size"]
-            stem = file[:-4]
-            if m == "vqvae":
-                codes, decoded = (os.path.join(work, "compress_vqvae", stem + s)
-                                  for s in ("-codes.h5", "-decoded.h5"))
-                if not (os.path.isfile(codes) and os.path.isfile(decoded)):
-                    per[file] = None
-                    continue
-                with h5py.File(codes, "r") as f:
-                    nbytes = int(f["codes"].size * f["codes"].dtype.itemsize)
-                    attrs = {k: int(f.attrs[k]) for k in ("count", "latent_height",
-                                                          "latent_width", "bits_per_code")}
-                with h5py.File(decoded, "r") as f:
-                    tiles = f["images"][...]
-                img = to_u8(from_tiles(tiles, h, w))
-                bpp = 8 * nbytes / (h * w)
-                vq_bpp[file] = bpp
-                per[file] = dict(metrics(clean[file], img), bpp=bpp, code_bytes=nbytes, **attrs)
-                write_png(os.path.join(work, "compress_vqvae", file), img)
-            else:
-                recon, ev = (os.path.join(work, f"compress_{m}", stem + s)
-                             for s in ("-recon.h5", "-eval.json"))
-                if not (os.path.isfile(recon) and os.path.isfile(ev)):
-                    per[file] = None
-                    continue
-                with h5py.File(recon, "r") as f:
-                    tiles = f["images"][...]
-                with open(ev) as f:
-                    evj = json.load(f)
-                img = to_u8(from_tiles(tiles, h, w))
-                per[file] = dict(metrics(clean[file], img), bpp=float(evj["bpp"]))
-                write_png(os.path.join(work, f"compress_{m}", file), img)
-        put(MODEL_LABEL[m], "compress", per)
-    per = {}
-    os.makedirs(os.path.join(work, "compress_jpeg"), exist_ok=True)
-    for p in photos:
-        file = p["file"]
-        if file not in vq_bpp:
-            per[file] = None
-            continue
-        q, bpp, nbytes, decoded = jpeg_at(clean[file], vq_bpp[file])
-        write_png(os.path.join(work, "compress_jpeg", file), decoded)
-        per[file] = dict(metrics(clean[file], decoded), bpp=bpp, quality=q, file_bytes=nbytes)
-    put("JPEG (Pillow)", "compress", per)
-
-    training = {f"{t}-{m}": training_summary(os.path.join(work, f"{t}-{m}"))
-                for t in TASKS for m in MODELS}
-    load = []
-    load_path = os.path.join(work, "load.txt")
-    if os.path.isfile(load_path):
-        with open(load_path) as f:
-            load = [line.rstrip("\n") for line in f if line.strip()]
+    training = {r["name"]: training_summary(os.path.join(work, "train", r["name"])) for r in recipes}
+    load = {}
+    if os.path.isfile(os.path.join(work, "load.txt")):
+        with open(os.path.join(work, "load.txt")) as f:
+            for line in f:
+                if ": " in line:
+                    k, v = line.rstrip("\n").split(": ", 1)
+                    load[k] = v
     commands = []
-    cmd_path = os.path.join(work, "commands.txt")
-    if os.path.isfile(cmd_path):
-        with open(cmd_path) as f:
+    if os.path.isfile(os.path.join(work, "commands.txt")):
+        with open(os.path.join(work, "commands.txt")) as f:
             commands = [line.rstrip("\n") for line in f if line.strip()]
-
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo")
-                if l.startswith("model name")), platform.processor())
+    versions = {}
+    if os.path.isfile(os.path.join(work, "baseline", "versions.json")):
+        with open(os.path.join(work, "baseline", "versions.json")) as f:
+            versions = json.load(f)
+    phases = []
+    if os.path.isfile(os.path.join(work, "phases.txt")):
+        with open(os.path.join(work, "phases.txt")) as f:
+            phases = [line.rstrip("\n").split("\t") for line in f if "\t" in line]
+    blurcheck = None
+    if os.path.isfile(os.path.join(work, "blurcheck.json")):
+        with open(os.path.join(work, "blurcheck.json")) as f:
+            blurcheck = json.load(f)
     binary = ""
     if os.path.isfile(os.path.join(work, "binary.txt")):
         with open(os.path.join(work, "binary.txt")) as f:
             binary = f.read().strip()
-    info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": cpu,
-            "binary": binary,
-            "logical_cpus": os.cpu_count(), "budget_seconds": args.budget, "ranks": args.ranks}
+    info = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpu": cpu_description(), "logical_cpus": os.cpu_count(), "binary": binary,
+            "ranks": args.ranks, "python": platform.python_version(), "libraries": versions,
+            "script_seconds": args.script_seconds,
+            "phases": {k: float(v) for k, v in phases}, "blurcheck": blurcheck}
+    pictures = make_pictures(work, man, results, args.pictures, args.picture_photo)
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"info": info, "photos": photos, "tv": man["tv"], "training": training,
-                   "results": results, "load": load, "commands": commands}, f, indent=1)
+        json.dump({"info": info, "photos": photos, "settings": man["settings"],
+                   "recipes": recipes, "training": training, "load": load,
+                   "results": results, "pictures": pictures, "commands": commands}, f, indent=1)
     with open(args.md, "w") as f:
-        f.write(markdown(info, man, results, training, load, commands, args))
-    print(open(args.md).read())
+        f.write(markdown(info, man, results, recipes, training, load, commands, pictures, args))
+    print(f"restoration: wrote {args.md}, {args.json} and {len(pictures)} pictures")
 
+
+def cpu_description():
+    fields = {}
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if ":" in line:
+                k, v = (s.strip() for s in line.split(":", 1))
+                fields.setdefault(k, v)
+    return (f"{fields.get('model name', platform.processor())} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')})")
+
+
+# ---------------------------------------------------------------------------------------------
+# pictures
+
+def label_strip(text, width, height=22):
+    from PIL import ImageDraw, ImageFont
+    im = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(im)
+    try:
+        font = ImageFont.load_default(size=14)
+    except TypeError:
+        font = ImageFont.load_default()
+    draw.text((4, 3), text, fill=(0, 0, 0), font=font)
+    return np.asarray(im)
+
+
+def make_pictures(work, man, results, folder, photo_index):
+    """One PNG per task: clean | damaged | best classical | each model, on one photo, cropped to
+    at most 320x320 pixels around the photo's centre (no rescaling, so the damage stays visible)."""
+    photos = man["photos"]
+    if not photos:
+        return {}
+    p = photos[min(photo_index, len(photos) - 1)]
+    file = p["file"]
+    w, h = p["size"]
+    cw, ch = min(320, w), min(320, h)
+    top, left = (h - ch) // 2, (w - cw) // 2
+    os.makedirs(folder, exist_ok=True)
+    made = {}
+    for task, rows in results.items():
+        panels = [("clean", os.path.join(work, "clean", file)),
+                  ("damaged", os.path.join(work, "damaged", task, file))]
+        classical = [r for r in rows if r["type"] == "classical"]
+        if classical:
+            best = max(classical, key=lambda r: r["psnr"])
+            panels.append((f"{best['row']} (best classical)",
+                           os.path.join(work, "baseline", task, best["method"], file)))
+        for r in rows:
+            if r["type"] == "model":
+                panels.append((r["row"], os.path.join(work, "restored", r["recipe"], task, file)))
+        columns = []
+        for label, path in panels:
+            if not os.path.isfile(path):
+                continue
+            img = read_png(path)[top:top + ch, left:left + cw]
+            if label == "clean":
+                text = f"clean ({p['name']})"
+            else:
+                res = metrics(read_png(os.path.join(work, "clean", file))[top:top + ch, left:left + cw], img)
+                text = f"{label}: {res['psnr']:.2f} dB"
+            col = np.concatenate([label_strip(text[:60], cw), img], axis=0)
+            columns.append(col)
+            columns.append(np.full((col.shape[0], 4, 3), 255, np.uint8))
+        picture = np.concatenate(columns[:-1], axis=1)
+        path = os.path.join(folder, f"restoration-{task}.png")
+        Image.fromarray(picture).save(path, optimize=True)
+        made[task] = {"file": path, "photo": p["name"], "crop": [left, top, cw, ch],
+                      "panels": [label for label, q in panels if os.path.isfile(q)],
+                      "bytes": os.path.getsize(path)}
+    return made
+
+
+# ---------------------------------------------------------------------------------------------
+# Markdown
 
 def fmt(v, digits):
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def markdown(info, man, results, training, load, commands, args):
+def shift_text(s):
+    return "/".join(f"{v:+.2f}" for v in s)
+
+
+TASK_TITLE = {
+    "denoise-0.05": "Denoising, Gaussian sigma 0.05",
+    "denoise-0.1": "Denoising, Gaussian sigma 0.1",
+    "denoise-0.2": "Denoising, Gaussian sigma 0.2",
+    "inpaint-cells": "Inpainting, a 16x16 hole in every 32x32 cell (25%)",
+    "inpaint-strokes": "Inpainting, free-form strokes and boxes",
+    "deblur": "Deblurring, Gaussian blur sigma 2",
+}
+
+
+def markdown(info, man, results, recipes, training, load, commands, pictures, args):
     photos = man["photos"]
+    st = man["settings"]
+    budgets = sorted({r["budget"] for r in recipes})
+    short = [b for b in budgets if b < 1800]
     L = []
-    L.append("# Restoration and compression on held-out photos\n")
-    L.append("Made by `scripts/restoration_results.sh` (training, `vqvae restore/encode/decode/eval`) "
-             "and `scripts/restoration_results.py` (photos, damage, baselines, metrics, this "
-             "file); work files in `runs/restoration/`, per-photo numbers in "
-             "[`restoration.json`](restoration.json).\n")
+    L.append("# Restoration of whole held-out photos\n")
+    L.append("Made by `scripts/restoration_results.sh` (training, `vqvae restore`) and "
+             "`scripts/restoration_results.py` (photos, damage, classical baselines, metrics, "
+             "pictures, this file); work files in `runs/restoration/`, every number per photo in "
+             "[`restoration.json`](restoration.json). Compression (VQ-VAE against JPEG) has moved "
+             "to the codec benchmark, [`codec.md`](codec.md).\n")
     L.append(f"- date: {info['date']}")
-    L.append(f"- CPU: {info['cpu']}, {info['logical_cpus']} logical CPUs")
+    L.append(f"- CPU: {info['cpu']}, {info['logical_cpus']} logical CPUs, shared with other work")
     if info.get("binary"):
         L.append(f"- binary: {info['binary']} (release build)")
-    L.append(f"- training budget: {info['budget_seconds']} s of wall-clock training per model "
-             f"(`--time-budget`), `mpirun -np {info['ranks']}`, global batch 32, Adam lr 1e-3, seed 0, "
-             "default architecture (128 hidden, 2 residual blocks, 64 latent channels; codebook 512 for "
-             "the VQ-VAE) except `--down 1` for denoising and inpainting (latent 16x16 per 32x32 tile); "
-             "compression keeps `--down 2` (latent 8x8 per tile)")
-    L.append("- training data: `runs/restoration/data/photos32-train.h5` (`scripts/prepare_data.py photos "
-             "--train-scales 1,0.5,0.35 --train-patches 40000`: 40,000 random 32x32 patches of the TRAIN "
-             "photos, each photo at full size, half and 0.35 of it); no test photo is used for training")
-    L.append("- how the flags were chosen: three 240 s runs of the denoising AE, scored on these test photos "
-             "(so this choice, unlike the training, has seen them): patches of full-size photos only, 26.27 dB; "
-             "full size, half and 0.35, 27.39 dB; the same with `--down 1`, 28.03 dB (non-local means 26.89 dB). "
-             "The test photos are downscaled to at most 256 px, so patches of full-size training photos are "
-             "smoother than what the models are asked to restore. `restore --ensemble` was chosen the same "
-             "way, on the denoising AE's checkpoint")
+    if info.get("libraries"):
+        L.append("- Python " + info["python"] + "; " + ", ".join(
+            f"{k} {v}" for k, v in info["libraries"].items() if v))
+    if info.get("phases"):
+        ph = info["phases"]
+        rest = sum(v for k, v in ph.items() if not k.startswith("training:"))
+        L.append("- wall-clock time of the script's parts (the last run of each): "
+                 + ", ".join(f"{k} {v:.0f} s" for k, v in ph.items())
+                 + f"; everything but training: {rest:.0f} s ({rest / 60:.1f} min), plus about a "
+                 "minute for the report itself")
+    if recipes:
+        L.append(f"- models: trained for a fixed wall-clock budget each ({', '.join(f'{b:g} s' for b in budgets)}; "
+                 f"`--time-budget`), `mpirun -np {info['ranks']}`; recipes and commands below")
+    if short:
+        L.append(f"\n**The model rows come from a short trial ({', '.join(f'{b:g} s' for b in short)} "
+                 "of training per model) that checks the script end to end; they are not the "
+                 "models' results and are to be re-run with the full budget (`BUDGET=1800`, the "
+                 "default).**")
     L.append("")
-    L.append("| row | denoising PSNR (dB) | SSIM | inpainting PSNR (dB) | SSIM | compression bpp | PSNR (dB) | SSIM |")
-    L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for row, tasks in results.items():
-        d, i, c = (tasks.get(t, {}) for t in TASKS)
-        L.append(f"| {row} | {fmt(d.get('psnr'), 2)} | {fmt(d.get('ssim'), 4)} | "
-                 f"{fmt(i.get('psnr'), 2)} | {fmt(i.get('ssim'), 4)} | {fmt(c.get('bpp'), 3)} | "
-                 f"{fmt(c.get('psnr'), 2)} | {fmt(c.get('ssim'), 4)} |")
-    L.append("")
-    L.append("Averages over the held-out photos (per-photo numbers below and in the JSON file).\n")
-
-    # Derived statements.
-    den = {MODEL_LABEL[m]: results[MODEL_LABEL[m]]["denoise"]["psnr"] for m in MODELS
-           if results.get(MODEL_LABEL[m], {}).get("denoise", {}).get("psnr") is not None}
-    nlm = results["non-local means"]["denoise"]["psnr"]
-    if den and nlm is not None:
-        best = max(den, key=den.get)
-        L.append(f"- Denoising: the best model ({best}, {den[best]:.2f} dB) minus non-local means "
-                 f"({nlm:.2f} dB) = **{den[best] - nlm:+.2f} dB** PSNR.")
-    for task, what in (("denoise", "denoising"), ("inpaint", "inpainting")):
-        base = results["damaged input"][task]
-        parts = []
-        for m in MODELS:
-            r = results.get(MODEL_LABEL[m], {}).get(task, {})
-            if r.get("psnr") is not None:
-                parts.append(f"{MODEL_LABEL[m]} {r['psnr'] - base['psnr']:+.2f} dB / "
-                             f"{r['ssim'] - base['ssim']:+.4f} SSIM")
-        L.append(f"- Gain over the damaged input, {what} (input {base['psnr']:.2f} dB, "
-                 f"SSIM {base['ssim']:.4f}): " + "; ".join(parts) + ".")
-    jp = results["JPEG (Pillow)"]["compress"]
-    vq = results["VQ-VAE"]["compress"]
-    if vq.get("psnr") is not None and jp.get("psnr") is not None:
-        L.append(f"- Compression: the VQ-VAE at {vq['bpp']:.3f} bpp vs JPEG at {jp['bpp']:.3f} bpp: "
-                 f"{vq['psnr'] - jp['psnr']:+.2f} dB PSNR, {vq['ssim'] - jp['ssim']:+.4f} SSIM. "
-                 "There is no damaged input in compression; the AE and VAE rows are their "
-                 "reconstructions from float32 latents (no quantisation), for reference.")
-    L.append("")
+    L.append("Each table: averages over the held-out photos. PSNR and SSIM against the clean photo; "
+             "mean shift = restored mean minus clean mean per channel in 8-bit units (R/G/B, averaged "
+             "over photos), worst = the largest |shift| of any channel of any photo; seconds = "
+             "wall-clock time per photo (classical: the call alone; models: the whole `vqvae "
+             "restore` process, loading the checkpoint included).\n")
+    for task, rows in results.items():
+        L.append(f"### {TASK_TITLE.get(task, task)} (`{task}`)\n")
+        L.append("| method | PSNR (dB) | SSIM | mean shift R/G/B | worst shift | s per photo |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            n = "" if r["photos"] == len(photos) else f" ({r['photos']} of {len(photos)} photos)"
+            L.append(f"| {r['row']}{n} | {r['psnr']:.2f} | {r['ssim']:.4f} | {shift_text(r['shift'])} "
+                     f"| {r['worst_shift']:.2f} | {fmt(r.get('seconds'), 1)} |")
+        if task in pictures:
+            pic = pictures[task]
+            L.append(f"\n![{task}](pictures/{os.path.basename(pic['file'])}) "
+                     f"`pictures/{os.path.basename(pic['file'])}`: {pic['photo']}, a "
+                     f"{pic['crop'][2]}x{pic['crop'][3]} crop at ({pic['crop'][0]}, {pic['crop'][1]}), "
+                     "pixels unscaled: " + " | ".join(pic["panels"]) + " (each labelled with the "
+                     "PSNR of its crop)")
+        L.append("")
 
     L.append("## How it was made\n")
-    L.append("- **Photos (held out)**: `load_photos('test')` of `scripts/prepare_data.py`: "
-             + ", ".join(f"{p['name']} ({p['original_size'][0]}x{p['original_size'][1]} -> "
-                         f"{p['size'][0]}x{p['size'][1]})" for p in photos)
-             + f". Each is downscaled with Pillow's LANCZOS so its longer side is at most "
-             f"{man['max_side']} px, centre-cropped to multiples of 32 and kept as an 8-bit PNG.")
-    L.append(f"- **Damage** (numpy, seed {man['seed']}), saved as 8-bit PNGs: denoising = Gaussian "
-             f"noise sigma {man['noise_sigma']} on [0, 1] pixels, clipped and rounded; inpainting = "
-             f"the image cut into 32x32 cells, one black {man['mask_side']}x{man['mask_side']} "
-             "square at a uniform random position inside each cell (25% of the image masked). "
-             "Training's `--corrupt mask:0.25` also masks 25% of each 32x32 patch with one black "
-             "rectangle, but draws its aspect ratio in [1/2, 2]; here every hole is square.")
-    L.append("- **Models**: `vqvae restore --ensemble` with the newest checkpoint of each run: the "
-             "photo and its seven mirrored and rotated copies, each in overlapping 32x32 tiles blended "
-             "with a raised-cosine window (default overlap, a quarter of the tile), mapped back and "
-             "averaged; the restored image replaces every pixel (known pixels are not pasted back). "
-             "When it was chosen (checkpoints of a 300 s budget), it gave the denoising AE 28.10 dB against "
-             "27.80 dB for one pass.")
-    tv = man["tv"]
-    L.append("- **Classical baselines** (scikit-image, on the same 8-bit damaged PNGs): "
-             "`denoise_nl_means(h=0.8*sigma_est, sigma=sigma_est, fast_mode=True, patch_size=5, "
-             "patch_distance=6, channel_axis=-1)` with `sigma_est` = mean over channels of "
-             "`estimate_sigma(channel_axis=-1)`; `denoise_tv_chambolle(weight="
-             f"{tv['weight']}, channel_axis=-1)`, the weight chosen by PSNR on the TRAIN photo "
-             f"{tv['tuned_on']} (same size and noise) from "
-             + ", ".join(f"{k}: {v:.2f} dB" for k, v in tv["psnr_by_weight"].items())
-             + "; `inpaint_biharmonic(image, mask, channel_axis=-1)` with the known mask.")
-    L.append("- **Compression**: each clean photo cut into non-overlapping 32x32 tiles "
-             "(`images` (N, 32, 32, 3) uint8) -> `vqvae encode` -> `vqvae decode` -> stitched, "
-             "clipped, rounded to 8 bits. bpp = 8 x bytes of the `/codes` dataset / (H x W) "
-             "(8x8 codes of 9 bits per tile: 576 bits per 1,024 pixels; the decoder and codebook "
-             "are shared and not counted). JPEG: Pillow (`optimize=True`, default 4:2:0 chroma "
-             "subsampling) on the whole photo at the quality whose file size x 8 / (H x W) is the "
-             "closest to the VQ-VAE's bpp without exceeding it; headers are counted. AE and VAE: "
-             "`vqvae eval --recon-out` on the same tiles (the VAE decodes its mean); their bpp is "
-             "that of `vqvae eval --json`, float32 latents.")
+    L.append("- **Photos (held out, whole)**: `load_photos('test')` of `scripts/prepare_data.py`, none of "
+             "which is in `load_photos('train')` (checked): "
+             + ", ".join(f"{p['name']} ({p['original_size'][0]}x{p['original_size'][1]}"
+                         + ("" if p['size'] == p['original_size'] else f" -> {p['size'][0]}x{p['size'][1]}")
+                         + ")" for p in photos)
+             + f". Each at its own size, centre-cropped only to multiples of {man['multiple']} "
+             "(a photo already a multiple of it is unchanged), 8-bit RGB PNG. No extra photos: "
+             "the other opencv-doc and scikit-image pictures not in the train list are drawings, "
+             "renders, grey, medical or near-duplicates of train photos.")
+    L.append(f"- **Damage** (numpy, seed {man['seed']}; each photo and task its own stream), saved "
+             "as 8-bit PNGs, so every method restores the same file: denoising = Gaussian noise "
+             "of sigma 0.05, 0.1 or 0.2 on [0, 1] pixels, clipped and rounded; inpaint-cells = "
+             f"the photo cut into {man['cell']}x{man['cell']} cells, one {man['hole']}x{man['hole']} "
+             "hole filled with 0 at a uniform random position inside each cell (a cell cut by the "
+             "right or bottom edge gets a hole of half its sides, also 25% of it); inpaint-strokes = 1 to 3 boxes "
+             "(each side 1/16 to 1/6 of the photo's) and free-form brush strokes (polylines of 2 "
+             "to 6 segments, each 5-20% of the longer side, widths from 1/60 to 1/16 of the shorter "
+             "side, round joints and ends) filled with 0, drawn until the coverage reaches a target "
+             f"uniform in [{man['stroke_coverage'][0]}, {man['stroke_coverage'][1]}]; the masks "
+             "(white = missing) go to every inpainting method; deblur = Gaussian blur sigma "
+             f"{man['blur_sigma']:g} with the kernel of the trainer's `--corrupt blur:2` "
+             "(`Sources/Data/Corruption.swift`: normalised Gaussian, radius ceil(3 sigma) = 6, "
+             "separable, rows then columns, replicated edges, float32), rounded to 8 bits"
+             + (f" (checked: `vqvae restore --corrupt blur:2 --damaged-out` on {info['blurcheck']['photo']} "
+                f"gives {info['blurcheck']['values_differing']} of {info['blurcheck']['values']:,} 8-bit "
+                f"values different, by at most {info['blurcheck']['max_difference']})"
+                if info.get("blurcheck") else "") + ".")
+    cov = {t: [p["masked_fraction"].get(t) for p in photos] for t in ("inpaint-cells", "inpaint-strokes")}
+    L.append("- **Masked fraction** per photo: " + "; ".join(
+        f"{t}: " + ", ".join(f"{v:.3f}" for v in vals if v is not None) for t, vals in cov.items()) + ".")
+    L.append(f"- **Classical baselines**, on the same damaged PNGs, with settings chosen on the "
+             f"TRAIN photo {st['photo']} ({st['size'][0]}x{st['size'][1]}, damaged the same way "
+             "with its own seed), never on a test photo:")
+    L.append("  - non-local means (scikit-image, as before): `denoise_nl_means(h=0.8*sigma_est, "
+             "sigma=sigma_est, fast_mode=True, patch_size=5, patch_distance=6, channel_axis=-1)`, "
+             "`sigma_est` = mean over channels of `estimate_sigma(channel_axis=-1)`;")
+    L.append("  - BM3D: PyPI `bm3d`, `bm3d.bm3d_rgb(noisy, sigma)` at the TRUE sigma, default profile;")
+    L.append("  - biharmonic: `skimage.restoration.inpaint_biharmonic(image, mask, channel_axis=-1)`;")
+    L.append("  - Telea: `cv2.inpaint(image, mask, radius, cv2.INPAINT_TELEA)` (opencv-python-headless), "
+             "radius " + ", ".join(f"{t}: {r}" for t, r in st["telea_radius"].items()) + " (PSNR on "
+             + st["photo"] + ": " + "; ".join(f"{t}: " + ", ".join(f"{k}: {v:.2f}" for k, v in s.items())
+                                              for t, s in st["telea_psnr"].items()) + ");")
+    L.append(f"  - Wiener: `skimage.restoration.wiener(channel, psf, balance={st['wiener_balance']}, clip=False)` "
+             "per channel with the known 13x13 PSF (outer product of the kernel), balance by PSNR from "
+             + ", ".join(f"{k}: {v:.2f}" for k, v in st["wiener_psnr"].items()) + ";")
+    L.append(f"  - Richardson-Lucy: `skimage.restoration.richardson_lucy(channel, psf, "
+             f"num_iter={st['rl_iterations']}, clip=False)` per channel, iterations by PSNR from "
+             + ", ".join(f"{k}: {v:.2f}" for k, v in st["rl_psnr"].items()) + ";")
+    L.append("  - both deconvolutions run on the photo padded by 18 pixels (3 kernel radii) of "
+             "replicated edges, the blur's own edge rule, and are cropped back (without it, the "
+             "FFT's wrap-around and RL's zero padding ring at the borders); every result is "
+             "clipped to [0, 1] and rounded to 8 bits.")
     L.append("- **Metrics**: scikit-image on 8-bit images in [0, 1]: `peak_signal_noise_ratio(data_range=1)`, "
              "`structural_similarity(channel_axis=-1, data_range=1, gaussian_weights=True, sigma=1.5, "
-             "use_sample_covariance=False)`, averaged over photos.")
-    L.append("")
-    L.append("### Training runs\n")
-    L.append("| run | steps done | images/s (last log) | training s | last logged loss | MSE | perplexity |")
-    L.append("| --- | --- | --- | --- | --- | --- | --- |")
-    for name, t in training.items():
-        ll = t["last_logged"]
-        L.append(f"| {name} | {t['steps'] if t['steps'] is not None else ''} | "
-                 f"{fmt(ll.get('images_per_second'), 0)} | {fmt(ll.get('elapsed_seconds'), 0)} | "
-                 f"{fmt(ll.get('loss'), 5)} | {fmt(ll.get('mse'), 5)} | "
-                 f"{fmt(ll.get('perplexity'), 1)} |")
-    L.append("")
-    if load:
-        L.append("Load average (1, 5, 15 min) before and after each training run, from `/proc/loadavg`; "
-                 f"this benchmark's own {info['ranks']} ranks account for about {info['ranks']} of it, "
-                 "the rest is other work sharing the machine:\n")
-        L.append("```")
-        L.extend(load)
-        L.append("```")
+             "use_sample_covariance=False)`; mean shift as above. The noisy inputs' own mean shift "
+             "comes from clipping the noise at 0 and 1 (dark and bright pixels can only move "
+             "inwards); a denoiser that keeps it has not added a colour cast of its own.")
+    if recipes:
+        L.append("- **Models**: each recipe is trained under `mpirun` for its wall-clock budget, then "
+                 "`vqvae restore` restores every damaged photo of the tasks it is evaluated on, one "
+                 "process per photo, with the newest checkpoint; inpainting gets `--mask MASK.png` "
+                 "(the known pixels are kept, the holes filled as in the model's training). The "
+                 "restored image replaces every pixel otherwise.")
         L.append("")
-        shared = False
-        for line in load:
-            m = re.search(r"after: ([\d.]+)", line)
-            if m and float(m.group(1)) > info["ranks"] + 0.5:
-                shared = True
-        if shared:
-            L.append("**The training runs shared the machine with other CPU-heavy work** "
-                     "(load above this benchmark's own ranks), so steps done per budget, and "
-                     "hence the models' scores, are lower than on an idle machine and vary "
-                     "between models.\n")
+        L.append("| recipe | evaluated on | training data | `vqvae train` flags | `vqvae restore` flags | budget s |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for r in recipes:
+            L.append(f"| {r['name']} | {', '.join(r['tasks'])} | `{r['data']}` | `{r['train_flags']}` | "
+                     f"`{r['restore_flags'] or '-'}` | {r['budget']:g} |")
+        L.append("")
+        L.append("| recipe | steps done | images/s (last log) | training s | last logged loss | load before / after |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for name, t in training.items():
+            ll = t["last_logged"]
+            L.append(f"| {name} | {t['steps'] if t['steps'] is not None else ''} | "
+                     f"{fmt(ll.get('images_per_second'), 0)} | {fmt(ll.get('elapsed_seconds'), 0)} | "
+                     f"{fmt(ll.get('loss'), 5)} | {load.get(name, '')} |")
+        L.append("")
+        L.append("Training data `patches` = `runs/restoration/data/photos32-train.h5` "
+                 "(`scripts/prepare_data.py photos --train-scales 1,0.5,0.35 --train-patches 40000`: "
+                 "random 32x32 patches of the TRAIN photos at full size, half and 0.35 of it). Load = "
+                 "`/proc/loadavg` (1, 5, 15 min) before and after the run; the benchmark's own ranks "
+                 "account for about " + str(info["ranks"]) + " of it."
+                 + (" **Other work shared the CPUs** (load well above that), so fewer steps were "
+                    "done in each budget, and every time in this file is longer, than on an idle "
+                    "machine." if any(float(v.split()[0]) > info["ranks"] + 1
+                                      for v in load.values() if v.split()) else "") + "\n")
     if commands:
         L.append("### Commands\n")
         L.append("```sh")
@@ -513,18 +837,16 @@ def markdown(info, man, results, training, load, commands, args):
         L.append("```")
         L.append("")
     L.append("### Per photo\n")
-    L.append("| photo | row | task | PSNR (dB) | SSIM | bpp |")
-    L.append("| --- | --- | --- | --- | --- | --- |")
+    L.append("| photo | task | method | PSNR (dB) | SSIM | mean shift R/G/B | s |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- |")
     for p in photos:
-        for row, tasks in results.items():
-            for task in TASKS:
-                r = tasks.get(task, {}).get("per_photo", {}).get(p["file"])
-                if r is None:
+        for task, rows in results.items():
+            for r in rows:
+                q = r["per_photo"].get(p["file"])
+                if q is None:
                     continue
-                extra = f"{r['bpp']:.3f}" if "bpp" in r else ""
-                if "quality" in r:
-                    extra += f" (quality {r['quality']})"
-                L.append(f"| {p['name']} | {row} | {task} | {r['psnr']:.2f} | {r['ssim']:.4f} | {extra} |")
+                L.append(f"| {p['name']} | {task} | {r['row']} | {q['psnr']:.2f} | {q['ssim']:.4f} | "
+                         f"{shift_text(q['shift'])} | {fmt(q.get('seconds'), 1)} |")
     L.append("")
     return "\n".join(L)
 
@@ -532,18 +854,26 @@ def markdown(info, man, results, training, load, commands, args):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("prepare", "baselines", "report"):
+    for name in ("prepare", "baselines", "blurcheck", "report"):
         s = sub.add_parser(name)
         s.add_argument("--work", default="runs/restoration")
-        if name == "prepare":
-            s.add_argument("--max-side", type=int, default=256)
+        if name == "blurcheck":
+            s.add_argument("--bin", default=".build/release/vqvae")
+        if name == "baselines":
+            s.add_argument("--methods", default="", help="comma-separated subset (default all)")
+            s.add_argument("--resume", action="store_true",
+                           help="keep results already in baseline/ (with their time)")
         if name == "report":
-            s.add_argument("--budget", type=float, required=True)
             s.add_argument("--ranks", type=int, required=True)
+            s.add_argument("--script-seconds", type=float, default=None)
             s.add_argument("--md", default="bench/restoration.md")
             s.add_argument("--json", default="bench/restoration.json")
+            s.add_argument("--pictures", default="bench/pictures")
+            s.add_argument("--picture-photo", type=int, default=0,
+                           help="index of the test photo shown in the pictures (0: the flower)")
     args = ap.parse_args(argv)
-    {"prepare": cmd_prepare, "baselines": cmd_baselines, "report": cmd_report}[args.cmd](args)
+    {"prepare": cmd_prepare, "baselines": cmd_baselines, "blurcheck": cmd_blurcheck,
+     "report": cmd_report}[args.cmd](args)
     return 0
 
 

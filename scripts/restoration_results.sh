@@ -1,148 +1,224 @@
 #!/usr/bin/env bash
-# Restoration and compression results on held-out photos; writes bench/restoration.md and
-# bench/restoration.json, work files under runs/restoration/.
+# Restoration benchmark on WHOLE held-out photos: writes bench/restoration.md,
+# bench/restoration.json and bench/pictures/restoration-TASK.png; work files under runs/restoration/.
 #
-# Trains nine models with the same wall-clock budget each (tasks denoise / inpaint / compress x
-# models vqvae / vae / ae) on 32x32 patches of the TRAIN photos (40,000 patches drawn from each
-# photo at full size, half and 0.35 of it, since the test photos are downscaled; restoration
-# models with --down 1, compression models with the default --down 2), then restores the damaged TEST
-# photos with `vqvae restore`, compresses them with `vqvae encode`/`decode` (and `vqvae eval
-# --recon-out` for the AE and VAE), and compares with scikit-image's non-local means, TV
-# denoising and biharmonic inpainting and with Pillow's JPEG (scripts/restoration_results.py).
+# The held-out TEST photos of scripts/prepare_data.py at their own size (centre-cropped to
+# multiples of 8) are damaged once with numpy and a fixed seed and saved as 8-bit PNGs (tasks
+# denoise-0.05, denoise-0.1, denoise-0.2, inpaint-cells, inpaint-strokes, deblur; masks as PNGs);
+# classical baselines restore those files (non-local means and BM3D; biharmonic and OpenCV Telea
+# inpainting; Wiener and Richardson-Lucy deconvolution), and so do the project's models: each
+# recipe below is trained under mpirun for a fixed wall-clock budget and then restores, with
+# `vqvae restore` (and `--mask` for inpainting), the damaged photos of the tasks it names. All
+# the Python work is scripts/restoration_results.py.
 #
-# Models restore with `vqvae restore --ensemble` (the image and its seven mirrored and rotated
-# copies, averaged).
-#
-# Environment: BUDGET (seconds of training per model, default 300), RANKS (mpirun -np, default 2),
-# SKIP_TRAIN=1 (reuse the checkpoints already in runs/restoration/), SKIP_BASELINES=1 (reuse the
-# photos, damaged copies and classical baselines already there).
+# Environment:
+#   BUDGET          seconds of wall-clock training per recipe (`--time-budget`), default 1800
+#   RANKS           mpirun -np, default 2
+#   RECIPES         comma-separated recipe names to train and restore (default: all below)
+#   SKIP_TRAIN=1    reuse the checkpoints already in runs/restoration/train/
+#   SKIP_BASELINES=1  reuse the photos, damaged copies and classical results already there
+#   SKIP_MODELS=1   neither train nor restore with models (the report keeps earlier model results)
+# Reference tools that are not project dependencies (bm3d, opencv-python-headless, PyWavelets)
+# go into a virtual environment, runs/restoration/venv, made when missing (it sees the system's
+# packages too). The opencv-doc photos of the test split come from Debian's opencv-doc.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-BUDGET=${BUDGET:-300}
+
+# ---- Recipes: one per line, fields separated by '|':
+#   name | tasks it is evaluated on | training data | `vqvae train` flags | `vqvae restore` flags
+# Tasks: denoise-0.05, denoise-0.1, denoise-0.2, inpaint-cells, inpaint-strokes, deblur.
+# Training data: `patches` (runs/restoration/data/photos32-train.h5, 32x32 patches of the TRAIN
+# photos, made here) or the path of any HDF5 dataset (add e.g. --crop to the flags for whole
+# photos). The common flags (budget, batch, lr, logging) are in TRAIN_COMMON below.
+RECIPE_TABLE=(
+  "denoise-ae       | denoise-0.1                           | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt noise:0.1      | "
+  "blind-denoise-ae | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt noise:0.02..0.2 | "
+  "inpaint-ae       | inpaint-cells,inpaint-strokes         | patches | --model ae --down 1 --corrupt mask:0.25                                    | "
+  "holes-ae         | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt holes:8          | "
+  "deblur-ae        | deblur                                | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt blur:2          | "
+)
+TRAIN_COMMON=(--steps 10000000 --global-batch-size 32 --lr 1e-3 --log-every 200 --checkpoint-every 0)
+
+BUDGET=${BUDGET:-1800}
 RANKS=${RANKS:-2}
+RECIPES=${RECIPES:-}
 SKIP_TRAIN=${SKIP_TRAIN:-0}
 SKIP_BASELINES=${SKIP_BASELINES:-0}
+SKIP_MODELS=${SKIP_MODELS:-0}
 WORK=runs/restoration
 BUILT=.build/release/vqvae
 BIN=$WORK/bin/vqvae  # a copy taken at the start, so a rebuild meanwhile cannot mix two binaries
 PY=scripts/restoration_results.py
+VENV=$WORK/venv
+PATCHES=$WORK/data/photos32-train.h5
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+log() { echo "restoration: $*" >&2; }
+# Wall-clock seconds of each part, kept across runs that skip parts (runs/restoration/phases.txt).
+phase() {  # NAME SECONDS
+    mkdir -p "$WORK"
+    { grep -v "^$1	" "$WORK/phases.txt" 2>/dev/null || true; printf '%s\t%s\n' "$1" "$2"; } > "$WORK/phases.txt.new"
+    mv "$WORK/phases.txt.new" "$WORK/phases.txt"
+}
 
-[ -x "$BUILT" ] || swift build -c release
-# scikit-image's estimate_sigma (non-local means baseline) needs PyWavelets.
-python3 -c "import h5py, numpy, skimage, sklearn, matplotlib, PIL, pywt" 2>/dev/null ||
-    python3 -m pip install --quiet --disable-pip-version-check h5py numpy scikit-image scikit-learn \
-        matplotlib pillow PyWavelets
-TRAIN=$WORK/data/photos32-train.h5
-SCALES=1,0.5,0.35
-[ -f "$TRAIN" ] || python3 scripts/prepare_data.py photos --out "$WORK/data" --train-scales "$SCALES" \
-    --train-patches 40000
-
-mkdir -p "$WORK/bin"
-cp "$BUILT" "$BIN.tmp" && mv "$BIN.tmp" "$BIN"
-"$BIN" --help > /dev/null
-described="$BIN: copy of $BUILT ($(date -r "$BUILT" -u +%Y-%m-%dT%H:%M:%SZ)), sha256 $(sha256sum "$BIN" | cut -c1-16)"
-if [ "$SKIP_TRAIN" != 1 ]; then
-    echo "$described" > "$WORK/binary.txt"
-else
-    # The checkpoints were trained by the binary already named there.
-    trained_by=$(head -n 1 "$WORK/binary.txt" 2>/dev/null | sed 's/ (training);.*$//')
-    echo "$trained_by (training); $described (restoration, compression, evaluation)" > "$WORK/binary.txt.new"
-    mv "$WORK/binary.txt.new" "$WORK/binary.txt"
+trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; s=${s%"${s##*[![:space:]]}"}; printf '%s' "$s"; }
+names=() tasks=() datas=() flags=() rflags=()
+for line in "${RECIPE_TABLE[@]}"; do
+    IFS='|' read -r n t d f r <<< "$line"
+    n=$(trim "$n")
+    if [ -n "$RECIPES" ] && [[ ",$RECIPES," != *",$n,"* ]]; then continue; fi
+    names+=("$n"); tasks+=("$(trim "$t")"); datas+=("$(trim "$d")"); flags+=("$(trim "$f")"); rflags+=("$(trim "${r:-}")")
+done
+if [ -n "$RECIPES" ]; then
+    IFS=',' read -r -a wanted <<< "$RECIPES"
+    for w in "${wanted[@]}"; do
+        [[ " ${names[*]} " == *" $w "* ]] || { log "no recipe named $w"; exit 1; }
+    done
 fi
+
+# ---- Tools: the project's Python packages, the opencv-doc photos, the reference tools' venv.
+python3 -c "import h5py, numpy, skimage, sklearn, matplotlib, PIL, scipy" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check h5py numpy scikit-image scikit-learn \
+        matplotlib pillow scipy
+if [ ! -d /usr/share/doc/opencv-doc/examples/data ]; then
+    log "installing Debian's opencv-doc (four of the six test photos)"
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends opencv-doc >/dev/null
+fi
+if ! "$VENV/bin/python" -c "import bm3d, cv2, pywt" 2>/dev/null; then
+    log "making $VENV with bm3d, opencv-python-headless, PyWavelets (reference tools)"
+    python3 -m venv --system-site-packages "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check bm3d opencv-python-headless PyWavelets
+fi
+VPY=$VENV/bin/python
+
 commands="$WORK/commands.txt"
-if [ "$SKIP_TRAIN" != 1 ]; then
+mkdir -p "$WORK"
+if [ "$SKIP_TRAIN" != 1 ] && [ "$SKIP_MODELS" != 1 ]; then
     : > "$commands"
+elif [ "$SKIP_MODELS" = 1 ]; then
+    # Keep the commands that made the model results the report still shows.
+    grep -v " report --work " "$commands" > "$commands.kept" 2>/dev/null || true
+    mv "$commands.kept" "$commands"
 else
     # Keep the training commands of the run that made the checkpoints.
-    grep -E "^BUDGET=| train " "$commands" > "$commands.kept" 2>/dev/null || true
+    grep -E "SKIP_TRAIN=0 .*SKIP_MODELS=0 bash .*# which runs:| train " "$commands" > "$commands.kept" 2>/dev/null || true
     mv "$commands.kept" "$commands"
 fi
-printf "BUDGET=%s RANKS=%s SKIP_TRAIN=%s SKIP_BASELINES=%s bash scripts/restoration_results.sh   # which runs:\n" \
-    "$BUDGET" "$RANKS" "$SKIP_TRAIN" "$SKIP_BASELINES" >> "$commands"
-log() { echo "restoration: $*" >&2; }
+printf "BUDGET=%s RANKS=%s RECIPES=%s SKIP_TRAIN=%s SKIP_BASELINES=%s SKIP_MODELS=%s bash scripts/restoration_results.sh   # which runs:\n" \
+    "$BUDGET" "$RANKS" "${RECIPES:-all}" "$SKIP_TRAIN" "$SKIP_BASELINES" "$SKIP_MODELS" >> "$commands"
 record() { printf '%s\n' "$*" >> "$commands"; }
 
-# Held-out photos, damaged copies, masks, tiles; classical baselines.
-rm -rf "$WORK"/restored_* "$WORK"/compress_*
+# ---- Photos, damage, tuning on a TRAIN photo, classical baselines.
 if [ "$SKIP_BASELINES" != 1 ]; then
-    rm -rf "$WORK"/clean "$WORK"/damaged_* "$WORK"/masks "$WORK"/tiles "$WORK"/baseline_*
-    record "python3 $PY prepare --work $WORK"
-    python3 "$PY" prepare --work "$WORK"
-    record "python3 $PY baselines --work $WORK"
-    python3 "$PY" baselines --work "$WORK"
+    rm -rf "$WORK"/clean "$WORK"/damaged "$WORK"/masks "$WORK"/baseline "$WORK"/photos.json
+    record "$VPY $PY prepare --work $WORK"
+    t0=$(date +%s)
+    "$VPY" "$PY" prepare --work "$WORK"
+    phase "photos, damage, tuning" $(($(date +%s) - t0))
+    record "$VPY $PY baselines --work $WORK"
+    t0=$(date +%s)
+    "$VPY" "$PY" baselines --work "$WORK"
+    phase "classical baselines" $(($(date +%s) - t0))
 fi
 
+# ---- Models.
+data_of() { if [ "$1" = patches ]; then echo "$PATCHES"; else echo "$1"; fi; }
 checkpoint() {  # run folder -> newest checkpoint
     local newest
     newest=$(ls "$1"/checkpoints/step-*.h5 2>/dev/null | sort | tail -n 1)
     [ -n "$newest" ] || { log "no checkpoint in $1/checkpoints"; exit 1; }
     echo "$newest"
 }
+if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
+    [ -x "$BUILT" ] || swift build -c release
+    mkdir -p "$WORK/bin"
+    described="$BIN: copy of $BUILT ($(date -r "$BUILT" -u +%Y-%m-%dT%H:%M:%SZ)), sha256 $(cp "$BUILT" "$BIN.tmp" && sha256sum "$BIN.tmp" | cut -c1-16)"
+    mv "$BIN.tmp" "$BIN"
+    "$BIN" --help > /dev/null
+    # The deblur input must be what the trainer's --corrupt blur:2 makes: compare once.
+    record "$VPY $PY blurcheck --work $WORK --bin $BIN"
+    "$VPY" "$PY" blurcheck --work "$WORK" --bin "$BIN"
+    if [ "$SKIP_TRAIN" != 1 ]; then
+        echo "$described" > "$WORK/binary.txt"
+    else
+        trained_by=$(head -n 1 "$WORK/binary.txt" 2>/dev/null | sed 's/ (training);.*$//')
+        echo "$trained_by (training); $described (restoration)" > "$WORK/binary.txt"
+    fi
+    # recipes.tsv: the recipes the report lists (this run's replace their earlier lines, others
+    # stay, so RECIPES=a then RECIPES=b reports both), with the budget they were trained for.
+    : > "$WORK/recipes.tsv.new"
+    if [ -f "$WORK/recipes.tsv" ]; then
+        while IFS= read -r line; do
+            [[ " ${names[*]} " == *" ${line%%	*} "* ]] || printf '%s\n' "$line" >> "$WORK/recipes.tsv.new"
+        done < "$WORK/recipes.tsv"
+    fi
+    for i in "${!names[@]}"; do
+        b=$BUDGET
+        if [ "$SKIP_TRAIN" = 1 ] && [ -f "$WORK/train/${names[$i]}/budget" ]; then b=$(cat "$WORK/train/${names[$i]}/budget"); fi
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${names[$i]}" "${tasks[$i]}" "${datas[$i]}" "${flags[$i]}" "${rflags[$i]}" "$b" >> "$WORK/recipes.tsv.new"
+    done
+    mv "$WORK/recipes.tsv.new" "$WORK/recipes.tsv"
 
-# Training: the same budget for every model.
-if [ "$SKIP_TRAIN" != 1 ]; then
-    : > "$WORK/load.txt"
-    for task in denoise inpaint compress; do
-        case $task in
-            denoise) corrupt=(--corrupt noise:0.1 --down 1) ;;
-            inpaint) corrupt=(--corrupt mask:0.25 --down 1) ;;
-            compress) corrupt=() ;;
-        esac
-        for model in vqvae vae ae; do
-            case $model in
-                vqvae) extra=(--kmeans-init --dead-code-threshold 1) ;;
-                vae) extra=(--kl-weight 0.001) ;;
-                ae) extra=() ;;
-            esac
-            out="$WORK/$task-$model"
+    if [ "$SKIP_TRAIN" != 1 ]; then
+        : > "$WORK/load.txt"
+        if [[ " ${datas[*]} " == *" patches "* ]] && [ ! -f "$PATCHES" ]; then
+            record "python3 scripts/prepare_data.py photos --out $WORK/data --train-scales 1,0.5,0.35 --train-patches 40000"
+            t0=$(date +%s)
+            python3 scripts/prepare_data.py photos --out "$WORK/data" --train-scales 1,0.5,0.35 --train-patches 40000
+            phase "training data" $(($(date +%s) - t0))
+        fi
+        for i in "${!names[@]}"; do
+            name=${names[$i]}
+            data=$(data_of "${datas[$i]}")
+            [ -f "$data" ] || { log "recipe $name: no training data $data"; exit 1; }
+            out="$WORK/train/$name"
             rm -rf "$out"
-            cmd=(mpirun -np "$RANKS" --bind-to none "$BIN" train --model "$model" --data "$TRAIN"
-                 --out "$out" --steps 10000000 --time-budget "$BUDGET" --global-batch-size 32 --lr 1e-3
-                 --log-every 200 --checkpoint-every 0 ${corrupt[@]+"${corrupt[@]}"} ${extra[@]+"${extra[@]}"})
-            record "${cmd[*]}"
-            log "training $task-$model for ${BUDGET}s"
-            before=$(cut -d' ' -f1-3 /proc/loadavg)
             mkdir -p "$out"
+            read -r -a f <<< "${flags[$i]}"
+            cmd=(mpirun -np "$RANKS" --bind-to none "$BIN" train --data "$data" --out "$out"
+                 --time-budget "$BUDGET" "${TRAIN_COMMON[@]}" "${f[@]}")
+            record "${cmd[*]}"
+            log "training $name for ${BUDGET}s"
+            before=$(cut -d' ' -f1-3 /proc/loadavg)
+            t0=$(date +%s)
             "${cmd[@]}" > "$out/train.log" 2>&1 || { tail -n 20 "$out/train.log" >&2; exit 1; }
-            echo "$task-$model: before: $before | after: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$WORK/load.txt"
+            phase "training: $name" $(($(date +%s) - t0))
+            echo "$BUDGET" > "$out/budget"
+            echo "$name: $before / $(cut -d' ' -f1-3 /proc/loadavg)" >> "$WORK/load.txt"
             tail -n 2 "$out/train.log" >&2
         done
+    fi
+
+    # Restoration: one process per photo (inpainting needs each photo's own mask), timed.
+    for i in "${!names[@]}"; do
+        name=${names[$i]}
+        t1=$(date +%s)
+        ckpt=$(checkpoint "$WORK/train/$name")
+        read -r -a rf <<< "${rflags[$i]}"
+        IFS=',' read -r -a ts <<< "${tasks[$i]}"
+        for task in "${ts[@]}"; do
+            dest="$WORK/restored/$name/$task"
+            rm -rf "$dest"
+            mkdir -p "$dest"
+            first=1
+            for damaged in "$WORK/damaged/$task"/*.png; do
+                file=$(basename "$damaged")
+                cmd=("$BIN" restore --checkpoint "$ckpt" --input "$damaged" --out "$dest/$file")
+                [ -f "$WORK/masks/$task/$file" ] && cmd+=(--mask "$WORK/masks/$task/$file")
+                cmd+=(${rf[@]+"${rf[@]}"})
+                [ $first = 1 ] && record "${cmd[*]}   # and every other photo of $task"
+                first=0
+                t0=$(date +%s.%N)
+                "${cmd[@]}" > "$dest/${file%.png}.log" 2>&1 || { cat "$dest/${file%.png}.log" >&2; exit 1; }
+                printf '%s\t%s\n' "$file" "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')" >> "$dest/times.tsv"
+            done
+            log "restored $task with $name"
+        done
+        phase "restoring: $name" $(($(date +%s) - t1))
     done
 fi
 
-# Restoration of the damaged held-out photos.
-for task in denoise inpaint; do
-    for model in vqvae vae ae; do
-        ckpt=$(checkpoint "$WORK/$task-$model")
-        cmd=("$BIN" restore --checkpoint "$ckpt" --input "$WORK/damaged_$task" --out "$WORK/restored_${task}_$model" --ensemble)
-        record "${cmd[*]}"
-        mkdir -p "$WORK/restored_${task}_$model"
-        "${cmd[@]}"
-    done
-done
-
-# Compression of the clean held-out photos, tile by tile.
-vq=$(checkpoint "$WORK/compress-vqvae")
-mkdir -p "$WORK/compress_vqvae" "$WORK/compress_vae" "$WORK/compress_ae"
-first=1
-for tiles in "$WORK"/tiles/*.h5; do
-    stem=$(basename "$tiles" .h5)
-    enc=("$BIN" encode --checkpoint "$vq" --data "$tiles" --out "$WORK/compress_vqvae/$stem-codes.h5")
-    dec=("$BIN" decode --codes "$WORK/compress_vqvae/$stem-codes.h5" --out "$WORK/compress_vqvae/$stem-decoded.h5")
-    [ $first = 1 ] && record "${enc[*]}" && record "${dec[*]}"
-    "${enc[@]}" > /dev/null
-    "${dec[@]}" > /dev/null
-    for model in vae ae; do
-        ckpt=$(checkpoint "$WORK/compress-$model")
-        ev=("$BIN" eval --checkpoint "$ckpt" --data "$tiles" --recon-out "$WORK/compress_$model/$stem-recon.h5" --json)
-        [ $first = 1 ] && record "${ev[*]} > $WORK/compress_$model/$stem-eval.json"
-        "${ev[@]}" > "$WORK/compress_$model/$stem-eval.json"
-    done
-    first=0
-done
-record "(encode/decode/eval repeated for every photo's tiles in $WORK/tiles/)"
-record "python3 $PY report --work $WORK --budget $BUDGET --ranks $RANKS"
-
+record "$VPY $PY report --work $WORK --ranks $RANKS"
 mkdir -p bench
-python3 "$PY" report --work "$WORK" --budget "$BUDGET" --ranks "$RANKS"
+"$VPY" "$PY" report --work "$WORK" --ranks "$RANKS"
