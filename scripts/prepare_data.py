@@ -294,14 +294,16 @@ def to_rgb(img):
 def load_opencv_photos(names):
     """Return [(name, rgb array)] for those of `names` found in OPENCV_DATA."""
     if not os.path.isdir(OPENCV_DATA):
-        return []
+        raise PrepError(f"the photos of Debian's opencv-doc are missing ({OPENCV_DATA}); "
+                        "install it: apt-get install opencv-doc (scripts/install_dependencies.sh does)")
     image = need("PIL.Image", "pillow")
     photos = []
     for name in names:
         data = read_maybe_gz(os.path.join(OPENCV_DATA, name))
-        if data is not None:
-            with image.open(io.BytesIO(data)) as im:
-                photos.append((f"opencv-doc:{name}", to_rgb(np.asarray(im.convert("RGB")))))
+        if data is None:
+            raise PrepError(f"opencv-doc photo {name} is missing from {OPENCV_DATA}; reinstall opencv-doc")
+        with image.open(io.BytesIO(data)) as im:
+            photos.append((f"opencv-doc:{name}", to_rgb(np.asarray(im.convert("RGB")))))
     return photos
 
 
