@@ -32,6 +32,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # photos). The common flags (budget, batch, lr, logging) are in TRAIN_COMMON below.
 RECIPE_TABLE=(
   "denoise-ae       | denoise-0.1                           | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt noise:0.1      | "
+  "denoise-ae-plain | denoise-0.1                           | patches | --model ae --residual --down 1 --corrupt noise:0.1                         | "
+  "denoise-vq-skips | denoise-0.1                           | patches | --model vqvae --residual --skips --down 2 --corrupt noise:0.1              | "
   "blind-denoise-ae | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt noise:0.02..0.2 | "
   "inpaint-ae       | inpaint-cells,inpaint-strokes         | patches | --model ae --down 1 --corrupt mask:0.25                                    | "
   "holes-ae         | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt holes:8          | "
