@@ -162,6 +162,14 @@ def learning_rate(args, completed):
     return float(np.float32(r))
 
 
+def loadavg():
+    try:
+        with open("/proc/loadavg") as f:
+            return " ".join(f.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
 def load_images(paths, key):
     arrays = []
     for path in paths:
@@ -233,6 +241,8 @@ def train(rank, world, args, result_queue=None):
         print(f"pytorch {torch.__version__}: {world} process(es) x {args.threads} thread(s), {params} parameters, "
               f"{n} images {images.shape[1]}x{images.shape[2]}x{images.shape[3]}, global batch {G}", flush=True)
     losses, done = [], 0
+    if log:
+        print(f"load average before training: {loadavg()}", flush=True)
     start = time.monotonic()
     window_start, window_steps = start, 0
     for step in range(args.steps):
@@ -274,7 +284,8 @@ def train(rank, world, args, result_queue=None):
             stop = flag.item() > 0
         if log and (done % args.log_every == 0 or stop or done == args.steps):
             now = time.monotonic()
-            print(f"step {done}: loss {np.mean(losses[-window_steps:]):.5f} lr {lr:.3g} "
+            # The last step's loss, as `vqvae train` logs it, and the mean since the last line.
+            print(f"step {done}: loss {losses[-1]:.5f} (mean {np.mean(losses[-window_steps:]):.5f}) lr {lr:.3g} "
                   f"{window_steps * G / (now - window_start):.0f} img/s", flush=True)
             window_start, window_steps = now, 0
         if stop:
@@ -284,7 +295,7 @@ def train(rank, world, args, result_queue=None):
         dist.destroy_process_group()
     if log:
         print(f"done: {done} steps in {elapsed:.1f} s ({done * G / elapsed:.0f} img/s); final loss "
-              f"{losses[-1]:.5f}", flush=True)
+              f"{losses[-1]:.5f}; load average {loadavg()}", flush=True)
         if args.out:
             os.makedirs(args.out, exist_ok=True)
             names = {layer: name for name, layer in net.names().items()}
