@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Check one training step of `vqvae train` against PyTorch on the same weights and data.
+"""Check one training step of `vqvae train`, or a checkpoint's forward pass, against PyTorch.
 
     vqvae train --data D.h5 --out RUN --no-shuffle --codebook-init sonnet --steps 0 ...   # initial weights
     vqvae train --data D.h5 --out RUN2 --no-shuffle --codebook-init sonnet --steps 1 ...  # same flags, one step
@@ -15,6 +15,16 @@ adamw, at the step-1 rate of the learning-rate schedule), the codebook and its E
 Dead-code restart has no PyTorch counterpart: train with --codebook-init sonnet (or
 --dead-code-threshold 0). It prints
 the largest relative difference per tensor (|a - b| / max|b|) and exits non-zero above --tolerance.
+
+The forward pass of any checkpoint (every model kind, --residual, --detail-layers, --skips) is
+checked against `vqvae eval --recon-out` on clean images:
+
+    vqvae eval --checkpoint C.h5 --data D.h5 --limit 64 --recon-out recon.h5
+    python3 scripts/check_against_pytorch.py --data D.h5 --checkpoint C.h5 --recon recon.h5
+
+It loads the checkpoint into scripts/vqvae_torch.py's module (skips at the model's evaluation
+weight, the top of its --skip-weight range; the VQ-VAE with the nearest codebook rows), runs the
+same images and prints the largest absolute difference in [0, 1] pixels (--forward-tolerance, 1e-5).
 
 PyTorch is an optional tool for this check only, never a dependency of the project.
 """
@@ -38,11 +48,63 @@ def rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
+def load_images(path, key, count):
+    """The first `count` images of `path` in normalised NCHW float32."""
+    with h5py.File(path, "r") as d:
+        raw = d[key][:count]
+    x = torch.from_numpy(raw).float()
+    x = (x / 255 - 0.5) if raw.dtype == np.uint8 else (x - 0.5)
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def load_model(f):
+    """The checkpoint `f`'s model in scripts/vqvae_torch.py, and its codebook (None without one)."""
+    model = VQVAE(json.loads(f.attrs["config"])["model"])
+    with torch.no_grad():
+        for name, layer in model.names().items():
+            layer.weight.copy_(torch.from_numpy(f[f"model/{name}/weight"][()]))
+            layer.bias.copy_(torch.from_numpy(f[f"model/{name}/bias"][()]))
+    codebook = torch.from_numpy(f["model/quantizer/codebook"][()]) if "model/quantizer/codebook" in f else None
+    return model, codebook
+
+
+def nearest_rows(codebook):
+    """z [N, D, h, w] -> the nearest codebook rows, same layout (the VQ-VAE's q in evaluation)."""
+    def quantize(z):
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        dist = (codebook ** 2).sum(1)[None, :] - 2 * flat @ codebook.t()
+        q = codebook[dist.argmin(1)]
+        return q.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+    return quantize
+
+
+def check_forward(args):
+    with h5py.File(args.recon, "r") as r:
+        recon = r["images"][()]
+    with h5py.File(args.checkpoint, "r") as f:
+        model, codebook = load_model(f)
+        key = json.loads(f.attrs["config"])["data"].get("images_key", "images")
+    x = load_images(args.data, key, recon.shape[0])
+    with torch.no_grad():
+        out = model(x, quantize=nearest_rows(codebook) if codebook is not None else None)
+    mine = (out + 0.5).permute(0, 2, 3, 1).numpy()
+    diff = float(np.abs(mine.astype(np.float64) - recon).max())
+    m = model
+    print(f"forward of {args.checkpoint} ({m.kind}, down {len(m.down)}, residual {m.residual}, detail layers "
+          f"{len(m.detail)}, skips {m.skips} at w {m.fidelity:g}) on {recon.shape[0]} images: largest |pytorch - "
+          f"vqvae eval| {diff:.2e} in [0, 1] pixels (tolerance {args.forward_tolerance:.0e}; values "
+          f"{recon.min():.3f}..{recon.max():.3f})")
+    return 0 if diff <= args.forward_tolerance else 1
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True)
-    ap.add_argument("--initial", required=True)
-    ap.add_argument("--after", required=True)
+    ap.add_argument("--initial")
+    ap.add_argument("--after")
+    ap.add_argument("--checkpoint", help="with --recon: the checkpoint `vqvae eval` ran")
+    ap.add_argument("--recon", help="`vqvae eval --recon-out` file: check the forward pass instead of a step")
+    ap.add_argument("--forward-tolerance", type=float, default=1e-5)
     ap.add_argument("--tolerance", type=float, default=1e-4)
     # Parameters after Adam: where |g| is near eps (1e-8), the update lr * g / (|g| + eps) moves by
     # up to lr / eps = 3e4 times an absolute difference in g, so rounding differences of 1e-9 in a
@@ -50,6 +112,12 @@ def main():
     ap.add_argument("--parameter-tolerance", type=float, default=1e-3)
     args = ap.parse_args()
     torch.set_default_dtype(torch.float32)
+    if args.recon:
+        if not args.checkpoint:
+            ap.error("--recon needs --checkpoint")
+        return check_forward(args)
+    if not (args.initial and args.after):
+        ap.error("give --initial and --after (a training step) or --checkpoint and --recon (a forward pass)")
 
     f0, f1 = h5py.File(args.initial, "r"), h5py.File(args.after, "r")
     cfg = json.loads(f1.attrs["config"])
@@ -59,6 +127,11 @@ def main():
     if (cfg.get("codebook") or {}).get("dead_code_threshold", 0) > 0:
         sys.exit("check_against_pytorch.py: the run re-seeds dead codes, which PyTorch does not; "
                  "train with --codebook-init sonnet (or --dead-code-threshold 0)")
+    if m.get("skips") and m.get("skip_weight_low", 1) != m.get("skip_weight_high", 1):
+        sys.exit("check_against_pytorch.py: the run draws a skip weight per image, which this script does not "
+                 "reproduce; train with one --skip-weight value")
+    if m.get("model", "vqvae") != "vqvae":
+        sys.exit("check_against_pytorch.py: the training-step check is for the VQ-VAE; use --recon for other kinds")
     # The step-1 rate: the schedule's rate after 0 completed steps is the warmup's first one.
     lr = opt["lr"] / opt["warmup_steps"] if opt.get("warmup_steps", 0) > 0 else opt["lr"]
     clip = opt.get("clip_grad_norm", 0) or 0
@@ -85,14 +158,15 @@ def main():
                      weight_decay=opt["weight_decay"], foreach=False)
 
     # Forward.
-    z = model.encode(x)                                   # [N, D, h, w]
+    z, kept = model.encode(x, keep=True)                  # [N, D, h, w]
     flat = z.permute(0, 2, 3, 1).reshape(-1, m["code_dimension"])
     dist = (codebook.detach() ** 2).sum(1)[None, :] - 2 * flat.detach() @ codebook.detach().t()
     idx = dist.argmin(1)
     q = codebook[idx]
     commit = ((flat - q.detach()) ** 2).mean()
     q_st = flat + (q - flat).detach()
-    x_hat = model.decode(q_st.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2))
+    q_st = q_st.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+    x_hat = model.head(x, model.decode(q_st, kept, m.get("skip_weight_low", 1.0)))
     mse = ((x_hat - x) ** 2).mean()
     loss = mse + m["commitment"] * commit
     if grad_codebook:

@@ -4,7 +4,9 @@
     python3 scripts/export_pytorch.py runs/a/checkpoints/step-00002000.h5 model.pt
 
 writes `torch.save({"state_dict": ..., "codebook": ..., "ema_count": ..., "ema_sum": ..., "config": ...,
-"step": ...})`. `state_dict` loads into `scripts/vqvae_torch.py`'s `VQVAE(config["model"])`:
+"step": ...})` (`codebook` None for the autoencoder and the VAE). `state_dict` loads into
+`scripts/vqvae_torch.py`'s `VQVAE(config["model"])`, which builds every architecture option
+(residual output, detail layers, skips):
 
     import torch, sys; sys.path.insert(0, "scripts"); from vqvae_torch import VQVAE
     saved = torch.load("model.pt")
@@ -40,8 +42,6 @@ def main():
         if f.attrs.get("format") != "vqvae-checkpoint":
             raise ValueError("not a vqvae checkpoint")
         config = json.loads(f.attrs["config"])
-        if config["model"].get("residual"):
-            raise ValueError("a --residual model, which scripts/vqvae_torch.py does not build (no residual path or detail layers)")
         model = VQVAE(config["model"])
         state, moments = {}, {"adam_m": {}, "adam_v": {}}
         module_names = {layer: prefix for prefix, layer in model.named_modules()}
@@ -53,7 +53,9 @@ def main():
                     for group in moments:
                         moments[group][key] = torch.from_numpy(f[f"optimizer/{group}/{name}/{part}"][()])
         model.load_state_dict(state)  # checks names and shapes
-        out = {"state_dict": state, "codebook": torch.from_numpy(f["model/quantizer/codebook"][()]),
+        # The autoencoder and the VAE have no codebook: "codebook" is None for them.
+        codebook = f["model/quantizer/codebook"][()] if "model/quantizer/codebook" in f else None
+        out = {"state_dict": state, "codebook": None if codebook is None else torch.from_numpy(codebook),
                "config": config, "step": int(f.attrs["step"])}
         for extra in ("ema_count", "ema_sum"):
             if f"model/quantizer/{extra}" in f:
@@ -65,7 +67,7 @@ def main():
         print(f"export_pytorch.py: {args.checkpoint}: {error}", file=sys.stderr)
         return 1
     torch.save(out, args.output)
-    print(f"{args.output}: {len(state)} tensors, codebook {tuple(out['codebook'].shape)}, step {out['step']}")
+    print(f"{args.output}: {len(state)} tensors, codebook {'none' if codebook is None else tuple(codebook.shape)}, step {out['step']}")
     return 0
 
 

@@ -1,9 +1,19 @@
 """The VQ-VAE of spec/model.md as a PyTorch module, with the checkpoint's layer names.
 
-Used by scripts/check_against_pytorch.py and scripts/export_pytorch.py. `VQVAE(config["model"])`
-takes the `model` object of a checkpoint's `config` JSON; `VQVAE.names()` maps checkpoint names
-(`encoder/down0`, ...) to its layers. The quantizer is left to the caller (see export_pytorch.py).
+Used by scripts/check_against_pytorch.py, scripts/export_pytorch.py, scripts/bench_pytorch.py and
+scripts/restoration_torch.py. `VQVAE(config["model"])` takes the `model` object of a checkpoint's
+`config` JSON and builds every option it can hold: the model kind (`vqvae`, `vae`, `ae`),
+`residual` (`x_hat = x + dec`), `detail_layers` / `detail_channels` (3x3 layers at full resolution
+reading `[x | dec]`, their output added: `x_hat = x + dec + detail([x | dec])`) and `skips`
+(`up{i}` reads `dec_i + w * relu(down{D-1-i})`, `w` one weight per image). `VQVAE.names()` maps
+checkpoint names (`encoder/down0`, ..., `detail/conv0`) to its layers.
+
+The quantizer is left to the caller (see export_pytorch.py): `forward(x, quantize=...)` takes a
+function from `z` `[N, D, h, w]` to the decoder's input for the VQ-VAE; the autoencoder's decoder
+reads `z` itself and the VAE's the mean (evaluation). Tensors are NCHW in normalised space
+(`v/255 - 0.5`).
 """
+import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -22,15 +32,28 @@ class VQVAE(nn.Module):
     def __init__(self, m):
         super().__init__()
         h, down, c = m["hidden"], m["downsamplings"], m["channels"]
+        self.kind = m.get("model", "vqvae")
+        self.residual = bool(m.get("residual", False))
+        self.skips = bool(m.get("skips", False))
+        # The skip weight of evaluation and restoration (the top of the training range), as the
+        # Swift model's `fidelity`.
+        self.fidelity = float(m.get("skip_weight_high", 1.0))
+        detail_layers, detail_channels = int(m.get("detail_layers", 0)), int(m.get("detail_channels", 32))
+        if detail_layers and not self.residual:
+            raise ValueError("detail layers need a residual model")
+        latent = 2 * m["code_dimension"] if self.kind == "vae" else m["code_dimension"]
         self.down = nn.ModuleList(
             nn.Conv2d(c if i == 0 else h >> (down - i), h >> (down - 1 - i), 4, 2, 1) for i in range(down))
         self.enc_conv = nn.Conv2d(h, h, 3, 1, 1)
         self.enc_res = nn.ModuleList(Residual(h, m["residual_hidden"]) for _ in range(m["residual_blocks"]))
-        self.pre_quant = nn.Conv2d(h, m["code_dimension"], 1)
+        self.pre_quant = nn.Conv2d(h, latent, 1)
         self.dec_conv = nn.Conv2d(m["code_dimension"], h, 3, 1, 1)
         self.dec_res = nn.ModuleList(Residual(h, m["residual_hidden"]) for _ in range(m["residual_blocks"]))
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(h >> i, c if i == down - 1 else h >> (i + 1), 4, 2, 1) for i in range(down))
+        self.detail = nn.ModuleList(
+            nn.Conv2d(2 * c if i == 0 else detail_channels, c if i == detail_layers - 1 else detail_channels, 3, 1, 1)
+            for i in range(detail_layers))
 
     def names(self):
         """Checkpoint name -> module."""
@@ -43,23 +66,67 @@ class VQVAE(nn.Module):
         for j, r in enumerate(self.dec_res):
             out[f"decoder/res{j}/conv3x3"], out[f"decoder/res{j}/conv1x1"] = r.conv3x3, r.conv1x1
         out.update({f"decoder/up{i}": l for i, l in enumerate(self.up)})
+        out.update({f"detail/conv{i}": l for i, l in enumerate(self.detail)})
         return out
 
-    def encode(self, x):
+    def encode(self, x, keep=False):
+        """`z` (`pre_quant`'s output); with `keep`, also the list of `relu(down{i})` for the skips."""
+        kept = []
         for layer in self.down:
             x = F.relu(layer(x))
+            kept.append(x)
         x = self.enc_conv(x)
         for r in self.enc_res:
             x = r(x)
-        return self.pre_quant(F.relu(x))
+        z = self.pre_quant(F.relu(x))
+        return (z, kept) if keep else z
 
-    def decode(self, q):
+    def decode(self, q, kept=None, weight=None):
+        """The decoder from `q`. With skips, `kept` (from `encode(x, keep=True)`) and `weight` (a
+        number or one per image, default `fidelity`): `up{i}` reads `dec_i + w * kept[D-1-i]`.
+        Without `kept` (codes alone) the skips are left out, as `w = 0`."""
         x = self.dec_conv(q)
         for r in self.dec_res:
             x = r(x)
         x = F.relu(x)
+        use_skips = self.skips and kept is not None
+        if use_skips:
+            w = self.fidelity if weight is None else weight
+            if torch.is_tensor(w) and w.dim() == 1:
+                w = w.to(x.dtype).view(-1, 1, 1, 1)
         for i, layer in enumerate(self.up):
+            if use_skips:
+                x = x + w * kept[len(self.up) - 1 - i]
             x = layer(x)
             if i < len(self.up) - 1:
                 x = F.relu(x)
         return x
+
+    def head(self, x, dec):
+        """The output from the model's input `x` and the decoder's output: `dec`, or for residual
+        models `x + dec (+ detail([x | dec]))`."""
+        if not self.residual:
+            return dec
+        out = x + dec
+        if len(self.detail):
+            y = torch.cat([x, dec], 1)
+            for i, layer in enumerate(self.detail):
+                y = layer(y)
+                if i < len(self.detail) - 1:
+                    y = F.relu(y)
+            out = out + y
+        return out
+
+    def forward(self, x, quantize=None, weight=None):
+        """`x_hat` for images `x` `[N, C, H, W]`. The VQ-VAE needs `quantize(z)` (e.g. the
+        straight-through nearest codebook rows); the VAE decodes its mean; the autoencoder `z`."""
+        z, kept = self.encode(x, keep=True)
+        if self.kind == "vqvae":
+            if quantize is None:
+                raise ValueError("the VQ-VAE's forward needs quantize(z)")
+            q = quantize(z)
+        elif self.kind == "vae":
+            q = z[:, :z.shape[1] // 2]
+        else:
+            q = z
+        return self.head(x, self.decode(q, kept, weight))
