@@ -249,16 +249,6 @@ public final class ImageDataset {
 extension HDF5File {
     /// Writes a 1-D int64 dataset.
     func writeInt64(_ name: String, values: [Int64]) throws {
-        var dims = [hsize_t(values.count)]
-        let space = H5Screate_simple(1, &dims, nil)
-        guard space >= 0 else { throw DataError("\(path): cannot describe '\(name)'") }
-        defer { H5Sclose(space) }
-        let dataset = H5Dcreate2(id, name, CHDF5_T_STD_I64LE(), space, CHDF5_P_DEFAULT(), CHDF5_P_DEFAULT(), CHDF5_P_DEFAULT())
-        guard dataset >= 0 else { throw DataError("\(path): cannot create dataset '\(name)'") }
-        defer { H5Dclose(dataset) }
-        let status = values.withUnsafeBufferPointer {
-            H5Dwrite(dataset, CHDF5_T_NATIVE_INT64(), CHDF5_S_ALL(), CHDF5_S_ALL(), CHDF5_P_DEFAULT(), $0.baseAddress)
-        }
-        guard status >= 0 else { throw DataError("\(path): writing '\(name)' failed") }
+        try writeInt64(name, shape: [values.count], values: values)
     }
 }

@@ -37,21 +37,26 @@ public enum Inspector {
             return try describeVariableSizeDataset(path: path)
         }
         let dataset = try ImageDataset(paths: [path], imagesKey: imagesKey)
-        var lines = ["\(path): image dataset",
-                     "  \(imagesKey): N=\(dataset.count) H=\(dataset.height) W=\(dataset.width) C=\(dataset.channels) \(dataset.elementType.rawValue)",
-                     "  chunks: \(dataset.chunks.map { "(" + $0.map(String.init).joined(separator: ", ") + ")" } ?? "none (contiguous)")"
-                        + "  filters: \(dataset.filters.isEmpty ? "none" : dataset.filters.joined(separator: ", "))"]
-        if dataset.hasLabels {
-            let type = try HDF5Lock.run { try HDF5File.open(path).info("labels").elementType }
-            var summary = "  labels: \(dataset.count) \(type.rawValue)"
-            if dataset.count <= largestLabelSummary {
-                summary += ", " + (try summarizeLabels(count: dataset.count, read: dataset.labels(indices:)))
-            }
-            lines.append(summary)
-        } else {
-            lines.append("  labels: none")
-        }
-        return lines.joined(separator: "\n")
+        return ["\(path): image dataset",
+                "  \(imagesKey): N=\(dataset.count) H=\(dataset.height) W=\(dataset.width) C=\(dataset.channels) \(dataset.elementType.rawValue)",
+                "  " + storage(chunks: dataset.chunks, filters: dataset.filters),
+                try labelLine(path: path, hasLabels: dataset.hasLabels, count: dataset.count, read: dataset.labels(indices:))]
+            .joined(separator: "\n")
+    }
+
+    /// `chunks: (...)  filters: ...` of a dataset's storage.
+    private static func storage(chunks: [Int]?, filters: [String]) -> String {
+        "chunks: \(chunks.map { "(" + $0.map(String.init).joined(separator: ", ") + ")" } ?? "none (contiguous)")"
+            + "  filters: \(filters.isEmpty ? "none" : filters.joined(separator: ", "))"
+    }
+
+    /// `labels: N TYPE, values LOW..HIGH, K distinct` (the summary only up to `largestLabelSummary`), or `labels: none`.
+    private static func labelLine(path: String, hasLabels: Bool, count: Int, read: ([Int]) throws -> [Int64]) throws -> String {
+        guard hasLabels else { return "  labels: none" }
+        let type = try HDF5Lock.run { try HDF5File.open(path).info("labels").elementType }
+        var summary = "  labels: \(count) \(type.rawValue)"
+        if count <= largestLabelSummary { summary += ", " + (try summarizeLabels(count: count, read: read)) }
+        return summary
     }
 
     /// A dataset of images of different sizes: count, smallest and largest sides, channels, storage.
@@ -64,22 +69,12 @@ public enum Inspector {
             widths = (min(widths.0, w), max(widths.1, w))
         }
         let smallest = dataset.smallestImage
-        var lines = ["\(path): image dataset of images of different sizes",
-                     "  N=\(dataset.count) C=\(dataset.channels) uint8, H \(heights.0)..\(heights.1), W \(widths.0)..\(widths.1); "
-                        + "smallest \(smallest.height)x\(smallest.width) (image \(smallest.index)), \(dataset.pixelBytes) pixel bytes",
-                     "  pixels chunks: \(dataset.chunks.map { "(" + $0.map(String.init).joined(separator: ", ") + ")" } ?? "none (contiguous)")"
-                        + "  filters: \(dataset.filters.isEmpty ? "none" : dataset.filters.joined(separator: ", "))"]
-        if dataset.hasLabels {
-            let type = try HDF5Lock.run { try HDF5File.open(path).info("labels").elementType }
-            var summary = "  labels: \(dataset.count) \(type.rawValue)"
-            if dataset.count <= largestLabelSummary {
-                summary += ", " + (try summarizeLabels(count: dataset.count, read: dataset.labels(indices:)))
-            }
-            lines.append(summary)
-        } else {
-            lines.append("  labels: none")
-        }
-        return lines.joined(separator: "\n")
+        return ["\(path): image dataset of images of different sizes",
+                "  N=\(dataset.count) C=\(dataset.channels) uint8, H \(heights.0)..\(heights.1), W \(widths.0)..\(widths.1); "
+                    + "smallest \(smallest.height)x\(smallest.width) (image \(smallest.index)), \(dataset.pixelBytes) pixel bytes",
+                "  pixels " + storage(chunks: dataset.chunks, filters: dataset.filters),
+                try labelLine(path: path, hasLabels: dataset.hasLabels, count: dataset.count, read: dataset.labels(indices:))]
+            .joined(separator: "\n")
     }
 
     /// Labels are summarised (range, distinct values) up to this many; beyond, only counted.
