@@ -111,6 +111,61 @@ final class VQVAETests: XCTestCase {
     /// (1) of that surrogate, in double, with the reference network (every slot), and (2) of the
     /// model's own `forward(training: false)` total loss in float for the decoder slots, where
     /// surrogate and loss coincide. The code assignment must not change at +-h; that is asserted.
+    /// Central differences (h = 1e-5) of the reference's straight-through surrogate loss, anchored
+    /// at `base`, for 4 sampled entries of every slot, beside the model's gradient of the last
+    /// `backward`. Asserts that no slot's gradient is all zero and that no perturbation changes the
+    /// base's codes. Each entry is named `slot[i]`.
+    func surrogateFiniteDifferences(_ model: VQVAE, reference: ReferenceVQVAE, base: ReferenceVQVAE.Output, images: [Double],
+                                    targets: [Double]? = nil, skipWeights: [Double]? = nil, seed: UInt64, label: String)
+        -> (numeric: [Double], analytic: [Double], names: [String]) {
+        let gradients = model.parameters.gradients
+        let h = 1e-5
+        var numeric: [Double] = [], analytic: [Double] = [], names: [String] = []
+        for slot in model.parameters.slots {
+            let g = torchTensor(slot, in: gradients)
+            XCTAssertTrue(g.contains { $0 != 0 }, "\(label) \(slot.name): gradient is all zero")
+            for i in sampleIndices(count: slot.count, samples: 4, seed: seed) {
+                var perturbed = reference
+                perturbed.tensors[slot.name]![i] += h
+                let plus = perturbed.forward(images: images, targets: targets, batch: batch, anchor: base.anchor, skipWeights: skipWeights)
+                perturbed.tensors[slot.name]![i] -= 2 * h
+                let minus = perturbed.forward(images: images, targets: targets, batch: batch, anchor: base.anchor, skipWeights: skipWeights)
+                XCTAssertEqual(plus.indices, base.indices, "\(label) \(slot.name)[\(i)]: assignment changed at +h")
+                XCTAssertEqual(minus.indices, base.indices, "\(label) \(slot.name)[\(i)]: assignment changed at -h")
+                numeric.append((plus.total - minus.total) / (2 * h))
+                analytic.append(g[i])
+                names.append("\(slot.name)[\(i)]")
+            }
+        }
+        return (numeric, analytic, names)
+    }
+
+    /// The autoencoder and the VAE, each configured by `configure` from the small configuration:
+    /// every slot's gradient against the float model's own finite differences (h = 1e-3, 3 entries
+    /// per slot; the VAE with a fixed noise key). Seeds `seed` (weights) to `seed + 3`. The floor is
+    /// 2% of the largest gradient: the float loss's differences at h = 1e-3 carry about 1e-5 of
+    /// rounding, near the size of the smallest detail-layer gradients.
+    func assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: UInt64, label: String,
+                                                          configure: (inout ModelConfiguration) -> Void) throws {
+        for kind in [ModelKind.ae, .vae] {
+            var c = smallConfiguration(.ema)
+            c.model = kind
+            configure(&c)
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: seed)
+            let x = makeBuffer(images(model, seed: seed + 1)), t = makeBuffer(images(model, seed: seed + 2))
+            let key: NoiseKey? = kind == .vae ? NoiseKey(seed: 9, step: 3, firstImage: 4) : nil
+            model.forward(images: x.pointer, targets: t.pointer, batch: batch, training: true, noise: key)
+            model.parameters.zeroGradients()
+            model.backward(images: x.pointer, targets: t.pointer)
+            let (numeric, analytic) = modelFiniteDifferences(model, images: x, targets: t, slots: model.parameters.slots, h: 1e-3,
+                                                             seed: seed + 3, perSlot: 3, noise: key)
+            assertClose(analytic, numeric, tolerance: 2e-2, floor: 2e-2 * largestMagnitude(numeric),
+                        "\(label) \(kind): every slot vs model finite differences (float)")
+            withExtendedLifetime((x, t)) {}
+        }
+    }
+
     func testForwardMatchesReferenceAndGradientsMatchFiniteDifferences() throws {
         for kind in CodebookKind.allCases {
             let model = try makeModel(kind, seed: 5)
@@ -136,28 +191,10 @@ final class VQVAETests: XCTestCase {
 
             model.parameters.zeroGradients()
             model.backward(images: xBuffer.pointer)
-            let gradients = model.parameters.gradients
 
             // (1) Every slot against the straight-through surrogate in double.
-            let h = 1e-5
-            var numeric: [Double] = [], analytic: [Double] = []
-            var names: [String] = []
-            for slot in model.parameters.slots {
-                let g = torchTensor(slot, in: gradients)
-                XCTAssertTrue(g.contains { $0 != 0 }, "\(kind) \(slot.name): gradient is all zero")
-                for i in sampleIndices(count: slot.count, samples: 4, seed: 7) {
-                    var perturbed = reference
-                    perturbed.tensors[slot.name]![i] += h
-                    let plus = perturbed.forward(images: xDouble, batch: batch, anchor: base.anchor)
-                    perturbed.tensors[slot.name]![i] -= 2 * h
-                    let minus = perturbed.forward(images: xDouble, batch: batch, anchor: base.anchor)
-                    XCTAssertEqual(plus.indices, codes, "\(kind) \(slot.name)[\(i)]: assignment changed at +h")
-                    XCTAssertEqual(minus.indices, codes, "\(kind) \(slot.name)[\(i)]: assignment changed at -h")
-                    numeric.append((plus.total - minus.total) / (2 * h))
-                    analytic.append(g[i])
-                    names.append("\(slot.name)[\(i)]")
-                }
-            }
+            let surrogate = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble, seed: 7, label: "\(kind)")
+            var (numeric, analytic, names) = (surrogate.numeric, surrogate.analytic, surrogate.names)
             let scale = largestMagnitude(numeric)
             let d = assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * scale,
                                 "VQVAE \(kind) every slot vs surrogate finite differences (double)")
@@ -453,24 +490,8 @@ final class VQVAETests: XCTestCase {
 
             model.parameters.zeroGradients()
             model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
-            let gradients = model.parameters.gradients
-            let h = 1e-5
-            var numeric: [Double] = [], analytic: [Double] = []
-            for slot in model.parameters.slots {
-                let g = torchTensor(slot, in: gradients)
-                XCTAssertTrue(g.contains { $0 != 0 }, "residual \(detailLayers) \(slot.name): gradient is all zero")
-                for i in sampleIndices(count: slot.count, samples: 4, seed: 64) {
-                    var perturbed = reference
-                    perturbed.tensors[slot.name]![i] += h
-                    let plus = perturbed.forward(images: xDouble, targets: tDouble, batch: batch, anchor: base.anchor)
-                    perturbed.tensors[slot.name]![i] -= 2 * h
-                    let minus = perturbed.forward(images: xDouble, targets: tDouble, batch: batch, anchor: base.anchor)
-                    XCTAssertEqual(plus.indices, codes, "\(slot.name)[\(i)]: assignment changed at +h")
-                    XCTAssertEqual(minus.indices, codes, "\(slot.name)[\(i)]: assignment changed at -h")
-                    numeric.append((plus.total - minus.total) / (2 * h))
-                    analytic.append(g[i])
-                }
-            }
+            var (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                    targets: tDouble, seed: 64, label: "residual \(detailLayers)")
             assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
                         "residual \(detailLayers): every slot vs surrogate finite differences (double)")
             (numeric, analytic) = modelFiniteDifferences(
@@ -480,26 +501,10 @@ final class VQVAETests: XCTestCase {
                         "residual \(detailLayers): decoder and detail slots vs model finite differences (float)")
             withExtendedLifetime((xBuffer, tBuffer)) {}
         }
-        for kind in [ModelKind.ae, .vae] {
-            var c = smallConfiguration(.ema)
-            c.model = kind
+        try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 66, label: "residual") { c in
             c.residual = true
             c.detailLayers = 2
             c.detailChannels = 17
-            let model = try VQVAE(configuration: c, maxBatch: batch)
-            model.initialize(seed: 66)
-            let x = makeBuffer(images(model, seed: 67)), t = makeBuffer(images(model, seed: 68))
-            let key: NoiseKey? = kind == .vae ? NoiseKey(seed: 9, step: 3, firstImage: 4) : nil
-            // The floor is 2% of the largest gradient: the float loss's differences at h = 1e-3 carry
-            // about 1e-5 of rounding, near the size of the smallest detail-layer gradients.
-            model.forward(images: x.pointer, targets: t.pointer, batch: batch, training: true, noise: key)
-            model.parameters.zeroGradients()
-            model.backward(images: x.pointer, targets: t.pointer)
-            let (numeric, analytic) = modelFiniteDifferences(model, images: x, targets: t, slots: model.parameters.slots, h: 1e-3,
-                                                             seed: 69, perSlot: 3, noise: key)
-            assertClose(analytic, numeric, tolerance: 2e-2, floor: 2e-2 * largestMagnitude(numeric),
-                        "residual \(kind): every slot vs model finite differences (float)")
-            withExtendedLifetime((x, t)) {}
         }
     }
 
@@ -573,24 +578,8 @@ final class VQVAETests: XCTestCase {
 
             model.parameters.zeroGradients()
             model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
-            let gradients = model.parameters.gradients
-            let h = 1e-5
-            var numeric: [Double] = [], analytic: [Double] = []
-            for slot in model.parameters.slots {
-                let g = torchTensor(slot, in: gradients)
-                XCTAssertTrue(g.contains { $0 != 0 }, "\(name) \(slot.name): gradient is all zero")
-                for i in sampleIndices(count: slot.count, samples: 4, seed: 84) {
-                    var perturbed = reference
-                    perturbed.tensors[slot.name]![i] += h
-                    let plus = perturbed.forward(images: xDouble, targets: tDouble, batch: batch, anchor: base.anchor, skipWeights: weights)
-                    perturbed.tensors[slot.name]![i] -= 2 * h
-                    let minus = perturbed.forward(images: xDouble, targets: tDouble, batch: batch, anchor: base.anchor, skipWeights: weights)
-                    XCTAssertEqual(plus.indices, codes, "\(slot.name)[\(i)]: assignment changed at +h")
-                    XCTAssertEqual(minus.indices, codes, "\(slot.name)[\(i)]: assignment changed at -h")
-                    numeric.append((plus.total - minus.total) / (2 * h))
-                    analytic.append(g[i])
-                }
-            }
+            let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                    targets: tDouble, skipWeights: weights, seed: 84, label: name)
             assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
                         "\(name): every slot vs surrogate finite differences (double)")
             // Image 11 of the global batch draws the same weight alone as second in a batch of two.
@@ -623,23 +612,9 @@ final class VQVAETests: XCTestCase {
         model.forward(images: x.pointer, batch: batch, training: false)
         XCTAssertNotEqual(model.reconstruction.array, plain.reconstruction.array, "fidelity 1 uses them")
 
-        for kind in [ModelKind.ae, .vae] {
-            var k = smallConfiguration(.ema)
-            k.model = kind
-            k.skips = true
-            k.residual = kind == .ae
-            let model = try VQVAE(configuration: k, maxBatch: batch)
-            model.initialize(seed: 93)
-            let x = makeBuffer(images(model, seed: 94)), t = makeBuffer(images(model, seed: 95))
-            let key: NoiseKey? = kind == .vae ? NoiseKey(seed: 9, step: 3, firstImage: 4) : nil
-            model.forward(images: x.pointer, targets: t.pointer, batch: batch, training: true, noise: key)
-            model.parameters.zeroGradients()
-            model.backward(images: x.pointer, targets: t.pointer)
-            let (numeric, analytic) = modelFiniteDifferences(model, images: x, targets: t, slots: model.parameters.slots, h: 1e-3,
-                                                             seed: 96, perSlot: 3, noise: key)
-            assertClose(analytic, numeric, tolerance: 2e-2, floor: 2e-2 * largestMagnitude(numeric),
-                        "skips \(kind): every slot vs model finite differences (float)")
-            withExtendedLifetime((x, t)) {}
+        try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 93, label: "skips") { c in
+            c.skips = true
+            c.residual = c.model == .ae
         }
         withExtendedLifetime(x) {}
     }

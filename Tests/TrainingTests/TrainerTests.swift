@@ -191,15 +191,7 @@ final class TrainerTests: XCTestCase {
         options.architecture.detailLayers = 2
         options.architecture.detailChannels = 8
         options.seed = 12
-        let (straight, whole) = try TrainingFixtures.train(options)
-        options.out = try TrainingFixtures.folder("residual-interrupted")
-        options.steps = 2
-        try TrainingFixtures.train(options)
-        options.steps = 4
-        options.resume = "auto"
-        let (resumed, second) = try TrainingFixtures.train(options)
-        XCTAssertEqual(second.firstStep, 2)
-        TrainingFixtures.assertBitIdentical(TrainingFixtures.snapshot(resumed.state), TrainingFixtures.snapshot(straight.state))
+        let (_, whole, resumed) = try TrainingFixtures.assertResumeIsBitIdentical(options, interrupted: "residual-interrupted")
         XCTAssertTrue(resumed.state.buffers[0].tensors.contains { $0.name == "detail/conv1/weight" })
 
         let trained = try TrainedModel(checkpoint: whole.checkpoint, batch: 4)
@@ -286,15 +278,7 @@ final class TrainerTests: XCTestCase {
         options.architecture.skipWeightLow = 0
         options.architecture.skipWeightHigh = 1
         options.seed = 14
-        let (straight, whole) = try TrainingFixtures.train(options)
-        options.out = try TrainingFixtures.folder("skips-interrupted")
-        options.steps = 2
-        try TrainingFixtures.train(options)
-        options.steps = 4
-        options.resume = "auto"
-        let (resumed, second) = try TrainingFixtures.train(options)
-        XCTAssertEqual(second.firstStep, 2)
-        TrainingFixtures.assertBitIdentical(TrainingFixtures.snapshot(resumed.state), TrainingFixtures.snapshot(straight.state))
+        let (_, whole, _) = try TrainingFixtures.assertResumeIsBitIdentical(options, interrupted: "skips-interrupted")
         let trained = try TrainedModel(checkpoint: whole.checkpoint, batch: 4)
         XCTAssertTrue(trained.configuration.skips)
         XCTAssertEqual([trained.configuration.skipWeightLow, trained.configuration.skipWeightHigh], [0, 1])

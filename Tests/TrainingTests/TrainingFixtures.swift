@@ -69,6 +69,26 @@ enum TrainingFixtures {
     /// Every state buffer's floats, in the state's order.
     static func snapshot(_ state: TrainingState) -> [[Float]] { state.buffers.map(\.buffer.array) }
 
+    /// Trains `options` straight to its steps, then in the fresh folder `interrupted` to half of
+    /// them and, with `resume = "auto"`, on to the end; asserts that the resumed run starts at the
+    /// half and ends bit-identical to the straight one. Returns the straight run, its summary and
+    /// the resumed run.
+    static func assertResumeIsBitIdentical(_ options: TrainingOptions, interrupted: String, file: StaticString = #filePath,
+                                           line: UInt = #line) throws -> (straight: Trainer, whole: Trainer.Summary, resumed: Trainer) {
+        let (straight, whole) = try train(options)
+        var options = options
+        options.out = try folder(interrupted)
+        let steps = options.steps
+        options.steps = steps / 2
+        try train(options)
+        options.steps = steps
+        options.resume = "auto"
+        let (resumed, second) = try train(options)
+        XCTAssertEqual(second.firstStep, steps / 2, file: file, line: line)
+        assertBitIdentical(snapshot(resumed.state), snapshot(straight.state), file: file, line: line)
+        return (straight, whole, resumed)
+    }
+
     /// Asserts two snapshots are bit-identical, naming the first buffer that differs.
     static func assertBitIdentical(_ a: [[Float]], _ b: [[Float]], file: StaticString = #filePath, line: UInt = #line) {
         XCTAssertEqual(a.count, b.count, "buffer counts differ", file: file, line: line)
