@@ -48,6 +48,10 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     /// restoration use `skipWeightHigh` unless a fidelity is given.
     public var skipWeightLow = 1.0
     public var skipWeightHigh = 1.0
+    /// The skip weights as `--skip-weight` takes them: `W`, or `LOW..HIGH`.
+    public var skipWeightDescription: String {
+        skipWeightLow == skipWeightHigh ? "\(skipWeightLow)" : "\(skipWeightLow)..\(skipWeightHigh)"
+    }
 
     public init(height: Int, width: Int, channels: Int) {
         self.height = height

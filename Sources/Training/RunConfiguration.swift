@@ -133,7 +133,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--kl-weight", "\(cli.klWeight)", "\(model.klWeight)"),
             ("--detail-layers", "\(cli.detailLayers)", "\(model.detailLayers)"),
             ("--detail-channels", "\(cli.detailChannels)", "\(model.detailChannels)"),
-            ("--skip-weight", describeRange(cli.skipWeightLow, cli.skipWeightHigh), describeRange(model.skipWeightLow, model.skipWeightHigh)),
+            ("--skip-weight", cli.skipWeightDescription, model.skipWeightDescription),
             ("--global-batch-size", "\(options.globalBatchSize)", "\(data.globalBatchSize)"),
             ("--seed", "\(options.seed)", "\(seed)"),
             ("--tail", options.tail.rawValue, data.tail),
@@ -206,6 +206,3 @@ public func expandGlobs(_ paths: [String]) throws -> [String] {
     }
     return result
 }
-
-/// A skip-weight range as `--skip-weight` takes it: `W`, or `LOW..HIGH`.
-private func describeRange(_ low: Double, _ high: Double) -> String { low == high ? "\(low)" : "\(low)..\(high)" }

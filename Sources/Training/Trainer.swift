@@ -335,7 +335,7 @@ public final class Trainer {
         console.info("vqvae train: \(what) from \(files.paths.joined(separator: " ")); "
             + "\(model.parameters.count) parameters, codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
             + (c.residual ? "residual\(c.detailLayers > 0 ? " with \(c.detailLayers) detail layers of \(c.detailChannels)" : ""); " : "")
-            + (c.skips ? "U-Net skips (weight \(c.skipWeightLow == c.skipWeightHigh ? "\(c.skipWeightLow)" : "\(c.skipWeightLow)..\(c.skipWeightHigh)")); " : "")
+            + (c.skips ? "U-Net skips (weight \(c.skipWeightDescription)); " : "")
             + "\(communicator.size) rank(s) x batch \(sampler.localBatchSize); BLAS \(blasCoreName())")
         if options.steps == 0 {
             if let path = try writeCheckpoint() { console.info("checkpoint: \(path)"); summary.checkpoint = path }
