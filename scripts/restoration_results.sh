@@ -37,6 +37,8 @@ RECIPE_TABLE=(
   "blind-denoise-ae | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt noise:0.02..0.2 | "
   "inpaint-ae       | inpaint-cells,inpaint-strokes         | patches | --model ae --down 1 --corrupt mask:0.25                                    | "
   "holes-ae         | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt holes:8          | "
+  "inpaint-mask     | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --detail-layers 3 --down 1 --mask-channel --corrupt holes:8 | "
+  "inpaint-mask-d2  | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --down 2 --skips --mask-channel --corrupt holes:8      | "
   "deblur-ae        | deblur                                | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt blur:2          | "
 )
 TRAIN_COMMON=(--steps 10000000 --global-batch-size 32 --lr 1e-3 --log-every 200 --checkpoint-every 0)

@@ -2,16 +2,22 @@ import Foundation
 import Model
 
 /// One prepared batch of this rank's share: the clean images (the targets) and, with corruptions,
-/// the damaged copies (the inputs), both `[B, H, W, C]` normalised.
+/// the damaged copies (the inputs), both `[B, H, W, C]` normalised; for mask-aware models also the
+/// masks of the missing pixels, `[B, H, W]`.
 public final class PreparedBatch {
     public let clean: FloatBuffer
     public let damaged: FloatBuffer?
+    let missing: FloatBuffer?
     public fileprivate(set) var step = -1
 
-    init(elements: Int, corrupted: Bool) {
+    init(elements: Int, corrupted: Bool, maskPixels: Int?) {
         clean = FloatBuffer(count: elements)
         damaged = corrupted ? FloatBuffer(count: elements) : nil
+        missing = maskPixels.map { FloatBuffer(count: $0) }
     }
+
+    /// The masks of the missing pixels (1 = missing), when the prefetcher was asked for them.
+    public var masks: UnsafePointer<Float>? { missing.map { UnsafePointer($0.pointer) } }
 
     /// What the model reads.
     public var input: UnsafePointer<Float> { UnsafePointer((damaged ?? clean).pointer) }
@@ -45,8 +51,9 @@ public final class BatchPrefetcher {
     /// Seconds the trainer waited for data (with `depth == 0`, all the time spent preparing it).
     public private(set) var waitSeconds: Double = 0
 
+    /// With `masks`, each batch also holds the mask of the pixels the corruptions marked missing.
     public init(dataset: any ImageSource, sampler: ShardedSampler, corruptions: CorruptionPipeline, seed: UInt64,
-                firstStep: Int, endStep: Int, depth: Int) {
+                firstStep: Int, endStep: Int, depth: Int, masks: Bool = false) {
         self.dataset = dataset
         self.sampler = sampler
         self.corruptions = corruptions
@@ -55,7 +62,8 @@ public final class BatchPrefetcher {
         self.endStep = endStep
         self.depth = max(0, depth)
         let elements = sampler.localBatchSize * dataset.imageElements
-        slots = (0...self.depth).map { _ in PreparedBatch(elements: elements, corrupted: !corruptions.isEmpty) }
+        let maskPixels = masks ? sampler.localBatchSize * dataset.height * dataset.width : nil
+        slots = (0...self.depth).map { _ in PreparedBatch(elements: elements, corrupted: !corruptions.isEmpty, maskPixels: maskPixels) }
         scratch = FloatBuffer(count: CorruptionPipeline.scratchCount(height: dataset.height, width: dataset.width,
                                                                       channels: dataset.channels))
         produced = firstStep
@@ -140,12 +148,14 @@ public final class BatchPrefetcher {
         try dataset.read(samples: samples, into: slot.clean.pointer)
         if let damaged = slot.damaged {
             damaged.copy(from: slot.clean)
-            let elements = dataset.imageElements
+            let elements = dataset.imageElements, pixels = dataset.height * dataset.width
             for (j, sample) in samples.enumerated() {
                 corruptions.apply(to: damaged.pointer + j * elements, height: dataset.height, width: dataset.width,
                                   channels: dataset.channels, seed: seed, epoch: sample.epoch, sampleIndex: sample.index,
-                                  scratch: scratch.pointer)
+                                  scratch: scratch.pointer, missing: slot.missing.map { $0.pointer + j * pixels })
             }
+        } else if let missing = slot.missing {
+            missing.pointer.update(repeating: 0, count: missing.count)
         }
         slot.step = step
     }

@@ -151,6 +151,17 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
         }.joined(separator: ",")
     }
 
+    /// Whether every item fills pixels that `apply` marks as missing (`mask` and `holes`), and
+    /// there is at least one: what a mask-aware model, which keeps every other pixel, is for.
+    public var onlyFillsMissingPixels: Bool {
+        !corruptions.isEmpty && corruptions.allSatisfy { corruption in
+            switch corruption {
+            case .mask, .holes: return true
+            default: return false
+            }
+        }
+    }
+
     /// Whether any parameter is a range (a blind restoration spec).
     public var hasRanges: Bool {
         corruptions.contains { corruption in
@@ -175,9 +186,14 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     ///
     /// `scratch` holds at least `scratchCount(height:width:channels:)` floats; its contents on entry
     /// do not matter and on return are undefined. It must not overlap `image`.
+    ///
+    /// `missing` (`[H, W]`, optional) receives the mask of the pixels the `mask` and `holes` items
+    /// filled: 1 there, 0 elsewhere (the input of mask-aware models). Other corruptions mark nothing.
     public func apply(to image: UnsafeMutablePointer<Float>, height: Int, width: Int, channels: Int,
-                      seed: UInt64, epoch: Int, sampleIndex: Int, scratch: UnsafeMutablePointer<Float>) {
+                      seed: UInt64, epoch: Int, sampleIndex: Int, scratch: UnsafeMutablePointer<Float>,
+                      missing: UnsafeMutablePointer<Float>? = nil) {
         precondition(height >= 1 && width >= 1 && channels >= 1, "an image needs at least one pixel and one channel")
+        missing?.update(repeating: 0, count: height * width)
         for (position, corruption) in corruptions.enumerated() {
             var random = Self.randomStream(seed: seed, epoch: epoch, sampleIndex: sampleIndex, position: position)
             // A range's value is the first draw of the item's stream; a single value draws nothing,
@@ -188,7 +204,8 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             case .saltAndPepper(let fraction):
                 Self.saltAndPepper(image, pixels: height * width, channels: channels, fraction: fraction.draw(&random), random: &random)
             case .mask(let area, let fill):
-                Self.mask(image, height: height, width: width, channels: channels, area: area.draw(&random), fill: fill, random: &random)
+                Self.mask(image, height: height, width: width, channels: channels, area: area.draw(&random), fill: fill,
+                          random: &random, missing: missing)
             case .blur(let sigma) where sigma.isFixed:
                 blurKernels[position].withUnsafeBufferPointer { kernel in
                     Self.blur(image, height: height, width: width, channels: channels, halfKernel: kernel, scratch: scratch)
@@ -205,7 +222,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                 Self.darken(image, count: height * width * channels, gamma: g, gain: gain.draw(&random))
             case .holes(let count, let fill):
                 Self.holes(image, height: height, width: width, channels: channels, most: count, fill: fill,
-                           marks: scratch, random: &random)
+                           marks: scratch, random: &random, missing: missing)
             }
         }
     }
@@ -281,9 +298,10 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     /// Fills the rectangle of `maskRectangle` with the value, or with uniform `[0, 1)` noise drawn
     /// per element in row-major order.
     private static func mask(_ image: UnsafeMutablePointer<Float>, height: Int, width: Int, channels: Int,
-                             area: Float, fill: MaskFill, random: inout SplitMix64) {
+                             area: Float, fill: MaskFill, random: inout SplitMix64, missing: UnsafeMutablePointer<Float>?) {
         let box = maskRectangle(imageHeight: height, imageWidth: width, area: area, random: &random)
         for y in box.top..<(box.top + box.height) {
+            (missing.map { $0 + y * width + box.left })?.update(repeating: 1, count: box.width)
             let row = image + (y * width + box.left) * channels
             let count = box.width * channels
             switch fill {
@@ -343,9 +361,11 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     /// Fills the holes of `markHoles` (marked in `marks`, which is overwritten) with the value, or
     /// with uniform `[0, 1)` noise drawn per element of the holes in row-major order.
     private static func holes(_ image: UnsafeMutablePointer<Float>, height: Int, width: Int, channels: Int, most: Int,
-                              fill: MaskFill, marks: UnsafeMutablePointer<Float>, random: inout SplitMix64) {
+                              fill: MaskFill, marks: UnsafeMutablePointer<Float>, random: inout SplitMix64,
+                              missing: UnsafeMutablePointer<Float>?) {
         markHoles(marks, height: height, width: width, most: most, random: &random)
         for pixel in 0..<(height * width) where marks[pixel] != 0 {
+            missing?[pixel] = 1
             let base = image + pixel * channels
             switch fill {
             case .value(let value): base.update(repeating: value - 0.5, count: channels)

@@ -48,6 +48,12 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     /// restoration use `skipWeightHigh` unless a fidelity is given.
     public var skipWeightLow = 1.0
     public var skipWeightHigh = 1.0
+    /// Mask-aware inpainting: the model reads, beside the image, a mask `m` `[N, H, W]` (1 = the
+    /// pixel is missing, 0 = known) as one more input channel. Missing pixels are blanked (set to 0,
+    /// mid-grey) before the network reads them, whatever the damaged image holds there, and the
+    /// output is `m * y + (1 - m) * x`: every known pixel is the input's own (pasted back), the
+    /// network's output `y` fills the missing ones. Older checkpoints, without the key, have none.
+    public var maskChannel = false
     /// The skip weights as `--skip-weight` takes them: `W`, or `LOW..HIGH`.
     public var skipWeightDescription: String {
         skipWeightLow == skipWeightHigh ? "\(skipWeightLow)" : "\(skipWeightLow)..\(skipWeightHigh)"
@@ -62,11 +68,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
-        case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh
+        case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -91,7 +97,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         skips = try c.decodeIfPresent(Bool.self, forKey: .skips) ?? false
         skipWeightLow = try c.decodeIfPresent(Double.self, forKey: .skipWeightLow) ?? 1
         skipWeightHigh = try c.decodeIfPresent(Double.self, forKey: .skipWeightHigh) ?? 1
+        maskChannel = try c.decodeIfPresent(Bool.self, forKey: .maskChannel) ?? false
     }
+
+    /// Channels the encoder's first layer reads: the image's, and the mask with `maskChannel`.
+    public var inputChannels: Int { channels + (maskChannel ? 1 : 0) }
 
     /// Channels of `pre_quant`'s output: `D`, or `2D` for the VAE (mean and log-variance).
     public var latentChannels: Int { model == .vae ? 2 * codeDimension : codeDimension }

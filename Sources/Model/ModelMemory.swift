@@ -30,7 +30,7 @@ extension ModelConfiguration {
         var count = 0.0
         func conv(_ input: Double, _ output: Double, area: Double) { count += input * output * area + output }
         for i in 0..<downsamplings {
-            conv(i == 0 ? Double(channels) : Double(downChannels(i - 1)), Double(downChannels(i)), area: 16)
+            conv(i == 0 ? Double(inputChannels) : Double(downChannels(i - 1)), Double(downChannels(i)), area: 16)
         }
         conv(hidden, hidden, area: 9)
         for _ in 0..<(2 * residualBlocks) {
@@ -60,7 +60,7 @@ extension ModelConfiguration {
         var largest = n * Double(height) * Double(width) * Double(channels)
         var workspace = 0.0
         var (h, w) = (Double(height), Double(width))
-        var input = Double(channels)
+        var input = Double(inputChannels)
         for i in 0..<downsamplings {
             let output = Double(downChannels(i))
             let (oh, ow) = (h / 2, w / 2)
@@ -102,6 +102,8 @@ extension ModelConfiguration {
                 workspace = max(workspace, 72 * fullTiles * widestDetail + 36 * widestDetail * widestDetail + widestDetail)
             }
         }
+        // The mask channel: the masks, the blanked image and the encoder's input [x | m].
+        if maskChannel { elements += n * Double(height) * Double(width) * (2 * Double(channels) + 2) }
         elements += 2 * largest + workspace
         // Input batches: the one in use and the prefetched ones.
         elements += 3 * n * Double(height) * Double(width) * Double(channels)

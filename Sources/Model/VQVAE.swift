@@ -39,6 +39,12 @@ public struct Losses: Equatable, Sendable {
 /// from the configuration's range, `fidelity` otherwise). Detail then reaches the decoder without
 /// passing the latent or the codes; `w = 0` decodes from the latent alone.
 ///
+/// With `configuration.maskChannel` (mask-aware inpainting) every pass also takes a mask
+/// `m` `[N, H, W]` (1 = missing, 0 = known; values in between blend): the network reads
+/// `[x (1 - m) | m]`, the image with its missing pixels blanked to 0 and the mask as one more
+/// channel (residual models add their correction to the blanked image), and the output is
+/// `m * y + (1 - m) * x` with `y` the network's: known pixels come back as they went in.
+///
 /// All trained parameters live in `parameters` (one flat buffer, gradients beside it). Every
 /// activation, gradient and workspace buffer is allocated once for `maxBatch` images; a training
 /// step allocates nothing.
@@ -79,6 +85,9 @@ public final class VQVAE {
     /// 1 trusts the input's detail fully, 0 restores from the latent alone. Starts at the top of
     /// the configuration's training range.
     public var fidelity: Float
+    let maskCopy: FloatBuffer             // mask channel: m [N, H, W] of the last forward (0: known)
+    let blankedImages: FloatBuffer        // mask channel: x (1 - m) [N, H, W, C]
+    let maskedInput: FloatBuffer          // mask channel: what encoder/down0 reads, [x (1 - m) | m] [N, H, W, C + 1]
     let detailInput: FloatBuffer          // [x | dec] [N, H, W, 2C] (with detail layers)
     let detailOutputs: [FloatBuffer]      // relu(conv) of each detail layer; the last, [N, H, W, C], without ReLU
     let residualOutput: FloatBuffer       // residual: x_hat [N, H, W, C]
@@ -111,7 +120,7 @@ public final class VQVAE {
 
         var downs: [Conv2d] = []
         for i in 0..<c.downsamplings {
-            downs.append(Conv2d(name: "encoder/down\(i)", inputChannels: i == 0 ? c.channels : c.downChannels(i - 1),
+            downs.append(Conv2d(name: "encoder/down\(i)", inputChannels: i == 0 ? c.inputChannels : c.downChannels(i - 1),
                                 outputChannels: c.downChannels(i), window: stride2, parameters: parameters))
         }
         self.downs = downs
@@ -171,6 +180,9 @@ public final class VQVAE {
         fidelity = Float(c.skipWeightHigh)
         skipWeights.initialize(repeating: fidelity)
         let pixels = n * c.height * c.width
+        maskCopy = FloatBuffer(count: c.maskChannel ? pixels : 0)
+        blankedImages = FloatBuffer(count: c.maskChannel ? pixels * c.channels : 0)
+        maskedInput = FloatBuffer(count: c.maskChannel ? pixels * c.inputChannels : 0)
         detailInput = FloatBuffer(count: detail.isEmpty ? 0 : pixels * 2 * c.channels)
         detailOutputs = detail.map { FloatBuffer(count: pixels * $0.outputChannels) }
         residualOutput = FloatBuffer(count: c.residual ? pixels * c.channels : 0)
@@ -207,7 +219,7 @@ public final class VQVAE {
     /// and workspace buffer (what `ModelConfiguration.trainingBytesEstimate` over-estimates).
     public var allocatedFloatCount: Int {
         var buffers = downOutputs + upOutputs + skipSums + skipGradients + [latent, quantized, noise, gradientA, gradientB, scratch, workspace]
-        buffers += [detailInput, residualOutput, residualGradient] + detailOutputs
+        buffers += [detailInput, residualOutput, residualGradient, maskCopy, blankedImages, maskedInput] + detailOutputs
         for stack in [encoderStack, decoderStack] { buffers += [stack.input, stack.output] + stack.blockOutputs + stack.saved }
         return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + skipWeights.count
             + (quantizer?.allocatedFloatCount ?? 0)
@@ -232,14 +244,19 @@ public final class VQVAE {
     public var latentCount: Int { configuration.latentHeight * configuration.latentWidth }
 
     /// The encoder alone: fills `latent` (`z`, `[N, h, w, D]`; for the VAE the mean and
-    /// log-variance, `[N, h, w, 2D]`) for `batch` images `[N, H, W, C]`.
-    public func encode(images: UnsafePointer<Float>, batch: Int) {
+    /// log-variance, `[N, h, w, 2D]`) for `batch` images `[N, H, W, C]`. With the mask channel,
+    /// `masks` `[N, H, W]` marks the missing pixels (nil: none is missing).
+    public func encode(images: UnsafePointer<Float>, masks: UnsafePointer<Float>? = nil, batch: Int) {
         precondition(batch >= 1 && batch <= maxBatch, "batch \(batch) exceeds the allocated \(maxBatch)")
         lastBatch = batch
         let c = configuration
         let p = UnsafePointer(parameters.values.pointer)
         let work = workspace.pointer
         var input = images
+        if c.maskChannel {
+            prepareMaskedInput(images: images, masks: masks, batch: batch)
+            input = UnsafePointer(maskedInput.pointer)
+        }
         for (i, conv) in downs.enumerated() {
             conv.forward(output: downOutputs[i].pointer, input: input, batch: batch,
                          height: resolutions[i].height, width: resolutions[i].width, relu: true,
@@ -254,16 +271,47 @@ public final class VQVAE {
                          parameters: p, workspace: work)
     }
 
+    /// Mask channel: keeps `m` (zeros without `masks`), and writes `x (1 - m)` and `[x (1 - m) | m]`.
+    private func prepareMaskedInput(images: UnsafePointer<Float>, masks: UnsafePointer<Float>?, batch: Int) {
+        let channels = configuration.channels, pixels = batch * configuration.height * configuration.width
+        let m = maskCopy.pointer, blanked = blankedImages.pointer, joined = maskedInput.pointer
+        if let masks { m.update(from: masks, count: pixels) } else { m.update(repeating: 0, count: pixels) }
+        for q in 0..<pixels {
+            let keep = 1 - m[q]
+            for k in 0..<channels {
+                let value = images[q * channels + k] * keep
+                blanked[q * channels + k] = value
+                joined[q * (channels + 1) + k] = value
+            }
+            joined[q * (channels + 1) + channels] = m[q]
+        }
+    }
+
+    /// Mask channel: `out = m * out + (1 - m) * x` in place, every known pixel the input's own.
+    private func pasteKnownPixels(_ output: UnsafeMutablePointer<Float>, images: UnsafePointer<Float>, batch: Int) {
+        let channels = configuration.channels, pixels = batch * configuration.height * configuration.width
+        let m = maskCopy.pointer
+        for q in 0..<pixels {
+            let w = m[q]
+            for k in 0..<channels {
+                let i = q * channels + k
+                output[i] = w == 1 ? output[i] : (w == 0 ? images[i] : w * output[i] + (1 - w) * images[i])
+            }
+        }
+    }
+
     /// Forward pass over `batch` images `[N, H, W, C]`; the reconstruction loss compares `x_hat`
     /// with `targets` (the clean images when `images` are corrupted for restoration training), or
     /// with `images` themselves. With `training`, the quantizer also collects this share's EMA
     /// statistics (`quantizer.batchStatistics`). The VAE samples its latent when `noise` is given
     /// (training) and decodes the mean otherwise.
+    ///
+    /// With the mask channel, `masks` `[N, H, W]` marks the missing pixels (nil: none).
     @discardableResult
-    public func forward(images: UnsafePointer<Float>, targets: UnsafePointer<Float>? = nil, batch: Int, training: Bool,
-                        noise noiseKey: NoiseKey? = nil) -> Losses {
+    public func forward(images: UnsafePointer<Float>, masks: UnsafePointer<Float>? = nil, targets: UnsafePointer<Float>? = nil,
+                        batch: Int, training: Bool, noise noiseKey: NoiseKey? = nil) -> Losses {
         let start = monotonicNanoseconds()
-        encode(images: images, batch: batch)
+        encode(images: images, masks: masks, batch: batch)
         let encoded = monotonicNanoseconds()
         let targets = targets ?? images
         let c = configuration
@@ -289,7 +337,8 @@ public final class VQVAE {
         defer { times.forward += Double(monotonicNanoseconds() - afterQuantizer + encoded - start) * 1e-9 }
         if c.skips { drawSkipWeights(batch: batch, key: training ? noiseKey : nil) }
         runDecoder(batch: batch)
-        if c.residual { runResidual(images: images, batch: batch) }
+        if c.residual { runResidual(images: c.maskChannel ? UnsafePointer(blankedImages.pointer) : images, batch: batch) }
+        if c.maskChannel { pasteKnownPixels(reconstruction.pointer, images: images, batch: batch) }
         // Reconstruction loss in double precision.
         let count = batch * imageCount
         let xHat = reconstruction.pointer
@@ -433,6 +482,11 @@ public final class VQVAE {
         let scale = 2 / Float(count)
         let xHat = reconstruction.pointer
         scaledDifference(current, xHat, targets, scale: scale, count: count)
+        if c.maskChannel {
+            // d(m y + (1 - m) x)/dy = m: known pixels pass no gradient to the network.
+            let channels = c.channels, m = maskCopy.pointer
+            for q in 0..<(batch * c.height * c.width) { for k in 0..<channels { current[q * channels + k] *= m[q] } }
+        }
 
         if !detail.isEmpty {
             // x_hat = x + dec + detail([x | dec]): dL/ddec = dL/dx_hat + the dec half of dL/d[x | dec].
@@ -515,7 +569,7 @@ public final class VQVAE {
             if c.skips { add(current, skipGradients[last - i].pointer, count: skipGradients[last - i].count / maxBatch * batch) }
             reluBackward(current, current, output: downOutputs[i].pointer,
                          count: batch * resolutions[i + 1].height * resolutions[i + 1].width * downs[i].outputChannels)
-            let input = i == 0 ? images : UnsafePointer(downOutputs[i - 1].pointer)
+            let input = i == 0 ? (c.maskChannel ? UnsafePointer(maskedInput.pointer) : images) : UnsafePointer(downOutputs[i - 1].pointer)
             downs[i].backward(inputGradient: i == 0 ? nil : other, outputGradient: current, input: input, batch: batch,
                               height: size.height, width: size.width, parameters: p, gradients: g, workspace: work)
             gradientsReady(downs[i].weight.offset)

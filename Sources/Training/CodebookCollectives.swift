@@ -40,7 +40,7 @@ final class CodebookCollectives {
     /// (the codes past them start unused).
     @discardableResult
     func initializeWithKMeans(firstBatch: PreparedBatch, iterations: Int) throws -> Int {
-        model.encode(images: firstBatch.input, batch: localBatchSize)
+        model.encode(images: firstBatch.input, masks: firstBatch.masks, batch: localBatchSize)
         let vectorCount = globalBatchSize * model.latentCount
         guard let quantizer = model.quantizer else {
             throw TrainingError("--kmeans-init initialises a codebook; --model \(model.configuration.model.rawValue) has none")

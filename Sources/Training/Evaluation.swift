@@ -244,6 +244,9 @@ func measureImages(
     let elements = model.imageCount, positions = model.latentCount, chunk = model.maxBatch
     let clean = FloatBuffer(count: chunk * elements), damaged = FloatBuffer(count: chunk * elements)
     let output = FloatBuffer(count: chunk * elements)
+    // Mask-aware models read the mask of the pixels the corruptions filled.
+    let pixels = c.height * c.width
+    let missing = FloatBuffer(count: c.maskChannel ? chunk * pixels : 0)
     let scratch = FloatBuffer(count: CorruptionPipeline.scratchCount(height: c.height, width: c.width, channels: c.channels))
     var result = MeasuredShare(codeCounts: FloatBuffer(count: c.model == .vqvae ? c.codes : 0))
     var start = range.lowerBound
@@ -255,11 +258,12 @@ func measureImages(
             damaged.pointer.update(from: clean.pointer, count: n * elements)
             for j in 0..<n {
                 corruptions.apply(to: damaged.pointer + j * elements, height: c.height, width: c.width, channels: c.channels,
-                                  seed: seed, epoch: 0, sampleIndex: start + j, scratch: scratch.pointer)
+                                  seed: seed, epoch: 0, sampleIndex: start + j, scratch: scratch.pointer,
+                                  missing: c.maskChannel ? missing.pointer + j * pixels : nil)
             }
             input = UnsafePointer(damaged.pointer)
         }
-        model.forward(images: input, batch: n, training: false)
+        model.forward(images: input, masks: c.maskChannel && !corruptions.isEmpty ? UnsafePointer(missing.pointer) : nil, batch: n, training: false)
         output.pointer.update(from: model.reconstruction.pointer, count: n * elements)
         if c.model == .vqvae { for p in 0..<(n * positions) { result.codeCounts[Int(model.codeIndices[p])] += 1 } }
         for buffer in [clean, damaged, output] { unitPixels(buffer.pointer, count: n * elements) }
@@ -281,7 +285,7 @@ func measureImages(
         try visit(start, n, clean.pointer, corruptions.isEmpty ? nil : UnsafePointer(damaged.pointer), output.pointer)
         start += n
     }
-    withExtendedLifetime((clean, damaged, output, scratch)) {}
+    withExtendedLifetime((clean, damaged, output, scratch, missing)) {}
     return result
 }
 

@@ -150,6 +150,10 @@ public final class Restoration {
         } else {
             console.info("\(options.checkpoint) was trained to repair \(damage)")
         }
+        let marksHoles = corruptions.corruptions.contains { if case .mask = $0 { return true }; if case .holes = $0 { return true }; return false }
+        if trained.configuration.maskChannel && options.mask == nil && !marksHoles {
+            console.warning("\(options.checkpoint) fills the pixels a mask marks as missing and keeps all others (--mask-channel); without --mask MASK.png (or --corrupt with mask or holes) nothing is missing and the output is the input")
+        }
     }
 
     enum Kind { case hdf5, image, folder }
@@ -371,10 +375,10 @@ public final class Restoration {
         return try passes.reduce(0) { $0 + (try tiling(height: $1.height, width: $1.width)).tileCount }
     }
 
-    /// The tile plan for an image of `height x width` with the model's channels.
+    /// The tile plan for an image of `height x width` with the model's input channels.
     func tiling(height: Int, width: Int) throws -> TiledImage {
         let c = trained.configuration
-        return try TiledImage(height: height, width: width, channels: c.channels, tileHeight: c.height, tileWidth: c.width,
+        return try TiledImage(height: height, width: width, channels: c.inputChannels, tileHeight: c.height, tileWidth: c.width,
                               rowOverlap: options.overlap ?? c.height / 4, columnOverlap: options.overlap ?? c.width / 4)
     }
 
@@ -384,18 +388,26 @@ public final class Restoration {
     ///
     /// With `holes` (`[H, W]`, true = missing), the missing pixels are filled as in training (its
     /// mask's value, or uniform noise from a stream keyed by `seed`) before the model sees them, and
-    /// every other pixel of the result is the input's own.
+    /// every other pixel of the result is the input's own. A mask-aware model (`--mask-channel`)
+    /// reads the holes, with those the corruptions filled, as its mask channel.
     func restore(_ image: UnitImage, index: Int, holes: [Bool]? = nil) throws -> (damaged: UnitImage, restored: UnitImage) {
         var input = image.pixels.map { $0 - 0.5 }
+        let pixelCount = image.height * image.width
+        let maskChannel = trained.configuration.maskChannel
+        var missing = [Float](repeating: 0, count: maskChannel ? pixelCount : 0)
         if !corruptions.isEmpty {
             var scratch = [Float](repeating: 0, count: CorruptionPipeline.scratchCount(height: image.height, width: image.width, channels: image.channels))
             input.withUnsafeMutableBufferPointer { pixels in
-                scratch.withUnsafeMutableBufferPointer {
-                    corruptions.apply(to: pixels.baseAddress!, height: image.height, width: image.width, channels: image.channels,
-                                      seed: options.seed, epoch: 0, sampleIndex: index, scratch: $0.baseAddress!)
+                scratch.withUnsafeMutableBufferPointer { scratch in
+                    missing.withUnsafeMutableBufferPointer { marks in
+                        corruptions.apply(to: pixels.baseAddress!, height: image.height, width: image.width, channels: image.channels,
+                                          seed: options.seed, epoch: 0, sampleIndex: index, scratch: scratch.baseAddress!,
+                                          missing: maskChannel ? marks.baseAddress! : nil)
+                    }
                 }
             }
         }
+        if maskChannel, let holes { for pixel in holes.indices where holes[pixel] { missing[pixel] = 1 } }
         if let holes {
             let fill = trainedHoleFill
             var random = SplitMix64(seed: options.seed, stream: 0x4D41_534B)
@@ -414,14 +426,24 @@ public final class Restoration {
             fed = [Float](repeating: 0, count: input.count * channels)
             for pixel in input.indices { for c in 0..<channels { fed[pixel * channels + c] = input[pixel] } }
         }
+        if maskChannel {
+            // The mask rides along as the last channel, through tiles and mirrors alike.
+            var joined = [Float](repeating: 0, count: pixelCount * (channels + 1))
+            for pixel in 0..<pixelCount {
+                for c in 0..<channels { joined[pixel * (channels + 1) + c] = fed[pixel * channels + c] }
+                joined[pixel * (channels + 1) + channels] = missing[pixel]
+            }
+            fed = joined
+        }
+        let fedChannels = trained.configuration.inputChannels
         var output: [Float]
         if options.ensemble {
             // Self-ensemble: the eight mirrored and rotated copies, each restored and mapped back,
             // averaged in a fixed order.
-            output = [Float](repeating: 0, count: fed.count)
+            output = [Float](repeating: 0, count: pixelCount * channels)
             for symmetry in Dihedral.all {
                 let size = symmetry.size(height: image.height, width: image.width)
-                let restored = try restoreOnce(symmetry.apply(fed, height: image.height, width: image.width, channels: channels),
+                let restored = try restoreOnce(symmetry.apply(fed, height: image.height, width: image.width, channels: fedChannels),
                                                height: size.height, width: size.width)
                 let back = symmetry.invert(restored, height: image.height, width: image.width, channels: channels)
                 for i in output.indices { output[i] += back[i] }
@@ -451,15 +473,18 @@ public final class Restoration {
     }
 
     /// The model's output for one image (the model's channels) in [-0.5, 0.5]: in tiles, or whole
-    /// with --whole.
+    /// with --whole. A mask-aware model's `input` carries the mask as one more, last, channel.
     func restoreOnce(_ input: [Float], height: Int, width: Int) throws -> [Float] {
         if options.whole {
             defer { progress?.advance(by: 1) }
             return try restoreWhole(input, height: height, width: width)
         }
         let model = trained.model
-        return try tiling(height: height, width: width).process(input, batchSize: trained.batch) { tiles, count, results in
-            model.forward(images: tiles, batch: count, training: false)
+        let c = trained.configuration
+        let split = MaskSplit(configuration: c, batch: trained.batch)
+        return try tiling(height: height, width: width).process(input, outputChannels: c.channels, batchSize: trained.batch) { tiles, count, results in
+            let (images, masks) = split.images(tiles, count: count)
+            model.forward(images: images, masks: masks, batch: count, training: false)
             results.update(from: model.reconstruction.pointer, count: count * model.imageCount)
             progress?.advance(by: count)
         }
@@ -485,7 +510,38 @@ public final class Restoration {
             model.fidelity = trained.model.fidelity
             wholeModels[key] = model
         }
-        _ = input.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, batch: 1, training: false) }
+        let split = MaskSplit(configuration: c, batch: 1)
+        _ = input.withUnsafeBufferPointer {
+            let (images, masks) = split.images($0.baseAddress!, count: 1)
+            return model.forward(images: images, masks: masks, batch: 1, training: false)
+        }
         return Array(UnsafeBufferPointer(start: model.reconstruction.pointer, count: model.imageCount))
+    }
+}
+
+/// Mask-aware models: separates images `[N, H, W, C + 1]` whose last channel is the mask into the
+/// images `[N, H, W, C]` and masks `[N, H, W]` the model takes (buffers allocated once); other
+/// models' images pass through.
+final class MaskSplit {
+    let channels: Int
+    let pixels: Int
+    let images: FloatBuffer
+    let masks: FloatBuffer
+
+    init(configuration c: ModelConfiguration, batch: Int) {
+        channels = c.channels
+        pixels = c.height * c.width
+        images = FloatBuffer(count: c.maskChannel ? batch * pixels * c.channels : 0)
+        masks = FloatBuffer(count: c.maskChannel ? batch * pixels : 0)
+    }
+
+    func images(_ joined: UnsafePointer<Float>, count: Int) -> (images: UnsafePointer<Float>, masks: UnsafePointer<Float>?) {
+        guard masks.count > 0 else { return (joined, nil) }
+        let (x, m) = (images.pointer, masks.pointer)
+        for q in 0..<(count * pixels) {
+            (x + q * channels).update(from: joined + q * (channels + 1), count: channels)
+            m[q] = joined[q * (channels + 1) + channels]
+        }
+        return (UnsafePointer(x), UnsafePointer(m))
     }
 }

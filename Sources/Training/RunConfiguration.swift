@@ -160,6 +160,7 @@ public struct RunConfiguration: Codable, Sendable {
         ]
         if options.given("--residual") { checks.append(("--residual", "", model.residual ? "" : "(off)")) }
         if options.given("--skips") { checks.append(("--skips", "", model.skips ? "" : "(off)")) }
+        if options.given("--mask-channel") { checks.append(("--mask-channel", "", model.maskChannel ? "" : "(off)")) }
         if options.given("--kmeans-init") { checks.append(("--kmeans-init", "", controls.kmeansInit ? "" : "(off)")) }
         if options.given("--no-shuffle") { checks.append(("--no-shuffle", "", data.shuffle ? "(off)" : "")) }
         let contradictions = checks.filter { options.given($0.flag) && $0.given != $0.saved }.map { check -> String in

@@ -313,7 +313,8 @@ public final class Trainer {
 
         // Batches are read, converted and corrupted on a background thread.
         let prefetcher = BatchPrefetcher(dataset: dataset, sampler: sampler, corruptions: corruptions, seed: seed,
-                                         firstStep: firstStep, endStep: max(options.steps, firstStep + 1), depth: options.prefetch)
+                                         firstStep: firstStep, endStep: max(options.steps, firstStep + 1), depth: options.prefetch,
+                                         masks: model.configuration.maskChannel)
         defer { prefetcher.stop() }
         let codebook = CodebookCollectives(model: model, communicator: communicator, globalBatchSize: globalBatchSize,
                                            localBatchSize: sampler.localBatchSize, seed: seed)
@@ -336,6 +337,7 @@ public final class Trainer {
             + "\(model.parameters.count) parameters, codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
             + (c.residual ? "residual\(c.detailLayers > 0 ? " with \(c.detailLayers) detail layers of \(c.detailChannels)" : ""); " : "")
             + (c.skips ? "U-Net skips (weight \(c.skipWeightDescription)); " : "")
+            + (c.maskChannel ? "mask channel; " : "")
             + "\(communicator.size) rank(s) x batch \(sampler.localBatchSize); BLAS \(blasCoreName())")
         if options.steps == 0 {
             if let path = try writeCheckpoint() { console.info("checkpoint: \(path)"); summary.checkpoint = path }
@@ -362,7 +364,7 @@ public final class Trainer {
                 batch.damaged?[0] = .nan
             }
             let done = step + 1
-            let outcome = try runner.run(input: batch.input, target: batch.target, batch: local, number: done,
+            let outcome = try runner.run(input: batch.input, masks: batch.masks, target: batch.target, batch: local, number: done,
                                          skipNonFinite: options.skipNonFinite,
                                          stopRequested: StopRequest.received || budgetReached(since: start))
             let loss = outcome.loss, stopping = outcome.stopRequested

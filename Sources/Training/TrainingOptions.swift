@@ -124,6 +124,10 @@ public struct TrainingOptions: Sendable {
         try check(augment == .none || crop != nil || resume != nil, "--augment \(augment.rawValue) turns training crops; it needs --crop S")
         try check(cropsPerImage >= 1, "--crops-per-image must be at least 1")
         try check(cropsPerImage == 1 || crop != nil || resume != nil, "--crops-per-image takes several crops of every image; it needs --crop S")
+        if architecture.maskChannel && resume == nil, let pipeline = try? CorruptionPipeline(spec: corrupt) {
+            try check(pipeline.onlyFillsMissingPixels,
+                      "--mask-channel keeps every pixel not marked missing, so --corrupt must hold only mask and holes items (got '\(corrupt)'), e.g. --corrupt holes:8")
+        }
         try check(clipGradNorm >= 0 && clipGradNorm.isFinite, "--clip-grad-norm must be 0 (off) or a positive number")
         try check(kmeansIterations >= 0, "--kmeans-iterations must not be negative")
         if let deadCodeThreshold {

@@ -115,14 +115,15 @@ final class TrainingStep {
         state.model.resetTimes()
     }
 
-    /// Trains step `number` (1-based, for messages) on this rank's `input` and `target`.
-    func run(input: UnsafePointer<Float>, target: UnsafePointer<Float>, batch: Int, number: Int,
+    /// Trains step `number` (1-based, for messages) on this rank's `input` and `target` (and, for
+    /// mask-aware models, `masks`).
+    func run(input: UnsafePointer<Float>, masks: UnsafePointer<Float>? = nil, target: UnsafePointer<Float>, batch: Int, number: Int,
              skipNonFinite: Bool, stopRequested: Bool = false) throws -> Outcome {
         let model = state.model
         watchdog?.enter("the forward and backward pass", step: number)
         model.parameters.zeroGradients()
         let noise = NoiseKey(seed: seed, step: UInt64(number), firstImage: communicator.rank * batch)
-        let losses = model.forward(images: input, targets: target, batch: batch, training: true, noise: noise)
+        let losses = model.forward(images: input, masks: masks, targets: target, batch: batch, training: true, noise: noise)
         faults?.sleep(.sleepInStep, step: number)
         // What the forward pass produced for the reductions starts on its way now.
         forwardRequests.removeAll(keepingCapacity: true)

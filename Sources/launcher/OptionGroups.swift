@@ -50,6 +50,10 @@ struct ArchitectureOptions: ParsableArguments {
     var skips = modelDefaults.skips
     @Option(name: .customLong("skip-weight"), help: "With --skips: the weight w of the encoder's activations, W or a range LOW..HIGH in [0, 1] from which each training image draws its own (0..1 trains one model for every `restore --fidelity`).")
     var skipWeight = SkipWeight(low: modelDefaults.skipWeightLow, high: modelDefaults.skipWeightHigh)
+    @Flag(name: .customLong("mask-channel"), help: ArgumentHelp(
+        "Mask-aware inpainting: the model reads the mask of the missing pixels as one more input channel, sees them blanked, and keeps every other pixel of its input.",
+        discussion: "Training takes the mask from the --corrupt items mask and holes (the only items allowed with it); `vqvae restore --mask MASK.png` takes a user's own."))
+    var maskChannel = modelDefaults.maskChannel
 
     /// The configuration for images of `height x width x channels`.
     func configuration(height: Int, width: Int, channels: Int) -> ModelConfiguration {
@@ -72,6 +76,7 @@ struct ArchitectureOptions: ParsableArguments {
         c.skips = skips
         c.skipWeightLow = skipWeight.low
         c.skipWeightHigh = skipWeight.high
+        c.maskChannel = maskChannel
         return c
     }
 }

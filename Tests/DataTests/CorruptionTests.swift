@@ -523,6 +523,32 @@ final class CorruptionTests: XCTestCase {
 
     /// `noise,mask`: the rectangle is clean black. `mask,noise`: about half the rectangle's
     /// elements stay at 0 (negative noise clipped), the rest are noisy.
+    /// `apply(missing:)` marks exactly the pixels `mask` and `holes` filled (here with a value no
+    /// clean pixel has, so the filled pixels are known), nothing for the other items, and damages
+    /// the image exactly as without it.
+    func testMissingPixelsAreMarkedExactlyWhereMasksAndHolesFill() throws {
+        let (height, width, channels) = (24, 20, 3)
+        let clean = (0..<(height * width * channels)).map { Float($0 % 7) * 0.05 - 0.45 }
+        for spec in ["holes:6:1", "mask:0.3:1", "noise:0.1", "holes:3:1,mask:0.1:1"] {
+            let pipeline = try CorruptionPipeline(spec: spec)
+            XCTAssertEqual(pipeline.onlyFillsMissingPixels, spec != "noise:0.1", spec)
+            let image = makeBuffer(clean), marks = FloatBuffer(count: height * width)
+            marks.pointer.update(repeating: 7, count: height * width)
+            let scratch = FloatBuffer(count: CorruptionPipeline.scratchCount(height: height, width: width, channels: channels))
+            pipeline.apply(to: image.pointer, height: height, width: width, channels: channels, seed: 3, epoch: 1, sampleIndex: 9,
+                           scratch: scratch.pointer, missing: marks.pointer)
+            XCTAssertEqual(image.array, try corrupted(spec, clean, height: height, width: width, channels: channels, seed: 3, epoch: 1, sampleIndex: 9),
+                           "\(spec): the marks change nothing else")
+            let filled = (0..<(height * width)).map { p in (0..<channels).allSatisfy { image[p * channels + $0] == 0.5 } }
+            let marked = marks.array.map { $0 == 1 }
+            XCTAssertTrue(marks.array.allSatisfy { $0 == 0 || $0 == 1 }, "\(spec): marks are 0 or 1")
+            XCTAssertEqual(marked, spec == "noise:0.1" ? [Bool](repeating: false, count: height * width) : filled, "\(spec): marked = filled")
+            if spec != "noise:0.1" { XCTAssertTrue(marked.contains(true), "\(spec): something is missing") }
+        }
+        XCTAssertFalse(try CorruptionPipeline(spec: "").onlyFillsMissingPixels)
+        XCTAssertFalse(try CorruptionPipeline(spec: "holes:4,noise:0.1").onlyFillsMissingPixels)
+    }
+
     func testOrderOfCorruptionsMatters() throws {
         let (h, w, c) = (32, 32, 3)
         let grey = [Float](repeating: 0, count: h * w * c)

@@ -57,22 +57,29 @@ final class DistributedTests: XCTestCase {
     /// within tolerance. (The autoencoder: the same run as a VQ-VAE, without --kmeans-init, agreed
     /// to 2e-6 in its step-1 gradients but drifted by 6e-4 after 5 steps; the holes' many equal
     /// latent vectors are likely near ties between codes, which summation order can flip.)
+    ///
+    /// The same for a mask-aware inpainting model (`--mask-channel`, masks and holes): the masks
+    /// follow the images, not the split.
     func testResidualModelTrainsTheSameOnOneAndTwoRanks() throws {
         let data = try PreparedData.mnist("test")
-        var folders: [String] = []
-        for ranks in [1, 2] {
-            let out = try CommandRunner.temporaryFolder("residual-equivalence-\(ranks)")
-            let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
-                "train", "--data", data, "--out", out.path, "--steps", "5", "--global-batch-size", "12", "--seed", "13",
-                "--checkpoint-every", "1", "--log-every", "1", "--hidden", "32", "--res-hidden", "16", "--code-dim", "16",
-                "--codes", "64", "--corrupt", "noise:0.02..0.2,mask:0.1..0.3,holes:4", "--model", "ae", "--residual", "--detail-layers", "2", "--detail-channels", "16",
-                "--skips", "--skip-weight", "0..1"])
-            XCTAssertEqual(result.status, 0, result.standardError)
-            XCTAssertTrue(result.standardOutput.contains("residual with 2 detail layers of 16"), result.standardOutput)
-            XCTAssertTrue(result.standardOutput.contains("U-Net skips (weight 0.0..1.0)"), result.standardOutput)
-            folders.append(out.appendingPathComponent("checkpoints").path)
+        for (name, corrupt, extra) in [("residual", "noise:0.02..0.2,mask:0.1..0.3,holes:4", [String]()),
+                                       ("mask-channel", "mask:0.1..0.3,holes:4", ["--mask-channel"])] {
+            var folders: [String] = []
+            for ranks in [1, 2] {
+                let out = try CommandRunner.temporaryFolder("\(name)-equivalence-\(ranks)")
+                let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
+                    "train", "--data", data, "--out", out.path, "--steps", "5", "--global-batch-size", "12", "--seed", "13",
+                    "--checkpoint-every", "1", "--log-every", "1", "--hidden", "32", "--res-hidden", "16", "--code-dim", "16",
+                    "--codes", "64", "--corrupt", corrupt, "--model", "ae", "--residual", "--detail-layers", "2", "--detail-channels", "16",
+                    "--skips", "--skip-weight", "0..1"] + extra)
+                XCTAssertEqual(result.status, 0, result.standardError)
+                XCTAssertTrue(result.standardOutput.contains("residual with 2 detail layers of 16"), result.standardOutput)
+                XCTAssertTrue(result.standardOutput.contains("U-Net skips (weight 0.0..1.0)"), result.standardOutput)
+                XCTAssertEqual(result.standardOutput.contains("mask channel"), !extra.isEmpty, result.standardOutput)
+                folders.append(out.appendingPathComponent("checkpoints").path)
+            }
+            try assertWorldSizesAgree(checkpointFolders: folders, label: "\(name), W = 2")
         }
-        try assertWorldSizesAgree(checkpointFolders: folders, label: "residual, W = 2")
     }
 
     /// The default codebook start when the first global batch (G = 6 noise images of 4x4

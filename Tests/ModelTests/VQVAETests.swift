@@ -44,8 +44,8 @@ final class VQVAETests: XCTestCase {
     /// all pick the same code. This moves code p to `c + R * (z_p - c) / |z_p - c|` (c the mean of this
     /// batch's z, R = 0.3): each z is nearest to the code in its own direction, so the batch uses
     /// several codes while `|z - q|` stays sizeable (about R), keeping the commitment term visible.
-    func spreadCodebook(_ model: VQVAE, images: FloatBuffer) {
-        model.forward(images: images.pointer, batch: batch, training: false)
+    func spreadCodebook(_ model: VQVAE, images: FloatBuffer, masks: FloatBuffer? = nil) {
+        model.forward(images: images.pointer, masks: masks.map { UnsafePointer($0.pointer) }, batch: batch, training: false)
         let d = model.configuration.codeDimension, positions = batch * model.latentCount
         let codebook = model.quantizer!.codebook(parameters: model.parameters)
         var centre = [Float](repeating: 0, count: d)
@@ -62,12 +62,13 @@ final class VQVAETests: XCTestCase {
     /// sampled entries of `slots`: asserts that the code assignment is unchanged at +-h. When the +-h
     /// evaluation changes any ReLU's pattern the step is retried at h/4, and a candidate that still
     /// straddles a kink is replaced by the next one (at least one entry of every slot is checked).
-    func modelFiniteDifferences(_ model: VQVAE, images: FloatBuffer, targets: FloatBuffer? = nil, slots: [ParameterSlot], h: Float,
-                                seed: UInt64, perSlot: Int = 4, noise: NoiseKey? = nil, file: StaticString = #filePath, line: UInt = #line)
+    func modelFiniteDifferences(_ model: VQVAE, images: FloatBuffer, masks: FloatBuffer? = nil, targets: FloatBuffer? = nil,
+                                slots: [ParameterSlot], h: Float, seed: UInt64, perSlot: Int = 4, noise: NoiseKey? = nil,
+                                file: StaticString = #filePath, line: UInt = #line)
         -> (numeric: [Double], analytic: [Double]) {
         let values = model.parameters.values, gradients = model.parameters.gradients
-        let targets = targets.map { UnsafePointer($0.pointer) }
-        model.forward(images: images.pointer, targets: targets, batch: batch, training: false, noise: noise)
+        let targets = targets.map { UnsafePointer($0.pointer) }, masks = masks.map { UnsafePointer($0.pointer) }
+        model.forward(images: images.pointer, masks: masks, targets: targets, batch: batch, training: false, noise: noise)
         let codes = indices(model), pattern = reluPattern(model)
         var numeric: [Double] = [], analytic: [Double] = []
         var crossings = 0
@@ -78,11 +79,11 @@ final class VQVAETests: XCTestCase {
                 let saved = values[i]
                 for step in [h, h / 4] {
                     values[i] = saved + step
-                    let plus = model.forward(images: images.pointer, targets: targets, batch: batch, training: false, noise: noise).total
+                    let plus = model.forward(images: images.pointer, masks: masks, targets: targets, batch: batch, training: false, noise: noise).total
                     XCTAssertEqual(indices(model), codes, "\(slot.name)[\(j)]: assignment changed at +h", file: file, line: line)
                     let plusPattern = reluPattern(model)
                     values[i] = saved - step
-                    let minus = model.forward(images: images.pointer, targets: targets, batch: batch, training: false, noise: noise).total
+                    let minus = model.forward(images: images.pointer, masks: masks, targets: targets, batch: batch, training: false, noise: noise).total
                     XCTAssertEqual(indices(model), codes, "\(slot.name)[\(j)]: assignment changed at -h", file: file, line: line)
                     let minusPattern = reluPattern(model)
                     values[i] = saved
@@ -116,7 +117,8 @@ final class VQVAETests: XCTestCase {
     /// `backward`. Asserts that no slot's gradient is all zero and that no perturbation changes the
     /// base's codes. Each entry is named `slot[i]`.
     func surrogateFiniteDifferences(_ model: VQVAE, reference: ReferenceVQVAE, base: ReferenceVQVAE.Output, images: [Double],
-                                    targets: [Double]? = nil, skipWeights: [Double]? = nil, seed: UInt64, label: String)
+                                    masks: [Double]? = nil, targets: [Double]? = nil, skipWeights: [Double]? = nil, seed: UInt64,
+                                    label: String)
         -> (numeric: [Double], analytic: [Double], names: [String]) {
         let gradients = model.parameters.gradients
         let h = 1e-5
@@ -127,9 +129,11 @@ final class VQVAETests: XCTestCase {
             for i in sampleIndices(count: slot.count, samples: 4, seed: seed) {
                 var perturbed = reference
                 perturbed.tensors[slot.name]![i] += h
-                let plus = perturbed.forward(images: images, targets: targets, batch: batch, anchor: base.anchor, skipWeights: skipWeights)
+                let plus = perturbed.forward(images: images, masks: masks, targets: targets, batch: batch, anchor: base.anchor,
+                                             skipWeights: skipWeights)
                 perturbed.tensors[slot.name]![i] -= 2 * h
-                let minus = perturbed.forward(images: images, targets: targets, batch: batch, anchor: base.anchor, skipWeights: skipWeights)
+                let minus = perturbed.forward(images: images, masks: masks, targets: targets, batch: batch, anchor: base.anchor,
+                                              skipWeights: skipWeights)
                 XCTAssertEqual(plus.indices, base.indices, "\(label) \(slot.name)[\(i)]: assignment changed at +h")
                 XCTAssertEqual(minus.indices, base.indices, "\(label) \(slot.name)[\(i)]: assignment changed at -h")
                 numeric.append((plus.total - minus.total) / (2 * h))
@@ -617,6 +621,83 @@ final class VQVAETests: XCTestCase {
             c.residual = c.model == .ae
         }
         withExtendedLifetime(x) {}
+    }
+
+    /// Mask-aware models: the forward pass against the double-precision reference (the mask read as
+    /// a channel, missing pixels blanked, known pixels pasted back, one pixel half-missing), every
+    /// slot's gradient against finite differences (VQ-VAE plain, and residual with detail layers and
+    /// skips; the autoencoder with the float model's own), and the two promises: known pixels come
+    /// back bit for bit, and what the damaged image holds under the mask does not matter.
+    func testMaskChannelModelsMatchReferenceAndKeepKnownPixels() throws {
+        for (residual, detailLayers, skips) in [(false, 0, false), (true, 1, true)] {
+            var c = smallConfiguration(.ema)
+            c.maskChannel = true
+            c.residual = residual
+            c.detailLayers = detailLayers
+            c.detailChannels = 5
+            c.skips = skips
+            let name = "mask channel, residual \(residual), detail \(detailLayers), skips \(skips)"
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 101)
+            XCTAssertEqual(model.parameters.slot(named: "encoder/down0/weight")?.count, 8 / 2 * 4 * 4 * 4, "\(name): down0 reads C + 1 channels")
+            let x = images(model, seed: 102)
+            let t = randomFloats(x.count, seed: 103, low: -0.5, high: 0.5)
+            let pixels = c.height * c.width
+            var m = [Float](repeating: 0, count: batch * pixels)
+            for q in m.indices where (q / 3 + q / 17) % 2 == 1 { m[q] = 1 }
+            m[5] = 0.5
+            let xBuffer = makeBuffer(x), tBuffer = makeBuffer(t), mBuffer = makeBuffer(m)
+            spreadCodebook(model, images: xBuffer, masks: mBuffer)
+            let losses = model.forward(images: xBuffer.pointer, masks: mBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: false)
+            let output = model.reconstruction.array
+            for q in 0..<(batch * pixels) where m[q] == 0 {
+                for k in 0..<c.channels {
+                    XCTAssertEqual(output[q * c.channels + k].bitPattern, x[q * c.channels + k].bitPattern, "\(name): known pixel \(q) is the input's")
+                }
+            }
+            let reference = ReferenceVQVAE(model: model)
+            let xDouble = x.map(Double.init), tDouble = t.map(Double.init), mDouble = m.map(Double.init)
+            let base = reference.forward(images: xDouble, masks: mDouble, targets: tDouble, batch: batch)
+            XCTAssertEqual(indices(model), base.indices, "\(name): nearest codes")
+            assertClose(output.map(Double.init), base.reconstruction, tolerance: 1e-5, "\(name): x_hat")
+            assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "\(name): total loss")
+
+            // Whatever the damaged image holds under the mask, the output is the same.
+            var scribbled = x
+            for q in 0..<(batch * pixels) where m[q] == 1 { for k in 0..<c.channels { scribbled[q * c.channels + k] = 0.5 - scribbled[q * c.channels + k] } }
+            let sBuffer = makeBuffer(scribbled)
+            model.forward(images: sBuffer.pointer, masks: mBuffer.pointer, batch: batch, training: false)
+            XCTAssertEqual(model.reconstruction.array, output, "\(name): missing pixels' values are not read")
+
+            model.forward(images: xBuffer.pointer, masks: mBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: false)
+            model.parameters.zeroGradients()
+            model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
+            let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                    masks: mDouble, targets: tDouble, seed: 104, label: name)
+            assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
+                        "\(name): every slot vs surrogate finite differences (double)")
+            withExtendedLifetime((xBuffer, tBuffer, mBuffer, sBuffer)) {}
+        }
+
+        var c = smallConfiguration(.ema)
+        c.model = .ae
+        c.maskChannel = true
+        c.residual = true
+        let model = try VQVAE(configuration: c, maxBatch: batch)
+        model.initialize(seed: 105)
+        let x = makeBuffer(images(model, seed: 106)), t = makeBuffer(images(model, seed: 107))
+        let m = makeBuffer((0..<(batch * c.height * c.width)).map { Float(($0 / 5) % 2) })
+        model.forward(images: x.pointer, masks: m.pointer, targets: t.pointer, batch: batch, training: true)
+        model.parameters.zeroGradients()
+        model.backward(images: x.pointer, targets: t.pointer)
+        let (numeric, analytic) = modelFiniteDifferences(model, images: x, masks: m, targets: t, slots: model.parameters.slots, h: 1e-3,
+                                                         seed: 108, perSlot: 3)
+        assertClose(analytic, numeric, tolerance: 2e-2, floor: 2e-2 * largestMagnitude(numeric),
+                    "mask channel ae: every slot vs model finite differences (float)")
+        // Without a mask nothing is missing: the output is the input.
+        model.forward(images: x.pointer, batch: batch, training: false)
+        XCTAssertEqual(model.reconstruction.array, x.array, "no mask: every pixel is known")
+        withExtendedLifetime((x, t, m)) {}
     }
 
     /// The configuration keys of residual models: stored and read back; a configuration written

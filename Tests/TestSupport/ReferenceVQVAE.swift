@@ -65,15 +65,31 @@ public struct ReferenceVQVAE {
 
     /// With `targets` the reconstruction loss compares with them instead of `images`. With U-Net
     /// skips, image `n`'s decoder adds `skipWeights[n]` (default 1 each) times the encoder's
-    /// activation of each resolution before every transposed convolution.
-    public func forward(images: [Double], targets: [Double]? = nil, batch: Int, anchor: Anchor? = nil,
+    /// activation of each resolution before every transposed convolution. With the mask channel,
+    /// `masks` `[N, H, W]` (1 = missing; nil: none) is read beside the image, whose missing pixels
+    /// are blanked, and the output keeps the known pixels of `images`.
+    public func forward(images: [Double], masks: [Double]? = nil, targets: [Double]? = nil, batch: Int, anchor: Anchor? = nil,
                         skipWeights: [Double]? = nil) -> Output {
         let c = configuration
         let stride2 = Window(kernel: 4, stride: 2, padding: 1)
         let same3 = Window(kernel: 3, stride: 1, padding: 1)
-        let image = Tensor4(batch: batch, height: c.height, width: c.width, channels: c.channels, values: images)
-        // Encoder.
+        let original = Tensor4(batch: batch, height: c.height, width: c.width, channels: c.channels, values: images)
+        let m = masks ?? [Double](repeating: 0, count: batch * c.height * c.width)
+        var image = original
         var x = image
+        if c.maskChannel {
+            // [x (1 - m) | m]; the residual path adds to the blanked image.
+            x = Tensor4(batch: batch, height: c.height, width: c.width, channels: c.channels + 1)
+            for n in 0..<batch { for row in 0..<c.height { for col in 0..<c.width {
+                let w = m[(n * c.height + row) * c.width + col]
+                for k in 0..<c.channels {
+                    image[n, row, col, k] = original[n, row, col, k] * (1 - w)
+                    x[n, row, col, k] = image[n, row, col, k]
+                }
+                x[n, row, col, c.channels] = w
+            } } }
+        }
+        // Encoder.
         var encoded: [Tensor4] = []
         for i in 0..<c.downsamplings {
             x = naiveReLU(conv("encoder/down\(i)", x, c.hidden >> (c.downsamplings - 1 - i), stride2))
@@ -156,7 +172,13 @@ public struct ReferenceVQVAE {
             }
             y = output
         }
-        let target = targets ?? image.values
+        if c.maskChannel {
+            for n in 0..<batch { for row in 0..<c.height { for col in 0..<c.width {
+                let w = m[(n * c.height + row) * c.width + col]
+                for k in 0..<c.channels { y[n, row, col, k] = w * y[n, row, col, k] + (1 - w) * original[n, row, col, k] }
+            } } }
+        }
+        let target = targets ?? original.values
         var squared = 0.0
         for i in image.values.indices { let diff = y.values[i] - target[i]; squared += diff * diff }
         let reconstructionLoss = squared / Double(image.count)

@@ -320,6 +320,57 @@ final class TrainerTests: XCTestCase {
         XCTAssertThrowsError(try Restoration(options: bad, console: Console())) { XCTAssertTrue("\($0)".contains("--fidelity needs a model trained with --skips"), "\($0)") }
     }
 
+    /// A mask-aware inpainting model trains, resumes bit-identically and validates; `restore --mask`
+    /// keeps every known pixel of the photo exactly and fills the marked ones; `--corrupt` other
+    /// than mask and holes is refused in one line.
+    func testMaskChannelModelResumesBitIdenticallyAndRestoresWithAUsersMask() throws {
+        let data = try TrainingFixtures.blobs("mask-channel")
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("mask-straight"), steps: 4)
+        options.corrupt = "holes:4,mask:0.05..0.2:noise"
+        options.architecture.maskChannel = true
+        options.architecture.residual = true
+        options.validationData = data
+        options.validationLimit = 16
+        options.validationEvery = 2
+        options.seed = 15
+        let (_, whole, _) = try TrainingFixtures.assertResumeIsBitIdentical(options, interrupted: "mask-interrupted")
+        XCTAssertTrue(try TrainedModel(checkpoint: whole.checkpoint, batch: 4).configuration.maskChannel)
+        let validation = try XCTUnwrap(whole.validation)
+        XCTAssertGreaterThan(validation.psnr, validation.inputPSNR, "known pixels pasted back and holes filled beat the damaged input")
+
+        let folder = try TrainingFixtures.folder("mask-restore")
+        let (height, width) = (24, 40)
+        let pixels = (0..<(height * width)).map { UInt8(30 + ($0 / width) * 4 + ($0 % width) * 3) }
+        try PNGImage(height: height, width: width, channels: 1, pixels: pixels).write(to: folder + "/in.png")
+        let missing = (0..<(height * width)).map { p -> Bool in (8..<14).contains(p / width) && (10..<25).contains(p % width) }
+        try PNGImage(height: height, width: width, channels: 1, pixels: missing.map { $0 ? 255 : 0 }).write(to: folder + "/mask.png")
+        var restore = RestoreOptions()
+        restore.checkpoint = whole.checkpoint
+        restore.input = folder + "/in.png"
+        restore.mask = folder + "/mask.png"
+        restore.out = folder + "/out.png"
+        XCTAssertEqual(try Restoration(options: restore, console: Console()).run().restored, 1)
+        let restored = try PNGImage.read(path: restore.out).pixels
+        XCTAssertEqual(zip(restored, pixels).enumerated().filter { !missing[$0.offset] && $0.element.0 != $0.element.1 }.count, 0,
+                       "every known pixel is the input's")
+        XCTAssertGreaterThan(zip(restored, pixels).enumerated().filter { missing[$0.offset] && $0.element.0 != $0.element.1 }.count, 0,
+                             "the missing pixels are filled")
+        restore.ensemble = true
+        restore.out = folder + "/ensemble.png"
+        XCTAssertEqual(try Restoration(options: restore, console: Console()).run().restored, 1)
+        let ensemble = try PNGImage.read(path: restore.out).pixels
+        XCTAssertEqual(zip(ensemble, pixels).enumerated().filter { !missing[$0.offset] && $0.element.0 != $0.element.1 }.count, 0,
+                       "mirrors carry the mask along")
+
+        var refused = TrainingFixtures.options(data: data, out: folder + "/refused", steps: 1)
+        refused.architecture.maskChannel = true
+        refused.corrupt = "holes:4,noise:0.1"
+        XCTAssertThrowsError(try TrainingFixtures.train(refused)) {
+            XCTAssertEqual("\($0)", "--mask-channel keeps every pixel not marked missing, so --corrupt must hold only mask and holes items (got 'holes:4,noise:0.1'), e.g. --corrupt holes:8")
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/refused"))
+    }
+
     /// Options the library refuses name the flag, before anything is written.
     func testImpossibleOptionsAreRefused() throws {
         let data = try TrainingFixtures.blobs("refused")
