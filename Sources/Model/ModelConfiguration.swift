@@ -3,6 +3,15 @@ public enum ModelKind: String, Codable, Sendable, CaseIterable {
     case vqvae, vae, ae
 }
 
+/// How the VQ-VAE makes its codes.
+public enum QuantizerKind: String, Codable, Sendable, CaseIterable {
+    /// Nearest codebook row (spec/model.md): `VectorQuantizer`, EMA or gradient codebook.
+    case vq
+    /// Finite scalar quantization: each channel rounded to one of a few levels
+    /// (`FiniteScalarQuantizer`); no codebook.
+    case fsq
+}
+
 /// A configuration that cannot be built, with a message for the user.
 public struct ModelError: Error, CustomStringConvertible, Equatable {
     public let description: String
@@ -26,6 +35,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     public var decay: Double = 0.99
     public var emaEpsilon: Double = 1e-5
     public var codebook: CodebookKind = .ema
+    /// `--model vqvae`: how codes are made. With `.fsq` the code dimension is `levels.count` and
+    /// the number of codes the product of `levels`.
+    public var quantizer: QuantizerKind = .vq
+    /// `.fsq`: the level count of each latent channel (e.g. 8,5,5,5); empty otherwise.
+    public var levels: [Int] = []
     /// `--model vae`: weight of the KL term (see `GaussianLatent` for its normalisation).
     public var klWeight: Double = 0.001
     /// Residual restoration: the output is the input plus what the network predicts,
@@ -68,11 +82,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
-        case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel
+        case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -98,6 +112,20 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         skipWeightLow = try c.decodeIfPresent(Double.self, forKey: .skipWeightLow) ?? 1
         skipWeightHigh = try c.decodeIfPresent(Double.self, forKey: .skipWeightHigh) ?? 1
         maskChannel = try c.decodeIfPresent(Bool.self, forKey: .maskChannel) ?? false
+        quantizer = try c.decodeIfPresent(QuantizerKind.self, forKey: .quantizer) ?? .vq
+        levels = try c.decodeIfPresent([Int].self, forKey: .levels) ?? []
+    }
+
+    /// Whether the model has a codebook (the VQ-VAE with `--quantizer vq`): EMA statistics,
+    /// the k-means start and dead-code restart apply to it alone.
+    public var hasCodebook: Bool { model == .vqvae && quantizer == .vq }
+
+    /// Sets `.fsq` with `levels`, and the code dimension and count they imply.
+    public mutating func useFiniteScalarQuantizer(levels: [Int]) {
+        quantizer = .fsq
+        self.levels = levels
+        codeDimension = levels.count
+        codes = levels.reduce(1) { $0 &* $1 }
     }
 
     /// Channels the encoder's first layer reads: the image's, and the mask with `maskChannel`.
@@ -148,6 +176,16 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         }
         guard skipWeightLow >= 0, skipWeightLow <= skipWeightHigh, skipWeightHigh <= 1 else {
             throw ModelError("--skip-weight must be a value or a range LOW..HIGH with 0 <= LOW <= HIGH <= 1 (got \(skipWeightLow)..\(skipWeightHigh))")
+        }
+        switch quantizer {
+        case .vq:
+            guard levels.isEmpty else { throw ModelError("--levels is for --quantizer fsq") }
+        case .fsq:
+            guard model == .vqvae else { throw ModelError("--quantizer fsq makes the codes of --model vqvae; --model \(model.rawValue) has none") }
+            try FiniteScalarQuantizer.validate(levels: levels)
+            guard codeDimension == levels.count, codes == levels.reduce(1, *) else {
+                throw ModelError("--quantizer fsq: --levels \(levels.map(String.init).joined(separator: ",")) sets the code dimension to \(levels.count) and the codes to \(levels.reduce(1, *)); leave out --code-dim and --codes")
+            }
         }
         guard detailLayers == 0 || residual else {
             throw ModelError("--detail-layers needs --residual (the detail layers add a correction to the input)")

@@ -38,7 +38,7 @@ extension ModelConfiguration {
             conv(residual, hidden, area: 1)
         }
         conv(hidden, Double(latentChannels), area: 1)
-        if model == .vqvae { count += Double(codes) * (2 * d + 1) }
+        if hasCodebook { count += Double(codes) * (2 * d + 1) }
         conv(d, hidden, area: 9)
         for i in 0..<downsamplings {
             conv(Double(hidden) / Double(1 << i), i == downsamplings - 1 ? Double(channels) : hidden / Double(1 << (i + 1)), area: 16)
@@ -88,7 +88,7 @@ extension ModelConfiguration {
         // The 3x3 convolutions: an im2col matrix, or Winograd's two tile matrices and kernel.
         let tiles = n * (h / 4).rounded(.up) * (w / 4).rounded(.up)
         workspace = max(workspace, positions * widest * 9, 72 * tiles * widest + 36 * widest * widest + widest)
-        if model == .vqvae { workspace = max(workspace, positions * Double(codes)) }
+        if hasCodebook { workspace = max(workspace, positions * Double(codes)) }
         if self.residual {
             // The output x + dec; with detail layers their input [x | dec], activations, the kept
             // output gradient, and the Winograd workspace at full resolution.

@@ -51,8 +51,10 @@ public struct Losses: Equatable, Sendable {
 public final class VQVAE {
     public let configuration: ModelConfiguration
     public let parameters = ParameterStore()
-    /// The vector quantizer (`.vqvae` only).
+    /// The vector quantizer (`.vqvae` with `--quantizer vq` only).
     public let quantizer: VectorQuantizer?
+    /// Finite scalar quantization (`.vqvae` with `--quantizer fsq` only).
+    public let scalarQuantizer: FiniteScalarQuantizer?
     public let maxBatch: Int
 
     let downs: [Conv2d]
@@ -132,7 +134,8 @@ public final class VQVAE {
         }
         preQuant = Conv2d(name: "pre_quant", inputChannels: c.hidden, outputChannels: c.latentChannels,
                           window: Window(kernel: 1), parameters: parameters)
-        quantizer = c.model != .vqvae ? nil : VectorQuantizer(
+        scalarQuantizer = c.model == .vqvae && c.quantizer == .fsq ? FiniteScalarQuantizer(levels: c.levels) : nil
+        quantizer = !c.hasCodebook ? nil : VectorQuantizer(
             codes: c.codes, dimension: c.codeDimension, kind: c.codebook, commitment: Float(c.commitment),
             decay: c.decay, epsilon: c.emaEpsilon, parameters: parameters)
         decoderConv = Conv2d(name: "decoder/conv", inputChannels: c.codeDimension, outputChannels: c.hidden, window: same3,
@@ -321,6 +324,10 @@ public final class VQVAE {
         var commitment: Double = 0, klSum: Double = 0
         switch c.model {
         case .vqvae:
+            if let scalarQuantizer {
+                scalarQuantizer.forward(quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: latent.pointer, count: vectors)
+                break
+            }
             let quantizer = quantizer!
             commitment = quantizer.forward(
                 quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: latent.pointer, count: vectors,
@@ -443,14 +450,17 @@ public final class VQVAE {
     /// forward pass reproduces its reconstruction bit for bit.
     public func decode(codes: UnsafePointer<Int32>, batch: Int) {
         precondition(batch >= 1 && batch <= maxBatch, "batch \(batch) exceeds the allocated \(maxBatch)")
-        guard let quantizer else { preconditionFailure("decode(codes:) needs the VQ-VAE") }
+        precondition(configuration.model == .vqvae, "decode(codes:) needs the VQ-VAE")
         precondition(!configuration.residual, "a residual model's output needs its input, not only codes")
         let d = configuration.codeDimension
-        let codebook = quantizer.codebook(parameters: parameters)
         for p in 0..<(batch * latentCount) {
             let k = Int(codes[p])
             precondition(k >= 0 && k < configuration.codes, "code \(k) is outside the codebook")
-            (quantized.pointer + p * d).update(from: codebook + k * d, count: d)
+            if let scalarQuantizer {
+                scalarQuantizer.vector(of: k, into: quantized.pointer + p * d)
+            } else {
+                (quantized.pointer + p * d).update(from: quantizer!.codebook(parameters: parameters) + k * d, count: d)
+            }
         }
         lastBatch = batch
         // Skips: codes alone carry no encoder activations; decode from the latent only.
@@ -537,6 +547,11 @@ public final class VQVAE {
         let vectors = batch * lh * lw
         switch c.model {
         case .vqvae:
+            if let scalarQuantizer {
+                scalarQuantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: latent.pointer, count: vectors)
+                swap(&current, &other)
+                break
+            }
             let quantizer = quantizer!
             quantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: latent.pointer,
                                quantized: quantized.pointer, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
@@ -582,7 +597,7 @@ public final class VQVAE {
     /// distance GEMM.
     public var trainingMultiplyAddsPerImage: Int {
         let c = configuration
-        let quantizerMACs = c.model == .vqvae ? c.latentHeight * c.latentWidth * c.codes * c.codeDimension : 0
+        let quantizerMACs = c.hasCodebook ? c.latentHeight * c.latentWidth * c.codes * c.codeDimension : 0
         let layers = forwardMultiplyAddsPerImage - quantizerMACs
         let first = downs[0].forwardMultiplyAdds(batch: 1, height: resolutions[0].height, width: resolutions[0].width)
         return 3 * layers - first + quantizerMACs
@@ -604,7 +619,7 @@ public final class VQVAE {
             let size = resolutions[c.downsamplings - i]
             total += up.forwardMultiplyAdds(batch: 1, height: size.height, width: size.width)
         }
-        if c.model == .vqvae { total += lh * lw * c.codes * c.codeDimension }
+        if c.hasCodebook { total += lh * lw * c.codes * c.codeDimension }
         return total
     }
 }

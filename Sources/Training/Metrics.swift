@@ -66,8 +66,7 @@ struct StepRecord {
         var terms = ""
         switch model {
         case .vqvae:
-            terms = String(format: "  commit %.5f  perplexity %.1f  codes %d", loss.commitment, codebook?.perplexity ?? 0,
-                           codebook?.codesUsed ?? 0)
+            terms = codebook.map { String(format: "  commit %.5f  perplexity %.1f  codes %d", loss.commitment, $0.perplexity, $0.codesUsed) } ?? ""
             if let codesRestarted { terms += "  restarted \(codesRestarted)" }
         case .vae:
             terms = String(format: "  kl %.5f", loss.kl)

@@ -130,6 +130,8 @@ public struct RunConfiguration: Codable, Sendable {
             ("--decay", "\(cli.decay)", "\(model.decay)"),
             ("--ema-eps", "\(cli.emaEpsilon)", "\(model.emaEpsilon)"),
             ("--codebook", cli.codebook.rawValue, model.codebook.rawValue),
+            ("--quantizer", cli.quantizer.rawValue, model.quantizer.rawValue),
+            ("--levels", cli.levels.map(String.init).joined(separator: ","), model.levels.map(String.init).joined(separator: ",")),
             ("--kl-weight", "\(cli.klWeight)", "\(model.klWeight)"),
             ("--detail-layers", "\(cli.detailLayers)", "\(model.detailLayers)"),
             ("--detail-channels", "\(cli.detailChannels)", "\(model.detailChannels)"),
@@ -185,7 +187,7 @@ extension RunConfiguration.CodebookControls {
     /// threshold defaults to `TrainingOptions.defaultDeadCodeThreshold` with the k-means start of
     /// the EMA codebook, to 0 (off) otherwise.
     init(_ options: TrainingOptions, model: ModelConfiguration) {
-        let kmeans = options.codebookInit == .kmeans && model.model == .vqvae
+        let kmeans = options.codebookInit == .kmeans && model.hasCodebook
         let restartable = kmeans && model.codebook == .ema
         self.init(kmeansInit: kmeans, kmeansIterations: options.kmeansIterations,
                   deadCodeThreshold: options.deadCodeThreshold ?? (restartable ? TrainingOptions.defaultDeadCodeThreshold : 0))

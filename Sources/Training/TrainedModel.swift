@@ -63,6 +63,10 @@ public final class TrainedModel {
 
     /// FNV-1a over the codebook's float bits: names the codebook a code file was made with.
     var codebookChecksum: UInt64 {
+        if let scalar = model.scalarQuantizer {
+            // FSQ's codebook is its levels.
+            return scalar.levels.map(Float.init).withUnsafeBufferPointer { bitFingerprint($0.baseAddress!, count: $0.count) }
+        }
         guard let quantizer = model.quantizer else { return 0 }
         return bitFingerprint(quantizer.codebook(parameters: model.parameters), count: quantizer.codes * quantizer.dimension)
     }

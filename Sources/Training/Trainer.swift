@@ -151,15 +151,15 @@ public final class Trainer {
             guard controls.deadCodeThreshold > 0, controls.deadCodeThreshold.isFinite else {
                 throw TrainingError("--dead-code-threshold must be a positive number (got \(controls.deadCodeThreshold))")
             }
-            guard settings.model.model == .vqvae, settings.model.codebook == .ema else {
-                throw TrainingError("--dead-code-threshold re-seeds the EMA codebook; it needs --model vqvae --codebook ema")
+            guard settings.model.hasCodebook, settings.model.codebook == .ema else {
+                throw TrainingError("--dead-code-threshold re-seeds the EMA codebook; it needs --model vqvae --quantizer vq --codebook ema")
             }
         }
         validationSet = try Self.openValidationSet(options: options, model: settings.model, cropping: crop != nil)
         guard options.sampleEvery >= 0 else { throw TrainingError("--sample-every must not be negative") }
         let askedForKMeans = options.given("--kmeans-init") || (options.given("--codebook-init") && options.codebookInit == .kmeans)
-        if (controls.kmeansInit || askedForKMeans) && settings.model.model != .vqvae {
-            throw TrainingError("--kmeans-init initialises a codebook; --model \(settings.model.model.rawValue) has none")
+        if (controls.kmeansInit || askedForKMeans) && !settings.model.hasCodebook {
+            throw TrainingError("--kmeans-init initialises a codebook; " + (settings.model.model == .vqvae ? "--quantizer \(settings.model.quantizer.rawValue)" : "--model \(settings.model.model.rawValue)") + " has none")
         }
         corruptions = try CorruptionPipeline(spec: settings.data.corrupt)
         let model = try VQVAE(configuration: settings.model, maxBatch: sampler.localBatchSize)

@@ -128,6 +128,11 @@ public struct TrainingOptions: Sendable {
             try check(pipeline.onlyFillsMissingPixels,
                       "--mask-channel keeps every pixel not marked missing, so --corrupt must hold only mask and holes items (got '\(corrupt)'), e.g. --corrupt holes:8")
         }
+        if architecture.quantizer == .fsq {
+            for flag in ["--codes", "--code-dim"] where given(flag) {
+                throw TrainingError("--quantizer fsq: --levels sets the code dimension and the number of codes; leave out \(flag)")
+            }
+        }
         try check(clipGradNorm >= 0 && clipGradNorm.isFinite, "--clip-grad-norm must be 0 (off) or a positive number")
         try check(kmeansIterations >= 0, "--kmeans-iterations must not be negative")
         if let deadCodeThreshold {

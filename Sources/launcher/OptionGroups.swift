@@ -5,6 +5,7 @@ import Training
 
 extension ModelKind: ExpressibleByArgument {}
 extension CodebookKind: ExpressibleByArgument {}
+extension QuantizerKind: ExpressibleByArgument {}
 extension EpochTail: ExpressibleByArgument {}
 extension Augmentation: ExpressibleByArgument {}
 extension TrainingOptions.CodebookStart: ExpressibleByArgument {}
@@ -38,6 +39,11 @@ struct ArchitectureOptions: ParsableArguments {
     var emaEpsilon = modelDefaults.emaEpsilon
     @Option(help: "Codebook learning: ema (moving averages) or grad (trained with a codebook loss).")
     var codebook: CodebookKind = modelDefaults.codebook
+    @Option(help: ArgumentHelp("--model vqvae: how codes are made: vq (nearest codebook row) or fsq (finite scalar quantization: each latent channel rounded to one of --levels values; no codebook).",
+                               discussion: "fsq sets the code dimension to the number of levels and the codes to their product; it needs no codebook start, EMA or restart."))
+    var quantizer: QuantizerKind = modelDefaults.quantizer
+    @Option(help: "--quantizer fsq: the level count of each latent channel, comma-separated (e.g. 8,5,5,5: 4 channels, 1000 codes; 8,5,5,5 is the default).")
+    var levels: LevelList?
     @Option(name: .customLong("kl-weight"), parsing: .unconditional, help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
     var klWeight = modelDefaults.klWeight
     @Flag(help: "Residual restoration: the network's output is added to its (damaged) input, so what needs no repair passes through unchanged.")
@@ -77,8 +83,24 @@ struct ArchitectureOptions: ParsableArguments {
         c.skipWeightLow = skipWeight.low
         c.skipWeightHigh = skipWeight.high
         c.maskChannel = maskChannel
+        c.quantizer = quantizer
+        if quantizer == .fsq { c.useFiniteScalarQuantizer(levels: levels?.values ?? [8, 5, 5, 5]) } else { c.levels = levels?.values ?? [] }
         return c
     }
+}
+
+/// `--levels 8,5,5,5`: positive integers separated by commas (checked by the model's validation).
+struct LevelList: ExpressibleByArgument, CustomStringConvertible {
+    var values: [Int]
+
+    init?(argument: String) {
+        let parts = argument.split(separator: ",", omittingEmptySubsequences: false).map { String($0.filter { !$0.isWhitespace }) }
+        let values = parts.compactMap { Int($0) }
+        guard !parts.isEmpty, values.count == parts.count else { return nil }
+        self.values = values
+    }
+
+    var description: String { values.map(String.init).joined(separator: ",") }
 }
 
 /// `--skip-weight W` or `LOW..HIGH` (checked against [0, 1] by the model's validation).

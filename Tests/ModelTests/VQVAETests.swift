@@ -700,6 +700,55 @@ final class VQVAETests: XCTestCase {
         withExtendedLifetime((x, t, m)) {}
     }
 
+    /// The VQ-VAE with finite scalar quantization (`--quantizer fsq`): the forward pass against the
+    /// double-precision reference and every slot's gradient against the straight-through
+    /// surrogate's finite differences; decoding its codes reproduces the reconstruction bit for bit.
+    func testFiniteScalarQuantizerModelMatchesReferenceAndFiniteDifferences() throws {
+        var c = smallConfiguration(.ema)
+        c.useFiniteScalarQuantizer(levels: [5, 4, 3])
+        try c.validate()
+        XCTAssertFalse(c.hasCodebook)
+        let model = try VQVAE(configuration: c, maxBatch: batch)
+        model.initialize(seed: 111)
+        XCTAssertNil(model.quantizer)
+        XCTAssertNil(model.parameters.slot(named: "quantizer/codebook"))
+        // Latents larger than a fresh model's (pre_quant scaled up), so that several levels are used.
+        let preQuant = try XCTUnwrap(model.parameters.slot(named: "pre_quant/weight"))
+        for i in preQuant.offset..<(preQuant.offset + preQuant.count) { model.parameters.values[i] *= 40 }
+        let x = images(model, seed: 112)
+        let t = randomFloats(x.count, seed: 113, low: -0.5, high: 0.5)
+        let xBuffer = makeBuffer(x), tBuffer = makeBuffer(t)
+        let losses = model.forward(images: xBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: true)
+        XCTAssertEqual(losses.commitment, 0)
+        let reference = ReferenceVQVAE(model: model)
+        let xDouble = x.map(Double.init), tDouble = t.map(Double.init)
+        let base = reference.forward(images: xDouble, targets: tDouble, batch: batch)
+        XCTAssertGreaterThan(base.smallestMargin, 1e-4, "no latent sits on a rounding boundary")
+        XCTAssertEqual(indices(model), base.indices, "codes")
+        XCTAssertGreaterThan(Set(base.indices).count, 2, "several codes in use")
+        assertClose(doubles(model.quantized.pointer, count: base.quantized.count), base.quantized, tolerance: 1e-6, "q")
+        assertClose(doubles(model.reconstruction.pointer, count: x.count), base.reconstruction, tolerance: 1e-5, "x_hat")
+        assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "total loss")
+
+        let reconstruction = model.reconstruction.array
+        let codes = (0..<(batch * model.latentCount)).map { model.codeIndices[$0] }
+        model.parameters.zeroGradients()
+        model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
+        let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                targets: tDouble, seed: 114, label: "fsq")
+        assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric), "fsq: every slot vs surrogate finite differences")
+        model.decode(codes: codes, batch: batch)
+        XCTAssertEqual(model.reconstruction.array.map(\.bitPattern), reconstruction.map(\.bitPattern), "decode(codes:) is the forward pass")
+        withExtendedLifetime((xBuffer, tBuffer)) {}
+
+        var bad = smallConfiguration(.ema)
+        bad.useFiniteScalarQuantizer(levels: [5, 4, 3])
+        bad.codes = 16
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("leave out --code-dim and --codes"), "\($0)") }
+        bad.model = .ae
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("--model ae has none"), "\($0)") }
+    }
+
     /// The configuration keys of residual models: stored and read back; a configuration written
     /// before they existed reads as a plain model; bad values and detail layers without
     /// `--residual` are refused.

@@ -1,3 +1,4 @@
+import Foundation
 import Model
 
 /// A double-precision VQ-VAE written from spec/model.md with the naive ops, reading its weights
@@ -44,7 +45,7 @@ public struct ReferenceVQVAE {
         for slot in model.parameters.slots {
             tensors[slot.name] = torchTensor(slot, in: model.parameters.values)
         }
-        if model.quantizer!.kind == .ema {
+        if let quantizer = model.quantizer, quantizer.kind == .ema {
             let c = model.configuration
             tensors["quantizer/codebook"] = doubles(model.quantizer!.codebook(parameters: model.parameters),
                                                     count: c.codes * c.codeDimension)
@@ -99,6 +100,8 @@ public struct ReferenceVQVAE {
         for j in 0..<c.residualBlocks { x = block("encoder/res\(j)", x) }
         x = naiveReLU(x)
         let z = conv("pre_quant", x, c.codeDimension, Window(kernel: 1))
+        if c.quantizer == .fsq { return finiteScalar(z: z, image: image, original: original, masks: m, targets: targets,
+                                                     batch: batch, anchor: anchor, skipWeights: skipWeights, encoded: encoded) }
         // Quantizer: brute force nearest code, ties to the smallest index.
         let d = c.codeDimension, k = c.codes
         let codebook = tensors["quantizer/codebook"]!
@@ -140,6 +143,55 @@ public struct ReferenceVQVAE {
             commitment /= Double(z.count)
             codebookTerm = commitment
         }
+        let (y, loss) = decode(decoderInput, image: image, original: original, masks: m, targets: targets, batch: batch,
+                               skipWeights: skipWeights, encoded: encoded)
+        var total = loss + c.commitment * commitment
+        if c.codebook == .grad { total += codebookTerm }
+        return Output(total: total, reconstructionLoss: loss, commitment: commitment, latent: z.values,
+                      quantized: q, indices: indices, smallestMargin: margin, reconstruction: y)
+    }
+
+    /// FSQ in double precision: `b = tanh(z + s) h - o`, `q = round(b) / w` per channel (see
+    /// `FiniteScalarQuantizer`); with an anchor the decoder reads `b(z) / w + (q0 - b(z0) / w)`,
+    /// whose derivative is the straight-through one. `smallestMargin` is the least distance of
+    /// any `b` from a rounding boundary.
+    private func finiteScalar(z: Tensor4, image: Tensor4, original: Tensor4, masks: [Double], targets: [Double]?, batch: Int,
+                              anchor: Anchor?, skipWeights: [Double]?, encoded: [Tensor4]) -> Output {
+        let c = configuration, d = c.codeDimension
+        let levels = c.levels.map(Double.init)
+        let half = levels.map { ($0 - 1) * 1.001 / 2 }, offset = c.levels.map { $0 % 2 == 0 ? 0.5 : 0.0 }
+        let shift = zip(offset, half).map { atanh($0 / $1) }, width = c.levels.map { Double($0 / 2) }
+        func bound(_ value: Double, _ j: Int) -> Double { tanh(value + shift[j]) * half[j] - offset[j] }
+        var q = [Double](repeating: 0, count: z.count), indices = [Int](repeating: 0, count: z.count / d)
+        var decoderInput = Tensor4(batch: batch, height: z.height, width: z.width, channels: d)
+        var margin = Double.infinity
+        for p in 0..<(z.count / d) {
+            var index = 0, basis = 1
+            for j in 0..<d {
+                let b = bound(z.values[p * d + j], j)
+                let level = b.rounded(.toNearestOrEven)
+                margin = min(margin, abs(abs(b - b.rounded(.down)) - 0.5))
+                q[p * d + j] = level / width[j]
+                index += Int(level + width[j]) * basis
+                basis *= c.levels[j]
+                decoderInput.values[p * d + j] = anchor.map { b / width[j] + ($0.quantized[p * d + j] - bound($0.latent[p * d + j], j) / width[j]) }
+                    ?? q[p * d + j]
+            }
+            indices[p] = index
+        }
+        let (y, loss) = decode(decoderInput, image: image, original: original, masks: masks, targets: targets, batch: batch,
+                               skipWeights: skipWeights, encoded: encoded)
+        return Output(total: loss, reconstructionLoss: loss, commitment: 0, latent: z.values, quantized: q, indices: indices,
+                      smallestMargin: margin, reconstruction: y)
+    }
+
+    /// The decoder (and the residual, detail and mask paths) from the decoder's input; returns
+    /// `x_hat` and the reconstruction loss.
+    private func decode(_ decoderInput: Tensor4, image: Tensor4, original: Tensor4, masks m: [Double], targets: [Double]?,
+                        batch: Int, skipWeights: [Double]?, encoded: [Tensor4]) -> ([Double], Double) {
+        let c = configuration
+        let stride2 = Window(kernel: 4, stride: 2, padding: 1)
+        let same3 = Window(kernel: 3, stride: 1, padding: 1)
         // Decoder.
         var y = conv("decoder/conv", decoderInput, c.hidden, same3)
         for j in 0..<c.residualBlocks { y = block("decoder/res\(j)", y) }
@@ -181,10 +233,6 @@ public struct ReferenceVQVAE {
         let target = targets ?? original.values
         var squared = 0.0
         for i in image.values.indices { let diff = y.values[i] - target[i]; squared += diff * diff }
-        let reconstructionLoss = squared / Double(image.count)
-        var total = reconstructionLoss + c.commitment * commitment
-        if c.codebook == .grad { total += codebookTerm }
-        return Output(total: total, reconstructionLoss: reconstructionLoss, commitment: commitment, latent: z.values,
-                      quantized: q, indices: indices, smallestMargin: margin, reconstruction: y.values)
+        return (y.values, squared / Double(image.count))
     }
 }
