@@ -165,10 +165,14 @@ enum RunFile {
                 let (low, high) = ($0.architecture.skipWeightLow, $0.architecture.skipWeightHigh)
                 return low == high ? "\(low)" : text("\(low)..\(high)")
             },
-            RunFileKey("codebook-init", .string) { text($0.codebookInit.rawValue) },
+            // The codebook's controls only where they apply: written for a model without a
+            // codebook (as the start it did not take), they would follow a --model override.
+            RunFileKey("codebook-init", .string) { $0.architecture.model == .vqvae ? text($0.codebookInit.rawValue) : nil },
             RunFileKey("kmeans-init", .flag) { _ in nil },
-            RunFileKey("kmeans-iterations", .integer) { "\($0.kmeansIterations)" },
-            RunFileKey("dead-code-threshold", .number) { $0.deadCodeThreshold.map { "\($0)" } },
+            RunFileKey("kmeans-iterations", .integer) { $0.architecture.model == .vqvae ? "\($0.kmeansIterations)" : nil },
+            RunFileKey("dead-code-threshold", .number) { o in
+                o.architecture.model == .vqvae && o.architecture.codebook == .ema ? o.deadCodeThreshold.map { "\($0)" } : nil
+            },
         ]),
         ("optimiser", [
             RunFileKey("optimizer", .string) { text($0.optimizer.rawValue) },

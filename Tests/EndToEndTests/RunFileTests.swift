@@ -82,6 +82,18 @@ final class RunFileTests: XCTestCase {
         XCTAssertEqual(viaFile["lr"], "0.001")
         XCTAssertEqual(viaFile["lr-decay-steps"], "3", "the cosine decay's default length, resolved")
         XCTAssertEqual(viaFile["data"], "[\"\(data)\"]")
+
+        // Every train flag is a key of the written file, but those that do not apply here.
+        let dump = try CommandRunner.vqvae(["train", "--experimental-dump-help"])
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(dump.standardOutput.utf8)) as? [String: Any])
+        let arguments = try XCTUnwrap((object["command"] as? [String: Any])?["arguments"] as? [[String: Any]])
+        let flags = Set(arguments.flatMap { ($0["names"] as? [[String: Any]]) ?? [] }
+            .filter { $0["kind"] as? String == "long" }.compactMap { $0["name"] as? String })
+        let notWritten: Set<String> = ["help", "version", "config", "task", "resume", "kmeans-init", "crop", "val",
+                                       "lr-step-every", "lr-step-factor"]
+        XCTAssertEqual(Set(viaFile.keys).union(["out"]), flags.subtracting(notWritten))
+        XCTAssertEqual(viaFile["codebook-init"], "\"kmeans\"")
+        XCTAssertEqual(viaFile["dead-code-threshold"], "1.0", "the default threshold, resolved")
     }
 
     /// Flags on the command line win over the run file's keys, `--data` included (replaced, not
@@ -122,8 +134,11 @@ final class RunFileTests: XCTestCase {
             try train(["--task", task, "--data", data, "--out", out.path] + small)
             let written = try settings(out.appendingPathComponent("run.toml").path)
             let preset = ["model": "\"ae\"", "down": "1", "residual": "true", "lr": "0.002", "lr-schedule": "\"cosine\"",
-                          "warmup-steps": "100", "corrupt": "\"\(corrupt)\"", "codebook-init": "\"sonnet\"", "dead-code-threshold": "0.0"]
+                          "warmup-steps": "100", "corrupt": "\"\(corrupt)\""]
             for (key, value) in preset { XCTAssertEqual(written[key], value, "--task \(task): \(key)") }
+            for key in ["codebook-init", "kmeans-iterations", "dead-code-threshold"] {
+                XCTAssertNil(written[key], "--task \(task): \(key) does not apply to an autoencoder")
+            }
         }
 
         // The file over the preset, the command line over both.
@@ -180,15 +195,12 @@ final class RunFileTests: XCTestCase {
         XCTAssertEqual(original["weight-decay"], "0.01", "AdamW's default weight decay, resolved")
         XCTAssertEqual(original["lr-decay-steps"], "3")
 
-        // Every train flag is a key of the written file, but those that do not apply here.
-        let dump = try CommandRunner.vqvae(["train", "--experimental-dump-help"])
-        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(dump.standardOutput.utf8)) as? [String: Any])
-        let arguments = try XCTUnwrap((object["command"] as? [String: Any])?["arguments"] as? [[String: Any]])
-        let flags = Set(arguments.flatMap { ($0["names"] as? [[String: Any]]) ?? [] }
-            .filter { $0["kind"] as? String == "long" }.compactMap { $0["name"] as? String })
-        let notWritten: Set<String> = ["help", "version", "config", "task", "resume", "kmeans-init", "crop", "val",
-                                       "lr-step-every", "lr-step-factor"]
-        XCTAssertEqual(Set(original.keys).union(["out"]), flags.subtracting(notWritten))
+        // The autoencoder's file holds no codebook controls, so a VQ-VAE from it gets the defaults.
+        let vqvae = try CommandRunner.temporaryFolder("runfile-vqvae")
+        try train(["--config", written, "--out", vqvae.path, "--model", "vqvae", "--steps", "0"])
+        let vqvaeSettings = try settings(vqvae.appendingPathComponent("run.toml").path)
+        XCTAssertEqual(vqvaeSettings["codebook-init"], "\"kmeans\"")
+        XCTAssertEqual(vqvaeSettings["dead-code-threshold"], "1.0")
 
         // Resumed with the file: nothing contradicts; the rewritten file has the new step count.
         try train(["--config", written, "--resume", "auto", "--steps", "5"])
