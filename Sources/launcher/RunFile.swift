@@ -165,6 +165,7 @@ enum RunFile {
                 let (low, high) = ($0.architecture.skipWeightLow, $0.architecture.skipWeightHigh)
                 return low == high ? "\(low)" : text("\(low)..\(high)")
             },
+            RunFileKey("mask-channel", .flag) { "\($0.architecture.maskChannel)" },
             // The codebook's controls only where they apply: written for a model without a
             // codebook (as the start it did not take), they would follow a --model override.
             RunFileKey("codebook-init", .string) { $0.architecture.model == .vqvae ? text($0.codebookInit.rawValue) : nil },
