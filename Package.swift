@@ -55,6 +55,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // C system-library shims: the only places that include the C headers.
@@ -88,6 +89,7 @@ let package = Package(
         .executableTarget(name: "launcher", dependencies: [
             "Training", "Model", "Data",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "TOMLKit", package: "TOMLKit"),
         ], swiftSettings: cpuSwiftSettings),
 
         .target(name: "TestSupport", dependencies: ["Model"], path: "Tests/TestSupport", swiftSettings: cpuSwiftSettings),

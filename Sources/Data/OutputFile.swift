@@ -29,6 +29,11 @@ public enum OutputFile {
         }
     }
 
+    /// Stores `text` (UTF-8) at `path` atomically, like every other output file.
+    public static func writeText(_ text: String, path: String) throws {
+        try store(Array(text.utf8), at: path)
+    }
+
     static func setAttributes(_ attributes: [String: String], of file: HDF5File) throws {
         for (name, value) in attributes.sorted(by: { $0.key < $1.key }) { try file.setAttribute(name, string: value) }
     }

@@ -182,6 +182,51 @@ public struct RunConfiguration: Codable, Sendable {
     }
 }
 
+extension TrainingOptions {
+    /// These options with every setting that `configuration` stores replaced by its value: the
+    /// architecture, optimiser, schedule, data stream, seed and codebook controls a run trains
+    /// with (a resumed run's come from its checkpoint), the defaults that depend on other settings
+    /// resolved (`lrDecaySteps`, `deadCodeThreshold`; `codebookInit` is `sonnet` where no k-means
+    /// start applies) and `data` the files the patterns matched. The rest (`out`, intervals,
+    /// threads, `resume`) stays as given. A fresh run from the result trains the same run.
+    public func resolved(by configuration: RunConfiguration) -> TrainingOptions {
+        var o = self
+        o.architecture = configuration.model
+        (o.architecture.height, o.architecture.width, o.architecture.channels) = (0, 0, 0)
+        let optimizer = configuration.optimizer
+        o.optimizer = OptimizerKind(rawValue: optimizer.name) ?? .adam
+        o.lr = optimizer.lr
+        o.beta1 = optimizer.beta1
+        o.beta2 = optimizer.beta2
+        o.adamEpsilon = optimizer.eps
+        o.weightDecay = optimizer.weightDecay
+        o.warmupSteps = optimizer.warmupSteps ?? 0
+        o.lrSchedule = LearningRateSchedule.Kind(rawValue: optimizer.lrSchedule ?? "constant") ?? .constant
+        o.lrMin = optimizer.lrMin ?? 0
+        o.lrDecaySteps = optimizer.lrDecaySteps
+        o.lrStepEvery = optimizer.lrStepEvery ?? 0
+        o.lrStepFactor = optimizer.lrStepFactor ?? 0.1
+        o.clipGradNorm = optimizer.clipGradNorm ?? 0
+        let data = configuration.data
+        o.data = data.files
+        o.imagesKey = data.imagesKey
+        o.globalBatchSize = data.globalBatchSize
+        o.shuffle = data.shuffle
+        o.tail = EpochTail(rawValue: data.tail) ?? .drop
+        o.corrupt = data.corrupt
+        o.crop = data.crop
+        o.augment = data.augment.flatMap(Augmentation.init(rawValue:)) ?? .none
+        o.cropsPerImage = data.cropsPerImage ?? 1
+        o.seed = configuration.seed
+        o.steps = configuration.steps
+        let controls = configuration.codebook ?? RunConfiguration.CodebookControls(self, model: configuration.model)
+        o.codebookInit = controls.kmeansInit ? .kmeans : .sonnet
+        o.kmeansIterations = controls.kmeansIterations
+        o.deadCodeThreshold = controls.deadCodeThreshold
+        return o
+    }
+}
+
 extension RunConfiguration.CodebookControls {
     /// A fresh run's controls: the k-means start applies to the VQ-VAE only, and the dead-code
     /// threshold defaults to `TrainingOptions.defaultDeadCodeThreshold` with the k-means start of

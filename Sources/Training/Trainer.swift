@@ -39,6 +39,13 @@ public final class Trainer {
     let watchdog: Watchdog?
     /// A fault to inject (`VQVAE_FAULT`, see FaultInjection.swift); nil in normal runs.
     let faults: FaultInjection?
+    /// Renders `resolvedOptions` as the text of `<out>/run.toml` (its path the second argument),
+    /// which rank 0 writes once the run is set up (its output folder prepared, its start loaded)
+    /// and before the first step; nil writes no such file.
+    public var runFile: ((TrainingOptions, String) throws -> String)?
+    /// The options this run trains with: `options` with the stored settings of a resumed run and
+    /// every derived default resolved (`TrainingOptions.resolved(by:)`).
+    public var resolvedOptions: TrainingOptions { options.resolved(by: configuration) }
 
     public var model: VQVAE { state.model }
     var globalBatchSize: Int { configuration.data.globalBatchSize }
@@ -309,6 +316,10 @@ public final class Trainer {
         if resuming && firstStep >= options.steps {
             console.info("the checkpoint is already at step \(firstStep) and --steps \(options.steps) is the run's total: nothing to train; ask for more (e.g. --steps \(firstStep + 1000)) to continue")
             return summary
+        }
+        if communicator.isRoot, let runFile {
+            let path = options.out + "/run.toml"
+            try OutputFile.writeText(try runFile(resolvedOptions, path), path: path)
         }
 
         // Batches are read, converted and corrupted on a background thread.

@@ -103,6 +103,7 @@ public struct TrainingOptions: Sendable {
             if !condition { throw TrainingError(message) }
         }
         try check(!data.isEmpty, "give at least one dataset with --data FILE")
+        try check(!out.isEmpty, "give an output folder with --out DIR")
         try check(steps >= 0, "--steps must not be negative")
         try check(globalBatchSize >= 1, "--global-batch-size must be at least 1")
         try check(lr > 0 && lr.isFinite, "--lr must be a positive number")

@@ -18,6 +18,11 @@ enum CommandLineExit {
     /// the command they chose, and returns the exit status.
     static func status(for error: Error, arguments: [String]) -> Int32 {
         if let exitCode = error as? ExitCode { return exitCode.rawValue }
+        if let error = error as? RunFileError {
+            // The fix is in the run file (or the preset's value it names), not in the help.
+            reportOnce(["error: \(error)"])
+            return usageStatus
+        }
         let code = VQVAECommand.exitCode(for: error)
         if code.isSuccess {
             print(VQVAECommand.fullMessage(for: error))
@@ -32,7 +37,7 @@ enum CommandLineExit {
         var reported = message
         if !message.hasPrefix("Unknown option"), let command, let unknown = unknownOption(in: arguments, command: command) {
             // ArgumentParser checks required options and values before it looks for unknown
-            // ones, so `--config x` would otherwise be reported as a missing `--out`.
+            // ones, so `eval --config x` would otherwise be reported as a missing `--checkpoint`.
             reported = unknown
         }
         let help = (["vqvae"] + [command].compactMap { $0 }).joined(separator: " ") + " --help"
@@ -55,12 +60,15 @@ enum CommandLineExit {
             guard argument.hasPrefix("--"), argument.count > 2 else { continue }
             let name = String(argument.dropFirst(2).prefix { $0 != "=" })
             guard !known.contains(name) else { continue }
-            // ArgumentParser's rule: the closest long name within an edit distance below 4.
-            let suggestion = known.map { ($0, editDistance($0, name)) }.filter { $0.1 < 4 }
-                .min { ($0.1, $0.0) < ($1.1, $1.0) }
-            return "Unknown option '--\(name)'" + (suggestion.map { ". Did you mean '--\($0.0)'?" } ?? "")
+            return "Unknown option '--\(name)'" + (closest(to: name, among: known).map { ". Did you mean '--\($0)'?" } ?? "")
         }
         return nil
+    }
+
+    /// ArgumentParser's suggestion for a misspelt `name`: the closest of `known` within an edit
+    /// distance below 4.
+    static func closest(to name: String, among known: some Sequence<String>) -> String? {
+        known.map { ($0, editDistance($0, name)) }.filter { $0.1 < 4 }.min { ($0.1, $0.0) < ($1.1, $1.0) }?.0
     }
 
     /// The long option names (without `--`) that `command` accepts, from ArgumentParser's own

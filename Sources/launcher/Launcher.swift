@@ -18,7 +18,11 @@ struct VQVAECommand: ParsableCommand {
     /// `error: ...` line and a documented exit status (`CommandLineExit`).
     static func main() {
         ProcessEnvironment.prepare()
-        let arguments = Array(CommandLine.arguments.dropFirst())
+        let arguments: [String]
+        switch layeredCommandLine {
+        case .success(let layered): arguments = layered.arguments
+        case .failure(let error): Foundation.exit(CommandLineExit.status(for: error, arguments: []))
+        }
         do {
             var command = try parseAsRoot(arguments)
             try command.run()
@@ -40,7 +44,9 @@ func finish(_ status: Int32) throws {
     if status != 0 { throw ExitCode(status) }
 }
 
-/// The long options typed on the command line (`--lr`, `--no-shuffle`), as opposed to defaults.
+/// The long options typed on the command line (`--lr`, `--no-shuffle`), or given by `train`'s run
+/// file or task preset (`RunFile`), as opposed to defaults.
 func givenFlags() -> Set<String> {
-    Set(CommandLine.arguments.filter { $0.hasPrefix("--") }.map { String($0.split(separator: "=", maxSplits: 1)[0]) })
+    let arguments = (try? layeredCommandLine.get().arguments) ?? CommandLine.arguments
+    return Set(arguments.filter { $0.hasPrefix("--") }.map { String($0.split(separator: "=", maxSplits: 1)[0]) })
 }

@@ -15,9 +15,17 @@ struct Train: ParsableCommand {
         --steps 0 writes only the initial checkpoint.
         """)
 
+    @Option(help: ArgumentHelp(
+        "A run file (TOML): `key = value` lines named like the flags without -- (`data = [\"a.h5\", \"b.h5\"]`, `steps = 2000`, `no-shuffle = true`); flags given beside it take precedence.",
+        discussion: "Every run writes its settings to <out>/run.toml, which --config reads back to repeat the run (docs/usage.md)."))
+    var config: String?
+    @Option(help: ArgumentHelp(
+        "Defaults for a restoration task, under --config and the flags given; each sets the flags below.",
+        discussion: TrainingTask.help))
+    var task: TrainingTask?
     @OptionGroup var dataset: DatasetOptions
-    @Option(help: "Output folder for checkpoints and metrics (created if missing).")
-    var out: String
+    @Option(help: "Output folder for checkpoints, metrics and run.toml (created if missing).")
+    var out: String?
     @Option(parsing: .unconditional, help: "The total number of optimiser steps of the run (a resumed run trains up to it).")
     var steps = trainingDefaults.steps
     @Option(name: .customLong("global-batch-size"), parsing: .unconditional, help: "Images per step over all ranks; each of W ranks takes G/W.")
@@ -126,7 +134,7 @@ struct Train: ParsableCommand {
         var o = TrainingOptions()
         o.data = dataset.data
         o.imagesKey = dataset.imagesKey
-        o.out = out
+        o.out = out ?? ""
         o.steps = steps
         o.globalBatchSize = globalBatchSize
         o.lr = lr
@@ -175,14 +183,20 @@ struct Train: ParsableCommand {
 
     func run() throws {
         let options = self.options
-        try checkValues {
-            if kmeansInit && codebookInit != .kmeans {
-                throw ValidationError("--kmeans-init contradicts --codebook-init \(codebookInit.rawValue); give one of them")
+        do {
+            try checkValues {
+                if kmeansInit && codebookInit != .kmeans {
+                    throw ValidationError("--kmeans-init contradicts --codebook-init \(codebookInit.rawValue); give one of them")
+                }
+                try options.validate()
             }
-            try options.validate()
+        } catch let error as ValidationError {
+            throw (try? layeredCommandLine.get())?.attributed(error) ?? error
         }
         try finish(runOnEveryRank { communicator, console in
-            try Trainer(options: options, communicator: communicator, console: console).run()
+            let trainer = try Trainer(options: options, communicator: communicator, console: console)
+            trainer.runFile = RunFile.text(of:path:)
+            try trainer.run()
         })
     }
 }

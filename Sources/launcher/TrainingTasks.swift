@@ -1,0 +1,35 @@
+import ArgumentParser
+
+/// `vqvae train --task NAME`: built-in defaults for restoration tasks. A preset only sets flags,
+/// laid under the run file and the command line (docs/usage.md, "Run files and task presets").
+struct TrainingTask: ExpressibleByArgument {
+    /// The restoration model every task trains: the plain residual autoencoder, the best denoiser
+    /// measured so far (bench/restoration.md), with a short warmup and a cosine decay.
+    static let restoration = "--model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100"
+
+    /// Every preset and the flags it sets, in the order `--help` lists them: adding a preset is
+    /// adding a line.
+    static let all: KeyValuePairs<String, String> = [
+        "denoise": restoration + " --corrupt noise:0.1",
+        "blind-denoise": restoration + " --corrupt noise:0.02..0.2",
+        "deblur": restoration + " --corrupt blur:2",
+        "inpaint": restoration + " --corrupt holes:8",
+    ]
+
+    let name: String
+    /// The flags the preset sets, as on a command line.
+    let flags: [String]
+
+    init?(argument: String) {
+        guard let preset = Self.all.first(where: { $0.key == argument }) else { return nil }
+        name = preset.key
+        flags = preset.value.split(separator: " ").map(String.init)
+    }
+
+    static var allValueStrings: [String] { all.map(\.key) }
+
+    /// One line per preset for `vqvae train --help`.
+    static var help: String {
+        all.map { "\($0.key): \($0.value)" }.joined(separator: "\n")
+    }
+}
