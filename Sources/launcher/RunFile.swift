@@ -150,8 +150,11 @@ enum RunFile {
             RunFileKey("res-hidden", .integer) { "\($0.architecture.residualHidden)" },
             RunFileKey("res-blocks", .integer) { "\($0.architecture.residualBlocks)" },
             RunFileKey("down", .integer) { "\($0.architecture.downsamplings)" },
-            RunFileKey("code-dim", .integer) { "\($0.architecture.codeDimension)" },
-            RunFileKey("codes", .integer) { "\($0.architecture.codes)" },
+            // FSQ's levels set the code dimension and count, which may not be given beside them.
+            RunFileKey("quantizer", .string) { $0.architecture.model == .vqvae ? text($0.architecture.quantizer.rawValue) : nil },
+            RunFileKey("levels", .string) { o in o.architecture.quantizer == .fsq ? text(o.architecture.levels.map(String.init).joined(separator: ",")) : nil },
+            RunFileKey("code-dim", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codeDimension)" },
+            RunFileKey("codes", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codes)" },
             RunFileKey("commitment", .number) { "\($0.architecture.commitment)" },
             RunFileKey("decay", .number) { "\($0.architecture.decay)" },
             RunFileKey("ema-eps", .number) { "\($0.architecture.emaEpsilon)" },
@@ -168,11 +171,11 @@ enum RunFile {
             RunFileKey("mask-channel", .flag) { "\($0.architecture.maskChannel)" },
             // The codebook's controls only where they apply: written for a model without a
             // codebook (as the start it did not take), they would follow a --model override.
-            RunFileKey("codebook-init", .string) { $0.architecture.model == .vqvae ? text($0.codebookInit.rawValue) : nil },
+            RunFileKey("codebook-init", .string) { $0.architecture.hasCodebook ? text($0.codebookInit.rawValue) : nil },
             RunFileKey("kmeans-init", .flag) { _ in nil },
-            RunFileKey("kmeans-iterations", .integer) { $0.architecture.model == .vqvae ? "\($0.kmeansIterations)" : nil },
+            RunFileKey("kmeans-iterations", .integer) { $0.architecture.hasCodebook ? "\($0.kmeansIterations)" : nil },
             RunFileKey("dead-code-threshold", .number) { o in
-                o.architecture.model == .vqvae && o.architecture.codebook == .ema ? o.deadCodeThreshold.map { "\($0)" } : nil
+                o.architecture.hasCodebook && o.architecture.codebook == .ema ? o.deadCodeThreshold.map { "\($0)" } : nil
             },
         ]),
         ("optimiser", [

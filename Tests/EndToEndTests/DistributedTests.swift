@@ -82,6 +82,36 @@ final class DistributedTests: XCTestCase {
         }
     }
 
+    /// A VQ-VAE with finite scalar quantization (`--quantizer fsq`, no codebook and no collective
+    /// of its own) on W = 1 and 2 ranks: the same parameters and moments after 5 steps; its
+    /// `run.toml` (levels, no codebook controls) repeats the W = 1 run bit for bit.
+    func testFiniteScalarQuantizerTrainsTheSameOnOneAndTwoRanks() throws {
+        let data = try PreparedData.mnist("test")
+        var folders: [String] = []
+        let common = ["train", "--data", data, "--steps", "5", "--global-batch-size", "12", "--seed", "17", "--checkpoint-every", "1",
+                      "--log-every", "1", "--hidden", "32", "--res-hidden", "16", "--quantizer", "fsq", "--levels", "5,5,4"]
+        for ranks in [1, 2] {
+            let out = try CommandRunner.temporaryFolder("fsq-equivalence-\(ranks)")
+            let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", common + ["--out", out.path])
+            XCTAssertEqual(result.status, 0, result.standardError)
+            XCTAssertTrue(result.standardOutput.contains("codebook 100x3"), result.standardOutput)
+            folders.append(out.appendingPathComponent("checkpoints").path)
+        }
+        try assertWorldSizesAgree(checkpointFolders: folders, label: "fsq, W = 2")
+        let first = URL(fileURLWithPath: folders[0]).deletingLastPathComponent()
+        let settings = try String(contentsOf: first.appendingPathComponent("run.toml"), encoding: .utf8)
+        XCTAssertTrue(settings.contains("levels = \"5,5,4\""), settings)
+        for absent in ["codes =", "code-dim =", "codebook-init =", "dead-code-threshold ="] {
+            XCTAssertFalse(settings.contains(absent), "\(absent) in \(settings)")
+        }
+        let again = try CommandRunner.temporaryFolder("fsq-again")
+        let result = try CommandRunner.vqvae(["train", "--config", first.appendingPathComponent("run.toml").path, "--out", again.path])
+        XCTAssertEqual(result.status, 0, result.standardError)
+        let same = try CommandRunner.script("compare_hdf5_datasets.py", [folders[0] + "/step-00000005.h5",
+                                                                         again.appendingPathComponent("checkpoints/step-00000005.h5").path])
+        XCTAssertEqual(same.standardOutput, "identical\n", same.standardError)
+    }
+
     /// The default codebook start when the first global batch (G = 6 noise images of 4x4
     /// latents: 96 vectors) has fewer vectors than codes (512): 1, 2 and 3 ranks start from the
     /// same codebook, the unplaced codes unused, and re-seed the same number of codes (none after

@@ -371,6 +371,26 @@ final class TrainerTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/refused"))
     }
 
+    /// A VQ-VAE with finite scalar quantization resumes bit-identically and its evaluation counts
+    /// its codes; the codebook controls are refused for it.
+    func testFiniteScalarQuantizerResumesBitIdentically() throws {
+        let data = try TrainingFixtures.blobs("fsq")
+        var options = TrainingFixtures.options(data: data, out: try TrainingFixtures.folder("fsq-straight"), steps: 4)
+        options.architecture.useFiniteScalarQuantizer(levels: [5, 4, 3])
+        options.codebookInit = .sonnet
+        options.seed = 16
+        let (straight, _, _) = try TrainingFixtures.assertResumeIsBitIdentical(options, interrupted: "fsq-interrupted")
+        XCTAssertNil(straight.state.model.quantizer)
+        XCTAssertEqual(straight.state.model.scalarQuantizer?.codes, 60)
+        var refused = options
+        refused.out = try TrainingFixtures.folder("fsq-refused") + "/run"
+        refused.codebookInit = .kmeans
+        refused.givenFlags = ["--codebook-init"]
+        XCTAssertThrowsError(try TrainingFixtures.train(refused)) {
+            XCTAssertEqual("\($0)", "--kmeans-init initialises a codebook; --quantizer fsq has none")
+        }
+    }
+
     /// Options the library refuses name the flag, before anything is written.
     func testImpossibleOptionsAreRefused() throws {
         let data = try TrainingFixtures.blobs("refused")
