@@ -26,6 +26,10 @@ It loads the checkpoint into scripts/vqvae_torch.py's module (skips at the model
 weight, the top of its --skip-weight range; the VQ-VAE with the nearest codebook rows), runs the
 same images and prints the largest absolute difference in [0, 1] pixels (--forward-tolerance, 1e-5).
 
+A VQ-VAE trained with `--quantizer fsq` is checked against `vector_quantize_pytorch.FSQ` (PyPI
+`vector-quantize-pytorch`, in the same optional environment) with the checkpoint's levels: the
+codes it picks feed the same decoder, so the step's gradients and the forward pass compare as above.
+
 PyTorch is an optional tool for this check only, never a dependency of the project.
 """
 import argparse
@@ -68,6 +72,19 @@ def load_model(f):
     return model, codebook
 
 
+def finite_scalar(levels):
+    """z [N, D, h, w] -> vector_quantize_pytorch.FSQ's q (straight-through), same layout, and the codes."""
+    from vector_quantize_pytorch import FSQ
+    fsq = FSQ(levels=list(levels))
+
+    def quantize(z, with_codes=False):
+        flat = z.permute(0, 2, 3, 1).reshape(1, -1, z.shape[1])
+        q, codes = fsq(flat)
+        q = q.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+        return (q, codes.reshape(-1)) if with_codes else q
+    return quantize
+
+
 def nearest_rows(codebook):
     """z [N, D, h, w] -> the nearest codebook rows, same layout (the VQ-VAE's q in evaluation)."""
     def quantize(z):
@@ -85,8 +102,11 @@ def check_forward(args):
         model, codebook = load_model(f)
         key = json.loads(f.attrs["config"])["data"].get("images_key", "images")
     x = load_images(args.data, key, recon.shape[0])
+    config = json.loads(h5py.File(args.checkpoint, "r").attrs["config"])["model"]
+    quantize = finite_scalar(config["levels"]) if config.get("quantizer") == "fsq" else \
+        nearest_rows(codebook) if codebook is not None else None
     with torch.no_grad():
-        out = model(x, quantize=nearest_rows(codebook) if codebook is not None else None)
+        out = model(x, quantize=quantize)
     mine = (out + 0.5).permute(0, 2, 3, 1).numpy()
     diff = float(np.abs(mine.astype(np.float64) - recon).max())
     m = model
@@ -147,8 +167,9 @@ def main():
         for name, layer in layers.items():
             layer.weight.copy_(torch.from_numpy(f0[f"model/{name}/weight"][()]))
             layer.bias.copy_(torch.from_numpy(f0[f"model/{name}/bias"][()]))
-    grad_codebook = m["codebook"] == "grad"
-    codebook = torch.from_numpy(f0["model/quantizer/codebook"][()]).clone()
+    fsq = finite_scalar(m["levels"]) if m.get("quantizer") == "fsq" else None
+    grad_codebook = m["codebook"] == "grad" and fsq is None
+    codebook = None if fsq else torch.from_numpy(f0["model/quantizer/codebook"][()]).clone()
     params = [p for l in layers.values() for p in (l.weight, l.bias)]
     if grad_codebook:
         codebook.requires_grad_(True)
@@ -160,12 +181,16 @@ def main():
     # Forward.
     z, kept = model.encode(x, keep=True)                  # [N, D, h, w]
     flat = z.permute(0, 2, 3, 1).reshape(-1, m["code_dimension"])
-    dist = (codebook.detach() ** 2).sum(1)[None, :] - 2 * flat.detach() @ codebook.detach().t()
-    idx = dist.argmin(1)
-    q = codebook[idx]
-    commit = ((flat - q.detach()) ** 2).mean()
-    q_st = flat + (q - flat).detach()
-    q_st = q_st.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+    if fsq:
+        q_st, idx = fsq(z, with_codes=True)
+        commit = torch.zeros(())
+    else:
+        dist = (codebook.detach() ** 2).sum(1)[None, :] - 2 * flat.detach() @ codebook.detach().t()
+        idx = dist.argmin(1)
+        q = codebook[idx]
+        commit = ((flat - q.detach()) ** 2).mean()
+        q_st = flat + (q - flat).detach()
+        q_st = q_st.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
     x_hat = model.head(x, model.decode(q_st, kept, m.get("skip_weight_low", 1.0)))
     mse = ((x_hat - x) ** 2).mean()
     loss = mse + m["commitment"] * commit
@@ -197,7 +222,9 @@ def main():
             report.append((f"param {name}/{part}", rel(f1[f"model/{name}/{part}"][()], p)))
             v = adam.state[getattr(layer, part)]["exp_avg_sq"].numpy()
             report.append((f"adam_v {name}/{part}", rel(f1[f"optimizer/adam_v/{name}/{part}"][()], v)))
-    if grad_codebook:
+    if fsq:
+        pass  # no codebook
+    elif grad_codebook:
         report.append(("codebook", rel(f1["model/quantizer/codebook"][()], codebook.detach().numpy())))
     else:
         with torch.no_grad():
