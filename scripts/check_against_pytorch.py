@@ -26,7 +26,8 @@ It loads the checkpoint into scripts/vqvae_torch.py's module (skips at the model
 weight, the top of its --skip-weight range; the VQ-VAE with the nearest codebook rows), runs the
 same images and prints the largest absolute difference in [0, 1] pixels (--forward-tolerance, 1e-5).
 
-A VQ-VAE trained with `--quantizer fsq` is checked against `vector_quantize_pytorch.FSQ` (PyPI
+A VQ-VAE trained with `--rotation-trick` takes its step-1 gradient through
+`vector_quantize_pytorch`'s `rotate_to`. A VQ-VAE trained with `--quantizer fsq` is checked against `vector_quantize_pytorch.FSQ` (PyPI
 `vector-quantize-pytorch`, in the same optional environment) with the checkpoint's levels: the
 codes it picks feed the same decoder, so the step's gradients and the forward pass compare as above.
 
@@ -189,7 +190,13 @@ def main():
         idx = dist.argmin(1)
         q = codebook[idx]
         commit = ((flat - q.detach()) ** 2).mean()
-        q_st = flat + (q - flat).detach()
+        if m.get("rotation_trick"):
+            from vector_quantize_pytorch.vector_quantize_pytorch import rotate_to
+            # The value is q to rounding; the model feeds q itself and rotates only the gradient.
+            rotated = rotate_to(flat, q.detach())
+            q_st = rotated + (q - rotated).detach()
+        else:
+            q_st = flat + (q - flat).detach()
         q_st = q_st.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
     x_hat = model.head(x, model.decode(q_st, kept, m.get("skip_weight_low", 1.0)))
     mse = ((x_hat - x) ** 2).mean()

@@ -28,8 +28,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   name | tasks it is evaluated on | training data | `vqvae train` flags | `vqvae restore` flags
 # Tasks: denoise-0.05, denoise-0.1, denoise-0.2, inpaint-cells, inpaint-strokes, deblur.
 # Training data: `patches` (runs/restoration/data/photos32-train.h5, 32x32 patches of the TRAIN
-# photos, made here) or the path of any HDF5 dataset (add e.g. --crop to the flags for whole
-# photos). The common flags (budget, batch, lr, logging) are in TRAIN_COMMON below.
+# photos, made here), `whole` (runs/restoration/data/photos-train-whole.h5, the TRAIN photos whole
+# at their own sizes, made here; give --crop) or the path of any HDF5 dataset. The common flags (budget, batch, lr, logging) are in TRAIN_COMMON below.
 RECIPE_TABLE=(
   "denoise-ae       | denoise-0.1                           | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt noise:0.1      | "
   "denoise-ae-plain | denoise-0.1                           | patches | --model ae --residual --down 1 --corrupt noise:0.1                         | "
@@ -39,6 +39,7 @@ RECIPE_TABLE=(
   "holes-ae         | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt holes:8          | "
   "inpaint-mask     | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --detail-layers 3 --down 1 --mask-channel --corrupt holes:8 | "
   "inpaint-mask-d2  | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --down 2 --skips --mask-channel --corrupt holes:8      | "
+  "inpaint-mask-d3  | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --model ae --residual --down 3 --skips --mask-channel --corrupt holes:8 | --whole"
   "deblur-ae        | deblur                                | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt blur:2          | "
 )
 TRAIN_COMMON=(--steps 10000000 --global-batch-size 32 --lr 1e-3 --log-every 200 --checkpoint-every 0)
@@ -55,6 +56,7 @@ BIN=$WORK/bin/vqvae  # a copy taken at the start, so a rebuild meanwhile cannot 
 PY=scripts/restoration_results.py
 VENV=$WORK/venv
 PATCHES=$WORK/data/photos32-train.h5
+WHOLE=$WORK/data/photos-train-whole.h5
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 log() { echo "restoration: $*" >&2; }
 # Wall-clock seconds of each part, kept across runs that skip parts (runs/restoration/phases.txt).
@@ -127,7 +129,7 @@ if [ "$SKIP_BASELINES" != 1 ]; then
 fi
 
 # ---- Models.
-data_of() { if [ "$1" = patches ]; then echo "$PATCHES"; else echo "$1"; fi; }
+data_of() { case $1 in patches) echo "$PATCHES" ;; whole) echo "$WHOLE" ;; *) echo "$1" ;; esac; }
 checkpoint() {  # run folder -> newest checkpoint
     local newest
     newest=$(ls "$1"/checkpoints/step-*.h5 2>/dev/null | sort | tail -n 1)
@@ -171,6 +173,10 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
             t0=$(date +%s)
             python3 scripts/prepare_data.py photos --out "$WORK/data" --train-scales 1,0.5,0.35 --train-patches 40000
             phase "training data" $(($(date +%s) - t0))
+        fi
+        if [[ " ${datas[*]} " == *" whole "* ]] && [ ! -f "$WHOLE" ]; then
+            record "python3 scripts/prepare_data.py photos --whole --out $WORK/data"
+            python3 scripts/prepare_data.py photos --whole --out "$WORK/data"
         fi
         for i in "${!names[@]}"; do
             name=${names[$i]}

@@ -40,6 +40,8 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     public var quantizer: QuantizerKind = .vq
     /// `.fsq`: the level count of each latent channel (e.g. 8,5,5,5); empty otherwise.
     public var levels: [Int] = []
+    /// `.vq`: the rotation trick instead of the straight-through gradient (`VectorQuantizer.backward`).
+    public var rotationTrick = false
     /// `--model vae`: weight of the KL term (see `GaussianLatent` for its normalisation).
     public var klWeight: Double = 0.001
     /// Residual restoration: the output is the input plus what the network predicts,
@@ -82,11 +84,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
-        case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels
+        case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels, rotationTrick
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -114,6 +116,7 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         maskChannel = try c.decodeIfPresent(Bool.self, forKey: .maskChannel) ?? false
         quantizer = try c.decodeIfPresent(QuantizerKind.self, forKey: .quantizer) ?? .vq
         levels = try c.decodeIfPresent([Int].self, forKey: .levels) ?? []
+        rotationTrick = try c.decodeIfPresent(Bool.self, forKey: .rotationTrick) ?? false
     }
 
     /// Whether the model has a codebook (the VQ-VAE with `--quantizer vq`): EMA statistics,
@@ -176,6 +179,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         }
         guard skipWeightLow >= 0, skipWeightLow <= skipWeightHigh, skipWeightHigh <= 1 else {
             throw ModelError("--skip-weight must be a value or a range LOW..HIGH with 0 <= LOW <= HIGH <= 1 (got \(skipWeightLow)..\(skipWeightHigh))")
+        }
+        guard !rotationTrick || hasCodebook else {
+            throw ModelError("--rotation-trick shapes the gradient through a codebook; it needs --model vqvae --quantizer vq")
         }
         switch quantizer {
         case .vq:

@@ -135,9 +135,11 @@ public final class VQVAE {
         preQuant = Conv2d(name: "pre_quant", inputChannels: c.hidden, outputChannels: c.latentChannels,
                           window: Window(kernel: 1), parameters: parameters)
         scalarQuantizer = c.model == .vqvae && c.quantizer == .fsq ? FiniteScalarQuantizer(levels: c.levels) : nil
-        quantizer = !c.hasCodebook ? nil : VectorQuantizer(
+        let vectorQuantizer = !c.hasCodebook ? nil : VectorQuantizer(
             codes: c.codes, dimension: c.codeDimension, kind: c.codebook, commitment: Float(c.commitment),
             decay: c.decay, epsilon: c.emaEpsilon, parameters: parameters)
+        vectorQuantizer?.rotationTrick = c.rotationTrick
+        quantizer = vectorQuantizer
         decoderConv = Conv2d(name: "decoder/conv", inputChannels: c.codeDimension, outputChannels: c.hidden, window: same3,
                              parameters: parameters)
         decoderBlocks = (0..<c.residualBlocks).map {

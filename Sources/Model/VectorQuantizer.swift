@@ -22,6 +22,9 @@ public final class VectorQuantizer {
     public let commitment: Float
     public let decay: Double
     public let epsilon: Double
+    /// The rotation trick (Fifty et al. 2024) instead of the straight-through gradient: see
+    /// `backward`.
+    public var rotationTrick = false
 
     /// With `.grad`: the codebook's slot in the parameter store.
     public let codebookSlot: ParameterSlot?
@@ -143,6 +146,13 @@ public final class VectorQuantizer {
 
     /// Straight-through backward: WRITES `dz = dq + beta * 2 (z - q) / (P*D)`; with `.grad`
     /// accumulates the codebook loss's gradient into `gradients`.
+    ///
+    /// With `rotationTrick` the decoder's gradient reaches `z` through the rotation and scaling
+    /// that carry `z` onto `q` (Fifty et al. 2024, "Restructuring Vector Quantization with the
+    /// Rotation Trick", section 4.2), all of it held constant: with `u = z / |z|`, `r = q / |q|`,
+    /// `w = (u + r) / |u + r|` and `s = |q| / |z|`,
+    /// `dz = s (dq - 2 w (w . dq) + 2 u (r . dq)) + beta * 2 (z - q) / (P*D)`.
+    /// Norms are clamped below at 1e-6 as `vector_quantize_pytorch.rotate_to` does.
     func backward(
         vectorGradient dz: UnsafeMutablePointer<Float>, quantizedGradient dq: UnsafePointer<Float>,
         vectors z: UnsafePointer<Float>, quantized q: UnsafePointer<Float>, indices: UnsafePointer<Int32>,
@@ -151,6 +161,11 @@ public final class VectorQuantizer {
         let d = dimension
         let scale = 2 / Float(count * d)
         let commitmentScale = commitment * scale
+        if rotationTrick {
+            rotateGradients(dz, dq, z: z, q: q, count: count, commitmentScale: commitmentScale)
+            accumulateCodebookGradient(z: z, q: q, indices: indices, count: count, scale: scale, gradients: gradients)
+            return
+        }
         var i = 0
         let vscale = Vector(repeating: commitmentScale)
         while i + vectorWidth <= count * d {
@@ -160,12 +175,44 @@ public final class VectorQuantizer {
         for i in i..<(count * d) {
             dz[i] = dq[i] + commitmentScale * (z[i] - q[i])
         }
-        if let slot = codebookSlot {
-            let dE = gradients + slot.offset
-            for p in 0..<count {
-                let k = Int(indices[p])
-                let g = dE + k * d, qp = q + p * d, zp = z + p * d
-                for j in 0..<d { g[j] += scale * (qp[j] - zp[j]) }
+        accumulateCodebookGradient(z: z, q: q, indices: indices, count: count, scale: scale, gradients: gradients)
+    }
+
+    /// `.grad`: the codebook loss's gradient `scale (q - z)` into each assigned row.
+    private func accumulateCodebookGradient(z: UnsafePointer<Float>, q: UnsafePointer<Float>, indices: UnsafePointer<Int32>,
+                                            count: Int, scale: Float, gradients: UnsafeMutablePointer<Float>) {
+        guard let slot = codebookSlot else { return }
+        let d = dimension, dE = gradients + slot.offset
+        for p in 0..<count {
+            let k = Int(indices[p])
+            let g = dE + k * d, qp = q + p * d, zp = z + p * d
+            for j in 0..<d { g[j] += scale * (qp[j] - zp[j]) }
+        }
+    }
+
+    /// The rotation trick's `dz` (see `backward`), vector by vector.
+    private func rotateGradients(_ dz: UnsafeMutablePointer<Float>, _ dq: UnsafePointer<Float>, z: UnsafePointer<Float>,
+                                 q: UnsafePointer<Float>, count: Int, commitmentScale: Float) {
+        let d = dimension, floor: Float = 1e-6
+        for p in 0..<count {
+            let zp = z + p * d, qp = q + p * d, gp = dq + p * d, out = dz + p * d
+            var zNorm: Float = 0, qNorm: Float = 0
+            for j in 0..<d { zNorm += zp[j] * zp[j]; qNorm += qp[j] * qp[j] }
+            zNorm = max(zNorm.squareRoot(), floor)
+            qNorm = max(qNorm.squareRoot(), floor)
+            // w = (u + r) / max(|u + r|, eps); the dot products with dq.
+            var wNorm: Float = 0
+            for j in 0..<d { let w = zp[j] / zNorm + qp[j] / qNorm; wNorm += w * w }
+            wNorm = max(wNorm.squareRoot(), floor)
+            var wDot: Float = 0, rDot: Float = 0
+            for j in 0..<d {
+                wDot += (zp[j] / zNorm + qp[j] / qNorm) / wNorm * gp[j]
+                rDot += qp[j] / qNorm * gp[j]
+            }
+            let s = qNorm / zNorm
+            for j in 0..<d {
+                let w = (zp[j] / zNorm + qp[j] / qNorm) / wNorm
+                out[j] = s * (gp[j] - 2 * w * wDot + 2 * zp[j] / zNorm * rDot) + commitmentScale * (zp[j] - qp[j])
             }
         }
     }

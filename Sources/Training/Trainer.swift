@@ -345,7 +345,10 @@ public final class Trainer {
                 + (cropped.cropsPerImage == 1 ? "" : ", \(cropped.cropsPerImage) per image and epoch")
         } ?? "\(dataset.count) images \(c.height)x\(c.width)x\(c.channels)"
         console.info("vqvae train: \(what) from \(files.paths.joined(separator: " ")); "
-            + "\(model.parameters.count) parameters, codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
+            + "\(model.parameters.count) parameters, "
+            + (c.hasCodebook ? "codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
+                : c.model == .vqvae ? "FSQ levels \(c.levels.map(String.init).joined(separator: ",")) (\(c.codes) codes); "
+                : "\(c.model.rawValue), latent of \(c.latentChannels) channels; ")
             + (c.residual ? "residual\(c.detailLayers > 0 ? " with \(c.detailLayers) detail layers of \(c.detailChannels)" : ""); " : "")
             + (c.skips ? "U-Net skips (weight \(c.skipWeightDescription)); " : "")
             + (c.maskChannel ? "mask channel; " : "")

@@ -44,6 +44,8 @@ struct ArchitectureOptions: ParsableArguments {
     var quantizer: QuantizerKind = modelDefaults.quantizer
     @Option(help: "--quantizer fsq: the level count of each latent channel, comma-separated (e.g. 8,5,5,5: 4 channels, 1000 codes; 8,5,5,5 is the default).")
     var levels: LevelList?
+    @Flag(name: .customLong("rotation-trick"), help: "--quantizer vq: pass the decoder's gradient to the encoder through the rotation and scaling that carry z onto its code (Fifty et al. 2024), instead of straight through.")
+    var rotationTrick = modelDefaults.rotationTrick
     @Option(name: .customLong("kl-weight"), parsing: .unconditional, help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
     var klWeight = modelDefaults.klWeight
     @Flag(help: "Residual restoration: the network's output is added to its (damaged) input, so what needs no repair passes through unchanged.")
@@ -84,6 +86,7 @@ struct ArchitectureOptions: ParsableArguments {
         c.skipWeightHigh = skipWeight.high
         c.maskChannel = maskChannel
         c.quantizer = quantizer
+        c.rotationTrick = rotationTrick
         if quantizer == .fsq { c.useFiniteScalarQuantizer(levels: levels?.values ?? [8, 5, 5, 5]) } else { c.levels = levels?.values ?? [] }
         return c
     }

@@ -153,6 +153,7 @@ enum RunFile {
             // FSQ's levels set the code dimension and count, which may not be given beside them.
             RunFileKey("quantizer", .string) { $0.architecture.model == .vqvae ? text($0.architecture.quantizer.rawValue) : nil },
             RunFileKey("levels", .string) { o in o.architecture.quantizer == .fsq ? text(o.architecture.levels.map(String.init).joined(separator: ",")) : nil },
+            RunFileKey("rotation-trick", .flag) { $0.architecture.hasCodebook ? "\($0.architecture.rotationTrick)" : nil },
             RunFileKey("code-dim", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codeDimension)" },
             RunFileKey("codes", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codes)" },
             RunFileKey("commitment", .number) { "\($0.architecture.commitment)" },

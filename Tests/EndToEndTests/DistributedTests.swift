@@ -84,8 +84,9 @@ final class DistributedTests: XCTestCase {
 
     /// A VQ-VAE with finite scalar quantization (`--quantizer fsq`, no codebook and no collective
     /// of its own) on W = 1 and 2 ranks: the same parameters and moments after 5 steps; its
-    /// `run.toml` (levels, no codebook controls) repeats the W = 1 run bit for bit.
-    func testFiniteScalarQuantizerTrainsTheSameOnOneAndTwoRanks() throws {
+    /// `run.toml` (levels, no codebook controls) repeats the W = 1 run bit for bit. The same
+    /// agreement for the codebook quantizer with the rotation trick.
+    func testFiniteScalarQuantizerAndRotationTrickTrainTheSameOnOneAndTwoRanks() throws {
         let data = try PreparedData.mnist("test")
         var folders: [String] = []
         let common = ["train", "--data", data, "--steps", "5", "--global-batch-size", "12", "--seed", "17", "--checkpoint-every", "1",
@@ -94,7 +95,7 @@ final class DistributedTests: XCTestCase {
             let out = try CommandRunner.temporaryFolder("fsq-equivalence-\(ranks)")
             let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", common + ["--out", out.path])
             XCTAssertEqual(result.status, 0, result.standardError)
-            XCTAssertTrue(result.standardOutput.contains("codebook 100x3"), result.standardOutput)
+            XCTAssertTrue(result.standardOutput.contains("FSQ levels 5,5,4 (100 codes)"), result.standardOutput)
             folders.append(out.appendingPathComponent("checkpoints").path)
         }
         try assertWorldSizesAgree(checkpointFolders: folders, label: "fsq, W = 2")
@@ -110,6 +111,17 @@ final class DistributedTests: XCTestCase {
         let same = try CommandRunner.script("compare_hdf5_datasets.py", [folders[0] + "/step-00000005.h5",
                                                                          again.appendingPathComponent("checkpoints/step-00000005.h5").path])
         XCTAssertEqual(same.standardOutput, "identical\n", same.standardError)
+
+        // The rotation trick (no state of its own) with the EMA codebook and the default start.
+        var rotated: [String] = []
+        for ranks in [1, 2] {
+            let out = try CommandRunner.temporaryFolder("rotation-equivalence-\(ranks)")
+            let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", Array(common.dropLast(4)) + [
+                "--code-dim", "16", "--codes", "64", "--rotation-trick", "--out", out.path])
+            XCTAssertEqual(result.status, 0, result.standardError)
+            rotated.append(out.appendingPathComponent("checkpoints").path)
+        }
+        try assertWorldSizesAgree(checkpointFolders: rotated, label: "rotation trick, W = 2")
     }
 
     /// The default codebook start when the first global batch (G = 6 noise images of 4x4

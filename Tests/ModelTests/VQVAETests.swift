@@ -700,6 +700,49 @@ final class VQVAETests: XCTestCase {
         withExtendedLifetime((x, t, m)) {}
     }
 
+    /// The rotation trick (`--rotation-trick`), EMA and gradient codebooks: the forward pass is the
+    /// plain model's, and every slot's gradient matches finite differences of the reference's
+    /// surrogate in which the decoder reads `z` rotated and scaled onto its code by the anchor's
+    /// (constant) rotation; the encoder's gradients differ from the straight-through ones.
+    func testRotationTrickMatchesTheRotatedSurrogate() throws {
+        for kind in [CodebookKind.ema, .grad] {
+            var c = smallConfiguration(kind)
+            c.rotationTrick = true
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 121)
+            var straightConfiguration = c
+            straightConfiguration.rotationTrick = false
+            let straight = try VQVAE(configuration: straightConfiguration, maxBatch: batch)
+            let x = images(model, seed: 122)
+            let xBuffer = makeBuffer(x)
+            spreadCodebook(model, images: xBuffer)
+            straight.copyState(from: model)
+            let losses = model.forward(images: xBuffer.pointer, batch: batch, training: true)
+            XCTAssertEqual(losses, straight.forward(images: xBuffer.pointer, batch: batch, training: true), "\(kind): same forward")
+            let reference = ReferenceVQVAE(model: model)
+            let xDouble = x.map(Double.init)
+            let base = reference.forward(images: xDouble, batch: batch)
+            XCTAssertEqual(indices(model), base.indices)
+            model.parameters.zeroGradients()
+            model.backward(images: xBuffer.pointer)
+            straight.parameters.zeroGradients()
+            straight.backward(images: xBuffer.pointer)
+            let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                    seed: 123, label: "rotation \(kind)")
+            assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric), "rotation \(kind): every slot")
+            let slot = try XCTUnwrap(model.parameters.slot(named: "encoder/down0/weight"))
+            let rotated = Array(UnsafeBufferPointer(start: model.parameters.gradients.pointer + slot.offset, count: slot.count))
+            let plain = Array(UnsafeBufferPointer(start: straight.parameters.gradients.pointer + slot.offset, count: slot.count))
+            XCTAssertGreaterThan(zip(rotated, plain).map { Double(abs($0 - $1)) }.max()!, 1e-3 * largestMagnitude(plain.map(Double.init)),
+                                 "\(kind): the rotation changes the encoder's gradient")
+            withExtendedLifetime(xBuffer) {}
+        }
+        var bad = smallConfiguration(.ema)
+        bad.rotationTrick = true
+        bad.model = .ae
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("--rotation-trick"), "\($0)") }
+    }
+
     /// The VQ-VAE with finite scalar quantization (`--quantizer fsq`): the forward pass against the
     /// double-precision reference and every slot's gradient against the straight-through
     /// surrogate's finite differences; decoding its codes reproduces the reconstruction bit for bit.

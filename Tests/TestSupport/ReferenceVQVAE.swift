@@ -138,6 +138,21 @@ public struct ReferenceVQVAE {
             }
             commitment /= Double(z.count)
             codebookTerm /= Double(z.count)
+            if c.rotationTrick {
+                // z carried onto q0 by the rotation and scaling of the anchor, held constant.
+                for p in 0..<positions {
+                    let z0 = Array(anchor.latent[(p * d)..<(p * d + d)]), q0 = Array(anchor.quantized[(p * d)..<(p * d + d)])
+                    let zNorm = max(z0.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-6)
+                    let qNorm = max(q0.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-6)
+                    let u = z0.map { $0 / zNorm }, r = q0.map { $0 / qNorm }
+                    let sum = zip(u, r).map { $0 + $1 }
+                    let sumNorm = max(sum.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-6)
+                    let w = sum.map { $0 / sumNorm }
+                    let v = Array(z.values[(p * d)..<(p * d + d)])
+                    let vw = zip(v, w).reduce(0) { $0 + $1.0 * $1.1 }, vu = zip(v, u).reduce(0) { $0 + $1.0 * $1.1 }
+                    for j in 0..<d { decoderInput.values[p * d + j] = qNorm / zNorm * (v[j] - 2 * vw * w[j] + 2 * vu * r[j]) }
+                }
+            }
         } else {
             for i in 0..<z.count { let diff = z.values[i] - q[i]; commitment += diff * diff }
             commitment /= Double(z.count)
