@@ -18,6 +18,7 @@
 #   SKIP_TRAIN=1    reuse the checkpoints already in runs/restoration/train/
 #   SKIP_BASELINES=1  reuse the photos, damaged copies and classical results already there
 #   SKIP_MODELS=1   neither train nor restore with models (the report keeps earlier model results)
+#   CHECKPOINT_EVERY=N  also keep a checkpoint every N steps (for a quality-against-time curve; default 0)
 # Reference tools that are not project dependencies (bm3d, opencv-python-headless, PyWavelets)
 # go into a virtual environment, runs/restoration/venv, made when missing (it sees the system's
 # packages too). The opencv-doc photos of the test split come from Debian's opencv-doc.
@@ -42,7 +43,8 @@ RECIPE_TABLE=(
   "inpaint-mask-d3  | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --model ae --residual --down 3 --skips --mask-channel --corrupt holes:8 | --whole"
   "deblur-ae        | deblur                                | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt blur:2          | "
 )
-TRAIN_COMMON=(--steps 10000000 --global-batch-size 32 --lr 1e-3 --log-every 200 --checkpoint-every 0)
+CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-0}
+TRAIN_COMMON=(--steps 10000000 --global-batch-size 32 --lr 1e-3 --log-every 200 --checkpoint-every "$CHECKPOINT_EVERY")
 
 BUDGET=${BUDGET:-1800}
 RANKS=${RANKS:-2}
