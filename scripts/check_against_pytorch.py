@@ -26,7 +26,9 @@ It loads the checkpoint into scripts/vqvae_torch.py's module (skips at the model
 weight, the top of its --skip-weight range; the VQ-VAE with the nearest codebook rows), runs the
 same images and prints the largest absolute difference in [0, 1] pixels (--forward-tolerance, 1e-5).
 
-A VQ-VAE trained with `--rotation-trick` takes its step-1 gradient through
+A VQ-VAE trained with `--quantizer cosine` is checked with the codes and EMA of
+`vector_quantize_pytorch`'s `CosineSimCodebook` (z and the updated codebook l2-normalised). A
+VQ-VAE trained with `--rotation-trick` takes its step-1 gradient through
 `vector_quantize_pytorch`'s `rotate_to`. A VQ-VAE trained with `--quantizer fsq` is checked against `vector_quantize_pytorch.FSQ` (PyPI
 `vector-quantize-pytorch`, in the same optional environment) with the checkpoint's levels: the
 codes it picks feed the same decoder, so the step's gradients and the forward pass compare as above.
@@ -182,6 +184,10 @@ def main():
     # Forward.
     z, kept = model.encode(x, keep=True)                  # [N, D, h, w]
     flat = z.permute(0, 2, 3, 1).reshape(-1, m["code_dimension"])
+    cosine = m.get("quantizer") == "cosine"
+    if cosine:
+        # vector_quantize_pytorch's CosineSimCodebook: l2norm (F.normalize, eps 1e-6) before everything.
+        flat = F.normalize(flat, p=2, dim=-1, eps=1e-6)
     if fsq:
         q_st, idx = fsq(z, with_codes=True)
         commit = torch.zeros(())
@@ -245,6 +251,8 @@ def main():
             total = N.sum()
             smoothed = (N + eps) / (total + K * eps) * total
             E = M / smoothed[:, None]
+            if cosine:
+                E = F.normalize(E, p=2, dim=-1, eps=1e-6)
         report.append(("ema_count", rel(f1["model/quantizer/ema_count"][()], N.numpy())))
         report.append(("ema_sum", rel(f1["model/quantizer/ema_sum"][()], M.numpy())))
         report.append(("codebook", rel(f1["model/quantizer/codebook"][()], E.numpy())))

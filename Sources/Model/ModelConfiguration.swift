@@ -7,6 +7,9 @@ public enum ModelKind: String, Codable, Sendable, CaseIterable {
 public enum QuantizerKind: String, Codable, Sendable, CaseIterable {
     /// Nearest codebook row (spec/model.md): `VectorQuantizer`, EMA or gradient codebook.
     case vq
+    /// Cosine-similarity codes: `z` and the codebook's rows l2-normalised, the nearest code by
+    /// angle (`VectorQuantizer.cosine`); the EMA codebook only.
+    case cosine
     /// Finite scalar quantization: each channel rounded to one of a few levels
     /// (`FiniteScalarQuantizer`); no codebook.
     case fsq
@@ -121,7 +124,7 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
 
     /// Whether the model has a codebook (the VQ-VAE with `--quantizer vq`): EMA statistics,
     /// the k-means start and dead-code restart apply to it alone.
-    public var hasCodebook: Bool { model == .vqvae && quantizer == .vq }
+    public var hasCodebook: Bool { model == .vqvae && quantizer != .fsq }
 
     /// Sets `.fsq` with `levels`, and the code dimension and count they imply.
     public mutating func useFiniteScalarQuantizer(levels: [Int]) {
@@ -184,8 +187,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
             throw ModelError("--rotation-trick shapes the gradient through a codebook; it needs --model vqvae --quantizer vq")
         }
         switch quantizer {
-        case .vq:
+        case .vq, .cosine:
             guard levels.isEmpty else { throw ModelError("--levels is for --quantizer fsq") }
+            guard quantizer == .vq || model != .vqvae || codebook == .ema else {
+                throw ModelError("--quantizer cosine keeps its codebook on the unit sphere by EMA; use --codebook ema")
+            }
         case .fsq:
             guard model == .vqvae else { throw ModelError("--quantizer fsq makes the codes of --model vqvae; --model \(model.rawValue) has none") }
             try FiniteScalarQuantizer.validate(levels: levels)

@@ -74,6 +74,7 @@ public final class VQVAE {
     let downOutputs: [FloatBuffer]        // relu(conv) of each encoder/down{i}
     let encoderStack: ResidualStackBuffers
     public let latent: FloatBuffer        // z   [N, h, w, D] (VAE: mean | log-variance, [N, h, w, 2D])
+    let normalizedLatent: FloatBuffer     // --quantizer cosine: z / |z| per position [N, h, w, D]
     public let quantized: FloatBuffer     // q   [N, h, w, D] (unused by the autoencoder)
     let noise: FloatBuffer                // VAE: eps [N, h, w, D] of the last forward
     public let codeIndices: UnsafeMutableBufferPointer<Int32>  // [N, h, w]
@@ -139,6 +140,7 @@ public final class VQVAE {
             codes: c.codes, dimension: c.codeDimension, kind: c.codebook, commitment: Float(c.commitment),
             decay: c.decay, epsilon: c.emaEpsilon, parameters: parameters)
         vectorQuantizer?.rotationTrick = c.rotationTrick
+        vectorQuantizer?.cosine = c.quantizer == .cosine
         quantizer = vectorQuantizer
         decoderConv = Conv2d(name: "decoder/conv", inputChannels: c.codeDimension, outputChannels: c.hidden, window: same3,
                              parameters: parameters)
@@ -168,6 +170,7 @@ public final class VQVAE {
         }
         encoderStack = ResidualStackBuffers(blocks: encoderBlocks, positions: latentPositions, channels: c.hidden)
         latent = FloatBuffer(count: latentPositions * c.latentChannels)
+        normalizedLatent = FloatBuffer(count: c.hasCodebook && c.quantizer == .cosine ? latentPositions * c.codeDimension : 0)
         quantized = FloatBuffer(count: c.model == .ae ? 0 : latentPositions * c.codeDimension)
         noise = FloatBuffer(count: c.model == .vae ? latentPositions * c.codeDimension : 0)
         codeIndices = .allocate(capacity: latentPositions)
@@ -274,6 +277,32 @@ public final class VQVAE {
         encoderStack.forward(blocks: encoderBlocks, batch: batch, height: lh, width: lw, parameters: p, workspace: work)
         preQuant.forward(output: latent.pointer, input: encoderStack.output.pointer, batch: batch, height: lh, width: lw,
                          parameters: p, workspace: work)
+        if normalizedLatent.count > 0 {
+            normalizedLatent.pointer.update(from: latent.pointer, count: batch * lh * lw * c.codeDimension)
+            VectorQuantizer.normalizeRows(normalizedLatent.pointer, rows: batch * lh * lw, dimension: c.codeDimension)
+        }
+    }
+
+    /// What the vector quantizer reads: `z`, or `z / |z|` with `--quantizer cosine` (after `encode`).
+    public var quantizerInput: UnsafeMutablePointer<Float> {
+        normalizedLatent.count > 0 ? normalizedLatent.pointer : latent.pointer
+    }
+
+    /// `--quantizer cosine`: from `dL/dz_hat` to `dL/dz` in place, through `z_hat = z / max(|z|, 1e-6)`:
+    /// `(g - z_hat (z_hat . g)) / |z|`, or `g / 1e-6` where `|z|` is below the floor.
+    private func normalizationBackward(_ gradient: UnsafeMutablePointer<Float>, count: Int) {
+        let d = configuration.codeDimension, z = latent.pointer, zHat = normalizedLatent.pointer
+        for p in 0..<count {
+            let row = p * d
+            var norm: Float = 0, dot: Float = 0
+            for j in 0..<d { norm += z[row + j] * z[row + j]; dot += zHat[row + j] * gradient[row + j] }
+            norm = norm.squareRoot()
+            if norm > 1e-6 {
+                for j in 0..<d { gradient[row + j] = (gradient[row + j] - zHat[row + j] * dot) / norm }
+            } else {
+                for j in 0..<d { gradient[row + j] /= 1e-6 }
+            }
+        }
     }
 
     /// Mask channel: keeps `m` (zeros without `masks`), and writes `x (1 - m)` and `[x (1 - m) | m]`.
@@ -332,7 +361,7 @@ public final class VQVAE {
             }
             let quantizer = quantizer!
             commitment = quantizer.forward(
-                quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: latent.pointer, count: vectors,
+                quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: quantizerInput, count: vectors,
                 codebook: quantizer.codebook(parameters: parameters), collectStatistics: training, workspace: work)
         case .vae:
             klSum = GaussianLatent.forward(sample: quantized.pointer, noise: noise.pointer, moments: latent.pointer,
@@ -555,9 +584,10 @@ public final class VQVAE {
                 break
             }
             let quantizer = quantizer!
-            quantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: latent.pointer,
+            quantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: quantizerInput,
                                quantized: quantized.pointer, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
             if let slot = quantizer.codebookSlot { gradientsReady(slot.offset) }
+            if quantizer.cosine { normalizationBackward(other, count: vectors) }
             swap(&current, &other)
         case .vae:
             GaussianLatent.backward(momentsGradient: other, sampleGradient: current, moments: latent.pointer,

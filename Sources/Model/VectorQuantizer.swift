@@ -25,6 +25,23 @@ public final class VectorQuantizer {
     /// The rotation trick (Fifty et al. 2024) instead of the straight-through gradient: see
     /// `backward`.
     public var rotationTrick = false
+    /// Cosine-similarity codes: the vectors the quantizer is given are l2-normalised by the
+    /// model, and the codebook's rows are kept on the unit sphere: at the start, after each
+    /// k-means iteration and after each EMA update (`E_k = M_k / N_k`, then normalised), as
+    /// `vector_quantize_pytorch`'s `CosineSimCodebook` does. With unit rows the nearest code by
+    /// distance is the nearest by angle.
+    public var cosine = false
+
+    /// `x / max(|x|, 1e-6)` for each of `rows` rows of `d` floats, in place (torch's F.normalize).
+    static func normalizeRows(_ x: UnsafeMutablePointer<Float>, rows: Int, dimension d: Int) {
+        for r in 0..<rows {
+            let row = x + r * d
+            var norm: Float = 0
+            for j in 0..<d { norm += row[j] * row[j] }
+            let scale = 1 / max(norm.squareRoot(), 1e-6)
+            for j in 0..<d { row[j] *= scale }
+        }
+    }
 
     /// With `.grad`: the codebook's slot in the parameter store.
     public let codebookSlot: ParameterSlot?
@@ -66,6 +83,7 @@ public final class VectorQuantizer {
         var random = SplitMix64(seed: seed, stream: 0xC0DE_B00C)
         let size = codes * dimension
         for i in 0..<size { emaState[i] = random.normal() }
+        if cosine { Self.normalizeRows(emaState.pointer, rows: codes, dimension: dimension) }
         emaCount.update(repeating: 0, count: codes)
         emaSum.update(from: emaState.pointer, count: size)
     }
@@ -264,6 +282,7 @@ public final class VectorQuantizer {
             let counts = batchStatistics.pointer, sums = batchStatistics.pointer + codes
             for k in 0..<placed where counts[k] > 0 {
                 for j in 0..<d { centres[k * d + j] = sums[k * d + j] / counts[k] }
+                if cosine { Self.normalizeRows(centres + k * d, rows: 1, dimension: d) }
             }
         }
         // The EMA statistics become those of the clustering itself: N_k = the cluster's size,
@@ -369,5 +388,6 @@ public final class VectorQuantizer {
             let smoothed = (count[k] + eps) / denominator * total
             for j in 0..<d { e[k * d + j] = sum[k * d + j] / smoothed }
         }
+        if cosine { Self.normalizeRows(e, rows: codes, dimension: d) }
     }
 }

@@ -30,7 +30,7 @@ final class CodebookCollectives {
     private func gatherGlobalLatents() throws -> FloatBuffer {
         let perRank = localBatchSize * model.latentCount * model.configuration.codeDimension
         let all = globalLatents
-        try communicator.gather(model.latent.pointer, count: perRank, into: all.pointer)
+        try communicator.gather(model.quantizerInput, count: perRank, into: all.pointer)
         return all
     }
 

@@ -39,7 +39,7 @@ struct ArchitectureOptions: ParsableArguments {
     var emaEpsilon = modelDefaults.emaEpsilon
     @Option(help: "Codebook learning: ema (moving averages) or grad (trained with a codebook loss).")
     var codebook: CodebookKind = modelDefaults.codebook
-    @Option(help: ArgumentHelp("--model vqvae: how codes are made: vq (nearest codebook row) or fsq (finite scalar quantization: each latent channel rounded to one of --levels values; no codebook).",
+    @Option(help: ArgumentHelp("--model vqvae: how codes are made: vq (nearest codebook row), cosine (nearest unit codebook row to the unit latent, EMA codebook) or fsq (finite scalar quantization: each latent channel rounded to one of --levels values; no codebook).",
                                discussion: "fsq sets the code dimension to the number of levels and the codes to their product; it needs no codebook start, EMA or restart."))
     var quantizer: QuantizerKind = modelDefaults.quantizer
     @Option(help: "--quantizer fsq: the level count of each latent channel, comma-separated (e.g. 8,5,5,5: 4 channels, 1000 codes; 8,5,5,5 is the default).")

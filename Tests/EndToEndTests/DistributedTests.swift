@@ -85,7 +85,7 @@ final class DistributedTests: XCTestCase {
     /// A VQ-VAE with finite scalar quantization (`--quantizer fsq`, no codebook and no collective
     /// of its own) on W = 1 and 2 ranks: the same parameters and moments after 5 steps; its
     /// `run.toml` (levels, no codebook controls) repeats the W = 1 run bit for bit. The same
-    /// agreement for the codebook quantizer with the rotation trick.
+    /// agreement for the codebook quantizer with the rotation trick, and for cosine codes.
     func testFiniteScalarQuantizerAndRotationTrickTrainTheSameOnOneAndTwoRanks() throws {
         let data = try PreparedData.mnist("test")
         var folders: [String] = []
@@ -112,16 +112,22 @@ final class DistributedTests: XCTestCase {
                                                                          again.appendingPathComponent("checkpoints/step-00000005.h5").path])
         XCTAssertEqual(same.standardOutput, "identical\n", same.standardError)
 
-        // The rotation trick (no state of its own) with the EMA codebook and the default start.
-        var rotated: [String] = []
-        for ranks in [1, 2] {
-            let out = try CommandRunner.temporaryFolder("rotation-equivalence-\(ranks)")
-            let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", Array(common.dropLast(4)) + [
-                "--code-dim", "16", "--codes", "64", "--rotation-trick", "--out", out.path])
-            XCTAssertEqual(result.status, 0, result.standardError)
-            rotated.append(out.appendingPathComponent("checkpoints").path)
+        // The rotation trick (no state of its own) with the EMA codebook and the default start
+        // (k-means, dead-code restart), and cosine codes (unit z and codebook) from the reference
+        // start: with the k-means start the two runs parted by 5e-4 in 5 steps (the start itself
+        // can differ with W, docs/usage.md; on the sphere more vectors sit near a boundary).
+        for (name, flags) in [("rotation trick", ["--rotation-trick"]),
+                              ("cosine codes", ["--quantizer", "cosine", "--codebook-init", "sonnet"])] {
+            var variant: [String] = []
+            for ranks in [1, 2] {
+                let out = try CommandRunner.temporaryFolder("\(flags.last!)-equivalence-\(ranks)")
+                let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", Array(common.dropLast(4)) + [
+                    "--code-dim", "16", "--codes", "64", "--out", out.path] + flags)
+                XCTAssertEqual(result.status, 0, result.standardError)
+                variant.append(out.appendingPathComponent("checkpoints").path)
+            }
+            try assertWorldSizesAgree(checkpointFolders: variant, label: "\(name), W = 2")
         }
-        try assertWorldSizesAgree(checkpointFolders: rotated, label: "rotation trick, W = 2")
     }
 
     /// The default codebook start when the first global batch (G = 6 noise images of 4x4

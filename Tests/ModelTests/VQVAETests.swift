@@ -743,6 +743,56 @@ final class VQVAETests: XCTestCase {
         XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("--rotation-trick"), "\($0)") }
     }
 
+    /// Cosine codes (`--quantizer cosine`): the quantizer reads `z / |z|` and unit codebook rows;
+    /// the forward pass against the reference, every slot against the surrogate's finite
+    /// differences (through the normalisation), and the codebook back on the unit sphere after an
+    /// EMA update; the gradient codebook is refused.
+    func testCosineCodesMatchReferenceAndKeepUnitCodes() throws {
+        var c = smallConfiguration(.ema)
+        c.quantizer = .cosine
+        try c.validate()
+        let model = try VQVAE(configuration: c, maxBatch: batch)
+        model.initialize(seed: 131)
+        let quantizer = try XCTUnwrap(model.quantizer)
+        XCTAssertTrue(quantizer.cosine)
+        let d = c.codeDimension, positions = batch * model.latentCount
+        func rowNorms(_ rows: UnsafePointer<Float>, _ count: Int) -> [Float] {
+            (0..<count).map { r in (0..<d).reduce(Float(0)) { $0 + rows[r * d + $1] * rows[r * d + $1] }.squareRoot() }
+        }
+        for norm in rowNorms(quantizer.codebook(parameters: model.parameters), c.codes) { XCTAssertEqual(norm, 1, accuracy: 1e-6, "unit start") }
+        let x = images(model, seed: 132)
+        let xBuffer = makeBuffer(x)
+        // Each position's own code: its direction, nudged.
+        model.encode(images: xBuffer.pointer, batch: batch)
+        let codebook = quantizer.codebook(parameters: model.parameters)
+        let nudges = randomFloats(positions * d, seed: 133, low: -0.15, high: 0.15)
+        for p in 0..<positions { for j in 0..<d { codebook[p * d + j] = model.quantizerInput[p * d + j] + nudges[p * d + j] } }
+        VectorQuantizer.normalizeRows(codebook, rows: c.codes, dimension: d)
+        quantizer.emaSum.update(from: codebook, count: c.codes * d)
+        for norm in rowNorms(model.quantizerInput, positions) { XCTAssertEqual(norm, 1, accuracy: 1e-6, "the quantizer reads unit vectors") }
+
+        let losses = model.forward(images: xBuffer.pointer, batch: batch, training: true)
+        let reference = ReferenceVQVAE(model: model)
+        let xDouble = x.map(Double.init)
+        let base = reference.forward(images: xDouble, batch: batch)
+        XCTAssertEqual(indices(model), base.indices, "codes by angle")
+        XCTAssertGreaterThan(Set(base.indices).count, 2, "several codes in use")
+        assertClose(doubles(model.reconstruction.pointer, count: x.count), base.reconstruction, tolerance: 1e-5, "x_hat")
+        assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "total loss")
+        model.parameters.zeroGradients()
+        model.backward(images: xBuffer.pointer)
+        let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                seed: 134, label: "cosine")
+        assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric), "cosine: every slot")
+        quantizer.applyEMA()
+        for norm in rowNorms(codebook, c.codes) { XCTAssertEqual(norm, 1, accuracy: 1e-6, "unit rows after the EMA update") }
+        withExtendedLifetime(xBuffer) {}
+
+        var bad = smallConfiguration(.grad)
+        bad.quantizer = .cosine
+        XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("use --codebook ema"), "\($0)") }
+    }
+
     /// The VQ-VAE with finite scalar quantization (`--quantizer fsq`): the forward pass against the
     /// double-precision reference and every slot's gradient against the straight-through
     /// surrogate's finite differences; decoding its codes reproduces the reconstruction bit for bit.

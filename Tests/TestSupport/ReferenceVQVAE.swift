@@ -99,7 +99,15 @@ public struct ReferenceVQVAE {
         x = conv("encoder/conv", x, c.hidden, same3)
         for j in 0..<c.residualBlocks { x = block("encoder/res\(j)", x) }
         x = naiveReLU(x)
-        let z = conv("pre_quant", x, c.codeDimension, Window(kernel: 1))
+        var z = conv("pre_quant", x, c.codeDimension, Window(kernel: 1))
+        if c.quantizer == .cosine {
+            // Cosine codes: the quantizer (and the commitment term) sees z / max(|z|, 1e-6).
+            let d = c.codeDimension
+            for p in 0..<(z.count / d) {
+                let norm = max((0..<d).reduce(0.0) { $0 + z.values[p * d + $1] * z.values[p * d + $1] }.squareRoot(), 1e-6)
+                for j in 0..<d { z.values[p * d + j] /= norm }
+            }
+        }
         if c.quantizer == .fsq { return finiteScalar(z: z, image: image, original: original, masks: m, targets: targets,
                                                      batch: batch, anchor: anchor, skipWeights: skipWeights, encoded: encoded) }
         // Quantizer: brute force nearest code, ties to the smallest index.
