@@ -36,8 +36,9 @@ final class TrainingControlsTests: XCTestCase {
     /// counts, sums) and Adam moments up to summation order, for the VQ-VAE with the EMA codebook
     /// (k-means start and dead-code restart from the whole batch's encoder outputs), the VAE
     /// (noise keyed by the image's place in the global batch), an autoencoder with U-Net skips of
-    /// per-image weights (keyed the same way) and the VQ-VAE with a trained codebook; the losses
-    /// reported are the whole batch's.
+    /// per-image weights (keyed the same way) and the VQ-VAE with a trained codebook, and with
+    /// every code re-seeded after every step (restart draws from every micro-batch's encoder
+    /// outputs); the losses reported are the whole batch's.
     ///
     /// Adam's epsilon is 1e-6 here: with the default 1e-8, an entry whose true gradient is zero
     /// (1e-11 of rounding) takes a step of its noise's sign, and 4 steps part the runs by 1e-5 of
@@ -58,7 +59,12 @@ final class TrainingControlsTests: XCTestCase {
         skips.architecture.skipWeightHigh = 1
         var grad = base
         grad.architecture.codebook = .grad
-        for (name, options) in [("vqvae", base), ("vae", vae), ("ae-skips", skips), ("vqvae-grad", grad)] {
+        // Every code dead after every step: each is re-seeded from the gathered encoder outputs of
+        // the whole global batch, drawn in the same order whatever the micro-batches.
+        var restart = base
+        restart.deadCodeThreshold = 1e6
+        for (name, options) in [("vqvae", base), ("vqvae-restart-all", restart), ("vae", vae), ("ae-skips", skips),
+                                ("vqvae-grad", grad)] {
             let runs = try Self.trainAccumulating(options, [1, 2, 4], name: name)
             let whole = TrainingFixtures.snapshot(runs[0].0.state)
             for (n, run) in zip([2, 4], runs.dropFirst()) {
@@ -70,6 +76,7 @@ final class TrainingControlsTests: XCTestCase {
                 XCTAssertLessThan(difference, 2e-6, "\(name), --accumulate \(n)")
                 XCTAssertLessThan(loss, 1e-6, "\(name), --accumulate \(n)")
                 XCTAssertEqual(run.1.restartedCodes, runs[0].1.restartedCodes, name)
+                if name == "vqvae-restart-all" { XCTAssertEqual(run.1.restartedCodes, 4 * 16) }
             }
         }
     }
