@@ -38,7 +38,8 @@ final class TrainingControlsTests: XCTestCase {
     /// (noise keyed by the image's place in the global batch), an autoencoder with U-Net skips of
     /// per-image weights (keyed the same way) and the VQ-VAE with a trained codebook, and with
     /// every code re-seeded after every step (restart draws from every micro-batch's encoder
-    /// outputs); the losses reported are the whole batch's.
+    /// outputs), and with the mask channel (each micro-batch reads its images' masks); the losses
+    /// reported are the whole batch's.
     ///
     /// Adam's epsilon is 1e-6 here: with the default 1e-8, an entry whose true gradient is zero
     /// (1e-11 of rounding) takes a step of its noise's sign, and 4 steps part the runs by 1e-5 of
@@ -63,8 +64,12 @@ final class TrainingControlsTests: XCTestCase {
         // the whole global batch, drawn in the same order whatever the micro-batches.
         var restart = base
         restart.deadCodeThreshold = 1e6
+        // The mask channel: each micro-batch reads its own images' masks.
+        var masked = base
+        masked.corrupt = "holes:3"
+        masked.architecture.maskChannel = true
         for (name, options) in [("vqvae", base), ("vqvae-restart-all", restart), ("vae", vae), ("ae-skips", skips),
-                                ("vqvae-grad", grad)] {
+                                ("vqvae-grad", grad), ("vqvae-mask-channel", masked)] {
             let runs = try Self.trainAccumulating(options, [1, 2, 4], name: name)
             let whole = TrainingFixtures.snapshot(runs[0].0.state)
             for (n, run) in zip([2, 4], runs.dropFirst()) {
