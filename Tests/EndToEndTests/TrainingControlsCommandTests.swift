@@ -111,6 +111,10 @@ final class TrainingControlsCommandTests: XCTestCase {
         XCTAssertEqual(try attribute("/weight_ema", "decay"), "0.9")
         XCTAssertEqual(try attribute("/weight_ema", "updates"), "\(best["step"] as! Int)")
         XCTAssertEqual(records.last?["best_step"] as? Int, best["step"] as? Int)
+        let runFile = try String(contentsOf: out.appendingPathComponent("run.toml"), encoding: .utf8).split(separator: "\n")
+        for line in ["accumulate = 2", "weight-ema = 0.9", "keep-best = \"val_psnr\""] {
+            XCTAssertTrue(runFile.contains(Substring(line)), "run.toml lacks '\(line)': \(runFile)")
+        }
 
         let inspected = try CommandRunner.vqvae(["inspect", path])
         XCTAssertEqual(inspected.status, 0, inspected.standardError)
