@@ -64,13 +64,15 @@ def load_images(path, key, count):
     return x.permute(0, 3, 1, 2).contiguous()
 
 
-def load_model(f):
-    """The checkpoint `f`'s model in scripts/vqvae_torch.py, and its codebook (None without one)."""
+def load_model(f, weights="trained"):
+    """The checkpoint `f`'s model in scripts/vqvae_torch.py, and its codebook (None without one):
+    with weights "ema", the moving average of the parameters (`train --weight-ema`)."""
     model = VQVAE(json.loads(f.attrs["config"])["model"])
+    group = "weight_ema" if weights == "ema" else "model"
     with torch.no_grad():
         for name, layer in model.names().items():
-            layer.weight.copy_(torch.from_numpy(f[f"model/{name}/weight"][()]))
-            layer.bias.copy_(torch.from_numpy(f[f"model/{name}/bias"][()]))
+            layer.weight.copy_(torch.from_numpy(f[f"{group}/{name}/weight"][()]))
+            layer.bias.copy_(torch.from_numpy(f[f"{group}/{name}/bias"][()]))
     codebook = torch.from_numpy(f["model/quantizer/codebook"][()]) if "model/quantizer/codebook" in f else None
     return model, codebook
 
@@ -101,8 +103,9 @@ def nearest_rows(codebook):
 def check_forward(args):
     with h5py.File(args.recon, "r") as r:
         recon = r["images"][()]
+        weights = r.attrs.get("weights", "trained")  # the weights `vqvae eval` used
     with h5py.File(args.checkpoint, "r") as f:
-        model, codebook = load_model(f)
+        model, codebook = load_model(f, weights)
         key = json.loads(f.attrs["config"])["data"].get("images_key", "images")
     x = load_images(args.data, key, recon.shape[0])
     config = json.loads(h5py.File(args.checkpoint, "r").attrs["config"])["model"]

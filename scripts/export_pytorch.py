@@ -13,7 +13,8 @@ writes `torch.save({"state_dict": ..., "codebook": ..., "ema_count": ..., "ema_s
     model = VQVAE(saved["config"]["model"]); model.load_state_dict(saved["state_dict"])
 
 With `--optimizer`, Adam's moments are added as `adam_m` / `adam_v` (same keys as `state_dict`) with
-`adam_t`. Needs h5py and torch (an optional dependency, not needed to train); `--help` needs neither.
+`adam_t`. A checkpoint of a run with `--weight-ema` adds `weight_ema`, the moving average of the
+parameters with the keys of `state_dict` (what `vqvae eval` and `restore` use by default). Needs h5py and torch (an optional dependency, not needed to train); `--help` needs neither.
 """
 import argparse
 import json
@@ -53,10 +54,16 @@ def main():
                     for group in moments:
                         moments[group][key] = torch.from_numpy(f[f"optimizer/{group}/{name}/{part}"][()])
         model.load_state_dict(state)  # checks names and shapes
+        # `train --weight-ema`: the moving average of the parameters, keyed like `state_dict`.
+        average = {key: torch.from_numpy(f[f"weight_ema/{name}/{part}"][()])
+                   for name, layer in model.names().items() for part in ("weight", "bias")
+                   for key in [f"{module_names[layer]}.{part}"]} if "weight_ema" in f else None
         # The autoencoder and the VAE have no codebook: "codebook" is None for them.
         codebook = f["model/quantizer/codebook"][()] if "model/quantizer/codebook" in f else None
         out = {"state_dict": state, "codebook": None if codebook is None else torch.from_numpy(codebook),
                "config": config, "step": int(f.attrs["step"])}
+        if average is not None:
+            out["weight_ema"] = average
         for extra in ("ema_count", "ema_sum"):
             if f"model/quantizer/{extra}" in f:
                 out[extra] = torch.from_numpy(f[f"model/quantizer/{extra}"][()])

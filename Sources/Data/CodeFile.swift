@@ -8,8 +8,10 @@ import Model
 ///   for the whole file;
 /// - root attributes `format` = "vqvae-codes", `format_version` = 1, `count` N, `latent_height` h,
 ///   `latent_width` w, `codebook_size` K, `bits_per_code`, `height`, `width`, `channels` (the image
-///   size), `checkpoint` (the path of the checkpoint that encoded them) and `codebook_checksum`
-///   (FNV-1a of the codebook's float bits, so decoding with another model is refused).
+///   size), `checkpoint` (the path of the checkpoint that encoded them), `codebook_checksum`
+///   (FNV-1a of the codebook's float bits, so decoding with another model is refused) and
+///   `weights` (`trained` or `ema`: which of the checkpoint's weights encoded them, so `decode`
+///   uses the same; absent in older files, which are `trained`).
 ///
 /// The decoder's weights and the codebook are NOT in the file: they are the shared model, named by
 /// `checkpoint`. The compressed size is the packed codes alone.
@@ -23,11 +25,14 @@ public struct CodeFile: Equatable, Sendable {
     public var channels: Int
     public var checkpoint: String
     public var codebookChecksum: UInt64
+    /// Which of the checkpoint's weights encoded the codes (`decode` uses the same).
+    public var weights: CheckpointWeights
     /// The packed indices.
     public var packed: [UInt8]
 
     public init(count: Int, latentHeight: Int, latentWidth: Int, codebookSize: Int, height: Int, width: Int,
-                channels: Int, checkpoint: String, codebookChecksum: UInt64, packed: [UInt8]) {
+                channels: Int, checkpoint: String, codebookChecksum: UInt64, weights: CheckpointWeights = .trained,
+                packed: [UInt8]) {
         self.count = count
         self.latentHeight = latentHeight
         self.latentWidth = latentWidth
@@ -37,6 +42,7 @@ public struct CodeFile: Equatable, Sendable {
         self.channels = channels
         self.checkpoint = checkpoint
         self.codebookChecksum = codebookChecksum
+        self.weights = weights
         self.packed = packed
     }
 
@@ -64,6 +70,7 @@ public struct CodeFile: Equatable, Sendable {
             }
             try file.setAttribute("checkpoint", string: checkpoint)
             try file.setAttribute("codebook_checksum", string: String(codebookChecksum, radix: 16))
+            try file.setAttribute("weights", string: weights.rawValue)
         }
     }
 
@@ -113,9 +120,17 @@ public struct CodeFile: Equatable, Sendable {
             guard let checksum = UInt64(checksumText, radix: 16) else {
                 throw DataError("\(path): codebook_checksum '\(checksumText)' is not a hexadecimal number")
             }
+            var weights = CheckpointWeights.trained
+            if file.hasAttribute("weights") {
+                let name = try file.stringAttribute("weights")
+                guard let known = CheckpointWeights(rawValue: name) else {
+                    throw DataError("\(path): weights '\(name)' is neither 'trained' nor 'ema'")
+                }
+                weights = known
+            }
             return CodeFile(count: count, latentHeight: latentHeight, latentWidth: latentWidth, codebookSize: codebookSize,
                             height: height, width: width, channels: channels, checkpoint: try file.stringAttribute("checkpoint"),
-                            codebookChecksum: checksum, packed: Array(packed.prefix(expected)))
+                            codebookChecksum: checksum, weights: weights, packed: Array(packed.prefix(expected)))
         }
     }
 }

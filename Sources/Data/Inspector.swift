@@ -1,5 +1,6 @@
 import CHDF5
 import Foundation
+import Model
 
 /// Human-readable descriptions of HDF5 files for `vqvae inspect`: an image dataset
 /// (spec/dataset.md), a checkpoint (spec/checkpoint.md) or a code file (`CodeFile`), whichever the
@@ -28,7 +29,8 @@ public enum Inspector {
                 "  \(codes.count) images of H=\(codes.height) W=\(codes.width) C=\(codes.channels), each a latent grid of \(codes.latentHeight)x\(codes.latentWidth) codes",
                 "  codebook size \(codes.codebookSize), \(codes.bitsPerCode) bits per code, \(codes.packed.count) packed bytes ("
                     + String(format: "%.4f", codes.bitsPerPixel) + " bits per pixel)",
-                "  checkpoint: \(codes.checkpoint), codebook checksum \(String(codes.codebookChecksum, radix: 16))"]
+                "  checkpoint: \(codes.checkpoint), codebook checksum \(String(codes.codebookChecksum, radix: 16))"
+                    + (codes.weights == .averaged ? ", encoded with its weight EMA" : "")]
             .joined(separator: "\n")
     }
 
@@ -113,6 +115,13 @@ public enum Inspector {
                 // The learning rate is a float32: printed as Float, not as the Double it widens to.
                 let lr = Float(try file.doubleAttribute("lr", on: "/optimizer"))
                 lines.append("  optimizer: adam t=\(try file.int64Attribute("t", on: "/optimizer")) lr=\(lr)")
+            }
+            let averaged = "/" + WeightAverage.group
+            if file.kind(of: averaged) == .group {
+                lines.append("  weight EMA: decay \(try file.doubleAttribute("decay", on: averaged)), \(try file.int64Attribute("updates", on: averaged)) updates")
+            }
+            if file.hasAttribute("best_metric") {
+                lines.append("  best \(try file.stringAttribute("best_metric")) \(try file.doubleAttribute("best_score")) at step \(try file.int64Attribute("best_step"))")
             }
             var tensors: [String] = []
             collectDatasets(file, group: "/", into: &tensors)

@@ -66,12 +66,17 @@ public final class GradientBuckets {
         try communicator.test(&requests)
     }
 
-    /// Starts what is left, waits for every bucket and scales the sums to means.
-    public func finish() throws {
-        guard communicator.size > 1 else { return }
+    /// Starts what is left, waits for every bucket and scales the sums to means: over the ranks,
+    /// and over `microBatches` when each rank's buffer holds the sum of that many micro-batches'
+    /// gradients (gradient accumulation).
+    public func finish(microBatches: Int = 1) throws {
+        let scale = 1 / Float(communicator.size * microBatches)
+        guard communicator.size > 1 else {
+            if microBatches > 1 { for i in 0..<count { buffer[i] *= scale } }
+            return
+        }
         try ready(from: 0)
         try communicator.wait(&requests)
-        let scale = 1 / Float(communicator.size)
         let sums = sums!
         for i in 0..<count { buffer[i] = sums[i] * scale }
     }

@@ -39,6 +39,13 @@ extension Adam {
     }
 }
 
+extension WeightAverage {
+    /// The averaged weights as a state buffer laid out like the parameters of `model`.
+    public func stateBuffer(for model: VQVAE) -> StateBuffer {
+        StateBuffer(group: Self.group, buffer: values, tensors: model.parameters.slots)
+    }
+}
+
 /// The replicated state of a training run: every value that all ranks hold identically and that
 /// a checkpoint must keep to continue exactly. The buffers are named once (`buffers`); the
 /// broadcast of rank 0's state, the divergence fingerprint and checkpoint writes and reads iterate
@@ -46,27 +53,37 @@ extension Adam {
 public final class TrainingState {
     public let model: VQVAE
     public let optimizer: Adam
+    /// `--weight-ema`: the moving average of the parameters (nil when off).
+    public let weightAverage: WeightAverage?
     /// Optimiser steps completed: the run's position (the data stream's position follows from it
     /// and the sampler).
     public var step = 0
 
-    public init(model: VQVAE, optimizer: Adam) {
+    public init(model: VQVAE, optimizer: Adam, weightAverage: WeightAverage? = nil) {
         precondition(optimizer.firstMoment.count == model.parameters.count, "optimizer and model sizes differ")
+        precondition(weightAverage.map { $0.values.count == model.parameters.count } ?? true, "average and model sizes differ")
         self.model = model
         self.optimizer = optimizer
+        self.weightAverage = weightAverage
     }
 
-    /// The model's state, then the optimiser's moments.
-    public var buffers: [StateBuffer] { model.stateBuffers + optimizer.stateBuffers(for: model) }
+    /// The model's state, then the optimiser's moments, then the weight average (when on).
+    public var buffers: [StateBuffer] {
+        model.stateBuffers + optimizer.stateBuffers(for: model) + (weightAverage.map { [$0.stateBuffer(for: model)] } ?? [])
+    }
 
     /// The gradients of the parameters (not replicated until all-reduced; never checkpointed).
     public var gradients: FloatBuffer { model.parameters.gradients }
 
-    /// The counters beside the buffers: the step and Adam's `t` (which lags the step by the
-    /// updates skipped for non-finite losses).
+    /// The counters beside the buffers: the step, Adam's `t` (which lags the step by the updates
+    /// skipped for non-finite losses) and the weight average's updates (when on).
     public var counters: [Int64] {
-        get { [Int64(step), optimizer.step] }
-        set { step = Int(newValue[0]); optimizer.step = newValue[1] }
+        get { [Int64(step), optimizer.step] + (weightAverage.map { [$0.updates] } ?? []) }
+        set {
+            step = Int(newValue[0])
+            optimizer.step = newValue[1]
+            if let weightAverage { weightAverage.updates = newValue[2] }
+        }
     }
 
     /// FNV-1a over the bit patterns of every state buffer, equal on two ranks exactly when their

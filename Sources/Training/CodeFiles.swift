@@ -16,6 +16,8 @@ public struct EncodeOptions: Sendable {
     public var threads = 1
     /// Replace an existing `out` (atomically).
     public var force = false
+    /// Encode with the checkpoint's trained weights even when it holds a weight EMA (`--raw-weights`).
+    public var rawWeights = false
 
     public init() {}
 }
@@ -62,7 +64,8 @@ public enum CodeFiles {
         try checkWritable(options.out, CodeFileError.self)
         setBLASThreads(options.threads)
         let dataset = try ImageDataset(paths: paths, imagesKey: options.imagesKey)
-        let trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
+        let trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch,
+                                       weights: TrainedModel.weights(raw: options.rawWeights))
         let c = trained.configuration
         guard c.model == .vqvae else {
             throw CodeFileError("\(options.checkpoint) is a --model \(c.model.rawValue) checkpoint; encode needs a VQ-VAE (codes)")
@@ -91,7 +94,8 @@ public enum CodeFiles {
         withExtendedLifetime((images, output)) {}
         let file = CodeFile(count: total, latentHeight: c.latentHeight, latentWidth: c.latentWidth, codebookSize: c.codes,
                             height: c.height, width: c.width, channels: c.channels, checkpoint: trained.path,
-                            codebookChecksum: trained.codebookChecksum, packed: try CodePacking.pack(codes, codes: c.codes))
+                            codebookChecksum: trained.codebookChecksum, weights: trained.weights,
+                            packed: try CodePacking.pack(codes, codes: c.codes))
         try file.write(path: options.out)
         let raw = Double(total * c.height * c.width * c.channels)
         console.info(String(format: "encoded %d images to %@: %d bytes of codes, %.4f bits per pixel (%d bits per code, %dx%d codes per image; %.1fx smaller than 8-bit pixels)",
@@ -110,7 +114,11 @@ public enum CodeFiles {
             try OutputSafety.check(pngOut, flag: "--png-out", inputs: [options.codes, path], force: options.force, CodeFileError.self)
         }
         setBLASThreads(options.threads)
-        let trained = try TrainedModel(checkpoint: path, batch: options.batch)
+        // The weights the codes were encoded with (an older code file: the trained ones).
+        if file.weights == .averaged, !(try Checkpoint.hasWeightAverage(path: path)) {
+            throw CodeFileError("\(options.codes) was encoded with the weight EMA of \(file.checkpoint), but \(path) holds none; pass that checkpoint with --checkpoint")
+        }
+        let trained = try TrainedModel(checkpoint: path, batch: options.batch, weights: .required(file.weights))
         let c = trained.configuration
         guard c.model == .vqvae else { throw CodeFileError("\(path) is not a VQ-VAE checkpoint") }
         guard !c.residual else {
@@ -131,7 +139,8 @@ public enum CodeFiles {
         let images = FloatBuffer(count: file.count * elements)
         indices.withUnsafeBufferPointer { trained.decode(codes: $0.baseAddress!, count: file.count, into: images.pointer) }
         unitPixels(images.pointer, count: file.count * elements)
-        let shape = [file.count, c.height, c.width, c.channels], attributes = ["checkpoint": trained.path, "corrupt": ""]
+        let shape = [file.count, c.height, c.width, c.channels], attributes = ["checkpoint": trained.path, "corrupt": "",
+                                                                      "weights": trained.weights.rawValue]
         switch options.dtype {
         case .float32:
             try OutputFile.writeFloatImages(path: options.out, images: images.pointer, shape: shape, attributes: attributes)

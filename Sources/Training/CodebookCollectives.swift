@@ -5,19 +5,44 @@ import Model
 /// The codebook operations that need the whole global batch: k-means initialisation and
 /// dead-code restart. Rank 0 decides from the encoder outputs gathered from every rank (in rank
 /// order, so the result does not depend on the number of ranks) and broadcasts the codebook.
+///
+/// With gradient accumulation (`microBatches > 1`) the model holds one micro-batch's encoder
+/// outputs at a time, so each micro-batch's are copied into `kept` as its forward pass ends
+/// (`keep(microBatch:)`): the gathered batch is then the whole global batch in its usual order,
+/// whatever `W` and `microBatches` are.
 final class CodebookCollectives {
     let model: VQVAE
     let communicator: Communicator
     let globalBatchSize: Int
     let localBatchSize: Int
+    let microBatches: Int
     let seed: UInt64
 
-    init(model: VQVAE, communicator: Communicator, globalBatchSize: Int, localBatchSize: Int, seed: UInt64) {
+    init(model: VQVAE, communicator: Communicator, globalBatchSize: Int, localBatchSize: Int, microBatches: Int = 1,
+         seed: UInt64) {
+        precondition(microBatches >= 1 && localBatchSize % microBatches == 0, "the share is not split into equal micro-batches")
         self.model = model
         self.communicator = communicator
         self.globalBatchSize = globalBatchSize
         self.localBatchSize = localBatchSize
+        self.microBatches = microBatches
         self.seed = seed
+    }
+
+    var microBatchSize: Int { localBatchSize / microBatches }
+
+    /// Floats of one micro-batch's encoder outputs.
+    private var microLatentCount: Int { microBatchSize * model.latentCount * model.configuration.codeDimension }
+
+    /// With micro-batches: this rank's encoder outputs of the whole share, `[G/W*h*w, D]`, filled
+    /// micro-batch by micro-batch; allocated once, when first needed.
+    private lazy var kept = FloatBuffer(count: microBatches > 1 ? localBatchSize * model.latentCount * model.configuration.codeDimension : 0)
+
+    /// Copies the encoder outputs of micro-batch `m` (what the model holds after its forward pass)
+    /// to their place in this rank's share. Nothing to do without micro-batches.
+    func keep(microBatch m: Int) {
+        guard microBatches > 1 else { return }
+        (kept.pointer + m * microLatentCount).update(from: model.quantizerInput, count: microLatentCount)
     }
 
     /// On rank 0, the encoder outputs `z` of the whole global batch (`[G*h*w, D]`); allocated once,
@@ -30,7 +55,7 @@ final class CodebookCollectives {
     private func gatherGlobalLatents() throws -> FloatBuffer {
         let perRank = localBatchSize * model.latentCount * model.configuration.codeDimension
         let all = globalLatents
-        try communicator.gather(model.quantizerInput, count: perRank, into: all.pointer)
+        try communicator.gather(microBatches > 1 ? kept.pointer : model.quantizerInput, count: perRank, into: all.pointer)
         return all
     }
 
@@ -40,7 +65,12 @@ final class CodebookCollectives {
     /// (the codes past them start unused).
     @discardableResult
     func initializeWithKMeans(firstBatch: PreparedBatch, iterations: Int) throws -> Int {
-        model.encode(images: firstBatch.input, masks: firstBatch.masks, batch: localBatchSize)
+        let pixels = model.configuration.height * model.configuration.width
+        for m in 0..<microBatches {
+            model.encode(images: firstBatch.input + m * microBatchSize * model.imageCount,
+                         masks: firstBatch.masks.map { $0 + m * microBatchSize * pixels }, batch: microBatchSize)
+            keep(microBatch: m)
+        }
         let vectorCount = globalBatchSize * model.latentCount
         guard let quantizer = model.quantizer else {
             throw TrainingError("--kmeans-init initialises a codebook; --model \(model.configuration.model.rawValue) has none")

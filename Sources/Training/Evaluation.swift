@@ -23,6 +23,8 @@ public struct EvaluationOptions: Sendable {
     /// Replace an existing `reconstructionsOut` or `gridOut`.
     public var force = false
     public var threads = 1
+    /// Evaluate the checkpoint's trained weights even when it holds a weight EMA (`--raw-weights`).
+    public var rawWeights = false
 
     public init() {}
 }
@@ -84,6 +86,8 @@ public struct EvaluationReport: Sendable {
     /// The corruption the model was trained on, as its checkpoint records it ("" for none).
     public var trainedCorrupt: String
     public var codes: Int
+    /// The weights evaluated: the weight EMA (`ema`) or the trained weights.
+    public var weights: CheckpointWeights = .trained
 
     /// The `--json` object.
     public var json: [String: Any] {
@@ -92,7 +96,7 @@ public struct EvaluationReport: Sendable {
             "images": figures.images, "model": model.rawValue, "checkpoint": checkpoint,
             "perplexity": codebook.map { $0.perplexity as Any } ?? NSNull(),
             "codes_used": codebook.map { $0.codesUsed as Any } ?? NSNull(),
-            "corrupt": corrupt, "trained_corrupt": trainedCorrupt,
+            "corrupt": corrupt, "trained_corrupt": trainedCorrupt, "weights": weights.rawValue,
         ]
         if !corrupt.isEmpty {
             result["input_psnr"] = figures.inputPSNR
@@ -121,7 +125,7 @@ public struct EvaluationReport: Sendable {
     /// The human-readable table.
     public var lines: [String] {
         func row(_ name: String, _ text: String) -> String { name.padding(toLength: 14, withPad: " ", startingAt: 0) + text }
-        var lines = ["vqvae eval: \(checkpoint) on \(figures.images) images (\(model.rawValue))"]
+        var lines = ["vqvae eval: \(checkpoint) on \(figures.images) images (\(model.rawValue)\(weights == .averaged ? ", weight EMA" : ""))"]
         if let damageLine { lines.append(damageLine) }
         lines += [row("MSE", String(format: "%.6f", figures.meanSquaredError)),
                      row("PSNR (dB)", String(format: "%.2f", figures.psnr)),
@@ -156,7 +160,8 @@ public enum Evaluation {
         let files = try expandGlobs(options.data)
         try checkOutputs(options, inputs: files + [options.checkpoint], communicator: communicator)
         let dataset = try ImageDataset(paths: files, imagesKey: options.imagesKey)
-        let trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
+        let trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch,
+                                       weights: TrainedModel.weights(raw: options.rawWeights))
         try trained.checkImageSize(height: dataset.height, width: dataset.width, channels: dataset.channels,
                                    source: "--data")
         let c = trained.configuration
@@ -188,7 +193,8 @@ public enum Evaluation {
             try communicator.gather(kept.pointer, count: share.count * elements, counts: sizes, into: all.pointer)
             if communicator.isRoot {
                 try OutputFile.writeFloatImages(path: reconstructionsOut, images: all.pointer, shape: [total, c.height, c.width, c.channels],
-                                                attributes: ["checkpoint": trained.path, "corrupt": corruptions.description])
+                                                attributes: ["checkpoint": trained.path, "corrupt": corruptions.description,
+                                                             "weights": trained.weights.rawValue])
             }
             withExtendedLifetime(all) {}
         }
@@ -201,7 +207,8 @@ public enum Evaluation {
                                        inputPSNR: figures.inputPSNR, inputSSIM: figures.inputSSIM, images: total),
             codebook: c.model == .vqvae ? CodebookUsage(counts: counts.pointer, count: counts.count) : nil,
             bitsPerPixel: trained.bitsPerPixel, model: c.model, checkpoint: trained.path,
-            corrupt: corruptions.isEmpty ? "" : options.corrupt, trainedCorrupt: trained.run.data.corrupt, codes: c.codes)
+            corrupt: corruptions.isEmpty ? "" : options.corrupt, trainedCorrupt: trained.run.data.corrupt, codes: c.codes,
+            weights: trained.weights)
     }
 
     /// Refuses, before any work, an output that is one of `inputs` or that exists already (without

@@ -20,6 +20,8 @@ public struct ProbeOptions: Sendable {
     /// Use only the first N images of each dataset (0 = all).
     public var limit = 0
     public var threads = 1
+    /// Use the checkpoint's trained weights even when it holds a weight EMA (`--raw-weights`).
+    public var rawWeights = false
 
     public init() {}
 }
@@ -66,7 +68,7 @@ public struct LinearProbe {
         let o = options
         guard o.epochs >= 1, o.batch >= 1, o.limit >= 0 else { throw ProbeError("--epochs and --batch must be at least 1, --limit not negative") }
         setBLASThreads(o.threads)
-        let trained = try TrainedModel(checkpoint: o.checkpoint, batch: o.batch)
+        let trained = try TrainedModel(checkpoint: o.checkpoint, batch: o.batch, weights: TrainedModel.weights(raw: o.rawWeights))
         let (trainFeatures, trainLabels) = try features(trained, path: o.train, flag: "--train")
         let (testFeatures, testLabels) = try features(trained, path: o.test, flag: "--test")
         let classes = Int((trainLabels + testLabels).max() ?? 0) + 1

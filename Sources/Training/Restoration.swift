@@ -42,6 +42,8 @@ public struct RestoreOptions: Sendable {
     /// (restore from the latent, or the codes, alone) to 1 (trust the input's detail fully); nil:
     /// the top of the model's training range.
     public var fidelity: Double?
+    /// Use the checkpoint's trained weights even when it holds a weight EMA (`--raw-weights`).
+    public var rawWeights = false
 
     public init() {}
 }
@@ -124,7 +126,8 @@ public final class Restoration {
             if inputKind != .folder { try checkWritable(path, RestorationError.self) }
         }
         setBLASThreads(options.threads)
-        trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch)
+        trained = try TrainedModel(checkpoint: options.checkpoint, batch: options.batch,
+                                   weights: TrainedModel.weights(raw: options.rawWeights))
         let c = trained.configuration
         if let fidelity = options.fidelity {
             guard c.skips else {
@@ -154,6 +157,7 @@ public final class Restoration {
         if trained.configuration.maskChannel && options.mask == nil && !marksHoles {
             console.warning("\(options.checkpoint) fills the pixels a mask marks as missing and keeps all others (--mask-channel); without --mask MASK.png (or --corrupt with mask or holes) nothing is missing and the output is the input")
         }
+        if !trained.weightsNote.isEmpty { console.info("restoring with \(trained.weightsNote)") }
     }
 
     enum Kind { case hdf5, image, folder }

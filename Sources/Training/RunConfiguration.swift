@@ -47,6 +47,10 @@ public struct RunConfiguration: Codable, Sendable {
         public var cropsPerImage: Int?
         /// What identifies the data (nil in checkpoints written before it was recorded).
         public var identity: DatasetIdentity?
+        /// `--accumulate`: micro-batches per rank and step of the run that wrote the checkpoint
+        /// (nil in older files: 1). Like the number of ranks it changes only the summation order,
+        /// so a resume may give another value; without one it keeps this.
+        public var accumulate: Int?
     }
     /// The codebook controls that change how training proceeds.
     public struct CodebookControls: Codable, Equatable, Sendable {
@@ -68,6 +72,12 @@ public struct RunConfiguration: Codable, Sendable {
     /// Nil in checkpoints written before the controls were recorded; a resume then takes them
     /// from its options.
     public var codebook: CodebookControls?
+    /// `--weight-ema`: the decay of the moving average of the parameters (nil: off). A resume
+    /// keeps it.
+    public var weightEma: Double?
+
+    /// Micro-batches per rank and step.
+    public var microBatches: Int { data.accumulate ?? 1 }
 
     /// A fresh run's configuration from `options` and the data it reads.
     /// (`data.identity` is filled in by the trainer once the data is known to fit in memory.)
@@ -84,10 +94,12 @@ public struct RunConfiguration: Codable, Sendable {
                             shuffle: options.shuffle, datasetSize: dataset.count, tail: options.tail.rawValue,
                             corrupt: corruptions.description, crop: options.crop,
                             augment: options.crop == nil ? nil : options.augment.rawValue,
-                            cropsPerImage: options.crop == nil ? nil : options.cropsPerImage, identity: nil)
+                            cropsPerImage: options.crop == nil ? nil : options.cropsPerImage, identity: nil,
+                            accumulate: options.accumulate)
         seed = options.seed
         steps = options.steps
         codebook = CodebookControls(options, model: model)
+        weightEma = options.weightEMA
     }
 
     public func json() -> String {
@@ -159,6 +171,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--kmeans-iterations", "\(options.kmeansIterations)", "\(controls.kmeansIterations)"),
             ("--dead-code-threshold", "\(options.deadCodeThreshold ?? 0)", "\(controls.deadCodeThreshold)"),
             ("--codebook-init", options.codebookInit.rawValue, controls.kmeansInit ? "kmeans" : "sonnet"),
+            ("--weight-ema", options.weightEMA.map { "\($0)" } ?? "", weightEma.map { "\($0)" } ?? "(off)"),
         ]
         if options.given("--residual") { checks.append(("--residual", "", model.residual ? "" : "(off)")) }
         if options.given("--skips") { checks.append(("--skips", "", model.skips ? "" : "(off)")) }
@@ -179,6 +192,7 @@ public struct RunConfiguration: Codable, Sendable {
         if options.given("--lr") { next.optimizer.lr = options.lr }
         next.codebook = controls
         next.steps = options.steps
+        next.data.accumulate = options.given("--accumulate") ? options.accumulate : microBatches
         return next
     }
 }
@@ -218,6 +232,8 @@ extension TrainingOptions {
         o.crop = data.crop
         o.augment = data.augment.flatMap(Augmentation.init(rawValue:)) ?? .none
         o.cropsPerImage = data.cropsPerImage ?? 1
+        o.accumulate = configuration.microBatches
+        o.weightEMA = configuration.weightEma
         o.seed = configuration.seed
         o.steps = configuration.steps
         let controls = configuration.codebook ?? RunConfiguration.CodebookControls(self, model: configuration.model)

@@ -4,16 +4,32 @@ import Model
 
 /// A model read from a checkpoint, for the commands that apply it (`eval`, `restore`, `encode`,
 /// `decode`, `probe`). Images go in and come out in the model's normalised space (`p - 0.5`).
+///
+/// Which weights: a checkpoint of a run with `--weight-ema` holds the trained parameters and their
+/// moving average; the average is what these commands use unless told otherwise (`--raw-weights`),
+/// as validation during training does. A checkpoint without one has only the trained weights.
 public final class TrainedModel {
+    /// Which weights to load.
+    public enum Weights: Sendable {
+        /// The weight average when the checkpoint holds one, the trained weights otherwise.
+        case preferAveraged
+        /// The trained weights (`--raw-weights`).
+        case trained
+        /// Exactly these (`decode` takes what its code file was encoded with).
+        case required(CheckpointWeights)
+    }
+
     public let path: String
     public let run: RunConfiguration
     public let model: VQVAE
+    /// The weights loaded: `.averaged` (the weight EMA) or `.trained`.
+    public let weights: CheckpointWeights
 
     public var configuration: ModelConfiguration { model.configuration }
     var imageElements: Int { model.imageCount }
     var batch: Int { model.maxBatch }
 
-    public init(checkpoint path: String, batch: Int) throws {
+    public init(checkpoint path: String, batch: Int, weights choice: Weights = .preferAveraged) throws {
         guard batch >= 1 else { throw ModelLoadError("--batch must be at least 1 (got \(batch))") }
         var isFolder: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isFolder), !isFolder.boolValue else {
@@ -22,7 +38,23 @@ public final class TrainedModel {
         self.path = path
         run = try RunConfiguration.decode(try Checkpoint.configuration(path: path), path: path)
         model = try VQVAE(configuration: run.model, maxBatch: batch)
-        _ = try Checkpoint.load(path: path, into: model, optimizer: nil)
+        switch choice {
+        case .preferAveraged: weights = try Checkpoint.hasWeightAverage(path: path) ? .averaged : .trained
+        case .trained: weights = .trained
+        case .required(let required): weights = required
+        }
+        _ = try Checkpoint.load(path: path, into: model, optimizer: nil, weights: weights)
+    }
+
+    /// How `--raw-weights` chooses.
+    public static func weights(raw: Bool) -> Weights { raw ? .trained : .preferAveraged }
+
+    /// Names the weights in messages: "" for a checkpoint's only weights, otherwise which of two.
+    var weightsNote: String {
+        switch weights {
+        case .averaged: return "its weight EMA (--raw-weights for the trained weights)"
+        case .trained: return run.weightEma != nil ? "its trained weights, not its weight EMA" : ""
+        }
     }
 
     /// Checks that images of `height x width x channels` are what the model was trained on.

@@ -46,9 +46,15 @@ public final class Trainer {
     /// The options this run trains with: `options` with the stored settings of a resumed run and
     /// every derived default resolved (`TrainingOptions.resolved(by:)`).
     public var resolvedOptions: TrainingOptions { options.resolved(by: configuration) }
+    /// `--keep-best`: the metric, and the best score so far with its step (rank 0; restored from
+    /// the resumed checkpoint).
+    let bestMetric: BestMetric?
+    public private(set) var best: BestScore?
 
     public var model: VQVAE { state.model }
     var globalBatchSize: Int { configuration.data.globalBatchSize }
+    /// `--accumulate`: micro-batches per rank and step.
+    var microBatches: Int { configuration.microBatches }
     /// The run's codebook controls: stored in the checkpoint, so a resume keeps them.
     var controls: RunConfiguration.CodebookControls { configuration.codebook ?? .init(options, model: configuration.model) }
     var seed: UInt64 { configuration.seed }
@@ -71,6 +77,9 @@ public final class Trainer {
         public var checkpoint: String
         /// Whether a signal or the time budget ended the run early.
         public var stoppedEarly: Bool
+        /// `--keep-best`: the best validation score so far and its step (rank 0; nil elsewhere and
+        /// before the first validation).
+        public var best: BestScore?
     }
 
     public init(options: TrainingOptions, communicator: Communicator, console: Console) throws {
@@ -82,6 +91,7 @@ public final class Trainer {
         self.options = options
         self.communicator = communicator
         self.console = console
+        bestMetric = options.keepBest.flatMap(BestMetric.init(rawValue:))
         setBLASThreads(options.threads)
         checkpointDirectory = options.out + "/checkpoints"
         metricsPath = options.out + "/metrics.jsonl"
@@ -133,6 +143,11 @@ public final class Trainer {
             configuration = RunConfiguration(options: options, files: files, dataset: dataset, corruptions: parsedCorruptions)
         }
         let settings = configuration
+        let split = settings.data.globalBatchSize, ranks = communicator.size, micro = settings.microBatches
+        if micro > 1 && split % (ranks * micro) != 0 {
+            // Every rank finds this alike: one line, from rank 0.
+            throw CollectiveError("--global-batch-size \(split) is not divisible by \(ranks) rank(s) x --accumulate \(micro) = \(ranks * micro) micro-batches; choose a multiple of \(ranks * micro)")
+        }
         if crop != nil && dataset.count < settings.data.globalBatchSize {
             throw TrainingError("--data holds \(files.count) images and \(dataset.count) crops per epoch, fewer than one global batch of \(settings.data.globalBatchSize); take several crops of every image with --crops-per-image K (e.g. \((settings.data.globalBatchSize + files.count - 1) / files.count * 4)) or lower --global-batch-size")
         }
@@ -169,11 +184,13 @@ public final class Trainer {
             throw TrainingError("--kmeans-init initialises a codebook; " + (settings.model.model == .vqvae ? "--quantizer \(settings.model.quantizer.rawValue)" : "--model \(settings.model.model.rawValue)") + " has none")
         }
         corruptions = try CorruptionPipeline(spec: settings.data.corrupt)
-        let model = try VQVAE(configuration: settings.model, maxBatch: sampler.localBatchSize)
+        // With --accumulate the model holds one micro-batch: G/(W N) images.
+        let model = try VQVAE(configuration: settings.model, maxBatch: sampler.localBatchSize / micro)
         let o = settings.optimizer
         state = TrainingState(model: model, optimizer: Adam(count: model.parameters.count, learningRate: o.lr, beta1: o.beta1,
                                                             beta2: o.beta2, epsilon: o.eps, weightDecay: o.weightDecay,
-                                                            decoupled: o.decoupled))
+                                                            decoupled: o.decoupled),
+                              weightAverage: settings.weightEma.map { WeightAverage(decay: $0, count: model.parameters.count) })
     }
 
     /// What identifies `dataset`; on resume, first refuses data other than the checkpoint's
@@ -265,8 +282,9 @@ public final class Trainer {
         }
     }
 
-    /// Rank 0 writes the checkpoint of the current state; returns its path there (nil elsewhere).
-    func writeCheckpoint() throws -> String? {
+    /// Rank 0 writes the checkpoint of the current state (as `name`, default `step-XXXXXXXX.h5`);
+    /// returns its path there (nil elsewhere).
+    func writeCheckpoint(name: String? = nil) throws -> String? {
         guard communicator.isRoot else { return nil }
         let step = state.step
         let samplesSeen = Int64(step) * Int64(globalBatchSize)
@@ -278,10 +296,11 @@ public final class Trainer {
                    "wrap": sampler.tail == .wrap ? 1 : 0,
                    "samples_seen": samplesSeen, "epoch": epoch, "dataset_size": Int64(dataset.count),
                    "global_batch_size": Int64(globalBatchSize)],
-            elapsedSeconds: elapsedBefore + (trainingStart > 0 ? monotonicSeconds() - trainingStart : 0))
+            elapsedSeconds: elapsedBefore + (trainingStart > 0 ? monotonicSeconds() - trainingStart : 0), best: best)
         watchdog?.enter("writing the checkpoint", step: step)
-        let path = try Checkpoint.write(directory: checkpointDirectory, model: state.model, optimizer: state.optimizer,
-                                        state: metadata, halfWritten: { self.faults?.sleep(.sleepInCheckpointWrite, step: step) })
+        let path = try Checkpoint.write(directory: checkpointDirectory, name: name, model: state.model, optimizer: state.optimizer,
+                                        weightAverage: state.weightAverage, state: metadata,
+                                        halfWritten: { self.faults?.sleep(.sleepInCheckpointWrite, step: step) })
         if options.keep > 0 { pruneCheckpoints(keeping: options.keep) }
         return path
     }
@@ -291,9 +310,17 @@ public final class Trainer {
     func startState() throws {
         if communicator.isRoot {
             if let resumePath {
-                let loaded = try Checkpoint.load(path: resumePath, into: state.model, optimizer: state.optimizer)
+                let loaded = try Checkpoint.load(path: resumePath, into: state.model, optimizer: state.optimizer,
+                                                 weightAverage: state.weightAverage)
                 state.step = Int(loaded.step)
                 elapsedBefore = loaded.elapsedSeconds
+                if let bestMetric, let saved = loaded.best {
+                    if saved.metric == bestMetric.rawValue {
+                        best = saved
+                    } else {
+                        console.warning("\(resumePath) kept the best \(saved.metric) (step \(saved.step)); --keep-best \(bestMetric.rawValue) starts its own, and the next validation replaces \(checkpointDirectory)/\(Checkpoint.bestFileName)")
+                    }
+                }
                 console.info("resuming from \(resumePath) at step \(loaded.step) (samples_seen \(loaded.samplesSeen), written by \(loaded.worldSize) rank(s))")
             } else {
                 state.model.initialize(seed: seed)
@@ -312,7 +339,7 @@ public final class Trainer {
         let firstStep = state.step
         var summary = Summary(firstStep: firstStep, lastStep: firstStep,
                               finalLoss: Losses(reconstruction: .nan, commitment: .nan, total: .nan), skippedSteps: 0,
-                              restartedCodes: 0, validation: nil, checkpoint: "", stoppedEarly: false)
+                              restartedCodes: 0, validation: nil, checkpoint: "", stoppedEarly: false, best: best)
         if resuming && firstStep >= options.steps {
             console.info("the checkpoint is already at step \(firstStep) and --steps \(options.steps) is the run's total: nothing to train; ask for more (e.g. --steps \(firstStep + 1000)) to continue")
             return summary
@@ -328,7 +355,7 @@ public final class Trainer {
                                          masks: model.configuration.maskChannel)
         defer { prefetcher.stop() }
         let codebook = CodebookCollectives(model: model, communicator: communicator, globalBatchSize: globalBatchSize,
-                                           localBatchSize: sampler.localBatchSize, seed: seed)
+                                           localBatchSize: sampler.localBatchSize, microBatches: microBatches, seed: seed)
         let c0 = model.configuration
         if controls.kmeansInit && !resuming {
             let placed = try codebook.initializeWithKMeans(firstBatch: try prefetcher.batch(step: 0), iterations: controls.kmeansIterations)
@@ -337,6 +364,9 @@ public final class Trainer {
                     + (controls.deadCodeThreshold > 0 ? " and are re-seeded by dead-code restart" : " (raise --global-batch-size, lower --codes or keep dead-code restart on)"))
             }
         }
+        // The weight average of a fresh run starts at the weights it trains from (the k-means
+        // codebook of --codebook grad included); its first update replaces them (WeightAverage).
+        if !resuming { state.weightAverage?.reset(to: model.parameters.values) }
 
         let c = model.configuration
         let what = (dataset as? CroppedImages).map { cropped in
@@ -352,7 +382,9 @@ public final class Trainer {
             + (c.residual ? "residual\(c.detailLayers > 0 ? " with \(c.detailLayers) detail layers of \(c.detailChannels)" : ""); " : "")
             + (c.skips ? "U-Net skips (weight \(c.skipWeightDescription)); " : "")
             + (c.maskChannel ? "mask channel; " : "")
-            + "\(communicator.size) rank(s) x batch \(sampler.localBatchSize); BLAS \(blasCoreName())")
+            + "\(communicator.size) rank(s) x batch \(sampler.localBatchSize)"
+            + (microBatches > 1 ? " (\(microBatches) micro-batches of \(sampler.localBatchSize / microBatches))" : "")
+            + (state.weightAverage.map { "; weight EMA \($0.decay)" } ?? "") + "; BLAS \(blasCoreName())")
         if options.steps == 0 {
             if let path = try writeCheckpoint() { console.info("checkpoint: \(path)"); summary.checkpoint = path }
             return summary
@@ -364,6 +396,10 @@ public final class Trainer {
         runner.faults = faults
         runner.schedule = configuration.optimizer.schedule
         runner.clipNorm = configuration.optimizer.clipGradNorm ?? 0
+        if microBatches > 1 && controls.deadCodeThreshold > 0 {
+            // Dead-code restart draws from the whole global batch's encoder outputs.
+            runner.afterMicroBatchForward = { codebook.keep(microBatch: $0) }
+        }
         let metrics = try MetricsLog(path: communicator.isRoot ? metricsPath : nil)
 
         let start = monotonicSeconds()
@@ -379,7 +415,7 @@ public final class Trainer {
             }
             let done = step + 1
             let outcome = try runner.run(input: batch.input, masks: batch.masks, target: batch.target, batch: local, number: done,
-                                         skipNonFinite: options.skipNonFinite,
+                                         microBatches: microBatches, skipNonFinite: options.skipNonFinite,
                                          stopRequested: StopRequest.received || budgetReached(since: start))
             let loss = outcome.loss, stopping = outcome.stopRequested
             let statistics = model.quantizer?.batchStatistics
@@ -420,6 +456,7 @@ public final class Trainer {
             if validationSet != nil && (done % options.validationEvery == 0 || last) {
                 watchdog?.enter("validation", step: done)
                 summary.validation = try validate(step: done, metrics: metrics)
+                summary.best = best
             }
             if options.sampleEvery > 0 && (done % options.sampleEvery == 0 || last) {
                 watchdog?.enter("writing samples", step: done)
@@ -463,14 +500,26 @@ public final class Trainer {
         options.timeBudget > 0 && monotonicSeconds() - start >= options.timeBudget
     }
 
+    /// Runs `body` with the weight average in the model's parameters when there is one (exchanged
+    /// in and back out exactly), with the trained weights otherwise.
+    func withEvaluatedWeights<T>(_ body: () throws -> T) rethrows -> T {
+        guard let average = state.weightAverage else { return try body() }
+        average.exchange(with: model.parameters.values)
+        defer { average.exchange(with: model.parameters.values) }
+        return try body()
+    }
+
     /// `--val`: every rank evaluates its share of the first `--val-limit` images (damaged by the
-    /// training corruptions, keyed by the run's seed); rank 0 logs the reduced figures.
+    /// training corruptions, keyed by the run's seed) with the weight average when there is one;
+    /// rank 0 logs the reduced figures. With `--keep-best`, a score better than every earlier one
+    /// makes rank 0 write `best.h5`.
     func validate(step: Int, metrics: MetricsLog) throws -> EvaluationFigures? {
         guard let validationSet else { return nil }
         let total = options.validationLimit > 0 ? min(options.validationLimit, validationSet.count) : validationSet.count
         let share = shard(total, rank: communicator.rank, size: communicator.size)
-        let figures = try measureImages(model: model, dataset: validationSet, range: share, corruptions: corruptions, seed: seed)
-            .sums.reduced(communicator)
+        let figures = try withEvaluatedWeights {
+            try measureImages(model: model, dataset: validationSet, range: share, corruptions: corruptions, seed: seed)
+        }.sums.reduced(communicator)
         var record: [String: Any] = ["step": step, "val_mse": figures.meanSquaredError, "val_psnr": figures.psnr,
                                      "val_ssim": figures.ssim, "val_images": total]
         var line = String(format: "val step %d: mse %.5f  psnr %.2f dB  ssim %.4f", step, figures.meanSquaredError, figures.psnr, figures.ssim)
@@ -480,6 +529,20 @@ public final class Trainer {
             line += String(format: "  (damaged input: psnr %.2f dB  ssim %.4f)", figures.inputPSNR, figures.inputSSIM)
         }
         console.info(line + " on \(total) images")
+        if let bestMetric, communicator.isRoot {
+            let score = bestMetric.score(figures)
+            if best.map({ bestMetric.improves(score, on: $0.score) }) ?? score.isFinite {
+                best = BestScore(metric: bestMetric.rawValue, score: score, step: Int64(step))
+                if let path = try writeCheckpoint(name: Checkpoint.bestFileName) {
+                    console.info("best \(bestMetric.rawValue) so far (\(score)): \(path)")
+                }
+            }
+            if let best {
+                record["best_metric"] = best.metric
+                record["best_score"] = best.score
+                record["best_step"] = Int(best.step)
+            }
+        }
         try metrics.append(record)
         return figures
     }
@@ -489,13 +552,15 @@ public final class Trainer {
     func writeSamples(step: Int) throws {
         guard communicator.isRoot else { return }
         let source = validationSet ?? dataset
-        let count = min(8, source.count, model.maxBatch)
+        let count = min(8, source.count, sampler.localBatchSize)
         let folder = options.out + "/samples"
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         var rows: [[PNGImage]] = []
-        _ = try measureImages(model: model, dataset: source, range: 0..<count, corruptions: corruptions, seed: seed) {
-            _, n, clean, damaged, output in
-            rows += try gridRows(clean: clean, damaged: damaged, output: output, count: n, configuration: model.configuration)
+        _ = try withEvaluatedWeights {
+            try measureImages(model: model, dataset: source, range: 0..<count, corruptions: corruptions, seed: seed) {
+                _, n, clean, damaged, output in
+                rows += try gridRows(clean: clean, damaged: damaged, output: output, count: n, configuration: model.configuration)
+            }
         }
         let name = String(Checkpoint.fileName(step: Int64(step)).dropLast(3)) + ".png"
         try ImageGrid.compose(rows: rows).write(to: folder + "/" + name)

@@ -20,6 +20,10 @@ public struct TrainingOptions: Sendable {
     /// The total number of optimiser steps of the run.
     public var steps = 1000
     public var globalBatchSize = 32
+    /// `--accumulate N`: micro-batches per rank and step; each rank's `G/W` images are run as `N`
+    /// micro-batches of `G/(W N)` and their gradients summed before the one all-reduce of the
+    /// step, so the model's buffers hold `G/(W N)` images.
+    public var accumulate = 1
     public var lr: Float = 3e-4
     public var beta1 = 0.9
     public var beta2 = 0.999
@@ -85,6 +89,11 @@ public struct TrainingOptions: Sendable {
     /// On resume, continue although the data differs from what the checkpoint records.
     public var allowOtherData = false
     public var keep = 0
+    /// `--keep-best METRIC` (`val_psnr`, `val_ssim`, `val_mse`): keep `<out>/checkpoints/best.h5`,
+    /// the checkpoint of the best validation score so far (nil: off).
+    public var keepBest: String?
+    /// `--weight-ema DECAY`: keep a moving average of the parameters (nil: off).
+    public var weightEMA: Double?
     public var threads = 1
     public var bucketMegabytes = 1.0
     public var syncCheckEvery = 100
@@ -106,6 +115,15 @@ public struct TrainingOptions: Sendable {
         try check(!out.isEmpty, "give an output folder with --out DIR")
         try check(steps >= 0, "--steps must not be negative")
         try check(globalBatchSize >= 1, "--global-batch-size must be at least 1")
+        try check(accumulate >= 1, "--accumulate must be at least 1 (got \(accumulate))")
+        if let weightEMA {
+            try check(weightEMA > 0 && weightEMA < 1, "--weight-ema must be a decay in (0, 1), e.g. 0.999 (got \(weightEMA))")
+        }
+        if let keepBest {
+            try check(BestMetric(rawValue: keepBest) != nil,
+                      "--keep-best takes \(BestMetric.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(keepBest)')")
+            try check(validationData != nil, "--keep-best \(keepBest) needs --val FILE: it keeps the checkpoint of the best validation score")
+        }
         try check(lr > 0 && lr.isFinite, "--lr must be a positive number")
         try check(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "--beta1 and --beta2 must be in [0, 1)")
         try check(adamEpsilon > 0, "--adam-eps must be positive")
@@ -150,4 +168,28 @@ public struct TrainingOptions: Sendable {
     }
 
     func given(_ flag: String) -> Bool { givenFlags.contains(flag) }
+}
+
+/// What `--keep-best` ranks checkpoints by: a validation figure, higher or lower being better.
+public enum BestMetric: String, Sendable, CaseIterable {
+    case valPSNR = "val_psnr"
+    case valSSIM = "val_ssim"
+    case valMSE = "val_mse"
+
+    /// The figure of a validation.
+    public func score(_ figures: EvaluationFigures) -> Double {
+        switch self {
+        case .valPSNR: return figures.psnr
+        case .valSSIM: return figures.ssim
+        case .valMSE: return figures.meanSquaredError
+        }
+    }
+
+    /// Whether `score` beats `best` (strictly: of equal scores the earlier is kept; NaN never wins).
+    public func improves(_ score: Double, on best: Double) -> Bool {
+        switch self {
+        case .valPSNR, .valSSIM: return score > best
+        case .valMSE: return score < best
+        }
+    }
 }

@@ -29,6 +29,23 @@ struct StepReduction {
         (total, reconstruction, commitment, kl, stopRequests) = (flat[0], flat[1], flat[2], flat[3], flat[4])
     }
 
+    /// Adds one micro-batch's losses.
+    mutating func add(_ losses: Losses) {
+        total += losses.total
+        reconstruction += losses.reconstruction
+        commitment += losses.commitment
+        kl += losses.kl
+    }
+
+    /// The losses divided by `count` equal micro-batches: this rank's mean over its share (the
+    /// stop flag is kept as it is).
+    func averaged(over count: Int) -> StepReduction {
+        var mean = self
+        let n = Double(count)
+        (mean.total, mean.reconstruction, mean.commitment, mean.kl) = (total / n, reconstruction / n, commitment / n, kl / n)
+        return mean
+    }
+
     /// The losses averaged over `world` ranks.
     func averageLosses(over world: Int) -> Losses {
         let w = Double(world)
@@ -115,43 +132,79 @@ final class TrainingStep {
         state.model.resetTimes()
     }
 
+    /// Called after the forward pass of each micro-batch with its number (`0..<microBatches`), while
+    /// the model's activations (its encoder outputs `latent`) are that micro-batch's.
+    var afterMicroBatchForward: ((Int) -> Void)?
+
     /// Trains step `number` (1-based, for messages) on this rank's `input` and `target` (and, for
-    /// mask-aware models, `masks`).
-    func run(input: UnsafePointer<Float>, masks: UnsafePointer<Float>? = nil, target: UnsafePointer<Float>, batch: Int, number: Int,
-             skipNonFinite: Bool, stopRequested: Bool = false) throws -> Outcome {
+    /// mask-aware models, `masks`), `batch` images, as `microBatches` micro-batches of
+    /// `batch / microBatches` images (gradient accumulation): the gradients of the micro-batches'
+    /// mean losses and their codebook statistics are summed on the rank, all-reduced once, and the
+    /// summed gradient divided by `W * microBatches`, so the update is the whole global batch's up
+    /// to summation order. Only the last micro-batch's backward pass overlaps the all-reduce of the
+    /// gradient buckets. Image `i` of micro-batch `m` is image
+    /// `rank * batch + m * (batch / microBatches) + i` of the global batch, which keys its VAE
+    /// noise and skip weight, so neither depends on `W` or on `microBatches`.
+    func run(input: UnsafePointer<Float>, masks: UnsafePointer<Float>? = nil, target: UnsafePointer<Float>, batch: Int,
+             number: Int, microBatches: Int = 1, skipNonFinite: Bool, stopRequested: Bool = false) throws -> Outcome {
         let model = state.model
+        precondition(microBatches >= 1 && batch % microBatches == 0, "\(batch) images are not \(microBatches) equal micro-batches")
         watchdog?.enter("the forward and backward pass", step: number)
         model.parameters.zeroGradients()
-        let noise = NoiseKey(seed: seed, step: UInt64(number), firstImage: communicator.rank * batch)
-        let losses = model.forward(images: input, masks: masks, targets: target, batch: batch, training: true, noise: noise)
-        faults?.sleep(.sleepInStep, step: number)
-        // What the forward pass produced for the reductions starts on its way now.
-        forwardRequests.removeAll(keepingCapacity: true)
-        if let statistics = model.quantizer?.batchStatistics, communicator.size > 1 {
-            // From a copy, not in place, for the same reason as the gradient buckets' sums.
-            let copy = statisticsCopy(count: statistics.count)
-            copy.update(from: statistics.pointer, count: statistics.count)
-            forwardRequests.append(try communicator.startAllReduceSum(copy, into: statistics.pointer, count: statistics.count))
-        }
-        reduced.update(from: StepReduction(losses: losses, stopRequested: stopRequested).flat, count: StepReduction.count)
-        forwardRequests.append(try communicator.startAllReduceSum(reduced, count: StepReduction.count))
-        buckets.begin()
+        let micro = batch / microBatches, elements = model.imageCount
+        let pixels = model.configuration.height * model.configuration.width
+        var total = StepReduction(losses: Losses(reconstruction: 0, commitment: 0, total: 0), stopRequested: stopRequested)
         var communicationError: Error?
         var poison = faults?.fires(.nanGradient, step: number) ?? false
-        model.backward(images: input, targets: target) { offset in
-            guard communicationError == nil else { return }
-            if poison { model.parameters.gradients[offset] = .nan; poison = false }
-            do {
-                try self.buckets.ready(from: offset)
-                try self.communicator.test(&self.forwardRequests)
-            } catch { communicationError = error }
+        for m in 0..<microBatches {
+            let images = input + m * micro * elements, targets = target + m * micro * elements
+            let noise = NoiseKey(seed: seed, step: UInt64(number), firstImage: communicator.rank * batch + m * micro)
+            let losses = model.forward(images: images, masks: masks.map { $0 + m * micro * pixels }, targets: targets,
+                                       batch: micro, training: true, noise: noise)
+            afterMicroBatchForward?(m)
+            total.add(losses)
+            let last = m == microBatches - 1
+            if let statistics = model.quantizer?.batchStatistics, microBatches > 1 {
+                // This rank's statistics of the whole share, summed over its micro-batches.
+                let sum = statisticsCopy(count: statistics.count)
+                if m == 0 {
+                    sum.update(from: statistics.pointer, count: statistics.count)
+                } else {
+                    for i in 0..<statistics.count { sum[i] += statistics[i] }
+                }
+                if last && communicator.size == 1 { statistics.pointer.update(from: sum, count: statistics.count) }
+            }
+            guard last else {
+                model.backward(images: images, targets: targets)
+                continue
+            }
+            faults?.sleep(.sleepInStep, step: number)
+            // What the forward passes produced for the reductions starts on its way now.
+            forwardRequests.removeAll(keepingCapacity: true)
+            if let statistics = model.quantizer?.batchStatistics, communicator.size > 1 {
+                // From a copy, not in place, for the same reason as the gradient buckets' sums.
+                let copy = statisticsCopy(count: statistics.count)
+                if microBatches == 1 { copy.update(from: statistics.pointer, count: statistics.count) }
+                forwardRequests.append(try communicator.startAllReduceSum(copy, into: statistics.pointer, count: statistics.count))
+            }
+            reduced.update(from: total.averaged(over: microBatches).flat, count: StepReduction.count)
+            forwardRequests.append(try communicator.startAllReduceSum(reduced, count: StepReduction.count))
+            buckets.begin()
+            model.backward(images: images, targets: targets) { offset in
+                guard communicationError == nil else { return }
+                if poison { model.parameters.gradients[offset] = .nan; poison = false }
+                do {
+                    try self.buckets.ready(from: offset)
+                    try self.communicator.test(&self.forwardRequests)
+                } catch { communicationError = error }
+            }
         }
         if let communicationError { throw communicationError }
 
         faults?.sleep(.sleepInAllReduce, step: number)
         watchdog?.enter("the gradient all-reduce", step: number)
         let waitStart = monotonicNanoseconds()
-        try buckets.finish()
+        try buckets.finish(microBatches: microBatches)
         try communicator.wait(&forwardRequests)
         let sums = StepReduction(flat: reduced)
         communicationSeconds += Double(monotonicNanoseconds() - waitStart) * 1e-9
@@ -173,6 +226,7 @@ final class TrainingStep {
             model.quantizer?.applyEMA()
             clipGradients(state.gradients.pointer, count: state.gradients.count, norm: gradientNorm, maxNorm: clipNorm)
             state.optimizer.update(parameters: model.parameters.values.pointer, gradients: state.gradients.pointer)
+            state.weightAverage?.update(from: model.parameters.values)
             optimizerSeconds += Double(monotonicNanoseconds() - updateStart) * 1e-9
             updated = true
         } else if !skipNonFinite {

@@ -41,6 +41,7 @@ struct Eval: ParsableCommand {
         (o.checkpoint, o.data, o.imagesKey, o.corrupt, o.seed) = (checkpoint.checkpoint, dataset.data, dataset.imagesKey, corrupt, seed)
         (o.batch, o.limit, o.reconstructionsOut, o.gridOut, o.gridImages, o.force, o.threads) =
             (batch, limit, reconOut, gridOut, gridImages, force.force, threads.threads)
+        o.rawWeights = checkpoint.rawWeights
         let json = self.json
         try finish(runOnEveryRank { communicator, console in
             let report = try Evaluation.run(o, communicator: communicator)
@@ -88,6 +89,7 @@ struct Probe: ParsableCommand {
         var o = ProbeOptions()
         (o.checkpoint, o.train, o.test, o.epochs, o.batch) = (checkpoint.checkpoint, train, test, epochs, batch)
         (o.lr, o.weightDecay, o.seed, o.limit, o.threads) = (lr, weightDecay, seed, limit, threads.threads)
+        o.rawWeights = checkpoint.rawWeights
         let json = self.json
         try finish(runAlone { console in
             let report = try LinearProbe(options: o).run()

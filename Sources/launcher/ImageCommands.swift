@@ -60,6 +60,7 @@ struct Restore: ParsableCommand {
         (o.overlap, o.whole, o.ensemble, o.batch, o.imagesKey, o.threads) = (overlap, whole, ensemble, batch, key.imagesKey, threads.threads)
         (o.format, o.quality, o.skipBad, o.force, o.mask) = (format, quality, skipBad, force.force, mask)
         o.fidelity = fidelity
+        o.rawWeights = checkpoint.rawWeights
         try finish(runAsOneProcess("restore") { try Restoration(options: o, console: $0).run().exitStatus })
     }
 }
@@ -89,6 +90,7 @@ struct Encode: ParsableCommand {
         var o = EncodeOptions()
         (o.checkpoint, o.data, o.imagesKey, o.out, o.batch, o.limit, o.threads, o.force) =
             (checkpoint.checkpoint, dataset.data, dataset.imagesKey, out, batch, limit, threads.threads, force.force)
+        o.rawWeights = checkpoint.rawWeights
         try finish(runAsOneProcess("encode") { try CodeFiles.encode(o, console: $0); return 0 })
     }
 }

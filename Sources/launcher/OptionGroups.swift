@@ -144,10 +144,12 @@ struct DatasetOptions: ParsableArguments {
     var imagesKey: String { key.imagesKey }
 }
 
-/// `--checkpoint`, the trained model a command applies.
+/// `--checkpoint`, the trained model a command applies, and `--raw-weights`.
 struct CheckpointOption: ParsableArguments {
     @Option(help: "Checkpoint (HDF5) of the trained model: see the command's overview for what it needs.")
     var checkpoint: String
+    @Flag(name: .customLong("raw-weights"), help: "Use the checkpoint's trained weights even when it holds their moving average (train --weight-ema), which is used by default.")
+    var rawWeights = false
 }
 
 /// `--force`, shared by the commands that write files.

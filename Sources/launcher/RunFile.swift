@@ -132,6 +132,7 @@ enum RunFile {
             RunFileKey("data", .strings) { "[" + $0.data.map(text).joined(separator: ", ") + "]" },
             RunFileKey("images-key", .string) { text($0.imagesKey) },
             RunFileKey("global-batch-size", .integer) { "\($0.globalBatchSize)" },
+            RunFileKey("accumulate", .integer) { "\($0.accumulate)" },
             RunFileKey("no-shuffle", .flag) { "\(!$0.shuffle)" },
             RunFileKey("tail", .string) { text($0.tail.rawValue) },
             RunFileKey("corrupt", .string) { text($0.corrupt) },
@@ -194,6 +195,7 @@ enum RunFile {
             RunFileKey("lr-step-every", .integer) { $0.lrSchedule == .step ? "\($0.lrStepEvery)" : nil },
             RunFileKey("lr-step-factor", .number) { $0.lrSchedule == .step ? "\($0.lrStepFactor)" : nil },
             RunFileKey("clip-grad-norm", .number) { "\($0.clipGradNorm)" },
+            RunFileKey("weight-ema", .number) { $0.weightEMA.map { "\($0)" } },
         ]),
         ("run", [
             RunFileKey("out", .string) { text($0.out) },
@@ -202,6 +204,7 @@ enum RunFile {
             RunFileKey("log-every", .integer) { "\($0.logEvery)" },
             RunFileKey("checkpoint-every", .integer) { "\($0.checkpointEvery)" },
             RunFileKey("keep", .integer) { "\($0.keep)" },
+            RunFileKey("keep-best", .string) { $0.keepBest.map(text) },
             RunFileKey("sample-every", .integer) { "\($0.sampleEvery)" },
             RunFileKey("resume", .string) { _ in nil },
             RunFileKey("allow-other-data", .flag) { "\($0.allowOtherData)" },

@@ -30,6 +30,10 @@ struct Train: ParsableCommand {
     var steps = trainingDefaults.steps
     @Option(name: .customLong("global-batch-size"), parsing: .unconditional, help: "Images per step over all ranks; each of W ranks takes G/W.")
     var globalBatchSize = trainingDefaults.globalBatchSize
+    @Option(parsing: .unconditional, help: ArgumentHelp(
+        "Gradient accumulation: each rank runs its G/W images as N micro-batches of G/(W N), sums their gradients and codebook statistics, and all-reduces once per step.",
+        discussion: "The update is the whole global batch's up to summation order; the model's buffers hold G/(W N) images. W*N must divide G. A resume may change N."))
+    var accumulate = trainingDefaults.accumulate
     @Option(parsing: .unconditional, help: "Adam learning rate.")
     var lr = trainingDefaults.lr
     @Option(name: .customLong("beta1"), parsing: .unconditional, help: "Adam beta1.")
@@ -118,6 +122,14 @@ struct Train: ParsableCommand {
     var allowOtherData = false
     @Option(parsing: .unconditional, help: "Keep only the newest K checkpoints (0: keep all).")
     var keep = trainingDefaults.keep
+    @Option(name: .customLong("keep-best"), help: ArgumentHelp(
+        "With --val: after each validation whose METRIC (val_psnr, val_ssim or val_mse) is the best so far, write <out>/checkpoints/best.h5 (never removed by --keep).",
+        discussion: "The best score and its step are stored in every checkpoint, so a resumed run keeps them."))
+    var keepBest: String?
+    @Option(name: .customLong("weight-ema"), parsing: .unconditional, help: ArgumentHelp(
+        "Keep a moving average of the parameters with this decay (e.g. 0.999), stored in checkpoints and used by validation, eval, restore, encode and probe (their --raw-weights uses the trained weights).",
+        discussion: "Bias-corrected, so it never holds the initial weights; the EMA codebook is not averaged again."))
+    var weightEMA: Double?
     @OptionGroup var threads: ThreadOptions
     @Option(name: .customLong("bucket-mb"), parsing: .unconditional, help: "Size in MB of the gradient buckets all-reduced while the backward pass runs.")
     var bucketMegabytes = trainingDefaults.bucketMegabytes
@@ -137,6 +149,7 @@ struct Train: ParsableCommand {
         o.out = out ?? ""
         o.steps = steps
         o.globalBatchSize = globalBatchSize
+        o.accumulate = accumulate
         o.lr = lr
         o.beta1 = beta1
         o.beta2 = beta2
@@ -172,6 +185,8 @@ struct Train: ParsableCommand {
         o.resume = resume
         o.allowOtherData = allowOtherData
         o.keep = keep
+        o.keepBest = keepBest
+        o.weightEMA = weightEMA
         o.threads = threads.threads
         o.bucketMegabytes = bucketMegabytes
         o.syncCheckEvery = syncCheckEvery
