@@ -41,6 +41,7 @@ RECIPE_TABLE=(
   "inpaint-mask     | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --detail-layers 3 --down 1 --mask-channel --corrupt holes:8 | "
   "inpaint-mask-d2  | inpaint-cells,inpaint-strokes         | patches | --model ae --residual --down 2 --skips --mask-channel --corrupt holes:8      | "
   "inpaint-mask-d3  | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --model ae --residual --down 3 --skips --mask-channel --corrupt holes:8 | --whole"
+  "inpaint-mask-d3-ema | inpaint-cells,inpaint-strokes       | whole   | --crop 64 --crops-per-image 64 --augment dihedral --model ae --residual --down 3 --skips --mask-channel --corrupt holes:8 --weight-ema 0.999 | --whole"
   "deblur-ae        | deblur                                | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt blur:2          | "
 )
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-0}
