@@ -84,6 +84,8 @@ extension ModelConfiguration {
         // the quantized latent, the VAE's noise and the scratch buffer.
         elements += 2 * positions * (hidden * Double(2 + 2 * residualBlocks) + residual * Double(residualBlocks))
         elements += positions * (Double(latentChannels) + 2 * Double(codeDimension) + residual + 1)
+        // Cosine codes: the normalised latent.
+        if hasCodebook && quantizer == .cosine { elements += positions * Double(codeDimension) }
         largest = max(largest, positions * widest)
         // The 3x3 convolutions: an im2col matrix, or Winograd's two tile matrices and kernel.
         let tiles = n * (h / 4).rounded(.up) * (w / 4).rounded(.up)

@@ -227,7 +227,7 @@ public final class VQVAE {
     /// and workspace buffer (what `ModelConfiguration.trainingBytesEstimate` over-estimates).
     public var allocatedFloatCount: Int {
         var buffers = downOutputs + upOutputs + skipSums + skipGradients + [latent, quantized, noise, gradientA, gradientB, scratch, workspace]
-        buffers += [detailInput, residualOutput, residualGradient, maskCopy, blankedImages, maskedInput] + detailOutputs
+        buffers += [detailInput, residualOutput, residualGradient, maskCopy, blankedImages, maskedInput, normalizedLatent] + detailOutputs
         for stack in [encoderStack, decoderStack] { buffers += [stack.input, stack.output] + stack.blockOutputs + stack.saved }
         return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + skipWeights.count
             + (quantizer?.allocatedFloatCount ?? 0)

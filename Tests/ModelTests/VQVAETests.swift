@@ -905,6 +905,15 @@ final class ModelMemoryTests: XCTestCase {
             unet.model = kind; unet.downsamplings = down; unet.skips = true; unet.residual = true
             cases.append((unet, 16))
         }
+        var masked = ModelConfiguration(height: 64, width: 64, channels: 3)
+        masked.model = .ae; masked.downsamplings = 3; masked.skips = true; masked.residual = true; masked.maskChannel = true
+        cases.append((masked, 16))
+        var cosine = ModelConfiguration(height: 32, width: 32, channels: 3)
+        cosine.quantizer = .cosine
+        cases.append((cosine, 32))
+        var fsq = ModelConfiguration(height: 32, width: 32, channels: 3)
+        fsq.useFiniteScalarQuantizer(levels: [8, 5, 5, 5])
+        cases.append((fsq, 32))
         for (c, batch) in cases {
             let model = try VQVAE(configuration: c, maxBatch: batch)
             XCTAssertEqual(c.parameterCountEstimate, Double(model.parameters.count + (model.quantizer?.emaState.count ?? 0)),
