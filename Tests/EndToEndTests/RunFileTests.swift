@@ -136,6 +136,7 @@ final class RunFileTests: XCTestCase {
             let written = try settings(out.appendingPathComponent("run.toml").path)
             let preset = task == "inpaint"
                 ? ["model": "\"ae\"", "down": "2", "residual": "true", "skips": "true", "mask-channel": "true", "lr": "0.001",
+                   "weight-ema": "0.999",
                    "lr-schedule": "\"constant\"", "corrupt": "\"\(corrupt)\""]
                 : ["model": "\"ae\"", "down": "1", "residual": "true", "lr": "0.002", "lr-schedule": "\"cosine\"",
                    "warmup-steps": "100", "corrupt": "\"\(corrupt)\""]
@@ -175,7 +176,7 @@ final class RunFileTests: XCTestCase {
             XCTAssertTrue(flat.contains("\(task): --model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --corrupt \(corrupt)"),
                           "train --help does not list --task \(task): \(help.standardOutput)")
         }
-        XCTAssertTrue(flat.contains("inpaint: --model ae --down 3 --residual --skips --mask-channel --lr 1e-3 --corrupt holes:8"),
+        XCTAssertTrue(flat.contains("inpaint: --model ae --down 3 --residual --skips --mask-channel --lr 1e-3 --weight-ema 0.999 --corrupt holes:8"),
                       "train --help does not list --task inpaint: \(help.standardOutput)")
         for flag in ["--config", "--task"] { XCTAssertTrue(help.standardOutput.contains(flag), flag) }
     }
