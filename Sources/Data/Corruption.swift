@@ -48,6 +48,16 @@ public enum Corruption: Equatable, Sendable {
     case holes(count: Int, fill: MaskFill)
 }
 
+extension Corruption {
+    /// `mask` and `holes`: the items whose pixels `CorruptionPipeline.apply` marks as missing.
+    public var fillsMissingPixels: Bool {
+        switch self {
+        case .mask, .holes: return true
+        default: return false
+        }
+    }
+}
+
 /// What a mask is filled with: one value in `[0, 1]`, or uniform `[0, 1]` noise per element.
 public enum MaskFill: Equatable, Sendable {
     case value(Float)
@@ -151,16 +161,12 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
         }.joined(separator: ",")
     }
 
-    /// Whether every item fills pixels that `apply` marks as missing (`mask` and `holes`), and
-    /// there is at least one: what a mask-aware model, which keeps every other pixel, is for.
-    public var onlyFillsMissingPixels: Bool {
-        !corruptions.isEmpty && corruptions.allSatisfy { corruption in
-            switch corruption {
-            case .mask, .holes: return true
-            default: return false
-            }
-        }
-    }
+    /// Whether some item fills pixels that `apply` marks as missing (`mask` and `holes`).
+    public var fillsMissingPixels: Bool { corruptions.contains(where: \.fillsMissingPixels) }
+
+    /// Whether every item fills pixels that `apply` marks as missing, and there is at least one:
+    /// what a mask-aware model, which keeps every other pixel, is for.
+    public var onlyFillsMissingPixels: Bool { !corruptions.isEmpty && corruptions.allSatisfy(\.fillsMissingPixels) }
 
     /// Whether any parameter is a range (a blind restoration spec).
     public var hasRanges: Bool {

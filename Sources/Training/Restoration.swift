@@ -153,8 +153,7 @@ public final class Restoration {
         } else {
             console.info("\(options.checkpoint) was trained to repair \(damage)")
         }
-        let marksHoles = corruptions.corruptions.contains { if case .mask = $0 { return true }; if case .holes = $0 { return true }; return false }
-        if trained.configuration.maskChannel && options.mask == nil && !marksHoles {
+        if trained.configuration.maskChannel && options.mask == nil && !corruptions.fillsMissingPixels {
             console.warning("\(options.checkpoint) fills the pixels a mask marks as missing and keeps all others (--mask-channel); without --mask MASK.png (or --corrupt with mask or holes) nothing is missing and the output is the input")
         }
         if !trained.weightsNote.isEmpty { console.info("restoring with \(trained.weightsNote)") }
