@@ -39,8 +39,34 @@ let fusedMultiplyAdd: Bool = {
     return true
     #endif
 }()
+
+// Whether that CPU has AVX-512's 32 vector registers of 16 floats: the Winograd products then keep a
+// block twice as wide in registers (condition VECTOR_WIDE_REGISTERS; Sources/Model/WinogradProducts).
+// `native` reads this machine's flags; a CPU name has them if it is one of the AVX-512 CPUs below;
+// VQVAE_WIDE_REGISTERS=0|1 overrides (the results are the same either way, only the speed differs).
+let wideRegisters: Bool = {
+    if let forced = ProcessInfo.processInfo.environment["VQVAE_WIDE_REGISTERS"] { return forced == "1" }
+    #if arch(x86_64)
+    switch targetCPU {
+    case "generic":
+        return false
+    case "native":
+        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+        let flags = info.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
+        return flags.split(separator: " ").contains("avx512f")
+    default:
+        let avx512: Set<String> = ["x86-64-v4", "skylake-avx512", "cascadelake", "cooperlake", "cannonlake",
+                                   "icelake-client", "icelake-server", "tigerlake", "rocketlake", "sapphirerapids",
+                                   "emeraldrapids", "graniterapids", "graniterapids-d", "znver4", "znver5"]
+        return avx512.contains(targetCPU)
+    }
+    #else
+    return false
+    #endif
+}()
 let cpuSwiftSettings: [SwiftSetting] = (targetCPU == "generic" ? [] : [.unsafeFlags(["-target-cpu", targetCPU])])
     + (fusedMultiplyAdd ? [.define("VECTOR_FMA")] : [])
+    + (wideRegisters ? [.define("VECTOR_WIDE_REGISTERS")] : [])
 #if arch(x86_64)
 let cpuCSettings: [CSetting] = targetCPU == "generic" ? [] : [.unsafeFlags(["-march=\(targetCPU)"])]
 #else

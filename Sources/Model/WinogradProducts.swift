@@ -101,6 +101,60 @@ enum WinogradProducts {
         }
     }
 
+    /// Whether `wideBlock` is used: 6 rows by two 16-column panels, 12 accumulators, which needs the
+    /// 32 vector registers of AVX-512 (with AVX2's 16 a 16-float vector already takes two, so the
+    /// 6 x 16 block holds 12). Each step loads two rows of `b` for six broadcasts of `a` instead of
+    /// one, and twelve independent multiply-adds cover the latency of the two FMA pipes.
+    #if VECTOR_WIDE_REGISTERS
+    static let wide = true
+    #else
+    static let wide = false
+    #endif
+
+    /// `block` for a full block of `rows` rows and 32 columns, the second 16 read from `b2`: the
+    /// same sequential fused multiply-adds per output entry, so the same results.
+    @inline(__always)
+    static func wideBlock(
+        depth: Int, a: UnsafePointer<Float>, aStep: Int, aRow: Int,
+        b: UnsafePointer<Float>, b2: UnsafePointer<Float>, bStep: Int,
+        c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false
+    ) {
+        #if VECTOR_FMA && VECTOR_WIDE_REGISTERS
+        var c0 = Vector(), c1 = Vector(), c2 = Vector(), c3 = Vector(), c4 = Vector(), c5 = Vector()
+        var d0 = Vector(), d1 = Vector(), d2 = Vector(), d3 = Vector(), d4 = Vector(), d5 = Vector()
+        var pa = a, pb = b, pb2 = b2
+        for _ in 0..<depth {
+            let row = load(pb), row2 = load(pb2)
+            let a0 = Vector(repeating: pa[0]), a1 = Vector(repeating: pa[aRow]), a2 = Vector(repeating: pa[2 * aRow])
+            c0 = multiplyAdd(c0, a0, row); d0 = multiplyAdd(d0, a0, row2)
+            c1 = multiplyAdd(c1, a1, row); d1 = multiplyAdd(d1, a1, row2)
+            c2 = multiplyAdd(c2, a2, row); d2 = multiplyAdd(d2, a2, row2)
+            let a3 = Vector(repeating: pa[3 * aRow]), a4 = Vector(repeating: pa[4 * aRow]), a5 = Vector(repeating: pa[5 * aRow])
+            c3 = multiplyAdd(c3, a3, row); d3 = multiplyAdd(d3, a3, row2)
+            c4 = multiplyAdd(c4, a4, row); d4 = multiplyAdd(d4, a4, row2)
+            c5 = multiplyAdd(c5, a5, row); d5 = multiplyAdd(d5, a5, row2)
+            pa += aStep; pb += bStep; pb2 += bStep
+        }
+        if accumulate {
+            c0 += load(c); c1 += load(c + ldc); c2 += load(c + 2 * ldc)
+            c3 += load(c + 3 * ldc); c4 += load(c + 4 * ldc); c5 += load(c + 5 * ldc)
+            let e = c + vectorWidth
+            d0 += load(e); d1 += load(e + ldc); d2 += load(e + 2 * ldc)
+            d3 += load(e + 3 * ldc); d4 += load(e + 4 * ldc); d5 += load(e + 5 * ldc)
+        }
+        store(c0, c); store(c1, c + ldc); store(c2, c + 2 * ldc)
+        store(c3, c + 3 * ldc); store(c4, c + 4 * ldc); store(c5, c + 5 * ldc)
+        let e = c + vectorWidth
+        store(d0, e); store(d1, e + ldc); store(d2, e + 2 * ldc)
+        store(d3, e + 3 * ldc); store(d4, e + 4 * ldc); store(d5, e + 5 * ldc)
+        #else
+        block(rows: rows, lanes: vectorWidth, depth: depth, a: a, aStep: aStep, aRow: aRow, b: b, bStep: bStep,
+              c: c, ldc: ldc, accumulate: accumulate)
+        block(rows: rows, lanes: vectorWidth, depth: depth, a: a, aStep: aStep, aRow: aRow, b: b2, bStep: bStep,
+              c: c + vectorWidth, ldc: ldc, accumulate: accumulate)
+        #endif
+    }
+
     /// `C[t, xi, 0..<n] = sum over k < depth of A[t, xi, k] * B[xi][k, 0..<n]` for every position
     /// `xi` and tile `t`, with `A` rows `[tiles, positions, depth]`, `B[xi]` a `depth x n` matrix in
     /// `Panels` starting `plane` floats after `B[xi - 1]`, and `C` rows `[tiles, positions, n]`: the
@@ -118,14 +172,28 @@ enum WinogradProducts {
                 while j < n {
                     let lanes = min(vectorWidth, n - j)
                     let panel = panels + xi * plane + j * depth
+                    // Two full panels at once where the registers allow.
+                    let pair = wide && n - j >= 2 * vectorWidth
                     var t = t0
                     while t < end {
-                        block(rows: min(rows, end - t), lanes: lanes, depth: depth,
-                              a: a + t * aRow + xi * depth, aStep: 1, aRow: aRow, b: panel, bStep: vectorWidth,
-                              c: c + t * cRow + xi * n + j, ldc: cRow)
+                        if pair && end - t >= rows {
+                            wideBlock(depth: depth, a: a + t * aRow + xi * depth, aStep: 1, aRow: aRow,
+                                      b: panel, b2: panel + vectorWidth * depth, bStep: vectorWidth,
+                                      c: c + t * cRow + xi * n + j, ldc: cRow)
+                        } else {
+                            block(rows: min(rows, end - t), lanes: lanes, depth: depth,
+                                  a: a + t * aRow + xi * depth, aStep: 1, aRow: aRow, b: panel, bStep: vectorWidth,
+                                  c: c + t * cRow + xi * n + j, ldc: cRow)
+                            if pair {
+                                block(rows: end - t, lanes: vectorWidth, depth: depth,
+                                      a: a + t * aRow + xi * depth, aStep: 1, aRow: aRow,
+                                      b: panel + vectorWidth * depth, bStep: vectorWidth,
+                                      c: c + t * cRow + xi * n + j + vectorWidth, ldc: cRow)
+                            }
+                        }
                         t += rows
                     }
-                    j += lanes
+                    j += pair ? 2 * vectorWidth : lanes
                 }
                 t0 = end
             }
@@ -175,15 +243,30 @@ enum WinogradProducts {
                             i += lanes
                         }
                     }
-                    for panel in 0..<inputPanels {
+                    var panel = 0
+                    while panel < inputPanels {
                         let lanes = min(vectorWidth, inputs - panel * vectorWidth)
+                        // Two full panels at once where the registers allow.
+                        let pair = wide && inputs - panel * vectorWidth >= 2 * vectorWidth
                         for block in 0..<outputBlocks {
-                            self.block(rows: min(rows, outputs - block * rows), lanes: lanes, depth: depth,
-                                       a: packedM + block * depth * rows, aStep: rows, aRow: 1,
-                                       b: packedV + panel * depth * vectorWidth, bStep: vectorWidth,
-                                       c: target + block * rows * inputs + panel * vectorWidth, ldc: inputs,
-                                       accumulate: k0 > 0)
+                            let count = min(rows, outputs - block * rows)
+                            if pair && count == rows {
+                                wideBlock(depth: depth, a: packedM + block * depth * rows, aStep: rows, aRow: 1,
+                                          b: packedV + panel * depth * vectorWidth,
+                                          b2: packedV + (panel + 1) * depth * vectorWidth, bStep: vectorWidth,
+                                          c: target + block * rows * inputs + panel * vectorWidth, ldc: inputs,
+                                          accumulate: k0 > 0)
+                                continue
+                            }
+                            for p in panel..<(pair ? panel + 2 : panel + 1) {
+                                self.block(rows: count, lanes: p == panel ? lanes : vectorWidth, depth: depth,
+                                           a: packedM + block * depth * rows, aStep: rows, aRow: 1,
+                                           b: packedV + p * depth * vectorWidth, bStep: vectorWidth,
+                                           c: target + block * rows * inputs + p * vectorWidth, ldc: inputs,
+                                           accumulate: k0 > 0)
+                            }
                         }
+                        panel += pair ? 2 : 1
                     }
                     k0 += depth
                 }

@@ -234,4 +234,33 @@ final class Conv2dTests: XCTestCase {
                                naiveBackward: { naiveConv2dBackward($0, input: $1, weight: $2, window: c.window) })
         }
     }
+
+    /// The Winograd products' 6 x 32 register block (used where the build has AVX-512's 32 vector
+    /// registers) gives the two 6 x 16 blocks' results bit for bit: the same fused multiply-adds in
+    /// the same order for every output entry, with and without accumulation.
+    func testWideProductBlockEqualsTwoNarrowBlocks() {
+        var generator = SplitMix64(seed: 77)
+        let depth = 37, aRow = 41, ldc = 40
+        let a = (0..<(depth + 5 * aRow)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let b = (0..<(2 * depth * 16)).map { _ in Float.random(in: -1...1, using: &generator) }
+        let start = (0..<(6 * ldc)).map { _ in Float.random(in: -1...1, using: &generator) }
+        for accumulate in [false, true] {
+            var wide = start, narrow = start
+            a.withUnsafeBufferPointer { a in b.withUnsafeBufferPointer { b in
+                let b2 = b.baseAddress! + depth * 16
+                wide.withUnsafeMutableBufferPointer {
+                    WinogradProducts.wideBlock(depth: depth, a: a.baseAddress!, aStep: 1, aRow: aRow, b: b.baseAddress!, b2: b2,
+                                               bStep: 16, c: $0.baseAddress! + 3, ldc: ldc, accumulate: accumulate)
+                }
+                narrow.withUnsafeMutableBufferPointer {
+                    for (panel, offset) in [(b.baseAddress!, 3), (b2, 19)] {
+                        WinogradProducts.block(rows: 6, lanes: 16, depth: depth, a: a.baseAddress!, aStep: 1, aRow: aRow,
+                                               b: panel, bStep: 16, c: $0.baseAddress! + offset, ldc: ldc, accumulate: accumulate)
+                    }
+                }
+            } }
+            XCTAssertEqual(wide, narrow, "accumulate \(accumulate), wide registers \(WinogradProducts.wide)")
+            XCTAssertNotEqual(wide, start)
+        }
+    }
 }
