@@ -55,7 +55,7 @@ let wideRegisters: Bool = {
         let flags = info.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
         return flags.split(separator: " ").contains("avx512f")
     default:
-        let avx512: Set<String> = ["x86-64-v4", "skylake-avx512", "cascadelake", "cooperlake", "cannonlake",
+        let avx512: Set<String> = ["skylake-avx512", "skx", "cascadelake", "cooperlake", "cannonlake",
                                    "icelake-client", "icelake-server", "tigerlake", "rocketlake", "sapphirerapids",
                                    "emeraldrapids", "graniterapids", "graniterapids-d", "znver4", "znver5"]
         return avx512.contains(targetCPU)
