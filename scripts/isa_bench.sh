@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # What the Swift code's instruction set is worth on this machine: builds the same source for the
-# machine's own CPU (`native`), for haswell (AVX2 and FMA, the choice for a cluster whose nodes all
-# have them; `haswell` also runs on every AMD Zen) and for the x86-64 baseline (`generic`, SSE2), then runs `vqvae bench` (default model,
-# one rank) with each, alternating with PyTorch on one thread, ROUNDS times; and, where `perf`
-# works, splits one native run's time between OpenBLAS and our own code. Writes
-# bench/instruction-set-CPU.md (CPU: zen3, zen4, zen5, ... from scripts/cpu_name.py).
+# machine's own CPU (`native`), for haswell (AVX2 and FMA: the choice for a cluster whose nodes all
+# have them, which every AMD Zen does too) and for the x86-64 baseline (`generic`, SSE2), then runs
+# `vqvae bench` (default model, one rank) with each, alternating with PyTorch on one thread, ROUNDS
+# times; and, where `perf` works, splits one native run's time between OpenBLAS and our own code.
+# Writes bench/instruction-set-CPU.md (CPU: zen3, zen4, zen5, ... from scripts/cpu_name.py).
 # Environment: ROUNDS (default 5), STEPS (30), WARMUP (5), TORCH_PYTHON (/opt/torchenv/bin/python).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
