@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The quality of one image against its reference (see `ImageMetrics`).
 public struct ImageQuality: Equatable, Sendable {

@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// The learning rate of each optimiser step, a function of the step alone (so a resumed run takes
 /// the same rates, and every rank the same):

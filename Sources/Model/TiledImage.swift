@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Runs a model that takes fixed `Th x Tw` inputs over an image of any size: the image is cut into
 /// overlapping tiles, the tiles are processed in batches, and the results are blended back with a

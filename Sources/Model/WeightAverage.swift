@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// `train --weight-ema DECAY`: an exponential moving average of every trained parameter (the
 /// parameter store: weights, biases and a `--codebook grad` codebook), updated after each
