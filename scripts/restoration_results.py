@@ -556,6 +556,7 @@ def cmd_report(args):
                 if ": " in line:
                     k, v = line.rstrip("\n").split(": ", 1)
                     load[k] = v
+    carry_over(args.json, recipes, results, training, load)
     commands = []
     if os.path.isfile(os.path.join(work, "commands.txt")):
         with open(os.path.join(work, "commands.txt")) as f:
@@ -581,7 +582,18 @@ def cmd_report(args):
             "ranks": args.ranks, "python": platform.python_version(), "libraries": versions,
             "script_seconds": args.script_seconds,
             "phases": {k: float(v) for k, v in phases}, "blurcheck": blurcheck}
-    pictures = make_pictures(work, man, results, args.pictures, args.picture_photo)
+    # A task whose model rows were all carried over keeps its earlier picture (which shows them).
+    previous_pictures = {}
+    if os.path.isfile(args.json):
+        with open(args.json) as f:
+            previous_pictures = json.load(f).get("pictures", {})
+    keep = {task for task, rows in results.items()
+            if any(r["type"] == "model" for r in rows) and all(r.get("carried") for r in rows if r["type"] == "model")
+            and task in previous_pictures and os.path.isfile(previous_pictures[task]["file"])}
+    pictures = make_pictures(work, man, {t: r for t, r in results.items() if t not in keep},
+                             args.pictures, args.picture_photo)
+    pictures.update({task: dict(previous_pictures[task], carried=True) for task in keep})
+    pictures = {task: pictures[task] for task in results if task in pictures}
     os.makedirs(os.path.dirname(args.json) or ".", exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"info": info, "photos": photos, "settings": man["settings"],
@@ -590,6 +602,47 @@ def cmd_report(args):
     with open(args.md, "w") as f:
         f.write(markdown(info, man, results, recipes, training, load, commands, pictures, args))
     print(f"restoration: wrote {args.md}, {args.json} and {len(pictures)} pictures")
+
+
+def carry_over(previous_json, recipes, results, training, load):
+    """Keeps the model rows of the previous report (`previous_json`) whose recipes this work folder
+    has no results for, so that re-running some recipes (on another day or machine) does not drop
+    the others. Each kept row says where it was measured ("carried": date and CPU); its recipe,
+    training summary and load come along. The photos and damage are the same files (a fixed seed),
+    and the report's classical rows are recomputed, so the carried rows stay comparable."""
+    if not os.path.isfile(previous_json):
+        return
+    with open(previous_json) as f:
+        previous = json.load(f)
+    here = {r["name"] for r in recipes if any(
+        row.get("recipe") == r["name"] for rows in results.values() for row in rows)}
+    origin = {"date": previous.get("info", {}).get("date", "")[:10], "cpu": previous.get("info", {}).get("cpu", "")}
+    kept = set()
+    for task, rows in previous.get("results", {}).items():
+        for row in rows:
+            if row.get("type") != "model" or row.get("recipe") in here or task not in results:
+                continue
+            row = dict(row)
+            if "carried" not in row:
+                row["carried"] = origin
+                row["row"] = f"{row['row']} [{origin['date']}, {short_cpu(origin['cpu'])}]"
+            results[task].append(row)
+            kept.add(row["recipe"])
+    names = {r["name"] for r in recipes}
+    for r in previous.get("recipes", []):
+        if r["name"] in kept and r["name"] not in names:
+            recipes.append(dict(r, carried=r.get("carried", origin)))
+    for name in kept:
+        if name in previous.get("training", {}) and not training.get(name, {}).get("steps"):
+            training[name] = previous["training"][name]
+        if name in previous.get("load", {}) and name not in load:
+            load[name] = previous["load"][name]
+
+
+def short_cpu(cpu):
+    """'AMD EPYC (family 26, model 2)' -> 'family 26 model 2', the part that tells machines apart."""
+    m = re.search(r"family (\d+), model (\d+)", cpu)
+    return f"family {m.group(1)} model {m.group(2)}" if m else cpu
 
 
 def cpu_description():
@@ -714,6 +767,11 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
     if recipes:
         L.append(f"- models: trained for a fixed wall-clock budget each ({', '.join(f'{b:g} s' for b in budgets)}; "
                  f"`--time-budget`), `mpirun -np {info['ranks']}`; recipes and commands below")
+    carried = sorted({(r["carried"]["date"], short_cpu(r["carried"]["cpu"])) for r in recipes if r.get("carried")})
+    if carried:
+        L.append("- rows marked [date, CPU] were measured by an earlier run of this script on that machine ("
+                 + "; ".join(f"{d}, {c}" for d, c in carried) + ") and kept from the previous report: "
+                 "the same photos and damage, their pictures not redrawn")
     if short:
         L.append(f"\n**The model rows come from a short trial ({', '.join(f'{b:g} s' for b in short)} "
                  "of training per model) that checks the script end to end; they are not the "
@@ -810,7 +868,8 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
         L.append("| recipe | evaluated on | training data | `vqvae train` flags | `vqvae restore` flags | budget s |")
         L.append("| --- | --- | --- | --- | --- | --- |")
         for r in recipes:
-            L.append(f"| {r['name']} | {', '.join(r['tasks'])} | `{r['data']}` | `{r['train_flags']}` | "
+            where = f" [{r['carried']['date']}, {short_cpu(r['carried']['cpu'])}]" if r.get("carried") else ""
+            L.append(f"| {r['name']}{where} | {', '.join(r['tasks'])} | `{r['data']}` | `{r['train_flags']}` | "
                      f"`{r['restore_flags'] or '-'}` | {r['budget']:g} |")
         L.append("")
         L.append("| recipe | steps done | images/s (last log) | training s | last logged loss | load before / after |")
