@@ -3,7 +3,9 @@
 # machine's own CPU (`native`), for haswell (AVX2 and FMA: the choice for a cluster whose nodes all
 # have them, which every AMD Zen does too) and for the x86-64 baseline (`generic`, SSE2), then runs
 # `vqvae bench` (default model, one rank) with each, alternating with PyTorch on one thread, ROUNDS
-# times; and, where `perf` works, splits one native run's time between OpenBLAS and our own code.
+# times; on an AVX-512 machine, the haswell build against PyTorch both held to AVX2; the one-step
+# check against PyTorch with each build; and, where `perf` works, one native run's time split
+# between OpenBLAS and our own code.
 # Writes bench/instruction-set-CPU.md (CPU: zen3, zen4, zen5, ... from scripts/cpu_name.py).
 # Environment: ROUNDS (default 5), STEPS (30), WARMUP (5), TORCH_PYTHON (/opt/torchenv/bin/python).
 set -euo pipefail
@@ -35,6 +37,36 @@ for round in $(seq 1 "$ROUNDS"); do
             2>/dev/null | tail -1 > "$results/pytorch~$round.torch"
     fi
 done
+# On an AVX-512 machine, the same comparison as an AVX2 machine would see it: our haswell build
+# with OpenBLAS's Haswell kernels against PyTorch held to AVX2 (ATen's kernels, oneDNN, MKL).
+if grep -qw avx512f /proc/cpuinfo && [ "$torch" = 1 ]; then
+    for round in $(seq 1 "$ROUNDS"); do
+        echo "isa_bench: round $round, AVX2 only" >&2
+        OPENBLAS_CORETYPE=Haswell VQVAE_NO_REEXEC=1 OPENBLAS_NUM_THREADS=1 .build-haswell/release/vqvae bench --json \
+            --steps "$STEPS" --warmup "$WARMUP" > "$results/avx2-haswell~$round.json"
+        ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 "$TORCH_PYTHON" scripts/bench_pytorch.py \
+            --threads 1 --batch 32 --steps "$STEPS" --warmup "$WARMUP" 2>/dev/null | tail -1 > "$results/avx2-pytorch~$round.torch"
+    done
+fi
+# The one-step check against PyTorch (scripts/check_against_pytorch.py) with each build: the same
+# assertions pass whatever the instruction set.
+if [ "$torch" = 1 ]; then
+    [ -f data/photos32-train.h5 ] || python3 scripts/prepare_data.py photos --out data >&2
+    for b in "${builds[@]}"; do
+        echo "isa_bench: PyTorch check, $b" >&2
+        for steps in 0 1; do
+            "${scratch[$b]}/release/vqvae" train --data data/photos32-train.h5 --out "$results/check-$b-$steps" \
+                --no-shuffle --codebook-init sonnet --steps "$steps" > /dev/null
+        done
+        if "$TORCH_PYTHON" scripts/check_against_pytorch.py --data data/photos32-train.h5 \
+            --initial "$results/check-$b-0/checkpoints/step-00000000.h5" \
+            --after "$results/check-$b-1/checkpoints/step-00000001.h5" > "$results/check-$b.txt" 2>&1; then
+            echo passed >> "$results/check-$b.txt"
+        else
+            echo failed >> "$results/check-$b.txt"
+        fi
+    done
+fi
 # The profile: one native run under perf's software clock (hardware counters are often missing in
 # virtual machines), --prefetch 0 so that the data loader's thread does not mix in.
 if command -v perf > /dev/null && perf record -e cpu-clock -o "$results/probe.data" true 2>/dev/null; then
@@ -74,6 +106,38 @@ if torch:
     for b in builds:
         pairs = [a["images_per_second"] / t["images_per_second"] for a, t in zip(runs[b], torch)]
         print(f"{b} / PyTorch 1 thread: {medians[b] / medians['torch']:.2f}x (round by round median {statistics.median(pairs):.2f})  ")
+avx2 = sorted(glob.glob(os.path.join(folder, "avx2-haswell~*.json")))
+if avx2:
+    ours = [json.load(open(os.path.join(folder, f"avx2-haswell~{r}.json"))) for r in range(1, rounds + 1)]
+    theirs = [json.loads(open(os.path.join(folder, f"avx2-pytorch~{r}.torch")).read()) for r in range(1, rounds + 1)]
+    print("\n## Both held to AVX2 on this machine\n")
+    print("What an AVX2 machine would compare: the haswell build with OpenBLAS's Haswell kernels "
+          "(`OPENBLAS_CORETYPE=Haswell`) against PyTorch with `ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 "
+          "MKL_ENABLE_INSTRUCTIONS=AVX2`, one core, alternating.\n")
+    print("| round | haswell build images/s | PyTorch (AVX2) images/s | ratio |")
+    print("|---|---|---|---|")
+    ratios = []
+    for r, (a, t) in enumerate(zip(ours, theirs)):
+        ratios.append(a["images_per_second"] / t["images_per_second"])
+        print(f"| {r + 1} | {a['images_per_second']:.1f} | {t['images_per_second']:.1f} | {ratios[-1]:.2f} |")
+    ma = statistics.median(x["images_per_second"] for x in ours)
+    mt = statistics.median(x["images_per_second"] for x in theirs)
+    print(f"| median | {ma:.1f} | {mt:.1f} | {ma / mt:.2f} (round by round {statistics.median(ratios):.2f}) |")
+    print(f"\nsgemm per core measured by the haswell build with Haswell kernels: "
+          f"{statistics.median(x['sgemm_gflops_per_core'] for x in ours):.1f} GFLOP/s; its efficiency per core "
+          f"{100 * statistics.median(x['efficiency_per_core'] for x in ours):.0f}%")
+checks = {b: open(os.path.join(folder, f"check-{b}.txt")).read().split("\n") for b in builds
+          if os.path.exists(os.path.join(folder, f"check-{b}.txt"))}
+if checks:
+    print("\n## The one-step check against PyTorch with each build\n")
+    print("`scripts/check_against_pytorch.py` after one training step on `data/photos32-train.h5` (default VQ-VAE, "
+          "`--codebook-init sonnet --no-shuffle`); tolerances 1e-4 (gradients, statistics) and 1e-3 (parameters after Adam).\n")
+    print("| build | result | largest relative differences |")
+    print("|---|---|---|")
+    for b, lines in checks.items():
+        verdict = next((l for l in reversed(lines) if l in ("passed", "failed")), "?")
+        summary = next((l for l in lines if l.startswith("largest relative difference")), "")
+        print(f"| {b} | {verdict} | {summary} |")
 perf = os.path.join(folder, "perf.txt")
 if os.path.exists(perf):
     shares = {}

@@ -20,7 +20,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 rm -rf "$OUT"
 mpirun -np "$RANKS" --oversubscribe --bind-to none \
     .build/release/vqvae train --data data/photos32-train.h5 --out "$OUT" \
-    --model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100 \
+    --model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 \
     --steps "$STEPS" --global-batch-size 32 --corrupt noise:0.1 \
     --val data/photos32-test.h5 --val-every 500 --val-limit 500 --sample-every 500 \
     --log-every 100 --checkpoint-every 500

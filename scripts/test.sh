@@ -7,6 +7,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 bash scripts/install_dependencies.sh
+# TensorBoard's own loader reads the event files `train --tensorboard` writes (a test-only tool).
+python3 -c "import tensorboard" 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check tensorboard
 
 # mpirun refuses to run as root without these; harmless otherwise.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

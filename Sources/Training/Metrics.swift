@@ -83,9 +83,12 @@ struct StepRecord {
 final class MetricsLog {
     let path: String?
     private let handle: FileHandle?
+    /// `--tensorboard`: every record also goes to an event file, its numbers as scalars.
+    private let events: TensorBoardEvents?
 
-    init(path: String?) throws {
+    init(path: String?, events: TensorBoardEvents? = nil) throws {
         self.path = path
+        self.events = events
         guard let path else { handle = nil; return }
         guard let handle = FileHandle(forWritingAtPath: path) else { throw TrainingError("cannot write \(path)") }
         _ = try? handle.seekToEnd()
@@ -99,6 +102,18 @@ final class MetricsLog {
         guard let line = try? JSONSerialization.data(withJSONObject: record, options: [.sortedKeys]) else { return }
         do { try handle.write(contentsOf: line + Data([0x0A])) } catch {
             throw TrainingError("cannot append to \(path): \(error.localizedDescription)")
+        }
+        if let events, let step = record["step"] as? Int {
+            let scalars = record.keys.sorted().compactMap { key -> (tag: String, value: Double)? in
+                guard key != "step" else { return nil }
+                switch record[key] {
+                case let value as Double: return (key, value)
+                case let value as Float: return (key, Double(value))
+                case let value as Int: return (key, Double(value))
+                default: return nil
+                }
+            }
+            try events.append(step: step, values: scalars)
         }
     }
 }

@@ -400,7 +400,9 @@ public final class Trainer {
             // Dead-code restart draws from the whole global batch's encoder outputs.
             runner.afterMicroBatchForward = { codebook.keep(microBatch: $0) }
         }
-        let metrics = try MetricsLog(path: communicator.isRoot ? metricsPath : nil)
+        let events = communicator.isRoot && options.tensorboard
+            ? try TensorBoardEvents(folder: options.out, resumedStep: firstStep > 0 ? firstStep + 1 : nil) : nil
+        let metrics = try MetricsLog(path: communicator.isRoot ? metricsPath : nil, events: events)
 
         let start = monotonicSeconds()
         trainingStart = start

@@ -94,6 +94,8 @@ public struct TrainingOptions: Sendable {
     public var keepBest: String?
     /// `--weight-ema DECAY`: keep a moving average of the parameters (nil: off).
     public var weightEMA: Double?
+    /// `--tensorboard`: also write the records of `metrics.jsonl` to a TensorBoard event file.
+    public var tensorboard = false
     public var threads = 1
     public var bucketMegabytes = 1.0
     public var syncCheckEvery = 100

@@ -205,6 +205,7 @@ enum RunFile {
             RunFileKey("checkpoint-every", .integer) { "\($0.checkpointEvery)" },
             RunFileKey("keep", .integer) { "\($0.keep)" },
             RunFileKey("keep-best", .string) { $0.keepBest.map(text) },
+            RunFileKey("tensorboard", .flag) { "\($0.tensorboard)" },
             RunFileKey("sample-every", .integer) { "\($0.sampleEvery)" },
             RunFileKey("resume", .string) { _ in nil },
             RunFileKey("allow-other-data", .flag) { "\($0.allowOtherData)" },

@@ -130,6 +130,8 @@ struct Train: ParsableCommand {
         "Keep a moving average of the parameters with this decay (e.g. 0.999), stored in checkpoints and used by validation, eval, restore, encode and probe (their --raw-weights uses the trained weights).",
         discussion: "Bias-corrected, so it never holds the initial weights; the EMA codebook is not averaged again."))
     var weightEMA: Double?
+    @Flag(help: "Also write every record of metrics.jsonl to a TensorBoard event file in --out (events.out.tfevents.*), for `tensorboard --logdir`.")
+    var tensorboard = false
     @OptionGroup var threads: ThreadOptions
     @Option(name: .customLong("bucket-mb"), parsing: .unconditional, help: "Size in MB of the gradient buckets all-reduced while the backward pass runs.")
     var bucketMegabytes = trainingDefaults.bucketMegabytes
@@ -186,6 +188,7 @@ struct Train: ParsableCommand {
         o.allowOtherData = allowOtherData
         o.keep = keep
         o.keepBest = keepBest
+        o.tensorboard = tensorboard
         o.weightEMA = weightEMA
         o.threads = threads.threads
         o.bucketMegabytes = bucketMegabytes

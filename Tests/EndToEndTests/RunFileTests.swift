@@ -139,7 +139,7 @@ final class RunFileTests: XCTestCase {
                    "weight-ema": "0.999",
                    "lr-schedule": "\"constant\"", "corrupt": "\"\(corrupt)\""]
                 : ["model": "\"ae\"", "down": "1", "residual": "true", "lr": "0.002", "lr-schedule": "\"cosine\"",
-                   "warmup-steps": "100", "corrupt": "\"\(corrupt)\""]
+                   "warmup-steps": "100", "clip-grad-norm": "0.05", "corrupt": "\"\(corrupt)\""]
             for (key, value) in preset { XCTAssertEqual(written[key], value, "--task \(task): \(key)") }
             for key in ["codebook-init", "kmeans-iterations", "dead-code-threshold"] {
                 XCTAssertNil(written[key], "--task \(task): \(key) does not apply to an autoencoder")
@@ -173,7 +173,7 @@ final class RunFileTests: XCTestCase {
         XCTAssertEqual(help.status, 0)
         let flat = help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
         for (task, corrupt) in expected where task != "inpaint" {
-            XCTAssertTrue(flat.contains("\(task): --model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --corrupt \(corrupt)"),
+            XCTAssertTrue(flat.contains("\(task): --model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --corrupt \(corrupt)"),
                           "train --help does not list --task \(task): \(help.standardOutput)")
         }
         XCTAssertTrue(flat.contains("inpaint: --model ae --down 3 --residual --skips --mask-channel --lr 1e-3 --weight-ema 0.999 --corrupt holes:8"),
