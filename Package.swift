@@ -8,11 +8,18 @@ import PackageDescription
 //
 // The instruction set: VQVAE_TARGET_CPU names the CPU the Swift and C code is compiled for.
 // `native` (the default) uses every extension of the building machine (AVX2 and FMA, AVX-512
-// where there is one); `generic` the architecture's baseline (x86-64: SSE2), for clusters whose
-// nodes differ; any other value is an LLVM CPU name (`haswell`, `znver3`, `skylake-avx512`,
+// where there is one); `generic` the architecture's baseline (x86-64: SSE2, a quarter of the
+// speed), for a cluster with a node older than AVX2; any other value is an LLVM CPU name
+// (`haswell`, the choice for nodes that differ but all have AVX2; `znver3`, `skylake-avx512`,
 // `neoverse-v1`, ...). A binary started on a CPU without an extension it was built for stops with
 // one line naming it (Sources/CPUCheck). Give each choice its own --scratch-path.
 let targetCPU = ProcessInfo.processInfo.environment["VQVAE_TARGET_CPU"] ?? "native"
+// The building machine's CPU flags (Linux's /proc/cpuinfo), which `native` compiles for.
+let nativeFlags: Set<Substring> = {
+    let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+    let line = info.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
+    return Set(line.split(separator: " "))
+}()
 
 // Whether that CPU has fused multiply-add: the hot loops use it (condition VECTOR_FMA) where it is
 // an instruction, and a separate multiply and add where it is not (without the instruction, Swift's
@@ -26,9 +33,7 @@ let fusedMultiplyAdd: Bool = {
     case "generic":
         return false
     case "native":
-        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let flags = info.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
-        return flags.split(separator: " ").contains("fma")
+        return nativeFlags.contains("fma")
     default:
         let beforeFMA: Set<String> = ["x86-64", "x86-64-v2", "k8", "k8-sse3", "amdfam10", "barcelona", "btver1", "btver2",
                                       "core2", "penryn", "nehalem", "westmere", "sandybridge", "ivybridge", "bonnell",
@@ -51,9 +56,7 @@ let wideRegisters: Bool = {
     case "generic":
         return false
     case "native":
-        let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
-        let flags = info.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
-        return flags.split(separator: " ").contains("avx512f")
+        return nativeFlags.contains("avx512f")
     default:
         let avx512: Set<String> = ["skylake-avx512", "skx", "cascadelake", "cooperlake", "cannonlake",
                                    "icelake-client", "icelake-server", "tigerlake", "rocketlake", "sapphirerapids",

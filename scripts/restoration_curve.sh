@@ -12,7 +12,9 @@ RECIPE=${1:?usage: restoration_curve.sh RECIPE}
 WORK=runs/restoration
 BIN=$WORK/bin/vqvae
 line=$(grep "^$RECIPE	" "$WORK/recipes.tsv") || { echo "no recipe $RECIPE in $WORK/recipes.tsv" >&2; exit 1; }
-IFS=$'\t' read -r _ tasks _ _ rflags _ <<< "$line"
+# (cut, not read: tabs are whitespace to read, which would merge an empty field with the next)
+tasks=$(printf '%s\n' "$line" | cut -f2)
+rflags=$(printf '%s\n' "$line" | cut -f5)
 read -r -a rf <<< "$rflags"
 IFS=',' read -r -a ts <<< "$tasks"
 out=$WORK/curve/$RECIPE

@@ -139,7 +139,8 @@ final class RunFileTests: XCTestCase {
                    "weight-ema": "0.999",
                    "lr-schedule": "\"constant\"", "corrupt": "\"\(corrupt)\""]
                 : ["model": "\"ae\"", "down": "1", "residual": "true", "lr": "0.002", "lr-schedule": "\"cosine\"",
-                   "warmup-steps": "100", "clip-grad-norm": "0.05", "corrupt": "\"\(corrupt)\""]
+                   "warmup-steps": "100", "clip-grad-norm": "0.05", "corrupt": "\"\(corrupt)\"",
+                   "detail-layers": task == "deblur" ? "0" : "6", "detail-channels": task == "deblur" ? "32" : "64"]
             for (key, value) in preset { XCTAssertEqual(written[key], value, "--task \(task): \(key)") }
             for key in ["codebook-init", "kmeans-iterations", "dead-code-threshold"] {
                 XCTAssertNil(written[key], "--task \(task): \(key) does not apply to an autoencoder")
@@ -165,15 +166,18 @@ final class RunFileTests: XCTestCase {
         let cleanSettings = try settings(clean.appendingPathComponent("run.toml").path)
         XCTAssertEqual(cleanSettings["corrupt"], "\"\"")
         XCTAssertEqual(cleanSettings["residual"], "true")
+        // (A file without `residual = false`: the denoising preset's detail layers need --residual.)
         let renamed = try CommandRunner.temporaryFolder("runfile-task-command-line")
-        try train(["--config", config, "--task", "denoise", "--data", data, "--out", renamed.path] + small)
+        try train(["--config", try runFile("deblur", "task = \"deblur\"\nlr = 1e-3"), "--task", "denoise", "--data", data,
+                   "--out", renamed.path] + small)
         XCTAssertEqual(try settings(renamed.appendingPathComponent("run.toml").path)["corrupt"], "\"noise:0.1\"")
 
         let help = try CommandRunner.vqvae(["train", "--help"])
         XCTAssertEqual(help.status, 0)
         let flat = help.standardOutput.split(whereSeparator: \.isWhitespace).joined(separator: " ")
         for (task, corrupt) in expected where task != "inpaint" {
-            XCTAssertTrue(flat.contains("\(task): --model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --corrupt \(corrupt)"),
+            let detail = task == "deblur" ? "" : " --detail-layers 6 --detail-channels 64"
+            XCTAssertTrue(flat.contains("\(task): --model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05\(detail) --corrupt \(corrupt)"),
                           "train --help does not list --task \(task): \(help.standardOutput)")
         }
         XCTAssertTrue(flat.contains("inpaint: --model ae --down 3 --residual --skips --mask-channel --lr 1e-3 --weight-ema 0.999 --corrupt holes:8"),
