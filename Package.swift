@@ -8,7 +8,7 @@ import PackageDescription
 //
 // The instruction set: VQVAE_TARGET_CPU names the CPU the Swift and C code is compiled for.
 // `native` (the default) uses every extension of the building machine (AVX2 and FMA, AVX-512
-// where there is one); `generic` the architecture's baseline (x86-64: SSE2, a quarter of the
+// where there is one); `generic` the architecture's baseline (x86-64: SSE2, a fifth of the
 // speed), for a cluster with a node older than AVX2; any other value is an LLVM CPU name
 // (`haswell`, the choice for nodes that differ but all have AVX2; `znver3`, `skylake-avx512`,
 // `neoverse-v1`, ...). A binary started on a CPU without an extension it was built for stops with
