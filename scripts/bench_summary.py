@@ -30,4 +30,14 @@ if notes:
     print()
     for e in notes:
         print(f"- {e['short']}: {e['note']}")
+held = [json.load(open(p)) for p in sorted(glob.glob(os.path.join(root, "instruction-set-*.json")))]
+if held:
+    print("\nOn AVX-512 machines, the AVX2 comparison as well (`scripts/isa_bench.sh`): our `haswell` build with")
+    print("OpenBLAS's Haswell kernels against PyTorch held to AVX2, one core, alternating.\n")
+    print("| CPU | date | vqvae (AVX2) images/s | PyTorch (AVX2) images/s | ratio | efficiency per core | details |")
+    print("|---|---|---|---|---|---|---|")
+    for e in held:
+        print(f"| {e['cpu']} | {e['date']} | {e['vqvae_avx2']:.1f} | {e['pytorch_avx2']:.1f} | {e['ratio']:.2f}x "
+              f"(rounds: median {statistics.median(e['ratio_rounds']):.2f}) | {100 * e['efficiency_per_core']:.0f}% | "
+              f"[instruction-set-{e['short']}.md](instruction-set-{e['short']}.md) |")
 print("\nHow the Swift code's instruction set changes these figures: [instruction-set.md](instruction-set.md).")

@@ -126,6 +126,11 @@ if avx2:
     print(f"\nsgemm per core measured by the haswell build with Haswell kernels: "
           f"{statistics.median(x['sgemm_gflops_per_core'] for x in ours):.1f} GFLOP/s; its efficiency per core "
           f"{100 * statistics.median(x['efficiency_per_core'] for x in ours):.0f}%")
+    # For bench/results.md (scripts/bench_summary.py): the AVX2 comparison of this machine.
+    json.dump({"cpu": cpu, "short": short, "date": datetime.date.today().isoformat(),
+               "vqvae_avx2": ma, "pytorch_avx2": mt, "ratio": ma / mt, "ratio_rounds": ratios,
+               "efficiency_per_core": statistics.median(x["efficiency_per_core"] for x in ours)},
+              open(f"bench/instruction-set-{short}.json", "w"), indent=1)
 checks = {b: open(os.path.join(folder, f"check-{b}.txt")).read().split("\n") for b in builds
           if os.path.exists(os.path.join(folder, f"check-{b}.txt"))}
 if checks:
