@@ -48,8 +48,13 @@ echo "$placement" | sed 's/^/  /'
 
 train=(train --data "$data" --steps "$steps" --global-batch-size 12 --seed 7 --hidden 16 --res-hidden 8 --code-dim 8
        --codes 32 --kmeans-init --corrupt noise:0.1 --checkpoint-every 3 --log-every 1 --sync-check-every 1 --bucket-mb 0.01)
+# The other hosts start with a clean environment, as under ssh: OpenBLAS settings exported here
+# (a kernel named by OPENBLAS_CORETYPE, say) go to every rank, as they reach the one-host run, or
+# the ranks would compute with different kernels and round differently.
+forward=()
+for name in $(env | grep -o '^OPENBLAS_[A-Z0-9_]*' || true); do forward+=(-x "$name"); done
 start=$EPOCHREALTIME
-cluster_mpirun "$vqvae" "${train[@]}" --out "$work/across" >"$work/across.out" 2>"$work/across.err" ||
+cluster_mpirun ${forward[@]+"${forward[@]}"} "$vqvae" "${train[@]}" --out "$work/across" >"$work/across.out" 2>"$work/across.err" ||
     { cat "$work/across.err" >&2; echo "error: training across $ranks hosts failed" >&2; exit 1; }
 across_seconds=$(awk "BEGIN { print $EPOCHREALTIME - $start }")
 start=$EPOCHREALTIME
