@@ -4,7 +4,8 @@ import Foundation
 /// --logdir OUT` plots every scalar of the run under the names `metrics.jsonl` uses.
 ///
 /// The format (docs/formats.md, "TensorBoard event files"): a file named
-/// `events.out.tfevents.<seconds>.<host>.vqvae` of TFRecords (`uint64` length, masked CRC-32C of
+/// `events.out.tfevents.<seconds>.<host>.vqvae` (seconds since 1970, later than any earlier file's
+/// in the folder) of TFRecords (`uint64` length, masked CRC-32C of
 /// the length, the bytes, masked CRC-32C of the bytes, little-endian), each an `Event` protocol
 /// buffer: first `file_version = "brain.Event:2"`, then per record one event with `wall_time`,
 /// `step` and a `Summary` of `simple_value` scalars. The few fields needed are encoded here by hand
@@ -22,13 +23,15 @@ final class TensorBoardEvents {
         gethostname(&host, host.count - 1)
         let name = String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
         let now = Date().timeIntervalSince1970
-        var candidate = folder + "/events.out.tfevents.\(Int(now)).\(name.isEmpty ? "host" : name).vqvae"
-        var attempt = 1
-        while FileManager.default.fileExists(atPath: candidate) {  // two starts within a second
-            attempt += 1
-            candidate = folder + "/events.out.tfevents.\(Int(now)).\(name.isEmpty ? "host" : name).\(attempt).vqvae"
-        }
-        path = candidate
+        // TensorBoard reads a folder's event files in name order, which must be the order the runs
+        // started (a restart applies to the files before it): a start within the same second as an
+        // earlier file's takes the next second.
+        let prefix = "events.out.tfevents."
+        let earlier = ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [])
+            .filter { $0.hasPrefix(prefix) }
+            .compactMap { Int($0.dropFirst(prefix.count).prefix { $0 != "." }) }
+        let seconds = max(Int(now), (earlier.max() ?? 0) + 1)
+        path = folder + "/\(prefix)\(seconds).\(name.isEmpty ? "host" : name).vqvae"
         guard FileManager.default.createFile(atPath: path, contents: nil),
               let handle = FileHandle(forWritingAtPath: path) else {
             throw TrainingError("cannot write \(path)")

@@ -59,6 +59,10 @@ final class TensorBoardTests: XCTestCase {
         try train(["--data", data, "--out", out.path, "--steps", "5", "--checkpoint-every", "2", "--val", data, "--val-every", "2",
                    "--val-limit", "16", "--resume", out.appendingPathComponent("checkpoints/step-00000002.h5").path]
                   + Self.small)
+        // Name order is start order (TensorBoard reads in name order), even within one second.
+        let files = try FileManager.default.contentsOfDirectory(atPath: out.path).filter { $0.hasPrefix("events.out.tfevents.") }.sorted()
+        XCTAssertEqual(files.count, 2, "\(files)")
+        XCTAssertEqual(files.first, events.first, "the first run's file sorts first: \(files)")
         loaded = try scalars(out)
         expected = try records(out)
         XCTAssertEqual(loaded["loss"]?.map { Int($0[0]) }, [1, 2, 3, 4, 5])
