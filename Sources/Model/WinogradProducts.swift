@@ -181,14 +181,11 @@ enum WinogradProducts {
                                       b: panel, b2: panel + vectorWidth * depth, bStep: vectorWidth,
                                       c: c + t * cRow + xi * n + j, ldc: cRow)
                         } else {
-                            block(rows: min(rows, end - t), lanes: lanes, depth: depth,
-                                  a: a + t * aRow + xi * depth, aStep: 1, aRow: aRow, b: panel, bStep: vectorWidth,
-                                  c: c + t * cRow + xi * n + j, ldc: cRow)
-                            if pair {
-                                block(rows: end - t, lanes: vectorWidth, depth: depth,
+                            for p in 0..<(pair ? 2 : 1) {
+                                block(rows: min(rows, end - t), lanes: lanes, depth: depth,
                                       a: a + t * aRow + xi * depth, aStep: 1, aRow: aRow,
-                                      b: panel + vectorWidth * depth, bStep: vectorWidth,
-                                      c: c + t * cRow + xi * n + j + vectorWidth, ldc: cRow)
+                                      b: panel + p * vectorWidth * depth, bStep: vectorWidth,
+                                      c: c + t * cRow + xi * n + j + p * vectorWidth, ldc: cRow)
                             }
                         }
                         t += rows
