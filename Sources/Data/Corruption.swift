@@ -6,16 +6,21 @@ import Darwin
 #endif
 
 /// A corruption's parameter: one value, or a range `lower...upper` from which each image draws
-/// its own value (uniformly, from the image's keyed stream; see `CorruptionPipeline`).
+/// its own value (from the image's keyed stream; see `CorruptionPipeline`): uniformly, or
+/// log-uniformly (`isLogarithmic`: every octave of the range equally often; both ends > 0).
 public struct ValueRange: Equatable, Sendable, ExpressibleByFloatLiteral, ExpressibleByIntegerLiteral {
     public let lower: Float
     public let upper: Float
+    /// Draws `lower * (upper / lower)^u` instead of `lower + (upper - lower) u`.
+    public let isLogarithmic: Bool
 
-    public init(_ value: Float) { (lower, upper) = (value, value) }
-    /// `lower <= upper`; equal ends are one value.
-    public init(_ lower: Float, _ upper: Float) {
+    public init(_ value: Float) { (lower, upper, isLogarithmic) = (value, value, false) }
+    /// `lower <= upper`; equal ends are one value. A logarithmic range needs `lower > 0`.
+    public init(_ lower: Float, _ upper: Float, logarithmic: Bool = false) {
         precondition(lower <= upper, "a range runs from low to high")
+        precondition(!logarithmic || lower > 0, "a logarithmic range starts above 0")
         (self.lower, self.upper) = (lower, upper)
+        isLogarithmic = logarithmic && lower < upper
     }
     public init(floatLiteral value: Float) { self.init(value) }
     public init(integerLiteral value: Int) { self.init(Float(value)) }
@@ -23,11 +28,17 @@ public struct ValueRange: Equatable, Sendable, ExpressibleByFloatLiteral, Expres
     /// One value: nothing is drawn for it.
     public var isFixed: Bool { lower == upper }
 
-    /// The value for one image: `lower`, or `lower + (upper - lower) u` with `u` uniform in
-    /// `[0, 1)` from `random` (one draw, only for a range).
+    /// The value for one image: `lower`, or with `u` uniform in `[0, 1)` from `random` (one draw,
+    /// only for a range) `lower + (upper - lower) u`, or `lower * exp(u log(upper / lower))` (in
+    /// double precision, then rounded to float) for a logarithmic range; never above `upper`.
     @inline(__always)
     func draw(_ random: inout SplitMix64) -> Float {
-        isFixed ? lower : min(lower + (upper - lower) * Float(random.nextUnit()), upper)
+        if isFixed { return lower }
+        let u = random.nextUnit()
+        if isLogarithmic {
+            return min(Float(Double(lower) * exp(u * log(Double(upper) / Double(lower)))), upper)
+        }
+        return min(lower + (upper - lower) * Float(u), upper)
     }
 }
 
@@ -81,7 +92,9 @@ public enum MaskFill: Equatable, Sendable {
 /// Every number except the mask's fill value may instead be a range `LOW..HIGH` (`noise:0.02..0.2`,
 /// `blur:0.5..2`, `mask:0.05..0.5`, `dark:1.5..3:0.4..1`): each image draws its own value,
 /// uniformly in the range, as the first draw(s) of its stream for that item (in argument order),
-/// so blind restoration models see a spread of damage. A range with equal ends is that value.
+/// so blind restoration models see a spread of damage. `LOW~HIGH` (both ends > 0) draws
+/// log-uniformly instead, every octave equally often (`noise:0.02~0.2` gives as many images below
+/// sigma 0.063 as above it). A range with equal ends is that value.
 ///
 /// The empty string is no corruption. `description` is the canonical spec (defaults left out),
 /// which parses back to an equal pipeline.
@@ -455,23 +468,29 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             guard index < arguments.count, let value = Float(String(arguments[index])), value.isFinite, valid(value) else { return nil }
             return value
         }
-        /// The argument at `index` as one value or a range `LOW..HIGH` whose ends both satisfy
-        /// `valid`: `single` is the error for a bad value, `range` (then `e.g. example`) for a bad range.
+        /// The argument at `index` as one value, a range `LOW..HIGH` or a logarithmic range
+        /// `LOW~HIGH` (ends > 0) whose ends both satisfy `valid`: `single` is the error for a bad
+        /// value, `range` (then `e.g. example`) for a bad range.
         func amount(_ index: Int, _ valid: (Float) -> Bool, single: String, range: String, example: String) throws -> ValueRange {
-            guard index < arguments.count, let dots = arguments[index].range(of: "..") else {
+            let separator = index < arguments.count ? (arguments[index].range(of: "..") ?? arguments[index].range(of: "~")) : nil
+            guard let separator else {
                 guard let value = number(index, valid) else { throw DataError(single + got) }
                 return ValueRange(value)
             }
             let text = arguments[index]
-            let low = trimmed(text[..<dots.lowerBound]), high = trimmed(text[dots.upperBound...])
+            let logarithmic = text[separator] == "~"
+            let low = trimmed(text[..<separator.lowerBound]), high = trimmed(text[separator.upperBound...])
             guard let lower = Float(String(low)), let upper = Float(String(high)), lower.isFinite, upper.isFinite,
                   valid(lower), valid(upper) else {
                 throw DataError("--corrupt \(name) \(range) LOW..HIGH, e.g. \(example)\(got)")
             }
             guard lower <= upper else {
-                throw DataError("--corrupt \(name) range \(low)..\(high) runs from high to low; write LOW..HIGH, e.g. \(example)\(got)")
+                throw DataError("--corrupt \(name) range \(low)\(text[separator])\(high) runs from high to low; write LOW..HIGH, e.g. \(example)\(got)")
             }
-            return ValueRange(lower, upper)
+            guard !logarithmic || lower > 0 else {
+                throw DataError("--corrupt \(name) logarithmic range \(low)~\(high) must start above 0, e.g. \(example.replacingOccurrences(of: "..", with: "~"))\(got)")
+            }
+            return ValueRange(lower, upper, logarithmic: logarithmic)
         }
         /// The fill of `mask` and `holes` (their second argument, if given): a value in [0, 1] or `noise`.
         func fill(examples: String) throws -> MaskFill {
@@ -547,8 +566,8 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
         return text.hasSuffix(".0") ? String(text.dropLast(2)) : text
     }
 
-    /// `LOW..HIGH`, or the one value of a range with equal ends.
+    /// `LOW..HIGH`, `LOW~HIGH` (logarithmic), or the one value of a range with equal ends.
     private static func format(_ range: ValueRange) -> String {
-        range.isFixed ? format(range.lower) : "\(format(range.lower))..\(format(range.upper))"
+        range.isFixed ? format(range.lower) : "\(format(range.lower))\(range.isLogarithmic ? "~" : "..")\(format(range.upper))"
     }
 }

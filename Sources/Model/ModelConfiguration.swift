@@ -45,6 +45,12 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     public var levels: [Int] = []
     /// `.vq`: the rotation trick instead of the straight-through gradient (`VectorQuantizer.backward`).
     public var rotationTrick = false
+    /// A codebook of lower (or other) dimension than the latent, as in ViT-VQGAN and
+    /// `vector_quantize_pytorch`'s `codebook_dim`: a linear map `quantizer/project_in` (`D -> d`,
+    /// with bias) carries `z` to the codebook's space, the quantizer works there (its distances,
+    /// commitment loss, EMA, k-means and restarts all in `d` dimensions), and `quantizer/project_out`
+    /// (`d -> D`) carries the chosen row back for the decoder. 0, or `d == D`: no projection.
+    public var codebookDimension = 0
     /// `--model vae`: weight of the KL term (see `GaussianLatent` for its normalisation).
     public var klWeight: Double = 0.001
     /// Residual restoration: the output is the input plus what the network predicts,
@@ -88,10 +94,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
         case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels, rotationTrick
+        case codebookDimension
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -120,11 +127,22 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         quantizer = try c.decodeIfPresent(QuantizerKind.self, forKey: .quantizer) ?? .vq
         levels = try c.decodeIfPresent([Int].self, forKey: .levels) ?? []
         rotationTrick = try c.decodeIfPresent(Bool.self, forKey: .rotationTrick) ?? false
+        codebookDimension = try c.decodeIfPresent(Int.self, forKey: .codebookDimension) ?? 0
     }
 
     /// Whether the model has a codebook (the VQ-VAE with `--quantizer vq`): EMA statistics,
     /// the k-means start and dead-code restart apply to it alone.
     public var hasCodebook: Bool { model == .vqvae && quantizer != .fsq }
+
+    /// Whether the codebook lives in a space of its own (`codebookDimension`), reached through
+    /// `quantizer/project_in` and left through `quantizer/project_out`.
+    public var hasCodebookProjection: Bool {
+        hasCodebook && codebookDimension > 0 && codebookDimension != codeDimension
+    }
+
+    /// The dimension of the vectors the quantizer searches, of its codebook's rows and its EMA sums:
+    /// `codebookDimension` with a projection, `D` otherwise.
+    public var quantizerDimension: Int { hasCodebookProjection ? codebookDimension : codeDimension }
 
     /// Sets `.fsq` with `levels`, and the code dimension and count they imply.
     public mutating func useFiniteScalarQuantizer(levels: [Int]) {
@@ -197,6 +215,14 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
             try FiniteScalarQuantizer.validate(levels: levels)
             guard codeDimension == levels.count, codes == levels.reduce(1, *) else {
                 throw ModelError("--quantizer fsq: --levels \(levels.map(String.init).joined(separator: ",")) sets the code dimension to \(levels.count) and the codes to \(levels.reduce(1, *)); leave out --code-dim and --codes")
+            }
+        }
+        if codebookDimension != 0 {
+            guard hasCodebook else {
+                throw ModelError("--codebook-dim sets the dimension of a codebook; it needs --model vqvae with --quantizer vq or cosine")
+            }
+            guard codebookDimension >= 1, codebookDimension <= Self.largestWidth else {
+                throw ModelError("--codebook-dim must be between 1 and \(Self.largestWidth) (got \(codebookDimension))")
             }
         }
         guard detailLayers == 0 || residual else {

@@ -38,7 +38,9 @@ extension ModelConfiguration {
             conv(residual, hidden, area: 1)
         }
         conv(hidden, Double(latentChannels), area: 1)
-        if hasCodebook { count += Double(codes) * (2 * d + 1) }
+        let qd = Double(quantizerDimension)
+        if hasCodebookProjection { conv(d, qd, area: 1); conv(qd, d, area: 1) }
+        if hasCodebook { count += Double(codes) * (2 * qd + 1) }
         conv(d, hidden, area: 9)
         for i in 0..<downsamplings {
             conv(Double(hidden) / Double(1 << i), i == downsamplings - 1 ? Double(channels) : hidden / Double(1 << (i + 1)), area: 16)
@@ -79,13 +81,15 @@ extension ModelConfiguration {
             (h, w, input) = (oh, ow, output)
         }
         let positions = n * h * w
-        let widest = max(hidden, Double(latentChannels), residual)
+        let widest = max(hidden, Double(latentChannels), residual, Double(quantizerDimension))
         // Two residual stacks (input, per-block outputs and saved tensors, output), the latent,
         // the quantized latent, the VAE's noise and the scratch buffer.
         elements += 2 * positions * (hidden * Double(2 + 2 * residualBlocks) + residual * Double(residualBlocks))
         elements += positions * (Double(latentChannels) + 2 * Double(codeDimension) + residual + 1)
         // Cosine codes: the normalised latent.
-        if hasCodebook && quantizer == .cosine { elements += positions * Double(codeDimension) }
+        if hasCodebook && quantizer == .cosine { elements += positions * Double(quantizerDimension) }
+        // A codebook projection: the projected vectors and the chosen rows in the codebook's space.
+        if hasCodebookProjection { elements += 2 * positions * Double(quantizerDimension) }
         largest = max(largest, positions * widest)
         // The 3x3 convolutions: an im2col matrix, or Winograd's two tile matrices and kernel.
         let tiles = n * (h / 4).rounded(.up) * (w / 4).rounded(.up)

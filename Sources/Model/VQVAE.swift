@@ -61,6 +61,9 @@ public final class VQVAE {
     let encoderConv: Conv2d
     let encoderBlocks: [ResidualBlock]
     let preQuant: Conv2d
+    /// `--codebook-dim`: 1x1 maps `D -> d` before the quantizer and `d -> D` after it.
+    let projectIn: Conv2d?
+    let projectOut: Conv2d?
     let decoderConv: Conv2d
     let decoderBlocks: [ResidualBlock]
     let ups: [ConvTranspose2d]
@@ -74,7 +77,9 @@ public final class VQVAE {
     let downOutputs: [FloatBuffer]        // relu(conv) of each encoder/down{i}
     let encoderStack: ResidualStackBuffers
     public let latent: FloatBuffer        // z   [N, h, w, D] (VAE: mean | log-variance, [N, h, w, 2D])
-    let normalizedLatent: FloatBuffer     // --quantizer cosine: z / |z| per position [N, h, w, D]
+    let normalizedLatent: FloatBuffer     // --quantizer cosine: v / |v| per position [N, h, w, d] (v: z, or its projection)
+    let projected: FloatBuffer            // --codebook-dim: project_in(z) [N, h, w, d]
+    let codeVectors: FloatBuffer          // --codebook-dim: the chosen codebook rows [N, h, w, d]
     public let quantized: FloatBuffer     // q   [N, h, w, D] (unused by the autoencoder)
     let noise: FloatBuffer                // VAE: eps [N, h, w, D] of the last forward
     public let codeIndices: UnsafeMutableBufferPointer<Int32>  // [N, h, w]
@@ -136,9 +141,15 @@ public final class VQVAE {
         preQuant = Conv2d(name: "pre_quant", inputChannels: c.hidden, outputChannels: c.latentChannels,
                           window: Window(kernel: 1), parameters: parameters)
         scalarQuantizer = c.model == .vqvae && c.quantizer == .fsq ? FiniteScalarQuantizer(levels: c.levels) : nil
+        projectIn = !c.hasCodebookProjection ? nil : Conv2d(
+            name: "quantizer/project_in", inputChannels: c.codeDimension, outputChannels: c.quantizerDimension,
+            window: Window(kernel: 1), parameters: parameters)
         let vectorQuantizer = !c.hasCodebook ? nil : VectorQuantizer(
-            codes: c.codes, dimension: c.codeDimension, kind: c.codebook, commitment: Float(c.commitment),
+            codes: c.codes, dimension: c.quantizerDimension, kind: c.codebook, commitment: Float(c.commitment),
             decay: c.decay, epsilon: c.emaEpsilon, parameters: parameters)
+        projectOut = !c.hasCodebookProjection ? nil : Conv2d(
+            name: "quantizer/project_out", inputChannels: c.quantizerDimension, outputChannels: c.codeDimension,
+            window: Window(kernel: 1), parameters: parameters)
         vectorQuantizer?.rotationTrick = c.rotationTrick
         vectorQuantizer?.cosine = c.quantizer == .cosine
         quantizer = vectorQuantizer
@@ -170,7 +181,9 @@ public final class VQVAE {
         }
         encoderStack = ResidualStackBuffers(blocks: encoderBlocks, positions: latentPositions, channels: c.hidden)
         latent = FloatBuffer(count: latentPositions * c.latentChannels)
-        normalizedLatent = FloatBuffer(count: c.hasCodebook && c.quantizer == .cosine ? latentPositions * c.codeDimension : 0)
+        normalizedLatent = FloatBuffer(count: c.hasCodebook && c.quantizer == .cosine ? latentPositions * c.quantizerDimension : 0)
+        projected = FloatBuffer(count: c.hasCodebookProjection ? latentPositions * c.quantizerDimension : 0)
+        codeVectors = FloatBuffer(count: projected.count)
         quantized = FloatBuffer(count: c.model == .ae ? 0 : latentPositions * c.codeDimension)
         noise = FloatBuffer(count: c.model == .vae ? latentPositions * c.codeDimension : 0)
         codeIndices = .allocate(capacity: latentPositions)
@@ -197,7 +210,7 @@ public final class VQVAE {
         residualGradient = FloatBuffer(count: detail.isEmpty ? 0 : pixels * c.channels)
         var largest = pixels * c.channels
         for buffer in downOutputs + upOutputs + skipSums + [detailInput] + detailOutputs { largest = max(largest, buffer.count) }
-        largest = max(largest, latentPositions * max(c.hidden, c.latentChannels))
+        largest = max(largest, latentPositions * max(c.hidden, c.latentChannels, c.quantizerDimension))
         gradientA = FloatBuffer(count: largest)
         gradientB = FloatBuffer(count: largest)
         scratch = FloatBuffer(count: latentPositions * c.residualHidden)
@@ -208,6 +221,7 @@ public final class VQVAE {
         }
         let (lh, lw) = (c.latentHeight, c.latentWidth)
         work = max(work, encoderConv.workspaceCount(batch: n, height: lh, width: lw))
+        for conv in [projectIn, projectOut].compactMap({ $0 }) { work = max(work, conv.workspaceCount(batch: n, height: lh, width: lw)) }
         work = max(work, decoderConv.workspaceCount(batch: n, height: lh, width: lw))
         for block in encoderBlocks + decoderBlocks { work = max(work, block.workspaceCount(batch: n, height: lh, width: lw)) }
         for (i, up) in ups.enumerated() {
@@ -227,7 +241,8 @@ public final class VQVAE {
     /// and workspace buffer (what `ModelConfiguration.trainingBytesEstimate` over-estimates).
     public var allocatedFloatCount: Int {
         var buffers = downOutputs + upOutputs + skipSums + skipGradients + [latent, quantized, noise, gradientA, gradientB, scratch, workspace]
-        buffers += [detailInput, residualOutput, residualGradient, maskCopy, blankedImages, maskedInput, normalizedLatent] + detailOutputs
+        buffers += [detailInput, residualOutput, residualGradient, maskCopy, blankedImages, maskedInput, normalizedLatent, projected, codeVectors]
+        buffers += detailOutputs
         for stack in [encoderStack, decoderStack] { buffers += [stack.input, stack.output] + stack.blockOutputs + stack.saved }
         return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + skipWeights.count
             + (quantizer?.allocatedFloatCount ?? 0)
@@ -277,21 +292,38 @@ public final class VQVAE {
         encoderStack.forward(blocks: encoderBlocks, batch: batch, height: lh, width: lw, parameters: p, workspace: work)
         preQuant.forward(output: latent.pointer, input: encoderStack.output.pointer, batch: batch, height: lh, width: lw,
                          parameters: p, workspace: work)
+        if let projectIn {
+            projectIn.forward(output: projected.pointer, input: latent.pointer, batch: batch, height: lh, width: lw,
+                              parameters: p, workspace: work)
+        }
         if normalizedLatent.count > 0 {
-            normalizedLatent.pointer.update(from: latent.pointer, count: batch * lh * lw * c.codeDimension)
-            VectorQuantizer.normalizeRows(normalizedLatent.pointer, rows: batch * lh * lw, dimension: c.codeDimension)
+            let d = c.quantizerDimension
+            normalizedLatent.pointer.update(from: unnormalizedQuantizerInput, count: batch * lh * lw * d)
+            VectorQuantizer.normalizeRows(normalizedLatent.pointer, rows: batch * lh * lw, dimension: d)
         }
     }
 
-    /// What the vector quantizer reads: `z`, or `z / |z|` with `--quantizer cosine` (after `encode`).
-    public var quantizerInput: UnsafeMutablePointer<Float> {
-        normalizedLatent.count > 0 ? normalizedLatent.pointer : latent.pointer
+    /// `z`, or its projection with `--codebook-dim` (after `encode`).
+    private var unnormalizedQuantizerInput: UnsafeMutablePointer<Float> {
+        projected.count > 0 ? projected.pointer : latent.pointer
     }
 
-    /// `--quantizer cosine`: from `dL/dz_hat` to `dL/dz` in place, through `z_hat = z / max(|z|, 1e-6)`:
-    /// `(g - z_hat (z_hat . g)) / |z|`, or `g / 1e-6` where `|z|` is below the floor.
+    /// What the vector quantizer reads, `[N, h, w, d]` (after `encode`): `z`, or with
+    /// `--codebook-dim` its projection `v = project_in(z)`; with `--quantizer cosine` `v / |v|`.
+    public var quantizerInput: UnsafeMutablePointer<Float> {
+        normalizedLatent.count > 0 ? normalizedLatent.pointer : unnormalizedQuantizerInput
+    }
+
+    /// Where the vector quantizer writes the chosen rows: `q` itself, or with `--codebook-dim` the
+    /// rows in the codebook's space, which `project_out` then carries to `q`.
+    var quantizerOutput: UnsafeMutablePointer<Float> {
+        codeVectors.count > 0 ? codeVectors.pointer : quantized.pointer
+    }
+
+    /// `--quantizer cosine`: from `dL/dv_hat` to `dL/dv` in place, through `v_hat = v / max(|v|, 1e-6)`:
+    /// `(g - v_hat (v_hat . g)) / |v|`, or `g / 1e-6` where `|v|` is below the floor.
     private func normalizationBackward(_ gradient: UnsafeMutablePointer<Float>, count: Int) {
-        let d = configuration.codeDimension, z = latent.pointer, zHat = normalizedLatent.pointer
+        let d = configuration.quantizerDimension, z = unnormalizedQuantizerInput, zHat = normalizedLatent.pointer
         for p in 0..<count {
             let row = p * d
             var norm: Float = 0, dot: Float = 0
@@ -361,8 +393,10 @@ public final class VQVAE {
             }
             let quantizer = quantizer!
             commitment = quantizer.forward(
-                quantized: quantized.pointer, indices: codeIndices.baseAddress!, vectors: quantizerInput, count: vectors,
+                quantized: quantizerOutput, indices: codeIndices.baseAddress!, vectors: quantizerInput, count: vectors,
                 codebook: quantizer.codebook(parameters: parameters), collectStatistics: training, workspace: work)
+            projectOut?.forward(output: quantized.pointer, input: codeVectors.pointer, batch: batch, height: lh, width: lw,
+                                parameters: UnsafePointer(parameters.values.pointer), workspace: work)
         case .vae:
             klSum = GaussianLatent.forward(sample: quantized.pointer, noise: noise.pointer, moments: latent.pointer,
                                            dimension: c.codeDimension, images: batch, positionsPerImage: lh * lw,
@@ -483,16 +517,18 @@ public final class VQVAE {
         precondition(batch >= 1 && batch <= maxBatch, "batch \(batch) exceeds the allocated \(maxBatch)")
         precondition(configuration.model == .vqvae, "decode(codes:) needs the VQ-VAE")
         precondition(!configuration.residual, "a residual model's output needs its input, not only codes")
-        let d = configuration.codeDimension
+        let d = configuration.quantizerDimension, rows = quantizerOutput
         for p in 0..<(batch * latentCount) {
             let k = Int(codes[p])
             precondition(k >= 0 && k < configuration.codes, "code \(k) is outside the codebook")
             if let scalarQuantizer {
                 scalarQuantizer.vector(of: k, into: quantized.pointer + p * d)
             } else {
-                (quantized.pointer + p * d).update(from: quantizer!.codebook(parameters: parameters) + k * d, count: d)
+                (rows + p * d).update(from: quantizer!.codebook(parameters: parameters) + k * d, count: d)
             }
         }
+        projectOut?.forward(output: quantized.pointer, input: codeVectors.pointer, batch: batch, height: configuration.latentHeight,
+                            width: configuration.latentWidth, parameters: UnsafePointer(parameters.values.pointer), workspace: workspace.pointer)
         lastBatch = batch
         // Skips: codes alone carry no encoder activations; decode from the latent only.
         for n in 0..<batch { skipWeights[n] = 0 }
@@ -584,11 +620,23 @@ public final class VQVAE {
                 break
             }
             let quantizer = quantizer!
+            if let projectOut {
+                projectOut.backward(inputGradient: other, outputGradient: current, input: codeVectors.pointer, batch: batch,
+                                    height: lh, width: lw, parameters: p, gradients: g, workspace: work)
+                gradientsReady(projectOut.weight.offset)
+                swap(&current, &other)
+            }
             quantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: quantizerInput,
-                               quantized: quantized.pointer, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
+                               quantized: quantizerOutput, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
             if let slot = quantizer.codebookSlot { gradientsReady(slot.offset) }
             if quantizer.cosine { normalizationBackward(other, count: vectors) }
             swap(&current, &other)
+            if let projectIn {
+                projectIn.backward(inputGradient: other, outputGradient: current, input: latent.pointer, batch: batch,
+                                   height: lh, width: lw, parameters: p, gradients: g, workspace: work)
+                gradientsReady(projectIn.weight.offset)
+                swap(&current, &other)
+            }
         case .vae:
             GaussianLatent.backward(momentsGradient: other, sampleGradient: current, moments: latent.pointer,
                                     noise: noise.pointer, dimension: c.codeDimension, positions: vectors,
@@ -629,7 +677,7 @@ public final class VQVAE {
     /// distance GEMM.
     public var trainingMultiplyAddsPerImage: Int {
         let c = configuration
-        let quantizerMACs = c.hasCodebook ? c.latentHeight * c.latentWidth * c.codes * c.codeDimension : 0
+        let quantizerMACs = c.hasCodebook ? c.latentHeight * c.latentWidth * c.codes * c.quantizerDimension : 0
         let layers = forwardMultiplyAddsPerImage - quantizerMACs
         let first = downs[0].forwardMultiplyAdds(batch: 1, height: resolutions[0].height, width: resolutions[0].width)
         return 3 * layers - first + quantizerMACs
@@ -643,7 +691,7 @@ public final class VQVAE {
             total += conv.forwardMultiplyAdds(batch: 1, height: resolutions[i].height, width: resolutions[i].width)
         }
         let (lh, lw) = (c.latentHeight, c.latentWidth)
-        for conv in [encoderConv, preQuant, decoderConv] + (encoderBlocks + decoderBlocks).flatMap({ [$0.conv3x3, $0.conv1x1] }) {
+        for conv in [encoderConv, preQuant, decoderConv] + [projectIn, projectOut].compactMap({ $0 }) + (encoderBlocks + decoderBlocks).flatMap({ [$0.conv3x3, $0.conv1x1] }) {
             total += conv.forwardMultiplyAdds(batch: 1, height: lh, width: lw)
         }
         for conv in detail { total += conv.forwardMultiplyAdds(batch: 1, height: c.height, width: c.width) }
@@ -651,7 +699,7 @@ public final class VQVAE {
             let size = resolutions[c.downsamplings - i]
             total += up.forwardMultiplyAdds(batch: 1, height: size.height, width: size.width)
         }
-        if c.hasCodebook { total += lh * lw * c.codes * c.codeDimension }
+        if c.hasCodebook { total += lh * lw * c.codes * c.quantizerDimension }
         return total
     }
 }

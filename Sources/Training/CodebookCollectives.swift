@@ -32,11 +32,11 @@ final class CodebookCollectives {
     var microBatchSize: Int { localBatchSize / microBatches }
 
     /// Floats of one micro-batch's encoder outputs.
-    private var microLatentCount: Int { microBatchSize * model.latentCount * model.configuration.codeDimension }
+    private var microLatentCount: Int { microBatchSize * model.latentCount * model.configuration.quantizerDimension }
 
     /// With micro-batches: this rank's encoder outputs of the whole share, `[G/W*h*w, D]`, filled
     /// micro-batch by micro-batch; allocated once, when first needed.
-    private lazy var kept = FloatBuffer(count: microBatches > 1 ? localBatchSize * model.latentCount * model.configuration.codeDimension : 0)
+    private lazy var kept = FloatBuffer(count: microBatches > 1 ? localBatchSize * model.latentCount * model.configuration.quantizerDimension : 0)
 
     /// Copies the encoder outputs of micro-batch `m` (what the model holds after its forward pass)
     /// to their place in this rank's share. Nothing to do without micro-batches.
@@ -48,12 +48,12 @@ final class CodebookCollectives {
     /// On rank 0, the encoder outputs `z` of the whole global batch (`[G*h*w, D]`); allocated once,
     /// when first needed.
     private lazy var globalLatents = FloatBuffer(
-        count: communicator.isRoot ? globalBatchSize * model.latentCount * model.configuration.codeDimension : 0)
+        count: communicator.isRoot ? globalBatchSize * model.latentCount * model.configuration.quantizerDimension : 0)
 
     /// Gathers every rank's `latent` (its share of the global batch, in rank order) into
     /// `globalLatents` on rank 0 and returns that buffer (empty on other ranks).
     private func gatherGlobalLatents() throws -> FloatBuffer {
-        let perRank = localBatchSize * model.latentCount * model.configuration.codeDimension
+        let perRank = localBatchSize * model.latentCount * model.configuration.quantizerDimension
         let all = globalLatents
         try communicator.gather(microBatches > 1 ? kept.pointer : model.quantizerInput, count: perRank, into: all.pointer)
         return all
@@ -82,7 +82,7 @@ final class CodebookCollectives {
             let workspace = FloatBuffer(count: vectorCount * quantizer.codes)
             // A vector holding NaN or infinity (from a damaged image) would spread into every
             // centre it joins: k-means clusters the finite ones, moved to the front in order.
-            let d = model.configuration.codeDimension
+            let d = model.configuration.quantizerDimension
             var finite = 0
             for i in 0..<vectorCount where allFinite(all.pointer + i * d, count: d) {
                 if finite != i { (all.pointer + finite * d).update(from: all.pointer + i * d, count: d) }

@@ -137,6 +137,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--res-blocks", "\(cli.residualBlocks)", "\(model.residualBlocks)"),
             ("--down", "\(cli.downsamplings)", "\(model.downsamplings)"),
             ("--code-dim", "\(cli.codeDimension)", "\(model.codeDimension)"),
+            ("--codebook-dim", "\(cli.codebookDimension)", "\(model.codebookDimension)"),
             ("--codes", "\(cli.codes)", "\(model.codes)"),
             ("--commitment", "\(cli.commitment)", "\(model.commitment)"),
             ("--decay", "\(cli.decay)", "\(model.decay)"),

@@ -376,7 +376,8 @@ public final class Trainer {
         } ?? "\(dataset.count) images \(c.height)x\(c.width)x\(c.channels)"
         console.info("vqvae train: \(what) from \(files.paths.joined(separator: " ")); "
             + "\(model.parameters.count) parameters, "
-            + (c.hasCodebook ? "codebook \(c.codes)x\(c.codeDimension) (\(c.codebook.rawValue)); "
+            + (c.hasCodebook ? "codebook \(c.codes)x\(c.quantizerDimension) (\(c.codebook.rawValue))"
+                + (c.hasCodebookProjection ? " through \(c.codeDimension) -> \(c.quantizerDimension) -> \(c.codeDimension) projections" : "") + "; "
                 : c.model == .vqvae ? "FSQ levels \(c.levels.map(String.init).joined(separator: ",")) (\(c.codes) codes); "
                 : "\(c.model.rawValue), latent of \(c.latentChannels) channels; ")
             + (c.residual ? "residual\(c.detailLayers > 0 ? " with \(c.detailLayers) detail layers of \(c.detailChannels)" : ""); " : "")

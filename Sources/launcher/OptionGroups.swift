@@ -46,6 +46,10 @@ struct ArchitectureOptions: ParsableArguments {
     var levels: LevelList?
     @Flag(name: .customLong("rotation-trick"), help: "--quantizer vq: pass the decoder's gradient to the encoder through the rotation and scaling that carry z onto its code (Fifty et al. 2024), instead of straight through.")
     var rotationTrick = modelDefaults.rotationTrick
+    @Option(name: .customLong("codebook-dim"), parsing: .unconditional, help: ArgumentHelp(
+        "--quantizer vq or cosine: a codebook of this dimension d, reached through a learned linear map D -> d (quantizer/project_in) and left through d -> D (quantizer/project_out), as ViT-VQGAN's low-dimensional codes (0 or D: none).",
+        discussion: "Distances, the commitment loss, the EMA, the k-means start and restarts all work in d dimensions."))
+    var codebookDimension = modelDefaults.codebookDimension
     @Option(name: .customLong("kl-weight"), parsing: .unconditional, help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
     var klWeight = modelDefaults.klWeight
     @Flag(help: "Residual restoration: the network's output is added to its (damaged) input, so what needs no repair passes through unchanged.")
@@ -87,6 +91,7 @@ struct ArchitectureOptions: ParsableArguments {
         c.maskChannel = maskChannel
         c.quantizer = quantizer
         c.rotationTrick = rotationTrick
+        c.codebookDimension = codebookDimension
         if quantizer == .fsq { c.useFiniteScalarQuantizer(levels: levels?.values ?? [8, 5, 5, 5]) } else { c.levels = levels?.values ?? [] }
         return c
     }

@@ -156,6 +156,7 @@ enum RunFile {
             RunFileKey("levels", .string) { o in o.architecture.quantizer == .fsq ? text(o.architecture.levels.map(String.init).joined(separator: ",")) : nil },
             RunFileKey("rotation-trick", .flag) { $0.architecture.hasCodebook ? "\($0.architecture.rotationTrick)" : nil },
             RunFileKey("code-dim", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codeDimension)" },
+            RunFileKey("codebook-dim", .integer) { $0.architecture.hasCodebook ? "\($0.architecture.codebookDimension)" : nil },
             RunFileKey("codes", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codes)" },
             RunFileKey("commitment", .number) { "\($0.architecture.commitment)" },
             RunFileKey("decay", .number) { "\($0.architecture.decay)" },

@@ -476,6 +476,54 @@ final class CorruptionTests: XCTestCase {
         XCTAssertNotEqual(try corrupted(spec, image, height: h, width: w, channels: c, sampleIndex: 10), reference)
     }
 
+    /// `LOW~HIGH`: log-uniform draws (the blur equals the fixed spec at `LOW * (HIGH/LOW)^u` bit for
+    /// bit), half of the noise sigmas below the geometric mean, the canonical form round-trips,
+    /// and a range that does not start above 0 is one clear line.
+    func testLogarithmicRangesDrawEveryOctaveEquallyOften() throws {
+        let pipeline = try CorruptionPipeline(spec: "noise:0.02~0.2, blur: 0.5 ~ 2, dark:1.5~3:0.4..1, noise:0.1~0.1")
+        XCTAssertEqual(pipeline.corruptions, [
+            .noise(sigma: ValueRange(0.02, 0.2, logarithmic: true)), .blur(sigma: ValueRange(0.5, 2, logarithmic: true)),
+            .darken(gamma: ValueRange(1.5, 3, logarithmic: true), gain: ValueRange(0.4, 1)), .noise(sigma: 0.1),
+        ])
+        XCTAssertEqual(pipeline.description, "noise:0.02~0.2,blur:0.5~2,dark:1.5~3:0.4..1,noise:0.1")
+        XCTAssertEqual(try CorruptionPipeline(spec: pipeline.description), pipeline)
+        XCTAssertNotEqual(ValueRange(0.02, 0.2, logarithmic: true), ValueRange(0.02, 0.2))
+        XCTAssertTrue(pipeline.hasRanges)
+
+        let (h, w, c) = (24, 20, 3)
+        let image = randomFloats(h * w * c, seed: 3, low: -0.4, high: 0.4)
+        for sample in [0, 17, 4096] {
+            var random = CorruptionPipeline.randomStream(seed: 7, epoch: 2, sampleIndex: sample, position: 0)
+            let sigma = Float(0.5 * exp(random.nextUnit() * log(2.0 / 0.5)))
+            XCTAssertEqual(try corrupted("blur:0.5~2", image, height: h, width: w, channels: c, epoch: 2, sampleIndex: sample),
+                           try corrupted("blur:\(sigma)", image, height: h, width: w, channels: c, epoch: 2, sampleIndex: sample),
+                           "blur sample \(sample)")
+        }
+        var sigmas: [Double] = []
+        for sample in 0..<2000 {
+            var random = CorruptionPipeline.randomStream(seed: 7, epoch: 0, sampleIndex: sample, position: 0)
+            sigmas.append(0.02 * exp(random.nextUnit() * log(10.0)))
+        }
+        let below = Double(sigmas.filter { $0 < 0.02 * 10.0.squareRoot() }.count) / Double(sigmas.count)
+        XCTAssertEqual(below, 0.5, accuracy: 0.04)
+        XCTAssertTrue(sigmas.allSatisfy { $0 >= 0.02 && $0 <= 0.2 })
+        // Noise on mid-grey: each image's std is its own log-uniform draw.
+        let grey = [Float](repeating: 0, count: 64 * 64 * c)
+        for sample in 0..<10 {
+            let noisy = try corrupted("noise:0.02~0.2", grey, height: 64, width: 64, channels: c, sampleIndex: sample)
+            let std = meanAndStandardDeviation(noisy.map(Double.init)).std
+            XCTAssertEqual(std, sigmas[sample], accuracy: 0.05 * sigmas[sample] + 1e-3, "sample \(sample)")
+        }
+        for (spec, message) in [("noise:0~0.2", "--corrupt noise logarithmic range 0~0.2 must start above 0, e.g. noise:0.02~0.2 (got 'noise:0~0.2')"),
+                                ("noise:0.2~0.02", "--corrupt noise range 0.2~0.02 runs from high to low"),
+                                ("blur:1~x", "--corrupt blur range needs two sigmas")] {
+            XCTAssertThrowsError(try CorruptionPipeline(spec: spec), spec) { error in
+                XCTAssertTrue("\(error)".contains(message), "\(error)")
+                XCTAssertFalse("\(error)".contains("\n"))
+            }
+        }
+    }
+
     /// `holes:COUNT[:fill]`: parsing and round trip; per image 1 to COUNT strokes and boxes whose
     /// covered share varies widely from image to image, which change exactly the marked pixels
     /// (all channels) to the fill and nothing else; the same key gives the same holes.

@@ -46,12 +46,13 @@ final class VQVAETests: XCTestCase {
     /// several codes while `|z - q|` stays sizeable (about R), keeping the commitment term visible.
     func spreadCodebook(_ model: VQVAE, images: FloatBuffer, masks: FloatBuffer? = nil) {
         model.forward(images: images.pointer, masks: masks.map { UnsafePointer($0.pointer) }, batch: batch, training: false)
-        let d = model.configuration.codeDimension, positions = batch * model.latentCount
+        let d = model.configuration.quantizerDimension, positions = batch * model.latentCount
         let codebook = model.quantizer!.codebook(parameters: model.parameters)
+        let z = model.quantizerInput
         var centre = [Float](repeating: 0, count: d)
-        for p in 0..<positions { for j in 0..<d { centre[j] += model.latent[p * d + j] / Float(positions) } }
+        for p in 0..<positions { for j in 0..<d { centre[j] += z[p * d + j] / Float(positions) } }
         for p in 0..<positions {
-            let offset = (0..<d).map { model.latent[p * d + $0] - centre[$0] }
+            let offset = (0..<d).map { z[p * d + $0] - centre[$0] }
             let norm = offset.reduce(0) { $0 + $1 * $1 }.squareRoot()
             for j in 0..<d { codebook[p * d + j] = centre[j] + 0.3 * offset[j] / norm }
         }
@@ -793,6 +794,89 @@ final class VQVAETests: XCTestCase {
         XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains("use --codebook ema"), "\($0)") }
     }
 
+    /// A codebook of its own dimension (`--codebook-dim`), with EMA and gradient codebooks and with
+    /// cosine codes: `quantizer/project_in` and `project_out` are 1x1 layers around the quantizer,
+    /// which searches, commits and keeps its EMA sums in the codebook's `d` dimensions. The forward
+    /// pass against the reference, every slot (both projections included) against the surrogate's
+    /// finite differences, and decoding the codes reproduces the reconstruction bit for bit.
+    func testCodebookProjectionMatchesReferenceAndFiniteDifferences() throws {
+        for (kind, quantizer) in [(CodebookKind.ema, QuantizerKind.vq), (.grad, .vq), (.ema, .cosine)] {
+            var c = smallConfiguration(kind)
+            c.quantizer = quantizer
+            c.codebookDimension = 3
+            try c.validate()
+            XCTAssertTrue(c.hasCodebookProjection)
+            XCTAssertEqual(c.quantizerDimension, 3)
+            let label = "\(kind) \(quantizer)"
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 141)
+            let names = Set(model.parameters.slots.map(\.name))
+            for name in ["quantizer/project_in/weight", "quantizer/project_in/bias", "quantizer/project_out/weight", "quantizer/project_out/bias"] {
+                XCTAssertTrue(names.contains(name), "\(label): \(name)")
+            }
+            XCTAssertEqual(model.parameters.slot(named: "quantizer/project_in/weight")?.shape, [3, 4, 1, 1])
+            XCTAssertEqual(model.parameters.slot(named: "quantizer/project_out/weight")?.shape, [4, 3, 1, 1])
+            let x = images(model, seed: 142)
+            let xBuffer = makeBuffer(x)
+            // A fresh encoder's latents differ little, and project_in's bias outweighs them, so they
+            // would all project to about one direction. Nearest rows: centre the projections (the
+            // bias minus their mean) and spread them (weights x8). Cosine codes: keep a tenth of the
+            // mean, as directions of vectors near the origin lose float precision (x64: scale does
+            // not change a direction).
+            let weightSlot = try XCTUnwrap(model.parameters.slot(named: "quantizer/project_in/weight"))
+            let biasSlot = try XCTUnwrap(model.parameters.slot(named: "quantizer/project_in/bias"))
+            let (scale, centring): (Float, Float) = quantizer == .cosine ? (64, 0.9) : (8, 1)
+            for i in weightSlot.offset..<(biasSlot.offset + biasSlot.count) { model.parameters.values[i] *= scale }
+            model.encode(images: xBuffer.pointer, batch: batch)
+            let positions = batch * model.latentCount
+            var means = [Float](repeating: 0, count: 3)
+            for p in 0..<positions { for j in 0..<3 { means[j] += model.projected[p * 3 + j] / Float(positions) } }
+            for j in 0..<3 { model.parameters.values[biasSlot.offset + j] -= centring * means[j] }
+            if quantizer == .vq {
+                spreadCodebook(model, images: xBuffer)
+            } else {
+                model.encode(images: xBuffer.pointer, batch: batch)
+                let codebook = model.quantizer!.codebook(parameters: model.parameters), d = 3
+                let nudges = randomFloats(batch * model.latentCount * d, seed: 143, low: -0.05, high: 0.05)
+                for p in 0..<(batch * model.latentCount) { for j in 0..<d { codebook[p * d + j] = model.quantizerInput[p * d + j] + nudges[p * d + j] } }
+                VectorQuantizer.normalizeRows(codebook, rows: c.codes, dimension: d)
+                model.quantizer!.emaSum.update(from: codebook, count: c.codes * d)
+            }
+            let losses = model.forward(images: xBuffer.pointer, batch: batch, training: true)
+            let reference = ReferenceVQVAE(model: model)
+            let xDouble = x.map(Double.init)
+            let base = reference.forward(images: xDouble, batch: batch)
+            XCTAssertEqual(indices(model), base.indices, label)
+            XCTAssertGreaterThan(Set(base.indices).count, 2, "\(label): several codes in use")
+            assertClose(doubles(model.reconstruction.pointer, count: x.count), base.reconstruction, tolerance: 1e-5, "\(label): x_hat")
+            assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "\(label): total loss")
+            assertClose(losses.commitment, base.commitment, tolerance: 1e-4, floor: 1e-6, "\(label): commitment in the codebook's space")
+            model.parameters.zeroGradients()
+            model.backward(images: xBuffer.pointer)
+            let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                    seed: 144, label: label)
+            assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric), "\(label): every slot")
+            // The EMA statistics are sums of d-dimensional vectors.
+            XCTAssertEqual(model.quantizer!.dimension, 3)
+            let reconstruction = model.reconstruction.array
+            let codes = Array(model.codeIndices)
+            codes.withUnsafeBufferPointer { model.decode(codes: $0.baseAddress!, batch: batch) }
+            XCTAssertEqual(model.reconstruction.array, reconstruction, "\(label): decoding the codes")
+            withExtendedLifetime(xBuffer) {}
+        }
+        for (configure, message) in [({ (c: inout ModelConfiguration) in c.model = .ae }, "--codebook-dim sets the dimension of a codebook"),
+                                     ({ (c: inout ModelConfiguration) in c.useFiniteScalarQuantizer(levels: [5, 5]) }, "--codebook-dim sets"),
+                                     ({ (c: inout ModelConfiguration) in c.codebookDimension = -1 }, "--codebook-dim must be between 1 and")] {
+            var bad = smallConfiguration(.ema)
+            bad.codebookDimension = 2
+            configure(&bad)
+            XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+        var same = smallConfiguration(.ema)
+        same.codebookDimension = same.codeDimension
+        XCTAssertFalse(same.hasCodebookProjection, "d = D: no projection")
+    }
+
     /// The VQ-VAE with finite scalar quantization (`--quantizer fsq`): the forward pass against the
     /// double-precision reference and every slot's gradient against the straight-through
     /// surrogate's finite differences; decoding its codes reproduces the reconstruction bit for bit.
@@ -914,6 +998,12 @@ final class ModelMemoryTests: XCTestCase {
         var fsq = ModelConfiguration(height: 32, width: 32, channels: 3)
         fsq.useFiniteScalarQuantizer(levels: [8, 5, 5, 5])
         cases.append((fsq, 32))
+        var projected = ModelConfiguration(height: 32, width: 32, channels: 3)
+        projected.codebookDimension = 8
+        cases.append((projected, 32))
+        projected.quantizer = .cosine
+        projected.codebookDimension = 256
+        cases.append((projected, 32))
         for (c, batch) in cases {
             let model = try VQVAE(configuration: c, maxBatch: batch)
             XCTAssertEqual(c.parameterCountEstimate, Double(model.parameters.count + (model.quantizer?.emaState.count ?? 0)),

@@ -50,7 +50,9 @@ def main():
     for other in others:
         a, b = h5py.File(other + "/step-00000001.h5", "r"), h5py.File(one + "/step-00000001.h5", "r")
         names = datasets(b["optimizer/adam_m"])
-        trained = sorted(n for n in datasets(b["model"]) if not n.startswith("quantizer/"))
+        # Every model tensor but the EMA codebook's state (the projections of --codebook-dim train).
+        ema = {"quantizer/codebook", "quantizer/ema_count", "quantizer/ema_sum"}
+        trained = sorted(n for n in datasets(b["model"]) if n not in ema)
         if sorted(names) != trained or len(names) < 30:
             sys.exit(f"compare_world_sizes.py: {one}/step-00000001.h5 holds {len(names)} Adam moments, expected one per trained tensor ({len(trained)}): {names}")
         for n in names:  # adam_m after one step is 0.1 * gradient

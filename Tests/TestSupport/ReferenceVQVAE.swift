@@ -48,7 +48,7 @@ public struct ReferenceVQVAE {
         if let quantizer = model.quantizer, quantizer.kind == .ema {
             let c = model.configuration
             tensors["quantizer/codebook"] = doubles(model.quantizer!.codebook(parameters: model.parameters),
-                                                    count: c.codes * c.codeDimension)
+                                                    count: c.codes * c.quantizerDimension)
         }
         self.tensors = tensors
     }
@@ -100,9 +100,13 @@ public struct ReferenceVQVAE {
         for j in 0..<c.residualBlocks { x = block("encoder/res\(j)", x) }
         x = naiveReLU(x)
         var z = conv("pre_quant", x, c.codeDimension, Window(kernel: 1))
+        if c.hasCodebookProjection {
+            // --codebook-dim: the quantizer works on v = project_in(z) (called z below).
+            z = conv("quantizer/project_in", z, c.quantizerDimension, Window(kernel: 1))
+        }
         if c.quantizer == .cosine {
             // Cosine codes: the quantizer (and the commitment term) sees z / max(|z|, 1e-6).
-            let d = c.codeDimension
+            let d = c.quantizerDimension
             for p in 0..<(z.count / d) {
                 let norm = max((0..<d).reduce(0.0) { $0 + z.values[p * d + $1] * z.values[p * d + $1] }.squareRoot(), 1e-6)
                 for j in 0..<d { z.values[p * d + j] /= norm }
@@ -111,7 +115,7 @@ public struct ReferenceVQVAE {
         if c.quantizer == .fsq { return finiteScalar(z: z, image: image, original: original, masks: m, targets: targets,
                                                      batch: batch, anchor: anchor, skipWeights: skipWeights, encoded: encoded) }
         // Quantizer: brute force nearest code, ties to the smallest index.
-        let d = c.codeDimension, k = c.codes
+        let d = c.quantizerDimension, k = c.codes
         let codebook = tensors["quantizer/codebook"]!
         let positions = z.count / d
         var indices = [Int](repeating: 0, count: positions)
@@ -165,6 +169,9 @@ public struct ReferenceVQVAE {
             for i in 0..<z.count { let diff = z.values[i] - q[i]; commitment += diff * diff }
             commitment /= Double(z.count)
             codebookTerm = commitment
+        }
+        if c.hasCodebookProjection {
+            decoderInput = conv("quantizer/project_out", decoderInput, c.codeDimension, Window(kernel: 1))
         }
         let (y, loss) = decode(decoderInput, image: image, original: original, masks: m, targets: targets, batch: batch,
                                skipWeights: skipWeights, encoded: encoded)
