@@ -26,12 +26,16 @@ It loads the checkpoint into scripts/vqvae_torch.py's module (skips at the model
 weight, the top of its --skip-weight range; the VQ-VAE with the nearest codebook rows), runs the
 same images and prints the largest absolute difference in [0, 1] pixels (--forward-tolerance, 1e-5).
 
-A VQ-VAE trained with `--quantizer cosine` is checked with the codes and EMA of
-`vector_quantize_pytorch`'s `CosineSimCodebook` (z and the updated codebook l2-normalised). A
-VQ-VAE trained with `--rotation-trick` takes its step-1 gradient through
-`vector_quantize_pytorch`'s `rotate_to`. A VQ-VAE trained with `--quantizer fsq` is checked against `vector_quantize_pytorch.FSQ` (PyPI
-`vector-quantize-pytorch`, in the same optional environment) with the checkpoint's levels: the
-codes it picks feed the same decoder, so the step's gradients and the forward pass compare as above.
+The quantizer of the step is the library's own (PyPI `vector-quantize-pytorch`, in the same
+optional environment), given the checkpoint's state: `VectorQuantize` for the codebook quantizers
+(codebook, EMA counts and sums, and with `--codebook-dim` its `project_in`/`project_out` layers;
+`use_cosine_sim` for `--quantizer cosine`, `rotation_trick` for `--rotation-trick`, straight through
+otherwise; its commitment loss and its own EMA update in the forward pass), `FSQ` for `--quantizer
+fsq`. The codes it picks feed the same decoder, so the step's gradients, the EMA state after the
+library's update and the forward pass compare as above. With `--codebook grad` the library picks
+the codes and passes the gradient, and the codebook loss `mean((sg(z) - E[k])^2)` is added here: the
+library's learnable codebook weighs the codebook's pull by the commitment weight instead
+(`--quantizer-source formulas` checks every case against the formulas written out in this script).
 
 PyTorch is an optional tool for this check only, never a dependency of the project.
 """
@@ -90,6 +94,50 @@ def finite_scalar(levels):
     return quantize
 
 
+def library_quantizer(m, state, training):
+    """vector_quantize_pytorch.VectorQuantize for the model config `m`, holding the checkpoint's
+    quantizer `state` (a dict of arrays named as below /model/quantizer), in train or eval mode."""
+    from vector_quantize_pytorch import VectorQuantize
+    D, K = m["code_dimension"], m["codes"]
+    d = m.get("codebook_dimension", 0) or D
+    grad = m["codebook"] == "grad"
+    vq = VectorQuantize(dim=D, codebook_size=K, codebook_dim=d, decay=m["decay"], eps=m["ema_epsilon"],
+                        commitment_weight=m["commitment"], use_cosine_sim=m.get("quantizer") == "cosine",
+                        rotation_trick=bool(m.get("rotation_trick")), kmeans_init=False, threshold_ema_dead_code=0,
+                        ema_update=not grad, learnable_codebook=False, sync_codebook=False, channel_last=True)
+    vq.train(training)
+    book = vq._codebook
+    with torch.no_grad():
+        book.embed.copy_(torch.from_numpy(state["codebook"])[None])
+        if not grad:
+            book.cluster_size.copy_(torch.from_numpy(state["ema_count"])[None])
+            book.embed_avg.copy_(torch.from_numpy(state["ema_sum"])[None])
+        book.initted.fill_(True)
+        for name in ("project_in", "project_out"):
+            linear = [x for x in getattr(vq, name).modules() if isinstance(x, torch.nn.Linear)]
+            if d == D:
+                assert not linear, f"{name} without --codebook-dim"
+                continue
+            linear[0].weight.copy_(torch.from_numpy(state[f"{name}/weight"]).reshape(linear[0].weight.shape))
+            linear[0].bias.copy_(torch.from_numpy(state[f"{name}/bias"]))
+    return vq
+
+
+def quantizer_state(f, group="model"):
+    """The arrays below /{group}/quantizer of checkpoint `f`."""
+    names = ["codebook", "ema_count", "ema_sum", "project_in/weight", "project_in/bias", "project_out/weight", "project_out/bias"]
+    return {n: f[f"{group}/quantizer/{n}"][()] for n in names if f"{group}/quantizer/{n}" in f}
+
+
+def library_nearest(vq):
+    """z [N, D, h, w] -> the library quantizer's q in evaluation, same layout."""
+    def quantize(z):
+        flat = z.permute(0, 2, 3, 1).reshape(1, -1, z.shape[1])
+        q = vq(flat)[0]
+        return q.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+    return quantize
+
+
 def nearest_rows(codebook):
     """z [N, D, h, w] -> the nearest codebook rows, same layout (the VQ-VAE's q in evaluation)."""
     def quantize(z):
@@ -109,8 +157,14 @@ def check_forward(args):
         key = json.loads(f.attrs["config"])["data"].get("images_key", "images")
     x = load_images(args.data, key, recon.shape[0])
     config = json.loads(h5py.File(args.checkpoint, "r").attrs["config"])["model"]
-    quantize = finite_scalar(config["levels"]) if config.get("quantizer") == "fsq" else \
-        nearest_rows(codebook) if codebook is not None else None
+    if config.get("quantizer") == "fsq":
+        quantize = finite_scalar(config["levels"])
+    elif codebook is None:
+        quantize = None
+    else:
+        with h5py.File(args.checkpoint, "r") as f:
+            state = quantizer_state(f, "weight_ema" if weights == "ema" and "weight_ema/quantizer/project_in/weight" in f else "model")
+        quantize = library_nearest(library_quantizer(config, state, training=False))
     with torch.no_grad():
         out = model(x, quantize=quantize)
     mine = (out + 0.5).permute(0, 2, 3, 1).numpy()
@@ -136,6 +190,8 @@ def main():
     # up to lr / eps = 3e4 times an absolute difference in g, so rounding differences of 1e-9 in a
     # gradient (1e-6 relative) show as about 1e-4 of the tensor's largest value.
     ap.add_argument("--parameter-tolerance", type=float, default=1e-3)
+    ap.add_argument("--quantizer-source", choices=["library", "formulas"], default="library",
+                    help="the step's codebook quantizer: vector_quantize_pytorch.VectorQuantize (default) or the formulas of this script")
     args = ap.parse_args()
     torch.set_default_dtype(torch.float32)
     if args.recon:
@@ -176,7 +232,16 @@ def main():
     fsq = finite_scalar(m["levels"]) if m.get("quantizer") == "fsq" else None
     grad_codebook = m["codebook"] == "grad" and fsq is None
     codebook = None if fsq else torch.from_numpy(f0["model/quantizer/codebook"][()]).clone()
-    params = [p for l in layers.values() for p in (l.weight, l.bias)]
+    projection = (m.get("codebook_dimension", 0) or m["code_dimension"]) != m["code_dimension"]
+    library = None
+    if not fsq and (args.quantizer_source == "library" or projection):
+        library = library_quantizer(m, quantizer_state(f0), training=True)
+    # The projections of --codebook-dim live in the library's quantizer: checked beside the layers.
+    projections = {}
+    if library is not None and projection:
+        for name in ("project_in", "project_out"):
+            projections["quantizer/" + name] = [x for x in getattr(library, name).modules() if isinstance(x, torch.nn.Linear)][0]
+    params = [p for l in list(layers.values()) + list(projections.values()) for p in (l.weight, l.bias)]
     if grad_codebook:
         codebook.requires_grad_(True)
         params.append(codebook)
@@ -194,6 +259,18 @@ def main():
     if fsq:
         q_st, idx = fsq(z, with_codes=True)
         commit = torch.zeros(())
+    elif library is not None:
+        # The library's forward: codes, straight-through or rotated q, its weighted commitment
+        # loss, and (EMA codebook) its EMA update.
+        q_flat, idx, weighted_commit = library(z.permute(0, 2, 3, 1).reshape(1, -1, m["code_dimension"]))
+        idx = idx.reshape(-1)
+        commit = weighted_commit / m["commitment"] if m["commitment"] else torch.zeros(())
+        q_st = q_flat.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
+        if grad_codebook:
+            # The codebook term: the library's codes, the codebook's own gradient (in the
+            # codebook's space with --codebook-dim).
+            q = codebook[idx]
+            flat = (projections["quantizer/project_in"](flat) if projection else flat).detach()
     else:
         dist = (codebook.detach() ** 2).sum(1)[None, :] - 2 * flat.detach() @ codebook.detach().t()
         idx = dist.argmin(1)
@@ -217,31 +294,60 @@ def main():
     if clip > 0:
         norm = torch.nn.utils.clip_grad_norm_(params, clip, foreach=False)
         print(f"gradient norm {norm.item():.6f}, clipped to {clip}")
-    print(f"pytorch step 1: loss {loss.item():.6f} mse {mse.item():.6f} commit {commit.item():.6f} "
-          f"codes used {len(idx.unique())}")
+    print(f"pytorch step 1 ({'vector_quantize_pytorch.' + type(library).__name__ if library is not None else 'FSQ' if fsq else 'formulas'}): "
+          f"loss {loss.item():.6f} mse {mse.item():.6f} commit {commit.item():.6f} codes used {len(idx.unique())}")
 
     worst = 0.0
     report = []
     b1 = opt["beta1"]
-    for name, layer in layers.items():
+    def stored(name, part, group):
+        value = f1[f"{group}/{name}/{part}"][()]
+        return value.reshape(value.shape[:2]) if name in projections and part == "weight" else value
+    everything = {**layers, **projections}
+    for name, layer in everything.items():
         for part in ("weight", "bias"):
             g = getattr(layer, part).grad.numpy()
-            m1 = f1[f"optimizer/adam_m/{name}/{part}"][()]
-            report.append((f"grad {name}/{part}", rel(m1 / (1 - b1), g)))
+            report.append((f"grad {name}/{part}", rel(stored(name, part, "optimizer/adam_m") / (1 - b1), g)))
     if grad_codebook:
         m1 = f1["optimizer/adam_m/quantizer/codebook"][()]
         report.append(("grad quantizer/codebook", rel(m1 / (1 - b1), codebook.grad.numpy())))
     adam.step()
-    for name, layer in layers.items():
+    for name, layer in everything.items():
         for part in ("weight", "bias"):
             p = getattr(layer, part).detach().numpy()
-            report.append((f"param {name}/{part}", rel(f1[f"model/{name}/{part}"][()], p)))
+            report.append((f"param {name}/{part}", rel(stored(name, part, "model"), p)))
             v = adam.state[getattr(layer, part)]["exp_avg_sq"].numpy()
-            report.append((f"adam_v {name}/{part}", rel(f1[f"optimizer/adam_v/{name}/{part}"][()], v)))
+            report.append((f"adam_v {name}/{part}", rel(stored(name, part, "optimizer/adam_v"), v)))
     if fsq:
         pass  # no codebook
     elif grad_codebook:
         report.append(("codebook", rel(f1["model/quantizer/codebook"][()], codebook.detach().numpy())))
+    elif library is not None:
+        book = library._codebook  # after the library's own EMA update
+        # Both started from the same counts: N1 - N1' = (1 - decay) (n - n'), so the vectors whose
+        # code differs are sum |n - n'| / 2.
+        moved = np.abs(f1["model/quantizer/ema_count"][()].astype(np.float64) - book.cluster_size[0].numpy()).sum() \
+            / (1 - m["decay"]) / 2
+        # How many vectors sit within float rounding of a boundary between two codes: the gap
+        # between their two nearest codes' squared distances (in float64) below 1e-6 of the
+        # squared norms that float32's distance |v|^2 - 2 v.e + |e|^2 cancels.
+        with torch.no_grad():
+            v = z.detach().permute(0, 2, 3, 1).reshape(-1, m["code_dimension"]).double()
+            if projection:
+                linear = projections["quantizer/project_in"]
+                v = v @ linear.weight.detach().double().t() + linear.bias.detach().double()
+            if cosine:
+                v = F.normalize(v, p=2, dim=-1, eps=1e-6)
+            book0 = torch.from_numpy(f0["model/quantizer/codebook"][()]).double()
+            dist = ((v[:, None, :] - book0[None]) ** 2).sum(-1)
+            two = dist.topk(2, dim=1, largest=False).values
+            scale = (v ** 2).sum(1) + (book0 ** 2).sum(1).max()
+            ties = int(((two[:, 1] - two[:, 0]) < 1e-6 * scale).sum())
+        print(f"vectors whose code differs from the library's choice: {moved:.0f} of {idx.numel()}; "
+              f"vectors within rounding of a boundary between two codes: {ties}")
+        report.append(("ema_count", rel(f1["model/quantizer/ema_count"][()], book.cluster_size[0].numpy())))
+        report.append(("ema_sum", rel(f1["model/quantizer/ema_sum"][()], book.embed_avg[0].numpy())))
+        report.append(("codebook", rel(f1["model/quantizer/codebook"][()], book.embed[0].numpy())))
     else:
         with torch.no_grad():
             K = m["codes"]

@@ -14,7 +14,11 @@ writes `torch.save({"state_dict": ..., "codebook": ..., "ema_count": ..., "ema_s
 
 With `--optimizer`, Adam's moments are added as `adam_m` / `adam_v` (same keys as `state_dict`) with
 `adam_t`. A checkpoint of a run with `--weight-ema` adds `weight_ema`, the moving average of the
-parameters with the keys of `state_dict` (what `vqvae eval` and `restore` use by default). Needs h5py and torch (an optional dependency, not needed to train); `--help` needs neither.
+parameters with the keys of `state_dict` (what `vqvae eval` and `restore` use by default). A run with
+`--codebook-dim` adds `projections`: `project_in.weight` `[d, D]`, `project_in.bias`, `project_out.weight`
+`[D, d]` and `project_out.bias`, the state of two `nn.Linear` layers (`vector_quantize_pytorch`'s
+`VectorQuantize(codebook_dim=d)` holds the same two), applied to each latent vector before and after
+the codebook. Needs h5py and torch (an optional dependency, not needed to train); `--help` needs neither.
 """
 import argparse
 import json
@@ -67,6 +71,11 @@ def main():
         for extra in ("ema_count", "ema_sum"):
             if f"model/quantizer/{extra}" in f:
                 out[extra] = torch.from_numpy(f[f"model/quantizer/{extra}"][()])
+        # --codebook-dim: the projections around the codebook, as nn.Linear state (weight [out, in]).
+        if "model/quantizer/project_in/weight" in f:
+            out["projections"] = {f"{name}.{part}": torch.from_numpy(f[f"model/quantizer/{name}/{part}"][()].reshape(
+                                      f[f"model/quantizer/{name}/{part}"].shape[:2] if part == "weight" else (-1,)))
+                                  for name in ("project_in", "project_out") for part in ("weight", "bias")}
         if args.optimizer:
             out.update(moments)
             out["adam_t"] = int(f["optimizer"].attrs["t"])
