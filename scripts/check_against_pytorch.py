@@ -286,7 +286,9 @@ def main():
         q_st = q_st.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
     x_hat = model.head(x, model.decode(q_st, kept, m.get("skip_weight_low", 1.0)))
     mse = ((x_hat - x) ** 2).mean()
-    loss = mse + m["commitment"] * commit
+    # --loss charbonnier: mean(sqrt(d^2 + eps^2)), eps = 1e-3.
+    fit = torch.sqrt((x_hat - x) ** 2 + 1e-6).mean() if m.get("loss", "mse") == "charbonnier" else mse
+    loss = fit + m["commitment"] * commit
     if grad_codebook:
         loss = loss + ((flat.detach() - q) ** 2).mean()
     adam.zero_grad()

@@ -21,7 +21,7 @@ project (it needs torch, numpy, h5py and Pillow; scikit-image for --clean). What
 - the optimiser: Adam or AdamW (`--optimizer`, `--lr`, `--beta1`, `--beta2`, `--adam-eps`,
   `--weight-decay`), the learning-rate schedule of docs/usage.md (`--warmup-steps`, `--lr-schedule
   constant|cosine|step`, `--lr-min`, `--lr-decay-steps` defaulting to `--steps`, `--lr-step-every`,
-  `--lr-step-factor`), `--clip-grad-norm`; the loss `mean((x_hat - x)^2)` (plus the VAE's KL term);
+  `--lr-step-factor`), `--clip-grad-norm`; the loss `mean((x_hat - x)^2)`, or with `--loss charbonnier` `mean(sqrt((x_hat - x)^2 + 1e-6))` (plus the VAE's KL term);
 - the budget: `--steps` optimiser steps of `--global-batch-size` images, ending earlier after the
   first step that finds `--time-budget` seconds of training used (every process stops after the
   same step; start-up and data loading are not counted, as in `vqvae train`).
@@ -103,6 +103,8 @@ def parse_args(argv=None):
     ap.add_argument("--down", type=int, default=2)
     ap.add_argument("--code-dim", type=int, default=64)
     ap.add_argument("--kl-weight", type=float, default=0.001)
+    ap.add_argument("--loss", choices=["mse", "charbonnier"], default="mse",
+                    help="the reconstruction term: mse, or charbonnier mean(sqrt(d^2 + 1e-6)) as `vqvae train --loss`")
     ap.add_argument("--residual", action="store_true")
     ap.add_argument("--detail-layers", type=int, default=0)
     ap.add_argument("--detail-channels", type=int, default=32)
@@ -194,9 +196,9 @@ def model_config(args, images):
 class Trained(torch.nn.Module):
     """The training forward: skip weights per image, the VAE's reparameterised sample and KL."""
 
-    def __init__(self, net, kl_weight):
+    def __init__(self, net, kl_weight, loss="mse"):
         super().__init__()
-        self.net, self.kl_weight = net, kl_weight
+        self.net, self.kl_weight, self.loss = net, kl_weight, loss
 
     def forward(self, damaged, clean, weights):
         net = self.net
@@ -210,7 +212,8 @@ class Trained(torch.nn.Module):
             q = z
         x_hat = net.head(damaged, net.decode(q, kept, weights))
         mse = F.mse_loss(x_hat, clean)
-        return mse if kl is None else mse + self.kl_weight * kl, mse
+        fit = torch.sqrt((x_hat - clean) ** 2 + 1e-6).mean() if self.loss == "charbonnier" else mse
+        return fit if kl is None else fit + self.kl_weight * kl, mse
 
 
 def train(rank, world, args, result_queue=None):
@@ -225,7 +228,7 @@ def train(rank, world, args, result_queue=None):
     share = G // world
     torch.manual_seed(args.seed)  # the same initial weights in every process
     net = VQVAE(model_config(args, images))
-    trained = Trained(net, args.kl_weight)
+    trained = Trained(net, args.kl_weight, args.loss)
     model = torch.nn.parallel.DistributedDataParallel(trained) if world > 1 else trained
     Adam = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
     optimizer = Adam(net.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=args.adam_eps,

@@ -15,6 +15,19 @@ public enum QuantizerKind: String, Codable, Sendable, CaseIterable {
     case fsq
 }
 
+/// What the reconstruction term of the training loss measures.
+public enum ReconstructionLoss: String, Codable, Sendable, CaseIterable {
+    /// `mean((x_hat - t)^2)` (spec/model.md).
+    case mse
+    /// `mean(sqrt((x_hat - t)^2 + eps^2))` with `eps = 1e-3` (in normalised pixels): an L1 loss
+    /// smoothed near 0. Its gradient has the same size for a small error as for a large one, so
+    /// images with little damage weigh as much as heavily damaged ones.
+    case charbonnier
+
+    /// The Charbonnier loss's `eps`.
+    public static let charbonnierEpsilon = 1e-3
+}
+
 /// A configuration that cannot be built, with a message for the user.
 public struct ModelError: Error, CustomStringConvertible, Equatable {
     public let description: String
@@ -51,6 +64,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     /// commitment loss, EMA, k-means and restarts all in `d` dimensions), and `quantizer/project_out`
     /// (`d -> D`) carries the chosen row back for the decoder. 0, or `d == D`: no projection.
     public var codebookDimension = 0
+    /// The reconstruction term the training loss minimises (what `Losses.reconstruction` reports
+    /// stays the mean squared error).
+    public var loss: ReconstructionLoss = .mse
     /// `--model vae`: weight of the KL term (see `GaussianLatent` for its normalisation).
     public var klWeight: Double = 0.001
     /// Residual restoration: the output is the input plus what the network predicts,
@@ -94,11 +110,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
         case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels, rotationTrick
-        case codebookDimension
+        case codebookDimension, loss
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -128,6 +144,7 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         levels = try c.decodeIfPresent([Int].self, forKey: .levels) ?? []
         rotationTrick = try c.decodeIfPresent(Bool.self, forKey: .rotationTrick) ?? false
         codebookDimension = try c.decodeIfPresent(Int.self, forKey: .codebookDimension) ?? 0
+        loss = try c.decodeIfPresent(ReconstructionLoss.self, forKey: .loss) ?? .mse
     }
 
     /// Whether the model has a codebook (the VQ-VAE with `--quantizer vq`): EMA statistics,

@@ -1,13 +1,14 @@
 /// The per-step figures of a forward pass, averaged over this rank's share of the batch.
 public struct Losses: Equatable, Sendable {
-    /// `mean((x_hat - x)^2)` in normalised space.
+    /// `mean((x_hat - x)^2)` in normalised space (whatever `ModelConfiguration.loss` trains).
     public var reconstruction: Double
     /// VQ-VAE: `mean((z - q)^2)`, before the commitment weight (0 for the other models).
     public var commitment: Double
     /// VAE: the KL divergence summed over the latent, divided by the pixel elements `N*H*W*C`,
     /// before `klWeight` (0 for the other models).
     public var kl: Double
-    /// The loss that is minimised: reconstruction + beta * commitment (+ the codebook loss with
+    /// The loss that is minimised: the reconstruction term (the mean squared error, or with
+    /// `--loss charbonnier` `mean(sqrt((x_hat - x)^2 + eps^2))`) + beta * commitment (+ the codebook loss with
     /// `--codebook grad`, which has the same value as the commitment term's mean), or
     /// reconstruction + klWeight * kl for the VAE, or the reconstruction alone for the autoencoder.
     public var total: Double
@@ -420,16 +421,26 @@ public final class VQVAE {
             sum += diff * diff
         }
         let mse = sum / Double(count)
+        var fit = mse
+        if c.loss == .charbonnier {
+            let epsilon = ReconstructionLoss.charbonnierEpsilon
+            var total: Double = 0
+            for i in 0..<count {
+                let diff = Double(xHat[i] - targets[i])
+                total += (diff * diff + epsilon * epsilon).squareRoot()
+            }
+            fit = total / Double(count)
+        }
         switch c.model {
         case .vqvae:
-            var total = mse + c.commitment * commitment
+            var total = fit + c.commitment * commitment
             if c.codebook == .grad { total += commitment }
             return Losses(reconstruction: mse, commitment: commitment, total: total)
         case .vae:
             let kl = klSum / Double(count)
-            return Losses(reconstruction: mse, commitment: 0, kl: kl, total: mse + c.klWeight * kl)
+            return Losses(reconstruction: mse, commitment: 0, kl: kl, total: fit + c.klWeight * kl)
         case .ae:
-            return Losses(reconstruction: mse, commitment: 0, total: mse)
+            return Losses(reconstruction: mse, commitment: 0, total: fit)
         }
     }
 
@@ -554,11 +565,19 @@ public final class VQVAE {
         let work = workspace.pointer
         var current = gradientA.pointer, other = gradientB.pointer
 
-        // d/dx_hat of mean((x_hat - x)^2).
+        // d/dx_hat of mean((x_hat - x)^2), or of mean(sqrt((x_hat - x)^2 + eps^2)).
         let count = batch * imageCount
-        let scale = 2 / Float(count)
         let xHat = reconstruction.pointer
-        scaledDifference(current, xHat, targets, scale: scale, count: count)
+        if c.loss == .charbonnier {
+            let epsilonSquared = Float(ReconstructionLoss.charbonnierEpsilon * ReconstructionLoss.charbonnierEpsilon)
+            let scale = 1 / Float(count)
+            for i in 0..<count {
+                let diff = xHat[i] - targets[i]
+                current[i] = scale * diff / (diff * diff + epsilonSquared).squareRoot()
+            }
+        } else {
+            scaledDifference(current, xHat, targets, scale: 2 / Float(count), count: count)
+        }
         if c.maskChannel {
             // d(m y + (1 - m) x)/dy = m: known pixels pass no gradient to the network.
             let channels = c.channels, m = maskCopy.pointer

@@ -6,6 +6,7 @@ import Training
 extension ModelKind: ExpressibleByArgument {}
 extension CodebookKind: ExpressibleByArgument {}
 extension QuantizerKind: ExpressibleByArgument {}
+extension ReconstructionLoss: ExpressibleByArgument {}
 extension EpochTail: ExpressibleByArgument {}
 extension Augmentation: ExpressibleByArgument {}
 extension TrainingOptions.CodebookStart: ExpressibleByArgument {}
@@ -50,6 +51,8 @@ struct ArchitectureOptions: ParsableArguments {
         "--quantizer vq or cosine: a codebook of this dimension d, reached through a learned linear map D -> d (quantizer/project_in) and left through d -> D (quantizer/project_out), as ViT-VQGAN's low-dimensional codes (0 or D: none).",
         discussion: "Distances, the commitment loss, the EMA, the k-means start and restarts all work in d dimensions."))
     var codebookDimension = modelDefaults.codebookDimension
+    @Option(help: "The reconstruction term of the training loss: mse, or charbonnier (sqrt((x_hat - x)^2 + 1e-6), a smoothed L1 that weighs lightly damaged images as much as heavily damaged ones).")
+    var loss: ReconstructionLoss = modelDefaults.loss
     @Option(name: .customLong("kl-weight"), parsing: .unconditional, help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
     var klWeight = modelDefaults.klWeight
     @Flag(help: "Residual restoration: the network's output is added to its (damaged) input, so what needs no repair passes through unchanged.")
@@ -92,6 +95,7 @@ struct ArchitectureOptions: ParsableArguments {
         c.quantizer = quantizer
         c.rotationTrick = rotationTrick
         c.codebookDimension = codebookDimension
+        c.loss = loss
         if quantizer == .fsq { c.useFiniteScalarQuantizer(levels: levels?.values ?? [8, 5, 5, 5]) } else { c.levels = levels?.values ?? [] }
         return c
     }

@@ -513,6 +513,55 @@ final class VQVAETests: XCTestCase {
         }
     }
 
+    /// `--loss charbonnier` on a residual VQ-VAE with detail layers trained against other targets:
+    /// the total loss against the double reference's `mean(sqrt(d^2 + eps^2))` (+ the commitment
+    /// term), `reconstruction` still the mean squared error, every slot against the surrogate's
+    /// finite differences; the autoencoder and the VAE against their own float loss. A default
+    /// configuration trains the mean squared error and older configurations decode to it.
+    func testCharbonnierLossMatchesReferenceAndFiniteDifferences() throws {
+        var c = smallConfiguration(.ema)
+        c.residual = true
+        c.detailLayers = 2
+        c.detailChannels = 5
+        c.loss = .charbonnier
+        let model = try VQVAE(configuration: c, maxBatch: batch)
+        model.initialize(seed: 151)
+        let x = images(model, seed: 152)
+        // Targets near the inputs, so that some differences are within a few eps of 0, where the
+        // loss bends.
+        let t = zip(x, randomFloats(x.count, seed: 153, low: -0.01, high: 0.01)).map { $0 + $1 }
+        let xBuffer = makeBuffer(x), tBuffer = makeBuffer(t)
+        spreadCodebook(model, images: xBuffer)
+        let losses = model.forward(images: xBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: false)
+        let reference = ReferenceVQVAE(model: model)
+        let xDouble = x.map(Double.init), tDouble = t.map(Double.init)
+        let base = reference.forward(images: xDouble, targets: tDouble, batch: batch)
+        XCTAssertEqual(indices(model), base.indices)
+        assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "charbonnier total loss")
+        assertClose(losses.reconstruction, base.reconstructionLoss, tolerance: 1e-5, floor: 1e-6, "the reported mean squared error")
+        XCTAssertGreaterThan(losses.total - c.commitment * losses.commitment, losses.reconstruction.squareRoot() * 0.5,
+                             "the trained term is an L1-like mean, not the squared error")
+        model.parameters.zeroGradients()
+        model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
+        let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                targets: tDouble, seed: 154, label: "charbonnier")
+        assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
+                    "charbonnier: every slot vs surrogate finite differences (double)")
+        withExtendedLifetime((xBuffer, tBuffer)) {}
+        try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 155, label: "charbonnier") { c in
+            c.residual = true
+            c.detailLayers = 1
+            c.loss = .charbonnier
+        }
+        XCTAssertEqual(ModelConfiguration(height: 8, width: 8, channels: 3).loss, .mse)
+        let old = try JSONDecoder().decode(ModelConfiguration.self, from: Data("""
+            {"height": 8, "width": 8, "channels": 3, "hidden": 8, "residualHidden": 4, "residualBlocks": 1, "downsamplings": 2,
+             "codeDimension": 4, "codes": 16, "commitment": 0.25, "decay": 0.99, "emaEpsilon": 1e-5, "codebook": "ema"}
+            """.utf8))
+        XCTAssertEqual(old.loss, .mse)
+        XCTAssertEqual(old.codebookDimension, 0)
+    }
+
     /// A residual model whose last decoder and detail layers are zero returns its input bit for
     /// bit: undamaged pixels pass through unchanged. Each image's output does not depend on the
     /// other images of the batch (so not on how a global batch is split over ranks).

@@ -173,9 +173,9 @@ public struct ReferenceVQVAE {
         if c.hasCodebookProjection {
             decoderInput = conv("quantizer/project_out", decoderInput, c.codeDimension, Window(kernel: 1))
         }
-        let (y, loss) = decode(decoderInput, image: image, original: original, masks: m, targets: targets, batch: batch,
+        let (y, loss, fit) = decode(decoderInput, image: image, original: original, masks: m, targets: targets, batch: batch,
                                skipWeights: skipWeights, encoded: encoded)
-        var total = loss + c.commitment * commitment
+        var total = fit + c.commitment * commitment
         if c.codebook == .grad { total += codebookTerm }
         return Output(total: total, reconstructionLoss: loss, commitment: commitment, latent: z.values,
                       quantized: q, indices: indices, smallestMargin: margin, reconstruction: y)
@@ -209,16 +209,17 @@ public struct ReferenceVQVAE {
             }
             indices[p] = index
         }
-        let (y, loss) = decode(decoderInput, image: image, original: original, masks: masks, targets: targets, batch: batch,
+        let (y, loss, fit) = decode(decoderInput, image: image, original: original, masks: masks, targets: targets, batch: batch,
                                skipWeights: skipWeights, encoded: encoded)
-        return Output(total: loss, reconstructionLoss: loss, commitment: 0, latent: z.values, quantized: q, indices: indices,
+        return Output(total: fit, reconstructionLoss: loss, commitment: 0, latent: z.values, quantized: q, indices: indices,
                       smallestMargin: margin, reconstruction: y)
     }
 
     /// The decoder (and the residual, detail and mask paths) from the decoder's input; returns
-    /// `x_hat` and the reconstruction loss.
+    /// `x_hat`, the mean squared error and the reconstruction term the loss trains (the same, or
+    /// with `--loss charbonnier` `mean(sqrt(d^2 + eps^2))`).
     private func decode(_ decoderInput: Tensor4, image: Tensor4, original: Tensor4, masks m: [Double], targets: [Double]?,
-                        batch: Int, skipWeights: [Double]?, encoded: [Tensor4]) -> ([Double], Double) {
+                        batch: Int, skipWeights: [Double]?, encoded: [Tensor4]) -> ([Double], Double, Double) {
         let c = configuration
         let stride2 = Window(kernel: 4, stride: 2, padding: 1)
         let same3 = Window(kernel: 3, stride: 1, padding: 1)
@@ -263,6 +264,12 @@ public struct ReferenceVQVAE {
         let target = targets ?? original.values
         var squared = 0.0
         for i in image.values.indices { let diff = y.values[i] - target[i]; squared += diff * diff }
-        return (y.values, squared / Double(image.count))
+        var fit = squared / Double(image.count)
+        if c.loss == .charbonnier {
+            let epsilon = ReconstructionLoss.charbonnierEpsilon
+            fit = zip(y.values, target).reduce(0.0) { $0 + (($1.0 - $1.1) * ($1.0 - $1.1) + epsilon * epsilon).squareRoot() }
+                / Double(image.count)
+        }
+        return (y.values, squared / Double(image.count), fit)
     }
 }
