@@ -94,25 +94,37 @@ def finite_scalar(levels):
     return quantize
 
 
+def level_name(level, name):
+    """A quantizer tensor's name below quantizer/: level 0's `NAME`, the others' `level{l}/NAME`."""
+    return name if level == 0 else f"level{level}/{name}"
+
+
+def library_layers(vq):
+    """The library quantizer's VectorQuantize layers, one per residual level."""
+    return list(vq.layers) if hasattr(vq, "layers") else [vq]
+
+
 def library_quantizer(m, state, training):
-    """vector_quantize_pytorch.VectorQuantize for the model config `m`, holding the checkpoint's
-    quantizer `state` (a dict of arrays named as below /model/quantizer), in train or eval mode."""
-    from vector_quantize_pytorch import VectorQuantize
-    D, K = m["code_dimension"], m["codes"]
+    """vector_quantize_pytorch.VectorQuantize (ResidualVQ with --codebooks N) for the model config
+    `m`, holding the checkpoint's quantizer `state` (a dict of arrays named as below
+    /model/quantizer), in train or eval mode."""
+    from vector_quantize_pytorch import ResidualVQ, VectorQuantize
+    D, K, L = m["code_dimension"], m["codes"], m.get("codebooks", 1)
     d = m.get("codebook_dimension", 0) or D
     grad = m["codebook"] == "grad"
-    vq = VectorQuantize(dim=D, codebook_size=K, codebook_dim=d, decay=m["decay"], eps=m["ema_epsilon"],
-                        commitment_weight=m["commitment"], use_cosine_sim=m.get("quantizer") == "cosine",
-                        rotation_trick=bool(m.get("rotation_trick")), kmeans_init=False, threshold_ema_dead_code=0,
-                        ema_update=not grad, learnable_codebook=False, sync_codebook=False, channel_last=True)
+    kwargs = dict(codebook_size=K, codebook_dim=d, decay=m["decay"], eps=m["ema_epsilon"], commitment_weight=m["commitment"],
+                  use_cosine_sim=m.get("quantizer") == "cosine", rotation_trick=bool(m.get("rotation_trick")), kmeans_init=False,
+                  threshold_ema_dead_code=0, ema_update=not grad, learnable_codebook=False, sync_codebook=False)
+    vq = ResidualVQ(dim=D, num_quantizers=L, **kwargs) if L > 1 else VectorQuantize(dim=D, channel_last=True, **kwargs)
     vq.train(training)
-    book = vq._codebook
     with torch.no_grad():
-        book.embed.copy_(torch.from_numpy(state["codebook"])[None])
-        if not grad:
-            book.cluster_size.copy_(torch.from_numpy(state["ema_count"])[None])
-            book.embed_avg.copy_(torch.from_numpy(state["ema_sum"])[None])
-        book.initted.fill_(True)
+        for level, layer in enumerate(library_layers(vq)):
+            book = layer._codebook
+            book.embed.copy_(torch.from_numpy(state[level_name(level, "codebook")])[None])
+            if not grad:
+                book.cluster_size.copy_(torch.from_numpy(state[level_name(level, "ema_count")])[None])
+                book.embed_avg.copy_(torch.from_numpy(state[level_name(level, "ema_sum")])[None])
+            book.initted.fill_(True)
         for name in ("project_in", "project_out"):
             linear = [x for x in getattr(vq, name).modules() if isinstance(x, torch.nn.Linear)]
             if d == D:
@@ -124,9 +136,11 @@ def library_quantizer(m, state, training):
 
 
 def quantizer_state(f, group="model"):
-    """The arrays below /{group}/quantizer of checkpoint `f`."""
-    names = ["codebook", "ema_count", "ema_sum", "project_in/weight", "project_in/bias", "project_out/weight", "project_out/bias"]
-    return {n: f[f"{group}/quantizer/{n}"][()] for n in names if f"{group}/quantizer/{n}" in f}
+    """The arrays below /{group}/quantizer of checkpoint `f`, by their names below it."""
+    out = {}
+    if f"{group}/quantizer" in f:
+        f[f"{group}/quantizer"].visititems(lambda n, o: out.__setitem__(n, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return out
 
 
 def library_nearest(vq):
@@ -231,10 +245,12 @@ def main():
             layer.bias.copy_(torch.from_numpy(f0[f"model/{name}/bias"][()]))
     fsq = finite_scalar(m["levels"]) if m.get("quantizer") == "fsq" else None
     grad_codebook = m["codebook"] == "grad" and fsq is None
-    codebook = None if fsq else torch.from_numpy(f0["model/quantizer/codebook"][()]).clone()
+    levels = 1 if fsq else m.get("codebooks", 1)
+    codebooks = [] if fsq else [torch.from_numpy(f0["model/quantizer/" + level_name(l, "codebook")][()]).clone() for l in range(levels)]
+    codebook = codebooks[0] if codebooks else None
     projection = (m.get("codebook_dimension", 0) or m["code_dimension"]) != m["code_dimension"]
     library = None
-    if not fsq and (args.quantizer_source == "library" or projection):
+    if not fsq and (args.quantizer_source == "library" or projection or levels > 1):
         library = library_quantizer(m, quantizer_state(f0), training=True)
     # The projections of --codebook-dim live in the library's quantizer: checked beside the layers.
     projections = {}
@@ -243,8 +259,9 @@ def main():
             projections["quantizer/" + name] = [x for x in getattr(library, name).modules() if isinstance(x, torch.nn.Linear)][0]
     params = [p for l in list(layers.values()) + list(projections.values()) for p in (l.weight, l.bias)]
     if grad_codebook:
-        codebook.requires_grad_(True)
-        params.append(codebook)
+        for book in codebooks:
+            book.requires_grad_(True)
+            params.append(book)
     optimizer = torch.optim.AdamW if opt.get("name", "adam") == "adamw" else torch.optim.Adam
     adam = optimizer(params, lr=lr, betas=(opt["beta1"], opt["beta2"]), eps=opt["eps"],
                      weight_decay=opt["weight_decay"], foreach=False)
@@ -263,14 +280,20 @@ def main():
         # The library's forward: codes, straight-through or rotated q, its weighted commitment
         # loss, and (EMA codebook) its EMA update.
         q_flat, idx, weighted_commit = library(z.permute(0, 2, 3, 1).reshape(1, -1, m["code_dimension"]))
-        idx = idx.reshape(-1)
-        commit = weighted_commit / m["commitment"] if m["commitment"] else torch.zeros(())
+        idx = idx.reshape(-1, levels)  # ResidualVQ: [P, L]
+        # ResidualVQ returns each level's weighted commitment; ours is their sum.
+        commit = weighted_commit.sum() / m["commitment"] if m["commitment"] else torch.zeros(())
         q_st = q_flat.reshape(z.shape[0], z.shape[2], z.shape[3], -1).permute(0, 3, 1, 2)
         if grad_codebook:
-            # The codebook term: the library's codes, the codebook's own gradient (in the
-            # codebook's space with --codebook-dim).
-            q = codebook[idx]
-            flat = (projections["quantizer/project_in"](flat) if projection else flat).detach()
+            # The codebook term: the library's codes, each codebook's own gradient, on its
+            # level's residual (in the codebook's space with --codebook-dim).
+            residual = (projections["quantizer/project_in"](flat) if projection else flat).detach()
+            codebook_term = torch.zeros(())
+            for level, book in enumerate(codebooks):
+                q = book[idx[:, level]]
+                codebook_term = codebook_term + ((residual - q) ** 2).mean()
+                residual = residual - q.detach()
+        idx = idx.reshape(-1)
     else:
         dist = (codebook.detach() ** 2).sum(1)[None, :] - 2 * flat.detach() @ codebook.detach().t()
         idx = dist.argmin(1)
@@ -290,7 +313,7 @@ def main():
     fit = torch.sqrt((x_hat - x) ** 2 + 1e-6).mean() if m.get("loss", "mse") == "charbonnier" else mse
     loss = fit + m["commitment"] * commit
     if grad_codebook:
-        loss = loss + ((flat.detach() - q) ** 2).mean()
+        loss = loss + (codebook_term if library is not None else ((flat.detach() - q) ** 2).mean())
     adam.zero_grad()
     loss.backward()
     if clip > 0:
@@ -311,8 +334,9 @@ def main():
             g = getattr(layer, part).grad.numpy()
             report.append((f"grad {name}/{part}", rel(stored(name, part, "optimizer/adam_m") / (1 - b1), g)))
     if grad_codebook:
-        m1 = f1["optimizer/adam_m/quantizer/codebook"][()]
-        report.append(("grad quantizer/codebook", rel(m1 / (1 - b1), codebook.grad.numpy())))
+        for level, book in enumerate(codebooks):
+            name = "quantizer/" + level_name(level, "codebook")
+            report.append((f"grad {name}", rel(f1[f"optimizer/adam_m/{name}"][()] / (1 - b1), book.grad.numpy())))
     adam.step()
     for name, layer in everything.items():
         for part in ("weight", "bias"):
@@ -323,13 +347,22 @@ def main():
     if fsq:
         pass  # no codebook
     elif grad_codebook:
-        report.append(("codebook", rel(f1["model/quantizer/codebook"][()], codebook.detach().numpy())))
+        for level, book in enumerate(codebooks):
+            name = "quantizer/" + level_name(level, "codebook")
+            report.append((name, rel(f1["model/" + name][()], book.detach().numpy())))
     elif library is not None:
-        book = library._codebook  # after the library's own EMA update
-        # Both started from the same counts: N1 - N1' = (1 - decay) (n - n'), so the vectors whose
-        # code differs are sum |n - n'| / 2.
-        moved = np.abs(f1["model/quantizer/ema_count"][()].astype(np.float64) - book.cluster_size[0].numpy()).sum() \
-            / (1 - m["decay"]) / 2
+        # Every level after the library's own EMA update (level 0's state below).
+        for level, layer in enumerate(library_layers(library)[1:], start=1):
+            for name, value in (("ema_count", layer._codebook.cluster_size[0]), ("ema_sum", layer._codebook.embed_avg[0]),
+                                ("codebook", layer._codebook.embed[0])):
+                full = "quantizer/" + level_name(level, name)
+                report.append((full, rel(f1["model/" + full][()], value.numpy())))
+        book = library_layers(library)[0]._codebook  # after the library's own EMA update
+        # Both started from the same counts: N1 - N1' = (1 - decay) (n - n'), so the codes that
+        # differ are sum |n - n'| / 2 (over every level).
+        moved = sum(np.abs(f1["model/quantizer/" + level_name(l, "ema_count")][()].astype(np.float64)
+                           - layer._codebook.cluster_size[0].numpy()).sum()
+                    for l, layer in enumerate(library_layers(library))) / (1 - m["decay"]) / 2
         # How many vectors sit within float rounding of a boundary between two codes: the gap
         # between their two nearest codes' squared distances (in float64) below 1e-6 of the
         # squared norms that float32's distance |v|^2 - 2 v.e + |e|^2 cancels.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One training step of every codebook quantizer against vector-quantize-pytorch's own classes
-# (VectorQuantize, FSQ) on the same inputs and weights, through scripts/check_against_pytorch.py;
+# (VectorQuantize, ResidualVQ, FSQ) on the same inputs and weights, through scripts/check_against_pytorch.py;
 # writes bench/quantizer-check.md. Each case trains 0 and 1 steps from the k-means start without
 # re-seeding (so every code is in use at step 1) on 32x32 photo patches, global batch 32, and
 # compares codes (EMA counts), gradients, Adam moments, parameters and EMA state.
@@ -32,6 +32,11 @@ TABLE=(
   "cosine --codebook-dim 8, 16 codes | $SMALL --codebook-dim 8 --quantizer cosine --codes 16"
   "vq --codebook grad      | $SMALL --codebook grad"
   "vq --codebook grad --codebook-dim 8 | $SMALL --codebook grad --codebook-dim 8"
+  "vq --codebooks 3        | $SMALL --codebooks 3"
+  "vq --codebooks 3 --rotation-trick | $SMALL --codebooks 3 --rotation-trick"
+  "vq --codebooks 3 --rotation-trick, reference start | $SMALL --codebooks 3 --rotation-trick --codebook-init sonnet"
+  "vq --codebooks 3 --codebook-dim 8 | $SMALL --codebooks 3 --codebook-dim 8"
+  "vq --codebook grad --codebooks 3 | $SMALL --codebook grad --codebooks 3"
   "fsq 8,5,5,5             | --quantizer fsq --levels 8,5,5,5"
 )
 trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; s=${s%"${s##*[![:space:]]}"}; printf '%s' "$s"; }
@@ -77,10 +82,11 @@ out = ["# Quantizers against vector-quantize-pytorch, one training step", "",
        f"global batch 32, `--hidden 32 --res-hidden 16 --no-shuffle --codebook-init kmeans --dead-code-threshold 0 --seed {seed}` "
        "(the k-means start puts every code in use at step 1; PyTorch has no dead-code restart)",
        "- the PyTorch side: the same model in PyTorch from the step-0 checkpoint, the library's `VectorQuantize` "
-       "(or `FSQ`) given the checkpoint's codebook, EMA counts and sums and projection layers, one step of "
+       "(`ResidualVQ` with `--codebooks`, or `FSQ`) given the checkpoint's codebook, EMA counts and sums and projection layers, one step of "
        "`torch.optim.Adam` on the same batch; the library's forward chooses the codes, passes the gradient "
        "(straight through, or its `rotate_to`) and updates its EMA state",
-       "- vectors coded differently: from the EMA counts, which both sides update from the same start; "
+       "- vectors coded differently: from the EMA counts, which both sides update from the same start (with "
+       "`--codebooks 3`, codes of all three codebooks: a position has three); "
        "vectors near a tie: those whose two nearest codes' squared distances (float64) differ by less than 1e-6 "
        "of the squared norms that float32's distance `|v|^2 - 2 v.e + |e|^2` cancels, where rounding may pick "
        "either code",
@@ -107,7 +113,14 @@ if failed:
             "differently is a vector within rounding of the boundary between two codes that the two sides "
             "settled differently: every other difference follows from that one code (the decoder reads another "
             "row there), and it is the size of the failure, about 1e-4 to 1e-3 of each tensor."]
-out += ["", "With `--codebook grad` the library chooses the codes and passes the gradient; the codebook's own "
+out += ["", "Residual levels with the rotation trick from the k-means start: k-means leaves codes exactly on "
+        "vectors (a cluster of one), so a later level's residual of such a vector is exactly 0 on our side and "
+        "float rounding (about 1e-7, as the two encoders differ by that much) on PyTorch's, a direction of "
+        "noise; the rotation trick scales that vector's gradient by |q| / |r| (|r| clamped at 1e-6 on both "
+        "sides), so a few such vectors decide the encoder's gradient differently. Both sides compute the same "
+        "formula; from the reference start (no exact fits) they agree. In training this makes the first steps "
+        "after a k-means start noisy for those vectors; `--clip-grad-norm` bounds them.",
+        "", "With `--codebook grad` the library chooses the codes and passes the gradient; the codebook's own "
         "loss `mean((sg(z) - E[k])^2)` is added by the script, as the library's learnable codebook weights the "
         "codebook's pull by the commitment weight instead (a different definition, not a difference of numerics)."]
 open("bench/quantizer-check.md", "w").write("\n".join(out) + "\n")

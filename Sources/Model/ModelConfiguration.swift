@@ -64,6 +64,10 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     /// commitment loss, EMA, k-means and restarts all in `d` dimensions), and `quantizer/project_out`
     /// (`d -> D`) carries the chosen row back for the decoder. 0, or `d == D`: no projection.
     public var codebookDimension = 0
+    /// Residual VQ (`vector_quantize_pytorch.ResidualVQ`): this many codebooks of `codes` rows,
+    /// each quantizing what the ones before it left (`VectorQuantizer.levels`); a latent position
+    /// then has one code per codebook. 1: the plain quantizer.
+    public var codebooks = 1
     /// The reconstruction term the training loss minimises (what `Losses.reconstruction` reports
     /// stays the mean squared error).
     public var loss: ReconstructionLoss = .mse
@@ -110,11 +114,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
         case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels, rotationTrick
-        case codebookDimension, loss
+        case codebookDimension, loss, codebooks
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`, `codebooks`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -145,6 +149,7 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         rotationTrick = try c.decodeIfPresent(Bool.self, forKey: .rotationTrick) ?? false
         codebookDimension = try c.decodeIfPresent(Int.self, forKey: .codebookDimension) ?? 0
         loss = try c.decodeIfPresent(ReconstructionLoss.self, forKey: .loss) ?? .mse
+        codebooks = try c.decodeIfPresent(Int.self, forKey: .codebooks) ?? 1
     }
 
     /// Whether the model has a codebook (the VQ-VAE with `--quantizer vq`): EMA statistics,
@@ -160,6 +165,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     /// The dimension of the vectors the quantizer searches, of its codebook's rows and its EMA sums:
     /// `codebookDimension` with a projection, `D` otherwise.
     public var quantizerDimension: Int { hasCodebookProjection ? codebookDimension : codeDimension }
+
+    /// Codes per latent position: one per codebook of residual VQ, otherwise 1.
+    public var codesPerPosition: Int { hasCodebook ? codebooks : 1 }
 
     /// Sets `.fsq` with `levels`, and the code dimension and count they imply.
     public mutating func useFiniteScalarQuantizer(levels: [Int]) {
@@ -233,6 +241,12 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
             guard codeDimension == levels.count, codes == levels.reduce(1, *) else {
                 throw ModelError("--quantizer fsq: --levels \(levels.map(String.init).joined(separator: ",")) sets the code dimension to \(levels.count) and the codes to \(levels.reduce(1, *)); leave out --code-dim and --codes")
             }
+        }
+        if codebooks != 1 {
+            guard hasCodebook, quantizer == .vq else {
+                throw ModelError("--codebooks \(codebooks) makes residual VQ of codebooks; it needs --model vqvae --quantizer vq")
+            }
+            guard codebooks >= 1, codebooks <= 64 else { throw ModelError("--codebooks must be between 1 and 64 (got \(codebooks))") }
         }
         if codebookDimension != 0 {
             guard hasCodebook else {

@@ -40,7 +40,7 @@ extension ModelConfiguration {
         conv(hidden, Double(latentChannels), area: 1)
         let qd = Double(quantizerDimension)
         if hasCodebookProjection { conv(d, qd, area: 1); conv(qd, d, area: 1) }
-        if hasCodebook { count += Double(codes) * (2 * qd + 1) }
+        if hasCodebook { count += Double(max(codebooks, 1)) * Double(codes) * (2 * qd + 1) }
         conv(d, hidden, area: 9)
         for i in 0..<downsamplings {
             conv(Double(hidden) / Double(1 << i), i == downsamplings - 1 ? Double(channels) : hidden / Double(1 << (i + 1)), area: 16)
@@ -90,6 +90,8 @@ extension ModelConfiguration {
         if hasCodebook && quantizer == .cosine { elements += positions * Double(quantizerDimension) }
         // A codebook projection: the projected vectors and the chosen rows in the codebook's space.
         if hasCodebookProjection { elements += 2 * positions * Double(quantizerDimension) }
+        // Residual VQ: each level's input, output and codes, one level's gradient, the codes.
+        if hasCodebook && codebooks > 1 { elements += positions * (Double(codebooks) * (2 * Double(quantizerDimension) + 2) + Double(quantizerDimension)) }
         largest = max(largest, positions * widest)
         // The 3x3 convolutions: an im2col matrix, or Winograd's two tile matrices and kernel.
         let tiles = n * (h / 4).rounded(.up) * (w / 4).rounded(.up)

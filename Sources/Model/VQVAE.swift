@@ -83,7 +83,7 @@ public final class VQVAE {
     let codeVectors: FloatBuffer          // --codebook-dim: the chosen codebook rows [N, h, w, d]
     public let quantized: FloatBuffer     // q   [N, h, w, D] (unused by the autoencoder)
     let noise: FloatBuffer                // VAE: eps [N, h, w, D] of the last forward
-    public let codeIndices: UnsafeMutableBufferPointer<Int32>  // [N, h, w]
+    public let codeIndices: UnsafeMutableBufferPointer<Int32>  // [N, h, w] (residual VQ: [N, h, w, L])
     let decoderStack: ResidualStackBuffers
     let upOutputs: [FloatBuffer]          // relu(convT) between ups; the last is x_hat (residual: dec)
     let skipSums: [FloatBuffer]           // skips: what up{i} reads, dec_i + w * enc_i
@@ -147,7 +147,8 @@ public final class VQVAE {
             window: Window(kernel: 1), parameters: parameters)
         let vectorQuantizer = !c.hasCodebook ? nil : VectorQuantizer(
             codes: c.codes, dimension: c.quantizerDimension, kind: c.codebook, commitment: Float(c.commitment),
-            decay: c.decay, epsilon: c.emaEpsilon, parameters: parameters)
+            decay: c.decay, epsilon: c.emaEpsilon, parameters: parameters, levels: c.codebooks,
+            maxVectors: maxBatch * c.latentHeight * c.latentWidth)
         projectOut = !c.hasCodebookProjection ? nil : Conv2d(
             name: "quantizer/project_out", inputChannels: c.quantizerDimension, outputChannels: c.codeDimension,
             window: Window(kernel: 1), parameters: parameters)
@@ -187,7 +188,7 @@ public final class VQVAE {
         codeVectors = FloatBuffer(count: projected.count)
         quantized = FloatBuffer(count: c.model == .ae ? 0 : latentPositions * c.codeDimension)
         noise = FloatBuffer(count: c.model == .vae ? latentPositions * c.codeDimension : 0)
-        codeIndices = .allocate(capacity: latentPositions)
+        codeIndices = .allocate(capacity: latentPositions * c.codesPerPosition)
         codeIndices.initialize(repeating: 0)
         decoderStack = ResidualStackBuffers(blocks: decoderBlocks, positions: latentPositions, channels: c.hidden)
         upOutputs = ups.enumerated().map { i, up in
@@ -393,9 +394,9 @@ public final class VQVAE {
                 break
             }
             let quantizer = quantizer!
-            commitment = quantizer.forward(
+            commitment = quantizer.forwardLevels(
                 quantized: quantizerOutput, indices: codeIndices.baseAddress!, vectors: quantizerInput, count: vectors,
-                codebook: quantizer.codebook(parameters: parameters), collectStatistics: training, workspace: work)
+                parameters: parameters, collectStatistics: training, workspace: work)
             projectOut?.forward(output: quantized.pointer, input: codeVectors.pointer, batch: batch, height: lh, width: lw,
                                 parameters: UnsafePointer(parameters.values.pointer), workspace: work)
         case .vae:
@@ -529,13 +530,17 @@ public final class VQVAE {
         precondition(configuration.model == .vqvae, "decode(codes:) needs the VQ-VAE")
         precondition(!configuration.residual, "a residual model's output needs its input, not only codes")
         let d = configuration.quantizerDimension, rows = quantizerOutput
-        for p in 0..<(batch * latentCount) {
-            let k = Int(codes[p])
-            precondition(k >= 0 && k < configuration.codes, "code \(k) is outside the codebook")
-            if let scalarQuantizer {
-                scalarQuantizer.vector(of: k, into: quantized.pointer + p * d)
-            } else {
-                (rows + p * d).update(from: quantizer!.codebook(parameters: parameters) + k * d, count: d)
+        if let quantizer, quantizer.levels > 1 {
+            quantizer.decodeLevels(codes: codes, count: batch * latentCount, into: rows, parameters: parameters)
+        } else {
+            for p in 0..<(batch * latentCount) {
+                let k = Int(codes[p])
+                precondition(k >= 0 && k < configuration.codes, "code \(k) is outside the codebook")
+                if let scalarQuantizer {
+                    scalarQuantizer.vector(of: k, into: quantized.pointer + p * d)
+                } else {
+                    (rows + p * d).update(from: quantizer!.codebook(parameters: parameters) + k * d, count: d)
+                }
             }
         }
         projectOut?.forward(output: quantized.pointer, input: codeVectors.pointer, batch: batch, height: configuration.latentHeight,
@@ -645,8 +650,8 @@ public final class VQVAE {
                 gradientsReady(projectOut.weight.offset)
                 swap(&current, &other)
             }
-            quantizer.backward(vectorGradient: other, quantizedGradient: current, vectors: quantizerInput,
-                               quantized: quantizerOutput, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
+            quantizer.backwardLevels(vectorGradient: other, quantizedGradient: current, vectors: quantizerInput,
+                                     quantized: quantizerOutput, indices: codeIndices.baseAddress!, count: vectors, gradients: g)
             if let slot = quantizer.codebookSlot { gradientsReady(slot.offset) }
             if quantizer.cosine { normalizationBackward(other, count: vectors) }
             swap(&current, &other)
@@ -696,7 +701,7 @@ public final class VQVAE {
     /// distance GEMM.
     public var trainingMultiplyAddsPerImage: Int {
         let c = configuration
-        let quantizerMACs = c.hasCodebook ? c.latentHeight * c.latentWidth * c.codes * c.quantizerDimension : 0
+        let quantizerMACs = c.hasCodebook ? c.latentHeight * c.latentWidth * c.codes * c.quantizerDimension * c.codebooks : 0
         let layers = forwardMultiplyAddsPerImage - quantizerMACs
         let first = downs[0].forwardMultiplyAdds(batch: 1, height: resolutions[0].height, width: resolutions[0].width)
         return 3 * layers - first + quantizerMACs
@@ -718,7 +723,7 @@ public final class VQVAE {
             let size = resolutions[c.downsamplings - i]
             total += up.forwardMultiplyAdds(batch: 1, height: size.height, width: size.width)
         }
-        if c.hasCodebook { total += lh * lw * c.codes * c.quantizerDimension }
+        if c.hasCodebook { total += lh * lw * c.codes * c.quantizerDimension * c.codebooks }
         return total
     }
 }

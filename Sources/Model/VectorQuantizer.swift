@@ -15,9 +15,22 @@ public enum CodebookKind: String, Codable, Sendable, CaseIterable {
 ///   gets `2 (q - z) / (P*D)` per assigned vector.
 /// - EMA (`.ema`): `batchStatistics` holds `[n_k (K) | s_k (K*D)]` of the local batch; after they are
 ///   summed over ranks, `applyEMA` updates `N`, `M` and `E`.
+///
+/// Residual VQ (`levels` L > 1, as `vector_quantize_pytorch.ResidualVQ`): L codebooks, each
+/// quantizing what the ones before it left: `r_0 = z`, `k_l = nearest(r_l, E_l)`, `q_l = E_l[k_l]`,
+/// `r_{l+1} = r_l - q_l`, and the output `q = q_0 + q_1 + ... + q_{L-1}` (summed in that order).
+/// Each level is a quantizer of its own on its own residuals (its commitment term, EMA statistics,
+/// k-means start and restarts), and the straight-through gradient passes through every level, so
+/// `dz = sum_l (dq + beta * 2 (r_l - q_l) / (P*D))` (the rotation trick rotates each level's
+/// share by its own `r_l` and `q_l`); the commitment is the sum of the levels' means. Every
+/// per-level buffer is L blocks, level 0 first, laid out as the single-level quantizer's.
 public final class VectorQuantizer {
     public let codes: Int
     public let dimension: Int
+    /// Residual levels (codebooks), 1 for the plain quantizer.
+    public let levels: Int
+    /// Largest number of vectors a forward pass takes (residual VQ's buffers are sized for it).
+    let maxVectors: Int
     public let kind: CodebookKind
     public let commitment: Float
     public let decay: Double
@@ -43,80 +56,184 @@ public final class VectorQuantizer {
         }
     }
 
-    /// With `.grad`: the codebook's slot in the parameter store.
-    public let codebookSlot: ParameterSlot?
-    /// With `.ema`: `[codebook (K*D) | ema_count (K) | ema_sum (K*D)]`, one buffer so that it is
-    /// broadcast, fingerprinted and checkpointed whole.
+    /// With `.grad`: the codebook's slot in the parameter store (level 0's with residual VQ).
+    public var codebookSlot: ParameterSlot? { codebookSlots.first }
+    /// With `.grad`: each level's codebook slot (`quantizer/codebook`, then `quantizer/level{l}/codebook`).
+    public let codebookSlots: [ParameterSlot]
+    /// With `.ema`: per level `[codebook (K*D) | ema_count (K) | ema_sum (K*D)]`, levels one after
+    /// another in one buffer so that it is broadcast, fingerprinted and checkpointed whole.
     public let emaState: FloatBuffer
-    /// `[n_k (K) | s_k (K*D)]` of the last training forward pass on this rank's share.
+    /// Per level `[n_k (K) | s_k (K*D)]` of the last training forward pass on this rank's share.
     public let batchStatistics: FloatBuffer
 
     private let codeNorms: FloatBuffer
+    /// Residual VQ: each level's input `r_l` `[L, P, D]` (level 0's is `z` itself, not copied),
+    /// output `q_l` `[L, P, D]` and codes `[L, P]` of the last forward pass; empty for one level.
+    let levelInputs: FloatBuffer
+    let levelOutputs: FloatBuffer
+    private let levelIndices: UnsafeMutableBufferPointer<Int32>
+    /// Residual VQ: one level's share of the encoder's gradient, `[P, D]`.
+    private let levelGradient: FloatBuffer
 
-    /// Floats held outside the parameter store: EMA state, batch statistics, code norms.
-    var allocatedFloatCount: Int { emaState.count + batchStatistics.count + codeNorms.count }
+    /// Floats held outside the parameter store: EMA state, batch statistics, code norms, and the
+    /// residual levels' buffers.
+    var allocatedFloatCount: Int {
+        emaState.count + batchStatistics.count + codeNorms.count + levelInputs.count + levelOutputs.count + levelIndices.count
+            + levelGradient.count
+    }
+
+    /// Floats of one level's EMA state and of its batch statistics.
+    var levelStateCount: Int { codes * dimension * 2 + codes }
+    var levelStatisticsCount: Int { codes + codes * dimension }
 
     init(codes: Int, dimension: Int, kind: CodebookKind, commitment: Float, decay: Double, epsilon: Double,
-         parameters: ParameterStore) {
+         parameters: ParameterStore, levels: Int = 1, maxVectors: Int = 0) {
+        precondition(levels >= 1)
         self.codes = codes
         self.dimension = dimension
+        self.levels = levels
+        self.maxVectors = maxVectors
         self.kind = kind
         self.commitment = commitment
         self.decay = decay
         self.epsilon = epsilon
         switch kind {
         case .grad:
-            codebookSlot = parameters.add(name: "quantizer/codebook", shape: [codes, dimension], uniformBound: nil)
+            codebookSlots = (0..<levels).map { l in
+                parameters.add(name: Self.levelName(l, "codebook"), shape: [codes, dimension], uniformBound: nil)
+            }
             emaState = FloatBuffer(count: 0)
         case .ema:
-            codebookSlot = nil
-            emaState = FloatBuffer(count: codes * dimension * 2 + codes)
+            codebookSlots = []
+            emaState = FloatBuffer(count: levels * (codes * dimension * 2 + codes))
         }
-        batchStatistics = FloatBuffer(count: codes + codes * dimension)
+        batchStatistics = FloatBuffer(count: levels * (codes + codes * dimension))
         codeNorms = FloatBuffer(count: codes)
+        let residual = levels > 1 ? levels * maxVectors * dimension : 0
+        levelInputs = FloatBuffer(count: residual)
+        levelOutputs = FloatBuffer(count: residual)
+        levelIndices = .allocate(capacity: levels > 1 ? levels * maxVectors : 0)
+        levelIndices.initialize(repeating: 0)
+        levelGradient = FloatBuffer(count: levels > 1 ? maxVectors * dimension : 0)
     }
 
-    /// The EMA codebook's start: `E ~ N(0, 1)` from `(seed, stream)`, `N = 0`, `M = E`.
-    /// (With `.grad` the parameter store initialises the codebook.)
+    deinit { levelIndices.deallocate() }
+
+    /// A checkpoint name below `quantizer/`: level 0's as the single quantizer's, `quantizer/NAME`,
+    /// the others' `quantizer/level{l}/NAME`.
+    static func levelName(_ level: Int, _ name: String) -> String {
+        level == 0 ? "quantizer/\(name)" : "quantizer/level\(level)/\(name)"
+    }
+
+    /// The EMA codebook's start: `E ~ N(0, 1)` from `(seed, stream)` (level `l` > 0: stream + l),
+    /// `N = 0`, `M = E`. (With `.grad` the parameter store initialises the codebook.)
     func initializeEMA(seed: UInt64) {
         guard kind == .ema else { return }
-        var random = SplitMix64(seed: seed, stream: 0xC0DE_B00C)
         let size = codes * dimension
-        for i in 0..<size { emaState[i] = random.normal() }
-        if cosine { Self.normalizeRows(emaState.pointer, rows: codes, dimension: dimension) }
-        emaCount.update(repeating: 0, count: codes)
-        emaSum.update(from: emaState.pointer, count: size)
+        for level in 0..<levels {
+            var random = SplitMix64(seed: seed, stream: 0xC0DE_B00C &+ UInt64(level))
+            let book = emaState.pointer + level * levelStateCount
+            for i in 0..<size { book[i] = random.normal() }
+            if cosine { Self.normalizeRows(book, rows: codes, dimension: dimension) }
+            emaCount(level: level).update(repeating: 0, count: codes)
+            emaSum(level: level).update(from: book, count: size)
+        }
     }
 
-    /// `E` `[K, D]`, wherever it lives.
+    /// `E` `[K, D]` (level 0's with residual VQ), wherever it lives.
     public func codebook(parameters: ParameterStore) -> UnsafeMutablePointer<Float> {
-        if let slot = codebookSlot { return parameters.values.pointer + slot.offset }
-        return emaState.pointer
+        codebook(level: 0, parameters: parameters)
     }
 
-    /// With `.ema`: the tensors of `emaState` as checkpoints name them (below `/model`): the
-    /// codebook `[K, D]`, `ema_count` `[K]` and `ema_sum` `[K, D]`. Empty with `.grad`.
+    /// Level `level`'s codebook `E_l` `[K, D]`.
+    public func codebook(level: Int, parameters: ParameterStore) -> UnsafeMutablePointer<Float> {
+        if kind == .grad { return parameters.values.pointer + codebookSlots[level].offset }
+        return emaState.pointer + level * levelStateCount
+    }
+
+    /// With `.ema`: the tensors of `emaState` as checkpoints name them (below `/model`), per level
+    /// (`levelName`): the codebook `[K, D]`, `ema_count` `[K]` and `ema_sum` `[K, D]`. Empty with `.grad`.
     public var emaSlots: [ParameterSlot] {
         guard kind == .ema else { return [] }
         let (k, d) = (codes, dimension)
-        return [ParameterSlot(name: "quantizer/codebook", offset: 0, count: k * d, shape: [k, d], layout: .plain, uniformBound: nil),
-                ParameterSlot(name: "quantizer/ema_count", offset: k * d, count: k, shape: [k], layout: .plain, uniformBound: nil),
-                ParameterSlot(name: "quantizer/ema_sum", offset: k * d + k, count: k * d, shape: [k, d], layout: .plain,
-                              uniformBound: nil)]
+        return (0..<levels).flatMap { level -> [ParameterSlot] in
+            let base = level * levelStateCount
+            return [ParameterSlot(name: Self.levelName(level, "codebook"), offset: base, count: k * d, shape: [k, d], layout: .plain,
+                                  uniformBound: nil),
+                    ParameterSlot(name: Self.levelName(level, "ema_count"), offset: base + k * d, count: k, shape: [k], layout: .plain,
+                                  uniformBound: nil),
+                    ParameterSlot(name: Self.levelName(level, "ema_sum"), offset: base + k * d + k, count: k * d, shape: [k, d],
+                                  layout: .plain, uniformBound: nil)]
+        }
     }
 
-    public var emaCount: UnsafeMutablePointer<Float> { emaState.pointer + codes * dimension }
-    public var emaSum: UnsafeMutablePointer<Float> { emaState.pointer + codes * dimension + codes }
+    /// Level 0's EMA counts `N` and sums `M`.
+    public var emaCount: UnsafeMutablePointer<Float> { emaCount(level: 0) }
+    public var emaSum: UnsafeMutablePointer<Float> { emaSum(level: 0) }
+    public func emaCount(level: Int) -> UnsafeMutablePointer<Float> { emaState.pointer + level * levelStateCount + codes * dimension }
+    public func emaSum(level: Int) -> UnsafeMutablePointer<Float> { emaState.pointer + level * levelStateCount + codes * dimension + codes }
+    /// Level `level`'s block of `batchStatistics`: `[n_k (K) | s_k (K*D)]`.
+    public func statistics(level: Int) -> UnsafeMutablePointer<Float> { batchStatistics.pointer + level * levelStatisticsCount }
 
     /// Workspace floats for `vectors` code vectors (the distance matrix).
     func workspaceCount(vectors: Int) -> Int { vectors * codes }
 
+    /// Every level (see the type): fills `quantized` `[P, D]` with the sum of the levels' rows
+    /// and `indices` `[P, L]` (position-major) with their codes, and returns the sum over levels of
+    /// `mean((r_l - q_l)^2)`. With `collectStatistics`, fills every level's `batchStatistics`. One
+    /// level is `forward(quantized:indices:vectors:count:codebook:...)` itself.
+    func forwardLevels(quantized: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int32>, vectors z: UnsafePointer<Float>,
+                       count: Int, parameters: ParameterStore, collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>) -> Double {
+        if levels == 1 {
+            return forward(quantized: quantized, indices: indices, vectors: z, count: count, codebook: codebook(parameters: parameters),
+                           collectStatistics: collectStatistics, workspace: workspace)
+        }
+        precondition(count <= maxVectors, "\(count) vectors exceed the \(maxVectors) the residual levels hold")
+        let d = dimension, size = count * d
+        var commitment: Double = 0
+        for level in 0..<levels {
+            let input = level == 0 ? z : UnsafePointer(levelInputs.pointer + level * maxVectors * d)
+            let output = levelOutputs.pointer + level * maxVectors * d
+            let codesOut = levelIndices.baseAddress! + level * maxVectors
+            commitment += forward(quantized: output, indices: codesOut, vectors: input, count: count,
+                                  codebook: codebook(level: level, parameters: parameters),
+                                  collectStatistics: collectStatistics, workspace: workspace, level: level)
+            if level + 1 < levels {
+                let next = levelInputs.pointer + (level + 1) * maxVectors * d
+                for i in 0..<size { next[i] = input[i] - output[i] }
+            }
+            for p in 0..<count { indices[p * levels + level] = codesOut[p] }
+        }
+        quantized.update(from: levelOutputs.pointer, count: size)
+        for level in 1..<levels {
+            let output = levelOutputs.pointer + level * maxVectors * d
+            for i in 0..<size { quantized[i] += output[i] }
+        }
+        return commitment
+    }
+
+    /// Residual VQ's decoding of codes `[P, L]`: `q = E_0[k_0] + E_1[k_1] + ...`, summed as the
+    /// forward pass sums, so the forward pass's codes give its `q` bit for bit.
+    func decodeLevels(codes indices: UnsafePointer<Int32>, count: Int, into quantized: UnsafeMutablePointer<Float>,
+                      parameters: ParameterStore) {
+        let d = dimension
+        for p in 0..<count {
+            let q = quantized + p * d
+            for level in 0..<levels {
+                let k = Int(indices[p * levels + level])
+                precondition(k >= 0 && k < codes, "code \(k) is outside the codebook")
+                let row = codebook(level: level, parameters: parameters) + k * d
+                if level == 0 { q.update(from: row, count: d) } else { for j in 0..<d { q[j] += row[j] } }
+            }
+        }
+    }
+
     /// Fills `quantized` `[P, D]` and `indices` `[P]` and returns `mean((z - q)^2)` over the
-    /// `P*D` elements. With `collectStatistics`, also fills `batchStatistics`.
+    /// `P*D` elements. With `collectStatistics`, also fills level `level`'s `batchStatistics`.
     func forward(
         quantized: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int32>,
         vectors z: UnsafePointer<Float>, count: Int, codebook: UnsafePointer<Float>,
-        collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>, activeCodes: Int? = nil
+        collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>, activeCodes: Int? = nil, level: Int = 0
     ) -> Double {
         let d = dimension
         // k-means with fewer starting vectors than codes searches only the codes it placed.
@@ -150,8 +267,8 @@ public final class VectorQuantizer {
             squaredError += Double(rowError)
         }
         if collectStatistics {
-            batchStatistics.zero()
-            let counts = batchStatistics.pointer, sums = batchStatistics.pointer + codes
+            let counts = statistics(level: level), sums = counts + codes
+            counts.update(repeating: 0, count: levelStatisticsCount)
             for p in 0..<count {
                 let k = Int(indices[p])
                 counts[k] += 1
@@ -174,14 +291,14 @@ public final class VectorQuantizer {
     func backward(
         vectorGradient dz: UnsafeMutablePointer<Float>, quantizedGradient dq: UnsafePointer<Float>,
         vectors z: UnsafePointer<Float>, quantized q: UnsafePointer<Float>, indices: UnsafePointer<Int32>,
-        count: Int, gradients: UnsafeMutablePointer<Float>
+        count: Int, gradients: UnsafeMutablePointer<Float>, level: Int = 0
     ) {
         let d = dimension
         let scale = 2 / Float(count * d)
         let commitmentScale = commitment * scale
         if rotationTrick {
             rotateGradients(dz, dq, z: z, q: q, count: count, commitmentScale: commitmentScale)
-            accumulateCodebookGradient(z: z, q: q, indices: indices, count: count, scale: scale, gradients: gradients)
+            accumulateCodebookGradient(z: z, q: q, indices: indices, count: count, scale: scale, gradients: gradients, level: level)
             return
         }
         var i = 0
@@ -193,13 +310,35 @@ public final class VectorQuantizer {
         for i in i..<(count * d) {
             dz[i] = dq[i] + commitmentScale * (z[i] - q[i])
         }
-        accumulateCodebookGradient(z: z, q: q, indices: indices, count: count, scale: scale, gradients: gradients)
+        accumulateCodebookGradient(z: z, q: q, indices: indices, count: count, scale: scale, gradients: gradients, level: level)
     }
 
-    /// `.grad`: the codebook loss's gradient `scale (q - z)` into each assigned row.
+    /// Every level's backward (see the type) after `forwardLevels` over the same `z`: WRITES `dz`,
+    /// the sum of the levels' shares, each `backward` of the level's `r_l`, `q_l` and codes, and
+    /// with `.grad` accumulates each level's codebook gradient.
+    func backwardLevels(vectorGradient dz: UnsafeMutablePointer<Float>, quantizedGradient dq: UnsafePointer<Float>,
+                        vectors z: UnsafePointer<Float>, quantized q: UnsafePointer<Float>, indices: UnsafePointer<Int32>,
+                        count: Int, gradients: UnsafeMutablePointer<Float>) {
+        if levels == 1 {
+            backward(vectorGradient: dz, quantizedGradient: dq, vectors: z, quantized: q, indices: indices, count: count, gradients: gradients)
+            return
+        }
+        let d = dimension, size = count * d
+        for level in 0..<levels {
+            let input = level == 0 ? z : UnsafePointer(levelInputs.pointer + level * maxVectors * d)
+            let output = UnsafePointer(levelOutputs.pointer + level * maxVectors * d)
+            let target = level == 0 ? dz : levelGradient.pointer
+            backward(vectorGradient: target, quantizedGradient: dq, vectors: input, quantized: output,
+                     indices: levelIndices.baseAddress! + level * maxVectors, count: count, gradients: gradients, level: level)
+            if level > 0 { for i in 0..<size { dz[i] += target[i] } }
+        }
+    }
+
+    /// `.grad`: the codebook loss's gradient `scale (q - z)` into each assigned row of level `level`.
     private func accumulateCodebookGradient(z: UnsafePointer<Float>, q: UnsafePointer<Float>, indices: UnsafePointer<Int32>,
-                                            count: Int, scale: Float, gradients: UnsafeMutablePointer<Float>) {
-        guard let slot = codebookSlot else { return }
+                                            count: Int, scale: Float, gradients: UnsafeMutablePointer<Float>, level: Int) {
+        guard kind == .grad else { return }
+        let slot = codebookSlots[level]
         let d = dimension, dE = gradients + slot.offset
         for p in 0..<count {
             let k = Int(indices[p])
@@ -246,17 +385,52 @@ public final class VectorQuantizer {
     /// clustered; the others start at the origin with `N_k = 0` and `M_k = 0` (unused, for
     /// dead-code restart to re-seed). Copies of placed codes would tie with them exactly, and a
     /// tie decided by rounding would make the result depend on how the batch was split over ranks.
-    /// `workspace` holds `count * K` floats. Returns `m`.
+    /// `workspace` holds `count * K` floats. Returns `m` (of level 0).
+    ///
+    /// Residual VQ: level by level, each clustered on the residuals the levels before it leave
+    /// with their new codebooks (`r_{l+1} = r_l - E_l[nearest]`), level `l` drawing from `seed + l`.
     @discardableResult
     public func initializeWithKMeans(vectors: UnsafePointer<Float>, count: Int, iterations: Int, seed: UInt64,
                                      parameters: ParameterStore, workspace: UnsafeMutablePointer<Float>) -> Int {
+        let placed = kMeans(level: 0, vectors: vectors, count: count, iterations: iterations, seed: seed, parameters: parameters,
+                            workspace: workspace)
+        guard levels > 1, count > 0 else {
+            for level in 1..<max(levels, 1) {
+                _ = kMeans(level: level, vectors: vectors, count: 0, iterations: iterations, seed: seed &+ UInt64(level),
+                           parameters: parameters, workspace: workspace)
+            }
+            return placed
+        }
         let d = dimension
-        let centres = codebook(parameters: parameters)
+        let residual = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
+        let quantized = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
+        let indices = UnsafeMutablePointer<Int32>.allocate(capacity: count)
+        defer { residual.deallocate(); quantized.deallocate(); indices.deallocate() }
+        residual.update(from: vectors, count: count * d)
+        for level in 1..<levels {
+            _ = forward(quantized: quantized, indices: indices, vectors: residual, count: count,
+                        codebook: codebook(level: level - 1, parameters: parameters), collectStatistics: false, workspace: workspace)
+            for i in 0..<(count * d) { residual[i] -= quantized[i] }
+            _ = kMeans(level: level, vectors: residual, count: count, iterations: iterations, seed: seed &+ UInt64(level),
+                       parameters: parameters, workspace: workspace)
+        }
+        return placed
+    }
+
+    /// One level's k-means start (see `initializeWithKMeans`).
+    private func kMeans(level: Int, vectors: UnsafePointer<Float>, count: Int, iterations: Int, seed: UInt64,
+                        parameters: ParameterStore, workspace: UnsafeMutablePointer<Float>) -> Int {
+        let d = dimension
+        let centres = codebook(level: level, parameters: parameters)
+        let statistics = statistics(level: level)
         guard count > 0 else {
             // No vector to start from: every code unused at the origin.
             centres.update(repeating: 0, count: codes * d)
-            if kind == .ema { emaState.zero() }
-            batchStatistics.zero()
+            if kind == .ema {
+                emaCount(level: level).update(repeating: 0, count: codes)
+                emaSum(level: level).update(repeating: 0, count: codes * d)
+            }
+            statistics.update(repeating: 0, count: levelStatisticsCount)
             return 0
         }
         // Distinct starting vectors in the order of a Fisher-Yates shuffle of the indices, drawn
@@ -278,8 +452,8 @@ public final class VectorQuantizer {
         defer { quantized.deallocate(); indices.deallocate() }
         for _ in 0..<iterations {
             _ = forward(quantized: quantized, indices: indices, vectors: vectors, count: count,
-                        codebook: centres, collectStatistics: true, workspace: workspace, activeCodes: placed)
-            let counts = batchStatistics.pointer, sums = batchStatistics.pointer + codes
+                        codebook: centres, collectStatistics: true, workspace: workspace, activeCodes: placed, level: level)
+            let counts = statistics, sums = statistics + codes
             for k in 0..<placed where counts[k] > 0 {
                 for j in 0..<d { centres[k * d + j] = sums[k * d + j] / counts[k] }
                 if cosine { Self.normalizeRows(centres + k * d, rows: 1, dimension: d) }
@@ -290,23 +464,26 @@ public final class VectorQuantizer {
         // (Keeping the spec's fresh start N = 0, M = E here would divide the centres by the first
         // step's small counts and scatter them.)
         _ = forward(quantized: quantized, indices: indices, vectors: vectors, count: count,
-                    codebook: centres, collectStatistics: true, workspace: workspace, activeCodes: placed)
+                    codebook: centres, collectStatistics: true, workspace: workspace, activeCodes: placed, level: level)
         if kind == .ema {
-            let counts = batchStatistics.pointer
+            let counts = statistics, emaCount = emaCount(level: level), emaSum = emaSum(level: level)
             for k in 0..<codes {
                 emaCount[k] = counts[k]
                 for j in 0..<d { emaSum[k * d + j] = counts[k] * centres[k * d + j] }
             }
         }
-        batchStatistics.zero()
+        statistics.update(repeating: 0, count: levelStatisticsCount)
         return placed
     }
 
-    /// Codes whose EMA count `N_k` is below `threshold` (`.ema` only; none for `.grad`).
+    /// Codes whose EMA count `N_k` is below `threshold` (`.ema` only; none for `.grad`). Residual
+    /// VQ: level `l`'s code `k` is `l * K + k`.
     public func deadCodes(threshold: Float) -> [Int] {
         guard kind == .ema else { return [] }
-        let count = emaCount
-        return (0..<codes).filter { count[$0] < threshold }
+        return (0..<levels).flatMap { level -> [Int] in
+            let count = emaCount(level: level)
+            return (0..<codes).filter { count[$0] < threshold }.map { level * codes + $0 }
+        }
     }
 
     /// Dead-code restart: the codes `dead` are re-seeded, in order, from vectors of `candidates`
@@ -318,11 +495,42 @@ public final class VectorQuantizer {
     /// candidates run out, the remaining codes stay as they are (dead, for the next step): two
     /// codes at one vector would tie, and a tie decided by rounding would make training depend on
     /// how the batch was split over ranks. Returns the codes re-seeded.
+    ///
+    /// Residual VQ (`dead` as `deadCodes` numbers them): level `l`'s codes are re-seeded from the
+    /// residuals `r_l` of the candidates under the current codebooks, from the stream
+    /// `(seed + l, step)`, level by level. `workspace` (needed then) holds `count * K` floats.
     @discardableResult
     public func restart(codes dead: [Int], candidates: UnsafePointer<Float>, count: Int, weight: Float,
-                        seed: UInt64, step: Int) -> Int {
+                        seed: UInt64, step: Int, parameters: ParameterStore? = nil, workspace: UnsafeMutablePointer<Float>? = nil) -> Int {
         guard kind == .ema, count > 0, !dead.isEmpty else { return 0 }
+        if levels == 1 { return restart(level: 0, codes: dead, candidates: candidates, count: count, weight: weight, seed: seed, step: step) }
         let d = dimension
+        guard let parameters, let workspace else { preconditionFailure("residual VQ's restart needs the parameters and a workspace") }
+        let residual = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
+        let quantized = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
+        let indices = UnsafeMutablePointer<Int32>.allocate(capacity: count)
+        defer { residual.deallocate(); quantized.deallocate(); indices.deallocate() }
+        residual.update(from: candidates, count: count * d)
+        var reseeded = 0
+        for level in 0..<levels {
+            if level > 0 {
+                _ = forward(quantized: quantized, indices: indices, vectors: residual, count: count,
+                            codebook: codebook(level: level - 1, parameters: parameters), collectStatistics: false, workspace: workspace)
+                for i in 0..<(count * d) { residual[i] -= quantized[i] }
+            }
+            let mine = dead.filter { $0 / codes == level }.map { $0 % codes }
+            guard !mine.isEmpty else { continue }
+            reseeded += restart(level: level, codes: mine, candidates: residual, count: count, weight: weight,
+                                seed: seed &+ UInt64(level), step: step)
+        }
+        return reseeded
+    }
+
+    /// One level's restart (see `restart(codes:...)`), `dead` numbered within the level.
+    private func restart(level: Int, codes dead: [Int], candidates: UnsafePointer<Float>, count: Int, weight: Float,
+                         seed: UInt64, step: Int) -> Int {
+        let d = dimension
+        let book = emaState.pointer + level * levelStateCount, emaCount = emaCount(level: level), emaSum = emaSum(level: level)
         var random = SplitMix64(seed: seed, stream: 0x5245_5354_4152_54 &+ UInt64(step))
         var order = Array(0..<count)
         // The codes a candidate must differ from: those in use, then each one re-seeded here.
@@ -335,10 +543,10 @@ public final class VectorQuantizer {
                 order.swapAt(slot, slot + random.below(count - slot))
                 let v = candidates + order[slot] * d
                 slot += 1
-                if !Self.nearlyEqualsAny(v, codebook: emaState.pointer, codes: live, dimension: d) { chosen = v }
+                if !Self.nearlyEqualsAny(v, codebook: book, codes: live, dimension: d) { chosen = v }
             }
             guard let v = chosen else { break }
-            (emaState.pointer + k * d).update(from: v, count: d)
+            (book + k * d).update(from: v, count: d)
             emaCount[k] = weight
             for j in 0..<d { emaSum[k * d + j] = weight * v[j] }
             live.append(k)
@@ -367,27 +575,29 @@ public final class VectorQuantizer {
         return false
     }
 
-    /// The EMA update from `batchStatistics` (already summed over ranks):
+    /// The EMA update from `batchStatistics` (already summed over ranks), each level its own:
     /// `N = g*N + (1-g)*n`, `M = g*M + (1-g)*s`, `Ntilde_k = (N_k + eps) / (sum N + K*eps) * sum N`,
     /// `E = M / Ntilde`.
     public func applyEMA() {
         guard kind == .ema else { return }
         let d = dimension
         let g = Float(decay), oneMinusG = Float(1 - decay)
-        let counts = batchStatistics.pointer, sums = batchStatistics.pointer + codes
-        let count = emaCount, sum = emaSum, e = emaState.pointer
-        var total: Float = 0
-        for k in 0..<codes {
-            count[k] = g * count[k] + oneMinusG * counts[k]
-            total += count[k]
+        for level in 0..<levels {
+            let counts = statistics(level: level), sums = counts + codes
+            let count = emaCount(level: level), sum = emaSum(level: level), e = emaState.pointer + level * levelStateCount
+            var total: Float = 0
+            for k in 0..<codes {
+                count[k] = g * count[k] + oneMinusG * counts[k]
+                total += count[k]
+            }
+            for i in 0..<(codes * d) { sum[i] = g * sum[i] + oneMinusG * sums[i] }
+            let eps = Float(epsilon)
+            let denominator = total + Float(codes) * eps
+            for k in 0..<codes {
+                let smoothed = (count[k] + eps) / denominator * total
+                for j in 0..<d { e[k * d + j] = sum[k * d + j] / smoothed }
+            }
+            if cosine { Self.normalizeRows(e, rows: codes, dimension: d) }
         }
-        for i in 0..<(codes * d) { sum[i] = g * sum[i] + oneMinusG * sums[i] }
-        let eps = Float(epsilon)
-        let denominator = total + Float(codes) * eps
-        for k in 0..<codes {
-            let smoothed = (count[k] + eps) / denominator * total
-            for j in 0..<d { e[k * d + j] = sum[k * d + j] / smoothed }
-        }
-        if cosine { Self.normalizeRows(e, rows: codes, dimension: d) }
     }
 }

@@ -73,6 +73,9 @@ public enum CodeFiles {
         guard !c.residual else {
             throw CodeFileError("\(options.checkpoint) is a --residual model: its output is its input plus a correction, so its codes alone cannot be decoded")
         }
+        guard c.codesPerPosition == 1 else {
+            throw CodeFileError("\(options.checkpoint) is residual VQ with \(c.codebooks) codebooks; code files hold one code per latent position")
+        }
         guard !c.skips || c.skipWeightLow == 0 else {
             throw CodeFileError("\(options.checkpoint) is a --skips model trained with skip weights \(c.skipWeightLow)..\(c.skipWeightHigh): its decoder needs the encoder's activations, so its codes alone cannot be decoded (train with --skip-weight 0..1 to decode codes)")
         }
@@ -123,6 +126,9 @@ public enum CodeFiles {
         guard c.model == .vqvae else { throw CodeFileError("\(path) is not a VQ-VAE checkpoint") }
         guard !c.residual else {
             throw CodeFileError("\(path) is a --residual model: its output is its input plus a correction, so codes alone cannot be decoded")
+        }
+        guard c.codesPerPosition == 1 else {
+            throw CodeFileError("\(path) is residual VQ with \(c.codebooks) codebooks; code files hold one code per latent position")
         }
         guard !c.skips || c.skipWeightLow == 0 else {
             throw CodeFileError("\(path) is a --skips model trained with skip weights \(c.skipWeightLow)..\(c.skipWeightHigh): its decoder needs the encoder's activations, so codes alone cannot be decoded (train with --skip-weight 0..1 to decode codes)")

@@ -107,8 +107,12 @@ final class CodebookCollectives {
         guard !dead.isEmpty else { return 0 }
         let candidates = try gatherGlobalLatents()
         if communicator.isRoot {
-            quantizer.restart(codes: dead, candidates: candidates.pointer, count: globalBatchSize * model.latentCount,
-                              weight: Float(threshold), seed: seed, step: step)
+            let count = globalBatchSize * model.latentCount
+            // Residual VQ re-seeds each level from its residuals, which it computes in a workspace.
+            let workspace = FloatBuffer(count: quantizer.levels > 1 ? count * quantizer.codes : 0)
+            quantizer.restart(codes: dead, candidates: candidates.pointer, count: count, weight: Float(threshold), seed: seed,
+                              step: step, parameters: model.parameters, workspace: workspace.pointer)
+            withExtendedLifetime(workspace) {}
         }
         try communicator.broadcast(quantizer.emaState.pointer, count: quantizer.emaState.count)
         withExtendedLifetime(candidates) {}

@@ -207,7 +207,7 @@ public enum Evaluation {
                                        inputPSNR: figures.inputPSNR, inputSSIM: figures.inputSSIM, images: total),
             codebook: c.model == .vqvae ? CodebookUsage(counts: counts.pointer, count: counts.count) : nil,
             bitsPerPixel: trained.bitsPerPixel, model: c.model, checkpoint: trained.path,
-            corrupt: corruptions.isEmpty ? "" : options.corrupt, trainedCorrupt: trained.run.data.corrupt, codes: c.codes,
+            corrupt: corruptions.isEmpty ? "" : options.corrupt, trainedCorrupt: trained.run.data.corrupt, codes: c.codes * c.codesPerPosition,
             weights: trained.weights)
     }
 
@@ -255,7 +255,7 @@ func measureImages(
     let pixels = c.height * c.width
     let missing = FloatBuffer(count: c.maskChannel ? chunk * pixels : 0)
     let scratch = FloatBuffer(count: CorruptionPipeline.scratchCount(height: c.height, width: c.width, channels: c.channels))
-    var result = MeasuredShare(codeCounts: FloatBuffer(count: c.model == .vqvae ? c.codes : 0))
+    var result = MeasuredShare(codeCounts: FloatBuffer(count: c.model == .vqvae ? c.codes * c.codesPerPosition : 0))
     var start = range.lowerBound
     while start < range.upperBound {
         let n = min(chunk, range.upperBound - start)
@@ -272,7 +272,11 @@ func measureImages(
         }
         model.forward(images: input, masks: c.maskChannel && !corruptions.isEmpty ? UnsafePointer(missing.pointer) : nil, batch: n, training: false)
         output.pointer.update(from: model.reconstruction.pointer, count: n * elements)
-        if c.model == .vqvae { for p in 0..<(n * positions) { result.codeCounts[Int(model.codeIndices[p])] += 1 } }
+        if c.model == .vqvae {
+            // Residual VQ: codebook l's code k counts as l*K + k.
+            let perPosition = c.codesPerPosition
+            for i in 0..<(n * positions * perPosition) { result.codeCounts[(i % perPosition) * c.codes + Int(model.codeIndices[i])] += 1 }
+        }
         for buffer in [clean, damaged, output] { unitPixels(buffer.pointer, count: n * elements) }
         let reference = UnsafeBufferPointer(start: clean.pointer, count: n * elements)
         for q in try ImageMetrics.qualities(UnsafeBufferPointer(start: output.pointer, count: n * elements), reference,

@@ -138,6 +138,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--down", "\(cli.downsamplings)", "\(model.downsamplings)"),
             ("--code-dim", "\(cli.codeDimension)", "\(model.codeDimension)"),
             ("--codebook-dim", "\(cli.codebookDimension)", "\(model.codebookDimension)"),
+            ("--codebooks", "\(cli.codebooks)", "\(model.codebooks)"),
             ("--codes", "\(cli.codes)", "\(model.codes)"),
             ("--commitment", "\(cli.commitment)", "\(model.commitment)"),
             ("--decay", "\(cli.decay)", "\(model.decay)"),

@@ -108,7 +108,7 @@ public final class TrainedModel {
     /// autoencoder (`h*w*D*32 / (H*W)`).
     var bitsPerPixel: Double {
         let c = configuration
-        let perPosition = c.model == .vqvae ? (try? CodePacking.bitsPerCode(codes: c.codes)) ?? 0 : 32 * c.codeDimension
+        let perPosition = c.model == .vqvae ? ((try? CodePacking.bitsPerCode(codes: c.codes)) ?? 0) * c.codesPerPosition : 32 * c.codeDimension
         return Double(c.latentHeight * c.latentWidth * perPosition) / Double(c.height * c.width)
     }
 }

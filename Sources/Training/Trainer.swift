@@ -376,7 +376,8 @@ public final class Trainer {
         } ?? "\(dataset.count) images \(c.height)x\(c.width)x\(c.channels)"
         console.info("vqvae train: \(what) from \(files.paths.joined(separator: " ")); "
             + "\(model.parameters.count) parameters, "
-            + (c.hasCodebook ? "codebook \(c.codes)x\(c.quantizerDimension) (\(c.codebook.rawValue))"
+            + (c.hasCodebook ? (c.codebooks > 1 ? "residual VQ of \(c.codebooks) " : "")
+                + "codebook\(c.codebooks > 1 ? "s" : "") \(c.codes)x\(c.quantizerDimension) (\(c.codebook.rawValue))"
                 + (c.hasCodebookProjection ? " through \(c.codeDimension) -> \(c.quantizerDimension) -> \(c.codeDimension) projections" : "") + "; "
                 : c.model == .vqvae ? "FSQ levels \(c.levels.map(String.init).joined(separator: ",")) (\(c.codes) codes); "
                 : "\(c.model.rawValue), latent of \(c.latentChannels) channels; ")
@@ -445,8 +446,14 @@ public final class Trainer {
                 var record = StepRecord(step: done, loss: loss, imagesPerSecond: Double(windowSteps * globalBatchSize) / max(now - windowStart, 1e-9),
                                         elapsedSeconds: elapsedBefore + now - start, samplesSeen: done * globalBatchSize,
                                         learningRate: outcome.learningRate, gradientNorm: outcome.gradientNorm)
-                if c.model == .vqvae, let statistics {
-                    let usage = CodebookUsage(counts: statistics.pointer, count: c.codes)
+                if c.model == .vqvae, let statistics, let quantizer = model.quantizer {
+                    // Residual VQ: every codebook's codes together (level l's code k as l*K + k).
+                    var counts = [Float](repeating: 0, count: c.codes * quantizer.levels)
+                    for level in 0..<quantizer.levels {
+                        for k in 0..<c.codes { counts[level * c.codes + k] = quantizer.statistics(level: level)[k] }
+                    }
+                    let usage = counts.withUnsafeBufferPointer { CodebookUsage(counts: $0.baseAddress!, count: $0.count) }
+                    withExtendedLifetime(statistics) {}
                     record.codebook = usage
                     if controls.deadCodeThreshold > 0 { record.codesRestarted = restarted }
                 }

@@ -51,6 +51,8 @@ struct ArchitectureOptions: ParsableArguments {
         "--quantizer vq or cosine: a codebook of this dimension d, reached through a learned linear map D -> d (quantizer/project_in) and left through d -> D (quantizer/project_out), as ViT-VQGAN's low-dimensional codes (0 or D: none).",
         discussion: "Distances, the commitment loss, the EMA, the k-means start and restarts all work in d dimensions."))
     var codebookDimension = modelDefaults.codebookDimension
+    @Option(parsing: .unconditional, help: "--quantizer vq: residual VQ with this many codebooks of --codes rows, each quantizing what the ones before it left (a latent position then has one code per codebook); 1: one codebook.")
+    var codebooks = modelDefaults.codebooks
     @Option(help: "The reconstruction term of the training loss: mse, or charbonnier (sqrt((x_hat - x)^2 + 1e-6), a smoothed L1 that weighs lightly damaged images as much as heavily damaged ones).")
     var loss: ReconstructionLoss = modelDefaults.loss
     @Option(name: .customLong("kl-weight"), parsing: .unconditional, help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
@@ -96,6 +98,7 @@ struct ArchitectureOptions: ParsableArguments {
         c.rotationTrick = rotationTrick
         c.codebookDimension = codebookDimension
         c.loss = loss
+        c.codebooks = codebooks
         if quantizer == .fsq { c.useFiniteScalarQuantizer(levels: levels?.values ?? [8, 5, 5, 5]) } else { c.levels = levels?.values ?? [] }
         return c
     }

@@ -157,6 +157,7 @@ enum RunFile {
             RunFileKey("rotation-trick", .flag) { $0.architecture.hasCodebook ? "\($0.architecture.rotationTrick)" : nil },
             RunFileKey("code-dim", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codeDimension)" },
             RunFileKey("codebook-dim", .integer) { $0.architecture.hasCodebook ? "\($0.architecture.codebookDimension)" : nil },
+            RunFileKey("codebooks", .integer) { $0.architecture.hasCodebook ? "\($0.architecture.codebooks)" : nil },
             RunFileKey("codes", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codes)" },
             RunFileKey("commitment", .number) { "\($0.architecture.commitment)" },
             RunFileKey("decay", .number) { "\($0.architecture.decay)" },

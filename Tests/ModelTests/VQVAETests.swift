@@ -926,6 +926,90 @@ final class VQVAETests: XCTestCase {
         XCTAssertFalse(same.hasCodebookProjection, "d = D: no projection")
     }
 
+    /// Residual VQ (`--codebooks 3`), EMA and gradient codebooks, straight through and with the
+    /// rotation trick: each level's codes against the double reference's level-by-level search on
+    /// the residuals, the output (the levels' rows summed), the loss (commitments summed), every
+    /// slot (each level's codebook with `--codebook grad`) against the surrogate's finite
+    /// differences, each level's EMA statistics, and decoding the codes bit for bit.
+    func testResidualVQMatchesReferenceAndFiniteDifferences() throws {
+        for (kind, rotation) in [(CodebookKind.ema, false), (.grad, false), (.ema, true)] {
+            var c = smallConfiguration(kind)
+            c.codebooks = 3
+            c.rotationTrick = rotation
+            try c.validate()
+            let label = "\(kind)\(rotation ? " rotation" : "")"
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 161)
+            let quantizer = try XCTUnwrap(model.quantizer)
+            XCTAssertEqual(quantizer.levels, 3)
+            if kind == .grad {
+                XCTAssertEqual(quantizer.codebookSlots.map(\.name), ["quantizer/codebook", "quantizer/level1/codebook", "quantizer/level2/codebook"])
+            } else {
+                XCTAssertEqual(quantizer.emaSlots.map(\.name).filter { $0.hasSuffix("codebook") },
+                               ["quantizer/codebook", "quantizer/level1/codebook", "quantizer/level2/codebook"])
+            }
+            let x = images(model, seed: 162)
+            let xBuffer = makeBuffer(x)
+            spreadCodebook(model, images: xBuffer)
+            // Each later level's rows: part of this batch's residuals at that level, nudged, so
+            // every level uses several codes with clear margins.
+            let positions = batch * model.latentCount, d = c.codeDimension
+            for level in 1..<3 {
+                model.forward(images: xBuffer.pointer, batch: batch, training: false)
+                let residual = quantizer.levelInputs.pointer + level * quantizer.maxVectors * d
+                let book = quantizer.codebook(level: level, parameters: model.parameters)
+                let nudges = randomFloats(positions * d, seed: 163 + UInt64(level), low: -0.02, high: 0.02)
+                for i in 0..<(positions * d) { book[i] = 0.6 * residual[i] + nudges[i] }
+                if kind == .ema { quantizer.emaSum(level: level).update(from: book, count: c.codes * d) }
+            }
+            let losses = model.forward(images: xBuffer.pointer, batch: batch, training: true)
+            let reference = ReferenceVQVAE(model: model)
+            let xDouble = x.map(Double.init)
+            let base = reference.forward(images: xDouble, batch: batch)
+            let codes = Array(model.codeIndices.prefix(positions * 3)).map(Int.init)
+            XCTAssertEqual(codes, base.indices, "\(label): codes level by level")
+            for level in 0..<3 {
+                XCTAssertGreaterThan(Set((0..<positions).map { codes[$0 * 3 + level] }).count, 2, "\(label): level \(level) uses several codes")
+            }
+            assertClose(doubles(model.reconstruction.pointer, count: x.count), base.reconstruction, tolerance: 1e-5, "\(label): x_hat")
+            assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "\(label): total loss")
+            assertClose(losses.commitment, base.commitment, tolerance: 1e-4, floor: 1e-6, "\(label): commitments summed")
+            // Each level's statistics: its codes' counts and the sums of its residuals.
+            for level in 0..<3 {
+                var expected = [Double](repeating: 0, count: c.codes + c.codes * d)
+                for p in 0..<positions {
+                    let k = codes[p * 3 + level]
+                    expected[k] += 1
+                    for j in 0..<d {
+                        var r = base.latent[p * d + j]
+                        for before in 0..<level { r -= base.quantized[before * positions * d + p * d + j] }
+                        expected[c.codes + k * d + j] += r
+                    }
+                }
+                assertClose(doubles(quantizer.statistics(level: level), count: expected.count), expected, tolerance: 1e-5, floor: 1e-3,
+                            "\(label): level \(level) statistics")
+            }
+            model.parameters.zeroGradients()
+            model.backward(images: xBuffer.pointer)
+            let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                    seed: 166, label: label)
+            assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric), "\(label): every slot")
+            let reconstruction = model.reconstruction.array
+            let all = Array(model.codeIndices.prefix(positions * 3))
+            all.withUnsafeBufferPointer { model.decode(codes: $0.baseAddress!, batch: batch) }
+            XCTAssertEqual(model.reconstruction.array, reconstruction, "\(label): decoding the codes")
+            withExtendedLifetime(xBuffer) {}
+        }
+        for (configure, message) in [({ (c: inout ModelConfiguration) in c.quantizer = .cosine }, "--codebooks 2 makes residual VQ"),
+                                     ({ (c: inout ModelConfiguration) in c.model = .ae }, "--codebooks 2 makes residual VQ"),
+                                     ({ (c: inout ModelConfiguration) in c.codebooks = 65 }, "--codebooks must be between 1 and 64")] {
+            var bad = smallConfiguration(.ema)
+            bad.codebooks = 2
+            configure(&bad)
+            XCTAssertThrowsError(try bad.validate()) { XCTAssertTrue("\($0)".contains(message), "\($0)") }
+        }
+    }
+
     /// The VQ-VAE with finite scalar quantization (`--quantizer fsq`): the forward pass against the
     /// double-precision reference and every slot's gradient against the straight-through
     /// surrogate's finite differences; decoding its codes reproduces the reconstruction bit for bit.
@@ -1050,6 +1134,9 @@ final class ModelMemoryTests: XCTestCase {
         var projected = ModelConfiguration(height: 32, width: 32, channels: 3)
         projected.codebookDimension = 8
         cases.append((projected, 32))
+        var residualVQ = ModelConfiguration(height: 32, width: 32, channels: 3)
+        residualVQ.codebooks = 4
+        cases.append((residualVQ, 32))
         projected.quantizer = .cosine
         projected.codebookDimension = 256
         cases.append((projected, 32))

@@ -227,4 +227,56 @@ final class VectorQuantizerTests: XCTestCase {
             withExtendedLifetime((z, dq, dz, gradients)) {}
         }
     }
+    /// Residual VQ's k-means start and restarts: level by level on the residuals the levels
+    /// before leave. Three levels of 8 codes quantize 400 random vectors with a smaller error than
+    /// one level; level 1's centres start from level-0 residuals (each re-seeded code of level 1 is
+    /// one of them), and a dead code of level 1 is re-seeded from the residuals too, from its own
+    /// stream.
+    func testResidualLevelsStartAndRestartOnTheirResiduals() {
+        let (count, d, k) = (400, 4, 8)
+        let vectors = makeBuffer(randomFloats(count * d, seed: 171, low: -1, high: 1))
+        func quantizer(levels: Int) -> (VectorQuantizer, ParameterStore) {
+            let store = ParameterStore()
+            let q = VectorQuantizer(codes: k, dimension: d, kind: .ema, commitment: 0.25, decay: 0.99, epsilon: 1e-5,
+                                    parameters: store, levels: levels, maxVectors: count)
+            store.allocate()
+            return (q, store)
+        }
+        let workspace = FloatBuffer(count: count * k)
+        var errors: [Double] = []
+        for levels in [1, 3] {
+            let (q, store) = quantizer(levels: levels)
+            let placed = q.initializeWithKMeans(vectors: vectors.pointer, count: count, iterations: 10, seed: 5,
+                                                parameters: store, workspace: workspace.pointer)
+            XCTAssertEqual(placed, k)
+            let out = FloatBuffer(count: count * d)
+            let codes = UnsafeMutableBufferPointer<Int32>.allocate(capacity: count * levels)
+            defer { codes.deallocate() }
+            _ = q.forwardLevels(quantized: out.pointer, indices: codes.baseAddress!, vectors: vectors.pointer, count: count,
+                                parameters: store, collectStatistics: false, workspace: workspace.pointer)
+            errors.append(zip(out.array, vectors.array).reduce(0.0) { $0 + Double(($1.0 - $1.1) * ($1.0 - $1.1)) } / Double(count * d))
+            if levels == 3 {
+                // Level 1's EMA counts sum to the vectors clustered, as level 0's.
+                let total = (0..<k).reduce(Float(0)) { $0 + q.emaCount(level: 1)[$1] }
+                XCTAssertEqual(total, Float(count))
+                // A dead code of level 1 (numbered K + k) is re-seeded from a level-1 residual.
+                q.emaCount(level: 1)[3] = 0
+                XCTAssertEqual(q.deadCodes(threshold: 0.5), [k + 3])
+                let reseeded = q.restart(codes: [k + 3], candidates: vectors.pointer, count: count, weight: 1, seed: 9, step: 4,
+                                         parameters: store, workspace: workspace.pointer)
+                XCTAssertEqual(reseeded, 1)
+                XCTAssertEqual(q.emaCount(level: 1)[3], 1)
+                let row = Array(UnsafeBufferPointer(start: q.codebook(level: 1, parameters: store) + 3 * d, count: d))
+                let level0 = FloatBuffer(count: count * d)
+                let first = UnsafeMutableBufferPointer<Int32>.allocate(capacity: count)
+                defer { first.deallocate() }
+                _ = q.forward(quantized: level0.pointer, indices: first.baseAddress!, vectors: vectors.pointer, count: count,
+                              codebook: q.codebook(level: 0, parameters: store), collectStatistics: false, workspace: workspace.pointer)
+                let residuals = (0..<count).map { p in (0..<d).map { vectors[p * d + $0] - level0[p * d + $0] } }
+                XCTAssertTrue(residuals.contains(row), "the re-seeded row is a level-1 residual")
+            }
+        }
+        print("residual VQ on 400 random 4-d vectors, 8 codes: mean squared error 1 level \(errors[0]), 3 levels \(errors[1])")
+        XCTAssertLessThan(errors[1], 0.5 * errors[0])
+    }
 }

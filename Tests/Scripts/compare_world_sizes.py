@@ -50,17 +50,17 @@ def main():
     for other in others:
         a, b = h5py.File(other + "/step-00000001.h5", "r"), h5py.File(one + "/step-00000001.h5", "r")
         names = datasets(b["optimizer/adam_m"])
-        # Every model tensor but the EMA codebook's state (the projections of --codebook-dim train).
-        ema = {"quantizer/codebook", "quantizer/ema_count", "quantizer/ema_sum"}
+        # Every model tensor but the EMA codebooks' state (each residual level's too; the
+        # projections of --codebook-dim train). A --codebook grad codebook has Adam moments.
+        ema = {n for n in datasets(b["model"]) if n.startswith("quantizer/") and
+               n.rsplit("/", 1)[-1] in ("ema_count", "ema_sum", "codebook") and n not in names}
         trained = sorted(n for n in datasets(b["model"]) if n not in ema)
         if sorted(names) != trained or len(names) < 30:
             sys.exit(f"compare_world_sizes.py: {one}/step-00000001.h5 holds {len(names)} Adam moments, expected one per trained tensor ({len(trained)}): {names}")
         for n in names:  # adam_m after one step is 0.1 * gradient
             worst_grad = max(worst_grad, rel(a["optimizer/adam_m/" + n][()], b["optimizer/adam_m/" + n][()]))
-        for n in ("model/quantizer/ema_count", "model/quantizer/ema_sum", "model/quantizer/codebook"):
-            if n not in b:  # the VAE and the autoencoder have no quantizer
-                continue
-            worst_grad = max(worst_grad, rel(a[n][()], b[n][()]))
+        for n in sorted(ema):  # none for the VAE and the autoencoder
+            worst_grad = max(worst_grad, rel(a["model/" + n][()], b["model/" + n][()]))
         # After 5 steps: entries whose step-1 gradient is small (below 1e-3 of their tensor's
         # largest, dead ReLU channels among them) are judged apart (LIVE above).
         g1 = h5py.File(one + "/step-00000001.h5", "r")

@@ -47,8 +47,10 @@ public struct ReferenceVQVAE {
         }
         if let quantizer = model.quantizer, quantizer.kind == .ema {
             let c = model.configuration
-            tensors["quantizer/codebook"] = doubles(model.quantizer!.codebook(parameters: model.parameters),
-                                                    count: c.codes * c.quantizerDimension)
+            for level in 0..<quantizer.levels {
+                tensors[level == 0 ? "quantizer/codebook" : "quantizer/level\(level)/codebook"] =
+                    doubles(quantizer.codebook(level: level, parameters: model.parameters), count: c.codes * c.quantizerDimension)
+            }
         }
         self.tensors = tensors
     }
@@ -114,62 +116,80 @@ public struct ReferenceVQVAE {
         }
         if c.quantizer == .fsq { return finiteScalar(z: z, image: image, original: original, masks: m, targets: targets,
                                                      batch: batch, anchor: anchor, skipWeights: skipWeights, encoded: encoded) }
-        // Quantizer: brute force nearest code, ties to the smallest index.
-        let d = c.quantizerDimension, k = c.codes
-        let codebook = tensors["quantizer/codebook"]!
+        // Quantizer: brute force nearest code, ties to the smallest index; residual VQ level by
+        // level on what the levels before left (`r_{l+1} = r_l - q_l`, `q = sum_l q_l`).
+        // `quantized` holds the levels' rows level-major `[L, P, D]`, `indices` `[P, L]`.
+        let d = c.quantizerDimension, k = c.codes, levels = c.codebooks
         let positions = z.count / d
-        var indices = [Int](repeating: 0, count: positions)
-        var q = [Double](repeating: 0, count: z.count)
+        var indices = [Int](repeating: 0, count: positions * levels)
+        var q = [Double](repeating: 0, count: z.count * levels)
         var margin = Double.infinity
-        for p in 0..<positions {
-            var distances = [Double](repeating: 0, count: k)
-            for code in 0..<k {
-                var s = 0.0
-                for j in 0..<d { let diff = z.values[p * d + j] - codebook[code * d + j]; s += diff * diff }
-                distances[code] = s
-            }
-            var best = 0
-            for code in 1..<k where distances[code] < distances[best] { best = code }
-            for code in 0..<k where code != best { margin = min(margin, distances[code] - distances[best]) }
-            indices[p] = best
-            for j in 0..<d { q[p * d + j] = codebook[best * d + j] }
-        }
-        var decoderInput = Tensor4(batch: batch, height: z.height, width: z.width, channels: d, values: q)
-        var commitment = 0.0, codebookTerm = 0.0
-        if let anchor {
-            for i in 0..<z.count {
-                decoderInput.values[i] = z.values[i] + (anchor.quantized[i] - anchor.latent[i])
-                let diff = z.values[i] - anchor.quantized[i]
-                commitment += diff * diff
-            }
+        var residual = z.values
+        var residuals: [[Double]] = []
+        for level in 0..<levels {
+            let codebook = tensors[level == 0 ? "quantizer/codebook" : "quantizer/level\(level)/codebook"]!
+            residuals.append(residual)
             for p in 0..<positions {
-                for j in 0..<d {
-                    let diff = anchor.latent[p * d + j] - codebook[anchor.indices[p] * d + j]
-                    codebookTerm += diff * diff
+                var distances = [Double](repeating: 0, count: k)
+                for code in 0..<k {
+                    var s = 0.0
+                    for j in 0..<d { let diff = residual[p * d + j] - codebook[code * d + j]; s += diff * diff }
+                    distances[code] = s
                 }
+                var best = 0
+                for code in 1..<k where distances[code] < distances[best] { best = code }
+                for code in 0..<k where code != best { margin = min(margin, distances[code] - distances[best]) }
+                indices[p * levels + level] = best
+                for j in 0..<d { q[level * z.count + p * d + j] = codebook[best * d + j] }
             }
-            commitment /= Double(z.count)
-            codebookTerm /= Double(z.count)
-            if c.rotationTrick {
-                // z carried onto q0 by the rotation and scaling of the anchor, held constant.
-                for p in 0..<positions {
-                    let z0 = Array(anchor.latent[(p * d)..<(p * d + d)]), q0 = Array(anchor.quantized[(p * d)..<(p * d + d)])
-                    let zNorm = max(z0.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-6)
-                    let qNorm = max(q0.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-6)
-                    let u = z0.map { $0 / zNorm }, r = q0.map { $0 / qNorm }
-                    let sum = zip(u, r).map { $0 + $1 }
-                    let sumNorm = max(sum.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-6)
-                    let w = sum.map { $0 / sumNorm }
-                    let v = Array(z.values[(p * d)..<(p * d + d)])
-                    let vw = zip(v, w).reduce(0) { $0 + $1.0 * $1.1 }, vu = zip(v, u).reduce(0) { $0 + $1.0 * $1.1 }
-                    for j in 0..<d { decoderInput.values[p * d + j] = qNorm / zNorm * (v[j] - 2 * vw * w[j] + 2 * vu * r[j]) }
-                }
-            }
-        } else {
-            for i in 0..<z.count { let diff = z.values[i] - q[i]; commitment += diff * diff }
-            commitment /= Double(z.count)
-            codebookTerm = commitment
+            for i in 0..<z.count { residual[i] -= q[level * z.count + i] }
         }
+        var decoderInput = Tensor4(batch: batch, height: z.height, width: z.width, channels: d)
+        var commitment = 0.0, codebookTerm = 0.0
+        for level in 0..<levels {
+            let codebook = tensors[level == 0 ? "quantizer/codebook" : "quantizer/level\(level)/codebook"]!
+            let base = level * z.count
+            if let anchor {
+                // r_l = z - sum_{j<l} q0_j (the anchor's rows, held constant); the decoder reads
+                // r_l + sg(q0_l - r0_l), or r_l rotated and scaled onto q0_l by the anchor's
+                // (constant) rotation with the rotation trick.
+                var r = z.values, r0 = anchor.latent
+                for j in 0..<level { for i in 0..<z.count { r[i] -= anchor.quantized[j * z.count + i]; r0[i] -= anchor.quantized[j * z.count + i] } }
+                for i in 0..<z.count {
+                    let diff = r[i] - anchor.quantized[base + i]
+                    commitment += diff * diff / Double(z.count)
+                }
+                for p in 0..<positions {
+                    for j in 0..<d {
+                        let diff = r0[p * d + j] - codebook[anchor.indices[p * levels + level] * d + j]
+                        codebookTerm += diff * diff / Double(z.count)
+                    }
+                }
+                for p in 0..<positions {
+                    let z0 = Array(r0[(p * d)..<(p * d + d)]), q0 = Array(anchor.quantized[(base + p * d)..<(base + p * d + d)])
+                    let v = Array(r[(p * d)..<(p * d + d)])
+                    if c.rotationTrick {
+                        let zNorm = max(z0.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-6)
+                        let qNorm = max(q0.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-6)
+                        let u = z0.map { $0 / zNorm }, rr = q0.map { $0 / qNorm }
+                        let sum = zip(u, rr).map { $0 + $1 }
+                        let sumNorm = max(sum.reduce(0) { $0 + $1 * $1 }.squareRoot(), 1e-6)
+                        let w = sum.map { $0 / sumNorm }
+                        let vw = zip(v, w).reduce(0) { $0 + $1.0 * $1.1 }, vu = zip(v, u).reduce(0) { $0 + $1.0 * $1.1 }
+                        for j in 0..<d { decoderInput.values[p * d + j] += qNorm / zNorm * (v[j] - 2 * vw * w[j] + 2 * vu * rr[j]) }
+                    } else {
+                        for j in 0..<d { decoderInput.values[p * d + j] += v[j] + (q0[j] - z0[j]) }
+                    }
+                }
+            } else {
+                for i in 0..<z.count {
+                    decoderInput.values[i] += q[base + i]
+                    let diff = residuals[level][i] - q[base + i]
+                    commitment += diff * diff / Double(z.count)
+                }
+            }
+        }
+        if anchor == nil { codebookTerm = commitment }
         if c.hasCodebookProjection {
             decoderInput = conv("quantizer/project_out", decoderInput, c.codeDimension, Window(kernel: 1))
         }
