@@ -378,6 +378,17 @@ def main():
             two = dist.topk(2, dim=1, largest=False).values
             scale = (v ** 2).sum(1) + (book0 ** 2).sum(1).max()
             ties = int(((two[:, 1] - two[:, 0]) < 1e-6 * scale).sum())
+        if levels > 1:
+            # Residual VQ: later levels' residuals that are (nearly) zero, where a code sits exactly
+            # on a vector: their direction is rounding, which the rotation trick's |q| / |r| scales.
+            with torch.no_grad():
+                r = v.clone()
+                tiny = 0
+                for level in range(levels - 1):
+                    rows = torch.from_numpy(f0["model/quantizer/" + level_name(level, "codebook")][()]).double()
+                    r = r - rows[idx.reshape(-1, levels)[:, level]]
+                    tiny += int((r.norm(dim=1) < 1e-5 * v.norm(dim=1).clamp(min=1e-12)).sum())
+            print(f"residual vectors below 1e-5 of their latent's norm at levels 1..{levels - 1}: {tiny}")
         print(f"vectors whose code differs from the library's choice: {moved:.0f} of {idx.numel()}; "
               f"vectors within rounding of a boundary between two codes: {ties}")
         report.append(("ema_count", rel(f1["model/quantizer/ema_count"][()], book.cluster_size[0].numpy())))

@@ -89,13 +89,13 @@ out = ["# Quantizers against vector-quantize-pytorch, one training step", "",
        "`--codebooks 3`, codes of all three codebooks: a position has three); "
        "vectors near a tie: those whose two nearest codes' squared distances (float64) differ by less than 1e-6 "
        "of the squared norms that float32's distance `|v|^2 - 2 v.e + |e|^2` cancels, where rounding may pick "
-       "either code",
+       "either code; residuals near 0 (residual VQ): later levels' residuals below 1e-5 of their latent's norm",
        "- differences: the largest |ours - PyTorch| of each tensor divided by its largest |value|; "
        "gradients are read from Adam's first moment; the worst over the gradients, Adam's second moments and the "
        "EMA state (codebook, counts, sums), and separately over the parameters after Adam, whose g / (|g| + eps) "
        "magnifies rounding in near-zero gradients", "",
-       "| quantizer | seed | codes used | vectors coded differently | vectors near a tie | gradients, moments, EMA state | parameters after Adam | passes |",
-       "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+       "| quantizer | seed | codes used | vectors coded differently | vectors near a tie | residuals near 0 | gradients, moments, EMA state | parameters after Adam | passes |",
+       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 failed = False
 for line in open(rows):
     name, seed, status, path = line.rstrip("\n").split("\t")
@@ -106,7 +106,9 @@ for line in open(rows):
     codes = re.search(r"code differs from the library's choice: (\d+) of \d+; .* two codes: (\d+)", text)
     worst, tensors, params = (m.group(1), m.group(2), m.group(3)) if m else ("?", "?", "?")
     moved, ties = (codes.group(1), codes.group(2)) if codes else ("-", "-")
-    out.append(f"| `{name}` | {seed} | {used.group(1) if used else '?'} | {moved} | {ties} | {worst} ({tensors} tensors) | {params} | "
+    zero = re.search(r"residual vectors below 1e-5 of their latent's norm at levels \S+: (\d+)", text)
+    out.append(f"| `{name}` | {seed} | {used.group(1) if used else '?'} | {moved} | {ties} | {zero.group(1) if zero else '-'} | "
+               f"{worst} ({tensors} tensors) | {params} | "
                f"{'yes' if status == '0' else 'no'} |")
 if failed:
     out += ["", "A failing case is run again from the next seeds (up to three). A failure with one vector coded "
@@ -117,7 +119,7 @@ out += ["", "Residual levels with the rotation trick from the k-means start: k-m
         "vectors (a cluster of one), so a later level's residual of such a vector is exactly 0 on our side and "
         "float rounding (about 1e-7, as the two encoders differ by that much) on PyTorch's, a direction of "
         "noise; the rotation trick scales that vector's gradient by |q| / |r| (|r| clamped at 1e-6 on both "
-        "sides), so a few such vectors decide the encoder's gradient differently. Both sides compute the same "
+        "sides), so a few such vectors (the residuals-near-0 column) decide the encoder's gradient differently. Both sides compute the same "
         "formula; from the reference start (no exact fits) they agree. In training this makes the first steps "
         "after a k-means start noisy for those vectors; `--clip-grad-norm` bounds them.",
         "", "With `--codebook grad` the library chooses the codes and passes the gradient; the codebook's own "

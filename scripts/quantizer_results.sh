@@ -16,6 +16,8 @@ TABLE=(
   "vq            | "
   "vq-rotation   | --rotation-trick"
   "cosine        | --quantizer cosine"
+  "vq-dim8       | --codebook-dim 8"
+  "rvq-2         | --codebooks 2"
   "fsq-8-8-8     | --quantizer fsq --levels 8,8,8"
   "fsq-8-5-5-5   | --quantizer fsq --levels 8,5,5,5"
 )
@@ -64,7 +66,9 @@ lines = ["# Quantizers on held-out photo patches", "",
          "latent 8x8 per 32x32 patch) with each quantizer, trained on `data/photos32-train.h5` "
          f"for {steps} steps of 32 patches (`--lr 1e-3`, seed 1) under `mpirun -np {ranks}`, then `vqvae eval` on the "
          "2,000 held-out patches of `data/photos32-test.h5` (8-bit PSNR and SSIM; codes used, perplexity over those "
-         "patches). Bits per code = log2 of the number of codes (what `encode` stores: ceil of it).", "",
+         "patches). Bits per code = log2 of the number of codes (what `encode` stores: ceil of it); with residual VQ "
+         "(`--codebooks N`) a position's N codes, N log2 K bits, and codes used and perplexity count all "
+         "codebooks' codes together.", "",
          f"- date: {datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')}",
          f"- CPU: {cpu} (family {fam}, model {mod}), {subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} logical CPUs; "
          "images/s is the whole run's average and moves with the machine's load (1-minute load before / after beside it)", "",
@@ -74,11 +78,14 @@ for row in open(rows_path):
     name, flags, seconds, load, checkpoint, report = row.rstrip("\n").split("\t", 5)
     r = json.loads(report)
     with h5py.File(checkpoint, "r") as f:
-        codes = json.loads(f.attrs["config"])["model"]["codes"]
+        model = json.loads(f.attrs["config"])["model"]
+    # Residual VQ: a position has one code per codebook, counted together ("of N*K").
+    levels = model.get("codebooks", 1) if model.get("quantizer", "vq") == "vq" else 1
+    codes = model["codes"] * levels
     used, perplexity = r["codes_used"], r["perplexity"]
     ips = seconds.split()[1] if len(seconds.split()) == 2 else "?"
     lines.append(f"| {name} | `{flags or '(default)'}` | {r['psnr']:.2f} | {r['ssim']:.4f} | {used} of {codes} | "
-                 f"{perplexity:.1f} | {math.log2(codes):.2f} | {ips} | {load} |")
+                 f"{perplexity:.1f} | {levels * math.log2(model['codes']):.2f} | {ips} | {load} |")
 open("bench/quantizers.md", "w").write("\n".join(lines) + "\n")
 print("wrote bench/quantizers.md")
 EOF

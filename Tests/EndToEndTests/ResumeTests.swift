@@ -62,18 +62,26 @@ final class ResumeTests: XCTestCase {
         }
         try assertWorldSizesAgree(checkpointFolders: [folders[0], folders[1]], label: "--codebook-dim, W = 2")
         try assertWorldSizesAgree(checkpointFolders: [folders[0], folders[2]], label: "--codebook-dim, W = 3")
-        let inspected = try CommandRunner.vqvae(["inspect", folders[1] + "/step-00000005.h5"])
-        for tensor in ["/model/quantizer/project_in/weight [4, 8, 1, 1]", "/model/quantizer/project_out/weight [8, 4, 1, 1]",
-                       "/model/quantizer/codebook [32, 4]", "/model/quantizer/ema_sum [32, 4]"] {
-            XCTAssertTrue(inspected.standardOutput.contains(tensor), tensor + "\n" + inspected.standardOutput + inspected.standardError)
+        try assertHoldsAndResumesExactly(folders[1] + "/step-00000005.h5", flags: projection, label: "projection",
+                                         tensors: ["/model/quantizer/project_in/weight [4, 8, 1, 1]", "/model/quantizer/project_out/weight [8, 4, 1, 1]",
+                                                   "/model/quantizer/codebook [32, 4]", "/model/quantizer/ema_sum [32, 4]"])
+    }
+
+    /// `checkpoint` (step 5 of a 2-rank run with `flags`, G = 6) holds `tensors` as `inspect`
+    /// lists them, and the same run stopped at step 3 and resumed ends bit-identical to it.
+    func assertHoldsAndResumesExactly(_ checkpoint: String, flags: [String], label: String, tensors: [String],
+                                      file: StaticString = #filePath, line: UInt = #line) throws {
+        let inspected = try CommandRunner.vqvae(["inspect", checkpoint])
+        for tensor in tensors {
+            XCTAssertTrue(inspected.standardOutput.contains(tensor), tensor + "\n" + inspected.standardOutput + inspected.standardError,
+                          file: file, line: line)
         }
-        let split = try CommandRunner.temporaryFolder("projection-split")
-        _ = try train(ranks: 2, out: split, steps: 3, batch: 6, extra: projection)
+        let split = try CommandRunner.temporaryFolder("\(label)-split")
+        _ = try train(ranks: 2, out: split, steps: 3, batch: 6, extra: flags)
         let resumed = try CommandRunner.mpirun(ranks: 2, "vqvae", [
-            "train", "--data", try PreparedData.mnist("test"), "--out", split.path, "--steps", "5", "--resume", "auto", "--checkpoint-every", "1",
-            "--corrupt", "noise:0.1"])
-        XCTAssertEqual(resumed.status, 0, resumed.standardError)
-        try compare(folders[1] + "/step-00000005.h5", split.appendingPathComponent("checkpoints/step-00000005.h5").path)
+            "train", "--data", try PreparedData.mnist("test"), "--out", split.path, "--steps", "5", "--resume", "auto"] + flags)
+        XCTAssertEqual(resumed.status, 0, resumed.standardError, file: file, line: line)
+        try compare(checkpoint, split.appendingPathComponent("checkpoints/step-00000005.h5").path, file: file, line: line)
     }
 
     /// Residual VQ (`--codebooks 2`): 1, 2 and 3 ranks train alike for 5 steps from the reference
@@ -97,18 +105,9 @@ final class ResumeTests: XCTestCase {
         let straight = try CommandRunner.temporaryFolder("rvq-straight")
         _ = try train(ranks: 2, out: straight, steps: 5, batch: 6, extra: residual)
         let checkpoint = straight.appendingPathComponent("checkpoints/step-00000005.h5").path
-        let inspected = try CommandRunner.vqvae(["inspect", checkpoint])
-        for tensor in ["/model/quantizer/codebook [32, 8]", "/model/quantizer/level1/codebook [32, 8]",
-                       "/model/quantizer/level1/ema_count [32]", "/model/quantizer/level1/ema_sum [32, 8]"] {
-            XCTAssertTrue(inspected.standardOutput.contains(tensor), tensor + "\n" + inspected.standardOutput + inspected.standardError)
-        }
-        let split = try CommandRunner.temporaryFolder("rvq-split")
-        _ = try train(ranks: 2, out: split, steps: 3, batch: 6, extra: residual)
-        let resumed = try CommandRunner.mpirun(ranks: 2, "vqvae", [
-            "train", "--data", try PreparedData.mnist("test"), "--out", split.path, "--steps", "5", "--resume", "auto", "--checkpoint-every", "1",
-            "--corrupt", "noise:0.1"])
-        XCTAssertEqual(resumed.status, 0, resumed.standardError)
-        try compare(checkpoint, split.appendingPathComponent("checkpoints/step-00000005.h5").path)
+        try assertHoldsAndResumesExactly(checkpoint, flags: residual, label: "rvq",
+                                         tensors: ["/model/quantizer/codebook [32, 8]", "/model/quantizer/level1/codebook [32, 8]",
+                                                   "/model/quantizer/level1/ema_count [32]", "/model/quantizer/level1/ema_sum [32, 8]"])
         let evaluated = try CommandRunner.vqvae(["eval", "--checkpoint", checkpoint, "--data", try PreparedData.mnist("test"), "--limit", "64"])
         XCTAssertEqual(evaluated.status, 0, evaluated.standardError)
         XCTAssertTrue(evaluated.standardOutput.contains(" of 64"), "both codebooks' codes: " + evaluated.standardOutput)
