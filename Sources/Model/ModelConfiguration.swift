@@ -68,6 +68,10 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     /// each quantizing what the ones before it left (`VectorQuantizer.levels`); a latent position
     /// then has one code per codebook. 1: the plain quantizer.
     public var codebooks = 1
+    /// Residual VQ's quantizer dropout (SoundStream): in training each image uses only its first
+    /// `n` codebooks, `n` drawn uniformly from 1...`codebooks` per image (keyed like the skip
+    /// weights, so independent of the ranks), so that one model decodes at any number of them.
+    public var quantizerDropout = false
     /// The reconstruction term the training loss minimises (what `Losses.reconstruction` reports
     /// stays the mean squared error).
     public var loss: ReconstructionLoss = .mse
@@ -114,11 +118,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
         case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels, rotationTrick
-        case codebookDimension, loss, codebooks
+        case codebookDimension, loss, codebooks, quantizerDropout
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`, `codebooks`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`, `codebooks`, `quantizerDropout`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -150,6 +154,7 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         codebookDimension = try c.decodeIfPresent(Int.self, forKey: .codebookDimension) ?? 0
         loss = try c.decodeIfPresent(ReconstructionLoss.self, forKey: .loss) ?? .mse
         codebooks = try c.decodeIfPresent(Int.self, forKey: .codebooks) ?? 1
+        quantizerDropout = try c.decodeIfPresent(Bool.self, forKey: .quantizerDropout) ?? false
     }
 
     /// Whether the model has a codebook (the VQ-VAE with `--quantizer vq`): EMA statistics,
@@ -247,6 +252,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
                 throw ModelError("--codebooks \(codebooks) makes residual VQ of codebooks; it needs --model vqvae --quantizer vq")
             }
             guard codebooks >= 1, codebooks <= 64 else { throw ModelError("--codebooks must be between 1 and 64 (got \(codebooks))") }
+        }
+        guard !quantizerDropout || (hasCodebook && codebooks > 1) else {
+            throw ModelError("--quantizer-dropout drops residual VQ's later codebooks; it needs --codebooks 2 or more")
         }
         if codebookDimension != 0 {
             guard hasCodebook else {

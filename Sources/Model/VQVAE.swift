@@ -90,6 +90,13 @@ public final class VQVAE {
     let skipGradients: [FloatBuffer]      // skips: w * dL/d(what up{i} reads), added to enc_i's gradient
     /// Skips: each image's skip weight in the last forward pass.
     let skipWeights: UnsafeMutableBufferPointer<Float>
+    /// Residual VQ: the codebooks each latent vector used in the last forward pass.
+    let activeLevels: UnsafeMutableBufferPointer<Int32>
+    /// Residual VQ: the codebooks evaluation, restoration and encoding use (the first ones; all by
+    /// default). Training with `quantizerDropout` draws each image's own instead.
+    public var evaluationCodebooks: Int {
+        didSet { precondition(evaluationCodebooks >= 1 && evaluationCodebooks <= configuration.codebooks, "1...codebooks") }
+    }
     /// Skips: the weight of evaluation and restoration (and of training without a noise key):
     /// 1 trusts the input's detail fully, 0 restores from the latent alone. Starts at the top of
     /// the configuration's training range.
@@ -200,6 +207,9 @@ public final class VQVAE {
         }
         skipGradients = skipSums.map { FloatBuffer(count: $0.count) }
         skipWeights = .allocate(capacity: n)
+        activeLevels = .allocate(capacity: c.hasCodebook && c.codebooks > 1 ? latentPositions : 0)
+        activeLevels.initialize(repeating: Int32(c.codebooks))
+        evaluationCodebooks = c.codebooks
         fidelity = Float(c.skipWeightHigh)
         skipWeights.initialize(repeating: fidelity)
         let pixels = n * c.height * c.width
@@ -237,6 +247,7 @@ public final class VQVAE {
     deinit {
         codeIndices.deallocate()
         skipWeights.deallocate()
+        activeLevels.deallocate()
     }
 
     /// Floats the model holds: parameters and their gradients, then every activation, gradient
@@ -394,9 +405,14 @@ public final class VQVAE {
                 break
             }
             let quantizer = quantizer!
+            var levelsInUse: UnsafePointer<Int32>?
+            if quantizer.levels > 1 {
+                drawActiveLevels(batch: batch, key: training && c.quantizerDropout ? noiseKey : nil)
+                levelsInUse = UnsafePointer(activeLevels.baseAddress!)
+            }
             commitment = quantizer.forwardLevels(
                 quantized: quantizerOutput, indices: codeIndices.baseAddress!, vectors: quantizerInput, count: vectors,
-                parameters: parameters, collectStatistics: training, workspace: work)
+                parameters: parameters, collectStatistics: training, workspace: work, activeLevels: levelsInUse)
             projectOut?.forward(output: quantized.pointer, input: codeVectors.pointer, batch: batch, height: lh, width: lw,
                                 parameters: UnsafePointer(parameters.values.pointer), workspace: work)
         case .vae:
@@ -442,6 +458,22 @@ public final class VQVAE {
             return Losses(reconstruction: mse, commitment: 0, kl: kl, total: fit + c.klWeight * kl)
         case .ae:
             return Losses(reconstruction: mse, commitment: 0, total: fit)
+        }
+    }
+
+    /// Residual VQ: each latent vector's codebooks in use, `activeLevels`: with a key (training
+    /// with quantizer dropout) image `firstImage + n` of the global batch draws `1...L` uniformly
+    /// from its own stream keyed by `(seed, step, firstImage + n)`, independent of how the batch is
+    /// split over ranks; without one, `evaluationCodebooks`.
+    func drawActiveLevels(batch: Int, key: NoiseKey?) {
+        let levels = configuration.codebooks, perImage = latentCount
+        for n in 0..<batch {
+            var value = Int32(evaluationCodebooks)
+            if let key {
+                var random = SplitMix64(seed: key.seed &+ SplitMix64.mix(key.step ^ 0x5144_524F_50), stream: UInt64(key.firstImage + n))
+                value = Int32(1 + random.below(levels))
+            }
+            (activeLevels.baseAddress! + n * perImage).update(repeating: value, count: perImage)
         }
     }
 

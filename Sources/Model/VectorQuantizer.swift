@@ -74,12 +74,15 @@ public final class VectorQuantizer {
     private let levelIndices: UnsafeMutableBufferPointer<Int32>
     /// Residual VQ: one level's share of the encoder's gradient, `[P, D]`.
     private let levelGradient: FloatBuffer
+    /// Residual VQ: 1 where a vector skipped a level in the last forward pass (quantizer
+    /// dropout, or fewer levels in use), `[L, P]`.
+    private let levelSkips: UnsafeMutableBufferPointer<UInt8>
 
     /// Floats held outside the parameter store: EMA state, batch statistics, code norms, and the
     /// residual levels' buffers.
     var allocatedFloatCount: Int {
         emaState.count + batchStatistics.count + codeNorms.count + levelInputs.count + levelOutputs.count + levelIndices.count
-            + levelGradient.count
+            + levelGradient.count + (levelSkips.count + 3) / 4
     }
 
     /// Floats of one level's EMA state and of its batch statistics.
@@ -115,9 +118,14 @@ public final class VectorQuantizer {
         levelIndices = .allocate(capacity: levels > 1 ? levels * maxVectors : 0)
         levelIndices.initialize(repeating: 0)
         levelGradient = FloatBuffer(count: levels > 1 ? maxVectors * dimension : 0)
+        levelSkips = .allocate(capacity: levels > 1 ? levels * maxVectors : 0)
+        levelSkips.initialize(repeating: 0)
     }
 
-    deinit { levelIndices.deallocate() }
+    deinit {
+        levelIndices.deallocate()
+        levelSkips.deallocate()
+    }
 
     /// A checkpoint name below `quantizer/`: level 0's as the single quantizer's, `quantizer/NAME`,
     /// the others' `quantizer/level{l}/NAME`.
@@ -182,8 +190,14 @@ public final class VectorQuantizer {
     /// and `indices` `[P, L]` (position-major) with their codes, and returns the sum over levels of
     /// `mean((r_l - q_l)^2)`. With `collectStatistics`, fills every level's `batchStatistics`. One
     /// level is `forward(quantized:indices:vectors:count:codebook:...)` itself.
+    ///
+    /// `activeLevels` (one per vector, 1...L; nil: all L) limits each vector to its first levels
+    /// (quantizer dropout in training, or decoding at fewer levels): a level it skips gives it
+    /// `q_l = 0` and code -1, and leaves its residual, statistics, commitment (still divided by
+    /// every vector, `P*D`) and gradient alone.
     func forwardLevels(quantized: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int32>, vectors z: UnsafePointer<Float>,
-                       count: Int, parameters: ParameterStore, collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>) -> Double {
+                       count: Int, parameters: ParameterStore, collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>,
+                       activeLevels: UnsafePointer<Int32>? = nil) -> Double {
         if levels == 1 {
             return forward(quantized: quantized, indices: indices, vectors: z, count: count, codebook: codebook(parameters: parameters),
                            collectStatistics: collectStatistics, workspace: workspace)
@@ -195,9 +209,17 @@ public final class VectorQuantizer {
             let input = level == 0 ? z : UnsafePointer(levelInputs.pointer + level * maxVectors * d)
             let output = levelOutputs.pointer + level * maxVectors * d
             let codesOut = levelIndices.baseAddress! + level * maxVectors
+            let skips = levelSkips.baseAddress! + level * maxVectors
+            var anySkipped = false
+            for p in 0..<count {
+                let skipped = activeLevels.map { Int($0[p]) <= level } ?? false
+                skips[p] = skipped ? 1 : 0
+                anySkipped = anySkipped || skipped
+            }
             commitment += forward(quantized: output, indices: codesOut, vectors: input, count: count,
                                   codebook: codebook(level: level, parameters: parameters),
-                                  collectStatistics: collectStatistics, workspace: workspace, level: level)
+                                  collectStatistics: collectStatistics, workspace: workspace, level: level,
+                                  skip: anySkipped ? UnsafePointer(skips) : nil)
             if level + 1 < levels {
                 let next = levelInputs.pointer + (level + 1) * maxVectors * d
                 for i in 0..<size { next[i] = input[i] - output[i] }
@@ -221,6 +243,8 @@ public final class VectorQuantizer {
             let q = quantized + p * d
             for level in 0..<levels {
                 let k = Int(indices[p * levels + level])
+                // -1: a level the position skipped (it adds 0, as in the forward pass).
+                if k == -1 && level > 0 { continue }
                 precondition(k >= 0 && k < codes, "code \(k) is outside the codebook")
                 let row = codebook(level: level, parameters: parameters) + k * d
                 if level == 0 { q.update(from: row, count: d) } else { for j in 0..<d { q[j] += row[j] } }
@@ -230,10 +254,14 @@ public final class VectorQuantizer {
 
     /// Fills `quantized` `[P, D]` and `indices` `[P]` and returns `mean((z - q)^2)` over the
     /// `P*D` elements. With `collectStatistics`, also fills level `level`'s `batchStatistics`.
+    ///
+    /// `skip` (one per vector, nil: none) marks vectors left out: `q = 0`, code -1, no error and
+    /// no statistics.
     func forward(
         quantized: UnsafeMutablePointer<Float>, indices: UnsafeMutablePointer<Int32>,
         vectors z: UnsafePointer<Float>, count: Int, codebook: UnsafePointer<Float>,
-        collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>, activeCodes: Int? = nil, level: Int = 0
+        collectStatistics: Bool, workspace: UnsafeMutablePointer<Float>, activeCodes: Int? = nil, level: Int = 0,
+        skip: UnsafePointer<UInt8>? = nil
     ) -> Double {
         let d = dimension
         // k-means with fewer starting vectors than codes searches only the codes it placed.
@@ -249,6 +277,11 @@ public final class VectorQuantizer {
              a: z, lda: d, b: codebook, ldb: d, beta: 0, c: workspace, ldc: codes)
         var squaredError: Double = 0
         for p in 0..<count {
+            if let skip, skip[p] != 0 {
+                indices[p] = -1
+                (quantized + p * d).update(repeating: 0, count: d)
+                continue
+            }
             let scores = workspace + p * codes
             var best = 0
             var bestDistance = codeNorms[0] - 2 * scores[0]
@@ -269,7 +302,7 @@ public final class VectorQuantizer {
         if collectStatistics {
             let counts = statistics(level: level), sums = counts + codes
             counts.update(repeating: 0, count: levelStatisticsCount)
-            for p in 0..<count {
+            for p in 0..<count where indices[p] >= 0 {
                 let k = Int(indices[p])
                 counts[k] += 1
                 let s = sums + k * d, v = z + p * d
@@ -323,14 +356,19 @@ public final class VectorQuantizer {
             backward(vectorGradient: dz, quantizedGradient: dq, vectors: z, quantized: q, indices: indices, count: count, gradients: gradients)
             return
         }
-        let d = dimension, size = count * d
+        let d = dimension
         for level in 0..<levels {
             let input = level == 0 ? z : UnsafePointer(levelInputs.pointer + level * maxVectors * d)
             let output = UnsafePointer(levelOutputs.pointer + level * maxVectors * d)
             let target = level == 0 ? dz : levelGradient.pointer
             backward(vectorGradient: target, quantizedGradient: dq, vectors: input, quantized: output,
                      indices: levelIndices.baseAddress! + level * maxVectors, count: count, gradients: gradients, level: level)
-            if level > 0 { for i in 0..<size { dz[i] += target[i] } }
+            guard level > 0 else { continue }
+            // A vector that skipped this level takes no share of it.
+            let skips = levelSkips.baseAddress! + level * maxVectors
+            for p in 0..<count where skips[p] == 0 {
+                for j in 0..<d { dz[p * d + j] += target[p * d + j] }
+            }
         }
     }
 
@@ -340,7 +378,7 @@ public final class VectorQuantizer {
         guard kind == .grad else { return }
         let slot = codebookSlots[level]
         let d = dimension, dE = gradients + slot.offset
-        for p in 0..<count {
+        for p in 0..<count where indices[p] >= 0 {  // (code -1: a skipped vector, no share)
             let k = Int(indices[p])
             let g = dE + k * d, qp = q + p * d, zp = z + p * d
             for j in 0..<d { g[j] += scale * (qp[j] - zp[j]) }

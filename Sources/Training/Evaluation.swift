@@ -25,6 +25,8 @@ public struct EvaluationOptions: Sendable {
     public var threads = 1
     /// Evaluate the checkpoint's trained weights even when it holds a weight EMA (`--raw-weights`).
     public var rawWeights = false
+    /// Residual VQ: decode with the first this many codebooks (nil: all).
+    public var codebooks: Int?
 
     public init() {}
 }
@@ -165,6 +167,12 @@ public enum Evaluation {
         try trained.checkImageSize(height: dataset.height, width: dataset.width, channels: dataset.channels,
                                    source: "--data")
         let c = trained.configuration
+        if let codebooks = options.codebooks {
+            guard c.hasCodebook, (1...c.codebooks).contains(codebooks) else {
+                throw EvaluationError("--codebooks \(codebooks): \(options.checkpoint) has \(c.hasCodebook ? "\(c.codebooks) codebook(s)" : "no codebook"); give 1 to \(c.hasCodebook ? c.codebooks : 1)")
+            }
+            trained.model.evaluationCodebooks = codebooks
+        }
         guard c.height >= ImageMetrics.ssimWindow && c.width >= ImageMetrics.ssimWindow else {
             throw EvaluationError("SSIM needs images of at least \(ImageMetrics.ssimWindow)x\(ImageMetrics.ssimWindow) pixels; these are \(c.height)x\(c.width)")
         }
@@ -206,7 +214,7 @@ public enum Evaluation {
             figures: EvaluationFigures(meanSquaredError: figures.meanSquaredError, psnr: figures.psnr, ssim: figures.ssim,
                                        inputPSNR: figures.inputPSNR, inputSSIM: figures.inputSSIM, images: total),
             codebook: c.model == .vqvae ? CodebookUsage(counts: counts.pointer, count: counts.count) : nil,
-            bitsPerPixel: trained.bitsPerPixel, model: c.model, checkpoint: trained.path,
+            bitsPerPixel: trained.bitsPerPixel * Double(trained.model.evaluationCodebooks) / Double(c.codesPerPosition), model: c.model, checkpoint: trained.path,
             corrupt: corruptions.isEmpty ? "" : options.corrupt, trainedCorrupt: trained.run.data.corrupt, codes: c.codes * c.codesPerPosition,
             weights: trained.weights)
     }
@@ -275,7 +283,9 @@ func measureImages(
         if c.model == .vqvae {
             // Residual VQ: codebook l's code k counts as l*K + k.
             let perPosition = c.codesPerPosition
-            for i in 0..<(n * positions * perPosition) { result.codeCounts[(i % perPosition) * c.codes + Int(model.codeIndices[i])] += 1 }
+            for i in 0..<(n * positions * perPosition) where model.codeIndices[i] >= 0 {  // -1: a codebook not in use
+                result.codeCounts[(i % perPosition) * c.codes + Int(model.codeIndices[i])] += 1
+            }
         }
         for buffer in [clean, damaged, output] { unitPixels(buffer.pointer, count: n * elements) }
         let reference = UnsafeBufferPointer(start: clean.pointer, count: n * elements)

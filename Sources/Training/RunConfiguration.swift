@@ -178,6 +178,7 @@ public struct RunConfiguration: Codable, Sendable {
         ]
         if options.given("--residual") { checks.append(("--residual", "", model.residual ? "" : "(off)")) }
         if options.given("--skips") { checks.append(("--skips", "", model.skips ? "" : "(off)")) }
+        if options.given("--quantizer-dropout") { checks.append(("--quantizer-dropout", "", model.quantizerDropout ? "" : "(off)")) }
         if options.given("--rotation-trick") { checks.append(("--rotation-trick", "", model.rotationTrick ? "" : "(off)")) }
         if options.given("--mask-channel") { checks.append(("--mask-channel", "", model.maskChannel ? "" : "(off)")) }
         if options.given("--kmeans-init") { checks.append(("--kmeans-init", "", controls.kmeansInit ? "" : "(off)")) }

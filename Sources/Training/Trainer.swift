@@ -376,7 +376,7 @@ public final class Trainer {
         } ?? "\(dataset.count) images \(c.height)x\(c.width)x\(c.channels)"
         console.info("vqvae train: \(what) from \(files.paths.joined(separator: " ")); "
             + "\(model.parameters.count) parameters, "
-            + (c.hasCodebook ? (c.codebooks > 1 ? "residual VQ of \(c.codebooks) " : "")
+            + (c.hasCodebook ? (c.codebooks > 1 ? "residual VQ\(c.quantizerDropout ? " (quantizer dropout)" : "") of \(c.codebooks) " : "")
                 + "codebook\(c.codebooks > 1 ? "s" : "") \(c.codes)x\(c.quantizerDimension) (\(c.codebook.rawValue))"
                 + (c.hasCodebookProjection ? " through \(c.codeDimension) -> \(c.quantizerDimension) -> \(c.codeDimension) projections" : "") + "; "
                 : c.model == .vqvae ? "FSQ levels \(c.levels.map(String.init).joined(separator: ",")) (\(c.codes) codes); "

@@ -33,11 +33,14 @@ struct Eval: ParsableCommand {
     var gridOut: String?
     @Option(name: .customLong("grid-images"), parsing: .unconditional, help: "Images in --grid-out.")
     var gridImages = 8
+    @Option(parsing: .unconditional, help: "Residual VQ (--codebooks N): decode with only the first Q codebooks (a lower rate; a model trained with --quantizer-dropout decodes at any Q).")
+    var codebooks: Int?
     @OptionGroup var force: ForceOption
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         var o = EvaluationOptions()
+        o.codebooks = codebooks
         (o.checkpoint, o.data, o.imagesKey, o.corrupt, o.seed) = (checkpoint.checkpoint, dataset.data, dataset.imagesKey, corrupt, seed)
         (o.batch, o.limit, o.reconstructionsOut, o.gridOut, o.gridImages, o.force, o.threads) =
             (batch, limit, reconOut, gridOut, gridImages, force.force, threads.threads)

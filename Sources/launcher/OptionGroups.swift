@@ -53,6 +53,8 @@ struct ArchitectureOptions: ParsableArguments {
     var codebookDimension = modelDefaults.codebookDimension
     @Option(parsing: .unconditional, help: "--quantizer vq: residual VQ with this many codebooks of --codes rows, each quantizing what the ones before it left (a latent position then has one code per codebook); 1: one codebook.")
     var codebooks = modelDefaults.codebooks
+    @Flag(name: .customLong("quantizer-dropout"), help: "--codebooks N: each training image uses only its first n codebooks, n drawn from 1...N, so one model decodes at any number of them (eval --codebooks Q).")
+    var quantizerDropout = modelDefaults.quantizerDropout
     @Option(help: "The reconstruction term of the training loss: mse, or charbonnier (sqrt((x_hat - x)^2 + 1e-6), a smoothed L1 that weighs lightly damaged images as much as heavily damaged ones).")
     var loss: ReconstructionLoss = modelDefaults.loss
     @Option(name: .customLong("kl-weight"), parsing: .unconditional, help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
@@ -99,6 +101,7 @@ struct ArchitectureOptions: ParsableArguments {
         c.codebookDimension = codebookDimension
         c.loss = loss
         c.codebooks = codebooks
+        c.quantizerDropout = quantizerDropout
         if quantizer == .fsq { c.useFiniteScalarQuantizer(levels: levels?.values ?? [8, 5, 5, 5]) } else { c.levels = levels?.values ?? [] }
         return c
     }

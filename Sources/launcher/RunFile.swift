@@ -158,6 +158,7 @@ enum RunFile {
             RunFileKey("code-dim", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codeDimension)" },
             RunFileKey("codebook-dim", .integer) { $0.architecture.hasCodebook ? "\($0.architecture.codebookDimension)" : nil },
             RunFileKey("codebooks", .integer) { $0.architecture.hasCodebook ? "\($0.architecture.codebooks)" : nil },
+            RunFileKey("quantizer-dropout", .flag) { $0.architecture.codebooks > 1 ? "\($0.architecture.quantizerDropout)" : nil },
             RunFileKey("codes", .integer) { $0.architecture.quantizer == .fsq ? nil : "\($0.architecture.codes)" },
             RunFileKey("commitment", .number) { "\($0.architecture.commitment)" },
             RunFileKey("decay", .number) { "\($0.architecture.decay)" },

@@ -92,12 +92,12 @@ final class ResumeTests: XCTestCase {
     /// and 2 ranks agreed at step 1 to 1.9e-6 and parted at step 2, where a few vectors took the
     /// other code of a tie settled by rounding, the start's known limit, docs/usage.md.)
     func testResidualVQTrainsAlikeOnOneTwoAndThreeRanksAndResumesExactly() throws {
-        let residual = ["--codebooks", "2", "--checkpoint-every", "1", "--corrupt", "noise:0.1"]
+        let residual = ["--codebooks", "2", "--quantizer-dropout", "--checkpoint-every", "1", "--corrupt", "noise:0.1"]
         var folders: [String] = []
         for ranks in [1, 2, 3] {
             let out = try CommandRunner.temporaryFolder("rvq-\(ranks)")
             let result = try train(ranks: ranks, out: out, steps: 5, batch: 6, extra: residual + ["--codebook-init", "sonnet"])
-            XCTAssertTrue(result.standardOutput.contains("residual VQ of 2 codebooks 32x8 (ema)"), result.standardOutput)
+            XCTAssertTrue(result.standardOutput.contains("residual VQ (quantizer dropout) of 2 codebooks 32x8 (ema)"), result.standardOutput)
             folders.append(out.appendingPathComponent("checkpoints").path)
         }
         try assertWorldSizesAgree(checkpointFolders: [folders[0], folders[1]], label: "--codebooks 2, W = 2")
@@ -111,6 +111,20 @@ final class ResumeTests: XCTestCase {
         let evaluated = try CommandRunner.vqvae(["eval", "--checkpoint", checkpoint, "--data", try PreparedData.mnist("test"), "--limit", "64"])
         XCTAssertEqual(evaluated.status, 0, evaluated.standardError)
         XCTAssertTrue(evaluated.standardOutput.contains(" of 64"), "both codebooks' codes: " + evaluated.standardOutput)
+        // The first codebook alone: half the bits, a worse reconstruction; a third is refused.
+        var figures: [[String: Any]] = []
+        for codebooks in ["1", "2"] {
+            let result = try CommandRunner.vqvae(["eval", "--checkpoint", checkpoint, "--data", try PreparedData.mnist("test"), "--limit", "64",
+                                                  "--codebooks", codebooks, "--json"])
+            XCTAssertEqual(result.status, 0, result.standardError)
+            figures.append((try JSONSerialization.jsonObject(with: Data(result.standardOutput.utf8)) as? [String: Any]) ?? [:])
+        }
+        let bits = figures.map { ($0["bpp"] as? Double) ?? .nan }, psnr = figures.map { ($0["psnr"] as? Double) ?? .nan }
+        XCTAssertEqual(bits[0] * 2, bits[1], accuracy: 1e-9, "\(figures)")
+        XCTAssertLessThan(psnr[0], psnr[1], "\(figures)")
+        let third = try CommandRunner.vqvae(["eval", "--checkpoint", checkpoint, "--data", try PreparedData.mnist("test"), "--codebooks", "3"])
+        XCTAssertEqual(third.status, 1)
+        XCTAssertTrue(third.standardError.contains("--codebooks 3: \(checkpoint) has 2 codebook(s); give 1 to 2"), third.standardError)
         let codes = try CommandRunner.temporaryFolder("rvq-codes").appendingPathComponent("codes.h5").path
         let encoded = try CommandRunner.vqvae(["encode", "--checkpoint", checkpoint, "--data", try PreparedData.mnist("test"), "--out", codes])
         XCTAssertEqual(encoded.status, 1)

@@ -930,14 +930,18 @@ final class VQVAETests: XCTestCase {
     /// rotation trick: each level's codes against the double reference's level-by-level search on
     /// the residuals, the output (the levels' rows summed), the loss (commitments summed), every
     /// slot (each level's codebook with `--codebook grad`) against the surrogate's finite
-    /// differences, each level's EMA statistics, and decoding the codes bit for bit.
+    /// differences, each level's EMA statistics, and decoding the codes bit for bit. With quantizer
+    /// dropout (a noise key): each image keeps its own first codebooks, the others' codes -1,
+    /// their rows, statistics, commitment and gradient shares absent.
     func testResidualVQMatchesReferenceAndFiniteDifferences() throws {
-        for (kind, rotation) in [(CodebookKind.ema, false), (.grad, false), (.ema, true)] {
+        for (kind, rotation, dropout) in [(CodebookKind.ema, false, false), (.grad, false, false), (.ema, true, false),
+                                          (.ema, false, true), (.grad, true, true)] {
             var c = smallConfiguration(kind)
             c.codebooks = 3
             c.rotationTrick = rotation
+            c.quantizerDropout = dropout
             try c.validate()
-            let label = "\(kind)\(rotation ? " rotation" : "")"
+            let label = "\(kind)\(rotation ? " rotation" : "")\(dropout ? " dropout" : "")"
             let model = try VQVAE(configuration: c, maxBatch: batch)
             model.initialize(seed: 161)
             let quantizer = try XCTUnwrap(model.quantizer)
@@ -962,14 +966,27 @@ final class VQVAETests: XCTestCase {
                 for i in 0..<(positions * d) { book[i] = 0.6 * residual[i] + nudges[i] }
                 if kind == .ema { quantizer.emaSum(level: level).update(from: book, count: c.codes * d) }
             }
-            let losses = model.forward(images: xBuffer.pointer, batch: batch, training: true)
-            let reference = ReferenceVQVAE(model: model)
+            // Dropout: a key under which the two images keep different numbers of codebooks.
+            var key: NoiseKey?
+            if dropout {
+                var step: UInt64 = 1
+                repeat {
+                    key = NoiseKey(seed: 7, step: step, firstImage: 0)
+                    model.drawActiveLevels(batch: batch, key: key)
+                    step += 1
+                } while Set(model.activeLevels.prefix(positions)).count < 2 || model.activeLevels.prefix(positions).contains(1)
+            }
+            let losses = model.forward(images: xBuffer.pointer, batch: batch, training: true, noise: key)
+            var reference = ReferenceVQVAE(model: model)
+            if dropout { reference.activeLevels = model.activeLevels.prefix(positions).map(Int.init) }
             let xDouble = x.map(Double.init)
             let base = reference.forward(images: xDouble, batch: batch)
             let codes = Array(model.codeIndices.prefix(positions * 3)).map(Int.init)
             XCTAssertEqual(codes, base.indices, "\(label): codes level by level")
+            XCTAssertEqual(codes.contains(-1), dropout, "\(label): skipped codebooks give -1")
             for level in 0..<3 {
-                XCTAssertGreaterThan(Set((0..<positions).map { codes[$0 * 3 + level] }).count, 2, "\(label): level \(level) uses several codes")
+                let used = Set((0..<positions).map { codes[$0 * 3 + level] }.filter { $0 >= 0 })
+                XCTAssertGreaterThan(used.count, dropout && level == 2 ? 1 : 2, "\(label): level \(level) uses several codes")
             }
             assertClose(doubles(model.reconstruction.pointer, count: x.count), base.reconstruction, tolerance: 1e-5, "\(label): x_hat")
             assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "\(label): total loss")
@@ -977,7 +994,7 @@ final class VQVAETests: XCTestCase {
             // Each level's statistics: its codes' counts and the sums of its residuals.
             for level in 0..<3 {
                 var expected = [Double](repeating: 0, count: c.codes + c.codes * d)
-                for p in 0..<positions {
+                for p in 0..<positions where codes[p * 3 + level] >= 0 {
                     let k = codes[p * 3 + level]
                     expected[k] += 1
                     for j in 0..<d {

@@ -14,6 +14,9 @@ public struct ReferenceVQVAE {
     /// Every tensor by its checkpoint name, in PyTorch's layout; the codebook as `quantizer/codebook`
     /// for both kinds.
     public var tensors: [String: [Double]]
+    /// Residual VQ: the codebooks each latent vector uses (its first ones; nil: all). A vector
+    /// skips the others: `q_l = 0`, code -1, no commitment or gradient share.
+    public var activeLevels: [Int]?
 
     public struct Anchor {
         public var latent: [Double]
@@ -130,6 +133,10 @@ public struct ReferenceVQVAE {
             let codebook = tensors[level == 0 ? "quantizer/codebook" : "quantizer/level\(level)/codebook"]!
             residuals.append(residual)
             for p in 0..<positions {
+                if let activeLevels, level >= activeLevels[p] {
+                    indices[p * levels + level] = -1
+                    continue
+                }
                 var distances = [Double](repeating: 0, count: k)
                 for code in 0..<k {
                     var s = 0.0
@@ -155,17 +162,18 @@ public struct ReferenceVQVAE {
                 // (constant) rotation with the rotation trick.
                 var r = z.values, r0 = anchor.latent
                 for j in 0..<level { for i in 0..<z.count { r[i] -= anchor.quantized[j * z.count + i]; r0[i] -= anchor.quantized[j * z.count + i] } }
-                for i in 0..<z.count {
+                func active(_ p: Int) -> Bool { activeLevels.map { level < $0[p] } ?? true }
+                for i in 0..<z.count where active(i / d) {
                     let diff = r[i] - anchor.quantized[base + i]
                     commitment += diff * diff / Double(z.count)
                 }
-                for p in 0..<positions {
+                for p in 0..<positions where active(p) {
                     for j in 0..<d {
                         let diff = r0[p * d + j] - codebook[anchor.indices[p * levels + level] * d + j]
                         codebookTerm += diff * diff / Double(z.count)
                     }
                 }
-                for p in 0..<positions {
+                for p in 0..<positions where active(p) {
                     let z0 = Array(r0[(p * d)..<(p * d + d)]), q0 = Array(anchor.quantized[(base + p * d)..<(base + p * d + d)])
                     let v = Array(r[(p * d)..<(p * d + d)])
                     if c.rotationTrick {
@@ -182,7 +190,7 @@ public struct ReferenceVQVAE {
                     }
                 }
             } else {
-                for i in 0..<z.count {
+                for i in 0..<z.count where activeLevels.map({ level < $0[i / d] }) ?? true {
                     decoderInput.values[i] += q[base + i]
                     let diff = residuals[level][i] - q[base + i]
                     commitment += diff * diff / Double(z.count)
