@@ -21,9 +21,10 @@ struct TrainingTask: ExpressibleByArgument {
         "blind-denoise": denoiser + " --corrupt noise:0.02..0.2",
         "deblur": restoration + " --corrupt blur:2",
         // The inpainter measured best: deeper (a wider view for large holes), with skips, reading
-        // the mask, restored with its weight average (bench/restoration.md, inpaint-mask-d3-ema;
+        // the mask, restored with its weight average, at the restoration models' rate and schedule
+        // (bench/restoration.md, inpaint-long, which passed inpaint-mask-d3-ema's constant 1e-3;
         // trained there on whole photos with --crop 64 --crops-per-image 64 --augment dihedral).
-        "inpaint": "--model ae --down 3 --residual --skips --mask-channel --lr 1e-3 --weight-ema 0.999 --corrupt holes:8",
+        "inpaint": "--model ae --down 3 --residual --skips --mask-channel --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --weight-ema 0.999 --corrupt holes:8",
     ]
 
     let name: String

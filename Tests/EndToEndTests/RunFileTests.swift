@@ -135,9 +135,9 @@ final class RunFileTests: XCTestCase {
             try train(["--task", task, "--data", data, "--out", out.path] + small + (task == "inpaint" ? ["--down", "2"] : []))
             let written = try settings(out.appendingPathComponent("run.toml").path)
             let preset = task == "inpaint"
-                ? ["model": "\"ae\"", "down": "2", "residual": "true", "skips": "true", "mask-channel": "true", "lr": "0.001",
-                   "weight-ema": "0.999",
-                   "lr-schedule": "\"constant\"", "corrupt": "\"\(corrupt)\""]
+                ? ["model": "\"ae\"", "down": "2", "residual": "true", "skips": "true", "mask-channel": "true", "lr": "0.002",
+                   "weight-ema": "0.999", "lr-schedule": "\"cosine\"", "warmup-steps": "100", "clip-grad-norm": "0.05",
+                   "corrupt": "\"\(corrupt)\""]
                 : ["model": "\"ae\"", "down": "1", "residual": "true", "lr": "0.002", "lr-schedule": "\"cosine\"",
                    "warmup-steps": "100", "clip-grad-norm": "0.05", "corrupt": "\"\(corrupt)\"",
                    "detail-layers": task == "deblur" ? "0" : "6", "detail-channels": task == "deblur" ? "32" : "64"]
@@ -180,7 +180,7 @@ final class RunFileTests: XCTestCase {
             XCTAssertTrue(flat.contains("\(task): --model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05\(detail) --corrupt \(corrupt)"),
                           "train --help does not list --task \(task): \(help.standardOutput)")
         }
-        XCTAssertTrue(flat.contains("inpaint: --model ae --down 3 --residual --skips --mask-channel --lr 1e-3 --weight-ema 0.999 --corrupt holes:8"),
+        XCTAssertTrue(flat.contains("inpaint: --model ae --down 3 --residual --skips --mask-channel --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --weight-ema 0.999 --corrupt holes:8"),
                       "train --help does not list --task inpaint: \(help.standardOutput)")
         for flag in ["--config", "--task"] { XCTAssertTrue(help.standardOutput.contains(flag), flag) }
     }
