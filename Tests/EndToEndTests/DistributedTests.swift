@@ -83,7 +83,7 @@ final class DistributedTests: XCTestCase {
     }
 
     /// A VQ-VAE with finite scalar quantization (`--quantizer fsq`, no codebook and no collective
-    /// of its own) on W = 1 and 2 ranks: the same parameters and moments after 5 steps; its
+    /// of its own) on W = 1, 2 and 3 ranks: the same parameters and moments after 5 steps; its
     /// `run.toml` (levels, no codebook controls) repeats the W = 1 run bit for bit. The same
     /// agreement for the codebook quantizer with the rotation trick, and for cosine codes.
     func testFiniteScalarQuantizerAndRotationTrickTrainTheSameOnOneAndTwoRanks() throws {
@@ -91,14 +91,15 @@ final class DistributedTests: XCTestCase {
         var folders: [String] = []
         let common = ["train", "--data", data, "--steps", "5", "--global-batch-size", "12", "--seed", "17", "--checkpoint-every", "1",
                       "--log-every", "1", "--hidden", "32", "--res-hidden", "16", "--quantizer", "fsq", "--levels", "5,5,4"]
-        for ranks in [1, 2] {
+        for ranks in [1, 2, 3] {
             let out = try CommandRunner.temporaryFolder("fsq-equivalence-\(ranks)")
             let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", common + ["--out", out.path])
             XCTAssertEqual(result.status, 0, result.standardError)
             XCTAssertTrue(result.standardOutput.contains("FSQ levels 5,5,4 (100 codes)"), result.standardOutput)
             folders.append(out.appendingPathComponent("checkpoints").path)
         }
-        try assertWorldSizesAgree(checkpointFolders: folders, label: "fsq, W = 2")
+        try assertWorldSizesAgree(checkpointFolders: [folders[0], folders[1]], label: "fsq, W = 2")
+        try assertWorldSizesAgree(checkpointFolders: [folders[0], folders[2]], label: "fsq, W = 3")
         let first = URL(fileURLWithPath: folders[0]).deletingLastPathComponent()
         let settings = try String(contentsOf: first.appendingPathComponent("run.toml"), encoding: .utf8)
         XCTAssertTrue(settings.contains("levels = \"5,5,4\""), settings)
@@ -119,14 +120,15 @@ final class DistributedTests: XCTestCase {
         for (name, flags) in [("rotation trick", ["--rotation-trick"]),
                               ("cosine codes", ["--quantizer", "cosine", "--codebook-init", "sonnet"])] {
             var variant: [String] = []
-            for ranks in [1, 2] {
+            for ranks in [1, 2, 3] {
                 let out = try CommandRunner.temporaryFolder("\(flags.last!)-equivalence-\(ranks)")
                 let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", Array(common.dropLast(4)) + [
                     "--code-dim", "16", "--codes", "64", "--out", out.path] + flags)
                 XCTAssertEqual(result.status, 0, result.standardError)
                 variant.append(out.appendingPathComponent("checkpoints").path)
             }
-            try assertWorldSizesAgree(checkpointFolders: variant, label: "\(name), W = 2")
+            try assertWorldSizesAgree(checkpointFolders: [variant[0], variant[1]], label: "\(name), W = 2")
+            try assertWorldSizesAgree(checkpointFolders: [variant[0], variant[2]], label: "\(name), W = 3")
         }
     }
 
