@@ -374,6 +374,12 @@ public final class Trainer {
                 + ", random \(cropped.size)x\(cropped.size) crops" + (cropped.augmentation == .none ? "" : " (\(cropped.augmentation.rawValue))")
                 + (cropped.cropsPerImage == 1 ? "" : ", \(cropped.cropsPerImage) per image and epoch")
         } ?? "\(dataset.count) images \(c.height)x\(c.width)x\(c.channels)"
+        // Ranks whose OpenBLAS picked another kernel (nodes of different CPUs, or another
+        // OPENBLAS_CORETYPE) round their products differently: say so once, from rank 0.
+        let blas = blasCoreName()
+        if try !communicator.allAgree(on: blas.utf8.reduce(bitFingerprintBasis) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 }) {
+            console.warning("the ranks' OpenBLAS kernels differ (rank 0: \(blas)), so they round differently and results are not those of one kernel; export OPENBLAS_CORETYPE with one kernel every node has (e.g. Haswell) to all ranks")
+        }
         console.info("vqvae train: \(what) from \(files.paths.joined(separator: " ")); "
             + "\(model.parameters.count) parameters, "
             + (c.hasCodebook ? (c.codebooks > 1 ? "residual VQ\(c.quantizerDropout ? " (quantizer dropout)" : "") of \(c.codebooks) " : "")

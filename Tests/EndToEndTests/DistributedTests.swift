@@ -82,6 +82,34 @@ final class DistributedTests: XCTestCase {
         }
     }
 
+    /// Two ranks whose OpenBLAS picked different kernels (here forced with OPENBLAS_CORETYPE, as
+    /// nodes of different CPUs would) train, and rank 0 warns once that they round differently;
+    /// with one kernel on both there is no warning.
+    func testRanksWithDifferentBLASKernelsAreWarnedAbout() throws {
+        let data = try PreparedData.mnist("test")
+        let binary = try CommandRunner.built("vqvae")
+        func run(_ kernels: [String]) throws -> CommandRunner.Result {
+            let out = try CommandRunner.temporaryFolder("blas-\(kernels.joined(separator: "-"))")
+            let arguments = ["train", "--data", data, "--out", out.path, "--steps", "1", "--global-batch-size", "4",
+                             "--hidden", "16", "--res-hidden", "8", "--checkpoint-every", "0"]
+            var command = ["mpirun", "--oversubscribe", "--bind-to", "none"]
+            for (i, kernel) in kernels.enumerated() {
+                if i > 0 { command.append(":") }
+                command += ["-np", "1", "-x", "OPENBLAS_CORETYPE=\(kernel)", binary.path] + arguments
+            }
+            return try CommandRunner.run(URL(fileURLWithPath: "/usr/bin/env"), command,
+                                         environment: ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"])
+        }
+        let mixed = try run(["Haswell", "Sandybridge"])
+        XCTAssertEqual(mixed.status, 0, mixed.standardError)
+        let warning = "the ranks' OpenBLAS kernels differ (rank 0: Haswell)"
+        XCTAssertEqual(mixed.standardError.components(separatedBy: warning).count, 2, "once: " + mixed.standardError)
+        XCTAssertTrue(mixed.standardOutput.contains("BLAS Haswell"), mixed.standardOutput)
+        let same = try run(["Haswell", "Haswell"])
+        XCTAssertEqual(same.status, 0, same.standardError)
+        XCTAssertFalse(same.standardError.contains("kernels differ"), same.standardError)
+    }
+
     /// A VQ-VAE with finite scalar quantization (`--quantizer fsq`, no codebook and no collective
     /// of its own) on W = 1, 2 and 3 ranks: the same parameters and moments after 5 steps; its
     /// `run.toml` (levels, no codebook controls) repeats the W = 1 run bit for bit. The same
