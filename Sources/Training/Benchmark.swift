@@ -19,12 +19,18 @@ public struct BenchmarkOptions: Sendable {
     public var bucketMegabytes = 1.0
     /// Batches prepared ahead on a background thread, as `train --prefetch`.
     public var prefetch = 2
+    /// Micro-batches per rank and step (gradient accumulation), as `train --accumulate`: the model
+    /// holds `batch / accumulate` images at a time.
+    public var accumulate = 1
 
     public init() {}
 
     func validate() throws {
         guard batch >= 1, steps >= 1, warmup >= 0, threads >= 1, syntheticImages >= 1 else {
             throw BenchmarkError("--batch, --steps and --threads must be positive, --warmup not negative")
+        }
+        guard accumulate >= 1, batch % accumulate == 0 else {
+            throw BenchmarkError("--accumulate \(accumulate) must divide the batch per rank (\(batch)) into equal micro-batches")
         }
     }
 }
@@ -97,7 +103,7 @@ public struct BenchmarkReport: Sendable {
         let c = configuration
         return [
             "model": "\(c.height)x\(c.width)x\(c.channels) hidden \(c.hidden) codes \(c.codes)x\(c.codeDimension)",
-            "ranks": ranks.count, "batch_per_rank": options.batch, "steps": options.steps, "blas": blas,
+            "ranks": ranks.count, "batch_per_rank": options.batch, "micro_batches": options.accumulate, "steps": options.steps, "blas": blas,
             "instruction_set": instructionSet,
             "images_per_second": totalImagesPerSecond, "model_gflop_per_image": flopsPerImage / 1e9,
             "model_gflops": totalModelGFLOPs, "sgemm_gflops_per_core": meanSGEMM, "efficiency_per_core": efficiency,
@@ -109,7 +115,9 @@ public struct BenchmarkReport: Sendable {
         let c = configuration
         var lines = [
             "vqvae bench: \(c.height)x\(c.width)x\(c.channels), hidden \(c.hidden), codebook \(c.codes)x\(c.codeDimension); "
-                + "\(ranks.count) rank(s) x batch \(options.batch), \(options.steps) timed steps after \(options.warmup); BLAS \(blas), \(options.threads) thread(s) per rank; built for \(instructionSet)",
+                + "\(ranks.count) rank(s) x batch \(options.batch)"
+                + (options.accumulate > 1 ? " (\(options.accumulate) micro-batches of \(options.batch / options.accumulate))" : "")
+                + ", \(options.steps) timed steps after \(options.warmup); BLAS \(blas), \(options.threads) thread(s) per rank; built for \(instructionSet)",
             String(format: "model: %.1f MFLOP per image and step (forward + backward, from layer shapes)", flopsPerImage / 1e6),
             "rank  img/s   ms/step  forward  quantizer  backward  optimizer  comm-wait  data-wait  GFLOP/s  sgemm GFLOP/s  peak RSS MB",
         ]
@@ -147,7 +155,7 @@ public enum Benchmark {
         }
         let sampler = try ShardedSampler(datasetSize: source.count, globalBatchSize: globalBatch, seed: 1, shuffle: true,
                                          tail: .wrap, rank: communicator.rank, worldSize: communicator.size)
-        let model = try VQVAE(configuration: configuration, maxBatch: options.batch)
+        let model = try VQVAE(configuration: configuration, maxBatch: options.batch / options.accumulate)
         model.initialize(seed: 1)
         let state = TrainingState(model: model, optimizer: Adam(count: model.parameters.count))
         let runner = TrainingStep(state: state, communicator: communicator, bucketMegabytes: options.bucketMegabytes, seed: 1)
@@ -162,7 +170,7 @@ public enum Benchmark {
             for step in steps {
                 let batch = try prefetcher.batch(step: step)
                 _ = try runner.run(input: batch.input, target: batch.target, batch: options.batch, number: step + 1,
-                                   skipNonFinite: true)
+                                   microBatches: options.accumulate, skipNonFinite: true)
             }
         }
         try train(0..<options.warmup)

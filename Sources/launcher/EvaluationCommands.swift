@@ -130,17 +130,23 @@ struct Bench: ParsableCommand {
     var bucketMegabytes = 1.0
     @Option(parsing: .unconditional, help: "Batches prepared ahead on a background thread (0: read on the training thread).")
     var prefetch = 2
+    @Option(parsing: .unconditional, help: "Micro-batches per rank and step (gradient accumulation, as train --accumulate); must divide --batch.")
+    var accumulate = 1
     @Flag(help: "Print one JSON object instead of a table.")
     var json = false
 
     func run() throws {
         try checkValues {
             if batch < 1 || steps < 1 || warmup < 0 || threads.threads < 1 { throw ValidationError("--batch, --steps and --threads must be positive") }
+            if accumulate < 1 || batch % accumulate != 0 {
+                throw ValidationError("--accumulate \(accumulate) must divide --batch \(batch) into equal micro-batches")
+            }
         }
         var o = BenchmarkOptions()
         o.architecture = architecture.configuration(height: height, width: width, channels: channels)
         (o.batch, o.data, o.warmup, o.steps, o.threads, o.bucketMegabytes, o.prefetch) =
             (batch, data, warmup, steps, threads.threads, bucketMegabytes, prefetch)
+        o.accumulate = accumulate
         let json = self.json
         try finish(runOnEveryRank { communicator, console in
             let report = try Benchmark.run(o, communicator: communicator)

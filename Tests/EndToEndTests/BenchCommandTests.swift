@@ -30,4 +30,20 @@ final class BenchCommandTests: XCTestCase {
         XCTAssertEqual(table.status, 0, table.standardError)
         XCTAssertTrue(table.standardOutput.contains("model: 263.7 MFLOP per image and step"), table.standardOutput)
     }
+
+    /// `--accumulate`: the step of `train --accumulate`, 2 ranks x 8 images as 4 micro-batches of 2;
+    /// a count that does not divide the batch is a usage error (status 2) naming both.
+    func testBenchTimesAccumulatedSteps() throws {
+        let small = ["bench", "--steps", "2", "--warmup", "1", "--batch", "8", "--hidden", "16", "--res-hidden", "8",
+                     "--code-dim", "8", "--codes", "32"]
+        let result = try CommandRunner.mpirun(ranks: 2, "vqvae", small + ["--accumulate", "4"])
+        XCTAssertEqual(result.status, 0, result.standardError)
+        XCTAssertTrue(result.standardOutput.contains("2 rank(s) x batch 8 (4 micro-batches of 2)"), result.standardOutput)
+        let json = try CommandRunner.vqvae(small + ["--accumulate", "2", "--json"])
+        let object = try XCTUnwrap(try JSONSerialization.jsonObject(with: Data(json.standardOutput.utf8)) as? [String: Any], json.standardOutput)
+        XCTAssertEqual(object["micro_batches"] as? Int, 2)
+        let bad = try CommandRunner.vqvae(small + ["--accumulate", "3"])
+        XCTAssertEqual(bad.status, 2)
+        XCTAssertTrue(bad.standardError.hasPrefix("error: --accumulate 3 must divide --batch 8 into equal micro-batches\n"), bad.standardError)
+    }
 }
