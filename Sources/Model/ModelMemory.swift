@@ -91,7 +91,8 @@ extension ModelConfiguration {
         // A codebook projection: the projected vectors and the chosen rows in the codebook's space.
         if hasCodebookProjection { elements += 2 * positions * Double(quantizerDimension) }
         // Residual VQ: each level's input, output and codes, one level's gradient, the codes.
-        if hasCodebook && codebooks > 1 { elements += positions * (Double(codebooks) * (2 * Double(quantizerDimension) + 2) + Double(quantizerDimension)) }
+        // (codes, skips and the levels in use counted as whole floats each, an over-estimate).
+        if hasCodebook && codebooks > 1 { elements += positions * (Double(codebooks) * (2 * Double(quantizerDimension) + 3) + Double(quantizerDimension) + 1) }
         largest = max(largest, positions * widest)
         // The 3x3 convolutions: an im2col matrix, or Winograd's two tile matrices and kernel.
         let tiles = n * (h / 4).rounded(.up) * (w / 4).rounded(.up)

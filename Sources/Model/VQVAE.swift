@@ -257,7 +257,7 @@ public final class VQVAE {
         buffers += [detailInput, residualOutput, residualGradient, maskCopy, blankedImages, maskedInput, normalizedLatent, projected, codeVectors]
         buffers += detailOutputs
         for stack in [encoderStack, decoderStack] { buffers += [stack.input, stack.output] + stack.blockOutputs + stack.saved }
-        return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + skipWeights.count
+        return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + skipWeights.count + activeLevels.count
             + (quantizer?.allocatedFloatCount ?? 0)
     }
 
