@@ -57,6 +57,10 @@ public enum Corruption: Equatable, Sendable {
     /// 1 to `count` holes per image (the number drawn), each a free-form brush stroke or a box of
     /// a size drawn from 1/16 to 1/2 of the image's sides, filled with `fill` (inpainting).
     case holes(count: Int, fill: MaskFill)
+    /// Each value clipped to `[0, 1]` and rounded (half to even) to the nearest of `steps + 1`
+    /// evenly spaced levels, `p' = round(p * steps) / steps`: `quantize:255` is what saving an
+    /// 8-bit image does, so a model meets the rounding its real inputs carry.
+    case quantize(steps: Int)
 }
 
 extension Corruption {
@@ -88,6 +92,7 @@ public enum MaskFill: Equatable, Sendable {
 /// | `blur:SIGMA` | Gaussian blur, `0 <= SIGMA <= 100` pixels |
 /// | `dark:GAMMA[:GAIN]` | `p' = GAIN * p^GAMMA`, `GAMMA > 0`, `GAIN >= 0` (default 1) |
 /// | `holes:COUNT[:VALUE\|noise]` | 1 to `COUNT` (1...64) free-form strokes and boxes, filled like `mask` |
+/// | `quantize:STEPS` | each value rounded to `STEPS + 1` levels in `[0, 1]` (1...65535; 255: 8-bit) |
 ///
 /// Every number except the mask's fill value may instead be a range `LOW..HIGH` (`noise:0.02..0.2`,
 /// `blur:0.5..2`, `mask:0.05..0.5`, `dark:1.5..3:0.4..1`): each image draws its own value,
@@ -117,7 +122,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     public static let largestBlurSigma: Float = 100
 
     private static let usage =
-        "use noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN], holes:COUNT[:VALUE|noise]"
+        "use noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN], holes:COUNT[:VALUE|noise], quantize:STEPS"
 
     /// Parses `spec` (see the type's documentation). Throws a `DataError` of one line naming the
     /// offending item and showing a valid example.
@@ -170,6 +175,8 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                 return value == 0 ? "holes:\(count)" : "holes:\(count):\(Self.format(value))"
             case .holes(let count, .noise):
                 return "holes:\(count):noise"
+            case .quantize(let steps):
+                return "quantize:\(steps)"
             }
         }.joined(separator: ",")
     }
@@ -187,7 +194,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             switch corruption {
             case .noise(let r), .saltAndPepper(let r), .mask(let r, _), .blur(let r): return !r.isFixed
             case .darken(let gamma, let gain): return !gamma.isFixed || !gain.isFixed
-            case .holes: return false
+            case .holes, .quantize: return false
             }
         }
     }
@@ -242,6 +249,11 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             case .holes(let count, let fill):
                 Self.holes(image, height: height, width: width, channels: channels, most: count, fill: fill,
                            marks: scratch, random: &random, missing: missing)
+            case .quantize(let steps):
+                let levels = Float(steps)
+                for i in 0..<(height * width * channels) {
+                    image[i] = (Self.clipToUnit(image[i] + 0.5) * levels).rounded(.toNearestOrEven) / levels - 0.5
+                }
             }
         }
     }
@@ -537,6 +549,11 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                                   range: "gain range needs two gains >= 0,", example: "dark:2.2:0.4..1")
             }
             return .darken(gamma: gamma, gain: gain)
+        case "quantize":
+            guard arguments.count == 1, let steps = Int(String(arguments[0])), (1...65535).contains(steps) else {
+                throw DataError("--corrupt quantize needs a number of steps from 1 to 65535, e.g. quantize:255 (8-bit)\(got)")
+            }
+            return .quantize(steps: steps)
         case "holes":
             guard arguments.count >= 1, let count = Int(String(arguments[0])), (1...64).contains(count) else {
                 throw DataError("--corrupt holes needs a largest number of holes from 1 to 64, e.g. holes:4\(got)")

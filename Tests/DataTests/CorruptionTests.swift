@@ -524,6 +524,29 @@ final class CorruptionTests: XCTestCase {
         }
     }
 
+    /// `quantize:STEPS`: every value clipped and on the grid of `STEPS + 1` levels, rounded half to
+    /// even as an 8-bit save rounds; the canonical form round-trips; bad counts are one line.
+    func testQuantizeRoundsToTheGrid() throws {
+        let pipeline = try CorruptionPipeline(spec: "blur:1, quantize:255")
+        XCTAssertEqual(pipeline.corruptions.last, .quantize(steps: 255))
+        XCTAssertEqual(pipeline.description, "blur:1,quantize:255")
+        XCTAssertFalse(pipeline.hasRanges)
+        let (h, w, c) = (8, 8, 3)
+        let image = randomFloats(h * w * c, seed: 5, low: -0.7, high: 0.7)
+        let rounded = try corrupted("quantize:255", image, height: h, width: w, channels: c)
+        for (before, after) in zip(image, rounded) {
+            let p = min(max(before + 0.5, 0), 1)
+            XCTAssertEqual(after, (p * 255).rounded(.toNearestOrEven) / 255 - 0.5)
+            XCTAssertEqual(((after + 0.5) * 255).rounded(), (after + 0.5) * 255, accuracy: 1e-3)
+        }
+        XCTAssertEqual(try corrupted("quantize:1", [-0.3, 0.01, 0.4], height: 1, width: 1, channels: 3), [-0.5, 0.5, 0.5])
+        for spec in ["quantize", "quantize:0", "quantize:70000", "quantize:2.5", "quantize:255:1"] {
+            XCTAssertThrowsError(try CorruptionPipeline(spec: spec), spec) {
+                XCTAssertTrue("\($0)".contains("--corrupt quantize needs a number of steps from 1 to 65535, e.g. quantize:255 (8-bit)"), "\($0)")
+            }
+        }
+    }
+
     /// `holes:COUNT[:fill]`: parsing and round trip; per image 1 to COUNT strokes and boxes whose
     /// covered share varies widely from image to image, which change exactly the marked pixels
     /// (all channels) to the fill and nothing else; the same key gives the same holes.
