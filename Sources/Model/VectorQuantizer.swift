@@ -439,6 +439,21 @@ public final class VectorQuantizer {
             }
             return placed
         }
+        forEachLevelResidual(of: vectors, count: count, parameters: parameters, workspace: workspace) { level, residual in
+            guard level > 0 else { return }
+            _ = kMeans(level: level, vectors: residual, count: count, iterations: iterations, seed: seed &+ UInt64(level),
+                       parameters: parameters, workspace: workspace)
+        }
+        return placed
+    }
+
+    /// Residual VQ: `body(l, r_l)` for every level in turn over `count` vectors, with `r_0 =
+    /// vectors` and `r_{l+1} = r_l - E_l[nearest]` under level `l`'s codebook as `body` left it
+    /// (the k-means start and restarts change a level before the next one's residuals are taken).
+    private func forEachLevelResidual(of vectors: UnsafePointer<Float>, count: Int, parameters: ParameterStore,
+                                      workspace: UnsafeMutablePointer<Float>, _ body: (Int, UnsafePointer<Float>) -> Void) {
+        body(0, vectors)
+        guard levels > 1 else { return }
         let d = dimension
         let residual = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
         let quantized = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
@@ -449,10 +464,8 @@ public final class VectorQuantizer {
             _ = forward(quantized: quantized, indices: indices, vectors: residual, count: count,
                         codebook: codebook(level: level - 1, parameters: parameters), collectStatistics: false, workspace: workspace)
             for i in 0..<(count * d) { residual[i] -= quantized[i] }
-            _ = kMeans(level: level, vectors: residual, count: count, iterations: iterations, seed: seed &+ UInt64(level),
-                       parameters: parameters, workspace: workspace)
+            body(level, residual)
         }
-        return placed
     }
 
     /// One level's k-means start (see `initializeWithKMeans`).
@@ -542,22 +555,11 @@ public final class VectorQuantizer {
                         seed: UInt64, step: Int, parameters: ParameterStore? = nil, workspace: UnsafeMutablePointer<Float>? = nil) -> Int {
         guard kind == .ema, count > 0, !dead.isEmpty else { return 0 }
         if levels == 1 { return restart(level: 0, codes: dead, candidates: candidates, count: count, weight: weight, seed: seed, step: step) }
-        let d = dimension
         guard let parameters, let workspace else { preconditionFailure("residual VQ's restart needs the parameters and a workspace") }
-        let residual = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
-        let quantized = UnsafeMutablePointer<Float>.allocate(capacity: count * d)
-        let indices = UnsafeMutablePointer<Int32>.allocate(capacity: count)
-        defer { residual.deallocate(); quantized.deallocate(); indices.deallocate() }
-        residual.update(from: candidates, count: count * d)
         var reseeded = 0
-        for level in 0..<levels {
-            if level > 0 {
-                _ = forward(quantized: quantized, indices: indices, vectors: residual, count: count,
-                            codebook: codebook(level: level - 1, parameters: parameters), collectStatistics: false, workspace: workspace)
-                for i in 0..<(count * d) { residual[i] -= quantized[i] }
-            }
+        forEachLevelResidual(of: candidates, count: count, parameters: parameters, workspace: workspace) { level, residual in
             let mine = dead.filter { $0 / codes == level }.map { $0 % codes }
-            guard !mine.isEmpty else { continue }
+            guard !mine.isEmpty else { return }
             reseeded += restart(level: level, codes: mine, candidates: residual, count: count, weight: weight,
                                 seed: seed &+ UInt64(level), step: step)
         }
