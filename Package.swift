@@ -113,7 +113,7 @@ let package = Package(
         // HDF5 datasets and checkpoints, the sampler, PNG (libpng) and JPEG (libjpeg) images.
         .target(name: "Data", dependencies: ["CHDF5", "CPNG", "CJPEGShim", "Model"], swiftSettings: cpuSwiftSettings),
         // Training, evaluation and the tools around them, called with plain option values.
-        .target(name: "Training", dependencies: ["Dist", "Model", "Data", "CPUCheck"], swiftSettings: cpuSwiftSettings),
+        .target(name: "Training", dependencies: ["Dist", "Model", "Data", "Codec", "CPUCheck"], swiftSettings: cpuSwiftSettings),
         // The `vqvae` command: flags mapped onto the Training library.
         .executableTarget(name: "launcher", dependencies: [
             "Training", "Model", "Data",
@@ -125,7 +125,7 @@ let package = Package(
         // Started under `mpirun` by EndToEndTests: checks the communicator collective by collective.
         .executableTarget(name: "mpi-checks", dependencies: ["Dist"], path: "Tests/MPIChecks"),
         // Fixtures are read through #filePath-relative paths, not bundled as resources.
-        .testTarget(name: "ModelTests", dependencies: ["Model", "TestSupport"], exclude: ["Fixtures"]),
+        .testTarget(name: "ModelTests", dependencies: ["Model", "Codec", "TestSupport"], exclude: ["Fixtures"]),
         .testTarget(name: "CodecTests", dependencies: ["Codec"]),
         .testTarget(name: "DataTests", dependencies: ["Data", "Model", "TestSupport"]),
         .testTarget(name: "EndToEndTests", dependencies: ["Data", "Model", "TestSupport"]),
