@@ -117,7 +117,7 @@ public enum Checkpoint {
     /// Writes `bytes` to `.<name>.tmp-<pid>` beside `finalPath`, syncs and closes it, renames it to
     /// `finalPath` and syncs the folder; on any failure removes the temporary file and throws one
     /// message naming the cause (a full disk says how much space there is and how much is needed).
-    private static func store(_ bytes: [UInt8], at finalPath: String, directory: String, name: String, step: Int64,
+    static func store(_ bytes: [UInt8], at finalPath: String, directory: String, name: String, step: Int64,
                               halfWritten: () -> Void) throws -> String {
         let temporaryPath = directory + "/." + name + ".tmp-\(getpid())"
         do {

@@ -60,6 +60,11 @@ public enum OutputFile {
         }
     }
 
+    /// Writes `bytes` to `path` atomically (see `store`).
+    public static func writeBytes(_ bytes: [UInt8], path: String) throws {
+        try store(bytes, at: path)
+    }
+
     /// Writes `bytes` to `.<name>.tmp-<pid>` beside `path`, syncs it and renames it to `path`.
     static func store(_ bytes: [UInt8], at path: String) throws {
         let slash = path.lastIndex(of: "/")

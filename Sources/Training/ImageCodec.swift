@@ -1,0 +1,259 @@
+import Codec
+import Data
+import Foundation
+import Model
+
+/// What went wrong compressing, decompressing or sampling, as one line.
+public struct CodecCommandError: UserFacingError {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A VQ-VAE and (optionally) its prior, applied to whole images of any size: the codes of an image
+/// (padded by repeating its edges to a multiple of `2^down`, cropped back after decoding), their
+/// entropy coding under the prior in `CodeOrder`, and the image decoded from codes. No tiles: the
+/// fully convolutional model runs once over the whole padded image.
+public final class ImageCodec {
+    public let trained: TrainedModel
+    public let prior: CodePrior?
+    public let modelFingerprint: UInt64
+    public let priorFingerprint: UInt64
+    var models: [String: VQVAE] = [:]
+
+    public var configuration: ModelConfiguration { trained.configuration }
+
+    public init(checkpoint: String, prior priorPath: String?, rawWeights: Bool = false) throws {
+        trained = try TrainedModel(checkpoint: checkpoint, batch: 1, weights: TrainedModel.weights(raw: rawWeights))
+        let c = trained.configuration
+        guard c.model == .vqvae, c.hasCodebook else {
+            throw CodecCommandError("--checkpoint \(checkpoint) holds a '\(c.model.rawValue)\(c.model == .vqvae ? " --quantizer \(c.quantizer.rawValue)" : "")' model; the codec codes a VQ-VAE's codebook indices (--quantizer vq or cosine)")
+        }
+        guard !c.residual, !c.skips, !c.maskChannel else {
+            throw CodecCommandError("--checkpoint \(checkpoint) is a restoration model (residual, skips or mask channel): its output needs its input, so its codes alone do not make an image")
+        }
+        modelFingerprint = ModelFingerprint.of(trained.model)
+        if let priorPath {
+            var isFolder: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: priorPath, isDirectory: &isFolder), !isFolder.boolValue else {
+                throw CodecCommandError("--prior \(priorPath): no such file")
+            }
+            let settings = try PriorRunConfiguration.decode(try PriorCheckpoint.configuration(path: priorPath), path: priorPath)
+            guard settings.vqFingerprint == ModelFingerprint.hex(modelFingerprint) else {
+                throw CodecCommandError("--prior \(priorPath) was trained on the codes of another model (fingerprint \(settings.vqFingerprint)); --checkpoint \(checkpoint) has \(ModelFingerprint.hex(modelFingerprint))")
+            }
+            let loaded = try CodePrior(configuration: settings.prior, maxBatch: 1, height: 2, width: 2)
+            try PriorCheckpoint.load(path: priorPath, into: loaded, optimizer: nil)
+            prior = loaded
+            priorFingerprint = ModelFingerprint.of(loaded)
+        } else {
+            prior = nil
+            priorFingerprint = 0
+        }
+    }
+
+    /// The model built for padded images of `height x width`, with the checkpoint's state.
+    func model(height: Int, width: Int) throws -> VQVAE {
+        let key = "\(height)x\(width)"
+        if let cached = models[key] { return cached }
+        var c = trained.configuration
+        c.height = height
+        c.width = width
+        let model = try VQVAE(configuration: c, maxBatch: 1)
+        model.copyState(from: trained.model)
+        models[key] = model
+        return model
+    }
+
+    /// `size` rounded up to a multiple of `2^down`.
+    public func padded(_ size: Int) -> Int {
+        let factor = 1 << configuration.downsamplings
+        return (size + factor - 1) / factor * factor
+    }
+
+    /// The codes `[h, w, L]` of an image `[H, W, C]` in [0, 1] with its first `levels` codebooks
+    /// (the others -1), the image padded by repeating its last row and column.
+    public func codes(of pixels: [Float], height: Int, width: Int, levels: Int) throws -> [Int32] {
+        let c = configuration
+        guard pixels.count == height * width * c.channels else {
+            throw CodecCommandError("an image of \(height)x\(width)x\(c.channels) needs \(height * width * c.channels) samples")
+        }
+        let (ph, pw) = (padded(height), padded(width))
+        let model = try self.model(height: ph, width: pw)
+        var input = [Float](repeating: 0, count: ph * pw * c.channels)
+        for y in 0..<ph {
+            for x in 0..<pw {
+                let source = (min(y, height - 1) * width + min(x, width - 1)) * c.channels
+                for k in 0..<c.channels { input[(y * pw + x) * c.channels + k] = pixels[source + k] - 0.5 }
+            }
+        }
+        model.evaluationCodebooks = levels
+        _ = input.withUnsafeBufferPointer { model.forward(images: $0.baseAddress!, batch: 1, training: false) }
+        return Array(UnsafeBufferPointer(start: model.codeIndices.baseAddress!, count: model.latentCount * c.codesPerPosition))
+    }
+
+    /// The image `[H, W, C]` in [0, 1] (unclipped) that `codes` `[h, w, L]` decode to, cropped to
+    /// `height x width`.
+    public func image(codes: [Int32], height: Int, width: Int) throws -> [Float] {
+        let c = configuration
+        let (ph, pw) = (padded(height), padded(width))
+        let model = try self.model(height: ph, width: pw)
+        codes.withUnsafeBufferPointer { model.decode(codes: $0.baseAddress!, batch: 1) }
+        let out = model.reconstruction.pointer
+        var pixels = [Float](repeating: 0, count: height * width * c.channels)
+        for y in 0..<height {
+            for x in 0..<width {
+                for k in 0..<c.channels { pixels[(y * width + x) * c.channels + k] = out[(y * pw + x) * c.channels + k] + 0.5 }
+            }
+        }
+        return pixels
+    }
+
+    /// Visits every coded symbol in `CodeOrder` (phase, then level, then position) with its
+    /// frequency table, computed from `codes` as known so far; `visit` codes or decodes the symbol
+    /// and returns it, and it is stored at `index` of `codes`.
+    func walk(codes: inout [Int32], gridHeight h: Int, gridWidth w: Int, levels: Int,
+              visit: (_ index: Int, _ table: FrequencyTable) throws -> Int32) throws {
+        let c = configuration
+        let l = c.codesPerPosition
+        if let prior {
+            let evaluator = try PriorEvaluator(prior: prior, height: h, width: w)
+            let stride = evaluator.logitStride
+            for phase in 0..<PriorConfiguration.phases {
+                codes.withUnsafeBufferPointer { evaluator.prepare(phase: phase, levels: levels, codes: $0.baseAddress!) }
+                for level in 0..<levels {
+                    let logits = codes.withUnsafeBufferPointer { evaluator.logits(level: level, codes: $0.baseAddress!) }
+                    for (r, q) in evaluator.positions.enumerated() {
+                        codes[q * l + level] = try visit(q * l + level, try FrequencyTable(logits: logits + r * stride, count: c.codes))
+                    }
+                }
+            }
+        } else {
+            let uniform = try FrequencyTable(weights: [Double](repeating: 1, count: c.codes))
+            for phase in 0..<PriorConfiguration.phases {
+                for level in 0..<levels {
+                    for q in CodeOrder.positions(phase: phase, height: h, width: w) { codes[q * l + level] = try visit(q * l + level, uniform) }
+                }
+            }
+        }
+    }
+
+    /// The `.vqz` file of an image `[H, W, C]` in [0, 1] at `levels` codebooks, and its codes.
+    public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int) throws -> (file: VQZFile, codes: [Int32]) {
+        let c = configuration
+        guard (1...c.codesPerPosition).contains(levels) else {
+            throw CodecCommandError("--levels \(levels) is outside 1...\(c.codesPerPosition) (the model's codebooks)")
+        }
+        guard height <= VQZFile.largestSide, width <= VQZFile.largestSide else {
+            throw CodecCommandError("the image is \(height)x\(width); a .vqz file holds at most \(VQZFile.largestSide) pixels per side")
+        }
+        var codes = try self.codes(of: pixels, height: height, width: width, levels: levels)
+        let (h, w) = (padded(height) >> c.downsamplings, padded(width) >> c.downsamplings)
+        var ranges: [(start: UInt32, frequency: UInt32)] = []
+        ranges.reserveCapacity(h * w * levels)
+        let symbols = codes
+        try walk(codes: &codes, gridHeight: h, gridWidth: w, levels: levels) { index, table in
+            let s = Int(symbols[index])
+            ranges.append((table.cumulative[s], table.frequencies[s]))
+            return symbols[index]
+        }
+        let stream = try RANSEncoder.encode(ranges: ranges, scaleBits: RANS.largestScaleBits)
+        let file = try VQZFile(modelFingerprint: modelFingerprint, priorFingerprint: priorFingerprint, height: height, width: width,
+                               channels: c.channels, downsamplings: c.downsamplings, levels: levels, modelLevels: c.codesPerPosition,
+                               codes: c.codes, stream: stream)
+        return (file, codes)
+    }
+
+    /// The codes `[h, w, L]` of a file (levels it does not code are -1), after checking that it
+    /// was written by this model and prior.
+    public func decodeCodes(_ file: VQZFile, name: String) throws -> [Int32] {
+        let c = configuration
+        guard file.modelFingerprint == modelFingerprint else {
+            throw CodecCommandError("\(name) was written with another model (fingerprint \(ModelFingerprint.hex(file.modelFingerprint))); --checkpoint \(trained.path) has \(ModelFingerprint.hex(modelFingerprint))")
+        }
+        guard file.priorFingerprint == priorFingerprint else {
+            if file.priorFingerprint == 0 {
+                throw CodecCommandError("\(name) was written without a prior; leave out --prior")
+            }
+            throw CodecCommandError(prior == nil
+                ? "\(name) was written with a prior (fingerprint \(ModelFingerprint.hex(file.priorFingerprint))); give it with --prior"
+                : "\(name) was written with another prior (fingerprint \(ModelFingerprint.hex(file.priorFingerprint))); --prior has \(ModelFingerprint.hex(priorFingerprint))")
+        }
+        guard (file.channels, file.downsamplings, file.modelLevels, file.codes) == (c.channels, c.downsamplings, c.codesPerPosition, c.codes) else {
+            throw CodecCommandError("\(name): its header does not match the model (a damaged file?)")
+        }
+        let (h, w) = (padded(file.height) >> c.downsamplings, padded(file.width) >> c.downsamplings)
+        var codes = [Int32](repeating: -1, count: h * w * c.codesPerPosition)
+        var decoder = try RANSDecoder(file.stream)
+        try walk(codes: &codes, gridHeight: h, gridWidth: w, levels: file.levels) { index, table in
+            Int32(try decoder.decode(table))
+        }
+        try decoder.finish()
+        return codes
+    }
+}
+
+extension ImageCodec {
+    /// Reads an image file (PNG or JPEG) as floats in [0, 1] with the model's channels.
+    public func readImage(_ path: String) throws -> (pixels: [Float], height: Int, width: Int) {
+        var image = try ImageFormat.read(path: path)
+        let channels = configuration.channels
+        if image.channels != channels {
+            image = try image.converted(toChannels: channels)
+        }
+        return (image.unitFloats, image.height, image.width)
+    }
+}
+
+/// `vqvae compress` and `vqvae decompress`.
+public enum ImageCompression {
+    public struct Options: Sendable {
+        public var checkpoint = ""
+        public var prior: String?
+        public var rawWeights = false
+        public var input = ""
+        public var output = ""
+        public var levels: Int?
+        public var force = false
+        public init() {}
+    }
+
+    /// Compresses `options.input` to `options.output`; returns a one-line report.
+    public static func compress(_ o: Options) throws -> String {
+        try OutputSafety.check(o.output, flag: "-o", inputs: [o.input, o.checkpoint] + (o.prior.map { [$0] } ?? []), force: o.force,
+                               CodecCommandError.self)
+        let codec = try ImageCodec(checkpoint: o.checkpoint, prior: o.prior, rawWeights: o.rawWeights)
+        let image = try codec.readImage(o.input)
+        let started = monotonicSeconds()
+        let levels = o.levels ?? codec.configuration.codesPerPosition
+        let (file, _) = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels)
+        let seconds = monotonicSeconds() - started
+        let bytes = file.bytes()
+        try OutputFile.writeBytes(bytes, path: o.output)
+        let pixels = image.height * image.width
+        return String(format: "%@ -> %@: %dx%d, %d of %d codebooks, %d bytes, %.4f bits per pixel, %.2f s",
+                      o.input, o.output, image.width, image.height, levels, codec.configuration.codesPerPosition,
+                      bytes.count, Double(bytes.count * 8) / Double(pixels), seconds)
+    }
+
+    /// Decompresses `options.input` (a .vqz file) to the image file `options.output`.
+    public static func decompress(_ o: Options) throws -> String {
+        try OutputSafety.check(o.output, flag: "-o", inputs: [o.input, o.checkpoint] + (o.prior.map { [$0] } ?? []), force: o.force,
+                               CodecCommandError.self)
+        guard let data = FileManager.default.contents(atPath: o.input) else {
+            throw CodecCommandError("\(o.input): no such file, or it cannot be read")
+        }
+        let file: VQZFile
+        do { file = try VQZFile(bytes: [UInt8](data)) } catch { throw CodecCommandError("\(o.input): \(error)") }
+        let codec = try ImageCodec(checkpoint: o.checkpoint, prior: o.prior, rawWeights: o.rawWeights)
+        let started = monotonicSeconds()
+        let codes: [Int32]
+        do { codes = try codec.decodeCodes(file, name: o.input) } catch let error as CodecError {
+            throw CodecCommandError("\(o.input): \(error)")
+        }
+        let pixels = try codec.image(codes: codes, height: file.height, width: file.width)
+        let seconds = monotonicSeconds() - started
+        let image = try PNGImage(unitFloats: pixels, height: file.height, width: file.width, channels: file.channels)
+        try (ImageFormat(path: o.output) ?? .png).write(image, to: o.output, quality: 95)
+        return String(format: "%@ -> %@: %dx%d, %d codebooks, %.2f s", o.input, o.output, file.width, file.height, file.levels, seconds)
+    }
+}
