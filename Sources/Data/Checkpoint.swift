@@ -82,6 +82,9 @@ public enum Checkpoint {
     static func checkFormat(_ file: HDF5File, path: String) throws {
         let found = (try? file.stringAttribute("format")) ?? "(none)"
         guard found == format else {
+            if found == PriorCheckpoint.format {
+                throw DataError("\(path) is a prior's checkpoint (vqvae train-prior), not a model's: not a checkpoint of a VQ-VAE")
+            }
             throw DataError("\(path): not a checkpoint (format attribute is '\(found)', expected '\(format)')")
         }
         let version = try file.int64Attribute("format_version")
@@ -284,7 +287,11 @@ public enum Checkpoint {
 
     /// The `config` JSON of a checkpoint, read without building a model.
     public static func configuration(path: String) throws -> String {
-        try HDF5Lock.run { try HDF5File.open(path).stringAttribute("config") }
+        try HDF5Lock.run {
+            let file = try HDF5File.open(path)
+            try checkFormat(file, path: path)
+            return try file.stringAttribute("config")
+        }
     }
 
     static func isoTimestamp() -> String {

@@ -125,18 +125,18 @@ public final class CodePrior {
         self.height = height
         self.width = width
         let (k, l, c) = (configuration.codes, configuration.levels, configuration.channels)
-        embed = parameters.add(name: "prior/embed", shape: [l * (k + 1), c], uniformBound: 1 / Float(l).squareRoot())
-        embedBias = parameters.add(name: "prior/embed_bias", shape: [c], uniformBound: 0)
+        embed = parameters.add(name: "embed", shape: [l * (k + 1), c], uniformBound: 1 / Float(l).squareRoot())
+        embedBias = parameters.add(name: "embed_bias", shape: [c], uniformBound: 0)
         let store = parameters
         convs = (0..<2).map {
-            Conv2d(name: "prior/conv\($0)", inputChannels: c, outputChannels: c, window: Window(kernel: 3, stride: 1, padding: 1),
+            Conv2d(name: "conv\($0)", inputChannels: c, outputChannels: c, window: Window(kernel: 3, stride: 1, padding: 1),
                    parameters: store)
         }
-        same = l > 1 ? parameters.add(name: "prior/same", shape: [(l - 1) * k, c], uniformBound: 1 / Float(l).squareRoot()) : nil
-        headBias = parameters.add(name: "prior/head_bias", shape: [configuration.heads, c], uniformBound: 0)
+        same = l > 1 ? parameters.add(name: "same", shape: [(l - 1) * k, c], uniformBound: 1 / Float(l).squareRoot()) : nil
+        headBias = parameters.add(name: "head_bias", shape: [configuration.heads, c], uniformBound: 0)
         let bound = 1 / Float(c).squareRoot()
-        headWeight = parameters.add(name: "prior/head/weight", shape: [configuration.heads, k, c], uniformBound: bound)
-        headOutput = parameters.add(name: "prior/head/bias", shape: [configuration.heads, k], uniformBound: bound)
+        headWeight = parameters.add(name: "head/weight", shape: [configuration.heads, k, c], uniformBound: bound)
+        headOutput = parameters.add(name: "head/bias", shape: [configuration.heads, k], uniformBound: bound)
         parameters.allocate()
 
         let positions = maxBatch * height * width

@@ -1,0 +1,177 @@
+import Data
+import Foundation
+import Model
+import XCTest
+
+/// `train-prior`, `compress` and `decompress` through the built binary and `mpirun`: the prior on 1
+/// and 2 ranks, its exact resume, the round trip against the model's own reconstruction, and the
+/// refusals of the wrong model, prior and damaged files.
+final class CodecCommandsTests: XCTestCase {
+    static let model = ["--hidden", "16", "--res-hidden", "8", "--code-dim", "8", "--codes", "32", "--codebooks", "2",
+                        "--quantizer-dropout"]
+
+    /// A small residual-VQ model (2 codebooks of 32, down 2) trained 20 steps on crops of photos of
+    /// different sizes, and a second one of another seed.
+    static let checkpoints: Result<(String, String), Error> = Result {
+        let data = try WholePhotosTests.data.get()
+        var paths: [String] = []
+        for seed in ["1", "2"] {
+            let out = try CommandRunner.temporaryFolder("codec-model-\(seed)")
+            let result = try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "20", "--crop", "16",
+                                                  "--global-batch-size", "8", "--seed", seed] + model)
+            guard result.status == 0 else {
+                throw NSError(domain: "CodecCommandsTests", code: 1, userInfo: [NSLocalizedDescriptionKey: result.standardError])
+            }
+            paths.append(out.appendingPathComponent("checkpoints/step-00000020.h5").path)
+        }
+        return (paths[0], paths[1])
+    }
+
+    static func trainPrior(ranks: Int, out: String, steps: Int, resume: Bool = false) throws -> CommandRunner.Result {
+        let data = try WholePhotosTests.data.get()
+        return try CommandRunner.mpirun(ranks: ranks, "vqvae", [
+            "train-prior", "--checkpoint", try checkpoints.get().0, "--data", data, "--out", out, "--steps", "\(steps)",
+            "--global-batch-size", "8", "--crops-per-image", "2", "--channels", "16", "--warmup-steps", "2", "--checkpoint-every", "3",
+            "--seed", "5"] + (resume ? ["--resume", "auto"] : []))
+    }
+
+    /// A prior trained 12 steps on one rank.
+    static let prior: Result<String, Error> = Result {
+        let out = try CommandRunner.temporaryFolder("codec-prior")
+        let result = try trainPrior(ranks: 1, out: out.path, steps: 12)
+        guard result.status == 0 else {
+            throw NSError(domain: "CodecCommandsTests", code: 2, userInfo: [NSLocalizedDescriptionKey: result.standardError])
+        }
+        return out.appendingPathComponent("checkpoints/step-00000012.h5").path
+    }
+
+    /// W = 1 and 2 with the same global batch train the same prior: the first step's gradients
+    /// (Adam's first moment after one step is 0.1 g) agree to rounding, and after 6 steps every
+    /// weight is close (Adam divides each gradient by its own size, so an entry whose gradient is
+    /// rounding noise moves by up to the learning rate either way: 2e-3 here).
+    func testPriorTrainsTheSameOnOneAndTwoRanks() throws {
+        let names = ["embed", "embed_bias", "conv0/weight", "conv1/weight", "same", "head_bias", "head/weight", "head/bias"]
+        for (steps, group, tolerance) in [(1, "optimizer/exp_avg", "1e-5"), (6, "prior", "2e-2")] {
+            var files: [String] = []
+            for ranks in [1, 2] {
+                let out = try CommandRunner.temporaryFolder("codec-prior-w\(ranks)-\(steps)")
+                let result = try Self.trainPrior(ranks: ranks, out: out.path, steps: steps)
+                XCTAssertEqual(result.status, 0, result.standardError)
+                XCTAssertTrue(result.standardOutput.contains("\(ranks) rank(s) x batch \(8 / ranks)"), result.standardOutput)
+                files.append(out.appendingPathComponent("checkpoints/step-0000000\(steps).h5").path)
+            }
+            let compared = try CommandRunner.script("compare_hdf5_datasets.py", files + ["--tolerance", tolerance]
+                                                    + names.flatMap { ["--dataset", "\(group)/\($0)"] })
+            XCTAssertEqual(compared.status, 0, compared.standardError)
+            print("prior, W = 2 vs W = 1 after \(steps) step(s), \(group): largest relative difference \(compared.standardOutput)")
+        }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: try Self.prior.get()))
+    }
+
+    /// On 2 ranks, 6 steps straight and 3 + 3 resumed end bit for bit alike.
+    func testPriorResumesBitIdentically() throws {
+        let straight = try CommandRunner.temporaryFolder("codec-prior-straight"), split = try CommandRunner.temporaryFolder("codec-prior-split")
+        for (out, steps) in [(straight, 6), (split, 3)] {
+            let result = try Self.trainPrior(ranks: 2, out: out.path, steps: steps)
+            XCTAssertEqual(result.status, 0, result.standardError)
+        }
+        let resumed = try Self.trainPrior(ranks: 2, out: split.path, steps: 6, resume: true)
+        XCTAssertEqual(resumed.status, 0, resumed.standardError)
+        XCTAssertTrue(resumed.standardOutput.contains("resuming from"), resumed.standardOutput)
+        let compared = try CommandRunner.script("compare_hdf5_datasets.py", [
+            straight.appendingPathComponent("checkpoints/step-00000006.h5").path,
+            split.appendingPathComponent("checkpoints/step-00000006.h5").path, "--min-datasets", "27"])
+        XCTAssertEqual(compared.status, 0, compared.standardError)
+    }
+
+    /// An image of a size that needs no padding decompresses to exactly what `restore --whole`
+    /// makes of it (the model's forward pass); an odd-sized one comes back at its own size; one
+    /// codebook of two costs about half the bytes; the prior codes below log2(K) bits per code.
+    func testCompressDecompressReproducesTheReconstruction() throws {
+        let (checkpoint, _) = try Self.checkpoints.get()
+        let prior = try Self.prior.get()
+        let folder = try CommandRunner.temporaryFolder("codec-round-trip").path
+        var random = SplitMix64(seed: 4)
+        for (name, h, w) in [("even", 40, 56), ("odd", 37, 23)] {
+            var pixels = [UInt8](repeating: 0, count: h * w * 3)
+            for y in 0..<h { for x in 0..<w { for c in 0..<3 {
+                let ramp: Float = Float(x * (c + 1) + y * 3) / Float(3 * (w + h)) * 180
+                let value: Float = min(255, (ramp + random.uniform(0, 60)).rounded())
+                pixels[(y * w + x) * 3 + c] = UInt8(value)
+            } } }
+            try PNGImage(height: h, width: w, channels: 3, pixels: pixels).write(to: "\(folder)/\(name).png")
+        }
+        let restored = try CommandRunner.vqvae(["restore", "--checkpoint", checkpoint, "--input", "\(folder)/even.png", "--out",
+                                                "\(folder)/even-restored.png", "--whole"])
+        XCTAssertEqual(restored.status, 0, restored.standardError)
+        var sizes: [String: Int] = [:]
+        for name in ["even", "odd"] {
+            for (levels, withPrior) in [("2", true), ("1", true), ("2", false)] {
+                let tag = "\(name)-\(levels)\(withPrior ? "" : "-uniform")"
+                let priorFlags = withPrior ? ["--prior", prior] : []
+                let compressed = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "\(folder)/\(name).png", "-o",
+                                                          "\(folder)/\(tag).vqz", "--levels", levels] + priorFlags)
+                XCTAssertEqual(compressed.status, 0, compressed.standardError)
+                XCTAssertTrue(compressed.standardOutput.contains("bits per pixel"), compressed.standardOutput)
+                let decompressed = try CommandRunner.vqvae(["decompress", "--checkpoint", checkpoint, "\(folder)/\(tag).vqz", "-o",
+                                                            "\(folder)/\(tag).png"] + priorFlags)
+                XCTAssertEqual(decompressed.status, 0, decompressed.standardError)
+                let image = try PNGImage.read(path: "\(folder)/\(tag).png")
+                let original = try PNGImage.read(path: "\(folder)/\(name).png")
+                XCTAssertEqual([image.height, image.width], [original.height, original.width], tag)
+                sizes[tag] = try FileManager.default.attributesOfItem(atPath: "\(folder)/\(tag).vqz")[.size] as? Int
+            }
+        }
+        XCTAssertEqual(try PNGImage.read(path: "\(folder)/even-2.png").pixels, try PNGImage.read(path: "\(folder)/even-restored.png").pixels,
+                       "decompress differs from the model's reconstruction")
+        XCTAssertEqual(try PNGImage.read(path: "\(folder)/even-2.png").pixels, try PNGImage.read(path: "\(folder)/even-2-uniform.png").pixels)
+        // Uniform coding: 42 bytes of header and checksum, 4 of rANS state, 5 bits per code.
+        let codes = 10 * 14 * 2
+        XCTAssertEqual(Double(sizes["even-2-uniform"]! - 46), Double(codes * 5) / 8, accuracy: 2)
+        XCTAssertLessThan(sizes["even-2"]!, sizes["even-2-uniform"]!, "the prior codes no better than log2(K)")
+        XCTAssertLessThan(Double(sizes["even-1"]! - 46), 0.6 * Double(sizes["even-2"]! - 46))
+    }
+
+    /// The wrong model, a missing or other prior, a damaged, truncated or foreign file, an
+    /// impossible --levels and an existing output are each refused in one line, nothing written.
+    func testRefusals() throws {
+        let (checkpoint, other) = try Self.checkpoints.get()
+        let prior = try Self.prior.get()
+        let folder = try CommandRunner.temporaryFolder("codec-refusals").path
+        let pixels = (0..<(24 * 32 * 3)).map { UInt8(truncatingIfNeeded: $0 * 5) }
+        try PNGImage(height: 24, width: 32, channels: 3, pixels: pixels).write(to: "\(folder)/a.png")
+        let made = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "--prior", prior, "\(folder)/a.png", "-o", "\(folder)/a.vqz"])
+        XCTAssertEqual(made.status, 0, made.standardError)
+        let good = try Data(contentsOf: URL(fileURLWithPath: "\(folder)/a.vqz"))
+        var flipped = good
+        flipped[50] ^= 0x10
+        try flipped.write(to: URL(fileURLWithPath: "\(folder)/flipped.vqz"))
+        try good.prefix(good.count - 7).write(to: URL(fileURLWithPath: "\(folder)/short.vqz"))
+        try Data("not a vqz file at all, just text........................".utf8).write(to: URL(fileURLWithPath: "\(folder)/text.vqz"))
+        let out = "\(folder)/out.png"
+        let decode = ["decompress", "--checkpoint", checkpoint, "--prior", prior, "-o", out]
+        assertRefused(try CommandRunner.vqvae(decode + ["\(folder)/flipped.vqz"]), "the file is damaged (its CRC-32 does not match)", "a flipped bit")
+        assertRefused(try CommandRunner.vqvae(decode + ["\(folder)/short.vqz"]), "truncated", "a truncated file")
+        assertRefused(try CommandRunner.vqvae(decode + ["\(folder)/text.vqz"]), "not a .vqz file", "a text file")
+        assertRefused(try CommandRunner.vqvae(decode + ["\(folder)/missing.vqz"]), "no such file", "a missing file")
+        assertRefused(try CommandRunner.vqvae(["decompress", "--checkpoint", other, "--prior", prior, "-o", out, "\(folder)/a.vqz"]),
+                      "was trained on the codes of another model", "a prior of another model")
+        assertRefused(try CommandRunner.vqvae(["decompress", "--checkpoint", checkpoint, "-o", out, "\(folder)/a.vqz"]),
+                      "was written with a prior", "no prior")
+        assertRefused(try CommandRunner.vqvae(["decompress", "--checkpoint", prior, "-o", out, "\(folder)/a.vqz"]),
+                      "not a checkpoint", "the prior as the model")
+        assertRefused(try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "\(folder)/a.png", "-o", "\(folder)/b.vqz", "--levels", "3"]),
+                      "--levels 3 is outside 1...2", "too many levels")
+        assertRefused(try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "\(folder)/a.png", "-o", "\(folder)/a.vqz"]),
+                      "already exists", "an existing output")
+        assertRefused(try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "\(folder)/a.png", "-o", "\(folder)/a.png", "--force"]),
+                      "is the input", "the input as output")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(folder)/b.vqz"))
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(folder)/a.vqz")), good)
+        // Under mpirun, one process only.
+        let ranks = try CommandRunner.mpirun(ranks: 2, "vqvae", ["compress", "--checkpoint", checkpoint, "\(folder)/a.png", "-o", "\(folder)/c.vqz"], timeout: 120)
+        XCTAssertNotEqual(ranks.status, 0)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(folder)/c.vqz"))
+    }
+}
