@@ -3,13 +3,14 @@
 #   dataset     ImageDataset(paths:), its memory check, a small batch read, labels, inspect
 #   checkpoint  Checkpoint.verify, the stored configuration, Checkpoint.load into a model built
 #               from it, inspect
-# (harnesses in Tests/Fuzz/). Each input is a whole HDF5 file; the seeds are valid files: small
-# datasets as h5py writes them (Tests/Fuzz/make_corpus.py) and real checkpoints of small models
-# written by `vqvae train`, plus the saved regression inputs.
+#   codec       VQZFile(bytes:) and the decoding of its rANS stream, uniform and under a prior
+# (harnesses in Tests/Fuzz/). Each input is a whole file; the seeds are valid files: small
+# datasets as h5py writes them (Tests/Fuzz/make_corpus.py), real checkpoints of small models
+# written by `vqvae train`, .vqz files written by `vqvae compress`, plus the saved regression inputs.
 #
 #   scripts/fuzz.sh [SECONDS]     seconds per fuzzer (default 300, or $FUZZ_SECONDS)
 #
-# Environment: FUZZ_SECONDS, FUZZ_TARGETS (default "dataset checkpoint"), FUZZ_BUILD_DIR (default
+# Environment: FUZZ_SECONDS, FUZZ_TARGETS (default "dataset checkpoint codec"), FUZZ_BUILD_DIR (default
 # .build/fuzz: binaries, the growing corpus, logs), FUZZ_OUT (default $FUZZ_BUILD_DIR/findings:
 # every failing input, by fuzzer), FUZZ_TIMEOUT (seconds per input, default 10), FUZZ_RSS_MB
 # (default 2048), VQVAE_BINARY (a release `vqvae` for the checkpoint seeds; built if missing).
@@ -23,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 seconds=${1:-${FUZZ_SECONDS:-300}}
-targets=${FUZZ_TARGETS:-dataset checkpoint}
+targets=${FUZZ_TARGETS:-dataset checkpoint codec}
 build=${FUZZ_BUILD_DIR:-.build/fuzz}
 findings=${FUZZ_OUT:-$build/findings}
 timeout=${FUZZ_TIMEOUT:-10}
@@ -71,18 +72,20 @@ swiftc "${flags[@]}" -emit-library -static -emit-module -module-name Model \
     -emit-module-path "$build/modules/Model.swiftmodule" Sources/Model/*.swift -o "$build/libModel.a"
 swiftc "${flags[@]}" -emit-library -static -emit-module -module-name Data \
     -emit-module-path "$build/modules/Data.swiftmodule" Sources/Data/*.swift -o "$build/libData.a"
-for target in dataset checkpoint; do
+swiftc "${flags[@]}" -emit-library -static -emit-module -module-name Codec \
+    -emit-module-path "$build/modules/Codec.swiftmodule" Sources/Codec/*.swift -o "$build/libCodec.a"
+for target in dataset checkpoint codec; do
     name="$(tr '[:lower:]' '[:upper:]' <<<"${target:0:1}")${target:1}Fuzzer"
     # ld.gold warns about ASan's local helper symbols of every object; the warnings are harmless.
     swiftc "${flags[@]}" -module-name "$name" Tests/Fuzz/FuzzSupport.swift "Tests/Fuzz/$name.swift" \
-        "$build/libData.a" "$build/libModel.a" "$build/jpeg_shim.o" "${libraries[@]}" \
+        "$build/libData.a" "$build/libCodec.a" "$build/libModel.a" "$build/jpeg_shim.o" "${libraries[@]}" \
         -o "$build/$target-fuzzer" 2> >(grep -v "Cannot export local symbol '__asan" >&2)
 done
 
 # --- Seeds: valid files only.
 seeds="$build/seeds"
 rm -rf "$seeds"
-mkdir -p "$seeds/dataset" "$seeds/checkpoint"
+mkdir -p "$seeds/dataset" "$seeds/checkpoint" "$seeds/codec"
 python3 Tests/Fuzz/make_corpus.py "$seeds/dataset"
 vqvae=${VQVAE_BINARY:-.build/release/vqvae}
 if [ ! -x "$vqvae" ]; then
@@ -110,10 +113,23 @@ checkpoint_seed ema-initial gray.h5 0
 checkpoint_seed ema-trained gray.h5 2
 checkpoint_seed grad-codebook gray.h5 0 --codebook grad
 checkpoint_seed rgb-one-block rgb.h5 0 --res-blocks 1 --down 1
-for target in dataset checkpoint; do
+# .vqz seeds: small images compressed (every code equally likely) by tiny untrained models.
+python3 - "$work" <<'PY'
+import sys
+from PIL import Image
+import numpy as np
+rng = np.random.default_rng(2)
+for name, (h, w, c) in {"rgb": (13, 10, 3), "gray": (8, 17, 1)}.items():
+    Image.fromarray(rng.integers(0, 256, (h, w, c), dtype=np.uint8).squeeze()).save(f"{sys.argv[1]}/{name}.png")
+PY
+checkpoint_seed rvq rgb.h5 0 --codebooks 2 --down 1
+"$vqvae" compress --checkpoint "$seeds/checkpoint/rvq.h5" "$work/rgb.png" -o "$seeds/codec/rvq.vqz" >/dev/null
+"$vqvae" compress --checkpoint "$seeds/checkpoint/rvq.h5" "$work/rgb.png" -o "$seeds/codec/rvq-1.vqz" --levels 1 >/dev/null
+"$vqvae" compress --checkpoint "$seeds/checkpoint/ema-initial.h5" "$work/gray.png" -o "$seeds/codec/gray.vqz" >/dev/null
+for target in dataset checkpoint codec; do
     if compgen -G "Tests/Fuzz/regressions/$target/*" >/dev/null; then cp Tests/Fuzz/regressions/$target/* "$seeds/$target/"; fi
 done
-log "seeds: $(ls "$seeds/dataset" | wc -l) datasets, $(ls "$seeds/checkpoint" | wc -l) checkpoints"
+log "seeds: $(ls "$seeds/dataset" | wc -l) datasets, $(ls "$seeds/checkpoint" | wc -l) checkpoints, $(ls "$seeds/codec" | wc -l) codec files"
 
 # --- Fuzz each target, one process at a time. libFuzzer stops at a failing input; it is saved
 # with the full report, and fuzzing starts again from the grown corpus until the time is up.
@@ -136,8 +152,10 @@ for target in $targets; do
     while [ "$SECONDS" -lt "$deadline" ]; do
         runs=$((runs + 1))
         runlog="$build/logs/$target/run-$runs.log"
+        dictionary=(-dict=Tests/Fuzz/hdf5.dict)
+        [ "$target" = codec ] && dictionary=()
         "$build/$target-fuzzer" "${options[@]}" -max_total_time=$((deadline - SECONDS)) \
-            -dict=Tests/Fuzz/hdf5.dict -artifact_prefix="$artifacts/" "$corpus" "$seeds/$target" >"$runlog" 2>&1 || true
+            "${dictionary[@]}" -artifact_prefix="$artifacts/" "$corpus" "$seeds/$target" >"$runlog" 2>&1 || true
         done_units=$(sed -nE 's/^stat::number_of_executed_units: ([0-9]+).*/\1/p' "$runlog" | tail -n 1)
         executions=$((executions + ${done_units:-0}))
         last=$(grep -E "^#[0-9]+[[:space:]].* cov: " "$runlog" | tail -n 1 || true)

@@ -246,6 +246,9 @@ public enum ImageCompression {
         do { file = try VQZFile(bytes: [UInt8](data)) } catch { throw CodecCommandError("\(o.input): \(error)") }
         let codec = try ImageCodec(checkpoint: o.checkpoint, prior: o.prior, rawWeights: o.rawWeights)
         let started = monotonicSeconds()
+        // The model for the file's size first: its memory check refuses a header that declares an
+        // image too large for this machine before anything of that size is allocated.
+        _ = try codec.model(height: codec.padded(file.height), width: codec.padded(file.width))
         let codes: [Int32]
         do { codes = try codec.decodeCodes(file, name: o.input) } catch let error as CodecError {
             throw CodecCommandError("\(o.input): \(error)")

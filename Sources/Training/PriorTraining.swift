@@ -55,12 +55,15 @@ public struct PriorRunConfiguration: Codable, Equatable, Sendable {
     public func json() -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
+        encoder.keyEncodingStrategy = .convertToSnakeCase
         return String(decoding: (try? encoder.encode(self)) ?? Data(), as: UTF8.self)
     }
 
     public static func decode(_ json: String, path: String) throws -> PriorRunConfiguration {
         do {
-            return try JSONDecoder().decode(PriorRunConfiguration.self, from: Data(json.utf8))
+            let decoder = JSONDecoder()
+            decoder.keyDecodingStrategy = .convertFromSnakeCase
+            return try decoder.decode(PriorRunConfiguration.self, from: Data(json.utf8))
         } catch {
             throw TrainingError("\(path): the prior checkpoint's config cannot be read (\(error.localizedDescription))")
         }

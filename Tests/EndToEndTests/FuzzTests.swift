@@ -3,7 +3,7 @@ import XCTest
 
 /// A short run of scripts/fuzz.sh: it builds the libFuzzer harnesses of Tests/Fuzz/ with
 /// AddressSanitizer, writes its seed corpus (h5py datasets, checkpoints from the built `vqvae`),
-/// fuzzes the dataset and the checkpoint readers for FUZZ_SECONDS each (20 by default) and exits
+/// fuzzes the dataset, checkpoint and .vqz readers for FUZZ_SECONDS each (20 by default) and exits
 /// non-zero when any failing input is in the project's code (a crash, trap, hang, huge allocation
 /// or HDF5 object left open). Crashes inside libhdf5 itself are reported, not failed on.
 final class FuzzTests: XCTestCase {
@@ -18,7 +18,7 @@ final class FuzzTests: XCTestCase {
                                            timeout: 1200)
         let output = result.standardOutput + result.standardError
         XCTAssertEqual(result.status, 0, output)
-        for target in ["dataset", "checkpoint"] {
+        for target in ["dataset", "checkpoint", "codec"] {
             let line = output.split(separator: "\n").first { $0.hasPrefix("fuzz: \(target): ") }
             XCTAssertNotNil(line, "no summary for the \(target) fuzzer:\n\(output)")
             guard let line else { continue }
