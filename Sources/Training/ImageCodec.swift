@@ -260,3 +260,82 @@ public enum ImageCompression {
         return String(format: "%@ -> %@: %dx%d, %d codebooks, %.2f s", o.input, o.output, file.width, file.height, file.levels, seconds)
     }
 }
+
+/// `vqvae sample`: code grids drawn from the prior in its coding order, decoded by the VQ-VAE.
+public enum CodeSampling {
+    public struct Options: Sendable {
+        public var checkpoint = ""
+        public var prior = ""
+        public var rawWeights = false
+        public var output = ""
+        public var count = 16
+        public var size = 128
+        public var temperature = 1.0
+        public var topK = 0
+        public var levels: Int?
+        public var seed: UInt64 = 1
+        public var force = false
+        public init() {}
+    }
+
+    /// Draws `count` grids and writes them as one PNG grid; returns a one-line report.
+    public static func run(_ o: Options) throws -> String {
+        try OutputSafety.check(o.output, flag: "-o", inputs: [o.checkpoint, o.prior], force: o.force, CodecCommandError.self)
+        guard o.count >= 1, o.count <= 1024 else { throw CodecCommandError("-n must be in 1...1024 (got \(o.count))") }
+        guard o.temperature > 0, o.temperature.isFinite else { throw CodecCommandError("--temperature must be positive (got \(o.temperature))") }
+        guard o.topK >= 0 else { throw CodecCommandError("--top-k must not be negative (0 = all codes)") }
+        let codec = try ImageCodec(checkpoint: o.checkpoint, prior: o.prior, rawWeights: o.rawWeights)
+        let c = codec.configuration, factor = 1 << c.downsamplings
+        guard o.size >= 2 * factor, o.size % factor == 0, o.size <= 4096 else {
+            throw CodecCommandError("--size \(o.size) must be a multiple of 2^down = \(factor) in \(2 * factor)...4096")
+        }
+        let levels = o.levels ?? c.codesPerPosition
+        guard (1...c.codesPerPosition).contains(levels) else {
+            throw CodecCommandError("--levels \(levels) is outside 1...\(c.codesPerPosition) (the model's codebooks)")
+        }
+        guard let prior = codec.prior else { throw CodecCommandError("--prior is required") }
+        let g = o.size / factor, l = c.codesPerPosition, k = c.codes
+        let evaluator = try PriorEvaluator(prior: prior, height: g, width: g)
+        let started = monotonicSeconds()
+        var images: [PNGImage] = []
+        for n in 0..<o.count {
+            var random = SplitMix64(seed: o.seed, stream: UInt64(n))
+            var codes = [Int32](repeating: -1, count: g * g * l)
+            var weights = [Double](repeating: 0, count: k)
+            for phase in 0..<PriorConfiguration.phases {
+                codes.withUnsafeBufferPointer { evaluator.prepare(phase: phase, levels: levels, codes: $0.baseAddress!) }
+                for level in 0..<levels {
+                    let logits = codes.withUnsafeBufferPointer { evaluator.logits(level: level, codes: $0.baseAddress!) }
+                    for (r, q) in evaluator.positions.enumerated() {
+                        let row = logits + r * evaluator.logitStride
+                        var largest = row[0]
+                        for s in 1..<k { largest = max(largest, row[s]) }
+                        var cutoff = -Float.infinity
+                        if o.topK > 0 && o.topK < k {
+                            cutoff = Array(UnsafeBufferPointer(start: row, count: k)).sorted(by: >)[o.topK - 1]
+                        }
+                        var sum = 0.0
+                        for s in 0..<k {
+                            weights[s] = row[s] >= cutoff ? Foundation.exp(Double(row[s] - largest) / o.temperature) : 0
+                            sum += weights[s]
+                        }
+                        var u = random.nextUnit() * sum, chosen = k - 1
+                        for s in 0..<k {
+                            u -= weights[s]
+                            if u < 0 && weights[s] > 0 { chosen = s; break }
+                        }
+                        codes[q * l + level] = Int32(chosen)
+                    }
+                }
+            }
+            let pixels = try codec.image(codes: codes, height: o.size, width: o.size)
+            images.append(try PNGImage(unitFloats: pixels, height: o.size, width: o.size, channels: c.channels))
+        }
+        let columns = Int(Double(o.count).squareRoot().rounded(.up))
+        let rows = stride(from: 0, to: images.count, by: columns).map { Array(images[$0..<min($0 + columns, images.count)]) }
+        let grid = try ImageGrid.compose(rows: rows)
+        try grid.write(to: o.output)
+        return String(format: "%@: %d samples of %dx%d (%d of %d codebooks, temperature %g%@), %.2f s", o.output, o.count, o.size, o.size,
+                      levels, l, o.temperature, o.topK > 0 ? ", top-k \(o.topK)" : "", monotonicSeconds() - started)
+    }
+}

@@ -129,3 +129,45 @@ struct Decompress: ParsableCommand {
         })
     }
 }
+
+struct Sample: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Draw code grids from the prior and decode them: a PNG grid of generated images.",
+        discussion: """
+        Codes are drawn in the prior's coding order (four phases, the codebooks in order), each from \
+        the prior's softmax at --temperature, restricted to its --top-k most likely codes when given; \
+        sample n draws from its own stream keyed by (--seed, n).
+        """)
+
+    @OptionGroup var checkpoint: CheckpointOption
+    @Option(help: "The prior (vqvae train-prior) to draw from.")
+    var prior: String
+    @Option(name: .short, help: "The PNG file to write.")
+    var output: String
+    @Option(name: .short, parsing: .unconditional, help: "How many images.")
+    var n = 16
+    @Option(parsing: .unconditional, help: "Side of each image in pixels (a multiple of 2^down).")
+    var size = 128
+    @Option(parsing: .unconditional, help: "Softmax temperature (below 1: safer, above: more varied).")
+    var temperature = 1.0
+    @Option(name: .customLong("top-k"), parsing: .unconditional, help: "Draw only among the K most likely codes (0 = all).")
+    var topK = 0
+    @Option(parsing: .unconditional, help: "Residual VQ: draw only the first Q codebooks.")
+    var levels: Int?
+    @Option(parsing: .unconditional, help: "Seed of the draws.")
+    var seed: UInt64 = 1
+    @OptionGroup var force: ForceOption
+    @OptionGroup var threads: ThreadOptions
+
+    func run() throws {
+        var o = CodeSampling.Options()
+        (o.checkpoint, o.rawWeights, o.prior, o.output, o.count, o.size) = (checkpoint.checkpoint, checkpoint.rawWeights, prior, output, n, size)
+        (o.temperature, o.topK, o.levels, o.seed, o.force) = (temperature, topK, levels, seed, force.force)
+        let threads = threads.threads
+        try finish(runAsOneProcess("sample") { console in
+            setBLASThreads(threads)
+            console.info(try CodeSampling.run(o))
+            return 0
+        })
+    }
+}

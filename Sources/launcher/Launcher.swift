@@ -12,7 +12,7 @@ struct VQVAECommand: ParsableCommand {
         same model on its share of each global batch.
         """,
         version: "vqvae \(VQVAEVersion.current)",
-        subcommands: [Train.self, Eval.self, Restore.self, Encode.self, Decode.self, Probe.self, Inspect.self, Bench.self, TrainPrior.self, Compress.self, Decompress.self])
+        subcommands: [Train.self, Eval.self, Restore.self, Encode.self, Decode.self, Probe.self, Inspect.self, Bench.self, TrainPrior.self, Compress.self, Decompress.self, Sample.self])
 
     /// Parses the command line and runs the command it names; every error ends as one
     /// `error: ...` line and a documented exit status (`CommandLineExit`).

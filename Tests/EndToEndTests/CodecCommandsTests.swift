@@ -174,4 +174,28 @@ final class CodecCommandsTests: XCTestCase {
         XCTAssertNotEqual(ranks.status, 0)
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(folder)/c.vqz"))
     }
+
+    /// `sample` draws grids from the prior and decodes them into one PNG grid; the same seed gives
+    /// the same picture, another seed another; impossible settings are refused in one line.
+    func testSampleDrawsReproducibleGrids() throws {
+        let (checkpoint, _) = try Self.checkpoints.get()
+        let prior = try Self.prior.get()
+        let folder = try CommandRunner.temporaryFolder("codec-sample").path
+        var pictures: [[UInt8]] = []
+        for (name, seed) in [("a", "3"), ("b", "3"), ("c", "4")] {
+            let result = try CommandRunner.vqvae(["sample", "--checkpoint", checkpoint, "--prior", prior, "-o", "\(folder)/\(name).png",
+                                                  "-n", "4", "--size", "16", "--temperature", "0.8", "--top-k", "10", "--seed", seed])
+            XCTAssertEqual(result.status, 0, result.standardError)
+            let image = try PNGImage.read(path: "\(folder)/\(name).png")
+            XCTAssertEqual([image.height, image.width], [34, 34])  // 2 x 2 images of 16 with a 2-pixel separator
+            pictures.append(image.pixels)
+        }
+        XCTAssertEqual(pictures[0], pictures[1])
+        XCTAssertNotEqual(pictures[0], pictures[2])
+        let base = ["sample", "--checkpoint", checkpoint, "--prior", prior, "-o", "\(folder)/d.png"]
+        assertRefused(try CommandRunner.vqvae(base + ["--size", "10"]), "--size 10 must be a multiple of 2^down = 4", "an odd size")
+        assertRefused(try CommandRunner.vqvae(base + ["--temperature", "0"]), "--temperature must be positive", "temperature 0")
+        assertRefused(try CommandRunner.vqvae(base + ["--levels", "3"]), "--levels 3 is outside 1...2", "too many levels")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(folder)/d.png"))
+    }
 }

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# The compression benchmark (bench/codec.md): trains the VQ-VAEs of the rate ladder and their
+# priors under `mpirun -np 2` (skipped when their checkpoints exist), compresses every whole
+# held-out photo at every number of codebooks with `vqvae compress`, decompresses it, and writes the
+# rate-distortion report against Pillow's JPEG, WebP, JPEG 2000 and AVIF (scripts/codec_results.py).
+#
+#   bash scripts/codec_results.sh
+#
+# Environment: RUNS (default runs/codec), BUDGET (seconds of VQ-VAE training per model, default
+# 1800), MODELS (names from the table below, default all), BENCH (default bench).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+runs=${RUNS:-runs/codec}
+budget=${BUDGET:-1800}
+bench=${BENCH:-bench}
+vqvae=.build/release/vqvae
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mpirun=(mpirun -np 2)
+[ -x "$vqvae" ] || swift build -c release --product vqvae
+mkdir -p "$runs" "$bench"
+
+# The rate ladder: name | train flags | train-prior flags | codebooks to code.
+# d3-l4: 8x8 pixels per position, 4 codebooks of 512 (0.14 to 0.56 bpp before the prior);
+# d2-l2: 4x4 pixels per position, 2 codebooks of 512 (0.56 and 1.1 bpp before the prior).
+table=$(cat <<'EOF'
+d3-l4|--down 3 --codebooks 4 --quantizer-dropout --crop 128 --crops-per-image 32 --augment flips --global-batch-size 64 --lr 1e-3 --lr-schedule cosine --warmup-steps 200 --steps 5000|--crops-per-image 32 --global-batch-size 32 --steps 3000|1 2 3 4
+d2-l2|--down 2 --codebooks 2 --quantizer-dropout --crop 96 --crops-per-image 32 --augment flips --global-batch-size 64 --lr 1e-3 --lr-schedule cosine --warmup-steps 200 --steps 4200|--crops-per-image 32 --global-batch-size 32 --steps 3000|1 2
+EOF
+)
+
+data=$runs/data
+if [ ! -f "$data/photos-test-whole.h5" ]; then
+    python3 scripts/prepare_data.py photos --whole --out "$data"
+fi
+photos=$runs/test
+mkdir -p "$photos"
+python3 - "$data/photos-test-whole.h5" "$photos" <<'PY'
+import sys, h5py, numpy as np
+from PIL import Image
+with h5py.File(sys.argv[1], "r") as f:
+    pixels, shapes, offsets = f["pixels"][:], f["shapes"][:], f["offsets"][:]
+for i, (shape, offset) in enumerate(zip(shapes, offsets)):
+    Image.fromarray(pixels[offset:offset + int(np.prod(shape))].reshape(shape)).save(f"{sys.argv[2]}/{i}.png")
+# A 768x512 photo for the one-core decode time.
+Image.open(f"{sys.argv[2]}/1.png").resize((768, 512), Image.LANCZOS).save(f"{sys.argv[2]}/../speed-768x512.png")
+PY
+
+# The newest checkpoint in a run's folder ("" when there is none).
+newest() { ls "$1/checkpoints" 2>/dev/null | grep '^step-' | sort | tail -n 1 || true; }
+
+results=$runs/results.tsv
+: > "$results"
+speed=""
+while IFS='|' read -r name train prior levels; do
+    if [ -n "${MODELS:-}" ] && [[ " $MODELS " != *" $name "* ]]; then continue; fi
+    model=$runs/vq-$name/checkpoints/$(newest "$runs/vq-$name")
+    if [ ! -f "$model" ]; then
+        echo "training the VQ-VAE $name for up to ${budget}s"
+        # shellcheck disable=SC2086
+        "${mpirun[@]}" "$vqvae" train --data "$data/photos-train-whole.h5" --out "$runs/vq-$name" --time-budget "$budget" \
+            --checkpoint-every 1000 $train > "$runs/vq-$name.log"
+        model=$runs/vq-$name/checkpoints/$(newest "$runs/vq-$name")
+    fi
+    priorfile=$runs/prior-$name/checkpoints/$(newest "$runs/prior-$name")
+    if [ ! -f "$priorfile" ]; then
+        echo "training the prior of $name"
+        # shellcheck disable=SC2086
+        "${mpirun[@]}" "$vqvae" train-prior --checkpoint "$model" --data "$data/photos-train-whole.h5" --out "$runs/prior-$name" \
+            --log-every 100 $prior > "$runs/prior-$name.log"
+        priorfile=$runs/prior-$name/checkpoints/$(newest "$runs/prior-$name")
+    fi
+    echo "$name: $model, prior $priorfile"
+    for q in $levels; do
+        folder=$runs/results/$name/q$q
+        mkdir -p "$folder"
+        for png in "$photos"/*.png; do
+            i=$(basename "$png" .png)
+            enc=$("$vqvae" compress --checkpoint "$model" --prior "$priorfile" "$png" -o "$folder/$i.vqz" --levels "$q" --force)
+            dec=$("$vqvae" decompress --checkpoint "$model" --prior "$priorfile" "$folder/$i.vqz" -o "$folder/$i.png" --force)
+            bytes=$(stat -c %s "$folder/$i.vqz")
+            read -r h w < <(python3 -c "from PIL import Image; im = Image.open('$png'); print(im.height, im.width)")
+            codes=$(python3 -c "f = 1 << ${name:1:1}; print(((($h + f - 1) // f) * (($w + f - 1) // f)) * $q)")
+            echo -e "$name\t$q\t$i\t$folder/$i.vqz\t$folder/$i.png\t$bytes\t$(awk '{print $(NF-1)}' <<<"$enc")\t$(awk '{print $(NF-1)}' <<<"$dec")\t$codes" >> "$results"
+        done
+    done
+    if [ -z "$speed" ]; then
+        # One core, one thread: decompress of a 768x512 photo (the command's own time, model loading excluded,
+        # and the whole process's wall time).
+        "$vqvae" compress --checkpoint "$model" --prior "$priorfile" "$runs/speed-768x512.png" -o "$runs/speed.vqz" --force >/dev/null
+        start=$(date +%s.%N)
+        line=$(taskset -c 0 "$vqvae" decompress --threads 1 --checkpoint "$model" --prior "$priorfile" "$runs/speed.vqz" -o "$runs/speed.png" --force)
+        wall=$(python3 -c "print(f'{$(date +%s.%N) - $start:.2f}')")
+        speed="Decode of a 768x512 photo on one core (taskset -c 0, --threads 1) with $name at all $((${levels: -1})) codebooks: $(awk '{print $(NF-1)}' <<<"$line") s in decompress, $wall s for the whole process (loading the model and prior included)."
+    fi
+done <<<"$table"
+
+cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)
+family=$(grep -m1 "cpu family" /proc/cpuinfo | cut -d: -f2 | xargs)
+cpumodel=$(grep -m1 "^model[[:space:]]" /proc/cpuinfo | cut -d: -f2 | xargs)
+python3 scripts/codec_results.py --photos "$photos" --ours "$results" --out "$bench/codec.md" \
+    --figure "$bench/codec-rd.png" --example "$bench/codec-example.png" \
+    --cpu "$cpu (family $family model $cpumodel), $(nproc) CPUs" \
+    --notes "Made by \`bash scripts/codec_results.sh\`: each VQ-VAE trained for up to ${budget} s under mpirun -np 2 on random crops of the 22 training photos, its prior for the steps in the script's table. $speed"
+echo "wrote $bench/codec.md"
