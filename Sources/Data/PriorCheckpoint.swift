@@ -39,6 +39,9 @@ public enum PriorCheckpoint {
             try file.setAttribute("config", string: state.configuration)
             try file.setAttribute("created", string: Checkpoint.isoTimestamp())
             try file.setAttribute("elapsed_seconds", double: state.elapsedSeconds)
+            // Tensors in PyTorch's layouts (convolution weights [out, in, kh, kw]), as model checkpoints.
+            let staging = FloatBuffer(count: max(prior.parameters.slots.map(\.count).max() ?? 1, 1))
+            defer { withExtendedLifetime(staging) {} }
             for (group, buffer) in [("prior", prior.parameters.values), ("optimizer/exp_avg", optimizer.firstMoment),
                                     ("optimizer/exp_avg_sq", optimizer.secondMoment)] {
                 for slot in prior.parameters.slots {
@@ -46,7 +49,8 @@ public enum PriorCheckpoint {
                     if let index = (0..<slot.count).first(where: { !values[$0].isFinite }) {
                         throw DataError("refusing to write the prior checkpoint of step \(state.step): \(group)/\(slot.name) holds \(values[index]) at index \(index); the earlier checkpoints are kept")
                     }
-                    try file.writeFloats("/\(group)/\(slot.name)", shape: slot.shape, from: values)
+                    slot.exportToTorch(values, into: staging.pointer)
+                    try file.writeFloats("/\(group)/\(slot.name)", shape: slot.shape, from: staging.pointer)
                 }
             }
             try file.setAttribute("t", on: "/optimizer", int64: optimizer.step)
@@ -72,13 +76,16 @@ public enum PriorCheckpoint {
             try checkFormat(file, path: path)
             var groups = [("prior", prior.parameters.values)]
             if let optimizer { groups += [("optimizer/exp_avg", optimizer.firstMoment), ("optimizer/exp_avg_sq", optimizer.secondMoment)] }
+            let staging = FloatBuffer(count: max(prior.parameters.slots.map(\.count).max() ?? 1, 1))
+            defer { withExtendedLifetime(staging) {} }
             for (group, buffer) in groups {
                 for slot in prior.parameters.slots {
                     let name = "/\(group)/\(slot.name)"
                     guard file.kind(of: name) == .dataset else {
                         throw DataError("\(path): tensor '\(name)' is missing (a prior of another size?)")
                     }
-                    try file.readFloats(name, shape: slot.shape, into: buffer.pointer + slot.offset)
+                    try file.readFloats(name, shape: slot.shape, into: staging.pointer)
+                    slot.importFromTorch(staging.pointer, into: buffer.pointer + slot.offset)
                 }
             }
             if let optimizer { optimizer.step = try file.int64Attribute("t", on: "/optimizer") }
