@@ -2,7 +2,7 @@
 # Fuzzes the readers of user files with libFuzzer, AddressSanitizer and coverage:
 #   dataset     ImageDataset(paths:), its memory check, a small batch read, labels, inspect
 #   checkpoint  Checkpoint.verify, the stored configuration, Checkpoint.load into a model built
-#               from it, inspect
+#               from it, inspect; PriorCheckpoint.load into a prior built from its settings
 #   codec       VQZFile(bytes:) and the decoding of its rANS stream, uniform and under a prior
 # (harnesses in Tests/Fuzz/). Each input is a whole file; the seeds are valid files: small
 # datasets as h5py writes them (Tests/Fuzz/make_corpus.py), real checkpoints of small models
@@ -123,6 +123,9 @@ for name, (h, w, c) in {"rgb": (13, 10, 3), "gray": (8, 17, 1)}.items():
     Image.fromarray(rng.integers(0, 256, (h, w, c), dtype=np.uint8).squeeze()).save(f"{sys.argv[1]}/{name}.png")
 PY
 checkpoint_seed rvq rgb.h5 0 --codebooks 2 --down 1
+"$vqvae" train-prior --checkpoint "$seeds/checkpoint/rvq.h5" --data "$work/rgb.h5" --out "$work/prior" --steps 1 --crop 4 \
+    --crops-per-image 1 --global-batch-size 4 --channels 16 >/dev/null
+cp "$work/prior/checkpoints/step-00000001.h5" "$seeds/checkpoint/prior.h5"
 "$vqvae" compress --checkpoint "$seeds/checkpoint/rvq.h5" "$work/rgb.png" -o "$seeds/codec/rvq.vqz" >/dev/null
 "$vqvae" compress --checkpoint "$seeds/checkpoint/rvq.h5" "$work/rgb.png" -o "$seeds/codec/rvq-1.vqz" --levels 1 >/dev/null
 "$vqvae" compress --checkpoint "$seeds/checkpoint/ema-initial.h5" "$work/gray.png" -o "$seeds/codec/gray.vqz" >/dev/null

@@ -11,14 +11,15 @@ final class CodecCommandsTests: XCTestCase {
                         "--quantizer-dropout"]
 
     /// A small residual-VQ model (2 codebooks of 32, down 2) trained 20 steps on crops of photos of
-    /// different sizes, and a second one of another seed.
+    /// different sizes as one process, and a second one of another seed on 2 ranks.
     static let checkpoints: Result<(String, String), Error> = Result {
         let data = try WholePhotosTests.data.get()
         var paths: [String] = []
         for seed in ["1", "2"] {
             let out = try CommandRunner.temporaryFolder("codec-model-\(seed)")
-            let result = try CommandRunner.vqvae(["train", "--data", data, "--out", out.path, "--steps", "20", "--crop", "16",
-                                                  "--global-batch-size", "8", "--seed", seed] + model)
+            let arguments = ["train", "--data", data, "--out", out.path, "--steps", "20", "--crop", "16",
+                             "--global-batch-size", "8", "--seed", seed] + model
+            let result = seed == "1" ? try CommandRunner.vqvae(arguments) : try CommandRunner.mpirun(ranks: 2, "vqvae", arguments)
             guard result.status == 0 else {
                 throw NSError(domain: "CodecCommandsTests", code: 1, userInfo: [NSLocalizedDescriptionKey: result.standardError])
             }
@@ -85,10 +86,11 @@ final class CodecCommandsTests: XCTestCase {
     }
 
     /// An image of a size that needs no padding decompresses to exactly what `restore --whole`
-    /// makes of it (the model's forward pass); an odd-sized one comes back at its own size; one
-    /// codebook of two costs about half the bytes; the prior codes below log2(K) bits per code.
+    /// makes of it (the model's forward pass), for the model trained as one process and the one
+    /// trained on 2 ranks; an odd-sized one comes back at its own size; one codebook of two costs
+    /// about half the bytes; the prior codes below log2(K) bits per code.
     func testCompressDecompressReproducesTheReconstruction() throws {
-        let (checkpoint, _) = try Self.checkpoints.get()
+        let (checkpoint, twoRanks) = try Self.checkpoints.get()
         let prior = try Self.prior.get()
         let folder = try CommandRunner.temporaryFolder("codec-round-trip").path
         var random = SplitMix64(seed: 4)
@@ -125,6 +127,16 @@ final class CodecCommandsTests: XCTestCase {
         XCTAssertEqual(try PNGImage.read(path: "\(folder)/even-2.png").pixels, try PNGImage.read(path: "\(folder)/even-restored.png").pixels,
                        "decompress differs from the model's reconstruction")
         XCTAssertEqual(try PNGImage.read(path: "\(folder)/even-2.png").pixels, try PNGImage.read(path: "\(folder)/even-2-uniform.png").pixels)
+        for (arguments, label) in [
+            (["restore", "--checkpoint", twoRanks, "--input", "\(folder)/even.png", "--out", "\(folder)/w2-restored.png", "--whole"], "restore"),
+            (["compress", "--checkpoint", twoRanks, "\(folder)/even.png", "-o", "\(folder)/w2.vqz"], "compress"),
+            (["decompress", "--checkpoint", twoRanks, "\(folder)/w2.vqz", "-o", "\(folder)/w2.png"], "decompress"),
+        ] {
+            let result = try CommandRunner.vqvae(arguments)
+            XCTAssertEqual(result.status, 0, "\(label): \(result.standardError)")
+        }
+        XCTAssertEqual(try PNGImage.read(path: "\(folder)/w2.png").pixels, try PNGImage.read(path: "\(folder)/w2-restored.png").pixels,
+                       "decompress differs from the 2-rank model's reconstruction")
         // Uniform coding: 42 bytes of header and checksum, 4 of rANS state, 5 bits per code.
         let codes = 10 * 14 * 2
         XCTAssertEqual(Double(sizes["even-2-uniform"]! - 46), Double(codes * 5) / 8, accuracy: 2)

@@ -2,8 +2,9 @@ import Data
 import Foundation
 import Model
 
-/// libFuzzer target for the checkpoint reader: every input is a file given to `--resume` or to
-/// `vqvae inspect`. It runs what a resumed `vqvae train` runs: `Checkpoint.verify`, the stored
+/// libFuzzer target for the checkpoint readers: every input is a file given to `--resume`, to
+/// `vqvae inspect` or as a prior to `train-prior --resume`, `compress`, `decompress` and `sample`
+/// (`PriorCheckpoint.configuration` and `load` into a prior built from the stored settings). It runs what a resumed `vqvae train` runs: `Checkpoint.verify`, the stored
 /// configuration (`Checkpoint.configuration`) decoded as the launcher does, a model and Adam built
 /// from it, and `Checkpoint.load` into them; then the inspector's description. Thrown errors are
 /// the expected outcome for damaged files; crashes, traps, hangs, huge allocations and HDF5
@@ -15,6 +16,8 @@ public func checkpointFuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: 
     FuzzInput.checkNothingLeftOpen(after: "Checkpoint.verify")
     loadLikeResume(path)
     FuzzInput.checkNothingLeftOpen(after: "Checkpoint.load")
+    loadLikePrior(path)
+    FuzzInput.checkNothingLeftOpen(after: "PriorCheckpoint.load")
     _ = try? Inspector.describe(path: path)
     FuzzInput.checkNothingLeftOpen(after: "Inspector.describe")
     FuzzInput.releaseLibraryMemory()
@@ -44,6 +47,28 @@ private func loadLikeResume(_ path: String) {
         let model = try VQVAE(configuration: configuration, maxBatch: 1)
         let optimizer = Adam(count: model.parameters.count)
         _ = try Checkpoint.load(path: path, into: model, optimizer: optimizer)
+    } catch {
+        // A clean, typed error is what a damaged file must produce.
+    }
+}
+
+/// The part of a prior checkpoint's configuration that builds the prior.
+private struct StoredPriorConfiguration: Decodable {
+    var prior: PriorConfiguration
+}
+
+private func loadLikePrior(_ path: String) {
+    do {
+        let json = try PriorCheckpoint.configuration(path: path)
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        guard let stored = try? decoder.decode(StoredPriorConfiguration.self, from: Foundation.Data(json.utf8)) else { return }
+        let c = stored.prior
+        try c.validate()
+        // The prior's parameters grow with K * C * L; keep within the fuzzer's memory.
+        guard c.codes * c.channels * c.levels * 8 <= modelBudget / 4 else { return }
+        let prior = try CodePrior(configuration: c, maxBatch: 1, height: 2, width: 2)
+        _ = try PriorCheckpoint.load(path: path, into: prior, optimizer: Adam(count: prior.parameters.count))
     } catch {
         // A clean, typed error is what a damaged file must produce.
     }
