@@ -80,16 +80,25 @@ public enum Checkpoint {
 
     /// Refuses a file that is not a checkpoint of this format version, naming the difference.
     static func checkFormat(_ file: HDF5File, path: String) throws {
+        try checkFormat(file, path: path, format: format, version: formatVersion)
+    }
+
+    /// The checkpoint formats of this project, as their files are named in messages.
+    static let formatNames = [format: "a model's checkpoint (vqvae train)", PriorCheckpoint.format: "a prior's checkpoint (vqvae train-prior)"]
+
+    /// Refuses a file whose `format` attribute is not `expected` or whose `format_version` is not
+    /// `version`; a checkpoint of the project's other kind is named as such.
+    static func checkFormat(_ file: HDF5File, path: String, format expected: String, version: Int64) throws {
         let found = (try? file.stringAttribute("format")) ?? "(none)"
-        guard found == format else {
-            if found == PriorCheckpoint.format {
-                throw DataError("\(path) is a prior's checkpoint (vqvae train-prior), not a model's: not a checkpoint of a VQ-VAE")
+        guard found == expected else {
+            if let other = formatNames[found], let wanted = formatNames[expected] {
+                throw DataError("\(path) is \(other), not \(wanted)")
             }
-            throw DataError("\(path): not a checkpoint (format attribute is '\(found)', expected '\(format)')")
+            throw DataError("\(path): not a checkpoint (format attribute is '\(found)', expected '\(expected)')")
         }
-        let version = try file.int64Attribute("format_version")
-        guard version == formatVersion else {
-            throw DataError("\(path): checkpoint format version \(version) is not supported (this build reads version \(formatVersion))")
+        let stored = try file.int64Attribute("format_version")
+        guard stored == version else {
+            throw DataError("\(path): checkpoint format version \(stored) is not supported (this build reads version \(version))")
         }
     }
 

@@ -96,16 +96,6 @@ public enum PriorCheckpoint {
     }
 
     static func checkFormat(_ file: HDF5File, path: String) throws {
-        let found = (try? file.stringAttribute("format")) ?? "(none)"
-        guard found == format else {
-            if found == Checkpoint.format {
-                throw DataError("\(path) is a model checkpoint, not a prior's (train one with vqvae train-prior)")
-            }
-            throw DataError("\(path): not a prior checkpoint (format attribute is '\(found)', expected '\(format)')")
-        }
-        let version = try file.int64Attribute("format_version")
-        guard version == formatVersion else {
-            throw DataError("\(path): prior checkpoint format version \(version) is not supported (this build reads version \(formatVersion))")
-        }
+        try Checkpoint.checkFormat(file, path: path, format: format, version: formatVersion)
     }
 }

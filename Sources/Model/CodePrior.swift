@@ -187,23 +187,12 @@ public final class CodePrior {
 
         // Embedding.
         let e = p + embed.offset, eb = p + embedBias.offset
-        for n in 0..<batch {
-            let draw = draws[n]
-            for y in 0..<height {
-                for x in 0..<width {
-                    let q = n * grid + y * width + x
-                    let known = CodeOrder.phase(y: y, x: x) < draw.phase
-                    let out = h0.pointer + q * c
-                    out.update(from: eb, count: c)
-                    for level in 0..<l {
-                        let index = known && level < draw.levels ? Int(codes[q * l + level]) : k
-                        let row = e + (level * (k + 1) + index) * c
-                        for j in 0..<c { out[j] += row[j] }
-                    }
-                    for j in 0..<c { out[j] = max(out[j], 0) }
-                }
-            }
+        for q in 0..<(batch * grid) { (h0.pointer + q * c).update(from: eb, count: c) }
+        forEachEmbeddingRow(codes: codes, draws: draws) { q, row in
+            let out = h0.pointer + q * c, source = e + row * c
+            for j in 0..<c { out[j] += source[j] }
         }
+        relu(h0.pointer, h0.pointer, count: batch * grid * c)
         // Trunk.
         convs[0].forward(output: h1.pointer, input: h0.pointer, batch: batch, height: height, width: width, relu: true,
                          parameters: p, workspace: workspace.pointer)
@@ -331,17 +320,24 @@ public final class CodePrior {
                           width: width, parameters: p, gradients: g, workspace: workspace.pointer)
         reluBackward(d0.pointer, d0.pointer, output: h0.pointer, count: count)
         accumulateBiasGradient(g + embedBias.offset, dy: d0.pointer, rows: batch * grid, channels: c)
-        for n in 0..<batch {
-            let draw = lastDraws[n]
+        forEachEmbeddingRow(codes: codes, draws: lastDraws) { q, row in
+            let dh = d0.pointer + q * c, target = g + embed.offset + row * c
+            for j in 0..<c { target[j] += dh[j] }
+        }
+    }
+
+    /// For every position `q` of the batch and every level, in order, the row of `embed` the
+    /// position reads: its code when known at its image's draw, the level's "unknown" row otherwise.
+    @inline(__always)
+    func forEachEmbeddingRow(codes: UnsafePointer<Int32>, draws: [Draw], _ body: (_ q: Int, _ row: Int) -> Void) {
+        let (k, l) = (configuration.codes, configuration.levels)
+        for (n, draw) in draws.enumerated() {
             for y in 0..<height {
                 for x in 0..<width {
-                    let q = n * grid + y * width + x
+                    let q = (n * height + y) * width + x
                     let known = CodeOrder.phase(y: y, x: x) < draw.phase
-                    let dh = d0.pointer + q * c
                     for level in 0..<l {
-                        let index = known && level < draw.levels ? Int(codes[q * l + level]) : k
-                        let row = g + embed.offset + (level * (k + 1) + index) * c
-                        for j in 0..<c { row[j] += dh[j] }
+                        body(q, level * (k + 1) + (known && level < draw.levels ? Int(codes[q * l + level]) : k))
                     }
                 }
             }

@@ -171,7 +171,7 @@ final class CodecCommandsTests: XCTestCase {
         assertRefused(try CommandRunner.vqvae(["decompress", "--checkpoint", checkpoint, "-o", out, "\(folder)/a.vqz"]),
                       "was written with a prior", "no prior")
         assertRefused(try CommandRunner.vqvae(["decompress", "--checkpoint", prior, "-o", out, "\(folder)/a.vqz"]),
-                      "not a checkpoint", "the prior as the model")
+                      "is a prior's checkpoint (vqvae train-prior), not a model's checkpoint", "the prior as the model")
         assertRefused(try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "\(folder)/a.png", "-o", "\(folder)/b.vqz", "--levels", "3"]),
                       "--levels 3 is outside 1...2", "too many levels")
         assertRefused(try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "\(folder)/a.png", "-o", "\(folder)/a.vqz"]),
