@@ -16,9 +16,30 @@ public enum Inspector {
         }
         switch format {
         case Checkpoint.format?: return try describeCheckpoint(path: path)
+        case PriorCheckpoint.format?: return try describePriorCheckpoint(path: path)
         case codeFileFormat?: return try describeCodeFile(path: path)
         default: return try describeDataset(path: path, imagesKey: imagesKey)
         }
+    }
+
+    /// A prior checkpoint (`vqvae train-prior`), loaded as `compress` loads it (every tensor's
+    /// checksum verified).
+    static func describePriorCheckpoint(path: String) throws -> String {
+        let json = try PriorCheckpoint.configuration(path: path)
+        guard let settings = try? JSONSerialization.jsonObject(with: Foundation.Data(json.utf8)) as? [String: Any],
+              let prior = settings["prior"] as? [String: Any],
+              let codes = prior["codes"] as? Int, let levels = prior["levels"] as? Int, let channels = prior["channels"] as? Int else {
+            throw DataError("\(path): the prior checkpoint's config cannot be read")
+        }
+        let model = try CodePrior(configuration: PriorConfiguration(codes: codes, levels: levels, channels: channels),
+                                  maxBatch: 1, height: 2, width: 2)
+        let state = try PriorCheckpoint.load(path: path, into: model, optimizer: Adam(count: model.parameters.count))
+        return ["\(path): prior checkpoint (format version \(PriorCheckpoint.formatVersion))",
+                "  step \(state.step), written by \(state.worldSize) rank(s), " + String(format: "%.0f s of training", state.elapsedSeconds),
+                "  the codes of \(settings["vq_checkpoint"] as? String ?? "?") (weights fingerprint \(settings["vq_fingerprint"] as? String ?? "?")): "
+                    + "\(levels) codebook(s) of \(codes) codes",
+                "  \(channels) channels, \(model.parameters.count) parameters; every tensor's checksum verifies"]
+            .joined(separator: "\n")
     }
 
     /// A code file, read and checked as `vqvae decode` reads it (the packed codes' checksum included).

@@ -235,6 +235,28 @@ public enum ImageCompression {
                       bytes.count, Double(bytes.count * 8) / Double(pixels), seconds)
     }
 
+    /// Whether the file at `path` starts like a `.vqz` file.
+    public static func looksLikeVQZ(path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        return (try? handle.read(upToCount: 3)).map { [UInt8]($0) } == VQZFile.magic
+    }
+
+    /// `vqvae inspect` of a `.vqz` file: its header, after the checks `decompress` makes first.
+    public static func describe(path: String) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else { throw CodecCommandError("\(path): cannot be read") }
+        let file: VQZFile
+        do { file = try VQZFile(bytes: [UInt8](data)) } catch { throw CodecCommandError("\(path): \(error)") }
+        let factor = 1 << file.downsamplings
+        let grid = ((file.height + factor - 1) / factor, (file.width + factor - 1) / factor)
+        return ["\(path): .vqz image file (format version \(VQZFile.version)), \(data.count) bytes, CRC-32 verified",
+                "  \(file.width)x\(file.height)x\(file.channels): " + String(format: "%.4f", Double(data.count * 8) / Double(file.height * file.width))
+                    + " bits per pixel; a \(grid.1)x\(grid.0) grid of \(file.levels) of \(file.modelLevels) codebook(s) of \(file.codes) codes",
+                "  model fingerprint \(ModelFingerprint.hex(file.modelFingerprint)), prior "
+                    + (file.priorFingerprint == 0 ? "none (every code log2 K bits)" : "fingerprint \(ModelFingerprint.hex(file.priorFingerprint))")]
+            .joined(separator: "\n")
+    }
+
     /// Decompresses `options.input` (a .vqz file) to the image file `options.output`.
     public static func decompress(_ o: Options) throws -> String {
         try OutputSafety.check(o.output, flag: "-o", inputs: [o.input, o.checkpoint] + (o.prior.map { [$0] } ?? []), force: o.force,

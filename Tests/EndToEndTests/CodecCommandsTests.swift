@@ -181,6 +181,15 @@ final class CodecCommandsTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: out))
         XCTAssertFalse(FileManager.default.fileExists(atPath: "\(folder)/b.vqz"))
         XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: "\(folder)/a.vqz")), good)
+        // inspect describes the file and the prior, and refuses the damaged file in one line.
+        let described = try CommandRunner.vqvae(["inspect", "\(folder)/a.vqz", prior])
+        XCTAssertEqual(described.status, 0, described.standardError)
+        XCTAssertTrue(described.standardOutput.contains(".vqz image file (format version 1), \(good.count) bytes, CRC-32 verified"), described.standardOutput)
+        XCTAssertTrue(described.standardOutput.contains("32x24x3: "), described.standardOutput)
+        XCTAssertTrue(described.standardOutput.contains("a 8x6 grid of 2 of 2 codebook(s) of 32 codes"), described.standardOutput)
+        XCTAssertTrue(described.standardOutput.contains("prior checkpoint (format version 1)"), described.standardOutput)
+        XCTAssertTrue(described.standardOutput.contains("every tensor's checksum verifies"), described.standardOutput)
+        assertRefused(try CommandRunner.vqvae(["inspect", "\(folder)/flipped.vqz"]), "CRC-32 does not match", "inspect of a damaged file")
         // Under mpirun, one process only.
         let ranks = try CommandRunner.mpirun(ranks: 2, "vqvae", ["compress", "--checkpoint", checkpoint, "\(folder)/a.png", "-o", "\(folder)/c.vqz"], timeout: 120)
         XCTAssertNotEqual(ranks.status, 0)
