@@ -748,8 +748,8 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
     L.append("Made by `scripts/restoration_results.sh` (training, `vqvae restore`) and "
              "`scripts/restoration_results.py` (photos, damage, classical baselines, metrics, "
              "pictures, this file); work files in `runs/restoration/`, every number per photo in "
-             "[`restoration.json`](restoration.json). Compression (VQ-VAE against JPEG) is left "
-             "to a codec benchmark of its own (`bench/codec.md`, not written yet).\n")
+             "[`restoration.json`](restoration.json). Compression has a benchmark of its own: "
+             "[codec.md](codec.md).\n")
     L.append(f"- date: {info['date']}")
     L.append(f"- CPU: {info['cpu']}, {info['logical_cpus']} logical CPUs, shared with other work")
     if info.get("binary"):
