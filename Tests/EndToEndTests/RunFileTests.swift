@@ -129,7 +129,7 @@ final class RunFileTests: XCTestCase {
     func testTaskPresetsAreAppliedAndOverridable() throws {
         let data = try PreparedData.mnist("test")
         let small = ["--hidden", "16", "--res-hidden", "8", "--global-batch-size", "8", "--steps", "0"]
-        let expected = ["denoise": "noise:0.1", "blind-denoise": "noise:0.02..0.2", "deblur": "blur:2", "inpaint": "holes:8"]
+        let expected = ["denoise": "noise:0.1", "blind-denoise": "noise:0.02..0.2", "deblur": "blur:2,quantize:255", "inpaint": "holes:8"]
         for (task, corrupt) in expected {
             let out = try CommandRunner.temporaryFolder("runfile-task-\(task)")
             // (MNIST's 28x28 digits do not divide by 2^3: the inpainter's --down is overridden.)
@@ -158,7 +158,7 @@ final class RunFileTests: XCTestCase {
         try train(["--config", config, "--data", data, "--out", out.path, "--warmup-steps", "5"] + small)
         let written = try settings(out.appendingPathComponent("run.toml").path)
         let overridden = ["model": "\"ae\"", "down": "1", "residual": "false", "lr": "0.001", "warmup-steps": "5",
-                          "corrupt": "\"blur:2\"", "lr-schedule": "\"cosine\""]
+                          "corrupt": "\"blur:2,quantize:255\"", "lr-schedule": "\"cosine\""]
         for (key, value) in overridden { XCTAssertEqual(written[key], value, key) }
         XCTAssertNil(written["task"], "the preset's flags are written, not its name")
         // An empty string is a value: no corruption, over the preset's.
