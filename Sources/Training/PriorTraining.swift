@@ -142,22 +142,9 @@ public final class PriorTrainer {
         files = try openImageFiles(paths: try expandGlobs(options.data), imagesKey: options.imagesKey)
 
         var chosen: String?
-        if communicator.isRoot, let request = options.resume {
-            if request == "auto" {
-                for name in Checkpoint.files(in: checkpointDirectory) {
-                    let path = checkpointDirectory + "/" + name
-                    do {
-                        _ = try PriorCheckpoint.configuration(path: path)
-                        chosen = path
-                        break
-                    } catch {
-                        console.warning("skipping \(path): \(error)")
-                    }
-                }
-                if chosen == nil { console.info("--resume auto: no prior checkpoint in \(checkpointDirectory); starting fresh") }
-            } else {
-                chosen = request
-            }
+        if communicator.isRoot, case let .checkpoint(path) = try ResumeChoice.resolve(
+            options.resume, directory: checkpointDirectory, console: console, verify: { _ = try PriorCheckpoint.configuration(path: $0) }) {
+            chosen = path
         }
         let savedJSON = try communicator.broadcast(string: try chosen.map { try PriorCheckpoint.configuration(path: $0) } ?? "")
         resumePath = chosen
@@ -250,11 +237,8 @@ public final class PriorTrainer {
         (step, optimizer.step) = (Int(counters[0]), counters[1])
 
         let cfg = configuration, local = sampler.localBatchSize
-        let latent = prior.height * prior.width
         console.info("vqvae train-prior: codes of \(cfg.vqCheckpoint) (\(cfg.prior.levels) codebook\(cfg.prior.levels > 1 ? "s" : "") of \(cfg.prior.codes)) on \(files.count) images, random \(cfg.crop)x\(cfg.crop) crops (grids of \(prior.height)x\(prior.width)); \(prior.parameters.count) parameters, \(cfg.prior.channels) channels; \(communicator.size) rank(s) x batch \(local)")
         let images = FloatBuffer(count: local * dataset.imageElements)
-        let codes = UnsafeMutablePointer<Int32>.allocate(capacity: local * latent * cfg.prior.levels)
-        defer { codes.deallocate() }
         vq.evaluationCodebooks = cfg.prior.levels
         let started = monotonicSeconds()
         var lastBits = Double.nan
@@ -265,7 +249,8 @@ public final class PriorTrainer {
             let samples = sampler.localSamples(step: step)
             try dataset.read(samples: samples, into: images.pointer)
             _ = vq.forward(images: images.pointer, batch: local, training: false)
-            codes.update(from: vq.codeIndices.baseAddress!, count: local * latent * cfg.prior.levels)
+            // The prior reads the model's code indices in place (backward reads them again).
+            let codes = UnsafePointer(vq.codeIndices.baseAddress!)
             let draws = CodePrior.draws(key: NoiseKey(seed: cfg.seed, step: UInt64(step), firstImage: communicator.rank * local),
                                         batch: local, levels: cfg.prior.levels)
             prior.parameters.zeroGradients()

@@ -10,10 +10,12 @@ enum ResumeChoice {
 
     /// `--resume PATH`: that file, which must verify. `--resume auto`: the newest file in
     /// `directory` that verifies (damaged ones are reported and skipped), or a fresh start.
-    static func resolve(_ request: String?, directory: String, console: Console) throws -> ResumeChoice {
+    /// `verify` checks a file (by default as a model checkpoint; `train-prior` checks prior ones).
+    static func resolve(_ request: String?, directory: String, console: Console,
+                        verify: (String) throws -> Void = { try Checkpoint.verify(path: $0) }) throws -> ResumeChoice {
         guard let request else { return .fresh }
         if request != "auto" {
-            do { try Checkpoint.verify(path: request) } catch {
+            do { try verify(request) } catch {
                 throw TrainingError("--resume \(request): \(error)")
             }
             return .checkpoint(request)
@@ -21,7 +23,7 @@ enum ResumeChoice {
         for name in Checkpoint.files(in: directory) {
             let path = directory + "/" + name
             do {
-                try Checkpoint.verify(path: path)
+                try verify(path)
                 return .checkpoint(path)
             } catch {
                 console.warning("skipping \(path): \(String(describing: error).split(separator: "\n").last ?? "damaged")")

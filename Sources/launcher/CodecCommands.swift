@@ -91,12 +91,7 @@ struct Compress: ParsableCommand {
         var o = ImageCompression.Options()
         (o.checkpoint, o.prior, o.rawWeights, o.input, o.output, o.levels, o.force) =
             (models.checkpoint.checkpoint, models.prior, models.checkpoint.rawWeights, input, output, levels, force.force)
-        let threads = threads.threads
-        try finish(runAsOneProcess("compress") { console in
-            setBLASThreads(threads)
-            console.info(try ImageCompression.compress(o))
-            return 0
-        })
+        try runReporting("compress", threads: threads.threads) { try ImageCompression.compress(o) }
     }
 }
 
@@ -121,12 +116,7 @@ struct Decompress: ParsableCommand {
         var o = ImageCompression.Options()
         (o.checkpoint, o.prior, o.rawWeights, o.input, o.output, o.force) =
             (models.checkpoint.checkpoint, models.prior, models.checkpoint.rawWeights, input, output, force.force)
-        let threads = threads.threads
-        try finish(runAsOneProcess("decompress") { console in
-            setBLASThreads(threads)
-            console.info(try ImageCompression.decompress(o))
-            return 0
-        })
+        try runReporting("decompress", threads: threads.threads) { try ImageCompression.decompress(o) }
     }
 }
 
@@ -163,11 +153,15 @@ struct Sample: ParsableCommand {
         var o = CodeSampling.Options()
         (o.checkpoint, o.rawWeights, o.prior, o.output, o.count, o.size) = (checkpoint.checkpoint, checkpoint.rawWeights, prior, output, n, size)
         (o.temperature, o.topK, o.levels, o.seed, o.force) = (temperature, topK, levels, seed, force.force)
-        let threads = threads.threads
-        try finish(runAsOneProcess("sample") { console in
-            setBLASThreads(threads)
-            console.info(try CodeSampling.run(o))
-            return 0
-        })
+        try runReporting("sample", threads: threads.threads) { try CodeSampling.run(o) }
     }
+}
+
+/// Runs a single-process codec command with `threads` BLAS threads and prints its one-line report.
+func runReporting(_ command: String, threads: Int, _ body: @escaping () throws -> String) throws {
+    try finish(runAsOneProcess(command) { console in
+        setBLASThreads(threads)
+        console.info(try body())
+        return 0
+    })
 }
