@@ -554,33 +554,85 @@ public final class VectorQuantizer {
     public func restart(codes dead: [Int], candidates: UnsafePointer<Float>, count: Int, weight: Float,
                         seed: UInt64, step: Int, parameters: ParameterStore? = nil, workspace: UnsafeMutablePointer<Float>? = nil) -> Int {
         guard kind == .ema, count > 0, !dead.isEmpty else { return 0 }
-        if levels == 1 { return restart(level: 0, codes: dead, candidates: candidates, count: count, weight: weight, seed: seed, step: step) }
-        guard let parameters, let workspace else { preconditionFailure("residual VQ's restart needs the parameters and a workspace") }
-        var reseeded = 0
-        forEachLevelResidual(of: candidates, count: count, parameters: parameters, workspace: workspace) { level, residual in
-            let mine = dead.filter { $0 / codes == level }.map { $0 % codes }
-            guard !mine.isEmpty else { return }
-            reseeded += restart(level: level, codes: mine, candidates: residual, count: count, weight: weight,
-                                seed: seed &+ UInt64(level), step: step)
+        let orders = (0..<levels).map { level in
+            dead.contains { $0 / codes == level } ? Self.restartOrder(count: count, limit: count, seed: seed, level: level, step: step) : []
         }
-        return reseeded
+        return restart(codes: dead, candidates: candidates, indices: Array(0..<count), orders: orders, weight: weight,
+                       parameters: parameters, workspace: workspace).reseeded
     }
 
-    /// One level's restart (see `restart(codes:...)`), `dead` numbered within the level.
-    private func restart(level: Int, codes dead: [Int], candidates: UnsafePointer<Float>, count: Int, weight: Float,
-                         seed: UInt64, step: Int) -> Int {
+    /// The order in which a restart considers `count` candidates for level `level` in step `step`:
+    /// the first `limit` entries of a uniform random permutation of `0..<count` drawn from the
+    /// stream `(seed + level, step)`. Fisher-Yates with the swaps kept in a dictionary, so it takes
+    /// O(limit) time and memory whatever `count` is, and the first entries are the same for every
+    /// `limit`: every rank computes the same prefix without the candidates themselves.
+    public static func restartOrder(count: Int, limit: Int, seed: UInt64, level: Int, step: Int) -> [Int] {
+        var random = SplitMix64(seed: seed &+ UInt64(level), stream: 0x5245_5354_4152_54 &+ UInt64(step))
+        return randomPrefix(count: count, limit: limit, random: &random)
+    }
+
+    /// The first `limit` entries of a uniform random permutation of `0..<count` from `random`:
+    /// Fisher-Yates with the swaps kept in a dictionary, O(limit) time and memory.
+    public static func randomPrefix(count: Int, limit: Int, random: inout SplitMix64) -> [Int] {
+        let limit = min(limit, count)
+        var moved: [Int: Int] = [:]
+        moved.reserveCapacity(limit)
+        var order: [Int] = []
+        order.reserveCapacity(limit)
+        for slot in 0..<limit {
+            let other = slot + random.below(count - slot)
+            let atSlot = moved[slot] ?? slot, atOther = moved[other] ?? other
+            moved[other] = atSlot
+            moved[slot] = nil
+            order.append(atOther)
+        }
+        return order
+    }
+
+    /// Dead-code restart from part of the candidates: `candidates` holds the vectors whose indices
+    /// (among all the candidates) are `indices`, and level `l` considers them in the order
+    /// `orders[l]` (indices, each in `indices`; `restartOrder`'s prefix). Re-seeds exactly as
+    /// `restart(codes:candidates:count:...)` would from all of them as long as no level runs out
+    /// of its order; `exhausted` says one did before re-seeding all its codes (then a longer prefix
+    /// may re-seed more). `workspace` holds `indices.count * K` floats for residual VQ.
+    public func restart(codes dead: [Int], candidates: UnsafePointer<Float>, indices: [Int], orders: [[Int]], weight: Float,
+                        parameters: ParameterStore? = nil, workspace: UnsafeMutablePointer<Float>? = nil)
+        -> (reseeded: Int, exhausted: Bool) {
+        guard kind == .ema, !indices.isEmpty, !dead.isEmpty else { return (0, false) }
+        precondition(orders.count == levels, "one order per level")
+        var position: [Int: Int] = [:]
+        position.reserveCapacity(indices.count)
+        for (i, index) in indices.enumerated() { position[index] = i }
+        var reseeded = 0, exhausted = false
+        func level(_ level: Int, residual: UnsafePointer<Float>) {
+            let mine = dead.filter { $0 / codes == level }.map { $0 % codes }
+            guard !mine.isEmpty else { return }
+            let order = orders[level].map { position[$0]! }
+            let done = restart(level: level, codes: mine, candidates: residual, order: order, weight: weight)
+            reseeded += done
+            if done < mine.count { exhausted = true }
+        }
+        if levels == 1 {
+            level(0, residual: candidates)
+        } else {
+            guard let parameters, let workspace else { preconditionFailure("residual VQ's restart needs the parameters and a workspace") }
+            forEachLevelResidual(of: candidates, count: indices.count, parameters: parameters, workspace: workspace, level)
+        }
+        return (reseeded, exhausted)
+    }
+
+    /// One level's restart (see `restart(codes:...)`), `dead` numbered within the level, the
+    /// candidates considered in `order` (positions in `candidates`).
+    private func restart(level: Int, codes dead: [Int], candidates: UnsafePointer<Float>, order: [Int], weight: Float) -> Int {
         let d = dimension
         let book = emaState.pointer + level * levelStateCount, emaCount = emaCount(level: level), emaSum = emaSum(level: level)
-        var random = SplitMix64(seed: seed, stream: 0x5245_5354_4152_54 &+ UInt64(step))
-        var order = Array(0..<count)
         // The codes a candidate must differ from: those in use, then each one re-seeded here.
         let deadSet = Set(dead)
         var live = (0..<codes).filter { !deadSet.contains($0) }
         var slot = 0, reseeded = 0
         for k in dead {
             var chosen: UnsafePointer<Float>?
-            while chosen == nil && slot < count {
-                order.swapAt(slot, slot + random.below(count - slot))
+            while chosen == nil && slot < order.count {
                 let v = candidates + order[slot] * d
                 slot += 1
                 if !Self.nearlyEqualsAny(v, codebook: book, codes: live, dimension: d) { chosen = v }

@@ -37,6 +37,7 @@ struct StepRecord {
     var codebook: CodebookUsage?
     /// With dead-code restart: codes re-seeded after this step.
     var codesRestarted: Int?
+    var restartCandidates: Int?
 
     func json(model: ModelKind) -> [String: Any] {
         var record: [String: Any] = [
@@ -54,6 +55,7 @@ struct StepRecord {
                 record["codes_used"] = codebook.codesUsed
             }
             if let codesRestarted { record["codes_restarted"] = codesRestarted }
+            if let restartCandidates { record["restart_candidates"] = restartCandidates }
         case .vae:
             record["kl"] = loss.kl
         case .ae:

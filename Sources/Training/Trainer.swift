@@ -429,11 +429,11 @@ public final class Trainer {
                                          stopRequested: StopRequest.received || budgetReached(since: start))
             let loss = outcome.loss, stopping = outcome.stopRequested
             let statistics = model.quantizer?.batchStatistics
-            var restarted = 0
+            var restarted = 0, candidates = 0
             if outcome.updated {
                 summary.finalLoss = loss
                 if controls.deadCodeThreshold > 0 {
-                    restarted = try codebook.restartDeadCodes(threshold: controls.deadCodeThreshold, step: done)
+                    (restarted, candidates) = try codebook.restartDeadCodes(threshold: controls.deadCodeThreshold, step: done)
                     summary.restartedCodes += restarted
                 }
             } else {
@@ -461,7 +461,7 @@ public final class Trainer {
                     let usage = counts.withUnsafeBufferPointer { CodebookUsage(counts: $0.baseAddress!, count: $0.count) }
                     withExtendedLifetime(statistics) {}
                     record.codebook = usage
-                    if controls.deadCodeThreshold > 0 { record.codesRestarted = restarted }
+                    if controls.deadCodeThreshold > 0 { record.codesRestarted = restarted; record.restartCandidates = candidates }
                 }
                 let eta = Double(options.steps - done) * (now - start) / Double(done - firstStep)
                 console.info(record.line(total: options.steps, model: c.model, eta: formatDuration(eta)))

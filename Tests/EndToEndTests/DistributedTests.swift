@@ -206,6 +206,77 @@ final class DistributedTests: XCTestCase {
         }
     }
 
+    /// The dead-code restart gathers only a prefix of a random order of the global batch to rank 0,
+    /// and a longer one when near-copies leave it short. On batches of mostly blank images (7 in 8
+    /// zero: their latent vectors repeat) the first prefix of step 1 runs short, and 1, 2 and 3
+    /// ranks gather the same candidates, re-seed the same codes and agree after the step.
+    func testDeadCodeRestartGathersAGrowingPrefixOnOneTwoAndThreeRanks() throws {
+        let folder = try CommandRunner.temporaryFolder("restart-prefix-data")
+        let data = folder.appendingPathComponent("blank.h5").path
+        let made = try CommandRunner.script("make_hdf5_fixture.py", [data, "--shape", "192,16,16,1", "--dtype", "float32",
+                                                                     "--random-unit", "3", "--blank-but-every", "8"])
+        XCTAssertEqual(made.status, 0, made.standardError)
+        var folders: [URL] = [], records: [[Int]] = []
+        for ranks in [1, 2, 3] {
+            let out = try CommandRunner.temporaryFolder("restart-prefix-\(ranks)")
+            let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
+                "train", "--data", data, "--out", out.path, "--steps", "1", "--global-batch-size", "48", "--seed", "4",
+                "--log-every", "1", "--hidden", "16", "--res-hidden", "8", "--code-dim", "8", "--codes", "64",
+                "--dead-code-threshold", "2", "--sync-check-every", "1"])
+            XCTAssertEqual(result.status, 0, result.standardError)
+            XCTAssertTrue(result.standardOutput.contains("\(ranks) rank(s) x batch \(48 / ranks)"), result.standardOutput)
+            let text = (try? String(contentsOf: out.appendingPathComponent("metrics.jsonl"), encoding: .utf8)) ?? ""
+            let record = text.split(separator: "\n").compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }.first
+            records.append([record?["codes_restarted"] as? Int ?? -1, record?["restart_candidates"] as? Int ?? -1])
+            folders.append(out)
+        }
+        print("restart from a prefix, [codes re-seeded, candidates gathered] on 1, 2, 3 ranks: \(records)")
+        XCTAssertGreaterThan(records[0][0], 0, "codes should have been re-seeded")
+        XCTAssertGreaterThan(records[0][1], 64, "the first prefix (64) should have run short")
+        XCTAssertLessThan(records[0][1], 48 * 16, "the restart should not need the whole batch")
+        XCTAssertEqual(records[1], records[0], "2 ranks")
+        XCTAssertEqual(records[2], records[0], "3 ranks")
+        for other in folders.dropFirst() {
+            let result = try CommandRunner.script("compare_hdf5_datasets.py", [
+                other.appendingPathComponent("checkpoints/step-00000001.h5").path,
+                folders[0].appendingPathComponent("checkpoints/step-00000001.h5").path,
+                "--min-datasets", "21", "--same-position", "--tolerance", "1e-4"])
+            XCTAssertEqual(result.status, 0, "\(other.lastPathComponent): \(result.standardError)")
+        }
+    }
+
+    /// The k-means start clusters a sample of 65,536 encoder outputs, drawn independently of the
+    /// number of ranks, when the first global batch holds more (here 1,100 images of 8x8 latents:
+    /// 70,400). On 1 and 2 ranks it places every code and ends the step with the ranks identical;
+    /// the two runs agree within the k-means start's known sensitivity to rounding (docs/usage.md),
+    /// kept small by one Lloyd iteration (5e-4 to 1.3e-3 measured; a sample that differed with the ranks
+    /// would start other centres altogether).
+    func testKMeansStartSamplesALargeFirstBatchOnOneAndTwoRanks() throws {
+        let folder = try CommandRunner.temporaryFolder("kmeans-sample-data")
+        let data = folder.appendingPathComponent("noise.h5").path
+        let made = try CommandRunner.script("make_hdf5_fixture.py", [data, "--shape", "1100,16,16,1", "--dtype", "float32",
+                                                                     "--random-unit", "5"])
+        XCTAssertEqual(made.status, 0, made.standardError)
+        var folders: [URL] = []
+        for ranks in [1, 2] {
+            let out = try CommandRunner.temporaryFolder("kmeans-sample-\(ranks)")
+            let result = try CommandRunner.mpirun(ranks: ranks, "vqvae", [
+                "train", "--data", data, "--out", out.path, "--steps", "1", "--global-batch-size", "1100", "--seed", "4",
+                "--down", "1", "--log-every", "1", "--hidden", "16", "--res-hidden", "8", "--code-dim", "8", "--codes", "64",
+                "--kmeans-iterations", "1", "--sync-check-every", "1"])
+            XCTAssertEqual(result.status, 0, result.standardError)
+            XCTAssertTrue(result.standardOutput.contains("codes 64 "), "every code placed and used: \(result.standardOutput)")
+            XCTAssertFalse(result.standardError.contains("distinct latent vectors"), result.standardError)
+            folders.append(out)
+        }
+        let result = try CommandRunner.script("compare_hdf5_datasets.py", [
+            folders[1].appendingPathComponent("checkpoints/step-00000001.h5").path,
+            folders[0].appendingPathComponent("checkpoints/step-00000001.h5").path,
+            "--min-datasets", "21", "--same-position", "--tolerance", "1e-2"])
+        XCTAssertEqual(result.status, 0, result.standardError)
+        print("k-means start from a sample, 2 vs 1 rank: largest relative difference \(result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines))")
+    }
+
     /// A rank that cannot read its share (a damaged chunk only rank 1 reads) ends the whole job
     /// within seconds with a non-zero exit and the message naming the file.
     func testAnErrorOnOneRankEndsTheJob() throws {

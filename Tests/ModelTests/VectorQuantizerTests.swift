@@ -279,4 +279,65 @@ final class VectorQuantizerTests: XCTestCase {
         print("residual VQ on 400 random 4-d vectors, 8 codes: mean squared error 1 level \(errors[0]), 3 levels \(errors[1])")
         XCTAssertLessThan(errors[1], 0.5 * errors[0])
     }
+
+    /// The restart's order is a Fisher-Yates permutation computed lazily: its prefixes agree for
+    /// every length and equal the dense shuffle's first entries, and the whole order is a
+    /// permutation.
+    func testRestartOrderPrefixesAgree() {
+        let count = 5000
+        var random = SplitMix64(seed: 7 &+ 1, stream: 0x5245_5354_4152_54 &+ 12)
+        var dense = Array(0..<count)
+        for slot in 0..<count { dense.swapAt(slot, slot + random.below(count - slot)) }
+        let whole = VectorQuantizer.restartOrder(count: count, limit: count, seed: 7, level: 1, step: 12)
+        XCTAssertEqual(whole, dense)
+        XCTAssertEqual(Set(whole).count, count)
+        for limit in [0, 1, 64, 300] {
+            XCTAssertEqual(VectorQuantizer.restartOrder(count: count, limit: limit, seed: 7, level: 1, step: 12), Array(dense.prefix(limit)))
+        }
+        XCTAssertEqual(VectorQuantizer.restartOrder(count: 3, limit: 10, seed: 7, level: 1, step: 12).count, 3)
+    }
+
+    /// A restart from a prefix of the order (only the candidates it names, as rank 0 receives them)
+    /// re-seeds exactly as one from all the candidates, or says it ran out: a batch where most
+    /// vectors copy a live code (an image with large uniform areas) needs longer prefixes, grown
+    /// until it no longer runs out, as the trainer grows them. Single and residual VQ.
+    func testRestartFromAPrefixEqualsTheWholeRestart() {
+        let (count, d, k) = (2000, 4, 16)
+        let vectors = makeBuffer(randomFloats(count * d, seed: 31, low: -1, high: 1))
+        for levels in [1, 2] {
+            let store = ParameterStore()
+            let q = VectorQuantizer(codes: k, dimension: d, kind: .ema, commitment: 0.25, decay: 0.99, epsilon: 1e-5,
+                                    parameters: store, levels: levels, maxVectors: count)
+            store.allocate()
+            let workspace = FloatBuffer(count: count * k)
+            XCTAssertEqual(q.initializeWithKMeans(vectors: vectors.pointer, count: count, iterations: 5, seed: 3,
+                                                  parameters: store, workspace: workspace.pointer), k)
+            // 95% of the vectors copy code 0 of level 0 (their level-0 residual is zero).
+            let batch = FloatBuffer(count: count * d)
+            batch.pointer.update(from: vectors.pointer, count: count * d)
+            for i in 0..<count where i % 20 != 0 { (batch.pointer + i * d).update(from: q.codebook(level: 0, parameters: store), count: d) }
+            let dead = (0..<levels).flatMap { level in [2, 5, 9, 11, 13].map { level * k + $0 } }
+            let before = Array(q.emaState.buffer)
+            q.restart(codes: dead, candidates: batch.pointer, count: count, weight: 1, seed: 11, step: 6,
+                      parameters: store, workspace: workspace.pointer)
+            let whole = Array(q.emaState.buffer)
+            XCTAssertNotEqual(whole, before)
+
+            var limit = 8, rounds = 0, exhausted = true
+            while exhausted {
+                _ = before.withUnsafeBufferPointer { q.emaState.buffer.update(fromContentsOf: $0) }
+                let orders = (0..<levels).map { VectorQuantizer.restartOrder(count: count, limit: limit, seed: 11, level: $0, step: 6) }
+                let indices = Array(Set(orders.joined())).sorted()
+                let part = FloatBuffer(count: indices.count * d)
+                for (i, index) in indices.enumerated() { (part.pointer + i * d).update(from: batch.pointer + index * d, count: d) }
+                let result = q.restart(codes: dead, candidates: part.pointer, indices: indices, orders: orders, weight: 1,
+                                       parameters: store, workspace: workspace.pointer)
+                exhausted = result.exhausted
+                rounds += 1
+                limit *= 4
+            }
+            XCTAssertGreaterThan(rounds, 1, "\(levels) levels: the first prefix should run out")
+            XCTAssertEqual(Array(q.emaState.buffer), whole, "\(levels) levels")
+        }
+    }
 }

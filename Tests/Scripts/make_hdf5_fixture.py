@@ -10,6 +10,8 @@ input of tests of the dataset reader (shapes, dtypes, filters, damaged and hosti
     --fill V            every value V
     --random-bytes SEED numpy.random.default_rng(SEED).integers(0, 255, shape, dtype)
     --random-unit SEED  numpy.random.default_rng(SEED).random(shape, dtype) (floats in [0, 1))
+  --blank-but-every N   zeroes every image (index 0) except every N-th: batches of mostly blank
+                        images, whose latent vectors repeat
   --nan I,J,...         sets the value at that index to NaN (float dtypes)
   --chunks A,B,...      chunk shape (default: h5py's choice, contiguous when no filter is asked)
   --gzip                gzip (deflate) compression
@@ -43,6 +45,7 @@ def main():
     values.add_argument("--fill", type=float)
     values.add_argument("--random-bytes", type=int, metavar="SEED")
     values.add_argument("--random-unit", type=int, metavar="SEED")
+    parser.add_argument("--blank-but-every", type=int, metavar="N")
     parser.add_argument("--nan", type=ints)
     parser.add_argument("--chunks", type=ints)
     parser.add_argument("--gzip", action="store_true")
@@ -79,6 +82,9 @@ def main():
             data = np.full(args.shape, args.fill, dtype)
         else:
             data = np.zeros(args.shape, dtype)
+        if args.blank_but_every:
+            keep = np.arange(args.shape[0]) % args.blank_but_every == 0
+            data[~keep] = 0
         if args.nan:
             if dtype.kind != "f":
                 sys.exit(f"make_hdf5_fixture.py: --nan needs a float dtype, not {dtype}")
