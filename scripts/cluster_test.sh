@@ -10,7 +10,11 @@
 # the same configuration with the same number of ranks on one host (plain `mpirun`, shared-memory
 # transport) and compares every tensor of every checkpoint with h5py. Prints the largest difference
 # and whether the checkpoints are bit-identical; fails if any tensor differs by more than 1e-6
-# (relative). Deletes the namespaces on exit.
+# (relative). Then 2 ranks on every host with --allreduce hierarchical (within each host, among the
+# hosts, back), against the same ranks on one host told --ranks-per-node 2: must be bit-identical;
+# and the same ranks dealt out to the hosts in turn (--map-by node), where the default --allreduce
+# auto must choose the hierarchical form (consecutive ranks on a host keep the flat one, which is
+# already node-aware there: docs/scaling.md). Deletes the namespaces on exit.
 #
 # Environment: VQVAE (the binary; default .build/release/vqvae), DATA (an HDF5 dataset; default a
 # synthetic one made here), STEPS (default 6), KEEP_WORK=1 (keep the work folder).
@@ -89,4 +93,58 @@ print(f"  compared {tensors} tensors in {len(names)} checkpoints ({', '.join(nam
 if worst > 1e-6:
     sys.exit("error: training across hosts differs from training on one host")
 EOF
-echo "cluster test: ok ($ranks ranks on $ranks hosts over TCP = $ranks ranks on one host)"
+
+# Two ranks on every host, consecutive ranks per host: OpenMPI reports the ranks of a host as
+# sharing memory, so --allreduce hierarchical sums the gradients within each host, among the hosts
+# and back. The same ranks on one host with the hosts named by --ranks-per-node 2 must train the
+# same model, bit for bit.
+hosts2=$(tr ',' '\n' <<<"$CLUSTER_HOSTS" | sed 's/$/:2/' | paste -sd,)
+on_hosts() {  # on_hosts OUT MPIRUN-OPTIONS... -- TRAIN-OPTIONS...
+    local out=$1; shift
+    local mpi=(); while [ "$1" != -- ]; do mpi+=("$1"); shift; done; shift
+    ip netns exec "$CLUSTER_ID-h0" unshare --uts /bin/sh -c 'hostname host0 && exec "$@"' sh \
+        mpirun --host "$hosts2" -np $((2 * ranks)) --bind-to none --mca plm_rsh_agent "$CLUSTER_DIR/agent" $(cluster_mca) \
+        "${mpi[@]}" ${forward[@]+"${forward[@]}"} "$vqvae" "${train[@]}" "$@" --out "$work/$out" >"$work/$out.out" 2>"$work/$out.err" ||
+        { cat "$work/$out.err" >&2; echo "error: training with 2 ranks on each of $ranks hosts ($out) failed" >&2; exit 1; }
+}
+hierarchical() {
+    grep -q "($ranks nodes of up to 2 ranks, hierarchical all-reduce)" "$work/$1.out" ||
+        { cat "$work/$1.out" >&2; echo "error: 2 ranks on each of $ranks hosts ($1) did not reduce hierarchically" >&2; exit 1; }
+}
+on_hosts nodes --map-by slot -- --allreduce hierarchical; hierarchical nodes
+on_hosts cyclic --map-by node --; hierarchical cyclic
+# Consecutive ranks per host: auto keeps the flat all-reduce.
+on_hosts block --map-by slot --
+! grep -q "hierarchical all-reduce" "$work/block.out" ||
+    { cat "$work/block.out" >&2; echo "error: --allreduce auto chose the hierarchical form for consecutive ranks per host" >&2; exit 1; }
+mpirun -np $((2 * ranks)) --oversubscribe --bind-to none "$vqvae" "${train[@]}" --allreduce hierarchical --ranks-per-node 2 \
+    --out "$work/nodes-one-host" >"$work/nodes-one-host.out" 2>"$work/nodes-one-host.err" ||
+    { cat "$work/nodes-one-host.err" >&2; echo "error: training on one host with --ranks-per-node 2 failed" >&2; exit 1; }
+grep -h "^vqvae train\|identical on all" "$work/nodes.out" | sed 's/^.*; \([0-9]* rank(s)\)/\1/; s/^/  2 per host:   /'
+python3 - "$work/nodes-one-host/checkpoints" "$work/nodes/checkpoints" "$work/cyclic/checkpoints" <<'EOF2'
+import os, sys, h5py, numpy as np
+one = sys.argv[1]
+names = sorted(os.listdir(one))
+def compare(other):
+    assert names == sorted(os.listdir(other)) and len(names) >= 2, (names, os.listdir(other))
+    worst = 0.0
+    for name in names:
+        a, b = h5py.File(os.path.join(other, name), 'r'), h5py.File(os.path.join(one, name), 'r')
+        paths = []
+        b.visit(lambda n: paths.append(n) if isinstance(b[n], h5py.Dataset) else None)
+        for n in paths:
+            x, y = a[n][()], b[n][()]
+            worst = max(worst, float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-12)))
+    return worst
+block, cyclic = compare(sys.argv[2]), compare(sys.argv[3])
+print("  2 per host:   " + ("bit-identical" if block == 0 else f"largest relative difference {block:.3g}")
+      + " to the same ranks on one host with --ranks-per-node 2")
+print("  in blocks:    --allreduce auto kept the flat all-reduce")
+print(f"  in turn:      --allreduce auto chose hierarchical; largest relative difference {cyclic:.3g}"
+      + " (other nodes, so other sums)")
+if block > 1e-6:
+    sys.exit("error: the hierarchical all-reduce across hosts differs from the one on one host")
+if cyclic > 1e-4:
+    sys.exit("error: ranks dealt out to the hosts in turn train another model")
+EOF2
+echo "cluster test: ok ($ranks ranks on $ranks hosts over TCP = $ranks ranks on one host; $((2 * ranks)) ranks, 2 per host, hierarchical)"

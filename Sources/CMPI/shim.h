@@ -34,6 +34,14 @@ static inline MPI_Errhandler CMPI_ERRORS_RETURN(void) { return MPI_ERRORS_RETURN
 static inline int CMPI_SUCCESS(void) { return MPI_SUCCESS; }
 /// MPI_THREAD_FUNNELED
 static inline int CMPI_THREAD_FUNNELED(void) { return MPI_THREAD_FUNNELED; }
+/// MPI_COMM_NULL
+static inline MPI_Comm CMPI_COMM_NULL(void) { return MPI_COMM_NULL; }
+/// MPI_COMM_TYPE_SHARED
+static inline int CMPI_COMM_TYPE_SHARED(void) { return MPI_COMM_TYPE_SHARED; }
+/// MPI_UNDEFINED
+static inline int CMPI_UNDEFINED(void) { return MPI_UNDEFINED; }
+/// MPI_INFO_NULL
+static inline MPI_Info CMPI_INFO_NULL(void) { return MPI_INFO_NULL; }
 /// MPI_MAX_ERROR_STRING
 static inline int CMPI_MAX_ERROR_STRING(void) { return MPI_MAX_ERROR_STRING; }
 

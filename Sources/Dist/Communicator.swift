@@ -69,7 +69,58 @@ public final class Communicator {
         self.size = Int(size)
     }
 
+    /// A communicator over a group of this world's ranks (`MPI_Comm_split*`), with the same error
+    /// handling. Freed by MPI_Finalize.
+    private init(group: MPI_Comm) throws {
+        world = group
+        usesMPI = true
+        try Communicator.check(MPI_Comm_set_errhandler(group, CMPI_ERRORS_RETURN()), "MPI_Comm_set_errhandler")
+        var rank: Int32 = 0, size: Int32 = 0
+        try Communicator.check(MPI_Comm_rank(group, &rank), "MPI_Comm_rank")
+        try Communicator.check(MPI_Comm_size(group, &size), "MPI_Comm_size")
+        self.rank = Int(rank)
+        self.size = Int(size)
+    }
+
     public var isRoot: Bool { rank == 0 }
+
+    /// The ranks grouped by node, for a hierarchical reduction: the ranks that share this process's
+    /// memory (MPI_Comm_split_type with MPI_COMM_TYPE_SHARED, which OpenMPI answers from the
+    /// launcher's placement), or with `ranksPerNode` consecutive groups of that many world ranks.
+    /// Collective: every rank calls it with the same `ranksPerNode`.
+    public func nodeLayout(ranksPerNode: Int? = nil) throws -> NodeLayout {
+        guard usesMPI, size > 1 else {
+            return NodeLayout(node: self, nodeBroadcasts: self, leaders: self, nodes: 1, largestNode: 1, consecutive: true)
+        }
+        var node: MPI_Comm? = CMPI_COMM_NULL()
+        if let ranksPerNode {
+            precondition(ranksPerNode > 0)
+            try Communicator.check(MPI_Comm_split(world, Int32(rank / ranksPerNode), Int32(rank), &node), "MPI_Comm_split")
+        } else {
+            try Communicator.check(MPI_Comm_split_type(world, CMPI_COMM_TYPE_SHARED(), Int32(rank), CMPI_INFO_NULL(), &node),
+                                   "MPI_Comm_split_type")
+        }
+        let nodeGroup = try Communicator(group: node!)
+        // A second communicator over the same ranks, so the broadcasts (which a node's leader
+        // starts when its leaders' all-reduce is done) keep their own order apart from the reduces.
+        var copy: MPI_Comm? = CMPI_COMM_NULL()
+        try Communicator.check(MPI_Comm_dup(node, &copy), "MPI_Comm_dup")
+        let broadcasts = try Communicator(group: copy!)
+        var leaders: MPI_Comm? = CMPI_COMM_NULL()
+        try Communicator.check(MPI_Comm_split(world, nodeGroup.rank == 0 ? 0 : CMPI_UNDEFINED(), Int32(rank), &leaders), "MPI_Comm_split")
+        let leaderGroup = nodeGroup.rank == 0 ? try Communicator(group: leaders!) : nil
+        var counts = [nodeGroup.rank == 0 ? 1.0 : 0.0]
+        try counts.withUnsafeMutableBufferPointer { try allReduceSum($0.baseAddress!, count: 1) }
+        // Whether every node's ranks are consecutive world ranks: world rank - node rank is then
+        // the same across the node.
+        let offset = Double(rank - nodeGroup.rank)
+        var spread = [offset, -offset]
+        try spread.withUnsafeMutableBufferPointer { try nodeGroup.allReduceMax($0.baseAddress!, count: 2) }
+        var figures = [Double(nodeGroup.size), spread[0] == -spread[1] ? 0 : 1]
+        try figures.withUnsafeMutableBufferPointer { try allReduceMax($0.baseAddress!, count: 2) }
+        return NodeLayout(node: nodeGroup, nodeBroadcasts: broadcasts, leaders: leaderGroup, nodes: Int(counts[0]),
+                          largestNode: Int(figures[0]), consecutive: figures[1] == 0)
+    }
 
     static func check(_ code: Int32, _ call: String) throws {
         guard code != CMPI_SUCCESS() else { return }
@@ -123,6 +174,35 @@ public final class Communicator {
         try Communicator.check(MPI_Iallreduce(source, destination, Int32(count), CMPI_FLOAT(), CMPI_SUM(), world, &request),
                                "MPI_Iallreduce")
         return request
+    }
+
+    /// Starts a sum over the ranks of `source` into `destination` on `root` (MPI_Ireduce;
+    /// `destination` is not touched elsewhere).
+    public func startReduceSum(_ source: UnsafePointer<Float>, into destination: UnsafeMutablePointer<Float>, count: Int,
+                               root: Int = 0) throws -> MPI_Request? {
+        var request: MPI_Request? = CMPI_REQUEST_NULL()
+        guard count > 0 else { return request }
+        guard size > 1 else { destination.update(from: source, count: count); return request }
+        try Communicator.check(MPI_Ireduce(source, destination, Int32(count), CMPI_FLOAT(), CMPI_SUM(), Int32(root), world, &request),
+                               "MPI_Ireduce")
+        return request
+    }
+
+    /// Starts sending `root`'s buffer to every rank (MPI_Ibcast).
+    public func startBroadcast(_ buffer: UnsafeMutablePointer<Float>, count: Int, root: Int = 0) throws -> MPI_Request? {
+        var request: MPI_Request? = CMPI_REQUEST_NULL()
+        guard size > 1, count > 0 else { return request }
+        try Communicator.check(MPI_Ibcast(buffer, Int32(count), CMPI_FLOAT(), Int32(root), world, &request), "MPI_Ibcast")
+        return request
+    }
+
+    /// Whether `request` has completed (MPI_Test, which also progresses every pending operation);
+    /// a completed request becomes MPI_REQUEST_NULL, which tests as complete.
+    public func test(_ request: inout MPI_Request?) throws -> Bool {
+        guard usesMPI else { return true }
+        var done: Int32 = 0
+        try Communicator.check(MPI_Test(&request, &done, CMPI_STATUS_IGNORE()), "MPI_Test")
+        return done != 0
     }
 
     /// `startAllReduceSum` for doubles.
@@ -226,4 +306,21 @@ public final class Communicator {
         finalized = true
         if usesMPI { MPI_Finalize() }
     }
+}
+
+/// The ranks of a world grouped by node (`Communicator.nodeLayout`): a reduction sums within each
+/// node over `node`, among the nodes over `leaders` (each node's rank 0 only; nil on the others),
+/// and sends the result back within the node over `nodeBroadcasts` (the same ranks as `node`).
+public struct NodeLayout {
+    public let node: Communicator
+    public let nodeBroadcasts: Communicator
+    public let leaders: Communicator?
+    /// Nodes in the world, and the most ranks on one of them.
+    public let nodes: Int
+    public let largestNode: Int
+    /// Whether every node holds consecutive world ranks (block placement, mpirun's and Slurm's
+    /// default) rather than ranks dealt out to the nodes in turn (`--map-by node`, cyclic).
+    public let consecutive: Bool
+
+    public var isLeader: Bool { node.rank == 0 }
 }

@@ -374,6 +374,7 @@ public final class Trainer {
                 + ", random \(cropped.size)x\(cropped.size) crops" + (cropped.augmentation == .none ? "" : " (\(cropped.augmentation.rawValue))")
                 + (cropped.cropsPerImage == 1 ? "" : ", \(cropped.cropsPerImage) per image and epoch")
         } ?? "\(dataset.count) images \(c.height)x\(c.width)x\(c.channels)"
+        let layout = try gradientLayout()
         // Ranks whose OpenBLAS picked another kernel (nodes of different CPUs, or another
         // OPENBLAS_CORETYPE) round their products differently: say so once, from rank 0.
         let blas = blasCoreName()
@@ -391,6 +392,7 @@ public final class Trainer {
             + (c.skips ? "U-Net skips (weight \(c.skipWeightDescription)); " : "")
             + (c.maskChannel ? "mask channel; " : "")
             + "\(communicator.size) rank(s) x batch \(sampler.localBatchSize)"
+            + (layout.map { " (\($0.nodes) nodes of up to \($0.largestNode) ranks, hierarchical all-reduce)" } ?? "")
             + (microBatches > 1 ? " (\(microBatches) micro-batches of \(sampler.localBatchSize / microBatches))" : "")
             + (state.weightAverage.map { "; weight EMA \($0.decay)" } ?? "") + "; BLAS \(blasCoreName())")
         if options.steps == 0 {
@@ -399,7 +401,8 @@ public final class Trainer {
         }
 
         let local = sampler.localBatchSize
-        let runner = TrainingStep(state: state, communicator: communicator, bucketMegabytes: options.bucketMegabytes, seed: seed)
+        let runner = TrainingStep(state: state, communicator: communicator, bucketMegabytes: options.bucketMegabytes, seed: seed,
+                                  layout: layout)
         runner.watchdog = watchdog
         runner.faults = faults
         runner.schedule = configuration.optimizer.schedule
@@ -512,6 +515,19 @@ public final class Trainer {
 
     /// `--time-budget`: whether this rank's training time is used up (the ranks' flags are summed
     /// with the step's loss, so all stop after the same step).
+    /// The node groups of a hierarchical all-reduce of the gradients, or nil for one all-reduce
+    /// over every rank (`--allreduce`, `--ranks-per-node`).
+    func gradientLayout() throws -> NodeLayout? {
+        guard communicator.size > 1, options.allReduce != .flat else { return nil }
+        let layout = try communicator.nodeLayout(ranksPerNode: options.ranksPerNode)
+        // OpenMPI's reduce-scatter + all-gather pairs ranks at distance 1, 2, 4, ... in turn, so
+        // with consecutive ranks on a node it already does the node's part first and sends each
+        // node's share over the network once: measured as fast as the hierarchical form, or faster
+        // (docs/scaling.md). With ranks dealt out in turn every round crosses the network.
+        if options.allReduce == .auto && (layout.nodes == 1 || layout.largestNode == 1 || layout.consecutive) { return nil }
+        return layout
+    }
+
     func budgetReached(since start: Double) -> Bool {
         options.timeBudget > 0 && monotonicSeconds() - start >= options.timeBudget
     }

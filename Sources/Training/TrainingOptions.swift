@@ -7,6 +7,13 @@ public struct TrainingOptions: Sendable {
     public enum OptimizerKind: String, Sendable, CaseIterable {
         case adam, adamw
     }
+    /// How the gradient buckets are summed over the ranks (`--allreduce`): one all-reduce over
+    /// every rank, or within each node, among the nodes and back (`hierarchical`); `auto` takes
+    /// the hierarchical form when the ranks span several nodes, some node has more than one and
+    /// the nodes do not hold consecutive ranks (the flat form is as fast when they do).
+    public enum AllReduceLayout: String, Sendable, CaseIterable {
+        case auto, flat, hierarchical
+    }
     /// The codebook start (`--codebook-init`).
     public enum CodebookStart: String, Sendable, CaseIterable {
         case kmeans, sonnet
@@ -98,6 +105,10 @@ public struct TrainingOptions: Sendable {
     public var tensorboard = false
     public var threads = 1
     public var bucketMegabytes = 1.0
+    public var allReduce = AllReduceLayout.auto
+    /// `--ranks-per-node N`: nodes of N consecutive ranks for `--allreduce`, instead of the ranks
+    /// that share memory as the launcher placed them (nil).
+    public var ranksPerNode: Int?
     public var syncCheckEvery = 100
     public var skipNonFinite = false
     public var watchdog = 300.0
@@ -165,6 +176,7 @@ public struct TrainingOptions: Sendable {
         try check(prefetch >= 0 && prefetch <= 64, "--prefetch must be between 0 and 64")
         try check(threads >= 1, "--threads must be at least 1")
         try check(bucketMegabytes > 0, "--bucket-mb must be positive")
+        if let ranksPerNode { try check(ranksPerNode >= 1, "--ranks-per-node must be at least 1") }
         try check(syncCheckEvery >= 0, "--sync-check-every must not be negative")
         try check(watchdog >= 0 && watchdog.isFinite, "--watchdog must be 0 (off) or a number of seconds")
     }

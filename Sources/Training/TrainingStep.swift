@@ -100,12 +100,13 @@ final class TrainingStep {
         var learningRate: Float = .nan
     }
 
-    init(state: TrainingState, communicator: Communicator, bucketMegabytes: Double, seed: UInt64) {
+    init(state: TrainingState, communicator: Communicator, bucketMegabytes: Double, seed: UInt64, layout: NodeLayout? = nil) {
         self.state = state
         self.seed = seed
         self.communicator = communicator
         buckets = GradientBuckets(communicator: communicator, buffer: state.gradients.pointer, count: state.gradients.count,
-                                  bucketElements: max(1, Int(bucketMegabytes * 1_048_576) / MemoryLayout<Float>.stride))
+                                  bucketElements: max(1, Int(bucketMegabytes * 1_048_576) / MemoryLayout<Float>.stride),
+                                  layout: layout)
         reduced.initialize(repeating: 0, count: StepReduction.count)
         forwardRequests.reserveCapacity(2)
     }

@@ -11,6 +11,7 @@ extension EpochTail: ExpressibleByArgument {}
 extension Augmentation: ExpressibleByArgument {}
 extension TrainingOptions.CodebookStart: ExpressibleByArgument {}
 extension TrainingOptions.OptimizerKind: ExpressibleByArgument {}
+extension TrainingOptions.AllReduceLayout: ExpressibleByArgument {}
 extension LearningRateSchedule.Kind: ExpressibleByArgument {}
 
 /// The defaults of spec/model.md, as `ModelConfiguration` holds them.

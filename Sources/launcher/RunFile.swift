@@ -215,6 +215,8 @@ enum RunFile {
             RunFileKey("allow-other-data", .flag) { "\($0.allowOtherData)" },
             RunFileKey("threads", .integer) { "\($0.threads)" },
             RunFileKey("bucket-mb", .number) { "\($0.bucketMegabytes)" },
+            RunFileKey("allreduce", .string) { text($0.allReduce.rawValue) },
+            RunFileKey("ranks-per-node", .integer) { $0.ranksPerNode.map { "\($0)" } },
             RunFileKey("sync-check-every", .integer) { "\($0.syncCheckEvery)" },
             RunFileKey("skip-nonfinite", .flag) { "\($0.skipNonFinite)" },
             RunFileKey("watchdog", .number) { "\($0.watchdog)" },

@@ -135,6 +135,12 @@ struct Train: ParsableCommand {
     @OptionGroup var threads: ThreadOptions
     @Option(name: .customLong("bucket-mb"), parsing: .unconditional, help: "Size in MB of the gradient buckets all-reduced while the backward pass runs.")
     var bucketMegabytes = trainingDefaults.bucketMegabytes
+    @Option(name: .customLong("allreduce"), help: ArgumentHelp(
+        "How gradient buckets are summed over the ranks: flat (one all-reduce over all ranks), hierarchical (within each node, among the nodes, back to the node's ranks), auto (hierarchical when the ranks span several nodes, a node has more than one and the nodes' ranks are not consecutive, as under --map-by node).",
+        discussion: "Nodes are the ranks that share memory as the launcher placed them, or --ranks-per-node consecutive ranks."))
+    var allReduce = trainingDefaults.allReduce
+    @Option(name: .customLong("ranks-per-node"), parsing: .unconditional, help: "Treat every N consecutive ranks as one node for --allreduce (default: the ranks that share memory).")
+    var ranksPerNode: Int?
     @Option(name: .customLong("sync-check-every"), parsing: .unconditional, help: "Check every N steps (and at the end) that all ranks hold identical parameters and codebook (0: only at the end).")
     var syncCheckEvery = trainingDefaults.syncCheckEvery
     @Flag(name: .customLong("skip-nonfinite"), help: "Skip the update of a step whose loss is NaN or infinite instead of stopping the run.")
@@ -192,6 +198,8 @@ struct Train: ParsableCommand {
         o.weightEMA = weightEMA
         o.threads = threads.threads
         o.bucketMegabytes = bucketMegabytes
+        o.allReduce = allReduce
+        o.ranksPerNode = ranksPerNode
         o.syncCheckEvery = syncCheckEvery
         o.skipNonFinite = skipNonFinite
         o.watchdog = watchdog

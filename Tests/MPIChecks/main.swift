@@ -3,6 +3,7 @@
 //     mpirun -np W mpi-checks --ranks W            # every collective; exit 0 and "ok" on rank 0
 //     mpirun -np W mpi-checks --ranks W --abort 1  # rank 1 aborts while the others wait
 //     mpirun -np W mpi-checks --ranks W --bench    # all-reduce time against message size
+//     mpirun -np W mpi-checks --ranks W --gradient-bench  # the whole gradient, flat and hierarchical
 //
 // `--bench` times the all-reduces the trainer uses (MPI_Allreduce of floats and doubles in place;
 // MPI_Iallreduce of floats started and waited for at once, in place and into a separate buffer;
@@ -127,7 +128,49 @@ func runBench() throws {
     }
 }
 
+/// `--gradient-bench`: the default model's whole gradient (662,723 floats) in 1 MiB buckets,
+/// started at once and waited for, as one all-reduce over the world (`flat`) and in the
+/// hierarchical form over the launcher's nodes; the slowest rank's mean per call.
+func runGradientBench() throws {
+    let rounds = max(1, value("--rounds") ?? 5), calls = max(1, value("--calls") ?? 10)
+    let count = 662_723
+    let buffer = UnsafeMutablePointer<Float>.allocate(capacity: count)
+    defer { buffer.deallocate() }
+    let layout = try world.nodeLayout()
+    if rank == 0 {
+        print("# op bytes ranks median_us min_us max_us (\(rounds) rounds of \(calls) calls; the slowest rank's mean per call; \(layout.nodes) nodes of up to \(layout.largestNode) ranks)")
+    }
+    for (name, groups) in [("buckets-flat", nil), ("buckets-hierarchical", layout)] as [(String, NodeLayout?)] {
+        let buckets = GradientBuckets(communicator: world, buffer: buffer, count: count, bucketElements: 262_144, layout: groups)
+        func one() throws {
+            for i in 0..<count { buffer[i] = 1 }
+            buckets.begin()
+            try buckets.finish()
+        }
+        for _ in 0..<3 { try one() }
+        var results: [Double] = []
+        for _ in 0..<rounds {
+            try world.barrier()
+            let start = seconds()
+            for _ in 0..<calls { try one() }
+            var mean = (seconds() - start) / Double(calls)
+            try world.allReduceMax(&mean, count: 1)
+            results.append(mean * 1e6)
+        }
+        results.sort()
+        if rank == 0 {
+            print("\(name) \(count * 4) \(size) \(tenths(results[results.count / 2])) \(tenths(results[0])) \(tenths(results[results.count - 1]))")
+            fflush(stdout)
+        }
+    }
+}
+
 do {
+    if arguments.contains("--gradient-bench") {
+        try runGradientBench()
+        world.finalize()
+        exit(0)
+    }
     if arguments.contains("--bench") {
         try runBench()
         world.finalize()
@@ -199,6 +242,27 @@ do {
     }
     if size > 1 && early != buckets.starts.count - 2 {
         fail("\(early) of \(buckets.starts.count) buckets started before finish(), expected \(buckets.starts.count - 2)", rank: rank)
+    }
+
+    // The hierarchical form (nodes of 2 consecutive ranks, the last one alone when W is odd, and
+    // the launcher's own shared-memory nodes) gives the same exact sums, with several buckets in
+    // flight at once.
+    for perNode in [2, nil] as [Int?] {
+        let layout = try world.nodeLayout(ranksPerNode: perNode)
+        for i in 0..<count { buffer[i] = Float((i * 7 + rank * 13) % 101) / 8 }
+        let hierarchical = GradientBuckets(communicator: world, buffer: buffer, count: count, bucketElements: 1000, layout: layout)
+        for _ in 0..<2 {  // twice: the state of a step must not leak into the next
+            for i in 0..<count { buffer[i] = Float((i * 7 + rank * 13) % 101) / 8 }
+            hierarchical.begin()
+            for offset in stride(from: count - 1, through: 0, by: -997) { try hierarchical.ready(from: offset) }
+            try hierarchical.finish()
+            for i in 0..<count where buffer[i] != reference[i] * scale {
+                fail("hierarchical all-reduce (\(perNode.map { "\($0) ranks per node" } ?? "shared-memory nodes"), \(layout.nodes) nodes) element \(i) is \(buffer[i]), expected \(reference[i] * scale)", rank: rank)
+            }
+        }
+        if let perNode, layout.nodes != (size + perNode - 1) / perNode {
+            fail("\(layout.nodes) nodes of \(perNode) ranks in a world of \(size)", rank: rank)
+        }
     }
 
     // Fingerprint agreement, and its detection of a difference.
