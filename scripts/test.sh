@@ -34,8 +34,9 @@ if [ "$executed" -eq 0 ]; then
 fi
 
 # The whole suite (no arguments, as CI runs it) ends with the short Slurm check, counted as one
-# more test: a one-node Slurm cluster on this machine (installed when missing), one srun launch,
-# one scancel --signal=TERM and requeue (root; it fails, never skips, when Slurm cannot start).
+# more test: a Slurm cluster on this machine (installed when missing), one srun launch on this
+# machine as the node and one across two nodes made of network namespaces, one scancel
+# --signal=TERM and requeue (root; it fails, never skips, when Slurm cannot start).
 if [ $# -eq 0 ]; then
     echo "Slurm check: bash scripts/slurm_test.sh --short"
     slurm_start=$SECONDS
