@@ -88,16 +88,14 @@ def rounds(algorithm, n, p, net):
         return []
     if "per_node" in net and net["per_node"] > 1:
         c, shm = net["per_node"], net["shm"]
-        inner = {k: v for k, v in net.items() if k not in ("per_node", "shm")}
+        inner = {k: v for k, v in net.items() if k not in ("per_node", "shm", "hierarchical", "placement")}
         if net.get("hierarchical"):
             # Reduce inside the node (shared memory), all-reduce among the node leaders, broadcast.
             local = [shm["alpha"] + n * (shm["beta"] + g)] * log2(c)
             across = rounds(nonblocking_algorithm(n, p // c, False) if algorithm in ("binomial", "rabenseifner")
                             else algorithm, n, p // c, inner)
             return local + across + [shm["alpha"] + n * shm["beta"]] * log2(c)
-        # A flat algorithm over ranks placed by core: the node's c ranks share its link.
-        inner["beta"] = b * c
-        return rounds(algorithm, n, p, inner)
+        return flat_rounds_on_nodes(algorithm, n, p, c, net["placement"], inner, shm)
     if algorithm == "binomial":  # libnbc in place, or p < 4, or n < 64 KiB: reduce + broadcast trees
         return [a + n * (b + g)] * log2(p) + [a + n * b] * log2(p)
     if algorithm == "rabenseifner":  # reduce-scatter by halving, all-gather by doubling
@@ -108,6 +106,44 @@ def rounds(algorithm, n, p, net):
         return [a + n * (b + g)] * log2(p)
     if algorithm == "ring":  # coll/tuned, large messages
         return [a + n / p * (b + g)] * (p - 1) + [a + n / p * b] * (p - 1)
+    raise ValueError(algorithm)
+
+
+def flat_rounds_on_nodes(algorithm, n, p, c, placement, net, shm):
+    """Per-round seconds of a flat all-reduce of n bytes over p ranks, c to a node. The algorithms
+    pair rank r with r XOR d (binomial trees, recursive halving and doubling) at distances d = 1, 2,
+    4, ...; a pair is on one node when d < c under block placement (consecutive ranks on a node,
+    mpirun's and Slurm's default) and when d is a multiple of the number of nodes under cyclic
+    placement (--map-by node). A round on one node costs shared memory's alpha and beta; a round
+    across nodes shares the node's link among the node's ranks that send in it: all c in
+    recursive halving or doubling, and in a binomial round all c under cyclic placement but at
+    most one under block placement. A ring's neighbours are on one node except at one rank per
+    node under block placement."""
+    a, b, g = net["alpha"], net["beta"], net["gamma"]
+    nodes = p // c
+
+    def across(d):
+        return d >= c if placement == "block" else d % nodes != 0
+
+    def cost(d, m, reduce, sharing):
+        if across(d):
+            return a + m * (b * sharing + (g if reduce else 0))
+        return shm["alpha"] + m * (shm["beta"] + (g if reduce else 0))
+
+    k = log2(p)
+    if algorithm == "binomial":
+        sharing = c if placement == "cyclic" else 1
+        up = [cost(2 ** i, n, True, sharing) for i in range(k)]
+        return up + [cost(2 ** i, n, False, sharing) for i in reversed(range(k))]
+    if algorithm == "rabenseifner":
+        halves = [cost(2 ** i, n / 2 ** (i + 1), True, c) for i in range(k)]
+        return halves + [cost(2 ** i, n / 2 ** (i + 1), False, c) for i in reversed(range(k))]
+    if algorithm == "recursive-doubling":
+        return [cost(2 ** i, n, True, c) for i in range(k)]
+    if algorithm == "ring":
+        m = n / p
+        one = a + m * (b * (1 if placement == "block" else c) + g)
+        return [one] * (p - 1) + [one - m * g] * (p - 1)
     raise ValueError(algorithm)
 
 
@@ -269,14 +305,14 @@ def main():
             print(f"| {name} | {p} | " + " | ".join(cells) + " |")
     print()
     print(f"{arguments.per_node} ranks per node sharing the node's link, design 'after': step ms (exposed, efficiency)")
-    print("| network | ranks | flat | hierarchical (reduce in the node, all-reduce among nodes, broadcast) |")
-    print("|---|---|---|---|")
+    print("| network | ranks | flat, block placement | flat, cyclic placement | hierarchical (reduce in the node, all-reduce among nodes, broadcast) |")
+    print("|---|---|---|---|---|")
     shm = dict(alpha=arguments.shm_alpha * 1e-6, beta=arguments.shm_beta * 1e-9)
     for name, net in NETWORKS.items():
         for p in (256, 1024):
             cells = []
-            for hierarchical in (False, True):
-                shared = dict(net, per_node=arguments.per_node, shm=shm, hierarchical=hierarchical)
+            for placement, hierarchical in (("block", False), ("cyclic", False), ("block", True)):
+                shared = dict(net, per_node=arguments.per_node, shm=shm, hierarchical=hierarchical, placement=placement)
                 t, exposed, _ = step_time(p, shared, compute, "after", bucket)
                 cells.append(f"{t:.1f} ({exposed:.1f}, {single / t:.0%})")
             print(f"| {name} | {p} | " + " | ".join(cells) + " |")
