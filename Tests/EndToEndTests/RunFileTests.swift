@@ -91,7 +91,8 @@ final class RunFileTests: XCTestCase {
             .filter { $0["kind"] as? String == "long" }.compactMap { $0["name"] as? String })
         let notWritten: Set<String> = ["help", "version", "config", "task", "resume", "kmeans-init", "crop", "val",
                                        "lr-step-every", "lr-step-factor", "levels", "weight-ema", "keep-best",
-                                       "quantizer-dropout"]  // (only with --codebooks 2 or more)
+                                       "quantizer-dropout",  // (only with --codebooks 2 or more)
+                                       "ranks-per-node"]  // (only when given)
         XCTAssertEqual(Set(viaFile.keys).union(["out"]), flags.subtracting(notWritten))
         XCTAssertEqual(viaFile["codebook-init"], "\"kmeans\"")
         XCTAssertEqual(viaFile["dead-code-threshold"], "1.0", "the default threshold, resolved")
