@@ -7,13 +7,14 @@
 #   bash scripts/codec_results.sh
 #
 # Environment: RUNS (default runs/codec), BUDGET (seconds of VQ-VAE training per model, default
-# 1800), MODELS (names from the table below, default all), BENCH (default bench).
+# 1800), MODELS (names from the table below, default all), BENCH (default bench), VQVAE (the binary,
+# default .build/release/vqvae).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 runs=${RUNS:-runs/codec}
 budget=${BUDGET:-1800}
 bench=${BENCH:-bench}
-vqvae=.build/release/vqvae
+vqvae=${VQVAE:-.build/release/vqvae}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mpirun=(mpirun -np 2)
 [ -x "$vqvae" ] || swift build -c release --product vqvae
@@ -21,9 +22,11 @@ mkdir -p "$runs" "$bench"
 
 # The rate ladder: name | train flags | train-prior flags | codebooks to code.
 # d3-l4: 8x8 pixels per position, 4 codebooks of 512 (0.14 to 0.56 bpp before the prior);
+# d3-l4-resize: the same with --upsample resize (nearest-neighbour upsampling and 3x3 convolutions);
 # d2-l2: 4x4 pixels per position, 2 codebooks of 512 (0.56 and 1.1 bpp before the prior).
 table=$(cat <<'EOF'
 d3-l4|--down 3 --codebooks 4 --quantizer-dropout --crop 128 --crops-per-image 32 --augment flips --global-batch-size 64 --lr 1e-3 --lr-schedule cosine --warmup-steps 200 --steps 5000|--crops-per-image 32 --global-batch-size 32 --steps 3000|1 2 3 4
+d3-l4-resize|--down 3 --codebooks 4 --quantizer-dropout --upsample resize --crop 128 --crops-per-image 32 --augment flips --global-batch-size 64 --lr 1e-3 --lr-schedule cosine --warmup-steps 200 --steps 5000|--crops-per-image 32 --global-batch-size 32 --steps 3000|1 2 3 4
 d2-l2|--down 2 --codebooks 2 --quantizer-dropout --crop 96 --crops-per-image 32 --augment flips --global-batch-size 64 --lr 1e-3 --lr-schedule cosine --warmup-steps 200 --steps 4200|--crops-per-image 32 --global-batch-size 32 --steps 3000|1 2
 EOF
 )

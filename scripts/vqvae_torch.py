@@ -5,7 +5,10 @@ scripts/restoration_torch.py. `VQVAE(config["model"])` takes the `model` object 
 `config` JSON and builds every option it can hold: the model kind (`vqvae`, `vae`, `ae`),
 `residual` (`x_hat = x + dec`), `detail_layers` / `detail_channels` (3x3 layers at full resolution
 reading `[x | dec]`, their output added: `x_hat = x + dec + detail([x | dec])`) and `skips`
-(`up{i}` reads `dec_i + w * relu(down{D-1-i})`, `w` one weight per image). `VQVAE.names()` maps
+(`up{i}` reads `dec_i + w * relu(down{D-1-i})`, `w` one weight per image) and `upsampling`
+(`transposed`: `up{i}` a 4x4 stride-2 transposed convolution; `resize`: nearest-neighbour
+upsampling by 2 and a 3x3 convolution, the checkpoint's `up{i}` tensors being the convolution's).
+`VQVAE.names()` maps
 checkpoint names (`encoder/down0`, ..., `detail/conv0`) to its layers.
 
 The quantizer is left to the caller (see export_pytorch.py): `forward(x, quantize=...)` takes a
@@ -49,8 +52,15 @@ class VQVAE(nn.Module):
         self.pre_quant = nn.Conv2d(h, latent, 1)
         self.dec_conv = nn.Conv2d(m["code_dimension"], h, 3, 1, 1)
         self.dec_res = nn.ModuleList(Residual(h, m["residual_hidden"]) for _ in range(m["residual_blocks"]))
-        self.up = nn.ModuleList(
-            nn.ConvTranspose2d(h >> i, c if i == down - 1 else h >> (i + 1), 4, 2, 1) for i in range(down))
+        upsampling = m.get("upsampling", "transposed")
+        if upsampling not in ("transposed", "resize"):
+            raise ValueError(f"unknown upsampling {upsampling!r}")
+
+        def up(cin, cout):
+            if upsampling == "resize":
+                return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1))
+            return nn.ConvTranspose2d(cin, cout, 4, 2, 1)
+        self.up = nn.ModuleList(up(h >> i, c if i == down - 1 else h >> (i + 1)) for i in range(down))
         self.detail = nn.ModuleList(
             nn.Conv2d(2 * c if i == 0 else detail_channels, c if i == detail_layers - 1 else detail_channels, 3, 1, 1)
             for i in range(detail_layers))
@@ -65,7 +75,7 @@ class VQVAE(nn.Module):
         out["decoder/conv"] = self.dec_conv
         for j, r in enumerate(self.dec_res):
             out[f"decoder/res{j}/conv3x3"], out[f"decoder/res{j}/conv1x1"] = r.conv3x3, r.conv1x1
-        out.update({f"decoder/up{i}": l for i, l in enumerate(self.up)})
+        out.update({f"decoder/up{i}": l[1] if isinstance(l, nn.Sequential) else l for i, l in enumerate(self.up)})
         out.update({f"detail/conv{i}": l for i, l in enumerate(self.detail)})
         return out
 

@@ -5,17 +5,43 @@
 /// Weight stored `[in, kh, kw, out]` (checkpoints use PyTorch's `[in, out, kh, kw]`), bias `[out]`.
 /// The forward pass is one GEMM `input[N*H*W, in] * W[in, kh*kw*out]` followed by `col2im`, so
 /// no zero-stuffed input is ever built; the backward pass lowers `dL/doutput` with `im2col`.
+///
+/// With `resize` the layer is instead nearest-neighbour upsampling by 2 followed by a 3x3
+/// convolution with padding 1 (PyTorch's `nn.Upsample(scale_factor=2)` then
+/// `nn.Conv2d(in, out, 3, padding=1)`), whose weight it stores as `Conv2d` does (`[out, 3, 3, in]`;
+/// checkpoints `[out, in, 3, 3]`). That composition IS a 4x4 transposed convolution with stride 2
+/// and padding 1 whose kernel is tied to the 3x3 one: along each axis, output `2i + k - 1` reads
+/// input `i` through the 3x3 taps `t` with `floor((k + t - 2) / 2) = 0`, so
+/// `K[0] = W[2]`, `K[1] = W[1] + W[2]`, `K[2] = W[0] + W[1]`, `K[3] = W[0]` (and the product of
+/// two such sums in 2-D). The layer builds that kernel in its workspace and runs the transposed
+/// convolution's fast paths with it; the kernel's gradient folds back onto the 3x3 taps the same
+/// way. The cost is the transposed convolution's, 4/9 of an upsampled 3x3 convolution's.
 public struct ConvTranspose2d {
     public let inputChannels: Int
     public let outputChannels: Int
     public let window: Window
     public let weight: ParameterSlot
     public let bias: ParameterSlot
+    /// Nearest-neighbour upsampling and a 3x3 convolution (above); `window` is then 4x4, stride 2, padding 1.
+    public let resize: Bool
 
-    init(name: String, inputChannels: Int, outputChannels: Int, window: Window, parameters: ParameterStore) {
+    init(name: String, inputChannels: Int, outputChannels: Int, window: Window, resize: Bool = false,
+         parameters: ParameterStore) {
+        precondition(!resize || window == Window(kernel: 4, stride: 2, padding: 1), "a resize layer runs as a 4x4 stride-2 transposed convolution")
         self.inputChannels = inputChannels
         self.outputChannels = outputChannels
         self.window = window
+        self.resize = resize
+        if resize {
+            // PyTorch's Conv2d: fan_in = in * 3 * 3.
+            let bound = 1 / Float(inputChannels * 9).squareRoot()
+            weight = parameters.add(
+                name: "\(name)/weight", shape: [outputChannels, inputChannels, 3, 3],
+                layout: .convolution(output: outputChannels, input: inputChannels, kernelHeight: 3, kernelWidth: 3),
+                uniformBound: bound)
+            bias = parameters.add(name: "\(name)/bias", shape: [outputChannels], uniformBound: bound)
+            return
+        }
         // PyTorch computes fan_in from the weight's second dimension: out * kh * kw.
         let fanIn = outputChannels * window.area
         let bound = 1 / Float(fanIn).squareRoot()
@@ -25,6 +51,48 @@ public struct ConvTranspose2d {
                                            kernelHeight: window.kernelHeight, kernelWidth: window.kernelWidth),
             uniformBound: bound)
         bias = parameters.add(name: "\(name)/bias", shape: [outputChannels], uniformBound: bound)
+    }
+
+    /// Floats of the 4x4 kernel `[in, 4, 4, out]` a resize layer builds (and of its gradient).
+    var tiedKernelCount: Int { resize ? inputChannels * 16 * outputChannels : 0 }
+
+    /// The 3x3 taps (along one axis) that the 4x4 kernel's tap `k` sums.
+    static let tiedTaps: [[Int]] = [[2], [1, 2], [0, 1], [0]]
+
+    /// Writes the 4x4 kernel `[in, 4, 4, out]` tied to the 3x3 weight `[out, 3, 3, in]`.
+    func buildTiedKernel(_ kernel: UnsafeMutablePointer<Float>, from weight: UnsafePointer<Float>) {
+        let (inputs, outputs) = (inputChannels, outputChannels)
+        for ky in 0..<4 {
+            for kx in 0..<4 {
+                for i in 0..<inputs {
+                    let row = kernel + ((i * 4 + ky) * 4 + kx) * outputs
+                    for o in 0..<outputs {
+                        var sum: Float = 0
+                        for ty in Self.tiedTaps[ky] {
+                            for tx in Self.tiedTaps[kx] { sum += weight[((o * 3 + ty) * 3 + tx) * inputs + i] }
+                        }
+                        row[o] = sum
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds the 4x4 kernel's gradient `[in, 4, 4, out]` onto the 3x3 weight's `[out, 3, 3, in]`.
+    func foldTiedKernelGradient(_ kernelGradient: UnsafePointer<Float>, into gradient: UnsafeMutablePointer<Float>) {
+        let (inputs, outputs) = (inputChannels, outputChannels)
+        for ky in 0..<4 {
+            for kx in 0..<4 {
+                for ty in Self.tiedTaps[ky] {
+                    for tx in Self.tiedTaps[kx] {
+                        for o in 0..<outputs {
+                            let row = gradient + ((o * 3 + ty) * 3 + tx) * inputs
+                            for i in 0..<inputs { row[i] += kernelGradient[((i * 4 + ky) * 4 + kx) * outputs + o] }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     public var name: String { String(weight.name.dropLast("/weight".count)) }
@@ -37,6 +105,12 @@ public struct ConvTranspose2d {
     }
 
     public func workspaceCount(batch: Int, height: Int, width: Int) -> Int {
+        passWorkspaceCount(batch: batch, height: height, width: width) + 2 * tiedKernelCount
+    }
+
+    /// What the passes themselves use, from the workspace's start; a resize layer's kernel and its
+    /// gradient follow.
+    func passWorkspaceCount(batch: Int, height: Int, width: Int) -> Int {
         if usesStridedWinograd {
             // The adjoint convolution maps the output [Ho, Wo, out] to the input [H, W, in].
             return StridedWinograd.layout(batch: batch, outputHeight: height, outputWidth: width,
@@ -62,16 +136,22 @@ public struct ConvTranspose2d {
     ) {
         let (oh, ow) = outputSize(height: height, width: width)
         let rows = batch * height * width
+        var kernel = parameters + weight.offset
+        if resize {
+            let tied = workspace + passWorkspaceCount(batch: batch, height: height, width: width)
+            buildTiedKernel(tied, from: kernel)
+            kernel = UnsafePointer(tied)
+        }
         if usesStridedWinograd {
             StridedWinograd.inputGradient(
-                output, outputGradient: input, weight: parameters + weight.offset,
+                output, outputGradient: input, weight: kernel,
                 batch: batch, height: oh, width: ow, outputHeight: height, outputWidth: width,
                 inputChannels: outputChannels, outputChannels: inputChannels, workspace: workspace)
             addBias(output, bias: parameters + bias.offset, rows: batch * oh * ow, channels: outputChannels, relu: relu)
             return
         }
         gemm(transposeA: false, transposeB: false, m: rows, n: expansion, k: inputChannels,
-             a: input, lda: inputChannels, b: parameters + weight.offset, ldb: expansion,
+             a: input, lda: inputChannels, b: kernel, ldb: expansion,
              beta: 0, c: workspace, ldc: expansion)
         output.update(repeating: 0, count: batch * oh * ow * outputChannels)
         // The output is the "image" whose convolution windows are the input positions.
@@ -88,13 +168,36 @@ public struct ConvTranspose2d {
         workspace: UnsafeMutablePointer<Float>
     ) {
         let (oh, ow) = outputSize(height: height, width: width)
-        let rows = batch * height * width
         accumulateBiasGradient(gradients + bias.offset, dy: outputGradient, rows: batch * oh * ow, channels: outputChannels)
+        guard resize else {
+            kernelBackward(inputGradient: inputGradient, outputGradient: outputGradient, input: input, batch: batch,
+                           height: height, width: width, kernel: parameters + weight.offset,
+                           kernelGradient: gradients + weight.offset, workspace: workspace)
+            return
+        }
+        let tied = workspace + passWorkspaceCount(batch: batch, height: height, width: width)
+        let tiedGradient = tied + tiedKernelCount
+        buildTiedKernel(tied, from: parameters + weight.offset)
+        tiedGradient.update(repeating: 0, count: tiedKernelCount)
+        kernelBackward(inputGradient: inputGradient, outputGradient: outputGradient, input: input, batch: batch,
+                       height: height, width: width, kernel: tied, kernelGradient: tiedGradient, workspace: workspace)
+        foldTiedKernelGradient(tiedGradient, into: gradients + weight.offset)
+    }
+
+    /// The transposed convolution's dK (accumulated) and dx (written when asked) for `kernel` `[in, kh, kw, out]`.
+    private func kernelBackward(
+        inputGradient: UnsafeMutablePointer<Float>?, outputGradient: UnsafePointer<Float>,
+        input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+        kernel: UnsafePointer<Float>, kernelGradient: UnsafeMutablePointer<Float>,
+        workspace: UnsafeMutablePointer<Float>
+    ) {
+        let (oh, ow) = outputSize(height: height, width: width)
+        let rows = batch * height * width
         if usesStridedWinograd {
             // dW and dx of the adjoint convolution from the output [Ho, Wo, out] to the input.
             StridedWinograd.transposedBackward(
-                weightGradient: gradients + weight.offset, output: inputGradient, input: outputGradient,
-                outputGradient: input, weight: parameters + weight.offset, batch: batch, height: oh, width: ow,
+                weightGradient: kernelGradient, output: inputGradient, input: outputGradient,
+                outputGradient: input, weight: kernel, batch: batch, height: oh, width: ow,
                 outputHeight: height, outputWidth: width, inputChannels: outputChannels, outputChannels: inputChannels,
                 workspace: workspace)
             return
@@ -104,11 +207,11 @@ public struct ConvTranspose2d {
         // dW[in, E] += x^T[in, rows] * dColumns[rows, E]
         gemm(transposeA: true, transposeB: false, m: inputChannels, n: expansion, k: rows,
              a: input, lda: inputChannels, b: workspace, ldb: expansion,
-             beta: 1, c: gradients + weight.offset, ldc: expansion)
+             beta: 1, c: kernelGradient, ldc: expansion)
         guard let inputGradient else { return }
         // dx[rows, in] = dColumns[rows, E] * W^T[E, in]
         gemm(transposeA: false, transposeB: true, m: rows, n: inputChannels, k: expansion,
-             a: workspace, lda: expansion, b: parameters + weight.offset, ldb: expansion,
+             a: workspace, lda: expansion, b: kernel, ldb: expansion,
              beta: 0, c: inputGradient, ldc: inputChannels)
     }
 

@@ -28,6 +28,16 @@ public enum ReconstructionLoss: String, Codable, Sendable, CaseIterable {
     public static let charbonnierEpsilon = 1e-3
 }
 
+/// How the decoder doubles the resolution at each level.
+public enum UpsamplingKind: String, Codable, Sendable, CaseIterable {
+    /// A 4x4 transposed convolution with stride 2 (spec/model.md).
+    case transposed
+    /// Nearest-neighbour upsampling by 2 followed by a 3x3 convolution (a "resize-convolution"):
+    /// every output pixel of a 2x2 block sees the same input taps, so the decoder cannot paint the
+    /// period-2 checkerboard that transposed convolutions learn on smooth areas.
+    case resize
+}
+
 /// A configuration that cannot be built, with a message for the user.
 public struct ModelError: Error, CustomStringConvertible, Equatable {
     public let description: String
@@ -103,6 +113,8 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     /// output is `m * y + (1 - m) * x`: every known pixel is the input's own (pasted back), the
     /// network's output `y` fills the missing ones. Older checkpoints, without the key, have none.
     public var maskChannel = false
+    /// How `decoder/up{i}` doubles the resolution. Older checkpoints, without the key, are `.transposed`.
+    public var upsampling: UpsamplingKind = .transposed
     /// The skip weights as `--skip-weight` takes them: `W`, or `LOW..HIGH`.
     public var skipWeightDescription: String {
         skipWeightLow == skipWeightHigh ? "\(skipWeightLow)" : "\(skipWeightLow)..\(skipWeightHigh)"
@@ -118,11 +130,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
         case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels, rotationTrick
-        case codebookDimension, loss, codebooks, quantizerDropout
+        case codebookDimension, loss, codebooks, quantizerDropout, upsampling
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`, `codebooks`, `quantizerDropout`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`, `codebooks`, `quantizerDropout`, `upsampling`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -155,6 +167,7 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         loss = try c.decodeIfPresent(ReconstructionLoss.self, forKey: .loss) ?? .mse
         codebooks = try c.decodeIfPresent(Int.self, forKey: .codebooks) ?? 1
         quantizerDropout = try c.decodeIfPresent(Bool.self, forKey: .quantizerDropout) ?? false
+        upsampling = try c.decodeIfPresent(UpsamplingKind.self, forKey: .upsampling) ?? .transposed
     }
 
     /// Whether the model has a codebook (the VQ-VAE with `--quantizer vq`): EMA statistics,

@@ -43,7 +43,8 @@ extension ModelConfiguration {
         if hasCodebook { count += Double(max(codebooks, 1)) * Double(codes) * (2 * qd + 1) }
         conv(d, hidden, area: 9)
         for i in 0..<downsamplings {
-            conv(Double(hidden) / Double(1 << i), i == downsamplings - 1 ? Double(channels) : hidden / Double(1 << (i + 1)), area: 16)
+            conv(Double(hidden) / Double(1 << i), i == downsamplings - 1 ? Double(channels) : hidden / Double(1 << (i + 1)),
+                 area: upsampling == .resize ? 9 : 16)
         }
         for i in 0..<max(detailLayers, 0) {
             conv(i == 0 ? 2 * Double(channels) : Double(detailChannels), i == detailLayers - 1 ? Double(channels) : Double(detailChannels), area: 9)
@@ -113,6 +114,8 @@ extension ModelConfiguration {
         }
         // The mask channel: the masks, the blanked image and the encoder's input [x | m].
         if maskChannel { elements += n * Double(height) * Double(width) * (2 * Double(channels) + 2) }
+        // Resize upsampling: the tied 4x4 kernel of the widest decoder layer and its gradient.
+        if upsampling == .resize { workspace += 2 * 16 * hidden * max(hidden / 2, Double(channels)) }
         elements += 2 * largest + workspace
         // Input batches: the one in use and the prefetched ones.
         elements += 3 * n * Double(height) * Double(width) * Double(channels)

@@ -172,7 +172,7 @@ public final class VQVAE {
             let last = i == c.downsamplings - 1
             ups.append(ConvTranspose2d(name: "decoder/up\(i)", inputChannels: c.hidden >> i,
                                        outputChannels: last ? c.channels : c.hidden >> (i + 1),
-                                       window: stride2, parameters: parameters))
+                                       window: stride2, resize: c.upsampling == .resize, parameters: parameters))
         }
         self.ups = ups
         let detailWidth = c.detailChannels

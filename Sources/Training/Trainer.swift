@@ -391,6 +391,7 @@ public final class Trainer {
             + (c.residual ? "residual\(c.detailLayers > 0 ? " with \(c.detailLayers) detail layers of \(c.detailChannels)" : ""); " : "")
             + (c.skips ? "U-Net skips (weight \(c.skipWeightDescription)); " : "")
             + (c.maskChannel ? "mask channel; " : "")
+            + (c.upsampling == .resize ? "resize upsampling; " : "")
             + "\(communicator.size) rank(s) x batch \(sampler.localBatchSize)"
             + (layout.map { " (\($0.nodes) nodes of up to \($0.largestNode) ranks, hierarchical all-reduce)" } ?? "")
             + (microBatches > 1 ? " (\(microBatches) micro-batches of \(sampler.localBatchSize / microBatches))" : "")

@@ -7,6 +7,7 @@ extension ModelKind: ExpressibleByArgument {}
 extension CodebookKind: ExpressibleByArgument {}
 extension QuantizerKind: ExpressibleByArgument {}
 extension ReconstructionLoss: ExpressibleByArgument {}
+extension UpsamplingKind: ExpressibleByArgument {}
 extension EpochTail: ExpressibleByArgument {}
 extension Augmentation: ExpressibleByArgument {}
 extension TrainingOptions.CodebookStart: ExpressibleByArgument {}
@@ -74,6 +75,8 @@ struct ArchitectureOptions: ParsableArguments {
         "Mask-aware inpainting: the model reads the mask of the missing pixels as one more input channel, sees them blanked, and keeps every other pixel of its input.",
         discussion: "Training takes the mask from the --corrupt items mask and holes (the only items allowed with it); `vqvae restore --mask MASK.png` takes a user's own."))
     var maskChannel = modelDefaults.maskChannel
+    @Option(help: "How the decoder doubles the resolution: transposed (4x4 transposed convolutions, the spec's) or resize (nearest-neighbour upsampling and a 3x3 convolution, which cannot draw the transposed convolutions' checkerboard on smooth areas).")
+    var upsample: UpsamplingKind = modelDefaults.upsampling
 
     /// The configuration for images of `height x width x channels`.
     func configuration(height: Int, width: Int, channels: Int) -> ModelConfiguration {
@@ -103,6 +106,7 @@ struct ArchitectureOptions: ParsableArguments {
         c.loss = loss
         c.codebooks = codebooks
         c.quantizerDropout = quantizerDropout
+        c.upsampling = upsample
         if quantizer == .fsq { c.useFiniteScalarQuantizer(levels: levels?.values ?? [8, 5, 5, 5]) } else { c.levels = levels?.values ?? [] }
         return c
     }

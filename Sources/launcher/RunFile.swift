@@ -175,6 +175,7 @@ enum RunFile {
                 return low == high ? "\(low)" : text("\(low)..\(high)")
             },
             RunFileKey("mask-channel", .flag) { "\($0.architecture.maskChannel)" },
+            RunFileKey("upsample", .string) { text($0.architecture.upsampling.rawValue) },
             // The codebook's controls only where they apply: written for a model without a
             // codebook (as the start it did not take), they would follow a --model override.
             RunFileKey("codebook-init", .string) { $0.architecture.hasCodebook ? text($0.codebookInit.rawValue) : nil },

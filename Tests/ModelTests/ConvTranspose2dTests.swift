@@ -141,4 +141,40 @@ final class ConvTranspose2dTests: XCTestCase {
                                naiveBackward: { naiveConvTranspose2dBackward($0, input: $1, weight: $2, window: window) })
         }
     }
+
+    /// Test 3d: `resize` (nearest-neighbour upsampling by 2, then a 3x3 convolution with padding 1)
+    /// against those two naive double ops, through the GEMM path and the strided Winograd one, with
+    /// full vectors and tails: forward with bias and ReLU, dx, dW (accumulated) and db, within 3e-5
+    /// (the tied 4x4 kernel's entries are sums of up to four weights, so Winograd's rounding, which
+    /// follows the kernel's size, is up to four times that of an untied layer: 1.2e-5 measured).
+    /// The weight is a Conv2d's, `[out, in, 3, 3]`, with PyTorch's Conv2d bound.
+    func testResizeLayerIsNearestUpsamplingThenA3x3Convolution() {
+        let window = Window(kernel: 4, stride: 2, padding: 1), same3 = Window(kernel: 3, stride: 1, padding: 1)
+        let cases = [(batch: 2, height: 3, width: 4, inputs: 3, outputs: 4),
+                     (batch: 2, height: 4, width: 5, inputs: 20, outputs: 37),
+                     (batch: 1, height: 3, width: 3, inputs: 33, outputs: 16),
+                     (batch: 1, height: 1, width: 2, inputs: 16, outputs: 3)]
+        for (index, c) in cases.enumerated() {
+            let label = "resize \(c)"
+            let store = ParameterStore()
+            let conv = ConvTranspose2d(name: "up", inputChannels: c.inputs, outputChannels: c.outputs, window: window,
+                                       resize: true, parameters: store)
+            store.allocate()
+            store.initialize(seed: 1700 + UInt64(index))
+            XCTAssertEqual(conv.weight.shape, [c.outputs, c.inputs, 3, 3], label)
+            XCTAssertEqual(Double(conv.weight.uniformBound!), 1 / Double(9 * c.inputs).squareRoot(), accuracy: 1e-7, label)
+            XCTAssertEqual(conv.outputSize(height: c.height, width: c.width).height, 2 * c.height, label)
+            assertMatchesNaive(conv, store: store, batch: c.batch, height: c.height, width: c.width, inputs: c.inputs,
+                               seed: 1700 + UInt64(index), label: label, tolerance: 3e-5,
+                               naiveForward: { x, weight, bias in
+                                   naiveConv2d(naiveUpsampleNearest2x(x), weight: weight, bias: bias, outputChannels: c.outputs,
+                                               window: same3)
+                               },
+                               naiveBackward: { dy, x, weight in
+                                   var g = naiveConv2dBackward(dy, input: naiveUpsampleNearest2x(x), weight: weight, window: same3)
+                                   g.input = naiveUpsampleNearest2xBackward(g.input)
+                                   return g
+                               })
+        }
+    }
 }

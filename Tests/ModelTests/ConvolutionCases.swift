@@ -69,12 +69,12 @@ extension ConvTranspose2d: ConvolutionLayer {}
 
 /// `layer`'s forward pass with bias and ReLU, then dx, dW (accumulated onto non-zero gradients)
 /// and db, on a random `batch x height x width x inputs` input, against the naive double ops
-/// (`naiveForward(x, weight, bias)`, `naiveBackward(dy, x, weight)`), within 1e-5 (dW relative to its largest entry). The workspace
+/// (`naiveForward(x, weight, bias)`, `naiveBackward(dy, x, weight)`), within `tolerance` (dW relative to its largest entry). The workspace
 /// starts as NaN before each pass and every output as NaN: all must be written. Random values
 /// are drawn from `seed + 10`, `seed + 20` and `seed + 30`.
 func assertMatchesNaive(
     _ layer: some ConvolutionLayer, store: ParameterStore, batch: Int, height: Int, width: Int, inputs: Int,
-    seed: UInt64, label: String,
+    seed: UInt64, label: String, tolerance: Double = 1e-5,
     naiveForward: (Tensor4, [Double], [Double]) -> Tensor4,
     naiveBackward: (Tensor4, Tensor4, [Double]) -> ConvolutionGradients,
     file: StaticString = #filePath, line: UInt = #line
@@ -88,7 +88,7 @@ func assertMatchesNaive(
     let output = makeBuffer(count: expected.values.count, filledWith: .nan)
     layer.forward(output: output.pointer, input: input.pointer, batch: batch, height: height, width: width,
                   relu: true, parameters: store.values.pointer, workspace: workspace.pointer)
-    assertClose(output.array, expected.values.map { max($0, 0) }, tolerance: 1e-5, "\(label) forward+relu",
+    assertClose(output.array, expected.values.map { max($0, 0) }, tolerance: tolerance, "\(label) forward+relu",
                 file: file, line: line)
 
     let r = randomFloats(expected.values.count, seed: seed + 20)
@@ -101,13 +101,13 @@ func assertMatchesNaive(
     layer.backward(inputGradient: dx.pointer, outputGradient: dy.pointer, input: input.pointer,
                    batch: batch, height: height, width: width, parameters: store.values.pointer,
                    gradients: store.gradients.pointer, workspace: workspace.pointer)
-    assertClose(dx.array, naive.input.values, tolerance: 1e-5, "\(label) dx", file: file, line: line)
+    assertClose(dx.array, naive.input.values, tolerance: tolerance, "\(label) dx", file: file, line: line)
     // dW relative to its largest entry: each entry is a sum over all pixels, and Winograd's
     // rounding (F(4x4, 3x3) sums products of transforms with entries up to 8 and down to 1/24)
     // follows the size of those sums, so a small entry among large ones carries their absolute error.
-    assertClose(store.accumulatedGradient(layer.weight, since: before), naive.weight, tolerance: 1e-5,
+    assertClose(store.accumulatedGradient(layer.weight, since: before), naive.weight, tolerance: tolerance,
                 floor: max(1, largestMagnitude(naive.weight)), "\(label) dW", file: file, line: line)
-    assertClose(store.accumulatedGradient(layer.bias, since: before), naive.bias, tolerance: 1e-5, "\(label) db",
+    assertClose(store.accumulatedGradient(layer.bias, since: before), naive.bias, tolerance: tolerance, "\(label) db",
                 file: file, line: line)
     withExtendedLifetime((input, dy, output, dx, workspace)) {}
 }

@@ -562,6 +562,47 @@ final class VQVAETests: XCTestCase {
         XCTAssertEqual(old.codebookDimension, 0)
     }
 
+    /// `--upsample resize`: the decoder's nearest-neighbour upsampling and 3x3 convolutions against
+    /// the reference (every slot by the surrogate's central differences, in double), the
+    /// autoencoder and the VAE against their own finite differences, with skips too; the weights
+    /// are Conv2d's; configurations without the key are transposed.
+    func testResizeUpsamplingMatchesReferenceAndFiniteDifferences() throws {
+        var c = smallConfiguration(.ema)
+        c.upsampling = .resize
+        let model = try VQVAE(configuration: c, maxBatch: batch)
+        XCTAssertEqual(model.parameters.slots.first { $0.name == "decoder/up0/weight" }?.shape, [c.hidden / 2, c.hidden, 3, 3])
+        model.initialize(seed: 161)
+        let x = images(model, seed: 162), xBuffer = makeBuffer(x)
+        spreadCodebook(model, images: xBuffer)
+        let losses = model.forward(images: xBuffer.pointer, batch: batch, training: false)
+        let reference = ReferenceVQVAE(model: model)
+        let xDouble = x.map(Double.init)
+        let base = reference.forward(images: xDouble, batch: batch)
+        XCTAssertEqual(indices(model), base.indices)
+        assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "resize total loss")
+        assertClose(model.reconstruction.array, base.reconstruction, tolerance: 1e-4, floor: 1e-3, "resize reconstruction")
+        model.parameters.zeroGradients()
+        model.backward(images: xBuffer.pointer)
+        let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                seed: 163, label: "resize")
+        assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
+                    "resize: every slot vs surrogate finite differences (double)")
+        withExtendedLifetime(xBuffer) {}
+        try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 164, label: "resize") { c in
+            c.upsampling = .resize
+            c.skips = true
+        }
+        XCTAssertEqual(ModelConfiguration(height: 8, width: 8, channels: 3).upsampling, .transposed)
+        let old = try JSONDecoder().decode(ModelConfiguration.self, from: Data("""
+            {"height": 8, "width": 8, "channels": 3, "hidden": 8, "residualHidden": 4, "residualBlocks": 1, "downsamplings": 2,
+             "codeDimension": 4, "codes": 16, "commitment": 0.25, "decay": 0.99, "emaEpsilon": 1e-5, "codebook": "ema"}
+            """.utf8))
+        XCTAssertEqual(old.upsampling, .transposed)
+        var resized = c
+        resized.upsampling = .resize
+        XCTAssertEqual(try JSONDecoder().decode(ModelConfiguration.self, from: JSONEncoder().encode(resized)), resized)
+    }
+
     /// A residual model whose last decoder and detail layers are zero returns its input bit for
     /// bit: undamaged pixels pass through unchanged. Each image's output does not depend on the
     /// other images of the batch (so not on how a global batch is split over ranks).
@@ -1157,6 +1198,9 @@ final class ModelMemoryTests: XCTestCase {
         projected.quantizer = .cosine
         projected.codebookDimension = 256
         cases.append((projected, 32))
+        var resized = ModelConfiguration(height: 64, width: 64, channels: 3)
+        resized.downsamplings = 3; resized.codebooks = 4; resized.upsampling = .resize; resized.skips = true
+        cases.append((resized, 16))
         for (c, batch) in cases {
             let model = try VQVAE(configuration: c, maxBatch: batch)
             XCTAssertEqual(c.parameterCountEstimate, Double(model.parameters.count + (model.quantizer?.emaState.count ?? 0)),

@@ -43,6 +43,25 @@ public struct ConvolutionGradients {
     public var bias: [Double]
 }
 
+/// Nearest-neighbour upsampling by 2 (PyTorch's `nn.Upsample(scale_factor=2)`):
+/// `y[n, oy, ox, c] = x[n, oy / 2, ox / 2, c]`.
+public func naiveUpsampleNearest2x(_ x: Tensor4) -> Tensor4 {
+    var y = Tensor4(batch: x.batch, height: 2 * x.height, width: 2 * x.width, channels: x.channels)
+    for n in 0..<x.batch { for oy in 0..<y.height { for ox in 0..<y.width { for c in 0..<x.channels {
+        y[n, oy, ox, c] = x[n, oy / 2, ox / 2, c]
+    } } } }
+    return y
+}
+
+/// The exact backward of `naiveUpsampleNearest2x`: each input gradient is the sum of its 2x2 block's.
+public func naiveUpsampleNearest2xBackward(_ dy: Tensor4) -> Tensor4 {
+    var dx = Tensor4(batch: dy.batch, height: dy.height / 2, width: dy.width / 2, channels: dy.channels)
+    for n in 0..<dy.batch { for oy in 0..<dy.height { for ox in 0..<dy.width { for c in 0..<dy.channels {
+        dx[n, oy / 2, ox / 2, c] += dy[n, oy, ox, c]
+    } } } }
+    return dx
+}
+
 /// `Ho = floor((H + 2p - k) / s) + 1`.
 public func naiveConvolutionOutputSize(_ size: Int, kernel: Int, stride: Int, padding: Int) -> Int {
     (size + 2 * padding - kernel) / stride + 1

@@ -262,8 +262,10 @@ public struct ReferenceVQVAE {
             }
             let last = i == c.downsamplings - 1
             let out = last ? c.channels : c.hidden >> (i + 1)
-            y = naiveConvTranspose2d(y, weight: tensors["decoder/up\(i)/weight"]!, bias: tensors["decoder/up\(i)/bias"]!,
-                                     outputChannels: out, window: stride2)
+            y = c.upsampling == .resize
+                ? conv("decoder/up\(i)", naiveUpsampleNearest2x(y), out, same3)
+                : naiveConvTranspose2d(y, weight: tensors["decoder/up\(i)/weight"]!, bias: tensors["decoder/up\(i)/bias"]!,
+                                       outputChannels: out, window: stride2)
             if !last { y = naiveReLU(y) }
         }
         if c.residual {
