@@ -61,12 +61,7 @@ public final class Communicator {
         var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = nil
         try Communicator.check(MPI_Init_thread(&argc, &argv, CMPI_THREAD_FUNNELED(), &provided), "MPI_Init_thread")
         world = CMPI_COMM_WORLD()
-        try Communicator.check(MPI_Comm_set_errhandler(world, CMPI_ERRORS_RETURN()), "MPI_Comm_set_errhandler")
-        var rank: Int32 = 0, size: Int32 = 0
-        try Communicator.check(MPI_Comm_rank(world, &rank), "MPI_Comm_rank")
-        try Communicator.check(MPI_Comm_size(world, &size), "MPI_Comm_size")
-        self.rank = Int(rank)
-        self.size = Int(size)
+        (rank, size) = try Communicator.join(world)
     }
 
     /// A communicator over a group of this world's ranks (`MPI_Comm_split*`), with the same error
@@ -74,12 +69,16 @@ public final class Communicator {
     private init(group: MPI_Comm) throws {
         world = group
         usesMPI = true
-        try Communicator.check(MPI_Comm_set_errhandler(group, CMPI_ERRORS_RETURN()), "MPI_Comm_set_errhandler")
+        (rank, size) = try Communicator.join(group)
+    }
+
+    /// Makes MPI calls on `communicator` return their errors, and reads this process's rank in it and its size.
+    private static func join(_ communicator: MPI_Comm) throws -> (rank: Int, size: Int) {
+        try check(MPI_Comm_set_errhandler(communicator, CMPI_ERRORS_RETURN()), "MPI_Comm_set_errhandler")
         var rank: Int32 = 0, size: Int32 = 0
-        try Communicator.check(MPI_Comm_rank(group, &rank), "MPI_Comm_rank")
-        try Communicator.check(MPI_Comm_size(group, &size), "MPI_Comm_size")
-        self.rank = Int(rank)
-        self.size = Int(size)
+        try check(MPI_Comm_rank(communicator, &rank), "MPI_Comm_rank")
+        try check(MPI_Comm_size(communicator, &size), "MPI_Comm_size")
+        return (Int(rank), Int(size))
     }
 
     public var isRoot: Bool { rank == 0 }
