@@ -124,6 +124,7 @@ def main():
     ap.add_argument("--example")
     ap.add_argument("--cpu", default="")
     ap.add_argument("--notes", default="")
+    ap.add_argument("--envelope", default="", help="comma-separated models whose points make our curve (default: every model)")
     args = ap.parse_args()
 
     count = len([n for n in os.listdir(args.photos) if n.endswith(".png") and n[:-4].isdigit()])
@@ -175,10 +176,13 @@ def main():
         our_points.append((bpp, p_, m_, model, q))
         lines.append(f"| {model}, {q} | {bpp:.3f} | {p_:.2f} | {m_:.4f} | " + " | ".join(f"{v:.2f}" for v in matched) + f" | {bits:.2f} |")
 
-    # Our curve: the upper envelope of every (model, Q) point.
+    # Our curve: the upper envelope of every (model, Q) point, or of --envelope's models' points.
     our_points.sort()
+    chosen = set(filter(None, args.envelope.split(",")))
     envelope = []
     for point in our_points:
+        if chosen and point[3] not in chosen:
+            continue
         if not envelope or point[1] > envelope[-1][1]:
             envelope.append(point)
     ob, op = [p[0] for p in envelope], [p[1] for p in envelope]
@@ -209,7 +213,8 @@ def main():
                 "compares equal file sizes. Bits per code: the stream's bits per coded code (header and checksum "
                 "excluded), against ceil(log2 512) = 9 without a prior.\n\n")
         f.write("\n".join(lines) + "\n\n")
-        f.write("Bjontegaard delta rate of our curve (the upper envelope of the rows above) against each codec's curve of "
+        f.write("Bjontegaard delta rate of our curve (the upper envelope of the rows above"
+                + (f" of {', '.join(sorted(chosen))}" if chosen else "") + ") against each codec's curve of "
                 "mean bpp and quality per setting, over the part of 0.15-0.6 bpp both curves cover (negative: fewer bytes "
                 "than the codec for the same quality):\n\n")
         f.write("\n".join(bd) + "\n\n")

@@ -8,7 +8,10 @@
 #
 # Environment: RUNS (default runs/codec), BUDGET (seconds of VQ-VAE training per model, default
 # 1800), MODELS (names from the table below, default all), BENCH (default bench), VQVAE (the binary,
-# default .build/release/vqvae).
+# default .build/release/vqvae), ENVELOPE (the models whose points make our rate-distortion curve,
+# default d3-l4,d2-l2: the rate ladder; d3-l4-resize is the same ladder step with resize
+# upsampling, shown beside it), REPORT_ONLY=1 (only rewrite the reports from runs/codec/results.tsv).
+# Also writes bench/codec-texture.md (scripts/codec_texture.py): the periodic texture of the decoded photos.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 runs=${RUNS:-runs/codec}
@@ -52,9 +55,18 @@ PY
 newest() { ls "$1/checkpoints" 2>/dev/null | grep '^step-' | sort | tail -n 1 || true; }
 
 results=$runs/results.tsv
-: > "$results"
 speed=""
-while IFS='|' read -r name train prior levels; do
+if [ "${REPORT_ONLY:-0}" = 1 ]; then
+    [ -s "$results" ] || { echo "error: REPORT_ONLY=1 but $results is missing or empty" >&2; exit 2; }
+    table=""
+    speed=$(cat "$runs/speed.txt" 2>/dev/null || true)
+else
+    : > "$results"
+fi
+# The table is read from descriptor 3: mpirun forwards its standard input to rank 0, and would
+# swallow the rest of the table.
+while IFS='|' read -r name train prior levels <&3; do
+    [ -n "$name" ] || continue
     if [ -n "${MODELS:-}" ] && [[ " $MODELS " != *" $name "* ]]; then continue; fi
     model=$runs/vq-$name/checkpoints/$(newest "$runs/vq-$name")
     if [ ! -f "$model" ]; then
@@ -94,14 +106,18 @@ while IFS='|' read -r name train prior levels; do
         line=$(taskset -c 0 "$vqvae" decompress --threads 1 --checkpoint "$model" --prior "$priorfile" "$runs/speed.vqz" -o "$runs/speed.png" --force)
         wall=$(python3 -c "print(f'{$(date +%s.%N) - $start:.2f}')")
         speed="Decode of a 768x512 photo on one core (taskset -c 0, --threads 1) with $name at all $((${levels: -1})) codebooks: $(awk '{print $(NF-1)}' <<<"$line") s in decompress, $wall s for the whole process (loading the model and prior included)."
+        echo "$speed" > "$runs/speed.txt"
     fi
-done <<<"$table"
+done 3<<<"$table"
+[ -s "$results" ] || { echo "error: no model was compressed (MODELS=${MODELS:-})" >&2; exit 2; }
 
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)
 family=$(grep -m1 "cpu family" /proc/cpuinfo | cut -d: -f2 | xargs)
 cpumodel=$(grep -m1 "^model[[:space:]]" /proc/cpuinfo | cut -d: -f2 | xargs)
 python3 scripts/codec_results.py --photos "$photos" --ours "$results" --out "$bench/codec.md" \
-    --figure "$bench/codec-rd.png" --example "$bench/codec-example.png" \
+    --figure "$bench/codec-rd.png" --example "$bench/codec-example.png" --envelope "${ENVELOPE:-d3-l4,d2-l2}" \
     --cpu "$cpu (family $family model $cpumodel), $(nproc) CPUs" \
-    --notes "Made by \`bash scripts/codec_results.sh\`: each VQ-VAE trained for up to ${budget} s under mpirun -np 2 on random crops of the 22 training photos, its prior for the steps in the script's table. $speed"
-echo "wrote $bench/codec.md"
+    --notes "Made by \`bash scripts/codec_results.sh\`: each VQ-VAE trained for up to ${budget} s under mpirun -np 2 on random crops of the 22 training photos, its prior for the steps in the script's table. d3-l4-resize is d3-l4 with \`--upsample resize\`: its rows are shown, the curve is that of the ladder (${ENVELOPE:-d3-l4,d2-l2}); the periodic texture of every model's decoded photos is measured in [codec-texture.md](codec-texture.md). $speed"
+python3 scripts/codec_texture.py --photos "$photos" --ours "$results" --out "$bench/codec-texture.md" \
+    --figure "$bench/codec-texture.png" --pair d3-l4,d3-l4-resize --levels 2 --cpu "$cpu (family $family model $cpumodel)"
+echo "wrote $bench/codec.md and $bench/codec-texture.md"
