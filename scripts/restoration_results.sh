@@ -46,6 +46,7 @@ RECIPE_TABLE=(
   "deblur-task      | deblur                                | patches | --task deblur --steps 26000 | "
   "deblur-8bit      | deblur                                | patches | --task deblur --corrupt blur:2,quantize:255 --steps 26000 | "
   "inpaint-long     | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole"
+  "inpaint-resize   | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --upsample resize --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole"
   "deblur-ae        | deblur                                | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt blur:2          | "
   "denoise-deep     | denoise-0.1                           | patches | --task denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 9000 | "
   "blind-deep       | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 9000 | "
