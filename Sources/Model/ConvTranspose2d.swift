@@ -59,6 +59,12 @@ public struct ConvTranspose2d {
     /// The 3x3 taps (along one axis) that the 4x4 kernel's tap `k` sums.
     static let tiedTaps: [[Int]] = [[2], [1, 2], [0, 1], [0]]
 
+    /// Where a resize layer's tied kernel lies in `workspace`: after what the passes use; its
+    /// gradient follows it.
+    func tiedKernel(_ workspace: UnsafeMutablePointer<Float>, batch: Int, height: Int, width: Int) -> UnsafeMutablePointer<Float> {
+        workspace + passWorkspaceCount(batch: batch, height: height, width: width)
+    }
+
     /// Writes the 4x4 kernel `[in, 4, 4, out]` tied to the 3x3 weight `[out, 3, 3, in]`.
     func buildTiedKernel(_ kernel: UnsafeMutablePointer<Float>, from weight: UnsafePointer<Float>) {
         let (inputs, outputs) = (inputChannels, outputChannels)
@@ -138,7 +144,7 @@ public struct ConvTranspose2d {
         let rows = batch * height * width
         var kernel = parameters + weight.offset
         if resize {
-            let tied = workspace + passWorkspaceCount(batch: batch, height: height, width: width)
+            let tied = tiedKernel(workspace, batch: batch, height: height, width: width)
             buildTiedKernel(tied, from: kernel)
             kernel = UnsafePointer(tied)
         }
@@ -169,29 +175,15 @@ public struct ConvTranspose2d {
     ) {
         let (oh, ow) = outputSize(height: height, width: width)
         accumulateBiasGradient(gradients + bias.offset, dy: outputGradient, rows: batch * oh * ow, channels: outputChannels)
-        guard resize else {
-            kernelBackward(inputGradient: inputGradient, outputGradient: outputGradient, input: input, batch: batch,
-                           height: height, width: width, kernel: parameters + weight.offset,
-                           kernelGradient: gradients + weight.offset, workspace: workspace)
-            return
+        var kernel = parameters + weight.offset, kernelGradient = gradients + weight.offset
+        if resize {
+            // dK of the tied kernel, folded onto the 3x3 taps below.
+            let tied = tiedKernel(workspace, batch: batch, height: height, width: width)
+            buildTiedKernel(tied, from: kernel)
+            kernel = UnsafePointer(tied)
+            kernelGradient = tied + tiedKernelCount
+            kernelGradient.update(repeating: 0, count: tiedKernelCount)
         }
-        let tied = workspace + passWorkspaceCount(batch: batch, height: height, width: width)
-        let tiedGradient = tied + tiedKernelCount
-        buildTiedKernel(tied, from: parameters + weight.offset)
-        tiedGradient.update(repeating: 0, count: tiedKernelCount)
-        kernelBackward(inputGradient: inputGradient, outputGradient: outputGradient, input: input, batch: batch,
-                       height: height, width: width, kernel: tied, kernelGradient: tiedGradient, workspace: workspace)
-        foldTiedKernelGradient(tiedGradient, into: gradients + weight.offset)
-    }
-
-    /// The transposed convolution's dK (accumulated) and dx (written when asked) for `kernel` `[in, kh, kw, out]`.
-    private func kernelBackward(
-        inputGradient: UnsafeMutablePointer<Float>?, outputGradient: UnsafePointer<Float>,
-        input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-        kernel: UnsafePointer<Float>, kernelGradient: UnsafeMutablePointer<Float>,
-        workspace: UnsafeMutablePointer<Float>
-    ) {
-        let (oh, ow) = outputSize(height: height, width: width)
         let rows = batch * height * width
         if usesStridedWinograd {
             // dW and dx of the adjoint convolution from the output [Ho, Wo, out] to the input.
@@ -200,19 +192,21 @@ public struct ConvTranspose2d {
                 outputGradient: input, weight: kernel, batch: batch, height: oh, width: ow,
                 outputHeight: height, outputWidth: width, inputChannels: outputChannels, outputChannels: inputChannels,
                 workspace: workspace)
-            return
+        } else {
+            im2col(columns: workspace, image: outputGradient, batch: batch, height: oh, width: ow,
+                   channels: outputChannels, window: window)
+            // dW[in, E] += x^T[in, rows] * dColumns[rows, E]
+            gemm(transposeA: true, transposeB: false, m: inputChannels, n: expansion, k: rows,
+                 a: input, lda: inputChannels, b: workspace, ldb: expansion,
+                 beta: 1, c: kernelGradient, ldc: expansion)
+            if let inputGradient {
+                // dx[rows, in] = dColumns[rows, E] * W^T[E, in]
+                gemm(transposeA: false, transposeB: true, m: rows, n: inputChannels, k: expansion,
+                     a: workspace, lda: expansion, b: kernel, ldb: expansion,
+                     beta: 0, c: inputGradient, ldc: inputChannels)
+            }
         }
-        im2col(columns: workspace, image: outputGradient, batch: batch, height: oh, width: ow,
-               channels: outputChannels, window: window)
-        // dW[in, E] += x^T[in, rows] * dColumns[rows, E]
-        gemm(transposeA: true, transposeB: false, m: inputChannels, n: expansion, k: rows,
-             a: input, lda: inputChannels, b: workspace, ldb: expansion,
-             beta: 1, c: kernelGradient, ldc: expansion)
-        guard let inputGradient else { return }
-        // dx[rows, in] = dColumns[rows, E] * W^T[E, in]
-        gemm(transposeA: false, transposeB: true, m: rows, n: inputChannels, k: expansion,
-             a: workspace, lda: expansion, b: kernel, ldb: expansion,
-             beta: 0, c: inputGradient, ldc: inputChannels)
+        if resize { foldTiedKernelGradient(kernelGradient, into: gradients + weight.offset) }
     }
 
     public func forwardMultiplyAdds(batch: Int, height: Int, width: Int) -> Int {

@@ -514,8 +514,6 @@ public final class Trainer {
         }
     }
 
-    /// `--time-budget`: whether this rank's training time is used up (the ranks' flags are summed
-    /// with the step's loss, so all stop after the same step).
     /// The node groups of a hierarchical all-reduce of the gradients, or nil for one all-reduce
     /// over every rank (`--allreduce`, `--ranks-per-node`).
     func gradientLayout() throws -> NodeLayout? {
@@ -529,6 +527,8 @@ public final class Trainer {
         return layout
     }
 
+    /// `--time-budget`: whether this rank's training time is used up (the ranks' flags are summed
+    /// with the step's loss, so all stop after the same step).
     func budgetReached(since start: Double) -> Bool {
         options.timeBudget > 0 && monotonicSeconds() - start >= options.timeBudget
     }
