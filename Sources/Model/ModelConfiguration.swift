@@ -28,6 +28,24 @@ public enum ReconstructionLoss: String, Codable, Sendable, CaseIterable {
     public static let charbonnierEpsilon = 1e-3
 }
 
+/// How the training loss weighs the images of a batch against each other.
+public enum LossWeighting: String, Codable, Sendable, CaseIterable {
+    /// Every image alike (spec/model.md).
+    case uniform
+    /// Each image's reconstruction term times `0.1 / max(r, 0.01)`, `r` the root mean square of its
+    /// damage (the model's input minus its target, over the image): lightly damaged images, whose
+    /// errors are small, weigh more, so that a model trained on a range of noise levels serves the
+    /// low ones as well as the high ones. An image with damage of RMS 0.1 weighs 1.
+    case damage
+
+    /// The RMS damage that weighs 1, and the floor under `r`.
+    public static let damageReference = 0.1
+    public static let damageFloor = 0.01
+
+    /// The weight of an image whose damage has this root mean square.
+    public static func damageWeight(rms: Double) -> Double { damageReference / max(rms, damageFloor) }
+}
+
 /// How the decoder doubles the resolution at each level.
 public enum UpsamplingKind: String, Codable, Sendable, CaseIterable {
     /// A 4x4 transposed convolution with stride 2 (spec/model.md).
@@ -85,6 +103,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     /// The reconstruction term the training loss minimises (what `Losses.reconstruction` reports
     /// stays the mean squared error).
     public var loss: ReconstructionLoss = .mse
+    /// How the reconstruction term weighs the images of a batch (`Losses.reconstruction` stays the
+    /// plain mean). Older checkpoints, without the key, are `.uniform`.
+    public var lossWeighting: LossWeighting = .uniform
     /// `--model vae`: weight of the KL term (see `GaussianLatent` for its normalisation).
     public var klWeight: Double = 0.001
     /// Residual restoration: the output is the input plus what the network predicts,
@@ -130,11 +151,11 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
         case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels, rotationTrick
-        case codebookDimension, loss, codebooks, quantizerDropout, upsampling
+        case codebookDimension, loss, codebooks, quantizerDropout, upsampling, lossWeighting
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`, `codebooks`, `quantizerDropout`, `upsampling`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`, `codebooks`, `quantizerDropout`, `upsampling`, `lossWeighting`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -168,6 +189,7 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         codebooks = try c.decodeIfPresent(Int.self, forKey: .codebooks) ?? 1
         quantizerDropout = try c.decodeIfPresent(Bool.self, forKey: .quantizerDropout) ?? false
         upsampling = try c.decodeIfPresent(UpsamplingKind.self, forKey: .upsampling) ?? .transposed
+        lossWeighting = try c.decodeIfPresent(LossWeighting.self, forKey: .lossWeighting) ?? .uniform
     }
 
     /// Whether the model has a codebook (the VQ-VAE with `--quantizer vq`): EMA statistics,

@@ -1,6 +1,7 @@
 /// The per-step figures of a forward pass, averaged over this rank's share of the batch.
 public struct Losses: Equatable, Sendable {
-    /// `mean((x_hat - x)^2)` in normalised space (whatever `ModelConfiguration.loss` trains).
+    /// `mean((x_hat - x)^2)` in normalised space (whatever `ModelConfiguration.loss` and
+    /// `lossWeighting` train).
     public var reconstruction: Double
     /// VQ-VAE: `mean((z - q)^2)`, before the commitment weight (0 for the other models).
     public var commitment: Double
@@ -8,7 +9,8 @@ public struct Losses: Equatable, Sendable {
     /// before `klWeight` (0 for the other models).
     public var kl: Double
     /// The loss that is minimised: the reconstruction term (the mean squared error, or with
-    /// `--loss charbonnier` `mean(sqrt((x_hat - x)^2 + eps^2))`) + beta * commitment (+ the codebook loss with
+    /// `--loss charbonnier` `mean(sqrt((x_hat - x)^2 + eps^2))`; with `--loss-weight damage` the
+    /// mean over images of each image's mean times its weight) + beta * commitment (+ the codebook loss with
     /// `--codebook grad`, which has the same value as the commitment term's mean), or
     /// reconstruction + klWeight * kl for the VAE, or the reconstruction alone for the autoencoder.
     public var total: Double
@@ -110,6 +112,8 @@ public final class VQVAE {
     let residualGradient: FloatBuffer     // with detail layers: dL/dx_hat, kept while the detail layers are differentiated
     let gradientA: FloatBuffer
     let gradientB: FloatBuffer
+    /// `--loss-weight damage`: each image's weight in the last forward pass's loss.
+    let imageWeights: UnsafeMutablePointer<Float>
     let scratch: FloatBuffer
     let workspace: FloatBuffer
 
@@ -214,6 +218,8 @@ public final class VQVAE {
         skipWeights.initialize(repeating: fidelity)
         let pixels = n * c.height * c.width
         maskCopy = FloatBuffer(count: c.maskChannel ? pixels : 0)
+        imageWeights = .allocate(capacity: n)
+        imageWeights.initialize(repeating: 1, count: n)
         blankedImages = FloatBuffer(count: c.maskChannel ? pixels * c.channels : 0)
         maskedInput = FloatBuffer(count: c.maskChannel ? pixels * c.inputChannels : 0)
         detailInput = FloatBuffer(count: detail.isEmpty ? 0 : pixels * 2 * c.channels)
@@ -248,6 +254,7 @@ public final class VQVAE {
         codeIndices.deallocate()
         skipWeights.deallocate()
         activeLevels.deallocate()
+        imageWeights.deallocate()
     }
 
     /// Floats the model holds: parameters and their gradients, then every activation, gradient
@@ -439,14 +446,25 @@ public final class VQVAE {
         }
         let mse = sum / Double(count)
         var fit = mse
-        if c.loss == .charbonnier {
+        if c.loss == .charbonnier || c.lossWeighting == .damage {
+            // Image by image: each image's mean, times its weight, averaged.
+            let perImage = imageCount
             let epsilon = ReconstructionLoss.charbonnierEpsilon
             var total: Double = 0
-            for i in 0..<count {
-                let diff = Double(xHat[i] - targets[i])
-                total += (diff * diff + epsilon * epsilon).squareRoot()
+            for n in 0..<batch {
+                var term: Double = 0, damage: Double = 0
+                for i in (n * perImage)..<((n + 1) * perImage) {
+                    let diff = Double(xHat[i] - targets[i])
+                    term += c.loss == .charbonnier ? (diff * diff + epsilon * epsilon).squareRoot() : diff * diff
+                    let d = Double(images[i] - targets[i])
+                    damage += d * d
+                }
+                var weight = 1.0
+                if c.lossWeighting == .damage { weight = LossWeighting.damageWeight(rms: (damage / Double(perImage)).squareRoot()) }
+                imageWeights[n] = Float(weight)
+                total += weight * term / Double(perImage)
             }
-            fit = total / Double(count)
+            fit = total / Double(batch)
         }
         switch c.model {
         case .vqvae:
@@ -614,6 +632,14 @@ public final class VQVAE {
             }
         } else {
             scaledDifference(current, xHat, targets, scale: 2 / Float(count), count: count)
+        }
+        if c.lossWeighting == .damage {
+            // Each image's share times the weight its forward pass gave it.
+            let perImage = imageCount
+            for n in 0..<batch {
+                let weight = imageWeights[n]
+                for i in (n * perImage)..<((n + 1) * perImage) { current[i] *= weight }
+            }
         }
         if c.maskChannel {
             // d(m y + (1 - m) x)/dy = m: known pixels pass no gradient to the network.

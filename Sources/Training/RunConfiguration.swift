@@ -148,6 +148,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--levels", cli.levels.map(String.init).joined(separator: ","), model.levels.map(String.init).joined(separator: ",")),
             ("--kl-weight", "\(cli.klWeight)", "\(model.klWeight)"),
             ("--loss", cli.loss.rawValue, model.loss.rawValue),
+            ("--loss-weight", cli.lossWeighting.rawValue, model.lossWeighting.rawValue),
             ("--upsample", cli.upsampling.rawValue, model.upsampling.rawValue),
             ("--detail-layers", "\(cli.detailLayers)", "\(model.detailLayers)"),
             ("--detail-channels", "\(cli.detailChannels)", "\(model.detailChannels)"),

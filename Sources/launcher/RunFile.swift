@@ -166,6 +166,7 @@ enum RunFile {
             RunFileKey("codebook", .string) { text($0.architecture.codebook.rawValue) },
             RunFileKey("kl-weight", .number) { "\($0.architecture.klWeight)" },
             RunFileKey("loss", .string) { text($0.architecture.loss.rawValue) },
+            RunFileKey("loss-weight", .string) { text($0.architecture.lossWeighting.rawValue) },
             RunFileKey("residual", .flag) { "\($0.architecture.residual)" },
             RunFileKey("detail-layers", .integer) { "\($0.architecture.detailLayers)" },
             RunFileKey("detail-channels", .integer) { "\($0.architecture.detailChannels)" },

@@ -562,6 +562,65 @@ final class VQVAETests: XCTestCase {
         XCTAssertEqual(old.codebookDimension, 0)
     }
 
+    /// `--loss-weight damage` on a residual VQ-VAE with detail layers whose two images are damaged
+    /// by different amounts (RMS about 0.05 and 0.2, weights about 2 and 0.5): the total loss
+    /// against the double reference's weighted mean, `reconstruction` still the plain mean squared
+    /// error, every slot against the surrogate's finite differences; the autoencoder and the VAE
+    /// against their own float loss; with charbonnier too. A default configuration, and an older
+    /// one without the key, weigh images alike.
+    func testDamageLossWeightingMatchesReferenceAndFiniteDifferences() throws {
+        for loss in ReconstructionLoss.allCases {
+            var c = smallConfiguration(.ema)
+            c.residual = true
+            c.detailLayers = 2
+            c.detailChannels = 5
+            c.loss = loss
+            c.lossWeighting = .damage
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 161)
+            let t = images(model, seed: 162)
+            let perImage = model.imageCount
+            let amplitudes = [0.05, 0.2].map { Float($0 * 3.0.squareRoot()) }  // uniform on [-a, a]: RMS a / sqrt(3)
+            let noise = randomFloats(t.count, seed: 163, low: -1, high: 1)
+            let x = t.indices.map { t[$0] + amplitudes[$0 / perImage] * noise[$0] }
+            let xBuffer = makeBuffer(x), tBuffer = makeBuffer(t)
+            spreadCodebook(model, images: xBuffer)
+            let losses = model.forward(images: xBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: false)
+            let reference = ReferenceVQVAE(model: model)
+            let xDouble = x.map(Double.init), tDouble = t.map(Double.init)
+            let base = reference.forward(images: xDouble, targets: tDouble, batch: batch)
+            XCTAssertEqual(indices(model), base.indices)
+            assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "\(loss) weighted total loss")
+            assertClose(losses.reconstruction, base.reconstructionLoss, tolerance: 1e-5, floor: 1e-6, "\(loss): the reported mean squared error")
+            if loss == .mse {
+                let fit = losses.total - c.commitment * losses.commitment
+                XCTAssertGreaterThan(abs(fit - losses.reconstruction), 0.05 * losses.reconstruction, "the weights change the trained term")
+            }
+            model.parameters.zeroGradients()
+            model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
+            let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                    targets: tDouble, seed: 164, label: "damage weighting")
+            assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
+                        "\(loss) damage weighting: every slot vs surrogate finite differences (double)")
+            withExtendedLifetime((xBuffer, tBuffer)) {}
+            try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 165, label: "\(loss) damage weighting") { c in
+                c.residual = true
+                c.detailLayers = 1
+                c.loss = loss
+                c.lossWeighting = .damage
+            }
+        }
+        XCTAssertEqual(LossWeighting.damageWeight(rms: 0.05), 2, accuracy: 1e-12)
+        XCTAssertEqual(LossWeighting.damageWeight(rms: 0.2), 0.5, accuracy: 1e-12)
+        XCTAssertEqual(LossWeighting.damageWeight(rms: 0), 10, "an undamaged image weighs 0.1 / 0.01")
+        XCTAssertEqual(ModelConfiguration(height: 8, width: 8, channels: 3).lossWeighting, .uniform)
+        let old = try JSONDecoder().decode(ModelConfiguration.self, from: Data("""
+            {"height": 8, "width": 8, "channels": 3, "hidden": 8, "residualHidden": 4, "residualBlocks": 1, "downsamplings": 2,
+             "codeDimension": 4, "codes": 16, "commitment": 0.25, "decay": 0.99, "emaEpsilon": 1e-5, "codebook": "ema"}
+            """.utf8))
+        XCTAssertEqual(old.lossWeighting, .uniform)
+    }
+
     /// `--upsample resize`: the decoder's nearest-neighbour upsampling and 3x3 convolutions against
     /// the reference (every slot by the surrogate's central differences, in double), the
     /// autoencoder and the VAE against their own finite differences, with skips too; the weights

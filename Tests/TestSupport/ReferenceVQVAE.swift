@@ -294,12 +294,23 @@ public struct ReferenceVQVAE {
         let target = targets ?? original.values
         var squared = 0.0
         for i in image.values.indices { let diff = y.values[i] - target[i]; squared += diff * diff }
-        var fit = squared / Double(image.count)
-        if c.loss == .charbonnier {
-            let epsilon = ReconstructionLoss.charbonnierEpsilon
-            fit = zip(y.values, target).reduce(0.0) { $0 + (($1.0 - $1.1) * ($1.0 - $1.1) + epsilon * epsilon).squareRoot() }
-                / Double(image.count)
+        // Each image's mean of its per-element terms, times its weight (1, or with
+        // `--loss-weight damage` 0.1 / max(RMS of input - target, 0.01)), averaged over images.
+        let perImage = image.count / batch
+        let epsilon = ReconstructionLoss.charbonnierEpsilon
+        var fit = 0.0
+        for n in 0..<batch {
+            var term = 0.0, damage = 0.0
+            for i in (n * perImage)..<((n + 1) * perImage) {
+                let diff = y.values[i] - target[i]
+                term += c.loss == .charbonnier ? (diff * diff + epsilon * epsilon).squareRoot() : diff * diff
+                damage += (original.values[i] - target[i]) * (original.values[i] - target[i])
+            }
+            let weight = c.lossWeighting == .damage
+                ? 0.1 / max((damage / Double(perImage)).squareRoot(), 0.01) : 1
+            fit += weight * term / Double(perImage)
         }
+        fit /= Double(batch)
         return (y.values, squared / Double(image.count), fit)
     }
 }
