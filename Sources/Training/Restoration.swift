@@ -501,13 +501,15 @@ public final class Restoration {
         guard height % factor == 0, width % factor == 0 else {
             throw RestorationError("--whole needs image sides that are multiples of 2^down = \(factor); this image is \(height)x\(width) (leave out --whole to restore in tiles)")
         }
+        // The configuration of this size, for the cached model as for a new one (MaskSplit sizes
+        // its buffers by it).
+        c.height = height
+        c.width = width
         let key = "\(height)x\(width)"
         let model: VQVAE
         if let cached = wholeModels[key] {
             model = cached
         } else {
-            c.height = height
-            c.width = width
             model = try VQVAE(configuration: c, maxBatch: 1)
             model.copyState(from: trained.model)
             model.fidelity = trained.model.fidelity

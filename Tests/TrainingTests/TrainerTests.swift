@@ -361,6 +361,31 @@ final class TrainerTests: XCTestCase {
         let ensemble = try PNGImage.read(path: restore.out).pixels
         XCTAssertEqual(zip(ensemble, pixels).enumerated().filter { !missing[$0.offset] && $0.element.0 != $0.element.1 }.count, 0,
                        "mirrors carry the mask along")
+        // Whole-image passes: the ensemble is the mean of the eight passes over mirrored and turned
+        // copies of the photo and its mask (each rounded to 8 bits here, so within 1); the quarter
+        // turns reuse the models built for the first two sizes.
+        restore.whole = true
+        restore.out = folder + "/whole-ensemble.png"
+        XCTAssertEqual(try Restoration(options: restore, console: Console()).run().restored, 1)
+        let wholeEnsemble = try PNGImage.read(path: restore.out).pixels
+        var mean = [Double](repeating: 0, count: pixels.count)
+        for (k, symmetry) in Dihedral.all.enumerated() {
+            let size = symmetry.size(height: height, width: width)
+            let turned = symmetry.apply(pixels.map(Float.init), height: height, width: width, channels: 1).map { UInt8($0) }
+            let turnedMask = symmetry.apply(missing.map { $0 ? 255 : 0 }, height: height, width: width, channels: 1).map { UInt8($0) }
+            try PNGImage(height: size.height, width: size.width, channels: 1, pixels: turned).write(to: folder + "/in-\(k).png")
+            try PNGImage(height: size.height, width: size.width, channels: 1, pixels: turnedMask).write(to: folder + "/mask-\(k).png")
+            var single = restore
+            single.ensemble = false
+            (single.input, single.mask, single.out) = (folder + "/in-\(k).png", folder + "/mask-\(k).png", folder + "/whole-\(k).png")
+            XCTAssertEqual(try Restoration(options: single, console: Console()).run().restored, 1)
+            let back = symmetry.invert(try PNGImage.read(path: single.out).pixels.map(Float.init), height: height, width: width, channels: 1)
+            for i in mean.indices { mean[i] += Double(back[i]) / 8 }
+        }
+        let worst = zip(wholeEnsemble, mean).map { abs(Double($0.0) - $0.1) }.max() ?? 0
+        XCTAssertLessThanOrEqual(worst, 1, "the whole-image ensemble is the mean of the eight whole passes")
+        XCTAssertGreaterThan(zip(wholeEnsemble, pixels).enumerated().filter { missing[$0.offset] && $0.element.0 != $0.element.1 }.count, 0,
+                             "the whole-image ensemble fills the missing pixels")
 
         var refused = TrainingFixtures.options(data: data, out: folder + "/refused", steps: 1)
         refused.architecture.maskChannel = true
