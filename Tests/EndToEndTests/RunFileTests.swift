@@ -130,7 +130,7 @@ final class RunFileTests: XCTestCase {
     func testTaskPresetsAreAppliedAndOverridable() throws {
         let data = try PreparedData.mnist("test")
         let small = ["--hidden", "16", "--res-hidden", "8", "--global-batch-size", "8", "--steps", "0"]
-        let expected = ["denoise": "noise:0.1", "blind-denoise": "noise:0.02..0.2", "deblur": "blur:2,quantize:255", "inpaint": "holes:8"]
+        let expected = ["denoise": "noise:0.1", "blind-denoise": "noise:0.02~0.2", "deblur": "blur:2,quantize:255", "inpaint": "holes:8"]
         for (task, corrupt) in expected {
             let out = try CommandRunner.temporaryFolder("runfile-task-\(task)")
             // (MNIST's 28x28 digits do not divide by 2^3: the inpainter's --down is overridden.)
@@ -144,6 +144,8 @@ final class RunFileTests: XCTestCase {
                    "warmup-steps": "100", "clip-grad-norm": "0.05", "corrupt": "\"\(corrupt)\"",
                    "detail-layers": task == "deblur" ? "0" : "6", "detail-channels": task == "deblur" ? "32" : "64"]
             for (key, value) in preset { XCTAssertEqual(written[key], value, "--task \(task): \(key)") }
+            XCTAssertEqual(written["loss-weight"], task == "blind-denoise" ? "\"damage\"" : "\"uniform\"", "--task \(task): loss-weight")
+            if task == "blind-denoise" { XCTAssertEqual(written["weight-ema"], "0.999", "--task blind-denoise: weight-ema") }
             for key in ["codebook-init", "kmeans-iterations", "dead-code-threshold"] {
                 XCTAssertNil(written[key], "--task \(task): \(key) does not apply to an autoencoder")
             }
