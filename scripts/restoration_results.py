@@ -882,7 +882,10 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
         L.append("")
         L.append("Training data `patches` = `runs/restoration/data/photos32-train.h5` "
                  "(`scripts/prepare_data.py photos --train-scales 1,0.5,0.35 --train-patches 40000`: "
-                 "random 32x32 patches of the TRAIN photos at full size, half and 0.35 of it). Load = "
+                 "random 32x32 patches of the TRAIN photos at full size, half and 0.35 of it); "
+                 "`=NAME`: no training of its own, the model trained by recipe NAME (its flags "
+                 "repeated) restores with other flags, such as `--ensemble` (the image and its "
+                 "seven mirrored and rotated copies restored, mapped back and averaged). Load = "
                  "`/proc/loadavg` (1, 5, 15 min) before and after the run; the benchmark's own ranks "
                  "account for about " + str(info["ranks"]) + " of it."
                  + (" **Other work shared the CPUs** (load well above that), so fewer steps were "

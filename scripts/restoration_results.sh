@@ -29,8 +29,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 #   name | tasks it is evaluated on | training data | `vqvae train` flags | `vqvae restore` flags
 # Tasks: denoise-0.05, denoise-0.1, denoise-0.2, inpaint-cells, inpaint-strokes, deblur.
 # Training data: `patches` (runs/restoration/data/photos32-train.h5, 32x32 patches of the TRAIN
-# photos, made here), `whole` (runs/restoration/data/photos-train-whole.h5, the TRAIN photos whole
-# at their own sizes, made here; give --crop) or the path of any HDF5 dataset. The common flags (budget, batch, lr, logging) are in TRAIN_COMMON below.
+# photos, made here), `tone` (runs/restoration/data-tone/photos32-train.h5: the same patches, half
+# of them re-exposed with channels clipped at 0 and 255, `prepare_data.py --train-tone 0.5`), `whole` (runs/restoration/data/photos-train-whole.h5, the TRAIN photos whole
+# at their own sizes, made here; give --crop), the path of any HDF5 dataset, or `=NAME`: no
+# training of its own, the model of recipe NAME restores with this recipe's restore flags (NAME's
+# train flags repeated for the record). The common flags (budget, batch, lr, logging) are in
+# TRAIN_COMMON below.
 RECIPE_TABLE=(
   "denoise-ae       | denoise-0.1                           | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt noise:0.1      | "
   "denoise-ae-plain | denoise-0.1                           | patches | --model ae --residual --down 1 --corrupt noise:0.1                         | "
@@ -52,6 +56,15 @@ RECIPE_TABLE=(
   "blind-deep       | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 9000 | "
   "blind-log        | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 9000 --corrupt noise:0.02~0.2 | "
   "blind-log-long   | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 | "
+  "blind-weighted   | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
+  "blind-tone       | denoise-0.05,denoise-0.1,denoise-0.2   | tone    | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
+  "blind-tone-x8    | denoise-0.05,denoise-0.1,denoise-0.2   | =blind-tone | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | --ensemble"
+  "inpaint-128      | inpaint-cells,inpaint-strokes         | whole   | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole"
+  "inpaint-128-x8   | inpaint-cells,inpaint-strokes         | =inpaint-128 | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole --ensemble"
+  "blind-log-long-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-log-long | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 | --ensemble"
+  "blind-weighted-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-weighted | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | --ensemble"
+  "inpaint-long-x8  | inpaint-cells,inpaint-strokes         | =inpaint-long | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole --ensemble"
+  "deblur-8bit-x8   | deblur                                | =deblur-8bit | --task deblur --corrupt blur:2,quantize:255 --steps 26000 | --ensemble"
 )
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-0}
 TRAIN_COMMON=(--steps 10000000 --global-batch-size 32 --lr 1e-3 --log-every 200 --checkpoint-every "$CHECKPOINT_EVERY")
@@ -69,6 +82,7 @@ PY=scripts/restoration_results.py
 VENV=$WORK/venv
 PATCHES=$WORK/data/photos32-train.h5
 WHOLE=$WORK/data/photos-train-whole.h5
+TONE=$WORK/data-tone/photos32-train.h5
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 log() { echo "restoration: $*" >&2; }
 # Wall-clock seconds of each part, kept across runs that skip parts (runs/restoration/phases.txt).
@@ -141,7 +155,7 @@ if [ "$SKIP_BASELINES" != 1 ]; then
 fi
 
 # ---- Models.
-data_of() { case $1 in patches) echo "$PATCHES" ;; whole) echo "$WHOLE" ;; *) echo "$1" ;; esac; }
+data_of() { case $1 in patches) echo "$PATCHES" ;; whole) echo "$WHOLE" ;; tone) echo "$TONE" ;; *) echo "$1" ;; esac; }
 checkpoint() {  # run folder -> newest checkpoint
     local newest
     newest=$(ls "$1"/checkpoints/step-*.h5 2>/dev/null | sort | tail -n 1)
@@ -174,6 +188,15 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
     for i in "${!names[@]}"; do
         b=$BUDGET
         if [ "$SKIP_TRAIN" = 1 ] && [ -f "$WORK/train/${names[$i]}/budget" ]; then b=$(cat "$WORK/train/${names[$i]}/budget"); fi
+        if [[ ${datas[$i]} == =* ]]; then
+            # Another recipe's model: its budget (it trains first when both run).
+            source_recipe=${datas[$i]#=}
+            b=$BUDGET
+            if ! [[ " ${names[*]} " == *" $source_recipe "* && $SKIP_TRAIN != 1 ]]; then
+                [ -f "$WORK/train/$source_recipe/budget" ] || { log "recipe ${names[$i]}: no trained model of $source_recipe in $WORK/train"; exit 1; }
+                b=$(cat "$WORK/train/$source_recipe/budget")
+            fi
+        fi
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "${names[$i]}" "${tasks[$i]}" "${datas[$i]}" "${flags[$i]}" "${rflags[$i]}" "$b" >> "$WORK/recipes.tsv.new"
     done
     mv "$WORK/recipes.tsv.new" "$WORK/recipes.tsv"
@@ -186,12 +209,17 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
             python3 scripts/prepare_data.py photos --out "$WORK/data" --train-scales 1,0.5,0.35 --train-patches 40000
             phase "training data" $(($(date +%s) - t0))
         fi
+        if [[ " ${datas[*]} " == *" tone "* ]] && [ ! -f "$TONE" ]; then
+            record "python3 scripts/prepare_data.py photos --out $WORK/data-tone --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5"
+            python3 scripts/prepare_data.py photos --out "$WORK/data-tone" --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5
+        fi
         if [[ " ${datas[*]} " == *" whole "* ]] && [ ! -f "$WHOLE" ]; then
             record "python3 scripts/prepare_data.py photos --whole --out $WORK/data"
             python3 scripts/prepare_data.py photos --whole --out "$WORK/data"
         fi
         for i in "${!names[@]}"; do
             name=${names[$i]}
+            [[ ${datas[$i]} == =* ]] && continue
             data=$(data_of "${datas[$i]}")
             [ -f "$data" ] || { log "recipe $name: no training data $data"; exit 1; }
             out="$WORK/train/$name"
@@ -216,6 +244,11 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
     for i in "${!names[@]}"; do
         name=${names[$i]}
         t1=$(date +%s)
+        if [[ ${datas[$i]} == =* ]]; then
+            # The other recipe's run folder, under this recipe's name too.
+            rm -rf "$WORK/train/$name"
+            ln -s "${datas[$i]#=}" "$WORK/train/$name"
+        fi
         ckpt=$(checkpoint "$WORK/train/$name")
         read -r -a rf <<< "${rflags[$i]}"
         IFS=',' read -r -a ts <<< "${tasks[$i]}"
