@@ -15,13 +15,23 @@ project (it needs torch, numpy, h5py and Pillow; scikit-image for --clean). What
 - the data: `images` (N, H, W, C) uint8 or float32 of the --data files, concatenated, normalised as
   `v/255 - 0.5` (float32: `v - 0.5`), reshuffled every epoch (`--no-shuffle`: file order), the tail
   of an epoch that does not fill a global batch dropped;
-- the damage: `--corrupt noise:SIGMA` or `noise:LOW..HIGH` only: Gaussian noise of standard deviation
-  SIGMA (drawn uniformly per image for a range) on pixels in [0, 1], clipped to [0, 1]; the target
-  is the clean image;
+- the damage: `--corrupt noise:SIGMA` or `noise:LOW..HIGH`: Gaussian noise of standard deviation
+  SIGMA (drawn uniformly per image for a range) on pixels in [0, 1], clipped to [0, 1]; or
+  `--corrupt holes:COUNT`: 1 to COUNT boxes and brush strokes filled with 0, drawn as
+  Corruption.swift's `markHoles` draws them (boxes with sides log-uniform in [1/16, 1/2] of the
+  image's; strokes of radius 0.5 + u max(1, min(H, W) / 12) through 1 to 6 segments of
+  (0.1 + 0.3 u) min(H, W), here as the set of pixels within the radius of each segment); with
+  `--mask-channel` the model reads the mask and keeps the known pixels (scripts/vqvae_torch.py);
+  the target is the clean image;
+- whole photos (`--data` in the `pixels`/`shapes`/`offsets` layout of docs/formats.md) with
+  `--crop S`: `--crops-per-image K` random S x S crops of each image per epoch, uniform over the
+  positions inside it, with `--augment flips|dihedral` mirrored or turned;
 - the optimiser: Adam or AdamW (`--optimizer`, `--lr`, `--beta1`, `--beta2`, `--adam-eps`,
   `--weight-decay`), the learning-rate schedule of docs/usage.md (`--warmup-steps`, `--lr-schedule
   constant|cosine|step`, `--lr-min`, `--lr-decay-steps` defaulting to `--steps`, `--lr-step-every`,
   `--lr-step-factor`), `--clip-grad-norm`; the loss `mean((x_hat - x)^2)`, or with `--loss charbonnier` `mean(sqrt((x_hat - x)^2 + 1e-6))` (plus the VAE's KL term);
+- `--weight-ema D`: the bias-corrected moving average of the weights (WeightAverage.swift), which
+  is what is saved and restores, as `vqvae restore` uses a checkpoint's average;
 - the budget: `--steps` optimiser steps of `--global-batch-size` images, ending earlier after the
   first step that finds `--time-budget` seconds of training used (every process stops after the
   same step; start-up and data loading are not counted, as in `vqvae train`).
@@ -29,11 +39,12 @@ project (it needs torch, numpy, h5py and Pillow; scikit-image for --clean). What
 Parallelism: one process with `--threads N` intra-op threads, or `--ddp N` processes (gloo,
 DistributedDataParallel, `--threads` each), each taking its `G/N` share of every global batch.
 
-`--restore IN.png --restore-out OUT.png` then restores a whole photo as `vqvae restore` does by
+`--restore IN.png... --restore-out OUT.png...` then restores whole photos as `vqvae restore` does by
 default: tiles of the training size with a least overlap of a quarter of each side (`--overlap`),
 placed as TiledImage.swift places them, edge-replicated where the image is smaller than a tile,
 blended with the raised-cosine window and written as `round(clip(v, 0, 1) * 255)`; `--whole` runs
-the whole image in one pass instead. `--clean CLEAN.png` prints PSNR and SSIM of the restored image
+the whole image in one pass instead; `--mask MASK.png` (white = missing, gray level >= 128; with
+`--whole`) gives a mask-channel model the holes. `--clean CLEAN.png` prints PSNR and SSIM of the restored image
 (scikit-image, as the project's bench/restoration.md measures them). `--out DIR` keeps
 `DIR/model.pt` (`state_dict` in scripts/vqvae_torch.py's names and the model config).
 """
@@ -66,11 +77,42 @@ def value_range(text, what):
     return low, high
 
 
-def noise_spec(text):
+def corrupt_spec(text):
+    """`noise:SIGMA`, `noise:LOW..HIGH` -> ("noise", low, high); `holes:COUNT` -> ("holes", count)."""
     name, _, arg = text.strip().partition(":")
+    if name.lower() == "holes" and arg.isdigit() and 1 <= int(arg) <= 64:
+        return ("holes", int(arg))
     if name.lower() != "noise" or "," in arg:
-        raise argparse.ArgumentTypeError(f"only --corrupt noise:SIGMA or noise:LOW..HIGH is reproduced (got {text})")
-    return value_range(arg, "noise:SIGMA")
+        raise argparse.ArgumentTypeError(f"only --corrupt noise:SIGMA, noise:LOW..HIGH or holes:COUNT is reproduced (got {text})")
+    return ("noise",) + value_range(arg, "noise:SIGMA")
+
+
+def mark_holes(height, width, most, rng):
+    """[H, W] float32, 1 where a hole is: Corruption.swift's markHoles, drawn with numpy."""
+    marks = np.zeros((height, width), np.float32)
+    shortest = float(min(height, width))
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
+
+    def side(length):
+        f = math.exp(math.log(1 / 16) + (math.log(0.5) - math.log(1 / 16)) * rng.random())
+        return min(max(int(round(f * length)), 1), length)
+    for _ in range(1 + rng.integers(most)):
+        if rng.random() < 0.5:
+            rows, columns = side(height), side(width)
+            top, left = rng.integers(height - rows + 1), rng.integers(width - columns + 1)
+            marks[top:top + rows, left:left + columns] = 1
+            continue
+        radius = 0.5 + rng.random() * max(1.0, shortest / 12)
+        y, x = rng.random() * height, rng.random() * width
+        for _ in range(1 + rng.integers(6)):
+            angle, length = 2 * math.pi * rng.random(), (0.1 + 0.3 * rng.random()) * shortest
+            end_y = min(max(y + length * math.sin(angle), 0.0), height - 1.0)
+            end_x = min(max(x + length * math.cos(angle), 0.0), width - 1.0)
+            dy, dx = end_y - y, end_x - x
+            t = np.clip(((ys - y) * dy + (xs - x) * dx) / max(dy * dy + dx * dx, 1e-12), 0, 1)
+            marks[(ys - y - t * dy) ** 2 + (xs - x - t * dx) ** 2 <= radius * radius] = 1
+            y, x = end_y, end_x
+    return marks
 
 
 def parse_args(argv=None):
@@ -95,7 +137,12 @@ def parse_args(argv=None):
     ap.add_argument("--clip-grad-norm", type=float, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-shuffle", action="store_true")
-    ap.add_argument("--corrupt", type=noise_spec, default=None, metavar="noise:SIGMA")
+    ap.add_argument("--corrupt", type=corrupt_spec, default=None, metavar="noise:SIGMA|holes:COUNT")
+    ap.add_argument("--crop", type=int, default=None, help="whole-photo data: train on random SxS crops")
+    ap.add_argument("--crops-per-image", type=int, default=1)
+    ap.add_argument("--augment", choices=["none", "flips", "dihedral"], default="none")
+    ap.add_argument("--mask-channel", action="store_true", help="the model reads the mask of the holes")
+    ap.add_argument("--weight-ema", type=float, default=0, help="keep and save the weights' moving average (0: none)")
     ap.add_argument("--model", choices=["vqvae", "vae", "ae"], default="vqvae")
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--res-hidden", type=int, default=32)
@@ -116,12 +163,14 @@ def parse_args(argv=None):
     ap.add_argument("--out", help="folder for model.pt")
     ap.add_argument("--checkpoint", help="no training: restore with this `vqvae train` checkpoint (checks the tiling "
                     "against `vqvae restore`)")
-    ap.add_argument("--restore", help="a PNG (or JPEG) photo to restore after training")
-    ap.add_argument("--restore-out", help="where the restored PNG goes")
+    ap.add_argument("--restore", nargs="+", help="PNG (or JPEG) photos to restore after training")
+    ap.add_argument("--restore-out", nargs="+", help="where the restored PNGs go, one per --restore")
     ap.add_argument("--overlap", type=int, default=None, help="least tile overlap (default: a quarter of each side)")
     ap.add_argument("--whole", action="store_true", help="restore the whole image in one pass instead of tiles")
     ap.add_argument("--batch", type=int, default=32, help="tiles per pass when restoring")
-    ap.add_argument("--clean", help="the clean photo: print PSNR and SSIM of the restored one")
+    ap.add_argument("--clean", nargs="+", help="the clean photos: print PSNR and SSIM of the restored ones")
+    ap.add_argument("--mask", nargs="+", help="restore: PNGs whose white pixels are missing, one per --restore "
+                    "(mask-channel models, --whole)")
     args = ap.parse_args(argv)
     if args.model == "vqvae" and not args.checkpoint:
         ap.error("--model vqvae: the quantizer is not reproduced here; use --model ae or vae")
@@ -135,8 +184,20 @@ def parse_args(argv=None):
         ap.error(f"--ddp {args.ddp} must divide --global-batch-size {args.global_batch_size}")
     if args.detail_layers and not args.residual:
         ap.error("--detail-layers needs --residual")
+    if args.mask_channel and (not args.corrupt or args.corrupt[0] != "holes"):
+        ap.error("--mask-channel needs --corrupt holes:COUNT")
+    if args.mask_channel and args.model != "ae":
+        ap.error("--mask-channel is reproduced for --model ae only")
+    if args.mask and not args.whole:
+        ap.error("--mask needs --whole")
+    if not 0 <= args.weight_ema < 1:
+        ap.error("--weight-ema must be in [0, 1)")
     if (args.restore is None) != (args.restore_out is None):
         ap.error("--restore and --restore-out go together")
+    for flag in ("restore_out", "mask", "clean"):
+        given = getattr(args, flag)
+        if given is not None and len(given) != len(args.restore or []):
+            ap.error(f"--{flag.replace('_', '-')} needs one file per --restore photo")
     if args.lr_schedule == "step" and args.lr_step_every <= 0:
         ap.error("--lr-schedule step needs --lr-step-every")
     if args.weight_decay is None:
@@ -172,6 +233,45 @@ def loadavg():
         return "unknown"
 
 
+class WholePhotos:
+    """A `pixels`/`shapes`/`offsets` dataset (docs/formats.md) read whole into memory; `crops(indices,
+    size, rng, augment)` -> uint8 [n, S, S, C] random crops of those images."""
+
+    def __init__(self, path):
+        with h5py.File(path, "r") as f:
+            self.pixels, self.shapes, self.offsets = f["pixels"][()], f["shapes"][()], f["offsets"][()]
+        if self.pixels.dtype != np.uint8:
+            raise SystemExit("restoration_torch.py: whole-photo data must be uint8")
+
+    def __len__(self):
+        return len(self.shapes)
+
+    def image(self, i):
+        h, w, c = (int(v) for v in self.shapes[i])
+        return self.pixels[int(self.offsets[i]):int(self.offsets[i]) + h * w * c].reshape(h, w, c)
+
+    def crops(self, indices, size, rng, augment):
+        out = []
+        for i in indices:
+            img = self.image(i)
+            h, w = img.shape[:2]
+            if min(h, w) < size:
+                raise SystemExit(f"restoration_torch.py: image {i} ({h}x{w}) is smaller than --crop {size}")
+            top, left = rng.integers(h - size + 1), rng.integers(w - size + 1)
+            crop = img[top:top + size, left:left + size]
+            t = rng.integers(8) if augment == "dihedral" else (4 * rng.integers(2) if augment == "flips" else 0)
+            crop = np.rot90(crop, t % 4)
+            if t >= 4:
+                crop = crop[:, ::-1]
+            out.append(np.ascontiguousarray(crop))
+        return np.stack(out)
+
+
+def is_whole(path):
+    with h5py.File(path, "r") as f:
+        return "pixels" in f and "shapes" in f and "offsets" in f
+
+
 def load_images(paths, key):
     arrays = []
     for path in paths:
@@ -187,6 +287,7 @@ def load_images(paths, key):
 
 def model_config(args, images):
     return {"model": args.model, "height": images.shape[1], "width": images.shape[2], "channels": images.shape[3],
+            "mask_channel": args.mask_channel,
             "hidden": args.hidden, "residual_hidden": args.res_hidden, "residual_blocks": args.res_blocks,
             "downsamplings": args.down, "code_dimension": args.code_dim, "kl_weight": args.kl_weight,
             "residual": args.residual, "detail_layers": args.detail_layers, "detail_channels": args.detail_channels,
@@ -200,8 +301,13 @@ class Trained(torch.nn.Module):
         super().__init__()
         self.net, self.kl_weight, self.loss = net, kl_weight, loss
 
-    def forward(self, damaged, clean, weights):
+    def forward(self, damaged, clean, weights, mask=None):
         net = self.net
+        if net.mask_channel:
+            x_hat = net(damaged, weight=weights, mask=mask)
+            mse = F.mse_loss(x_hat, clean)
+            fit = torch.sqrt((x_hat - clean) ** 2 + 1e-6).mean() if self.loss == "charbonnier" else mse
+            return fit, mse
         z, kept = net.encode(damaged, keep=True)
         kl = None
         if net.kind == "vae":
@@ -221,8 +327,18 @@ def train(rank, world, args, result_queue=None):
     if world > 1:
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
         dist.init_process_group("gloo", rank=rank, world_size=world)
-    images = load_images(args.data, args.images_key)
+    whole = WholePhotos(args.data[0]) if is_whole(args.data[0]) else None
+    if whole is not None:
+        if len(args.data) != 1 or not args.crop:
+            raise SystemExit("restoration_torch.py: whole-photo data is one --data file, with --crop")
+        # Only its shape is read: the samples, and one crop's size.
+        shape = (len(whole) * args.crops_per_image, args.crop, args.crop, int(whole.shapes[0][2]))
+        images = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=shape, strides=(0, 0, 0, 0))
+    else:
+        images = load_images(args.data, args.images_key)
     n, G = images.shape[0], args.global_batch_size
+    crop_random = np.random.default_rng([args.seed, 7, rank])
+    mask_random = np.random.default_rng([args.seed, 8, rank])
     if n < G:
         raise SystemExit(f"restoration_torch.py: {n} images cannot fill a global batch of {G}")
     share = G // world
@@ -233,6 +349,7 @@ def train(rank, world, args, result_queue=None):
     Adam = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
     optimizer = Adam(net.parameters(), lr=args.lr, betas=(args.beta1, args.beta2), eps=args.adam_eps,
                      weight_decay=args.weight_decay)
+    average = [p.detach().clone() for p in net.parameters()] if args.weight_ema else None
     order_random = np.random.default_rng(args.seed)               # the same order in every process
     noise_random = torch.Generator().manual_seed(args.seed * 1000003 + rank + 1)
     per_epoch = n // G
@@ -254,10 +371,17 @@ def train(rank, world, args, result_queue=None):
             order = np.arange(n) if args.no_shuffle else order_random.permutation(n)
         first = (step % per_epoch) * G + rank * share
         index = np.sort(order[first:first + share])
-        clean = torch.from_numpy(images[index]).permute(0, 3, 1, 2).float()
+        batch = whole.crops(index // args.crops_per_image, args.crop, crop_random, args.augment) if whole is not None \
+            else images[index]
+        clean = torch.from_numpy(batch).permute(0, 3, 1, 2).float()
         clean = clean * scale
-        if args.corrupt:
-            low, high = args.corrupt
+        mask = None
+        if args.corrupt and args.corrupt[0] == "holes":
+            mask = torch.from_numpy(np.stack([mark_holes(clean.shape[2], clean.shape[3], args.corrupt[1], mask_random)
+                                              for _ in range(share)]))[:, None]
+            damaged = clean * (1 - mask) - offset       # holes filled with 0
+        elif args.corrupt:
+            _, low, high = args.corrupt
             sigma = low + (high - low) * torch.rand(share, 1, 1, 1, generator=noise_random) if high > low \
                 else torch.full((share, 1, 1, 1), low)
             damaged = (clean + sigma * torch.randn(clean.shape, generator=noise_random)).clamp_(0, 1) - offset
@@ -272,12 +396,18 @@ def train(rank, world, args, result_queue=None):
         for group in optimizer.param_groups:
             group["lr"] = lr
         optimizer.zero_grad(set_to_none=True)
-        loss, mse = model(damaged, clean, weights)
+        loss, mse = model(damaged, clean, weights, mask)
         loss.backward()
         if args.clip_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(net.parameters(), args.clip_grad_norm)
         optimizer.step()
         done = step + 1
+        if average is not None:
+            # WeightAverage.swift: a += (1 - d) / (1 - d^t) (p - a), the t-th update.
+            w = (1 - args.weight_ema) / (1 - args.weight_ema ** done)
+            with torch.no_grad():
+                for a, p in zip(average, net.parameters()):
+                    a.add_(p.detach() - a, alpha=w)
         window_steps += 1
         losses.append(loss.item())
         stop = args.time_budget > 0 and time.monotonic() - start >= args.time_budget
@@ -296,6 +426,10 @@ def train(rank, world, args, result_queue=None):
     elapsed = time.monotonic() - start
     if world > 1:
         dist.destroy_process_group()
+    if average is not None:
+        with torch.no_grad():
+            for a, p in zip(average, net.parameters()):
+                p.copy_(a)
     if log:
         print(f"done: {done} steps in {elapsed:.1f} s ({done * G / elapsed:.0f} img/s); final loss "
               f"{losses[-1]:.5f}; load average {loadavg()}", flush=True)
@@ -361,8 +495,19 @@ def to_bytes(unit):
 
 
 def restore(net, args, tile_h, tile_w):
+    """Every --restore photo; with --clean, prints the mean PSNR and SSIM over them."""
+    scores = [restore_one(net, args, tile_h, tile_w, photo, out, (args.mask or [None] * len(args.restore))[k],
+                          (args.clean or [None] * len(args.restore))[k])
+              for k, (photo, out) in enumerate(zip(args.restore, args.restore_out))]
+    if args.clean and len(scores) > 1:
+        print("mean over %d photos: restored PSNR %.2f dB SSIM %.4f" % (len(scores), np.mean([v[0] for v in scores]),
+                                                                       np.mean([v[1] for v in scores])), flush=True)
+    return scores
+
+
+def restore_one(net, args, tile_h, tile_w, source, destination, mask_path, clean_path):
     from PIL import Image
-    photo = Image.open(args.restore)
+    photo = Image.open(source)
     channels = net.up[-1].out_channels
     photo = photo.convert("RGB" if channels == 3 else "L")
     pixels = np.asarray(photo, np.float32) / np.float32(255)
@@ -371,10 +516,18 @@ def restore(net, args, tile_h, tile_w):
     normalised = pixels - np.float32(0.5)
     net.eval()
 
+    mask = None
+    if mask_path:
+        m = np.asarray(Image.open(mask_path).convert("L"))
+        if m.shape != pixels.shape[:2]:
+            raise SystemExit(f"restoration_torch.py: --mask {mask_path} is {m.shape[1]}x{m.shape[0]}, the photo "
+                             f"{pixels.shape[1]}x{pixels.shape[0]}")
+        mask = torch.from_numpy((m >= 128).astype(np.float32))[None, None]
+
     def run(tiles):
         with torch.no_grad():
             x = torch.from_numpy(np.ascontiguousarray(tiles.transpose(0, 3, 1, 2)))
-            return net(x).permute(0, 2, 3, 1).numpy()
+            return (net(x, mask=mask) if net.mask_channel else net(x)).permute(0, 2, 3, 1).numpy()
 
     start = time.monotonic()
     if args.whole:
@@ -384,13 +537,13 @@ def restore(net, args, tile_h, tile_w):
         overlap_w = args.overlap if args.overlap is not None else tile_w // 4
         out = process_tiled(normalised, tile_h, tile_w, overlap_h, overlap_w, args.batch, run)
     restored = to_bytes(out + np.float32(0.5))
-    Image.fromarray(restored[:, :, 0] if channels == 1 else restored).save(args.restore_out)
+    Image.fromarray(restored[:, :, 0] if channels == 1 else restored).save(destination)
     how = "whole" if args.whole else f"tiles of {tile_h}x{tile_w}"
-    print(f"restored {args.restore} ({pixels.shape[1]}x{pixels.shape[0]}) into {args.restore_out} in "
+    print(f"restored {source} ({pixels.shape[1]}x{pixels.shape[0]}) into {destination} in "
           f"{time.monotonic() - start:.2f} s ({how})", flush=True)
-    if args.clean:
+    if clean_path:
         from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-        clean = np.asarray(Image.open(args.clean).convert("RGB" if channels == 3 else "L"), np.float64) / 255
+        clean = np.asarray(Image.open(clean_path).convert("RGB" if channels == 3 else "L"), np.float64) / 255
         mine, damaged = restored.astype(np.float64) / 255, pixels.astype(np.float64)
         if clean.ndim == 2:
             clean, mine, damaged = clean[:, :, None], mine, damaged
@@ -403,6 +556,8 @@ def restore(net, args, tile_h, tile_w):
                                           sigma=1.5, use_sample_covariance=False))
         print("input PSNR %.2f dB SSIM %.4f; restored PSNR %.2f dB SSIM %.4f" % (*score(damaged), *score(mine)),
               flush=True)
+        return score(mine)
+    return None
 
 
 def ddp_worker(rank, world, args, port, queue):
@@ -425,8 +580,12 @@ def main():
         torch.set_num_threads(args.threads or max(1, os.cpu_count() or 1))
         restore(net, args, m["height"], m["width"])
         return 0
-    with h5py.File(args.data[0], "r") as f:
-        images_shape = f[args.images_key].shape
+    if is_whole(args.data[0]):
+        with h5py.File(args.data[0], "r") as f:
+            images_shape = (0, args.crop, args.crop, int(f["shapes"][0][2]))
+    else:
+        with h5py.File(args.data[0], "r") as f:
+            images_shape = f[args.images_key].shape
     if args.ddp > 1:
         import socket
         import torch.multiprocessing as mp

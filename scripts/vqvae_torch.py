@@ -7,7 +7,10 @@ scripts/restoration_torch.py. `VQVAE(config["model"])` takes the `model` object 
 reading `[x | dec]`, their output added: `x_hat = x + dec + detail([x | dec])`) and `skips`
 (`up{i}` reads `dec_i + w * relu(down{D-1-i})`, `w` one weight per image) and `upsampling`
 (`transposed`: `up{i}` a 4x4 stride-2 transposed convolution; `resize`: nearest-neighbour
-upsampling by 2 and a 3x3 convolution, the checkpoint's `up{i}` tensors being the convolution's).
+upsampling by 2 and a 3x3 convolution, the checkpoint's `up{i}` tensors being the convolution's)
+and `mask_channel` (the model reads a mask `m` `[N, 1, H, W]`, 1 = missing: the image is blanked
+to `x (1 - m)`, `down0` reads `[x (1 - m) | m]`, the residual and detail paths read the blanked
+image, and the output is `m x_hat + (1 - m) x`).
 `VQVAE.names()` maps
 checkpoint names (`encoder/down0`, ..., `detail/conv0`) to its layers.
 
@@ -38,6 +41,7 @@ class VQVAE(nn.Module):
         self.kind = m.get("model", "vqvae")
         self.residual = bool(m.get("residual", False))
         self.skips = bool(m.get("skips", False))
+        self.mask_channel = bool(m.get("mask_channel", False))
         # The skip weight of evaluation and restoration (the top of the training range), as the
         # Swift model's `fidelity`.
         self.fidelity = float(m.get("skip_weight_high", 1.0))
@@ -46,7 +50,8 @@ class VQVAE(nn.Module):
             raise ValueError("detail layers need a residual model")
         latent = 2 * m["code_dimension"] if self.kind == "vae" else m["code_dimension"]
         self.down = nn.ModuleList(
-            nn.Conv2d(c if i == 0 else h >> (down - i), h >> (down - 1 - i), 4, 2, 1) for i in range(down))
+            nn.Conv2d((c + self.mask_channel) if i == 0 else h >> (down - i), h >> (down - 1 - i), 4, 2, 1)
+            for i in range(down))
         self.enc_conv = nn.Conv2d(h, h, 3, 1, 1)
         self.enc_res = nn.ModuleList(Residual(h, m["residual_hidden"]) for _ in range(m["residual_blocks"]))
         self.pre_quant = nn.Conv2d(h, latent, 1)
@@ -127,10 +132,17 @@ class VQVAE(nn.Module):
             out = out + y
         return out
 
-    def forward(self, x, quantize=None, weight=None):
+    def forward(self, x, quantize=None, weight=None, mask=None):
         """`x_hat` for images `x` `[N, C, H, W]`. The VQ-VAE needs `quantize(z)` (e.g. the
-        straight-through nearest codebook rows); the VAE decodes its mean; the autoencoder `z`."""
-        z, kept = self.encode(x, keep=True)
+        straight-through nearest codebook rows); the VAE decodes its mean; the autoencoder `z`.
+        With the mask channel, `mask` `[N, 1, H, W]` (1 = missing; None: nothing missing)."""
+        if self.mask_channel:
+            original = x
+            m = torch.zeros_like(x[:, :1]) if mask is None else mask
+            x = x * (1 - m)
+            z, kept = self.encode(torch.cat([x, m], 1), keep=True)
+        else:
+            z, kept = self.encode(x, keep=True)
         if self.kind == "vqvae":
             if quantize is None:
                 raise ValueError("the VQ-VAE's forward needs quantize(z)")
@@ -139,4 +151,5 @@ class VQVAE(nn.Module):
             q = z[:, :z.shape[1] // 2]
         else:
             q = z
-        return self.head(x, self.decode(q, kept, weight))
+        out = self.head(x, self.decode(q, kept, weight))
+        return m * out + (1 - m) * original if self.mask_channel else out
