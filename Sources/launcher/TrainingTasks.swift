@@ -19,8 +19,9 @@ struct TrainingTask: ExpressibleByArgument {
     static let all: KeyValuePairs<String, String> = [
         "denoise": denoiser + " --corrupt noise:0.1",
         // Noise levels log-uniform over 0.02...0.2 and the loss weighted by each image's damage, so
-        // the light levels get their share; the weight EMA restores (bench/restoration.md,
-        // blind-weighted, the only blind model within 0.3 dB of BM3D at sigma 0.05, with --ensemble).
+        // the light levels get their share; the weight EMA restores (bench/restoration.md:
+        // blind-weighted, within 0.3 dB of BM3D at sigma 0.05 with --ensemble; blind-tone, the same
+        // on patches with clipped channels, past BM3D at sigma 0.05, 0.1 and 0.2).
         "blind-denoise": denoiser + " --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999",
         // Trained on blurred images rounded to 8 bits, as saved photos are: without the rounding
         // the model amplified it on whole photos (bench/restoration.md, deblur-task against deblur-8bit).
