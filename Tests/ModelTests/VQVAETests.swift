@@ -513,6 +513,32 @@ final class VQVAETests: XCTestCase {
         }
     }
 
+    /// A model whose trained term is not the plain mean squared error, on images `x` and targets
+    /// `t`: the total loss against the double reference, the reported `reconstruction` still the
+    /// mean squared error, every slot's gradient against the surrogate's finite differences.
+    /// Returns the forward pass's losses.
+    @discardableResult
+    func assertTrainedTermMatchesReference(_ model: VQVAE, images x: [Float], targets t: [Float], seed: UInt64,
+                                           label: String) -> Losses {
+        let xBuffer = makeBuffer(x), tBuffer = makeBuffer(t)
+        defer { withExtendedLifetime((xBuffer, tBuffer)) {} }
+        spreadCodebook(model, images: xBuffer)
+        let losses = model.forward(images: xBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: false)
+        let reference = ReferenceVQVAE(model: model)
+        let xDouble = x.map(Double.init), tDouble = t.map(Double.init)
+        let base = reference.forward(images: xDouble, targets: tDouble, batch: batch)
+        XCTAssertEqual(indices(model), base.indices, label)
+        assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "\(label): total loss")
+        assertClose(losses.reconstruction, base.reconstructionLoss, tolerance: 1e-5, floor: 1e-6, "\(label): the reported mean squared error")
+        model.parameters.zeroGradients()
+        model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
+        let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
+                                                                targets: tDouble, seed: seed, label: label)
+        assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
+                    "\(label): every slot vs surrogate finite differences (double)")
+        return losses
+    }
+
     /// `--loss charbonnier` on a residual VQ-VAE with detail layers trained against other targets:
     /// the total loss against the double reference's `mean(sqrt(d^2 + eps^2))` (+ the commitment
     /// term), `reconstruction` still the mean squared error, every slot against the surrogate's
@@ -530,24 +556,9 @@ final class VQVAETests: XCTestCase {
         // Targets near the inputs, so that some differences are within a few eps of 0, where the
         // loss bends.
         let t = zip(x, randomFloats(x.count, seed: 153, low: -0.01, high: 0.01)).map { $0 + $1 }
-        let xBuffer = makeBuffer(x), tBuffer = makeBuffer(t)
-        spreadCodebook(model, images: xBuffer)
-        let losses = model.forward(images: xBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: false)
-        let reference = ReferenceVQVAE(model: model)
-        let xDouble = x.map(Double.init), tDouble = t.map(Double.init)
-        let base = reference.forward(images: xDouble, targets: tDouble, batch: batch)
-        XCTAssertEqual(indices(model), base.indices)
-        assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "charbonnier total loss")
-        assertClose(losses.reconstruction, base.reconstructionLoss, tolerance: 1e-5, floor: 1e-6, "the reported mean squared error")
+        let losses = assertTrainedTermMatchesReference(model, images: x, targets: t, seed: 154, label: "charbonnier")
         XCTAssertGreaterThan(losses.total - c.commitment * losses.commitment, losses.reconstruction.squareRoot() * 0.5,
                              "the trained term is an L1-like mean, not the squared error")
-        model.parameters.zeroGradients()
-        model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
-        let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
-                                                                targets: tDouble, seed: 154, label: "charbonnier")
-        assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
-                    "charbonnier: every slot vs surrogate finite differences (double)")
-        withExtendedLifetime((xBuffer, tBuffer)) {}
         try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 155, label: "charbonnier") { c in
             c.residual = true
             c.detailLayers = 1
@@ -583,26 +594,11 @@ final class VQVAETests: XCTestCase {
             let amplitudes = [0.05, 0.2].map { Float($0 * 3.0.squareRoot()) }  // uniform on [-a, a]: RMS a / sqrt(3)
             let noise = randomFloats(t.count, seed: 163, low: -1, high: 1)
             let x = t.indices.map { t[$0] + amplitudes[$0 / perImage] * noise[$0] }
-            let xBuffer = makeBuffer(x), tBuffer = makeBuffer(t)
-            spreadCodebook(model, images: xBuffer)
-            let losses = model.forward(images: xBuffer.pointer, targets: tBuffer.pointer, batch: batch, training: false)
-            let reference = ReferenceVQVAE(model: model)
-            let xDouble = x.map(Double.init), tDouble = t.map(Double.init)
-            let base = reference.forward(images: xDouble, targets: tDouble, batch: batch)
-            XCTAssertEqual(indices(model), base.indices)
-            assertClose(losses.total, base.total, tolerance: 1e-5, floor: 1e-3, "\(loss) weighted total loss")
-            assertClose(losses.reconstruction, base.reconstructionLoss, tolerance: 1e-5, floor: 1e-6, "\(loss): the reported mean squared error")
+            let losses = assertTrainedTermMatchesReference(model, images: x, targets: t, seed: 164, label: "\(loss) damage weighting")
             if loss == .mse {
                 let fit = losses.total - c.commitment * losses.commitment
                 XCTAssertGreaterThan(abs(fit - losses.reconstruction), 0.05 * losses.reconstruction, "the weights change the trained term")
             }
-            model.parameters.zeroGradients()
-            model.backward(images: xBuffer.pointer, targets: tBuffer.pointer)
-            let (numeric, analytic, _) = surrogateFiniteDifferences(model, reference: reference, base: base, images: xDouble,
-                                                                    targets: tDouble, seed: 164, label: "damage weighting")
-            assertClose(analytic, numeric, tolerance: 1e-3, floor: 1e-3 * largestMagnitude(numeric),
-                        "\(loss) damage weighting: every slot vs surrogate finite differences (double)")
-            withExtendedLifetime((xBuffer, tBuffer)) {}
             try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 165, label: "\(loss) damage weighting") { c in
                 c.residual = true
                 c.detailLayers = 1
