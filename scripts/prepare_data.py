@@ -377,9 +377,10 @@ def tone(images, fraction, rng):
     """A random `fraction` of the uint8 patches `images` (N, H, W, 3) re-exposed: each channel
     `clip(g * k_c * x + o_c)` on [0, 1] pixels, rounded to 8 bits, with one exposure gain
     g = exp(U(-0.4, 0.4)) per patch, a colour balance k_c = exp(N(0, 0.25^2)) and an offset
-    o_c ~ U(-0.2, 0.1) per channel (about 7% of a changed patch's values end at 0, 6% at 255). Photos have channels clipped at 0 and 255 (saturated colours,
-    highlights, deep shadows) more often than the training photos show; a denoiser that has not
-    seen them keeps the bias clipped noise leaves there. Returns (images, patches changed)."""
+    o_c ~ U(-0.2, 0.1) per channel (about 7% of a changed patch's values end at 0, 6% at 255).
+    Photos have channels clipped at 0 and 255 (saturated colours, highlights, deep shadows) more
+    often than the training photos show; a denoiser that has not seen them keeps the bias clipped
+    noise leaves there. Returns (images, patches changed)."""
     n = images.shape[0]
     chosen = np.flatnonzero(rng.random(n) < fraction)
     gain = np.exp(rng.uniform(-0.4, 0.4, size=(len(chosen), 1, 1, 1)))

@@ -32,8 +32,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # photos, made here), `tone` (runs/restoration/data-tone/photos32-train.h5: the same patches, half
 # of them re-exposed with channels clipped at 0 and 255, `prepare_data.py --train-tone 0.5`), `whole` (runs/restoration/data/photos-train-whole.h5, the TRAIN photos whole
 # at their own sizes, made here; give --crop), the path of any HDF5 dataset, or `=NAME`: no
-# training of its own, the model of recipe NAME restores with this recipe's restore flags (NAME's
-# train flags repeated for the record). The common flags (budget, batch, lr, logging) are in
+# training of its own, the model of recipe NAME restores with this recipe's restore flags (leave
+# the train flags empty: NAME's are taken, for the record). The common flags (budget, batch, lr, logging) are in
 # TRAIN_COMMON below.
 RECIPE_TABLE=(
   "denoise-ae       | denoise-0.1                           | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt noise:0.1      | "
@@ -58,13 +58,13 @@ RECIPE_TABLE=(
   "blind-log-long   | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 | "
   "blind-weighted   | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
   "blind-tone       | denoise-0.05,denoise-0.1,denoise-0.2   | tone    | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
-  "blind-tone-x8    | denoise-0.05,denoise-0.1,denoise-0.2   | =blind-tone | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | --ensemble"
+  "blind-tone-x8    | denoise-0.05,denoise-0.1,denoise-0.2   | =blind-tone | | --ensemble"
   "inpaint-128      | inpaint-cells,inpaint-strokes         | whole   | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole"
-  "inpaint-128-x8   | inpaint-cells,inpaint-strokes         | =inpaint-128 | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole --ensemble"
-  "blind-log-long-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-log-long | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 | --ensemble"
-  "blind-weighted-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-weighted | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | --ensemble"
-  "inpaint-long-x8  | inpaint-cells,inpaint-strokes         | =inpaint-long | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole --ensemble"
-  "deblur-8bit-x8   | deblur                                | =deblur-8bit | --task deblur --corrupt blur:2,quantize:255 --steps 26000 | --ensemble"
+  "inpaint-128-x8   | inpaint-cells,inpaint-strokes         | =inpaint-128 | | --whole --ensemble"
+  "blind-log-long-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-log-long | | --ensemble"
+  "blind-weighted-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-weighted | | --ensemble"
+  "inpaint-long-x8  | inpaint-cells,inpaint-strokes         | =inpaint-long | | --whole --ensemble"
+  "deblur-8bit-x8   | deblur                                | =deblur-8bit | | --ensemble"
 )
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-0}
 TRAIN_COMMON=(--steps 10000000 --global-batch-size 32 --lr 1e-3 --log-every 200 --checkpoint-every "$CHECKPOINT_EVERY")
@@ -94,11 +94,20 @@ phase() {  # NAME SECONDS
 
 trim() { local s=$1; s=${s#"${s%%[![:space:]]*}"}; s=${s%"${s##*[![:space:]]}"}; printf '%s' "$s"; }
 names=() tasks=() datas=() flags=() rflags=()
+declare -A train_flags  # every recipe's train flags, for the =NAME recipes
+for line in "${RECIPE_TABLE[@]}"; do
+    IFS='|' read -r n _ _ f _ <<< "$line"
+    train_flags[$(trim "$n")]=$(trim "$f")
+done
 for line in "${RECIPE_TABLE[@]}"; do
     IFS='|' read -r n t d f r <<< "$line"
-    n=$(trim "$n")
+    n=$(trim "$n") d=$(trim "$d") f=$(trim "$f")
     if [ -n "$RECIPES" ] && [[ ",$RECIPES," != *",$n,"* ]]; then continue; fi
-    names+=("$n"); tasks+=("$(trim "$t")"); datas+=("$(trim "$d")"); flags+=("$(trim "$f")"); rflags+=("$(trim "${r:-}")")
+    if [[ $d == =* ]]; then
+        [ -n "${train_flags[${d#=}]+set}" ] || { log "recipe $n: no recipe named ${d#=}"; exit 1; }
+        f=${train_flags[${d#=}]}
+    fi
+    names+=("$n"); tasks+=("$(trim "$t")"); datas+=("$d"); flags+=("$f"); rflags+=("$(trim "${r:-}")")
 done
 if [ -n "$RECIPES" ]; then
     IFS=',' read -r -a wanted <<< "$RECIPES"

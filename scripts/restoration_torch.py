@@ -285,8 +285,9 @@ def load_images(paths, key):
     return images
 
 
-def model_config(args, images):
-    return {"model": args.model, "height": images.shape[1], "width": images.shape[2], "channels": images.shape[3],
+def model_config(args, shape):
+    """The model's config for training samples of `shape` (N, H, W, C)."""
+    return {"model": args.model, "height": shape[1], "width": shape[2], "channels": shape[3],
             "mask_channel": args.mask_channel,
             "hidden": args.hidden, "residual_hidden": args.res_hidden, "residual_blocks": args.res_blocks,
             "downsamplings": args.down, "code_dimension": args.code_dim, "kl_weight": args.kl_weight,
@@ -303,20 +304,19 @@ class Trained(torch.nn.Module):
 
     def forward(self, damaged, clean, weights, mask=None):
         net = self.net
-        if net.mask_channel:
-            x_hat = net(damaged, weight=weights, mask=mask)
-            mse = F.mse_loss(x_hat, clean)
-            fit = torch.sqrt((x_hat - clean) ** 2 + 1e-6).mean() if self.loss == "charbonnier" else mse
-            return fit, mse
-        z, kept = net.encode(damaged, keep=True)
         kl = None
-        if net.kind == "vae":
-            mean, logvar = z.chunk(2, 1)
-            q = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
-            kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum() / clean.numel()
+        if net.mask_channel:
+            # (an autoencoder: its forward is the training forward)
+            x_hat = net(damaged, weight=weights, mask=mask)
         else:
-            q = z
-        x_hat = net.head(damaged, net.decode(q, kept, weights))
+            z, kept = net.encode(damaged, keep=True)
+            if net.kind == "vae":
+                mean, logvar = z.chunk(2, 1)
+                q = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+                kl = 0.5 * (mean ** 2 + logvar.exp() - 1 - logvar).sum() / clean.numel()
+            else:
+                q = z
+            x_hat = net.head(damaged, net.decode(q, kept, weights))
         mse = F.mse_loss(x_hat, clean)
         fit = torch.sqrt((x_hat - clean) ** 2 + 1e-6).mean() if self.loss == "charbonnier" else mse
         return fit if kl is None else fit + self.kl_weight * kl, mse
@@ -331,19 +331,19 @@ def train(rank, world, args, result_queue=None):
     if whole is not None:
         if len(args.data) != 1 or not args.crop:
             raise SystemExit("restoration_torch.py: whole-photo data is one --data file, with --crop")
-        # Only its shape is read: the samples, and one crop's size.
+        images = None
         shape = (len(whole) * args.crops_per_image, args.crop, args.crop, int(whole.shapes[0][2]))
-        images = np.lib.stride_tricks.as_strided(np.zeros(1, np.uint8), shape=shape, strides=(0, 0, 0, 0))
     else:
         images = load_images(args.data, args.images_key)
-    n, G = images.shape[0], args.global_batch_size
+        shape = images.shape
+    n, G = shape[0], args.global_batch_size
     crop_random = np.random.default_rng([args.seed, 7, rank])
     mask_random = np.random.default_rng([args.seed, 8, rank])
     if n < G:
         raise SystemExit(f"restoration_torch.py: {n} images cannot fill a global batch of {G}")
     share = G // world
     torch.manual_seed(args.seed)  # the same initial weights in every process
-    net = VQVAE(model_config(args, images))
+    net = VQVAE(model_config(args, shape))
     trained = Trained(net, args.kl_weight, args.loss)
     model = torch.nn.parallel.DistributedDataParallel(trained) if world > 1 else trained
     Adam = torch.optim.AdamW if args.optimizer == "adamw" else torch.optim.Adam
@@ -353,13 +353,13 @@ def train(rank, world, args, result_queue=None):
     order_random = np.random.default_rng(args.seed)               # the same order in every process
     noise_random = torch.Generator().manual_seed(args.seed * 1000003 + rank + 1)
     per_epoch = n // G
-    scale, offset = (1 / 255.0, 0.5) if images.dtype == np.uint8 else (1.0, 0.5)
+    scale, offset = (1 / 255.0, 0.5) if images is None or images.dtype == np.uint8 else (1.0, 0.5)
     order, epoch = None, -1
     log = rank == 0
     if log:
         params = sum(p.numel() for p in net.parameters())
         print(f"pytorch {torch.__version__}: {world} process(es) x {args.threads} thread(s), {params} parameters, "
-              f"{n} images {images.shape[1]}x{images.shape[2]}x{images.shape[3]}, global batch {G}", flush=True)
+              f"{n} images {shape[1]}x{shape[2]}x{shape[3]}, global batch {G}", flush=True)
     losses, done = [], 0
     if log:
         print(f"load average before training: {loadavg()}", flush=True)
@@ -438,7 +438,7 @@ def train(rank, world, args, result_queue=None):
             names = {layer: name for name, layer in net.names().items()}
             state = {f"{names[layer]}/{part}": getattr(layer, part).detach().clone()
                      for layer in net.names().values() for part in ("weight", "bias")}
-            torch.save({"checkpoint_state": state, "state_dict": net.state_dict(), "config": {"model": model_config(args, images)},
+            torch.save({"checkpoint_state": state, "state_dict": net.state_dict(), "config": {"model": model_config(args, shape)},
                         "step": done, "seconds": elapsed}, os.path.join(args.out, "model.pt"))
         if result_queue is not None:
             # numpy arrays travel by value (torch tensors would go through shared memory that ends with this process)
@@ -604,7 +604,7 @@ def main():
             p.join()
         if state is None or any(p.exitcode for p in processes):
             return 1
-        net = VQVAE(model_config(args, np.empty((1,) + tuple(images_shape[1:]), np.uint8)))
+        net = VQVAE(model_config(args, images_shape))
         net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     else:
         net, _, _ = train(0, 1, args)
