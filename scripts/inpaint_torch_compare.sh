@@ -6,12 +6,14 @@
 # Prints a table of PSNR and SSIM per task (and per photo) for bench/restoration-torch.md.
 #
 # Environment: BUDGET (seconds per trainer, default 300), STEPS (the cosine's horizon, default
-# 10000), TORCH_PY (default /opt/torchenv/bin/python: torch, numpy, h5py, Pillow, scikit-image),
+# 10000), HOLE_FILL (what the model reads in the missing pixels, zero or smooth; default smooth, as
+# `--task inpaint`), TORCH_PY (default /opt/torchenv/bin/python: torch, numpy, h5py, Pillow, scikit-image),
 # WORK (default runs/inpaint-torch). PyTorch runs as DDP 2 x 1 thread, its fastest form on 2 CPUs.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 BUDGET=${BUDGET:-300}
 STEPS=${STEPS:-10000}
+HOLE_FILL=${HOLE_FILL:-smooth}
 TORCH_PY=${TORCH_PY:-/opt/torchenv/bin/python}
 WORK=${WORK:-runs/inpaint-torch}
 BENCH=runs/restoration
@@ -25,7 +27,7 @@ rm -rf "$WORK"
 mkdir -p "$WORK/vqvae" "$WORK/torch"
 cp .build/release/vqvae "$WORK/vqvae-bin"
 
-R="--model ae --down 3 --residual --skips --mask-channel --lr 2e-3 --lr-schedule cosine --warmup-steps 100
+R="--model ae --down 3 --residual --skips --mask-channel --hole-fill $HOLE_FILL --lr 2e-3 --lr-schedule cosine --warmup-steps 100
    --clip-grad-norm 0.05 --weight-ema 0.999 --corrupt holes:8 --crop 64 --crops-per-image 64 --augment dihedral
    --global-batch-size 32 --steps $STEPS"
 read -r -a recipe <<< "$(echo $R)"

@@ -64,6 +64,12 @@ RECIPE_TABLE=(
   "blind-log-long-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-log-long | | --ensemble"
   "blind-weighted-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-weighted | | --ensemble"
   "inpaint-long-x8  | inpaint-cells,inpaint-strokes         | =inpaint-long | | --whole --ensemble"
+  "inpaint-smooth   | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole"
+  "inpaint-smooth-x8 | inpaint-cells,inpaint-strokes        | =inpaint-smooth | | --whole --ensemble"
+  "inpaint-smooth-long | inpaint-cells,inpaint-strokes       | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
+  "inpaint-smooth-long-x8 | inpaint-cells,inpaint-strokes   | =inpaint-smooth-long | | --whole --ensemble"
+  "inpaint-smooth-128 | inpaint-cells,inpaint-strokes       | whole   | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole"
+  "inpaint-smooth-128-x8 | inpaint-cells,inpaint-strokes    | =inpaint-smooth-128 | | --whole --ensemble"
   "deblur-8bit-x8   | deblur                                | =deblur-8bit | | --ensemble"
 )
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-0}

@@ -142,6 +142,8 @@ def parse_args(argv=None):
     ap.add_argument("--crops-per-image", type=int, default=1)
     ap.add_argument("--augment", choices=["none", "flips", "dihedral"], default="none")
     ap.add_argument("--mask-channel", action="store_true", help="the model reads the mask of the holes")
+    ap.add_argument("--hole-fill", choices=["zero", "smooth"], default="zero",
+                    help="with --mask-channel: the missing pixels blanked, or filled smoothly (vqvae_torch.smooth_fill)")
     ap.add_argument("--weight-ema", type=float, default=0, help="keep and save the weights' moving average (0: none)")
     ap.add_argument("--model", choices=["vqvae", "vae", "ae"], default="vqvae")
     ap.add_argument("--hidden", type=int, default=128)
@@ -288,7 +290,7 @@ def load_images(paths, key):
 def model_config(args, shape):
     """The model's config for training samples of `shape` (N, H, W, C)."""
     return {"model": args.model, "height": shape[1], "width": shape[2], "channels": shape[3],
-            "mask_channel": args.mask_channel,
+            "mask_channel": args.mask_channel, "hole_fill": args.hole_fill,
             "hidden": args.hidden, "residual_hidden": args.res_hidden, "residual_blocks": args.res_blocks,
             "downsamplings": args.down, "code_dimension": args.code_dim, "kl_weight": args.kl_weight,
             "residual": args.residual, "detail_layers": args.detail_layers, "detail_channels": args.detail_channels,

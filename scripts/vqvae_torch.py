@@ -10,7 +10,8 @@ reading `[x | dec]`, their output added: `x_hat = x + dec + detail([x | dec])`) 
 upsampling by 2 and a 3x3 convolution, the checkpoint's `up{i}` tensors being the convolution's)
 and `mask_channel` (the model reads a mask `m` `[N, 1, H, W]`, 1 = missing: the image is blanked
 to `x (1 - m)`, `down0` reads `[x (1 - m) | m]`, the residual and detail paths read the blanked
-image, and the output is `m x_hat + (1 - m) x`).
+image, and the output is `m x_hat + (1 - m) x`); with `hole_fill` `smooth` the missing pixels
+hold `smooth_fill`'s membrane instead of 0 (the Swift model's `SmoothFill`).
 `VQVAE.names()` maps
 checkpoint names (`encoder/down0`, ..., `detail/conv0`) to its layers.
 
@@ -22,6 +23,38 @@ reads `z` itself and the VAE's the mean (evaluation). Tensors are NCHW in normal
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+@torch.no_grad()
+def smooth_fill(x, m, iterations=8):
+    """The Swift model's `SmoothFill` for a batch: `x` `[N, C, H, W]`, `m` `[N, 1, H, W]` (1 =
+    missing). A pull-push pyramid (each coarser pixel the weight-averaged value of its 2x2 children,
+    weight min(1, their sum), until nothing is missing or the level is one pixel; there a pixel of
+    weight 0 is 0), then coarsest first: blend `w v + (1 - w) up(coarser)` (bilinear, coordinate
+    i / 2 - 1/4, edges clamped) and `iterations` Jacobi sweeps of the 4-neighbour mean (edges
+    replicated) where the weight is below 1."""
+    levels = [(x, (1 - m).clamp(0, 1))]
+    while True:
+        v, w = levels[-1]
+        h, wd = v.shape[2], v.shape[3]
+        if (h == 1 and wd == 1) or not bool((w < 1).any()):
+            break
+        pad = (0, wd % 2, 0, h % 2)
+        vw, ww = F.pad(v * w, pad), F.pad(w, pad)
+        sums = F.avg_pool2d(vw, 2) * 4
+        total = F.avg_pool2d(ww, 2) * 4
+        levels.append((torch.where(total > 0, sums / total.clamp_min(1e-30), torch.zeros_like(sums)), total.clamp(max=1)))
+    v, w = levels[-1]
+    v = torch.where(w > 0, v, torch.zeros_like(v))
+    for own, a in reversed(levels[:-1]):
+        h, wd = own.shape[2], own.shape[3]
+        up = F.interpolate(v, scale_factor=2, mode="bilinear", align_corners=False)[:, :, :h, :wd]
+        v = a * own + (1 - a) * up
+        for _ in range(iterations):
+            p = F.pad(v, (1, 1, 1, 1), mode="replicate")
+            mean = ((p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1]) + (p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:])) * 0.25
+            v = a * own + (1 - a) * mean
+    return v
 
 
 class Residual(nn.Module):
@@ -42,6 +75,7 @@ class VQVAE(nn.Module):
         self.residual = bool(m.get("residual", False))
         self.skips = bool(m.get("skips", False))
         self.mask_channel = bool(m.get("mask_channel", False))
+        self.hole_fill = m.get("hole_fill", "zero")
         # The skip weight of evaluation and restoration (the top of the training range), as the
         # Swift model's `fidelity`.
         self.fidelity = float(m.get("skip_weight_high", 1.0))
@@ -139,7 +173,7 @@ class VQVAE(nn.Module):
         if self.mask_channel:
             original = x
             m = torch.zeros_like(x[:, :1]) if mask is None else mask
-            x = x * (1 - m)
+            x = smooth_fill(x, m) if self.hole_fill == "smooth" else x * (1 - m)
             z, kept = self.encode(torch.cat([x, m], 1), keep=True)
         else:
             z, kept = self.encode(x, keep=True)

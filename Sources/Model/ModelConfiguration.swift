@@ -134,6 +134,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     /// output is `m * y + (1 - m) * x`: every known pixel is the input's own (pasted back), the
     /// network's output `y` fills the missing ones. Older checkpoints, without the key, have none.
     public var maskChannel = false
+    /// With `maskChannel`: what the network sees in the missing pixels, and (with `residual`) what
+    /// its correction is added to there. Older checkpoints, without the key, are `.zero`.
+    public var holeFill: HoleFill = .zero
     /// How `decoder/up{i}` doubles the resolution. Older checkpoints, without the key, are `.transposed`.
     public var upsampling: UpsamplingKind = .transposed
     /// The skip weights as `--skip-weight` takes them: `W`, or `LOW..HIGH`.
@@ -150,12 +153,12 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
     private enum CodingKeys: String, CodingKey {
         case model, height, width, channels, hidden, residualHidden, residualBlocks, downsamplings
         case codeDimension, codes, commitment, decay, emaEpsilon, codebook, klWeight
-        case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, quantizer, levels, rotationTrick
+        case residual, detailLayers, detailChannels, skips, skipWeightLow, skipWeightHigh, maskChannel, holeFill, quantizer, levels, rotationTrick
         case codebookDimension, loss, codebooks, quantizerDropout, upsampling, lossWeighting
     }
 
     /// Decodes a configuration; keys added after the first version (`klWeight`, `residual`,
-    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`, `codebooks`, `quantizerDropout`, `upsampling`, `lossWeighting`) take their
+    /// `detailLayers`, `detailChannels`, `skips`, `skipWeightLow`, `skipWeightHigh`, `maskChannel`, `holeFill`, `quantizer`, `levels`, `rotationTrick`, `codebookDimension`, `loss`, `codebooks`, `quantizerDropout`, `upsampling`, `lossWeighting`) take their
     /// defaults when absent, so older checkpoints still load.
     public init(from decoder: Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -181,6 +184,7 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         skipWeightLow = try c.decodeIfPresent(Double.self, forKey: .skipWeightLow) ?? 1
         skipWeightHigh = try c.decodeIfPresent(Double.self, forKey: .skipWeightHigh) ?? 1
         maskChannel = try c.decodeIfPresent(Bool.self, forKey: .maskChannel) ?? false
+        holeFill = try c.decodeIfPresent(HoleFill.self, forKey: .holeFill) ?? .zero
         quantizer = try c.decodeIfPresent(QuantizerKind.self, forKey: .quantizer) ?? .vq
         levels = try c.decodeIfPresent([Int].self, forKey: .levels) ?? []
         rotationTrick = try c.decodeIfPresent(Bool.self, forKey: .rotationTrick) ?? false
@@ -259,6 +263,9 @@ public struct ModelConfiguration: Codable, Equatable, Sendable {
         guard decay > 0 && decay < 1 else { throw ModelError("--decay must be in (0, 1) (got \(decay))") }
         guard emaEpsilon > 0 else { throw ModelError("--ema-eps must be positive") }
         guard klWeight >= 0, klWeight.isFinite else { throw ModelError("--kl-weight must be a finite number >= 0 (got \(klWeight))") }
+        if holeFill != .zero && !maskChannel {
+            throw ModelError("--hole-fill \(holeFill.rawValue) fills the pixels a mask marks missing; it needs --mask-channel")
+        }
         guard detailLayers >= 0, detailLayers <= 100 else { throw ModelError("--detail-layers must be between 0 and 100 (got \(detailLayers))") }
         guard detailChannels >= 1, detailChannels <= Self.largestWidth else {
             throw ModelError("--detail-channels must be between 1 and \(Self.largestWidth) (got \(detailChannels))")

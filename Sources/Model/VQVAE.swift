@@ -44,8 +44,9 @@ public struct Losses: Equatable, Sendable {
 ///
 /// With `configuration.maskChannel` (mask-aware inpainting) every pass also takes a mask
 /// `m` `[N, H, W]` (1 = missing, 0 = known; values in between blend): the network reads
-/// `[x (1 - m) | m]`, the image with its missing pixels blanked to 0 and the mask as one more
-/// channel (residual models add their correction to the blanked image), and the output is
+/// `[x' | m]`, the image with its missing pixels blanked (`x' = x (1 - m)`, or with
+/// `holeFill == .smooth` filled by `SmoothFill`) and the mask as one more channel (residual models
+/// add their correction to `x'`), and the output is
 /// `m * y + (1 - m) * x` with `y` the network's: known pixels come back as they went in.
 ///
 /// All trained parameters live in `parameters` (one flat buffer, gradients beside it). Every
@@ -104,6 +105,7 @@ public final class VQVAE {
     /// the configuration's training range.
     public var fidelity: Float
     let maskCopy: FloatBuffer             // mask channel: m [N, H, W] of the last forward (0: known)
+    private let smoothFill = SmoothFill()  // mask channel with holeFill .smooth
     let blankedImages: FloatBuffer        // mask channel: x (1 - m) [N, H, W, C]
     let maskedInput: FloatBuffer          // mask channel: what encoder/down0 reads, [x (1 - m) | m] [N, H, W, C + 1]
     let detailInput: FloatBuffer          // [x | dec] [N, H, W, 2C] (with detail layers)
@@ -362,13 +364,22 @@ public final class VQVAE {
         let channels = configuration.channels, pixels = batch * configuration.height * configuration.width
         let m = maskCopy.pointer, blanked = blankedImages.pointer, joined = maskedInput.pointer
         if let masks { m.update(from: masks, count: pixels) } else { m.update(repeating: 0, count: pixels) }
-        for q in 0..<pixels {
-            let keep = 1 - m[q]
-            for k in 0..<channels {
-                let value = images[q * channels + k] * keep
-                blanked[q * channels + k] = value
-                joined[q * (channels + 1) + k] = value
+        switch configuration.holeFill {
+        case .zero:
+            for q in 0..<pixels {
+                let keep = 1 - m[q]
+                for k in 0..<channels { blanked[q * channels + k] = images[q * channels + k] * keep }
             }
+        case .smooth:
+            blanked.update(from: images, count: pixels * channels)
+            let perImage = configuration.height * configuration.width
+            for n in 0..<batch {
+                smoothFill.fill(blanked + n * perImage * channels, missing: UnsafePointer(m + n * perImage),
+                                height: configuration.height, width: configuration.width, channels: channels)
+            }
+        }
+        for q in 0..<pixels {
+            for k in 0..<channels { joined[q * (channels + 1) + k] = blanked[q * channels + k] }
             joined[q * (channels + 1) + channels] = m[q]
         }
     }

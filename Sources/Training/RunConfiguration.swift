@@ -150,6 +150,7 @@ public struct RunConfiguration: Codable, Sendable {
             ("--loss", cli.loss.rawValue, model.loss.rawValue),
             ("--loss-weight", cli.lossWeighting.rawValue, model.lossWeighting.rawValue),
             ("--upsample", cli.upsampling.rawValue, model.upsampling.rawValue),
+            ("--hole-fill", cli.holeFill.rawValue, model.holeFill.rawValue),
             ("--detail-layers", "\(cli.detailLayers)", "\(model.detailLayers)"),
             ("--detail-channels", "\(cli.detailChannels)", "\(model.detailChannels)"),
             ("--skip-weight", cli.skipWeightDescription, model.skipWeightDescription),

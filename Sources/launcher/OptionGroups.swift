@@ -9,6 +9,7 @@ extension QuantizerKind: ExpressibleByArgument {}
 extension ReconstructionLoss: ExpressibleByArgument {}
 extension UpsamplingKind: ExpressibleByArgument {}
 extension LossWeighting: ExpressibleByArgument {}
+extension HoleFill: ExpressibleByArgument {}
 extension EpochTail: ExpressibleByArgument {}
 extension Augmentation: ExpressibleByArgument {}
 extension TrainingOptions.CodebookStart: ExpressibleByArgument {}
@@ -78,6 +79,8 @@ struct ArchitectureOptions: ParsableArguments {
         "Mask-aware inpainting: the model reads the mask of the missing pixels as one more input channel, sees them blanked, and keeps every other pixel of its input.",
         discussion: "Training takes the mask from the --corrupt items mask and holes (the only items allowed with it); `vqvae restore --mask MASK.png` takes a user's own."))
     var maskChannel = modelDefaults.maskChannel
+    @Option(name: .customLong("hole-fill"), help: "With --mask-channel: what the network sees in the missing pixels (and, with --residual, corrects): zero, or smooth (a membrane interpolation of the known pixels, close to biharmonic inpainting).")
+    var holeFill: HoleFill = modelDefaults.holeFill
     @Option(help: "How the decoder doubles the resolution: transposed (4x4 transposed convolutions, the spec's) or resize (nearest-neighbour upsampling and a 3x3 convolution, which cannot draw the transposed convolutions' checkerboard on smooth areas).")
     var upsample: UpsamplingKind = modelDefaults.upsampling
 
@@ -103,6 +106,7 @@ struct ArchitectureOptions: ParsableArguments {
         c.skipWeightLow = skipWeight.low
         c.skipWeightHigh = skipWeight.high
         c.maskChannel = maskChannel
+        c.holeFill = holeFill
         c.quantizer = quantizer
         c.rotationTrick = rotationTrick
         c.codebookDimension = codebookDimension

@@ -176,6 +176,7 @@ enum RunFile {
                 return low == high ? "\(low)" : text("\(low)..\(high)")
             },
             RunFileKey("mask-channel", .flag) { "\($0.architecture.maskChannel)" },
+            RunFileKey("hole-fill", .string) { text($0.architecture.holeFill.rawValue) },
             RunFileKey("upsample", .string) { text($0.architecture.upsampling.rawValue) },
             // The codebook's controls only where they apply: written for a model without a
             // codebook (as the start it did not take), they would follow a --model override.

@@ -775,14 +775,15 @@ final class VQVAETests: XCTestCase {
     /// skips; the autoencoder with the float model's own), and the two promises: known pixels come
     /// back bit for bit, and what the damaged image holds under the mask does not matter.
     func testMaskChannelModelsMatchReferenceAndKeepKnownPixels() throws {
-        for (residual, detailLayers, skips) in [(false, 0, false), (true, 1, true)] {
+        for (residual, detailLayers, skips, fill) in [(false, 0, false, HoleFill.zero), (true, 1, true, .zero), (true, 1, true, .smooth)] {
             var c = smallConfiguration(.ema)
             c.maskChannel = true
+            c.holeFill = fill
             c.residual = residual
             c.detailLayers = detailLayers
             c.detailChannels = 5
             c.skips = skips
-            let name = "mask channel, residual \(residual), detail \(detailLayers), skips \(skips)"
+            let name = "mask channel, residual \(residual), detail \(detailLayers), skips \(skips), fill \(fill)"
             let model = try VQVAE(configuration: c, maxBatch: batch)
             model.initialize(seed: 101)
             XCTAssertEqual(model.parameters.slot(named: "encoder/down0/weight")?.count, 8 / 2 * 4 * 4 * 4, "\(name): down0 reads C + 1 channels")
@@ -844,6 +845,18 @@ final class VQVAETests: XCTestCase {
         model.forward(images: x.pointer, batch: batch, training: false)
         XCTAssertEqual(model.reconstruction.array, x.array, "no mask: every pixel is known")
         withExtendedLifetime((x, t, m)) {}
+
+        // A fill without a mask to fill is refused; the configuration keeps its fill.
+        var unmasked = smallConfiguration(.ema)
+        unmasked.holeFill = .smooth
+        XCTAssertThrowsError(try unmasked.validate()) { XCTAssertTrue("\($0)".contains("--hole-fill smooth") && "\($0)".contains("--mask-channel"), "\($0)") }
+        c.holeFill = .smooth
+        let decoded = try JSONDecoder().decode(ModelConfiguration.self, from: try JSONEncoder().encode(c))
+        XCTAssertEqual(decoded.holeFill, .smooth, "hole fill round trip")
+        var older = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(c)) as! [String: Any]
+        older.removeValue(forKey: "holeFill")
+        XCTAssertEqual(try JSONDecoder().decode(ModelConfiguration.self, from: try JSONSerialization.data(withJSONObject: older)).holeFill, .zero,
+                       "older configurations have no fill")
     }
 
     /// The rotation trick (`--rotation-trick`), EMA and gradient codebooks: the forward pass is the

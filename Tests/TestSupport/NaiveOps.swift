@@ -245,3 +245,64 @@ public struct NaiveResidualBlock {
         return (dx, g3.weight, g3.bias, g1.weight, g1.bias)
     }
 }
+
+/// `SmoothFill` written plainly in double precision for one image `[height, width, channels]`:
+/// the pull-push pyramid with bilinear upsampling and Jacobi sweeps at every level, each value
+/// computed from its definition (`missing`: 1 = missing, fractions blend).
+public func naiveSmoothFill(_ image: [Double], missing: [Double], height: Int, width: Int, channels: Int,
+                            iterations: Int = SmoothFill.iterationsPerLevel) -> [Double] {
+    guard missing.contains(where: { $0 > 0 }) else { return image }
+    struct Level { var h: Int; var w: Int; var v: [Double]; var a: [Double] }
+    var levels = [Level(h: height, w: width, v: image, a: missing.map { min(1, max(0, 1 - $0)) })]
+    while let last = levels.last, last.h > 1 || last.w > 1, last.a.contains(where: { $0 < 1 }) {
+        let (h, w) = ((last.h + 1) / 2, (last.w + 1) / 2)
+        var next = Level(h: h, w: w, v: [Double](repeating: 0, count: h * w * channels), a: [Double](repeating: 0, count: h * w))
+        for i in 0..<h { for j in 0..<w {
+            var total = 0.0
+            var sums = [Double](repeating: 0, count: channels)
+            for (row, col) in [(2 * i, 2 * j), (2 * i, 2 * j + 1), (2 * i + 1, 2 * j), (2 * i + 1, 2 * j + 1)]
+            where row < last.h && col < last.w {
+                let q = row * last.w + col
+                total += last.a[q]
+                for k in 0..<channels { sums[k] += last.a[q] * last.v[q * channels + k] }
+            }
+            next.a[i * w + j] = min(1, total)
+            for k in 0..<channels { next.v[(i * w + j) * channels + k] = total > 0 ? sums[k] / total : 0 }
+        } }
+        levels.append(next)
+    }
+    var result = levels.last!
+    for q in 0..<(result.h * result.w) where result.a[q] == 0 { for k in 0..<channels { result.v[q * channels + k] = 0 } }
+    for l in stride(from: levels.count - 2, through: 0, by: -1) {
+        let own = levels[l]
+        // Fine index i sits at coarse coordinate i / 2 - 1/4; clamp the two taps to the level.
+        func taps(_ i: Int, _ n: Int) -> (Int, Int, Double) {
+            let x = Double(i) / 2 - 0.25, first = Int(x.rounded(.down))
+            return (min(max(first, 0), n - 1), min(max(first + 1, 0), n - 1), x - Double(first))
+        }
+        var v = own.v
+        for row in 0..<own.h { for col in 0..<own.w {
+            let (r0, r1, fr) = taps(row, result.h), (c0, c1, fc) = taps(col, result.w)
+            let a = own.a[row * own.w + col]
+            for k in 0..<channels {
+                func at(_ r: Int, _ c: Int) -> Double { result.v[(r * result.w + c) * channels + k] }
+                let up = (1 - fr) * ((1 - fc) * at(r0, c0) + fc * at(r0, c1)) + fr * ((1 - fc) * at(r1, c0) + fc * at(r1, c1))
+                v[(row * own.w + col) * channels + k] = a * own.v[(row * own.w + col) * channels + k] + (1 - a) * up
+            }
+        } }
+        for _ in 0..<iterations {
+            var next = v
+            for row in 0..<own.h { for col in 0..<own.w {
+                let a = own.a[row * own.w + col]
+                let neighbours = [(max(row - 1, 0), col), (min(row + 1, own.h - 1), col), (row, max(col - 1, 0)), (row, min(col + 1, own.w - 1))]
+                for k in 0..<channels {
+                    let mean = neighbours.map { v[($0.0 * own.w + $0.1) * channels + k] }.reduce(0, +) / 4
+                    next[(row * own.w + col) * channels + k] = a * own.v[(row * own.w + col) * channels + k] + (1 - a) * mean
+                }
+            } }
+            v = next
+        }
+        result = Level(h: own.h, w: own.w, v: v, a: own.a)
+    }
+    return result.v
+}

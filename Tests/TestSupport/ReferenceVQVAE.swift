@@ -73,7 +73,7 @@ public struct ReferenceVQVAE {
     /// skips, image `n`'s decoder adds `skipWeights[n]` (default 1 each) times the encoder's
     /// activation of each resolution before every transposed convolution. With the mask channel,
     /// `masks` `[N, H, W]` (1 = missing; nil: none) is read beside the image, whose missing pixels
-    /// are blanked, and the output keeps the known pixels of `images`.
+    /// are blanked (or filled by `naiveSmoothFill`), and the output keeps the known pixels of `images`.
     public func forward(images: [Double], masks: [Double]? = nil, targets: [Double]? = nil, batch: Int, anchor: Anchor? = nil,
                         skipWeights: [Double]? = nil) -> Output {
         let c = configuration
@@ -85,15 +85,21 @@ public struct ReferenceVQVAE {
         var x = image
         if c.maskChannel {
             // [x (1 - m) | m]; the residual path adds to the blanked image.
+            // With --hole-fill smooth the missing pixels hold the fill instead of 0.
             x = Tensor4(batch: batch, height: c.height, width: c.width, channels: c.channels + 1)
-            for n in 0..<batch { for row in 0..<c.height { for col in 0..<c.width {
-                let w = m[(n * c.height + row) * c.width + col]
-                for k in 0..<c.channels {
-                    image[n, row, col, k] = original[n, row, col, k] * (1 - w)
-                    x[n, row, col, k] = image[n, row, col, k]
-                }
-                x[n, row, col, c.channels] = w
-            } } }
+            let perImage = c.height * c.width * c.channels, pixels = c.height * c.width
+            for n in 0..<batch {
+                let filled = naiveSmoothFill(Array(images[(n * perImage)..<((n + 1) * perImage)]), missing: Array(m[(n * pixels)..<((n + 1) * pixels)]),
+                                             height: c.height, width: c.width, channels: c.channels)
+                for row in 0..<c.height { for col in 0..<c.width {
+                    let w = m[(n * c.height + row) * c.width + col]
+                    for k in 0..<c.channels {
+                        image[n, row, col, k] = c.holeFill == .smooth ? filled[(row * c.width + col) * c.channels + k] : original[n, row, col, k] * (1 - w)
+                        x[n, row, col, k] = image[n, row, col, k]
+                    }
+                    x[n, row, col, c.channels] = w
+                } }
+            }
         }
         // Encoder.
         var encoded: [Tensor4] = []

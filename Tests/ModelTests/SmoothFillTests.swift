@@ -1,0 +1,53 @@
+import XCTest
+import Model
+import TestSupport
+
+/// `SmoothFill` (`--hole-fill smooth`): against the plain double-precision pyramid for odd, thin
+/// and square images with fractional masks, known pixels kept bit for bit, missing pixels unread,
+/// constants and linear ramps reproduced, and an image with nothing known filled with 0.
+final class SmoothFillTests: XCTestCase {
+    private func fill(_ image: [Float], _ missing: [Float], _ h: Int, _ w: Int, _ c: Int, using filler: SmoothFill = SmoothFill()) -> [Float] {
+        var out = image
+        out.withUnsafeMutableBufferPointer { o in
+            missing.withUnsafeBufferPointer { m in filler.fill(o.baseAddress!, missing: m.baseAddress!, height: h, width: w, channels: c) }
+        }
+        return out
+    }
+
+    func testMatchesTheNaivePyramidAndKeepsKnownPixels() {
+        var random = SplitMix64(seed: 7)
+        let filler = SmoothFill()   // one filler for every size: its buffers are reused
+        for (h, w, c) in [(1, 1, 3), (1, 7, 1), (7, 1, 3), (13, 9, 3), (32, 32, 3), (33, 17, 1), (5, 64, 3)] {
+            let image = (0..<(h * w * c)).map { _ in Float(random.nextUnit()) }
+            var missing = (0..<(h * w)).map { _ in Float(random.nextUnit() < 0.4 ? 1 : 0) }
+            if h * w > 4 { missing[h * w / 2] = 0.5; for q in 0..<min(h * w, 2 * w) { missing[q] = 1 } }
+            let name = "\(h)x\(w)x\(c)"
+            let out = fill(image, missing, h, w, c, using: filler)
+            let reference = naiveSmoothFill(image.map(Double.init), missing: missing.map(Double.init), height: h, width: w, channels: c)
+            assertClose(out.map(Double.init), reference, tolerance: 1e-5, "\(name): against the naive pyramid")
+            for q in 0..<(h * w) where missing[q] == 0 {
+                for k in 0..<c { XCTAssertEqual(out[q * c + k].bitPattern, image[q * c + k].bitPattern, "\(name): known pixel \(q)") }
+            }
+            var scribbled = image
+            for q in 0..<(h * w) where missing[q] == 1 { for k in 0..<c { scribbled[q * c + k] = 9 - scribbled[q * c + k] } }
+            XCTAssertEqual(fill(scribbled, missing, h, w, c, using: filler), out, "\(name): missing pixels are not read")
+        }
+    }
+
+    func testReproducesConstantsAndRampsAndFillsNothingKnownWithZero() {
+        let (h, w) = (24, 40)
+        var missing = [Float](repeating: 0, count: h * w)
+        for row in 4..<20 { for col in 10..<26 { missing[row * w + col] = 1 } }
+        let constant = fill([Float](repeating: 0.3, count: h * w * 3), missing, h, w, 3)
+        for value in constant { XCTAssertEqual(value, 0.3, accuracy: 1e-6, "a constant image stays constant") }
+        // A horizontal ramp: the membrane through its known pixels is the ramp itself.
+        let ramp = (0..<(h * w)).map { Float($0 % w) / Float(w) }
+        let filled = fill(ramp, missing, h, w, 1)
+        let worst = zip(filled, ramp).map { abs($0 - $1) }.max()!
+        XCTAssertLessThan(worst, 0.03, "a ramp is continued across a 16x16 hole")
+        let nothing = fill([Float](repeating: 0.7, count: 6 * 5 * 3), [Float](repeating: 1, count: 6 * 5), 6, 5, 3)
+        XCTAssertEqual(nothing, [Float](repeating: 0, count: 6 * 5 * 3), "nothing known: 0")
+        let none = (0..<(h * w)).map { Float($0) / 1000 }
+        XCTAssertEqual(fill(none, [Float](repeating: 0, count: h * w), h, w, 1), none, "nothing missing: unchanged")
+    }
+}
