@@ -32,14 +32,15 @@ public final class SmoothFill {
     private var sweep: [Float] = []
     private var sweepOther: [Float] = []
     private var sums: [Float] = []
-    private var open: [Int] = []   // per pixel of weight below 1: it, and its 4 neighbours
+    private var open: [Int32] = []   // per pixel of weight below 1: it, and its 4 neighbours
 
     public init() {}
 
     /// Fills `image` `[height, width, channels]` in place where `missing` `[height, width]` is
     /// above 0 (a fraction blends the image's value with the fill).
     public func fill(_ image: UnsafeMutablePointer<Float>, missing: UnsafePointer<Float>, height: Int, width: Int, channels: Int) {
-        precondition(height >= 1 && width >= 1 && channels >= 1)
+        // (Pixel indices are kept as Int32: a model's memory check refuses far smaller images.)
+        precondition(height >= 1 && width >= 1 && channels >= 1 && height * width <= Int(Int32.max))
         let pixels = height * width
         var anyMissing = false
         for q in 0..<pixels where missing[q] > 0 { anyMissing = true; break }
@@ -128,8 +129,8 @@ public final class SmoothFill {
                     let q = row * w + col, a = weight[q]
                     guard a < 1 else { continue }
                     let left = col > 0 ? col - 1 : col, right = col < w - 1 ? col + 1 : col
-                    open.append(q); open.append(up * w + col); open.append(down * w + col)
-                    open.append(row * w + left); open.append(row * w + right)
+                    open.append(Int32(q)); open.append(Int32(up * w + col)); open.append(Int32(down * w + col))
+                    open.append(Int32(row * w + left)); open.append(Int32(row * w + right))
                     let (c0, c1, fc) = Self.taps(col, coarse: cw)
                     for k in 0..<channels {
                         let top = (1 - fc) * coarse[(r0 * cw + c0) * channels + k] + fc * coarse[(r0 * cw + c1) * channels + k]
@@ -147,8 +148,9 @@ public final class SmoothFill {
             open.withUnsafeBufferPointer { open in
                 for _ in 0..<Self.iterationsPerLevel {
                     for i in stride(from: 0, to: open.count, by: 5) {
-                        let q = open[i], a = weight[q]
-                        let (n0, n1, n2, n3) = (open[i + 1] * channels, open[i + 2] * channels, open[i + 3] * channels, open[i + 4] * channels)
+                        let q = Int(open[i]), a = weight[q]
+                        let (n0, n1, n2, n3) = (Int(open[i + 1]) * channels, Int(open[i + 2]) * channels,
+                                                Int(open[i + 3]) * channels, Int(open[i + 4]) * channels)
                         for k in 0..<channels {
                             let sum = (current[n0 + k] + current[n1 + k]) + (current[n2 + k] + current[n3 + k])
                             next[q * channels + k] = a * own[q * channels + k] + (1 - a) * (sum * 0.25)
@@ -157,7 +159,7 @@ public final class SmoothFill {
                     swap(&current, &next)
                 }
                 for i in stride(from: 0, to: open.count, by: 5) {
-                    let q = open[i]
+                    let q = Int(open[i])
                     for k in 0..<channels { own[q * channels + k] = current[q * channels + k] }
                 }
             }
