@@ -106,8 +106,8 @@ public final class VQVAE {
     public var fidelity: Float
     let maskCopy: FloatBuffer             // mask channel: m [N, H, W] of the last forward (0: known)
     private let smoothFill = SmoothFill()  // mask channel with holeFill .smooth
-    let blankedImages: FloatBuffer        // mask channel: x (1 - m) [N, H, W, C]
-    let maskedInput: FloatBuffer          // mask channel: what encoder/down0 reads, [x (1 - m) | m] [N, H, W, C + 1]
+    let blankedImages: FloatBuffer        // mask channel: x' (x (1 - m), or filled) [N, H, W, C]
+    let maskedInput: FloatBuffer          // mask channel: what encoder/down0 reads, [x' | m] [N, H, W, C + 1]
     let detailInput: FloatBuffer          // [x | dec] [N, H, W, 2C] (with detail layers)
     let detailOutputs: [FloatBuffer]      // relu(conv) of each detail layer; the last, [N, H, W, C], without ReLU
     let residualOutput: FloatBuffer       // residual: x_hat [N, H, W, C]
