@@ -40,14 +40,14 @@ echo "vqvae: load after $(cut -d' ' -f1-3 /proc/loadavg)"
 tail -n 2 "$WORK/vqvae/train.log"
 ckpt=$(ls "$WORK"/vqvae/run/checkpoints/step-*.h5 | sort | tail -n 1)
 
-inputs=() outputs=() masks=() cleans=()
+inputs=() outputs=() masks=()
 for task in inpaint-cells inpaint-strokes; do
     mkdir -p "$WORK/vqvae/$task" "$WORK/torch/$task"
     for damaged in "$BENCH/damaged/$task"/*.png; do
         file=$(basename "$damaged")
         "$WORK/vqvae-bin" restore --checkpoint "$ckpt" --input "$damaged" --mask "$BENCH/masks/$task/$file" --whole \
             --out "$WORK/vqvae/$task/$file" > /dev/null 2>&1
-        inputs+=("$damaged") outputs+=("$WORK/torch/$task/$file") masks+=("$BENCH/masks/$task/$file") cleans+=("$BENCH/clean/$file")
+        inputs+=("$damaged") outputs+=("$WORK/torch/$task/$file") masks+=("$BENCH/masks/$task/$file")
     done
 done
 

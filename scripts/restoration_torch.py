@@ -188,6 +188,8 @@ def parse_args(argv=None):
         ap.error("--detail-layers needs --residual")
     if args.mask_channel and (not args.corrupt or args.corrupt[0] != "holes"):
         ap.error("--mask-channel needs --corrupt holes:COUNT")
+    if args.hole_fill != "zero" and not args.mask_channel:
+        ap.error(f"--hole-fill {args.hole_fill} fills the pixels a mask marks missing; it needs --mask-channel")
     if args.mask_channel and args.model != "ae":
         ap.error("--mask-channel is reproduced for --model ae only")
     if args.mask and not args.whole:

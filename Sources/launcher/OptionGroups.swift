@@ -76,7 +76,7 @@ struct ArchitectureOptions: ParsableArguments {
     @Option(name: .customLong("skip-weight"), help: "With --skips: the weight w of the encoder's activations, W or a range LOW..HIGH in [0, 1] from which each training image draws its own (0..1 trains one model for every `restore --fidelity`).")
     var skipWeight = SkipWeight(low: modelDefaults.skipWeightLow, high: modelDefaults.skipWeightHigh)
     @Flag(name: .customLong("mask-channel"), help: ArgumentHelp(
-        "Mask-aware inpainting: the model reads the mask of the missing pixels as one more input channel, sees them blanked, and keeps every other pixel of its input.",
+        "Mask-aware inpainting: the model reads the mask of the missing pixels as one more input channel, sees them blanked (or filled, --hole-fill), and keeps every other pixel of its input.",
         discussion: "Training takes the mask from the --corrupt items mask and holes (the only items allowed with it); `vqvae restore --mask MASK.png` takes a user's own."))
     var maskChannel = modelDefaults.maskChannel
     @Option(name: .customLong("hole-fill"), help: "With --mask-channel: what the network sees in the missing pixels (and, with --residual, corrects): zero, or smooth (a membrane interpolation of the known pixels, close to biharmonic inpainting).")
