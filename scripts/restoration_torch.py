@@ -78,34 +78,41 @@ def value_range(text, what):
 
 
 def corrupt_spec(text):
-    """`noise:SIGMA`, `noise:LOW..HIGH` -> ("noise", low, high); `holes:COUNT` -> ("holes", count)."""
+    """`noise:SIGMA`, `noise:LOW..HIGH` -> ("noise", low, high); `holes:COUNT[:0[:SCALE]]` -> ("holes", count, scale)."""
     name, _, arg = text.strip().partition(":")
-    if name.lower() == "holes" and arg.isdigit() and 1 <= int(arg) <= 64:
-        return ("holes", int(arg))
+    if name.lower() == "holes":
+        parts = arg.split(":")
+        try:
+            count, fill, scale = int(parts[0]), float(parts[1]) if len(parts) > 1 else 0.0, float(parts[2]) if len(parts) > 2 else 1.0
+        except ValueError:
+            count = 0
+        if len(parts) <= 3 and 1 <= count <= 64 and fill == 0 and 0 < scale <= 8:
+            return ("holes", count, scale)
     if name.lower() != "noise" or "," in arg:
-        raise argparse.ArgumentTypeError(f"only --corrupt noise:SIGMA, noise:LOW..HIGH or holes:COUNT is reproduced (got {text})")
+        raise argparse.ArgumentTypeError(f"only --corrupt noise:SIGMA, noise:LOW..HIGH or holes:COUNT[:0[:SCALE]] is reproduced (got {text})")
     return ("noise",) + value_range(arg, "noise:SIGMA")
 
 
-def mark_holes(height, width, most, rng):
-    """[H, W] float32, 1 where a hole is: Corruption.swift's markHoles, drawn with numpy."""
+def mark_holes(height, width, most, rng, scale=1.0):
+    """[H, W] float32, 1 where a hole is: Corruption.swift's markHoles (sizes times `scale`), drawn
+    with numpy."""
     marks = np.zeros((height, width), np.float32)
     shortest = float(min(height, width))
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
 
     def side(length):
         f = math.exp(math.log(1 / 16) + (math.log(0.5) - math.log(1 / 16)) * rng.random())
-        return min(max(int(round(f * length)), 1), length)
+        return min(max(int(round(scale * f * length)), 1), length)
     for _ in range(1 + rng.integers(most)):
         if rng.random() < 0.5:
             rows, columns = side(height), side(width)
             top, left = rng.integers(height - rows + 1), rng.integers(width - columns + 1)
             marks[top:top + rows, left:left + columns] = 1
             continue
-        radius = 0.5 + rng.random() * max(1.0, shortest / 12)
+        radius = 0.5 + rng.random() * max(1.0, scale * shortest / 12)
         y, x = rng.random() * height, rng.random() * width
         for _ in range(1 + rng.integers(6)):
-            angle, length = 2 * math.pi * rng.random(), (0.1 + 0.3 * rng.random()) * shortest
+            angle, length = 2 * math.pi * rng.random(), scale * (0.1 + 0.3 * rng.random()) * shortest
             end_y = min(max(y + length * math.sin(angle), 0.0), height - 1.0)
             end_x = min(max(x + length * math.cos(angle), 0.0), width - 1.0)
             dy, dx = end_y - y, end_x - x
@@ -137,13 +144,13 @@ def parse_args(argv=None):
     ap.add_argument("--clip-grad-norm", type=float, default=0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-shuffle", action="store_true")
-    ap.add_argument("--corrupt", type=corrupt_spec, default=None, metavar="noise:SIGMA|holes:COUNT")
+    ap.add_argument("--corrupt", type=corrupt_spec, default=None, metavar="noise:SIGMA|holes:COUNT[:0[:SCALE]]")
     ap.add_argument("--crop", type=int, default=None, help="whole-photo data: train on random SxS crops")
     ap.add_argument("--crops-per-image", type=int, default=1)
     ap.add_argument("--augment", choices=["none", "flips", "dihedral"], default="none")
     ap.add_argument("--mask-channel", action="store_true", help="the model reads the mask of the holes")
-    ap.add_argument("--hole-fill", choices=["zero", "smooth"], default="zero",
-                    help="with --mask-channel: the missing pixels blanked, or filled smoothly (vqvae_torch.smooth_fill)")
+    ap.add_argument("--hole-fill", choices=["zero", "smooth", "plate"], default="zero",
+                    help="with --mask-channel: the missing pixels blanked, or filled smoothly (vqvae_torch.smooth_fill; plate: with thin plate sweeps)")
     ap.add_argument("--weight-ema", type=float, default=0, help="keep and save the weights' moving average (0: none)")
     ap.add_argument("--model", choices=["vqvae", "vae", "ae"], default="vqvae")
     ap.add_argument("--hidden", type=int, default=128)
@@ -381,7 +388,7 @@ def train(rank, world, args, result_queue=None):
         clean = clean * scale
         mask = None
         if args.corrupt and args.corrupt[0] == "holes":
-            mask = torch.from_numpy(np.stack([mark_holes(clean.shape[2], clean.shape[3], args.corrupt[1], mask_random)
+            mask = torch.from_numpy(np.stack([mark_holes(clean.shape[2], clean.shape[3], args.corrupt[1], mask_random, args.corrupt[2])
                                               for _ in range(share)]))[:, None]
             damaged = clean * (1 - mask) - offset       # holes filled with 0
         elif args.corrupt:

@@ -11,7 +11,8 @@ upsampling by 2 and a 3x3 convolution, the checkpoint's `up{i}` tensors being th
 and `mask_channel` (the model reads a mask `m` `[N, 1, H, W]`, 1 = missing: the image is blanked
 to `x (1 - m)`, `down0` reads `[x (1 - m) | m]`, the residual and detail paths read the blanked
 image, and the output is `m x_hat + (1 - m) x`); with `hole_fill` `smooth` the missing pixels
-hold `smooth_fill`'s membrane instead of 0 (the Swift model's `SmoothFill`).
+hold `smooth_fill`'s membrane instead of 0 (the Swift model's `SmoothFill`), and with `plate` the
+membrane with thin plate sweeps on its coarse levels.
 `VQVAE.names()` maps
 checkpoint names (`encoder/down0`, ..., `detail/conv0`) to its layers.
 
@@ -26,13 +27,25 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def smooth_fill(x, m, iterations=8):
+# The thin plate sweeps per coarse level of the `plate` fill (SmoothFill.platePerLevel).
+PLATE_SWEEPS = 32
+
+
+def laplacian(v):
+    """The 4-neighbour Laplacian with replicated edges, [N, C, H, W]."""
+    p = F.pad(v, (1, 1, 1, 1), mode="replicate")
+    return ((p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1]) + (p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:])) - 4 * v
+
+
+def smooth_fill(x, m, iterations=8, plate_sweeps=0):
     """The Swift model's `SmoothFill` for a batch: `x` `[N, C, H, W]`, `m` `[N, 1, H, W]` (1 =
     missing). A pull-push pyramid (each coarser pixel the weight-averaged value of its 2x2 children,
     weight min(1, their sum), until nothing is missing or the level is one pixel; there a pixel of
     weight 0 is 0), then coarsest first: blend `w v + (1 - w) up(coarser)` (bilinear, coordinate
     i / 2 - 1/4, edges clamped) and `iterations` Jacobi sweeps of the 4-neighbour mean (edges
-    replicated) where the weight is below 1."""
+    replicated) where the weight is below 1; with `plate_sweeps` (the `plate` fill), on every level but
+    the finest, that many damped sweeps `w v + (1 - w) (u - 0.5 L(L(u)) / 20)` of the thin plate
+    equation after them."""
     levels = [(x, (1 - m).clamp(0, 1))]
     while True:
         v, w = levels[-1]
@@ -46,7 +59,8 @@ def smooth_fill(x, m, iterations=8):
         levels.append((torch.where(total > 0, sums / total.clamp_min(1e-30), torch.zeros_like(sums)), total.clamp(max=1)))
     v, w = levels[-1]
     v = torch.where(w > 0, v, torch.zeros_like(v))
-    for own, a in reversed(levels[:-1]):
+    for level in range(len(levels) - 2, -1, -1):
+        own, a = levels[level]
         h, wd = own.shape[2], own.shape[3]
         up = F.interpolate(v, scale_factor=2, mode="bilinear", align_corners=False)[:, :, :h, :wd]
         v = a * own + (1 - a) * up
@@ -54,6 +68,9 @@ def smooth_fill(x, m, iterations=8):
             p = F.pad(v, (1, 1, 1, 1), mode="replicate")
             mean = ((p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1]) + (p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:])) * 0.25
             v = a * own + (1 - a) * mean
+        if level > 0:
+            for _ in range(plate_sweeps):
+                v = a * own + (1 - a) * (v - (0.5 / 20) * laplacian(laplacian(v)))
     return v
 
 
@@ -173,7 +190,10 @@ class VQVAE(nn.Module):
         if self.mask_channel:
             original = x
             m = torch.zeros_like(x[:, :1]) if mask is None else mask
-            x = smooth_fill(x, m) if self.hole_fill == "smooth" else x * (1 - m)
+            if self.hole_fill == "zero":
+                x = x * (1 - m)
+            else:
+                x = smooth_fill(x, m, plate_sweeps=PLATE_SWEEPS if self.hole_fill == "plate" else 0)
             z, kept = self.encode(torch.cat([x, m], 1), keep=True)
         else:
             z, kept = self.encode(x, keep=True)

@@ -55,8 +55,10 @@ public enum Corruption: Equatable, Sendable {
     /// `p' = gain * p^gamma`, clipped to `[0, 1]` (low light with `gamma > 1`, `gain < 1`).
     case darken(gamma: ValueRange, gain: ValueRange)
     /// 1 to `count` holes per image (the number drawn), each a free-form brush stroke or a box of
-    /// a size drawn from 1/16 to 1/2 of the image's sides, filled with `fill` (inpainting).
-    case holes(count: Int, fill: MaskFill)
+    /// a size drawn from 1/16 to 1/2 of the image's sides, filled with `fill` (inpainting). `scale`
+    /// multiplies every size (a stroke's radius and segment lengths, a box's sides; each clamped
+    /// to the image): crops drawn with scale 2 hold the holes of images twice their size.
+    case holes(count: Int, fill: MaskFill, scale: Float = 1)
     /// Each value clipped to `[0, 1]` and rounded (half to even) to the nearest of `steps + 1`
     /// evenly spaced levels, `p' = round(p * steps) / steps`: `quantize:255` is what saving an
     /// 8-bit image does, so a model meets the rounding its real inputs carry.
@@ -91,7 +93,7 @@ public enum MaskFill: Equatable, Sendable {
 /// | `mask:AREA[:VALUE\|noise]` | one rectangle of about `AREA` of the image, `0 < AREA <= 1`, filled with `VALUE` in `[0, 1]` (default 0) or uniform noise |
 /// | `blur:SIGMA` | Gaussian blur, `0 <= SIGMA <= 100` pixels |
 /// | `dark:GAMMA[:GAIN]` | `p' = GAIN * p^GAMMA`, `GAMMA > 0`, `GAIN >= 0` (default 1) |
-/// | `holes:COUNT[:VALUE\|noise]` | 1 to `COUNT` (1...64) free-form strokes and boxes, filled like `mask` |
+/// | `holes:COUNT[:VALUE\|noise[:SCALE]]` | 1 to `COUNT` (1...64) free-form strokes and boxes, filled like `mask`, their sizes times `SCALE` (0 < `SCALE` <= 8, default 1) |
 /// | `quantize:STEPS` | each value rounded to `STEPS + 1` levels in `[0, 1]` (1...65535; 255: 8-bit) |
 ///
 /// Every number except the mask's fill value may instead be a range `LOW..HIGH` (`noise:0.02..0.2`,
@@ -122,7 +124,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     public static let largestBlurSigma: Float = 100
 
     private static let usage =
-        "use noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN], holes:COUNT[:VALUE|noise], quantize:STEPS"
+        "use noise:SIGMA, saltpepper:FRACTION, mask:AREA[:VALUE|noise], blur:SIGMA, dark:GAMMA[:GAIN], holes:COUNT[:VALUE|noise[:SCALE]], quantize:STEPS"
 
     /// Parses `spec` (see the type's documentation). Throws a `DataError` of one line naming the
     /// offending item and showing a valid example.
@@ -171,10 +173,14 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                 return "blur:\(Self.format(sigma))"
             case .darken(let gamma, let gain):
                 return gain == 1 ? "dark:\(Self.format(gamma))" : "dark:\(Self.format(gamma)):\(Self.format(gain))"
-            case .holes(let count, .value(let value)):
-                return value == 0 ? "holes:\(count)" : "holes:\(count):\(Self.format(value))"
-            case .holes(let count, .noise):
-                return "holes:\(count):noise"
+            case .holes(let count, let fill, let scale):
+                let fillText: String
+                switch fill {
+                case .value(let value): fillText = Self.format(value)
+                case .noise: fillText = "noise"
+                }
+                if scale != 1 { return "holes:\(count):\(fillText):\(Self.format(scale))" }
+                return fillText == "0" ? "holes:\(count)" : "holes:\(count):\(fillText)"
             case .quantize(let steps):
                 return "quantize:\(steps)"
             }
@@ -246,9 +252,9 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             case .darken(let gamma, let gain):
                 let g = gamma.draw(&random)
                 Self.darken(image, count: height * width * channels, gamma: g, gain: gain.draw(&random))
-            case .holes(let count, let fill):
+            case .holes(let count, let fill, let scale):
                 Self.holes(image, height: height, width: width, channels: channels, most: count, fill: fill,
-                           marks: scratch, random: &random, missing: missing)
+                           scale: Double(scale), marks: scratch, random: &random, missing: missing)
             case .quantize(let steps):
                 let levels = Float(steps)
                 for i in 0..<(height * width * channels) {
@@ -345,18 +351,21 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     }
 
     /// Marks in `marks` (`[H, W]`, 1 = hole) the holes of one image: the number is `1 + below(most)`;
-    /// each hole is, on one draw's top bit, a box or a stroke.
-    /// - A box's sides are `round(f * side)` (at least 1) with `f` log-uniform in [1/16, 1/2], drawn
-    ///   for the rows then the columns; its corner is uniform over the positions inside the image.
-    /// - A stroke is a brush of radius `0.5 + u * max(1, min(H, W) / 12)` dragged from a uniform
-    ///   start through 1 to 6 segments, each in a uniform direction and `(0.1 + 0.3 u) min(H, W)`
+    /// each hole is, on one draw's top bit, a box or a stroke. `scale` multiplies the sizes below
+    /// (`s`, 1 by default); the draws are the same whatever it is.
+    /// - A box's sides are `round(s * f * side)` (from 1 to the side) with `f` log-uniform in
+    ///   [1/16, 1/2], drawn for the rows then the columns; its corner is uniform over the positions
+    ///   inside the image.
+    /// - A stroke is a brush of radius `0.5 + u * max(1, s * min(H, W) / 12)` dragged from a uniform
+    ///   start through 1 to 6 segments, each in a uniform direction and `s (0.1 + 0.3 u) min(H, W)`
     ///   long (its end clamped to the image), stamped every half pixel.
-    static func markHoles(_ marks: UnsafeMutablePointer<Float>, height: Int, width: Int, most: Int, random: inout SplitMix64) {
+    static func markHoles(_ marks: UnsafeMutablePointer<Float>, height: Int, width: Int, most: Int, scale: Double = 1,
+                          random: inout SplitMix64) {
         marks.update(repeating: 0, count: height * width)
         let shortest = Double(min(height, width))
         func side(_ length: Int) -> Int {
             let f = exp(log(1.0 / 16) + (log(0.5) - log(1.0 / 16)) * random.nextUnit())
-            return min(max(Int((f * Double(length)).rounded()), 1), length)
+            return min(max(Int((scale * f * Double(length)).rounded()), 1), length)
         }
         for _ in 0..<(1 + random.below(most)) {
             if random.next() >> 63 == 0 {
@@ -364,10 +373,10 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                 let top = random.below(height - rows + 1), left = random.below(width - columns + 1)
                 for y in top..<(top + rows) { (marks + y * width + left).update(repeating: 1, count: columns) }
             } else {
-                let radius = 0.5 + random.nextUnit() * max(1, shortest / 12)
+                let radius = 0.5 + random.nextUnit() * max(1, scale * shortest / 12)
                 var (y, x) = (random.nextUnit() * Double(height), random.nextUnit() * Double(width))
                 for _ in 0..<(1 + random.below(6)) {
-                    let angle = 2 * Double.pi * random.nextUnit(), length = (0.1 + 0.3 * random.nextUnit()) * shortest
+                    let angle = 2 * Double.pi * random.nextUnit(), length = scale * (0.1 + 0.3 * random.nextUnit()) * shortest
                     let endY = min(max(y + length * sin(angle), 0), Double(height - 1))
                     let endX = min(max(x + length * cos(angle), 0), Double(width - 1))
                     let steps = max(Int((2 * max(abs(endY - y), abs(endX - x))).rounded(.up)), 1)
@@ -392,9 +401,9 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     /// Fills the holes of `markHoles` (marked in `marks`, which is overwritten) with the value, or
     /// with uniform `[0, 1)` noise drawn per element of the holes in row-major order.
     private static func holes(_ image: UnsafeMutablePointer<Float>, height: Int, width: Int, channels: Int, most: Int,
-                              fill: MaskFill, marks: UnsafeMutablePointer<Float>, random: inout SplitMix64,
+                              fill: MaskFill, scale: Double, marks: UnsafeMutablePointer<Float>, random: inout SplitMix64,
                               missing: UnsafeMutablePointer<Float>?) {
-        markHoles(marks, height: height, width: width, most: most, random: &random)
+        markHoles(marks, height: height, width: width, most: most, scale: scale, random: &random)
         for pixel in 0..<(height * width) where marks[pixel] != 0 {
             missing?[pixel] = 1
             let base = image + pixel * channels
@@ -506,7 +515,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
         }
         /// The fill of `mask` and `holes` (their second argument, if given): a value in [0, 1] or `noise`.
         func fill(examples: String) throws -> MaskFill {
-            guard arguments.count == 2 else { return .value(0) }
+            guard arguments.count >= 2 else { return .value(0) }
             if arguments[1].lowercased() == "noise" { return .noise }
             if let value = number(1, { $0 >= 0 && $0 <= 1 }) { return .value(value) }
             throw DataError("--corrupt \(name) fill must be a value in [0, 1] or 'noise', e.g. \(examples)\(got)")
@@ -558,8 +567,15 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
             guard arguments.count >= 1, let count = Int(String(arguments[0])), (1...64).contains(count) else {
                 throw DataError("--corrupt holes needs a largest number of holes from 1 to 64, e.g. holes:4\(got)")
             }
-            try limit(2, example: "holes:4:noise")
-            return .holes(count: count, fill: try fill(examples: "holes:4:0.5 or holes:4:noise"))
+            try limit(3, example: "holes:8:0:2")
+            var scale: Float = 1
+            if arguments.count == 3 {
+                guard let value = number(2, { $0 > 0 && $0 <= 8 }) else {
+                    throw DataError("--corrupt holes scale must be a number in (0, 8], e.g. holes:8:0:2 (holes twice as large)\(got)")
+                }
+                scale = value
+            }
+            return .holes(count: count, fill: try fill(examples: "holes:4:0.5 or holes:4:noise"), scale: scale)
         default:
             throw DataError("unknown corruption '\(oneLine(name))' in --corrupt '\(oneLine(spec))'; \(usage)")
         }

@@ -45,7 +45,7 @@ public struct Losses: Equatable, Sendable {
 /// With `configuration.maskChannel` (mask-aware inpainting) every pass also takes a mask
 /// `m` `[N, H, W]` (1 = missing, 0 = known; values in between blend): the network reads
 /// `[x' | m]`, the image with its missing pixels blanked (`x' = x (1 - m)`, or with
-/// `holeFill == .smooth` filled by `SmoothFill`) and the mask as one more channel (residual models
+/// `holeFill` `.smooth` or `.plate` filled by `SmoothFill`) and the mask as one more channel (residual models
 /// add their correction to `x'`), and the output is
 /// `m * y + (1 - m) * x` with `y` the network's: known pixels come back as they went in.
 ///
@@ -105,7 +105,7 @@ public final class VQVAE {
     /// the configuration's training range.
     public var fidelity: Float
     let maskCopy: FloatBuffer             // mask channel: m [N, H, W] of the last forward (0: known)
-    private let smoothFill = SmoothFill()  // mask channel with holeFill .smooth
+    private let smoothFill: SmoothFill?   // mask channel with holeFill .smooth or .plate
     let blankedImages: FloatBuffer        // mask channel: x' (x (1 - m), or filled) [N, H, W, C]
     let maskedInput: FloatBuffer          // mask channel: what encoder/down0 reads, [x' | m] [N, H, W, C + 1]
     let detailInput: FloatBuffer          // [x | dec] [N, H, W, 2C] (with detail layers)
@@ -220,6 +220,7 @@ public final class VQVAE {
         skipWeights.initialize(repeating: fidelity)
         let pixels = n * c.height * c.width
         maskCopy = FloatBuffer(count: c.maskChannel ? pixels : 0)
+        smoothFill = c.maskChannel ? SmoothFill(c.holeFill) : nil
         imageWeights = .allocate(capacity: n)
         imageWeights.initialize(repeating: 1, count: n)
         blankedImages = FloatBuffer(count: c.maskChannel ? pixels * c.channels : 0)
@@ -370,11 +371,11 @@ public final class VQVAE {
                 let keep = 1 - m[q]
                 for k in 0..<channels { blanked[q * channels + k] = images[q * channels + k] * keep }
             }
-        case .smooth:
+        case .smooth, .plate:
             blanked.update(from: images, count: pixels * channels)
             let perImage = configuration.height * configuration.width
             for n in 0..<batch {
-                smoothFill.fill(blanked + n * perImage * channels, missing: UnsafePointer(m + n * perImage),
+                smoothFill!.fill(blanked + n * perImage * channels, missing: UnsafePointer(m + n * perImage),
                                 height: configuration.height, width: configuration.width, channels: channels)
             }
         }

@@ -364,7 +364,7 @@ public final class Restoration {
     var trainedHoleFill: MaskFill {
         for corruption in (try? CorruptionPipeline(spec: trained.run.data.corrupt))?.corruptions ?? [] {
             switch corruption {
-            case .mask(_, let fill), .holes(_, let fill): return fill
+            case .mask(_, let fill), .holes(_, let fill, _): return fill
             default: continue
             }
         }

@@ -79,7 +79,7 @@ struct ArchitectureOptions: ParsableArguments {
         "Mask-aware inpainting: the model reads the mask of the missing pixels as one more input channel, sees them blanked (or filled, --hole-fill), and keeps every other pixel of its input.",
         discussion: "Training takes the mask from the --corrupt items mask and holes (the only items allowed with it); `vqvae restore --mask MASK.png` takes a user's own."))
     var maskChannel = modelDefaults.maskChannel
-    @Option(name: .customLong("hole-fill"), help: "With --mask-channel: what the network sees in the missing pixels (and, with --residual, corrects): zero, or smooth (a membrane interpolation of the known pixels, close to biharmonic inpainting).")
+    @Option(name: .customLong("hole-fill"), help: "With --mask-channel: what the network sees in the missing pixels (and, with --residual, corrects): zero; smooth (a membrane interpolation of the known pixels, close to harmonic inpainting); or plate (smooth with a thin plate's coarse shape, which carries slopes across large holes).")
     var holeFill: HoleFill = modelDefaults.holeFill
     @Option(help: "How the decoder doubles the resolution: transposed (4x4 transposed convolutions, the spec's) or resize (nearest-neighbour upsampling and a 3x3 convolution, which cannot draw the transposed convolutions' checkerboard on smooth areas).")
     var upsample: UpsamplingKind = modelDefaults.upsampling

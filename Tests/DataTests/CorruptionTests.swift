@@ -134,7 +134,11 @@ final class CorruptionTests: XCTestCase {
             ("holes:65", "--corrupt holes needs a largest number of holes from 1 to 64"),
             ("holes:2.5", "--corrupt holes needs a largest number of holes from 1 to 64"),
             ("holes:4:2", "--corrupt holes fill must be a value in [0, 1] or 'noise', e.g. holes:4:0.5 or holes:4:noise (got 'holes:4:2')"),
-            ("holes:4:0:1", "--corrupt holes takes at most 2 arguments, e.g. holes:4:noise"),
+            ("holes:4:0:1:1", "--corrupt holes takes at most 3 arguments, e.g. holes:8:0:2"),
+            ("holes:4:0:0", "--corrupt holes scale must be a number in (0, 8], e.g. holes:8:0:2 (holes twice as large) (got 'holes:4:0:0')"),
+            ("holes:4:0:9", "--corrupt holes scale must be a number in (0, 8]"),
+            ("holes:4:noise:x", "--corrupt holes scale must be a number in (0, 8]"),
+            ("holes:4:2:2", "--corrupt holes fill must be a value in [0, 1] or 'noise'"),
         ]
         for (spec, message) in cases {
             XCTAssertThrowsError(try CorruptionPipeline(spec: spec), "'\(spec)' was accepted") { error in
@@ -590,6 +594,43 @@ final class CorruptionTests: XCTestCase {
         XCTAssertTrue(noisy.allSatisfy { $0 >= -0.5 && $0 < 0.5 })
         // One-pixel images still work.
         XCTAssertEqual(try corrupted("holes:2:1", [0.1], height: 1, width: 1, channels: 1), [0.5])
+    }
+
+    /// `holes:COUNT:FILL:SCALE`: parsing and round trip (scale 1 is the default and is left out);
+    /// scale 1 marks exactly what no scale marks; another scale takes the same draws (the stream
+    /// goes on identically) and marks larger holes: on 64x64 images, scale 2 covers a larger share
+    /// on average, with wider strokes and boxes up to the whole side.
+    func testHolesScaleMultipliesTheirSizes() throws {
+        let pipeline = try CorruptionPipeline(spec: "holes:8:0:2, holes:4:noise:1.5, holes:3:0.5:1, holes:2:0:0.5")
+        XCTAssertEqual(pipeline.corruptions, [.holes(count: 8, fill: .value(0), scale: 2), .holes(count: 4, fill: .noise, scale: 1.5),
+                                              .holes(count: 3, fill: .value(0.5)), .holes(count: 2, fill: .value(0), scale: 0.5)])
+        XCTAssertEqual(pipeline.description, "holes:8:0:2,holes:4:noise:1.5,holes:3:0.5,holes:2:0:0.5")
+        XCTAssertEqual(try CorruptionPipeline(spec: pipeline.description), pipeline)
+        XCTAssertEqual(try CorruptionPipeline(spec: "holes:8:0:1").description, "holes:8")
+
+        let (h, w) = (64, 64)
+        let marks = FloatBuffer(count: h * w), scaled = FloatBuffer(count: h * w)
+        var shares: [Double] = [], scaledShares: [Double] = []
+        for sample in 0..<200 {
+            var plain = CorruptionPipeline.randomStream(seed: 3, epoch: 1, sampleIndex: sample, position: 0)
+            CorruptionPipeline.markHoles(marks.pointer, height: h, width: w, most: 4, random: &plain)
+            var one = CorruptionPipeline.randomStream(seed: 3, epoch: 1, sampleIndex: sample, position: 0)
+            CorruptionPipeline.markHoles(scaled.pointer, height: h, width: w, most: 4, scale: 1, random: &one)
+            XCTAssertEqual(scaled.array, marks.array, "sample \(sample): scale 1 is the default")
+            XCTAssertEqual(one.next(), plain.next(), "sample \(sample)")
+            var two = CorruptionPipeline.randomStream(seed: 3, epoch: 1, sampleIndex: sample, position: 0)
+            CorruptionPipeline.markHoles(scaled.pointer, height: h, width: w, most: 4, scale: 2, random: &two)
+            var again = CorruptionPipeline.randomStream(seed: 3, epoch: 1, sampleIndex: sample, position: 0)
+            CorruptionPipeline.markHoles(marks.pointer, height: h, width: w, most: 4, random: &again)
+            XCTAssertEqual(two.next(), again.next(), "sample \(sample): the same draws at scale 2")
+            shares.append(Double(marks.array.filter { $0 != 0 }.count) / Double(h * w))
+            scaledShares.append(Double(scaled.array.filter { $0 != 0 }.count) / Double(h * w))
+        }
+        let mean = shares.reduce(0, +) / 200, scaledMean = scaledShares.reduce(0, +) / 200
+        print("holes:4 on 64x64: mean covered share \(mean) at scale 1, \(scaledMean) at scale 2")
+        XCTAssertGreaterThan(scaledMean, 1.4 * mean)
+        XCTAssertGreaterThan(scaledShares.max()!, 0.75)
+        XCTAssertEqual(try corrupted("holes:2:1:8", [0.1], height: 1, width: 1, channels: 1), [0.5])
     }
 
     /// `noise,mask`: the rectangle is clean black. `mask,noise`: about half the rectangle's

@@ -775,7 +775,7 @@ final class VQVAETests: XCTestCase {
     /// skips; the autoencoder with the float model's own), and the two promises: known pixels come
     /// back bit for bit, and what the damaged image holds under the mask does not matter.
     func testMaskChannelModelsMatchReferenceAndKeepKnownPixels() throws {
-        for (residual, detailLayers, skips, fill) in [(false, 0, false, HoleFill.zero), (true, 1, true, .zero), (true, 1, true, .smooth)] {
+        for (residual, detailLayers, skips, fill) in [(false, 0, false, HoleFill.zero), (true, 1, true, .zero), (true, 1, true, .smooth), (true, 0, true, .plate)] {
             var c = smallConfiguration(.ema)
             c.maskChannel = true
             c.holeFill = fill
@@ -853,6 +853,8 @@ final class VQVAETests: XCTestCase {
         c.holeFill = .smooth
         let decoded = try JSONDecoder().decode(ModelConfiguration.self, from: try JSONEncoder().encode(c))
         XCTAssertEqual(decoded, c, "hole fill round trip")
+        c.holeFill = .plate
+        XCTAssertEqual(try JSONDecoder().decode(ModelConfiguration.self, from: try JSONEncoder().encode(c)), c, "plate fill round trip")
         var older = try JSONSerialization.jsonObject(with: try JSONEncoder().encode(c)) as! [String: Any]
         older.removeValue(forKey: "holeFill")
         XCTAssertEqual(try JSONDecoder().decode(ModelConfiguration.self, from: try JSONSerialization.data(withJSONObject: older)).holeFill, .zero,

@@ -250,7 +250,7 @@ public struct NaiveResidualBlock {
 /// the pull-push pyramid with bilinear upsampling and Jacobi sweeps at every level, each value
 /// computed from its definition (`missing`: 1 = missing, fractions blend).
 public func naiveSmoothFill(_ image: [Double], missing: [Double], height: Int, width: Int, channels: Int,
-                            iterations: Int = SmoothFill.iterationsPerLevel) -> [Double] {
+                            iterations: Int = SmoothFill.iterationsPerLevel, plateSweeps: Int = 0) -> [Double] {
     guard missing.contains(where: { $0 > 0 }) else { return image }
     struct Level { var h: Int; var w: Int; var v: [Double]; var a: [Double] }
     var levels = [Level(h: height, w: width, v: image, a: missing.map { min(1, max(0, 1 - $0)) })]
@@ -301,6 +301,25 @@ public func naiveSmoothFill(_ image: [Double], missing: [Double], height: Int, w
                 }
             } }
             v = next
+        }
+        // Thin plate sweeps on the coarse levels: u - (1/2) L(L(u)) / 20, blended like the above.
+        func laplacian(_ u: [Double]) -> [Double] {
+            var out = u
+            for row in 0..<own.h { for col in 0..<own.w { for k in 0..<channels {
+                func at(_ r: Int, _ c: Int) -> Double { u[(min(max(r, 0), own.h - 1) * own.w + min(max(c, 0), own.w - 1)) * channels + k] }
+                out[(row * own.w + col) * channels + k] = at(row - 1, col) + at(row + 1, col) + at(row, col - 1) + at(row, col + 1) - 4 * at(row, col)
+            } } }
+            return out
+        }
+        for _ in 0..<(l > 0 ? plateSweeps : 0) {
+            let bending = laplacian(laplacian(v))
+            for q in 0..<(own.h * own.w) {
+                let a = own.a[q]
+                for k in 0..<channels {
+                    let i = q * channels + k
+                    v[i] = a * own.v[i] + (1 - a) * (v[i] - 0.5 * bending[i] / 20)
+                }
+            }
         }
         result = Level(h: own.h, w: own.w, v: v, a: own.a)
     }

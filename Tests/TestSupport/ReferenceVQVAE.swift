@@ -85,16 +85,17 @@ public struct ReferenceVQVAE {
         var x = image
         if c.maskChannel {
             // [x (1 - m) | m]; the residual path adds to the blanked image.
-            // With --hole-fill smooth the missing pixels hold the fill instead of 0.
+            // With --hole-fill smooth or plate the missing pixels hold the fill instead of 0.
             x = Tensor4(batch: batch, height: c.height, width: c.width, channels: c.channels + 1)
             let perImage = c.height * c.width * c.channels, pixels = c.height * c.width
             for n in 0..<batch {
                 let filled = naiveSmoothFill(Array(images[(n * perImage)..<((n + 1) * perImage)]), missing: Array(m[(n * pixels)..<((n + 1) * pixels)]),
-                                             height: c.height, width: c.width, channels: c.channels)
+                                             height: c.height, width: c.width, channels: c.channels,
+                                             plateSweeps: c.holeFill == .plate ? SmoothFill.platePerLevel : 0)
                 for row in 0..<c.height { for col in 0..<c.width {
                     let w = m[(n * c.height + row) * c.width + col]
                     for k in 0..<c.channels {
-                        image[n, row, col, k] = c.holeFill == .smooth ? filled[(row * c.width + col) * c.channels + k] : original[n, row, col, k] * (1 - w)
+                        image[n, row, col, k] = c.holeFill != .zero ? filled[(row * c.width + col) * c.channels + k] : original[n, row, col, k] * (1 - w)
                         x[n, row, col, k] = image[n, row, col, k]
                     }
                     x[n, row, col, c.channels] = w
