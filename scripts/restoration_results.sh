@@ -74,6 +74,8 @@ RECIPE_TABLE=(
   "inpaint-wide-x8  | inpaint-cells,inpaint-strokes         | =inpaint-wide | | --whole --ensemble"
   "inpaint-plate    | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
   "inpaint-plate-x8 | inpaint-cells,inpaint-strokes         | =inpaint-plate | | --whole --ensemble"
+  "inpaint-plate-36k | inpaint-cells,inpaint-strokes        | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 36000 | --whole"
+  "inpaint-plate-36k-x8 | inpaint-cells,inpaint-strokes    | =inpaint-plate-36k | | --whole --ensemble"
   "inpaint-smooth-128 | inpaint-cells,inpaint-strokes       | whole   | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole"
   "inpaint-smooth-128-x8 | inpaint-cells,inpaint-strokes    | =inpaint-smooth-128 | | --whole --ensemble"
   "deblur-8bit-x8   | deblur                                | =deblur-8bit | | --ensemble"
