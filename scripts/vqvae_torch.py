@@ -26,7 +26,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-@torch.no_grad()
 # The thin plate sweeps per coarse level of the `plate` fill (SmoothFill.platePerLevel).
 PLATE_SWEEPS = 32
 
@@ -37,6 +36,7 @@ def laplacian(v):
     return ((p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1]) + (p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:])) - 4 * v
 
 
+@torch.no_grad()
 def smooth_fill(x, m, iterations=8, plate_sweeps=0):
     """The Swift model's `SmoothFill` for a batch: `x` `[N, C, H, W]`, `m` `[N, 1, H, W]` (1 =
     missing). A pull-push pyramid (each coarser pixel the weight-averaged value of its 2x2 children,
