@@ -180,7 +180,7 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
                 case .noise: fillText = "noise"
                 }
                 if scale != 1 { return "holes:\(count):\(fillText):\(Self.format(scale))" }
-                return fillText == "0" ? "holes:\(count)" : "holes:\(count):\(fillText)"
+                return fill == .value(0) ? "holes:\(count)" : "holes:\(count):\(fillText)"
             case .quantize(let steps):
                 return "quantize:\(steps)"
             }
