@@ -362,22 +362,25 @@ def write_patches(out, args, p):
         images = np.stack(patches)[rng.permutation(count)]
         toned = 0
         if split == "train" and args.train_tone > 0:
-            images, toned = tone(images, args.train_tone, np.random.default_rng([args.seed, 2]))
+            images, toned = tone(images, args.train_tone, np.random.default_rng([args.seed, 2]),
+                                 args.tone_offset)
         source = "photos from PyPI and Debian packages: " + ", ".join(n for n, _ in photos)
         desc = (f"photos {split} split: {count} random {p}x{p} RGB patches, spread evenly "
                 f"over {len(photos)} photos"
                 + (f" (each at scales {', '.join(f'{x:g}' for x in scales)})" if scales != [1.0] else "")
                 + f" and shuffled, seed {args.seed}"
-                + (f"; {toned} of them ({args.train_tone:g}) with a random exposure and colour "
-                   f"balance, clipped (scripts/prepare_data.py tone())" if toned else ""))
+                + (f"; {toned} of them ({args.train_tone:g}) with a random exposure, colour "
+                   f"balance and offset U({args.tone_offset[0]:g}, {args.tone_offset[1]:g}), clipped "
+                   f"(scripts/prepare_data.py tone())" if toned else ""))
         write_h5(os.path.join(out, f"photos{p}-{split}.h5"), images, None, source, desc)
 
 
-def tone(images, fraction, rng):
+def tone(images, fraction, rng, offset_range=(-0.2, 0.1)):
     """A random `fraction` of the uint8 patches `images` (N, H, W, 3) re-exposed: each channel
     `clip(g * k_c * x + o_c)` on [0, 1] pixels, rounded to 8 bits, with one exposure gain
     g = exp(U(-0.4, 0.4)) per patch, a colour balance k_c = exp(N(0, 0.25^2)) and an offset
-    o_c ~ U(-0.2, 0.1) per channel (about 7% of a changed patch's values end at 0, 6% at 255).
+    o_c ~ U(offset_range) per channel (with the default U(-0.2, 0.1) about 7% of a changed
+    patch's values end at 0, 6% at 255).
     Photos have channels clipped at 0 and 255 (saturated colours, highlights, deep shadows) more
     often than the training photos show; a denoiser that has not seen them keeps the bias clipped
     noise leaves there. Returns (images, patches changed)."""
@@ -385,7 +388,7 @@ def tone(images, fraction, rng):
     chosen = np.flatnonzero(rng.random(n) < fraction)
     gain = np.exp(rng.uniform(-0.4, 0.4, size=(len(chosen), 1, 1, 1)))
     balance = np.exp(rng.normal(0.0, 0.25, size=(len(chosen), 1, 1, 3)))
-    offset = rng.uniform(-0.2, 0.1, size=(len(chosen), 1, 1, 3))
+    offset = rng.uniform(offset_range[0], offset_range[1], size=(len(chosen), 1, 1, 3))
     out = images.copy()
     x = images[chosen].astype(np.float64) / 255.0
     out[chosen] = np.clip(np.rint(np.clip(x * gain * balance + offset, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
@@ -541,6 +544,9 @@ def main(argv=None):
     ap.add_argument("--train-tone", type=float, default=0.0,
                     help="photos: this fraction of the TRAIN patches gets a random exposure and "
                          "colour balance, clipped to [0, 255] (default 0: none)")
+    ap.add_argument("--tone-offset", default="-0.2,0.1",
+                    help="photos: with --train-tone, the range LO,HI of each channel's offset on "
+                         "[0, 1] pixels (default -0.2,0.1; a lower LO clips more dark channels to 0)")
     ap.add_argument("--size", type=int, help="folder: resize every image to SxS")
     ap.add_argument("--grayscale", action="store_true", help="folder: keep one channel")
     ap.add_argument("--whole", action="store_true",
@@ -556,6 +562,12 @@ def main(argv=None):
         ap.error("--train-scales must be in (0, 1]")
     if not 0 <= args.train_tone <= 1:
         ap.error("--train-tone must be a fraction in [0, 1]")
+    try:
+        args.tone_offset = tuple(float(x) for x in args.tone_offset.split(","))
+    except ValueError:
+        ap.error(f"--tone-offset must be LO,HI numbers (got {args.tone_offset!r})")
+    if len(args.tone_offset) != 2 or not -1 <= args.tone_offset[0] <= args.tone_offset[1] <= 1:
+        ap.error("--tone-offset must be LO,HI with -1 <= LO <= HI <= 1")
     if args.patch < 1 or args.train_patches < 1 or args.test_patches < 1:
         ap.error("--patch, --train-patches and --test-patches must be positive")
     if args.size is not None and args.size < 1:

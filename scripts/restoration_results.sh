@@ -30,7 +30,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # Tasks: denoise-0.05, denoise-0.1, denoise-0.2, inpaint-cells, inpaint-strokes, deblur.
 # Training data: `patches` (runs/restoration/data/photos32-train.h5, 32x32 patches of the TRAIN
 # photos, made here), `tone` (runs/restoration/data-tone/photos32-train.h5: the same patches, half
-# of them re-exposed with channels clipped at 0 and 255, `prepare_data.py --train-tone 0.5`), `whole` (runs/restoration/data/photos-train-whole.h5, the TRAIN photos whole
+# of them re-exposed with channels clipped at 0 and 255, `prepare_data.py --train-tone 0.5`), `tone-dark`
+# (the same with offsets down to -0.45, `--tone-offset=-0.45,0.1`: more dark channels clipped at 0),
+# `tone-black` (offsets down to -0.7: whole channels often black, as in saturated colours), `whole` (runs/restoration/data/photos-train-whole.h5, the TRAIN photos whole
 # at their own sizes, made here; give --crop), the path of any HDF5 dataset, or `=NAME`: no
 # training of its own, the model of recipe NAME restores with this recipe's restore flags (leave
 # the train flags empty: NAME's are taken, for the record). The common flags (budget, batch, lr, logging) are in
@@ -76,6 +78,14 @@ RECIPE_TABLE=(
   "inpaint-plate-x8 | inpaint-cells,inpaint-strokes         | =inpaint-plate | | --whole --ensemble"
   "inpaint-plate-36k | inpaint-cells,inpaint-strokes        | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 36000 | --whole"
   "inpaint-plate-36k-x8 | inpaint-cells,inpaint-strokes    | =inpaint-plate-36k | | --whole --ensemble"
+  "inpaint-plate-b6 | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --res-blocks 6 --res-hidden 64 --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 33000 | --whole"
+  "inpaint-plate-b6-x8 | inpaint-cells,inpaint-strokes     | =inpaint-plate-b6 | | --whole --ensemble"
+  "inpaint-plate-70k | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 70000 | --whole"
+  "inpaint-plate-70k-x8 | inpaint-cells,inpaint-strokes    | =inpaint-plate-70k | | --whole --ensemble"
+  "blind-tone-dark  | denoise-0.05,denoise-0.1,denoise-0.2   | tone-dark | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
+  "blind-tone-dark-x8 | denoise-0.05,denoise-0.1,denoise-0.2 | =blind-tone-dark | | --ensemble"
+  "blind-tone-black | denoise-0.05,denoise-0.1,denoise-0.2   | tone-black | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
+  "blind-tone-black-x8 | denoise-0.05,denoise-0.1,denoise-0.2 | =blind-tone-black | | --ensemble"
   "inpaint-smooth-128 | inpaint-cells,inpaint-strokes       | whole   | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole"
   "inpaint-smooth-128-x8 | inpaint-cells,inpaint-strokes    | =inpaint-smooth-128 | | --whole --ensemble"
   "deblur-8bit-x8   | deblur                                | =deblur-8bit | | --ensemble"
@@ -97,6 +107,8 @@ VENV=$WORK/venv
 PATCHES=$WORK/data/photos32-train.h5
 WHOLE=$WORK/data/photos-train-whole.h5
 TONE=$WORK/data-tone/photos32-train.h5
+TONE_DARK=$WORK/data-tone-dark/photos32-train.h5
+TONE_BLACK=$WORK/data-tone-black/photos32-train.h5
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 log() { echo "restoration: $*" >&2; }
 # Wall-clock seconds of each part, kept across runs that skip parts (runs/restoration/phases.txt).
@@ -178,7 +190,7 @@ if [ "$SKIP_BASELINES" != 1 ]; then
 fi
 
 # ---- Models.
-data_of() { case $1 in patches) echo "$PATCHES" ;; whole) echo "$WHOLE" ;; tone) echo "$TONE" ;; *) echo "$1" ;; esac; }
+data_of() { case $1 in patches) echo "$PATCHES" ;; whole) echo "$WHOLE" ;; tone) echo "$TONE" ;; tone-dark) echo "$TONE_DARK" ;; tone-black) echo "$TONE_BLACK" ;; *) echo "$1" ;; esac; }
 checkpoint() {  # run folder -> newest checkpoint
     local newest
     newest=$(ls "$1"/checkpoints/step-*.h5 2>/dev/null | sort | tail -n 1)
@@ -235,6 +247,14 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
         if [[ " ${datas[*]} " == *" tone "* ]] && [ ! -f "$TONE" ]; then
             record "python3 scripts/prepare_data.py photos --out $WORK/data-tone --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5"
             python3 scripts/prepare_data.py photos --out "$WORK/data-tone" --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5
+        fi
+        if [[ " ${datas[*]} " == *" tone-dark "* ]] && [ ! -f "$TONE_DARK" ]; then
+            record "python3 scripts/prepare_data.py photos --out $WORK/data-tone-dark --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5 --tone-offset=-0.45,0.1"
+            python3 scripts/prepare_data.py photos --out "$WORK/data-tone-dark" --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5 --tone-offset=-0.45,0.1
+        fi
+        if [[ " ${datas[*]} " == *" tone-black "* ]] && [ ! -f "$TONE_BLACK" ]; then
+            record "python3 scripts/prepare_data.py photos --out $WORK/data-tone-black --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5 --tone-offset=-0.7,0.1"
+            python3 scripts/prepare_data.py photos --out "$WORK/data-tone-black" --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5 --tone-offset=-0.7,0.1
         fi
         if [[ " ${datas[*]} " == *" whole "* ]] && [ ! -f "$WHOLE" ]; then
             record "python3 scripts/prepare_data.py photos --whole --out $WORK/data"
