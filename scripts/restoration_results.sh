@@ -80,6 +80,7 @@ RECIPE_TABLE=(
   "inpaint-plate-36k-x8 | inpaint-cells,inpaint-strokes    | =inpaint-plate-36k | | --whole --ensemble"
   "inpaint-plate-b6 | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --res-blocks 6 --res-hidden 64 --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 33000 | --whole"
   "inpaint-plate-b6-x8 | inpaint-cells,inpaint-strokes     | =inpaint-plate-b6 | | --whole --ensemble"
+  # (inpaint-plate-45min: run with BUDGET=2700, its 52,000 steps need more than 1,800 s)
   "inpaint-plate-45min | inpaint-cells,inpaint-strokes       | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 52000 | --whole"
   "inpaint-plate-45min-x8 | inpaint-cells,inpaint-strokes   | =inpaint-plate-45min | | --whole --ensemble"
   "blind-tone-dark  | denoise-0.05,denoise-0.1,denoise-0.2   | tone-dark | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
