@@ -107,9 +107,9 @@ PY=scripts/restoration_results.py
 VENV=$WORK/venv
 PATCHES=$WORK/data/photos32-train.h5
 WHOLE=$WORK/data/photos-train-whole.h5
-TONE=$WORK/data-tone/photos32-train.h5
-TONE_DARK=$WORK/data-tone-dark/photos32-train.h5
-TONE_BLACK=$WORK/data-tone-black/photos32-train.h5
+# The re-exposed patch sets by data kind: each kind's extra prepare_data.py flags (the offsets).
+declare -A TONE_FLAGS=([tone]="" [tone-dark]="--tone-offset=-0.45,0.1" [tone-black]="--tone-offset=-0.7,0.1")
+tone_data() { echo "$WORK/data-$1/photos32-train.h5"; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 log() { echo "restoration: $*" >&2; }
 # Wall-clock seconds of each part, kept across runs that skip parts (runs/restoration/phases.txt).
@@ -191,7 +191,7 @@ if [ "$SKIP_BASELINES" != 1 ]; then
 fi
 
 # ---- Models.
-data_of() { case $1 in patches) echo "$PATCHES" ;; whole) echo "$WHOLE" ;; tone) echo "$TONE" ;; tone-dark) echo "$TONE_DARK" ;; tone-black) echo "$TONE_BLACK" ;; *) echo "$1" ;; esac; }
+data_of() { case $1 in patches) echo "$PATCHES" ;; whole) echo "$WHOLE" ;; *) if [ -n "${TONE_FLAGS[$1]+set}" ]; then tone_data "$1"; else echo "$1"; fi ;; esac; }
 checkpoint() {  # run folder -> newest checkpoint
     local newest
     newest=$(ls "$1"/checkpoints/step-*.h5 2>/dev/null | sort | tail -n 1)
@@ -245,18 +245,14 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
             python3 scripts/prepare_data.py photos --out "$WORK/data" --train-scales 1,0.5,0.35 --train-patches 40000
             phase "training data" $(($(date +%s) - t0))
         fi
-        if [[ " ${datas[*]} " == *" tone "* ]] && [ ! -f "$TONE" ]; then
-            record "python3 scripts/prepare_data.py photos --out $WORK/data-tone --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5"
-            python3 scripts/prepare_data.py photos --out "$WORK/data-tone" --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5
-        fi
-        if [[ " ${datas[*]} " == *" tone-dark "* ]] && [ ! -f "$TONE_DARK" ]; then
-            record "python3 scripts/prepare_data.py photos --out $WORK/data-tone-dark --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5 --tone-offset=-0.45,0.1"
-            python3 scripts/prepare_data.py photos --out "$WORK/data-tone-dark" --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5 --tone-offset=-0.45,0.1
-        fi
-        if [[ " ${datas[*]} " == *" tone-black "* ]] && [ ! -f "$TONE_BLACK" ]; then
-            record "python3 scripts/prepare_data.py photos --out $WORK/data-tone-black --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5 --tone-offset=-0.7,0.1"
-            python3 scripts/prepare_data.py photos --out "$WORK/data-tone-black" --train-scales 1,0.5,0.35 --train-patches 40000 --train-tone 0.5 --tone-offset=-0.7,0.1
-        fi
+        for kind in "${!TONE_FLAGS[@]}"; do
+            [[ " ${datas[*]} " == *" $kind "* ]] && [ ! -f "$(tone_data "$kind")" ] || continue
+            read -r -a extra <<< "${TONE_FLAGS[$kind]}"
+            cmd=(python3 scripts/prepare_data.py photos --out "$WORK/data-$kind" --train-scales 1,0.5,0.35
+                 --train-patches 40000 --train-tone 0.5 ${extra[@]+"${extra[@]}"})
+            record "${cmd[*]}"
+            "${cmd[@]}"
+        done
         if [[ " ${datas[*]} " == *" whole "* ]] && [ ! -f "$WHOLE" ]; then
             record "python3 scripts/prepare_data.py photos --whole --out $WORK/data"
             python3 scripts/prepare_data.py photos --whole --out "$WORK/data"

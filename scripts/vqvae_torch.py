@@ -30,10 +30,15 @@ import torch.nn.functional as F
 PLATE_SWEEPS = 32
 
 
+def neighbour_sum(v):
+    """(up + down) + (left + right) with replicated edges, [N, C, H, W] (SmoothFill's order)."""
+    p = F.pad(v, (1, 1, 1, 1), mode="replicate")
+    return (p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1]) + (p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:])
+
+
 def laplacian(v):
     """The 4-neighbour Laplacian with replicated edges, [N, C, H, W]."""
-    p = F.pad(v, (1, 1, 1, 1), mode="replicate")
-    return ((p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1]) + (p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:])) - 4 * v
+    return neighbour_sum(v) - 4 * v
 
 
 @torch.no_grad()
@@ -65,9 +70,7 @@ def smooth_fill(x, m, iterations=8, plate_sweeps=0):
         up = F.interpolate(v, scale_factor=2, mode="bilinear", align_corners=False)[:, :, :h, :wd]
         v = a * own + (1 - a) * up
         for _ in range(iterations):
-            p = F.pad(v, (1, 1, 1, 1), mode="replicate")
-            mean = ((p[:, :, :-2, 1:-1] + p[:, :, 2:, 1:-1]) + (p[:, :, 1:-1, :-2] + p[:, :, 1:-1, 2:])) * 0.25
-            v = a * own + (1 - a) * mean
+            v = a * own + (1 - a) * (neighbour_sum(v) * 0.25)
         if level > 0:
             for _ in range(plate_sweeps):
                 v = a * own + (1 - a) * (v - (0.5 / 20) * laplacian(laplacian(v)))
