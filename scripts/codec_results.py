@@ -161,7 +161,7 @@ def main():
         return list(per[0].mean(axis=0)), list(per[1].mean(axis=0))
 
     lines = []
-    lines.append("| ours: model, codebooks | bpp | PSNR (dB) | MS-SSIM | " + " | ".join(f"{c} PSNR" for c in SETTINGS) + " | bits per code (of 9) |")
+    lines.append("| ours: model, codebooks (-psnr: target dB) | bpp | PSNR (dB) | MS-SSIM | " + " | ".join(f"{c} PSNR" for c in SETTINGS) + " | bits per code (of 9) |")
     lines.append("| --- | --- | --- | --- | " + " | ".join("---" for _ in SETTINGS) + " | --- |")
     our_points = []
     for (model, q), photos in sorted(ours.items()):

@@ -128,6 +128,8 @@ checkpoint_seed rvq rgb.h5 0 --codebooks 2 --down 1
 cp "$work/prior/checkpoints/step-00000001.h5" "$seeds/checkpoint/prior.h5"
 "$vqvae" compress --checkpoint "$seeds/checkpoint/rvq.h5" "$work/rgb.png" -o "$seeds/codec/rvq.vqz" >/dev/null
 "$vqvae" compress --checkpoint "$seeds/checkpoint/rvq.h5" "$work/rgb.png" -o "$seeds/codec/rvq-1.vqz" --levels 1 >/dev/null
+"$vqvae" compress --checkpoint "$seeds/checkpoint/rvq.h5" --prior "$seeds/checkpoint/prior.h5" "$work/rgb.png" \
+    -o "$seeds/codec/rvq-map.vqz" --psnr 12 >/dev/null
 "$vqvae" compress --checkpoint "$seeds/checkpoint/ema-initial.h5" "$work/gray.png" -o "$seeds/codec/gray.vqz" >/dev/null
 for target in dataset checkpoint codec; do
     if compgen -G "Tests/Fuzz/regressions/$target/*" >/dev/null; then cp Tests/Fuzz/regressions/$target/* "$seeds/$target/"; fi

@@ -4,22 +4,23 @@
 /// | offset | bytes | field |
 /// | --- | --- | --- |
 /// | 0 | 3 | magic `VQZ` |
-/// | 3 | 1 | format version (1) |
+/// | 3 | 1 | format version: 1, or 2 when positions code different numbers of codebooks |
 /// | 4 | 8 | fingerprint of the VQ-VAE's weights |
 /// | 12 | 8 | fingerprint of the prior's weights (0: no prior, every code equally likely) |
 /// | 20 | 4 | image height in pixels |
 /// | 24 | 4 | image width in pixels |
 /// | 28 | 1 | channels (1 or 3) |
 /// | 29 | 1 | the model's stride-2 layers (`down`) |
-/// | 30 | 1 | codebooks coded, `Q` |
+/// | 30 | 1 | codebooks coded, `Q` (version 2: the most any position codes) |
 /// | 31 | 1 | codebooks of the model, `L` |
 /// | 32 | 2 | codes per codebook, `K` |
 /// | 34 | 4 | stream length in bytes, `n` |
-/// | 38 | n | the rANS stream (`RANSEncoder`) |
+/// | 38 | n | the rANS stream (`RANSEncoder`); version 2 starts it with the level map (`LevelMapModel`) |
 /// | 38 + n | 4 | CRC-32 (IEEE 802.3, as zlib's) of bytes `0 ..< 38 + n` |
 public struct VQZFile: Equatable, Sendable {
     public static let magic: [UInt8] = [0x56, 0x51, 0x5A]  // "VQZ"
-    public static let version: UInt8 = 1
+    /// The newest version this build writes and reads (it reads every older one).
+    public static let version: UInt8 = 2
     public static let headerBytes = 38
     /// Header and checksum: what a file adds to its stream.
     public static let overheadBytes = headerBytes + 4
@@ -35,10 +36,13 @@ public struct VQZFile: Equatable, Sendable {
     public var levels: Int
     public var modelLevels: Int
     public var codes: Int
+    /// Version 2: each position codes its own number of codebooks, `1...levels`, given by the level
+    /// map at the front of the stream. Version 1: every position codes `levels`.
+    public var perPositionLevels: Bool
     public var stream: [UInt8]
 
     public init(modelFingerprint: UInt64, priorFingerprint: UInt64, height: Int, width: Int, channels: Int, downsamplings: Int,
-                levels: Int, modelLevels: Int, codes: Int, stream: [UInt8]) throws {
+                levels: Int, modelLevels: Int, codes: Int, perPositionLevels: Bool = false, stream: [UInt8]) throws {
         self.modelFingerprint = modelFingerprint
         self.priorFingerprint = priorFingerprint
         self.height = height
@@ -48,6 +52,7 @@ public struct VQZFile: Equatable, Sendable {
         self.levels = levels
         self.modelLevels = modelLevels
         self.codes = codes
+        self.perPositionLevels = perPositionLevels
         self.stream = stream
         try check()
     }
@@ -69,7 +74,7 @@ public struct VQZFile: Equatable, Sendable {
     /// The file's bytes.
     public func bytes() -> [UInt8] {
         var out = Self.magic
-        out.append(Self.version)
+        out.append(perPositionLevels ? 2 : 1)
         func put(_ value: UInt64, _ count: Int) { for k in 0..<count { out.append(UInt8(truncatingIfNeeded: value >> UInt64(8 * k))) } }
         put(modelFingerprint, 8)
         put(priorFingerprint, 8)
@@ -93,8 +98,8 @@ public struct VQZFile: Equatable, Sendable {
             throw CodecError("not a .vqz file: \(bytes.count) bytes, fewer than the \(Self.overheadBytes) of a header and checksum")
         }
         guard Array(bytes[0..<3]) == Self.magic else { throw CodecError("not a .vqz file (it does not start with 'VQZ')") }
-        guard bytes[3] == Self.version else {
-            throw CodecError(".vqz format version \(bytes[3]) is not supported (this build reads version \(Self.version))")
+        guard bytes[3] == 1 || bytes[3] == 2 else {
+            throw CodecError(".vqz format version \(bytes[3]) is not supported (this build reads versions 1 to \(Self.version))")
         }
         func get(_ offset: Int, _ count: Int) -> UInt64 {
             var value: UInt64 = 0
@@ -111,7 +116,7 @@ public struct VQZFile: Equatable, Sendable {
         }
         try self.init(modelFingerprint: get(4, 8), priorFingerprint: get(12, 8), height: Int(get(20, 4)), width: Int(get(24, 4)),
                       channels: Int(get(28, 1)), downsamplings: Int(get(29, 1)), levels: Int(get(30, 1)), modelLevels: Int(get(31, 1)),
-                      codes: Int(get(32, 2)), stream: Array(bytes[Self.headerBytes..<(bytes.count - 4)]))
+                      codes: Int(get(32, 2)), perPositionLevels: bytes[3] == 2, stream: Array(bytes[Self.headerBytes..<(bytes.count - 4)]))
     }
 }
 

@@ -94,9 +94,10 @@ public final class PriorEvaluator {
                     for j in 0..<c { out[j] = embedBias[j] }
                     for level in 0..<l {
                         var index = k
-                        if known && level < levels {
+                        // -1: a level the position does not code (a level map's), read as unknown.
+                        if known && level < levels && codes[q * l + level] >= 0 {
                             index = Int(codes[q * l + level])
-                            precondition(index >= 0 && index < k, "code \(index) is outside the codebook")
+                            precondition(index < k, "code \(index) is outside the codebook")
                         }
                         let row = e.baseAddress! + (level * (k + 1) + index) * c
                         for j in 0..<c { out[j] = out[j] + row[j] }
@@ -152,7 +153,9 @@ public final class PriorEvaluator {
             for j in 0..<c { u[j] = t[j] + headBias[head * c + j] }
             for earlier in 0..<level {
                 let index = Int(codes[q * l + earlier])
-                precondition(index >= 0 && index < k, "code \(index) is outside the codebook")
+                // -1: the position stops before `level` (its logits go unused).
+                if index < 0 { continue }
+                precondition(index < k, "code \(index) is outside the codebook")
                 let base = (earlier * k + index) * c
                 for j in 0..<c { u[j] = u[j] + same[base + j] }
             }

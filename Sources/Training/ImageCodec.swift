@@ -111,10 +111,14 @@ public final class ImageCodec {
     /// Visits every coded symbol in `CodeOrder` (phase, then level, then position) with its
     /// frequency table, computed from `codes` as known so far; `visit` codes or decodes the symbol
     /// and returns it, and it is stored at `index` of `codes`.
-    func walk(codes: inout [Int32], gridHeight h: Int, gridWidth w: Int, levels: Int,
+    /// With a level map (`positionLevels`, one value in `1...levels` per position), a position codes
+    /// only its first `positionLevels[q]` codebooks, and the codes it does not code stay -1 (the
+    /// prior reads them as unknown).
+    func walk(codes: inout [Int32], gridHeight h: Int, gridWidth w: Int, levels: Int, positionLevels: [Int]? = nil,
               visit: (_ index: Int, _ table: FrequencyTable) throws -> Int32) throws {
         let c = configuration
         let l = c.codesPerPosition
+        func coded(_ q: Int, _ level: Int) -> Bool { positionLevels.map { $0[q] > level } ?? true }
         if let prior {
             let evaluator = try PriorEvaluator(prior: prior, height: h, width: w)
             let stride = evaluator.logitStride
@@ -122,7 +126,7 @@ public final class ImageCodec {
                 codes.withUnsafeBufferPointer { evaluator.prepare(phase: phase, levels: levels, codes: $0.baseAddress!) }
                 for level in 0..<levels {
                     let logits = codes.withUnsafeBufferPointer { evaluator.logits(level: level, codes: $0.baseAddress!) }
-                    for (r, q) in evaluator.positions.enumerated() {
+                    for (r, q) in evaluator.positions.enumerated() where coded(q, level) {
                         codes[q * l + level] = try visit(q * l + level, try FrequencyTable(logits: logits + r * stride, count: c.codes))
                     }
                 }
@@ -131,27 +135,49 @@ public final class ImageCodec {
             let uniform = try FrequencyTable(weights: [Double](repeating: 1, count: c.codes))
             for phase in 0..<PriorConfiguration.phases {
                 for level in 0..<levels {
-                    for q in CodeOrder.positions(phase: phase, height: h, width: w) { codes[q * l + level] = try visit(q * l + level, uniform) }
+                    for q in CodeOrder.positions(phase: phase, height: h, width: w) where coded(q, level) {
+                        codes[q * l + level] = try visit(q * l + level, uniform)
+                    }
                 }
             }
         }
     }
 
-    /// The `.vqz` file of an image `[H, W, C]` in [0, 1] at `levels` codebooks, and its codes.
-    public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int) throws -> (file: VQZFile, codes: [Int32]) {
-        let c = configuration
-        guard (1...c.codesPerPosition).contains(levels) else {
-            throw CodecCommandError("--levels \(levels) is outside 1...\(c.codesPerPosition) (the model's codebooks)")
+    /// The `.vqz` file of an image `[H, W, C]` in [0, 1] at `levels` codebooks, and its codes
+    /// (`[h, w, L]`, -1 where not coded). With `positionLevels` (one value in `1...levels` per
+    /// position of the code grid, raster order), a version-2 file whose positions code their own
+    /// number of codebooks.
+    public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int,
+                         positionLevels: [Int]? = nil) throws -> (file: VQZFile, codes: [Int32]) {
+        try checkCompression(height: height, width: width, levels: levels)
+        let codes = try self.codes(of: pixels, height: height, width: width, levels: levels)
+        return try file(codes: codes, height: height, width: width, levels: levels, positionLevels: positionLevels)
+    }
+
+    func checkCompression(height: Int, width: Int, levels: Int) throws {
+        guard (1...configuration.codesPerPosition).contains(levels) else {
+            throw CodecCommandError("--levels \(levels) is outside 1...\(configuration.codesPerPosition) (the model's codebooks)")
         }
         guard height <= VQZFile.largestSide, width <= VQZFile.largestSide else {
             throw CodecCommandError("the image is \(height)x\(width); a .vqz file holds at most \(VQZFile.largestSide) pixels per side")
         }
-        var codes = try self.codes(of: pixels, height: height, width: width, levels: levels)
+    }
+
+    /// The file of `codes` (an image's `codes(of:)` at `levels`), with an optional level map.
+    func file(codes allCodes: [Int32], height: Int, width: Int, levels: Int,
+              positionLevels: [Int]?) throws -> (file: VQZFile, codes: [Int32]) {
+        let c = configuration
+        let l = c.codesPerPosition
         let (h, w) = (padded(height) >> c.downsamplings, padded(width) >> c.downsamplings)
         var ranges: [(start: UInt32, frequency: UInt32)] = []
-        ranges.reserveCapacity(h * w * levels)
-        let symbols = codes
-        try walk(codes: &codes, gridHeight: h, gridWidth: w, levels: levels) { index, table in
+        var symbols = allCodes
+        if let positionLevels {
+            ranges = try LevelMapModel.ranges(of: positionLevels, height: h, width: w, levels: levels)
+            for q in 0..<(h * w) { for level in positionLevels[q]..<l { symbols[q * l + level] = -1 } }
+        }
+        ranges.reserveCapacity(ranges.count + h * w * levels)
+        var codes = symbols
+        try walk(codes: &codes, gridHeight: h, gridWidth: w, levels: levels, positionLevels: positionLevels) { index, table in
             let s = Int(symbols[index])
             ranges.append((table.cumulative[s], table.frequencies[s]))
             return symbols[index]
@@ -159,8 +185,109 @@ public final class ImageCodec {
         let stream = try RANSEncoder.encode(ranges: ranges, scaleBits: RANS.largestScaleBits)
         let file = try VQZFile(modelFingerprint: modelFingerprint, priorFingerprint: priorFingerprint, height: height, width: width,
                                channels: c.channels, downsamplings: c.downsamplings, levels: levels, modelLevels: c.codesPerPosition,
-                               codes: c.codes, stream: stream)
+                               codes: c.codes, perPositionLevels: positionLevels != nil, stream: stream)
         return (file, codes)
+    }
+
+    /// The `.vqz` file with the fewest bits whose decoded image reaches `psnr` dB (8-bit pixels,
+    /// as `decompress` writes them), when the first `levels` codebooks everywhere reach it: each
+    /// position of the code grid codes its own number of codebooks, `1...levels` (a version-2
+    /// file). The choice is a Lagrangian one, position by position: the number `n` that minimises
+    /// `SSE_n + lambda * bits_n`, where `SSE_n` is the squared error of the position's pixels when
+    /// the whole image is decoded at `n` codebooks and `bits_n` what its first `n` codes cost under
+    /// the prior (with all `levels` coded around it); `lambda` is searched for the target on these
+    /// estimates, then checked on the decoded image and raised until it reaches the target (4
+    /// rounds at most). Of these mixes and the uniform numbers of codebooks, the one with the
+    /// fewest estimated bits that reaches the target is coded (the best one when none does).
+    /// Returns the file, its codes and its decoded image's PSNR.
+    public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int,
+                         psnr target: Double) throws -> (file: VQZFile, codes: [Int32], psnr: Double) {
+        try checkCompression(height: height, width: width, levels: levels)
+        guard target.isFinite, target > 0 else { throw CodecCommandError("--psnr must be a positive number of dB (got \(target))") }
+        let c = configuration
+        let l = c.codesPerPosition, f = 1 << c.downsamplings, channels = c.channels
+        let (h, w) = (padded(height) >> c.downsamplings, padded(width) >> c.downsamplings)
+        let all = try self.codes(of: pixels, height: height, width: width, levels: levels)
+        let clean = pixels.map { Double(PNGImage.quantize($0)) }
+        // The squared error of every position's pixels at 1...levels codebooks.
+        func errors(_ image: [Float]) -> [Double] {
+            var sse = [Double](repeating: 0, count: h * w)
+            for y in 0..<height {
+                for x in 0..<width {
+                    var e = 0.0
+                    for k in 0..<channels {
+                        let i = (y * width + x) * channels + k
+                        let d = Double(PNGImage.quantize(image[i])) - clean[i]
+                        e += d * d
+                    }
+                    sse[(y / f) * w + x / f] += e
+                }
+            }
+            return sse
+        }
+        func truncated(_ map: (Int) -> Int) -> [Int32] {
+            var codes = all
+            for q in 0..<(h * w) { for level in map(q)..<l { codes[q * l + level] = -1 } }
+            return codes
+        }
+        var sse: [[Double]] = []
+        for n in 1...levels { sse.append(errors(try image(codes: truncated { _ in n }, height: height, width: width))) }
+        // What each position's first n codes cost under the prior, all `levels` coded around it.
+        var bits = [Double](repeating: 0, count: h * w * l)
+        var walked = truncated { _ in levels }
+        let symbols = walked
+        try walk(codes: &walked, gridHeight: h, gridWidth: w, levels: levels) { index, table in
+            bits[index] = Double(RANS.largestScaleBits) - log2(Double(table.frequencies[Int(symbols[index])]))
+            return symbols[index]
+        }
+        let samples = Double(height * width * channels)
+        func psnrOf(_ total: Double) -> Double { total > 0 ? 10 * log10(255 * 255 * samples / total) : .infinity }
+        func choose(_ lambda: Double) -> (map: [Int], psnr: Double) {
+            var map = [Int](repeating: 1, count: h * w), total = 0.0
+            for q in 0..<(h * w) {
+                var best = (cost: Double.infinity, n: 1, sse: 0.0), cumulative = 0.0
+                for n in 1...levels {
+                    cumulative += bits[q * l + n - 1]
+                    let cost = sse[n - 1][q] + lambda * cumulative
+                    if cost < best.cost { best = (cost, n, sse[n - 1][q]) }
+                }
+                map[q] = best.n
+                total += best.sse
+            }
+            return (map, psnrOf(total))
+        }
+        // The largest lambda whose estimate reaches `goal` (0 when none does).
+        func search(_ goal: Double) -> [Int] {
+            if choose(0).psnr < goal { return choose(0).map }
+            var (low, high) = (0.0, 1.0)
+            while choose(high).psnr >= goal && high < 1e12 { (low, high) = (high, high * 4) }
+            for _ in 0..<40 {
+                let middle = (low + high) / 2
+                if choose(middle).psnr >= goal { low = middle } else { high = middle }
+            }
+            return choose(low).map
+        }
+        // Candidates: the mixes found for a raised target, and every uniform number of codebooks
+        // (whose PSNR the decodes above give exactly). The cheapest that reaches the target wins,
+        // or the best when none does.
+        func cost(_ map: [Int]) -> Double { (0..<(h * w)).reduce(0.0) { t, q in (0..<map[q]).reduce(t) { $0 + bits[q * l + $1] } } }
+        var candidates: [(map: [Int], psnr: Double, bits: Double)] = (1...levels).map { n in
+            let map = [Int](repeating: n, count: h * w)
+            return (map, psnrOf(sse[n - 1].reduce(0, +)), cost(map))
+        }
+        var goal = target
+        for _ in 0..<4 {
+            let map = search(goal)
+            let decoded = try image(codes: truncated { map[$0] }, height: height, width: width)
+            let reached = psnrOf(errors(decoded).reduce(0, +))
+            candidates.append((map, reached, cost(map)))
+            if reached >= target || map == choose(0).map { break }
+            goal += target - reached + 0.01
+        }
+        let reaching = candidates.filter { $0.psnr >= target }
+        let chosen = reaching.isEmpty ? candidates.max { $0.psnr < $1.psnr }! : reaching.min { $0.bits < $1.bits }!
+        let (file, codes) = try file(codes: all, height: height, width: width, levels: levels, positionLevels: chosen.map)
+        return (file, codes, chosen.psnr)
     }
 
     /// The codes `[h, w, L]` of a file (levels it does not code are -1), after checking that it
@@ -184,7 +311,8 @@ public final class ImageCodec {
         let (h, w) = (padded(file.height) >> c.downsamplings, padded(file.width) >> c.downsamplings)
         var codes = [Int32](repeating: -1, count: h * w * c.codesPerPosition)
         var decoder = try RANSDecoder(file.stream)
-        try walk(codes: &codes, gridHeight: h, gridWidth: w, levels: file.levels) { index, table in
+        let map = file.perPositionLevels ? try LevelMapModel.decode(&decoder, height: h, width: w, levels: file.levels) : nil
+        try walk(codes: &codes, gridHeight: h, gridWidth: w, levels: file.levels, positionLevels: map) { index, table in
             Int32(try decoder.decode(table))
         }
         try decoder.finish()
@@ -213,6 +341,8 @@ public enum ImageCompression {
         public var input = ""
         public var output = ""
         public var levels: Int?
+        /// `compress`: the PSNR to reach with the fewest bits (per-position levels), or nil.
+        public var psnr: Double?
         public var force = false
         public init() {}
     }
@@ -225,13 +355,21 @@ public enum ImageCompression {
         let image = try codec.readImage(o.input)
         let started = monotonicSeconds()
         let levels = o.levels ?? codec.configuration.codesPerPosition
-        let (file, _) = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels)
+        let file: VQZFile
+        var reached = ""
+        if let psnr = o.psnr {
+            let result = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels, psnr: psnr)
+            file = result.file
+            reached = String(format: " (per position: %d codes), PSNR %.2f dB", result.codes.filter { $0 >= 0 }.count, result.psnr)
+        } else {
+            file = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels).file
+        }
         let seconds = monotonicSeconds() - started
         let bytes = file.bytes()
         try OutputFile.writeBytes(bytes, path: o.output)
         let pixels = image.height * image.width
-        return String(format: "%@ -> %@: %dx%d, %d of %d codebooks, %d bytes, %.4f bits per pixel, %.2f s",
-                      o.input, o.output, image.width, image.height, levels, codec.configuration.codesPerPosition,
+        return String(format: "%@ -> %@: %dx%d, %d of %d codebooks%@, %d bytes, %.4f bits per pixel, %.2f s",
+                      o.input, o.output, image.width, image.height, levels, codec.configuration.codesPerPosition, reached,
                       bytes.count, Double(bytes.count * 8) / Double(pixels), seconds)
     }
 
@@ -249,7 +387,7 @@ public enum ImageCompression {
         do { file = try VQZFile(bytes: [UInt8](data)) } catch { throw CodecCommandError("\(path): \(error)") }
         let factor = 1 << file.downsamplings
         let grid = ((file.height + factor - 1) / factor, (file.width + factor - 1) / factor)
-        return ["\(path): .vqz image file (format version \(VQZFile.version)), \(data.count) bytes, CRC-32 verified",
+        return ["\(path): .vqz image file (format version \(file.perPositionLevels ? 2 : 1)), \(data.count) bytes, CRC-32 verified",
                 "  \(file.width)x\(file.height)x\(file.channels): " + String(format: "%.4f", Double(data.count * 8) / Double(file.height * file.width))
                     + " bits per pixel; a \(grid.1)x\(grid.0) grid of \(file.levels) of \(file.modelLevels) codebook(s) of \(file.codes) codes",
                 "  model fingerprint \(ModelFingerprint.hex(file.modelFingerprint)), prior "
@@ -279,7 +417,8 @@ public enum ImageCompression {
         let seconds = monotonicSeconds() - started
         let image = try PNGImage(unitFloats: pixels, height: file.height, width: file.width, channels: file.channels)
         try (ImageFormat(path: o.output) ?? .png).write(image, to: o.output, quality: 95)
-        return String(format: "%@ -> %@: %dx%d, %d codebooks, %.2f s", o.input, o.output, file.width, file.height, file.levels, seconds)
+        return String(format: "%@ -> %@: %dx%d, %@%d codebooks, %.2f s", o.input, o.output, file.width, file.height,
+                      file.perPositionLevels ? "up to " : "", file.levels, seconds)
     }
 }
 

@@ -73,7 +73,9 @@ struct Compress: ParsableCommand {
         discussion: """
         The whole image is encoded at once (padded by repeating its edges to a multiple of 2^down, \
         cropped back on decompression: no tiles, no seams). With a residual VQ, --levels Q codes only \
-        the first Q codebooks: a lower rate from the same model. The file names the model and the prior \
+        the first Q codebooks: a lower rate from the same model; --psnr DB instead lets every position \
+        code as many of them as reaching DB over the whole image needs, the fewest bits for that \
+        quality (a version-2 file, with a map of the levels). The file names the model and the prior \
         by fingerprints; docs/codec.md describes it. Bits per pixel = file bytes x 8 / pixels.
         """)
 
@@ -84,13 +86,17 @@ struct Compress: ParsableCommand {
     var output: String
     @Option(parsing: .unconditional, help: "Residual VQ: code only the first Q codebooks (default: all).")
     var levels: Int?
+    @Option(parsing: .unconditional, help: ArgumentHelp(
+        "Residual VQ: reach this PSNR (dB) with the fewest bits, each position coding its own number of codebooks (up to --levels).",
+        valueName: "dB"))
+    var psnr: Double?
     @OptionGroup var force: ForceOption
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         var o = ImageCompression.Options()
-        (o.checkpoint, o.prior, o.rawWeights, o.input, o.output, o.levels, o.force) =
-            (models.checkpoint.checkpoint, models.prior, models.checkpoint.rawWeights, input, output, levels, force.force)
+        (o.checkpoint, o.prior, o.rawWeights, o.input, o.output, o.levels, o.psnr, o.force) =
+            (models.checkpoint.checkpoint, models.prior, models.checkpoint.rawWeights, input, output, levels, psnr, force.force)
         try runReporting("compress", threads: threads.threads) { try ImageCompression.compress(o) }
     }
 }

@@ -18,6 +18,13 @@ final class VQZFileTests: XCTestCase {
         XCTAssertEqual(Array(bytes[28..<38]), [3, 3, 2, 4, 0x00, 0x02, 7, 0, 0, 0])
         XCTAssertEqual(Array(bytes[38..<45]), [1, 2, 3, 4, 5, 6, 7])
         XCTAssertEqual(try VQZFile(bytes: bytes), file)
+        // Version 2 (a level map at the front of the stream) differs in its version byte alone.
+        var mapped = file
+        mapped.perPositionLevels = true
+        let mappedBytes = mapped.bytes()
+        XCTAssertEqual(mappedBytes[3], 2)
+        XCTAssertEqual(Array(mappedBytes[4..<(mappedBytes.count - 4)]), Array(bytes[4..<(bytes.count - 4)]))
+        XCTAssertEqual(try VQZFile(bytes: mappedBytes), mapped)
     }
 
     /// CRC-32 as zlib computes it (the standard check value of "123456789").
@@ -47,11 +54,11 @@ final class VQZFileTests: XCTestCase {
                                          levels: 1, modelLevels: 1, codes: 512, stream: []))
         do {
             var wrongVersion = bytes
-            wrongVersion[3] = 2
+            wrongVersion[3] = 3
             _ = try VQZFile(bytes: wrongVersion)
-            XCTFail("version 2 accepted")
+            XCTFail("version 3 accepted")
         } catch {
-            XCTAssertTrue("\(error)".contains("format version 2 is not supported"), "\(error)")
+            XCTAssertTrue("\(error)".contains("format version 3 is not supported"), "\(error)")
         }
     }
 

@@ -3,7 +3,7 @@ import Model
 
 /// libFuzzer target for the `.vqz` reader: every input is a file given to `vqvae decompress`. It
 /// parses the header and checksum (`VQZFile(bytes:)`) and, for grids small enough to decode
-/// quickly, decodes the stream as decompress does: with every code equally likely, and with the
+/// quickly, decodes the stream (a version-2 file's level map first) as decompress does: with every code equally likely, and with the
 /// fixed-order probabilities of a prior (random weights of the file's K and L). Thrown errors are
 /// the expected outcome for damaged files; crashes, traps, hangs and huge allocations are failures.
 /// The fingerprints are not compared: the point is what the parser and decoder do with any bytes.
@@ -40,13 +40,14 @@ private func decode(_ file: VQZFile, height h: Int, width w: Int, prior: CodePri
     var codes = [Int32](repeating: -1, count: h * w * l)
     do {
         var decoder = try RANSDecoder(file.stream)
+        let map = file.perPositionLevels ? try LevelMapModel.decode(&decoder, height: h, width: w, levels: file.levels) : nil
         let evaluator = try prior.map { try PriorEvaluator(prior: $0, height: h, width: w) }
         let uniform = try FrequencyTable(weights: [Double](repeating: 1, count: file.codes))
         for phase in 0..<PriorConfiguration.phases {
             codes.withUnsafeBufferPointer { evaluator?.prepare(phase: phase, levels: file.levels, codes: $0.baseAddress!) }
             for level in 0..<file.levels {
                 let logits = codes.withUnsafeBufferPointer { evaluator?.logits(level: level, codes: $0.baseAddress!) }
-                for (r, q) in CodeOrder.positions(phase: phase, height: h, width: w).enumerated() {
+                for (r, q) in CodeOrder.positions(phase: phase, height: h, width: w).enumerated() where map.map({ $0[q] > level }) ?? true {
                     let table = try logits.map { try FrequencyTable(logits: $0 + r * evaluator!.logitStride, count: file.codes) } ?? uniform
                     let symbol = try decoder.decode(table)
                     if symbol < 0 || symbol >= file.codes { fatalError("decoded symbol \(symbol) outside 0..<\(file.codes)") }

@@ -2,18 +2,21 @@
 """Compares the datasets of two HDF5 files, read with h5py: two checkpoints of runs that must
 agree, or two files of reconstructed images.
 
-    python3 Tests/Scripts/compare_hdf5_datasets.py A B [--tolerance T] [--dataset NAME ...]
-                                                     [--min-datasets N] [--same-position]
+    python3 Tests/Scripts/compare_hdf5_datasets.py A B [--tolerance T | --absolute-tolerance T]
+                                                     [--dataset NAME ...] [--min-datasets N] [--same-position]
 
   (default)         every dataset is identical: same shape, dtype and values, bit for bit
   --tolerance T     every dataset has the same shape, and max|a - b| / max(max|b|, 1e-12) <= T
+  --absolute-tolerance T
+                    every dataset has the same shape, and max|a - b| <= T (weights that Adam moves
+                    by a bounded step whatever the gradient's size)
   --dataset NAME    compares only the datasets named (repeatable); by default every dataset, and
                     both files must hold the same ones
   --min-datasets N  the files hold at least N datasets (a checkpoint is not an empty file)
   --same-position   checkpoints: the root attributes `step` and `samples_seen` and the
                     `/optimizer` attribute `t` are equal
 
-Prints `identical` (default) or the largest relative difference (--tolerance); exits non-zero
+Prints `identical` (default) or the largest (relative or absolute) difference; exits non-zero
 naming the datasets or attributes that differ.
 """
 import argparse
@@ -38,10 +41,15 @@ def main():
     parser.add_argument("a")
     parser.add_argument("b")
     parser.add_argument("--tolerance", type=float)
+    parser.add_argument("--absolute-tolerance", type=float)
     parser.add_argument("--dataset", action="append", dest="datasets")
     parser.add_argument("--min-datasets", type=int, default=1)
     parser.add_argument("--same-position", action="store_true")
     args = parser.parse_args()
+    if args.tolerance is not None and args.absolute_tolerance is not None:
+        fail("give --tolerance or --absolute-tolerance, not both")
+    absolute = args.absolute_tolerance is not None
+    tolerance = args.absolute_tolerance if absolute else args.tolerance
 
     a, b = h5py.File(args.a, "r"), h5py.File(args.b, "r")
     if args.datasets:
@@ -69,16 +77,18 @@ def main():
         x, y = a[n][()], b[n][()]
         if x.shape != y.shape:
             fail(f"{n} has shape {x.shape} in {args.a} but {y.shape} in {args.b}")
-        if args.tolerance is None:
+        if tolerance is None:
             if x.dtype != y.dtype or not np.array_equal(x, y):
                 differ.append(n)
         elif x.size:
-            worst = max(worst, float(np.abs(x - y).max() / max(np.abs(y).max(), 1e-12)))
+            scale = 1.0 if absolute else max(np.abs(y).max(), 1e-12)
+            worst = max(worst, float(np.abs(x - y).max() / scale))
     if differ:
         fail(f"{len(differ)} of {len(names)} datasets differ: {differ}")
-    if args.tolerance is not None and not worst <= args.tolerance:
-        fail(f"largest relative difference {worst} is above the tolerance {args.tolerance}")
-    print("identical" if args.tolerance is None else worst)
+    kind = "absolute" if absolute else "relative"
+    if tolerance is not None and not worst <= tolerance:
+        fail(f"largest {kind} difference {worst} is above the tolerance {tolerance}")
+    print("identical" if tolerance is None else worst)
 
 
 if __name__ == "__main__":
