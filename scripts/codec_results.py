@@ -161,7 +161,7 @@ def main():
         return list(per[0].mean(axis=0)), list(per[1].mean(axis=0))
 
     lines = []
-    lines.append("| ours: model, codebooks (-psnr: target dB) | bpp | PSNR (dB) | MS-SSIM | " + " | ".join(f"{c} PSNR" for c in SETTINGS) + " | bits per code (of 9) |")
+    lines.append("| ours: model, codebooks (-rd: lambda) | bpp | PSNR (dB) | MS-SSIM | " + " | ".join(f"{c} PSNR" for c in SETTINGS) + " | bits per code (of 9) |")
     lines.append("| --- | --- | --- | --- | " + " | ".join("---" for _ in SETTINGS) + " | --- |")
     our_points = []
     for (model, q), photos in sorted(ours.items()):
@@ -199,6 +199,23 @@ def main():
         bd.append(f"| {codec} | {'n/a' if value is None else f'{value:+.1f}%'} | {span} | "
                   f"{'n/a' if mvalue is None else f'{mvalue:+.1f}%'} | {interpolate(rb, rq, 0.25):.2f} | {ours_at:.2f} |")
 
+    # Per-position levels (<model>-rd, one row per lambda) against the same model's uniform
+    # --levels: on each photo, the rd point's PSNR minus the uniform curve's at the same bpp
+    # (linear in log bpp between its points; photos where the point lies outside it are left out).
+    own = []
+    for model in sorted({m for m, _ in ours if f"{m}-rd" in {n for n, _ in ours}}):
+        for (m, lam), photos in sorted(ours.items()):
+            if m != f"{model}-rd":
+                continue
+            gains = []
+            for i, point in sorted(photos.items()):
+                uniform = sorted((p[i]["bpp"], p[i]["psnr"]) for (n, _), p in ours.items() if n == model and i in p)
+                if uniform and uniform[0][0] <= point["bpp"] <= uniform[-1][0]:
+                    gains.append(point["psnr"] - interpolate([b for b, _ in uniform], [q for _, q in uniform], point["bpp"]))
+            if gains:
+                own.append(f"| {m}, {lam} | {np.mean([p['bpp'] for p in photos.values()]):.3f} | {np.mean(gains):+.2f} | "
+                           + ", ".join(f"{g:+.2f}" for g in gains) + " |")
+
     times = []
     for (model, q), photos in sorted(ours.items()):
         mp = sum(p["pixels"] for p in photos.values()) / 1e6
@@ -213,6 +230,13 @@ def main():
                 "compares equal file sizes. Bits per code: the stream's bits per coded code (header and checksum "
                 "excluded), against ceil(log2 512) = 9 without a prior.\n\n")
         f.write("\n".join(lines) + "\n\n")
+        if own:
+            f.write("Each position its own number of codebooks (`compress --lambda`) against every position the same "
+                    "(`--levels`), same model and prior: on each photo, the PSNR of the file minus that of the uniform "
+                    "files' curve at the same bits per pixel (linear in log bpp between them; a photo whose file lies "
+                    "outside that curve's range is left out):\n\n"
+                    "| rows | mean bpp | mean PSNR gain (dB) | photo by photo |\n| --- | --- | --- | --- |\n"
+                    + "\n".join(own) + "\n\n")
         f.write("Bjontegaard delta rate of our curve (the upper envelope of the rows above"
                 + (f" of {', '.join(sorted(chosen))}" if chosen else "") + ") against each codec's curve of "
                 "mean bpp and quality per setting, over the part of 0.15-0.6 bpp both curves cover (negative: fewer bytes "
@@ -238,8 +262,12 @@ def main():
                 b, q = mean_curve(codec, metric)
                 keep = [k for k, x in enumerate(b) if x <= 1.5]
                 ax.plot([b[k] for k in keep], [q[k] for k in keep], label=codec, lw=1)
-        for ax, values, label in zip(axes, [[p[1] for p in our_points], [p[2] for p in our_points]], ["PSNR (dB)", "MS-SSIM"]):
-            ax.plot([p[0] for p in our_points], values, "ko", label="ours (vqvae compress)")
+        for ax, index, label in zip(axes, [1, 2], ["PSNR (dB)", "MS-SSIM"]):
+            colours = ["black", "tab:brown", "tab:gray", "tab:olive", "tab:pink", "tab:cyan"]
+            for k, model in enumerate(sorted({p[3] for p in our_points})):
+                points = sorted(p for p in our_points if p[3] == model)
+                ax.plot([p[0] for p in points], [p[index] for p in points], "o-" if model.endswith("-rd") else "s--",
+                        color=colours[k % len(colours)], ms=4, lw=1.5, label=f"ours: {model}")
             ax.set_xlabel("bits per pixel")
             ax.set_ylabel(label)
             ax.set_xlim(0, 1.5)

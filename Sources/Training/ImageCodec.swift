@@ -202,8 +202,29 @@ public final class ImageCodec {
     /// Returns the file, its codes and its decoded image's PSNR.
     public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int,
                          psnr target: Double) throws -> (file: VQZFile, codes: [Int32], psnr: Double) {
+        try compress(pixels, height: height, width: width, levels: levels, aim: .psnr(target))
+    }
+
+    /// What `compress(_:height:width:levels:aim:)` aims at: a PSNR, or a fixed multiplier
+    /// `lambda` of the bits (squared 8-bit error per bit), the same for every image (what a
+    /// rate-distortion curve over several images needs: equal slopes, not equal PSNRs).
+    public enum Aim: Sendable { case psnr(Double), lambda(Double) }
+
+    /// The `.vqz` file of an image whose positions code their own number of codebooks, chosen for
+    /// a PSNR (`compress(_:height:width:levels:psnr:)`) or at a fixed `lambda` (each position's
+    /// `n` minimises `SSE_n + lambda * bits_n`, with no search).
+    public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int,
+                         aim: Aim) throws -> (file: VQZFile, codes: [Int32], psnr: Double) {
         try checkCompression(height: height, width: width, levels: levels)
-        guard target.isFinite, target > 0 else { throw CodecCommandError("--psnr must be a positive number of dB (got \(target))") }
+        let target: Double
+        switch aim {
+        case .psnr(let value):
+            guard value.isFinite, value > 0 else { throw CodecCommandError("--psnr must be a positive number of dB (got \(value))") }
+            target = value
+        case .lambda(let value):
+            guard value.isFinite, value >= 0 else { throw CodecCommandError("--lambda must be a number >= 0 (got \(value))") }
+            target = 0
+        }
         let c = configuration
         let l = c.codesPerPosition, f = 1 << c.downsamplings, channels = c.channels
         let (h, w) = (padded(height) >> c.downsamplings, padded(width) >> c.downsamplings)
@@ -266,6 +287,12 @@ public final class ImageCodec {
                 if choose(middle).psnr >= goal { low = middle } else { high = middle }
             }
             return choose(low).map
+        }
+        if case .lambda(let lambda) = aim {
+            let map = choose(lambda).map
+            let decoded = try image(codes: truncated { map[$0] }, height: height, width: width)
+            let (file, codes) = try file(codes: all, height: height, width: width, levels: levels, positionLevels: map)
+            return (file, codes, psnrOf(errors(decoded).reduce(0, +)))
         }
         // Candidates: the mixes found for a raised target, and every uniform number of codebooks
         // (whose PSNR the decodes above give exactly). The cheapest that reaches the target wins,
@@ -343,6 +370,8 @@ public enum ImageCompression {
         public var levels: Int?
         /// `compress`: the PSNR to reach with the fewest bits (per-position levels), or nil.
         public var psnr: Double?
+        /// `compress`: per-position levels at this multiplier of the bits, or nil.
+        public var lambda: Double?
         public var force = false
         public init() {}
     }
@@ -357,8 +386,9 @@ public enum ImageCompression {
         let levels = o.levels ?? codec.configuration.codesPerPosition
         let file: VQZFile
         var reached = ""
-        if let psnr = o.psnr {
-            let result = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels, psnr: psnr)
+        if o.psnr != nil && o.lambda != nil { throw CodecCommandError("give --psnr or --lambda, not both") }
+        if let aim = o.psnr.map(ImageCodec.Aim.psnr) ?? o.lambda.map(ImageCodec.Aim.lambda) {
+            let result = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels, aim: aim)
             file = result.file
             reached = String(format: " (per position: %d codes), PSNR %.2f dB", result.codes.filter { $0 >= 0 }.count, result.psnr)
         } else {

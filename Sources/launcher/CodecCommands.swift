@@ -90,13 +90,17 @@ struct Compress: ParsableCommand {
         "Residual VQ: reach this PSNR (dB) with the fewest bits, each position coding its own number of codebooks (up to --levels).",
         valueName: "dB"))
     var psnr: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(
+        "Residual VQ: per-position codebooks at a fixed trade-off instead, each position minimising its squared error (8-bit units) + L x its bits; the same L for every image gives a rate-distortion curve.",
+        valueName: "L"))
+    var lambda: Double?
     @OptionGroup var force: ForceOption
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
         var o = ImageCompression.Options()
-        (o.checkpoint, o.prior, o.rawWeights, o.input, o.output, o.levels, o.psnr, o.force) =
-            (models.checkpoint.checkpoint, models.prior, models.checkpoint.rawWeights, input, output, levels, psnr, force.force)
+        (o.checkpoint, o.prior, o.rawWeights, o.input, o.output, o.levels, o.psnr, o.lambda, o.force) =
+            (models.checkpoint.checkpoint, models.prior, models.checkpoint.rawWeights, input, output, levels, psnr, lambda, force.force)
         try runReporting("compress", threads: threads.threads) { try ImageCompression.compress(o) }
     }
 }

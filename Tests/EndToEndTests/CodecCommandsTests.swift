@@ -168,8 +168,9 @@ final class CodecCommandsTests: XCTestCase {
     /// Between the PSNRs of one and two codebooks everywhere, the target is reached (the PSNR the
     /// command reports is that of the decompressed image, to rounding: decode reproduces what the
     /// encoder chose) with no more bytes than the uniform file that reaches it; an unreachable
-    /// target gives at least the best uniform file; `inspect` names version 2. (That the mixes save
-    /// bytes on real photos is measured in bench/codec.md, with a trained model.)
+    /// target gives at least the best uniform file; `--lambda` at its extremes; `inspect` names
+    /// version 2. (That the mixes save bytes on real photos is measured in bench/codec.md, with a
+    /// trained model.)
     func testPSNRTargetGivesEachPositionItsOwnLevels() throws {
         let (checkpoint, prior) = try Self.longer.get()
         let folder = try CommandRunner.temporaryFolder("codec-psnr").path
@@ -218,6 +219,17 @@ final class CodecCommandsTests: XCTestCase {
             }
             print("psnr target \(target): \(result.psnr) dB, \(result.bytes) bytes")
         }
+        // --lambda: a huge one leaves every position at one codebook, the image of --levels 1 bit
+        // for bit (plus a few bytes of level map); 0 takes each position's best number.
+        let cheapest = try run("cheapest", ["--lambda", "1e9"])
+        XCTAssertEqual(try PNGImage.read(path: "\(folder)/cheapest.png").pixels, try PNGImage.read(path: "\(folder)/one.png").pixels)
+        XCTAssertLessThanOrEqual(cheapest.bytes, one.bytes + 4)
+        let finest = try run("finest", ["--lambda", "0"])
+        XCTAssertTrue(finest.report.contains("PSNR"), finest.report)
+        let both = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, original, "-o", "\(folder)/both.vqz", "--psnr", "20",
+                                            "--lambda", "5"])
+        XCTAssertNotEqual(both.status, 0)
+        XCTAssertTrue(both.standardError.contains("give --psnr or --lambda, not both"), both.standardError)
         let described = try CommandRunner.vqvae(["inspect", "\(folder)/middle.vqz"])
         XCTAssertTrue(described.standardOutput.contains("(format version 2)"), described.standardOutput)
         let refused = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, original, "-o", "\(folder)/bad.vqz", "--psnr", "-3"])
