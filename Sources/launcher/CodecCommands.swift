@@ -75,7 +75,8 @@ struct Compress: ParsableCommand {
         cropped back on decompression: no tiles, no seams). With a residual VQ, --levels Q codes only \
         the first Q codebooks: a lower rate from the same model; --psnr DB instead lets every position \
         code as many of them as reaching DB over the whole image needs, the fewest bits for that \
-        quality (a version-2 file, with a map of the levels). The file names the model and the prior \
+        quality (a version-2 file, with a map of the levels), or --lambda L at a fixed trade-off of \
+        error against bits. The file names the model and the prior \
         by fingerprints; docs/codec.md describes it. Bits per pixel = file bytes x 8 / pixels.
         """)
 
