@@ -69,6 +69,28 @@ if [ "${REPORT_ONLY:-0}" = 1 ]; then
 else
     : > "$results"
 fi
+# Compresses and decompresses every photo with model "$model" and prior "$priorfile", the compress
+# flags after the first three arguments, and appends a row per photo to the results: the row's
+# name, its setting (codebooks or lambda), the folder of its files. Codes coded: what compress
+# reports with per-position codebooks, else the grid times the codebooks.
+code_photos() {
+    local row=$1 setting=$2 folder=$3 png i enc dec bytes codes h w
+    shift 3
+    mkdir -p "$folder"
+    for png in "$photos"/*.png; do
+        i=$(basename "$png" .png)
+        enc=$("$vqvae" compress --checkpoint "$model" --prior "$priorfile" "$png" -o "$folder/$i.vqz" "$@" --force)
+        dec=$("$vqvae" decompress --checkpoint "$model" --prior "$priorfile" "$folder/$i.vqz" -o "$folder/$i.png" --force)
+        bytes=$(stat -c %s "$folder/$i.vqz")
+        codes=$(grep -o '[0-9]* codes)' <<<"$enc" | cut -d' ' -f1 || true)
+        if [ -z "$codes" ]; then
+            read -r h w < <(python3 -c "from PIL import Image; im = Image.open('$png'); print(im.height, im.width)")
+            codes=$(python3 -c "f = 1 << ${name:1:1}; print(((($h + f - 1) // f) * (($w + f - 1) // f)) * $setting)")
+        fi
+        echo -e "$row\t$setting\t$i\t$folder/$i.vqz\t$folder/$i.png\t$bytes\t$(awk '{print $(NF-1)}' <<<"$enc")\t$(awk '{print $(NF-1)}' <<<"$dec")\t$codes" >> "$results"
+    done
+}
+
 # The table is read from descriptor 3: mpirun forwards its standard input to rank 0, and would
 # swallow the rest of the table.
 while IFS='|' read -r name train prior levels lambdas <&3; do
@@ -91,31 +113,8 @@ while IFS='|' read -r name train prior levels lambdas <&3; do
         priorfile=$runs/prior-$name/checkpoints/$(newest "$runs/prior-$name")
     fi
     echo "$name: $model, prior $priorfile"
-    for q in $levels; do
-        folder=$runs/results/$name/q$q
-        mkdir -p "$folder"
-        for png in "$photos"/*.png; do
-            i=$(basename "$png" .png)
-            enc=$("$vqvae" compress --checkpoint "$model" --prior "$priorfile" "$png" -o "$folder/$i.vqz" --levels "$q" --force)
-            dec=$("$vqvae" decompress --checkpoint "$model" --prior "$priorfile" "$folder/$i.vqz" -o "$folder/$i.png" --force)
-            bytes=$(stat -c %s "$folder/$i.vqz")
-            read -r h w < <(python3 -c "from PIL import Image; im = Image.open('$png'); print(im.height, im.width)")
-            codes=$(python3 -c "f = 1 << ${name:1:1}; print(((($h + f - 1) // f) * (($w + f - 1) // f)) * $q)")
-            echo -e "$name\t$q\t$i\t$folder/$i.vqz\t$folder/$i.png\t$bytes\t$(awk '{print $(NF-1)}' <<<"$enc")\t$(awk '{print $(NF-1)}' <<<"$dec")\t$codes" >> "$results"
-        done
-    done
-    for lambda in $lambdas; do
-        folder=$runs/results/$name/lambda$lambda
-        mkdir -p "$folder"
-        for png in "$photos"/*.png; do
-            i=$(basename "$png" .png)
-            enc=$("$vqvae" compress --checkpoint "$model" --prior "$priorfile" "$png" -o "$folder/$i.vqz" --lambda "$lambda" --force)
-            dec=$("$vqvae" decompress --checkpoint "$model" --prior "$priorfile" "$folder/$i.vqz" -o "$folder/$i.png" --force)
-            bytes=$(stat -c %s "$folder/$i.vqz")
-            codes=$(grep -o '[0-9]* codes)' <<<"$enc" | cut -d' ' -f1)
-            echo -e "$name-rd\t$lambda\t$i\t$folder/$i.vqz\t$folder/$i.png\t$bytes\t$(awk '{print $(NF-1)}' <<<"$enc")\t$(awk '{print $(NF-1)}' <<<"$dec")\t$codes" >> "$results"
-        done
-    done
+    for q in $levels; do code_photos "$name" "$q" "$runs/results/$name/q$q" --levels "$q"; done
+    for lambda in $lambdas; do code_photos "$name-rd" "$lambda" "$runs/results/$name/lambda$lambda" --lambda "$lambda"; done
     if [ -z "$speed" ]; then
         # One core, one thread: decompress of a 768x512 photo (the command's own time, model loading excluded,
         # and the whole process's wall time).

@@ -189,41 +189,31 @@ public final class ImageCodec {
         return (file, codes)
     }
 
-    /// The `.vqz` file with the fewest bits whose decoded image reaches `psnr` dB (8-bit pixels,
-    /// as `decompress` writes them), when the first `levels` codebooks everywhere reach it: each
-    /// position of the code grid codes its own number of codebooks, `1...levels` (a version-2
-    /// file). The choice is a Lagrangian one, position by position: the number `n` that minimises
-    /// `SSE_n + lambda * bits_n`, where `SSE_n` is the squared error of the position's pixels when
-    /// the whole image is decoded at `n` codebooks and `bits_n` what its first `n` codes cost under
-    /// the prior (with all `levels` coded around it); `lambda` is searched for the target on these
-    /// estimates, then checked on the decoded image and raised until it reaches the target (4
-    /// rounds at most). Of these mixes and the uniform numbers of codebooks, the one with the
-    /// fewest estimated bits that reaches the target is coded (the best one when none does).
-    /// Returns the file, its codes and its decoded image's PSNR.
-    public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int,
-                         psnr target: Double) throws -> (file: VQZFile, codes: [Int32], psnr: Double) {
-        try compress(pixels, height: height, width: width, levels: levels, aim: .psnr(target))
-    }
-
     /// What `compress(_:height:width:levels:aim:)` aims at: a PSNR, or a fixed multiplier
     /// `lambda` of the bits (squared 8-bit error per bit), the same for every image (what a
     /// rate-distortion curve over several images needs: equal slopes, not equal PSNRs).
     public enum Aim: Sendable { case psnr(Double), lambda(Double) }
 
-    /// The `.vqz` file of an image whose positions code their own number of codebooks, chosen for
-    /// a PSNR (`compress(_:height:width:levels:psnr:)`) or at a fixed `lambda` (each position's
-    /// `n` minimises `SSE_n + lambda * bits_n`, with no search).
+    /// The `.vqz` file of an image whose positions code their own number of codebooks,
+    /// `1...levels` (a version-2 file), and its codes and its decoded image's PSNR (8-bit pixels,
+    /// as `decompress` writes them). Each position takes the number `n` that minimises
+    /// `SSE_n + lambda * bits_n`, where `SSE_n` is the squared error of its pixels when the whole
+    /// image is decoded at `n` codebooks and `bits_n` what its first `n` codes cost under the prior
+    /// (with all `levels` coded around it).
+    /// - `.lambda`: that choice at the given `lambda`, with no search.
+    /// - `.psnr`: the fewest bits that reach the PSNR, when the first `levels` codebooks everywhere
+    ///   reach it. `lambda` is searched for the target on these estimates, then checked on the
+    ///   decoded image and raised until it reaches the target (4 rounds at most). Of these mixes
+    ///   and the uniform numbers of codebooks, the one with the fewest estimated bits that reaches
+    ///   the target is coded (the best one when none does).
     public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int,
                          aim: Aim) throws -> (file: VQZFile, codes: [Int32], psnr: Double) {
         try checkCompression(height: height, width: width, levels: levels)
-        let target: Double
         switch aim {
         case .psnr(let value):
             guard value.isFinite, value > 0 else { throw CodecCommandError("--psnr must be a positive number of dB (got \(value))") }
-            target = value
         case .lambda(let value):
             guard value.isFinite, value >= 0 else { throw CodecCommandError("--lambda must be a number >= 0 (got \(value))") }
-            target = 0
         }
         let c = configuration
         let l = c.codesPerPosition, f = 1 << c.downsamplings, channels = c.channels
@@ -277,9 +267,14 @@ public final class ImageCodec {
             }
             return (map, psnrOf(total))
         }
+        // The PSNR of the image decoded with `map`'s numbers of codebooks.
+        func decodedPSNR(_ map: [Int]) throws -> Double {
+            psnrOf(errors(try image(codes: truncated { map[$0] }, height: height, width: width)).reduce(0, +))
+        }
+        let finest = choose(0)
         // The largest lambda whose estimate reaches `goal` (0 when none does).
         func search(_ goal: Double) -> [Int] {
-            if choose(0).psnr < goal { return choose(0).map }
+            if finest.psnr < goal { return finest.map }
             var (low, high) = (0.0, 1.0)
             while choose(high).psnr >= goal && high < 1e12 { (low, high) = (high, high * 4) }
             for _ in 0..<40 {
@@ -288,11 +283,14 @@ public final class ImageCodec {
             }
             return choose(low).map
         }
-        if case .lambda(let lambda) = aim {
+        let target: Double
+        switch aim {
+        case .lambda(let lambda):
             let map = choose(lambda).map
-            let decoded = try image(codes: truncated { map[$0] }, height: height, width: width)
             let (file, codes) = try file(codes: all, height: height, width: width, levels: levels, positionLevels: map)
-            return (file, codes, psnrOf(errors(decoded).reduce(0, +)))
+            return (file, codes, try decodedPSNR(map))
+        case .psnr(let value):
+            target = value
         }
         // Candidates: the mixes found for a raised target, and every uniform number of codebooks
         // (whose PSNR the decodes above give exactly). The cheapest that reaches the target wins,
@@ -305,10 +303,9 @@ public final class ImageCodec {
         var goal = target
         for _ in 0..<4 {
             let map = search(goal)
-            let decoded = try image(codes: truncated { map[$0] }, height: height, width: width)
-            let reached = psnrOf(errors(decoded).reduce(0, +))
+            let reached = try decodedPSNR(map)
             candidates.append((map, reached, cost(map)))
-            if reached >= target || map == choose(0).map { break }
+            if reached >= target || map == finest.map { break }
             goal += target - reached + 0.01
         }
         let reaching = candidates.filter { $0.psnr >= target }
