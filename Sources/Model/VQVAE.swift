@@ -613,6 +613,49 @@ public final class VQVAE {
         runDecoder(batch: batch)
     }
 
+    /// Residual VQ: quantizes `rows` `[N, h, w, d]` (vectors in the codebooks' space, as the
+    /// quantizer reads them) into `codeIndices` `[N, h, w, L]` as the forward pass does, each
+    /// position with its own first `levels[p]` codebooks (nil: `evaluationCodebooks`); the codes
+    /// a position skips are -1. Touches no statistics. `decode(codes: codeIndices...)` then
+    /// decodes them.
+    public func quantize(rows: UnsafePointer<Float>, batch: Int, levels: UnsafePointer<Int32>? = nil) {
+        precondition(batch >= 1 && batch <= maxBatch, "batch \(batch) exceeds the allocated \(maxBatch)")
+        guard let quantizer, scalarQuantizer == nil else { preconditionFailure("quantize(rows:) needs a vector quantizer") }
+        let count = batch * latentCount
+        var active = levels
+        if active == nil, quantizer.levels > 1 {
+            for p in 0..<count { activeLevels[p] = Int32(evaluationCodebooks) }
+            active = UnsafePointer(activeLevels.baseAddress!)
+        }
+        _ = quantizer.forwardLevels(quantized: quantizerOutput, indices: codeIndices.baseAddress!, vectors: rows, count: count,
+                                    parameters: parameters, collectStatistics: false, workspace: workspace.pointer,
+                                    activeLevels: active)
+    }
+
+    /// The rows the last `decode(codes:batch:)` (or forward pass) gave the decoder, in the
+    /// codebooks' space (`[N, h, w, d]`: before `project_out` with `--codebook-dim`).
+    public var codeRows: UnsafePointer<Float> { UnsafePointer(quantizerOutput) }
+
+    /// After `decode(codes:batch:)` of a VQ-VAE without skips: the gradient of a loss with respect
+    /// to `codeRows`, from `reconstructionGradient` (`dL/dx_hat`, `[N, H, W, C]`) back through the
+    /// decoder (and `project_out`). The parameter gradients computed on the way are cleared.
+    public func codeRowGradient(reconstructionGradient: UnsafePointer<Float>) -> UnsafePointer<Float> {
+        let c = configuration
+        precondition(c.model == .vqvae && !c.skips && !c.residual, "codeRowGradient needs a VQ-VAE without skips")
+        let batch = lastBatch
+        var current = gradientA.pointer, other = gradientB.pointer
+        current.update(from: reconstructionGradient, count: batch * imageCount)
+        backwardThroughDecoder(current: &current, other: &other, batch: batch, gradientsReady: { _ in })
+        if let projectOut {
+            projectOut.backward(inputGradient: other, outputGradient: current, input: codeVectors.pointer, batch: batch,
+                                height: c.latentHeight, width: c.latentWidth, parameters: UnsafePointer(parameters.values.pointer),
+                                gradients: parameters.gradients.pointer, workspace: workspace.pointer)
+            swap(&current, &other)
+        }
+        parameters.zeroGradients()
+        return UnsafePointer(current)
+    }
+
     /// Backward pass of the last `forward(images:...)` over the same `images` and `targets`: ACCUMULATES every
     /// parameter's gradient of this share's mean loss into `parameters.gradients`.
     ///
@@ -679,32 +722,8 @@ public final class VQVAE {
         }
         // (residual without detail layers: dL/ddec = dL/dx_hat)
 
-        for i in stride(from: ups.count - 1, through: 0, by: -1) {
-            let size = resolutions[c.downsamplings - i]
-            let input = i == 0 ? decoderStack.output.pointer : upOutputs[i - 1].pointer
-            ups[i].backward(inputGradient: other, outputGradient: current, input: c.skips ? skipSums[i].pointer : input, batch: batch,
-                            height: size.height, width: size.width, parameters: p, gradients: g, workspace: work)
-            gradientsReady(ups[i].weight.offset)
-            swap(&current, &other)
-            if c.skips {
-                // d(dec_i + w enc_i): the encoder's share, w times the gradient, waits for the encoder's backward.
-                let perImage = size.height * size.width * ups[i].inputChannels
-                let saved = skipGradients[i].pointer
-                for n in 0..<batch {
-                    let w = skipWeights[n], base = n * perImage
-                    for j in base..<(base + perImage) { saved[j] = w * current[j] }
-                }
-            }
-            // ReLU between ups (and the stack's final ReLU for i == 0).
-            reluBackward(current, current, output: input, count: batch * size.height * size.width * ups[i].inputChannels)
-        }
+        backwardThroughDecoder(current: &current, other: &other, batch: batch, gradientsReady: gradientsReady)
         let (lh, lw) = (c.latentHeight, c.latentWidth)
-        decoderStack.backward(blocks: decoderBlocks, gradient: &current, other: &other, batch: batch, height: lh, width: lw,
-                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer, gradientsReady: gradientsReady)
-        decoderConv.backward(inputGradient: other, outputGradient: current, input: decoderInput, batch: batch,
-                             height: lh, width: lw, parameters: p, gradients: g, workspace: work)
-        gradientsReady(decoderConv.weight.offset)
-        swap(&current, &other)
         let vectors = batch * lh * lw
         switch c.model {
         case .vqvae:
@@ -764,6 +783,43 @@ public final class VQVAE {
             gradientsReady(downs[i].weight.offset)
             swap(&current, &other)
         }
+    }
+
+    /// From `dL/dx_hat` of the decoder's output in `current` (residual models: of `dec`) to
+    /// `dL/d(decoderInput)` in `current`, accumulating the decoder's parameter gradients (and, with
+    /// skips, saving the encoder's share of each skip's gradient in `skipGradients`).
+    private func backwardThroughDecoder(current: inout UnsafeMutablePointer<Float>, other: inout UnsafeMutablePointer<Float>,
+                                        batch: Int, gradientsReady: (Int) -> Void) {
+        let c = configuration
+        let p = UnsafePointer(parameters.values.pointer)
+        let g = parameters.gradients.pointer
+        let work = workspace.pointer
+        for i in stride(from: ups.count - 1, through: 0, by: -1) {
+            let size = resolutions[c.downsamplings - i]
+            let input = i == 0 ? decoderStack.output.pointer : upOutputs[i - 1].pointer
+            ups[i].backward(inputGradient: other, outputGradient: current, input: c.skips ? skipSums[i].pointer : input, batch: batch,
+                            height: size.height, width: size.width, parameters: p, gradients: g, workspace: work)
+            gradientsReady(ups[i].weight.offset)
+            swap(&current, &other)
+            if c.skips {
+                // d(dec_i + w enc_i): the encoder's share, w times the gradient, waits for the encoder's backward.
+                let perImage = size.height * size.width * ups[i].inputChannels
+                let saved = skipGradients[i].pointer
+                for n in 0..<batch {
+                    let w = skipWeights[n], base = n * perImage
+                    for j in base..<(base + perImage) { saved[j] = w * current[j] }
+                }
+            }
+            // ReLU between ups (and the stack's final ReLU for i == 0).
+            reluBackward(current, current, output: input, count: batch * size.height * size.width * ups[i].inputChannels)
+        }
+        let (lh, lw) = (c.latentHeight, c.latentWidth)
+        decoderStack.backward(blocks: decoderBlocks, gradient: &current, other: &other, batch: batch, height: lh, width: lw,
+                              parameters: p, gradients: g, workspace: work, scratch: scratch.pointer, gradientsReady: gradientsReady)
+        decoderConv.backward(inputGradient: other, outputGradient: current, input: decoderInput, batch: batch,
+                             height: lh, width: lw, parameters: p, gradients: g, workspace: work)
+        gradientsReady(decoderConv.weight.offset)
+        swap(&current, &other)
     }
 
     /// Multiply-adds of one training step per image: every layer's forward, weight gradient and

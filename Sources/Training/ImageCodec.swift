@@ -147,10 +147,15 @@ public final class ImageCodec {
     /// (`[h, w, L]`, -1 where not coded). With `positionLevels` (one value in `1...levels` per
     /// position of the code grid, raster order), a version-2 file whose positions code their own
     /// number of codebooks.
+    /// With `refine` rounds, the codes are chosen for the decoded image (`refined(pixels:...)`).
     public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int,
-                         positionLevels: [Int]? = nil) throws -> (file: VQZFile, codes: [Int32]) {
+                         positionLevels: [Int]? = nil, refine: Int = 0) throws -> (file: VQZFile, codes: [Int32]) {
         try checkCompression(height: height, width: width, levels: levels)
-        let codes = try self.codes(of: pixels, height: height, width: width, levels: levels)
+        var codes = try self.codes(of: pixels, height: height, width: width, levels: levels)
+        if refine > 0 {
+            codes = try refined(pixels: pixels, height: height, width: width, levels: levels, positionLevels: positionLevels,
+                                rounds: refine).codes
+        }
         return try file(codes: codes, height: height, width: width, levels: levels, positionLevels: positionLevels)
     }
 
@@ -206,8 +211,11 @@ public final class ImageCodec {
     ///   decoded image and raised until it reaches the target (4 rounds at most). Of these mixes
     ///   and the uniform numbers of codebooks, the one with the fewest estimated bits that reaches
     ///   the target is coded (the best one when none does).
+    /// With `refine` rounds, the chosen mix's codes are then chosen for the decoded image
+    /// (`refined(pixels:...)`): for `.psnr` by the error alone (the PSNR only rises), for
+    /// `.lambda` by the error + lambda x the bits.
     public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int,
-                         aim: Aim) throws -> (file: VQZFile, codes: [Int32], psnr: Double) {
+                         aim: Aim, refine: Int = 0) throws -> (file: VQZFile, codes: [Int32], psnr: Double) {
         try checkCompression(height: height, width: width, levels: levels)
         switch aim {
         case .psnr(let value):
@@ -283,12 +291,21 @@ public final class ImageCodec {
             }
             return choose(low).map
         }
+        // The file of a mix, refined when asked, with its PSNR (`known`: that of the unrefined codes).
+        func coded(_ map: [Int], known: Double? = nil, lambda: Double? = nil) throws -> (file: VQZFile, codes: [Int32], psnr: Double) {
+            var codes = truncated { map[$0] }, psnr = known
+            if refine > 0 {
+                let result = try refined(pixels: pixels, height: height, width: width, levels: levels,
+                                         positionLevels: map, rounds: refine, lambda: lambda)
+                (codes, psnr) = (result.codes, psnrOf(result.sse))
+            }
+            let (file, written) = try file(codes: codes, height: height, width: width, levels: levels, positionLevels: map)
+            return (file, written, try psnr ?? decodedPSNR(map))
+        }
         let target: Double
         switch aim {
         case .lambda(let lambda):
-            let map = choose(lambda).map
-            let (file, codes) = try file(codes: all, height: height, width: width, levels: levels, positionLevels: map)
-            return (file, codes, try decodedPSNR(map))
+            return try coded(choose(lambda).map, lambda: lambda)
         case .psnr(let value):
             target = value
         }
@@ -310,8 +327,7 @@ public final class ImageCodec {
         }
         let reaching = candidates.filter { $0.psnr >= target }
         let chosen = reaching.isEmpty ? candidates.max { $0.psnr < $1.psnr }! : reaching.min { $0.bits < $1.bits }!
-        let (file, codes) = try file(codes: all, height: height, width: width, levels: levels, positionLevels: chosen.map)
-        return (file, codes, chosen.psnr)
+        return try coded(chosen.map, known: chosen.psnr)
     }
 
     /// The codes `[h, w, L]` of a file (levels it does not code are -1), after checking that it
@@ -369,6 +385,8 @@ public enum ImageCompression {
         public var psnr: Double?
         /// `compress`: per-position levels at this multiplier of the bits, or nil.
         public var lambda: Double?
+        /// `compress`: rounds of choosing the codes for the decoded image (0: the encoder's).
+        public var refine = 0
         public var force = false
         public init() {}
     }
@@ -385,11 +403,12 @@ public enum ImageCompression {
         var reached = ""
         if o.psnr != nil && o.lambda != nil { throw CodecCommandError("give --psnr or --lambda, not both") }
         if let aim = o.psnr.map(ImageCodec.Aim.psnr) ?? o.lambda.map(ImageCodec.Aim.lambda) {
-            let result = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels, aim: aim)
+            let result = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels, aim: aim,
+                                            refine: o.refine)
             file = result.file
             reached = String(format: " (per position: %d codes), PSNR %.2f dB", result.codes.filter { $0 >= 0 }.count, result.psnr)
         } else {
-            file = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels).file
+            file = try codec.compress(image.pixels, height: image.height, width: image.width, levels: levels, refine: o.refine).file
         }
         let seconds = monotonicSeconds() - started
         let bytes = file.bytes()

@@ -95,13 +95,21 @@ struct Compress: ParsableCommand {
         "Residual VQ: per-position codebooks at a fixed trade-off instead, each position minimising its squared error (8-bit units) + L x its bits; the same L for every image gives a rate-distortion curve.",
         valueName: "L"))
     var lambda: Double?
+    @Option(parsing: .unconditional, help: ArgumentHelp(
+        "Choose the codes for the decoded image rather than for the latent: this many rounds of a gradient step through the decoder and a new quantization, each kept only when the 8-bit image's error falls (slower encoding; decoding unchanged).",
+        valueName: "ROUNDS"))
+    var refine: Int = 0
     @OptionGroup var force: ForceOption
     @OptionGroup var threads: ThreadOptions
 
     func run() throws {
+        guard (0...10_000).contains(refine) else {
+            throw ValidationError("--refine must be in 0...10000 (got \(refine))")
+        }
         var o = ImageCompression.Options()
-        (o.checkpoint, o.prior, o.rawWeights, o.input, o.output, o.levels, o.psnr, o.lambda, o.force) =
-            (models.checkpoint.checkpoint, models.prior, models.checkpoint.rawWeights, input, output, levels, psnr, lambda, force.force)
+        (o.checkpoint, o.prior, o.rawWeights, o.input, o.output, o.levels, o.psnr, o.lambda, o.refine, o.force) =
+            (models.checkpoint.checkpoint, models.prior, models.checkpoint.rawWeights, input, output, levels, psnr, lambda, refine,
+             force.force)
         try runReporting("compress", threads: threads.threads) { try ImageCompression.compress(o) }
     }
 }

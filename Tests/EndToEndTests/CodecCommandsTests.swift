@@ -237,6 +237,63 @@ final class CodecCommandsTests: XCTestCase {
         XCTAssertTrue(refused.standardError.contains("--psnr must be a positive number"), refused.standardError)
     }
 
+    /// `compress --refine`: codes chosen for the decoded image decode (through `decompress`, whose
+    /// decoding is unchanged) to a better image than the encoder's codes at the same number of
+    /// codebooks, the same bytes on every run; with `--lambda` the reported PSNR is the decoded
+    /// image's, and error + lambda x bits is no higher than the unrefined file's; a negative number
+    /// of rounds is refused.
+    func testRefineChoosesCodesForTheDecodedImage() throws {
+        let (checkpoint, prior) = try Self.longer.get()
+        let folder = try CommandRunner.temporaryFolder("codec-refine").path
+        var random = SplitMix64(seed: 11)
+        let (h, w) = (40, 56)
+        var pixels = [UInt8](repeating: 0, count: h * w * 3)
+        for y in 0..<h { for x in 0..<w { for c in 0..<3 {
+            let value = Float(x * 3 + y * (c + 2)) + 40 * sin(Float(x + c) / 3) + random.uniform(0, 30)
+            pixels[(y * w + x) * 3 + c] = UInt8(min(255, max(0, value.rounded())))
+        } } }
+        let original = "\(folder)/image.png"
+        try PNGImage(height: h, width: w, channels: 3, pixels: pixels).write(to: original)
+        func run(_ name: String, _ flags: [String]) throws -> (psnr: Double, bytes: [UInt8], report: String) {
+            let compressed = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "--prior", prior, original, "-o",
+                                                      "\(folder)/\(name).vqz"] + flags)
+            XCTAssertEqual(compressed.status, 0, compressed.standardError)
+            let decompressed = try CommandRunner.vqvae(["decompress", "--checkpoint", checkpoint, "--prior", prior, "\(folder)/\(name).vqz",
+                                                        "-o", "\(folder)/\(name).png"])
+            XCTAssertEqual(decompressed.status, 0, decompressed.standardError)
+            let decoded = try PNGImage.read(path: "\(folder)/\(name).png").pixels
+            let sse = zip(decoded, pixels).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) }
+            return (10 * log10(255 * 255 * Double(pixels.count) / sse),
+                    [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(name).vqz"))), compressed.standardOutput)
+        }
+        for levels in ["1", "2"] {
+            let plain = try run("plain\(levels)", ["--levels", levels])
+            let refined = try run("refined\(levels)", ["--levels", levels, "--refine", "12"])
+            let again = try run("again\(levels)", ["--levels", levels, "--refine", "12"])
+            print("refine at \(levels) codebooks: \(plain.psnr) dB, \(plain.bytes.count) bytes -> \(refined.psnr) dB, \(refined.bytes.count) bytes")
+            XCTAssertGreaterThan(refined.psnr, plain.psnr + 0.05, "\(levels) codebooks: \(refined.report)")
+            XCTAssertEqual(refined.bytes, again.bytes, "\(levels) codebooks: the same file on every run")
+            XCTAssertEqual(refined.bytes[3], 1, "a version-1 file, as without --refine")
+        }
+        let plain = try run("lambda", ["--lambda", "300"])
+        let refined = try run("lambda-refined", ["--lambda", "300", "--refine", "12"])
+        for result in [plain, refined] {
+            let reported = try XCTUnwrap(result.report.range(of: #"PSNR [0-9.]+ dB"#, options: .regularExpression).map {
+                Double(result.report[$0].dropFirst(5).dropLast(3))! }, result.report)
+            XCTAssertEqual(reported, result.psnr, accuracy: 0.006, "the report and the decoded image disagree: \(result.report)")
+        }
+        // Kept only when error + lambda x bits fell: the file's bytes stand for the bits (the same
+        // level map; 4 bytes of slack for the coder's flush).
+        func cost(_ result: (psnr: Double, bytes: [UInt8], report: String)) -> Double {
+            255 * 255 * Double(pixels.count) / pow(10, result.psnr / 10) + 300 * 8 * Double(result.bytes.count)
+        }
+        XCTAssertLessThanOrEqual(cost(refined), cost(plain) + 300 * 8 * 4, refined.report)
+        let refused = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, original, "-o", "\(folder)/bad.vqz", "--refine", "-2"])
+        XCTAssertNotEqual(refused.status, 0)
+        XCTAssertTrue(refused.standardError.contains("--refine must be in 0...10000"), refused.standardError)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: "\(folder)/bad.vqz"))
+    }
+
     /// The wrong model, a missing or other prior, a damaged, truncated or foreign file, an
     /// impossible --levels and an existing output are each refused in one line, nothing written.
     func testRefusals() throws {

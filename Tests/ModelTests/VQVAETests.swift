@@ -1138,6 +1138,71 @@ final class VQVAETests: XCTestCase {
         }
     }
 
+    /// The encoder-side refinement's two parts: `codeRowGradient` (the gradient of a loss on the
+    /// decoded image with respect to the rows the decoder reads, through the decoder and, with
+    /// `--codebook-dim`, `project_out`) against central finite differences of the decoded loss, each
+    /// row moved through its own codebook entry; and `quantize(rows:levels:)`, which on the
+    /// encoder's vectors gives the forward pass's codes, and with per-position levels skips the
+    /// later codebooks as the forward pass does.
+    func testCodeRowGradientMatchesFiniteDifferencesAndQuantizeMatchesTheForwardPass() throws {
+        for projection in [0, 3] {
+            var c = smallConfiguration(.ema)
+            c.codebooks = 2
+            c.codebookDimension = projection
+            try c.validate()
+            let label = projection == 0 ? "rows in the latent" : "rows through project_out"
+            let model = try VQVAE(configuration: c, maxBatch: batch)
+            model.initialize(seed: 171)
+            let positions = batch * model.latentCount, d = c.quantizerDimension
+            // Every position its own first-level code, so that moving that code's row moves one row.
+            var codes = [Int32](repeating: 0, count: positions * 2)
+            for p in 0..<positions { codes[p * 2] = Int32(p); codes[p * 2 + 1] = Int32((p * 5) % c.codes) }
+            let weights = randomFloats(batch * model.imageCount, seed: 172)
+            func loss() -> Double {
+                codes.withUnsafeBufferPointer { model.decode(codes: $0.baseAddress!, batch: batch) }
+                let out = model.reconstruction.pointer
+                return (0..<weights.count).reduce(0.0) { $0 + Double(weights[$1]) * Double(out[$1]) }
+            }
+            _ = loss()
+            let analytic = weights.withUnsafeBufferPointer {
+                Array(UnsafeBufferPointer(start: model.codeRowGradient(reconstructionGradient: $0.baseAddress!), count: positions * d))
+            }
+            XCTAssertTrue(model.parameters.gradients.array.allSatisfy { $0 == 0 }, "\(label): no parameter gradient is left behind")
+            let book = model.quantizer!.codebook(level: 0, parameters: model.parameters)
+            var numeric = [Double](repeating: 0, count: positions * d)
+            let h: Float = 1e-2
+            for p in 0..<positions {
+                for j in 0..<d {
+                    let saved = book[p * d + j]
+                    book[p * d + j] = saved + h
+                    let plus = loss()
+                    book[p * d + j] = saved - h
+                    let minus = loss()
+                    book[p * d + j] = saved
+                    numeric[p * d + j] = (plus - minus) / Double(2 * h)
+                }
+            }
+            assertClose(analytic, numeric, tolerance: 1e-2, floor: 1e-2 * largestMagnitude(numeric), "\(label): dL/drows (float)")
+            XCTAssertGreaterThan(largestMagnitude(numeric), 1e-3, "\(label): the loss depends on the rows")
+
+            // quantize(rows:): the encoder's vectors give the forward pass's codes.
+            let x = makeBuffer(images(model, seed: 173))
+            model.forward(images: x.pointer, batch: batch, training: false)
+            let forwardCodes = Array(model.codeIndices.prefix(positions * 2))
+            let vectors = Array(UnsafeBufferPointer(start: model.quantizerInput, count: positions * d))
+            model.codeIndices.update(repeating: 7)
+            vectors.withUnsafeBufferPointer { model.quantize(rows: $0.baseAddress!, batch: batch) }
+            XCTAssertEqual(Array(model.codeIndices.prefix(positions * 2)), forwardCodes, "\(label): quantize = forward")
+            let levels = (0..<positions).map { Int32(1 + $0 % 2) }
+            vectors.withUnsafeBufferPointer { v in levels.withUnsafeBufferPointer { model.quantize(rows: v.baseAddress!, batch: batch, levels: $0.baseAddress!) } }
+            for p in 0..<positions {
+                XCTAssertEqual(model.codeIndices[p * 2], forwardCodes[p * 2], "\(label): first codebook at \(p)")
+                XCTAssertEqual(model.codeIndices[p * 2 + 1], levels[p] == 1 ? -1 : forwardCodes[p * 2 + 1], "\(label): second at \(p)")
+            }
+            withExtendedLifetime(x) {}
+        }
+    }
+
     /// The VQ-VAE with finite scalar quantization (`--quantizer fsq`): the forward pass against the
     /// double-precision reference and every slot's gradient against the straight-through
     /// surrogate's finite differences; decoding its codes reproduces the reconstruction bit for bit.
