@@ -199,13 +199,18 @@ def main():
         bd.append(f"| {codec} | {'n/a' if value is None else f'{value:+.1f}%'} | {span} | "
                   f"{'n/a' if mvalue is None else f'{mvalue:+.1f}%'} | {interpolate(rb, rq, 0.25):.2f} | {ours_at:.2f} |")
 
-    # Per-position levels (<model>-rd, one row per lambda) against the same model's uniform
-    # --levels: on each photo, the rd point's PSNR minus the uniform curve's at the same bpp
-    # (linear in log bpp between its points; photos where the point lies outside it are left out).
+    # Per-position levels (<model>-rd, one row per lambda) and refined codes (<model>-refine,
+    # <model>-rd-refine) against the same model's uniform --levels with the encoder's codes: on
+    # each photo, the point's PSNR minus the uniform curve's at the same bpp (linear in log bpp
+    # between its points; photos where the point lies outside it are left out).
     own = []
-    for model in sorted({m for m, _ in ours if f"{m}-rd" in {n for n, _ in ours}}):
-        for (m, lam), photos in sorted(ours.items()):
-            if m != f"{model}-rd":
+    names = {n for n, _ in ours}
+    variants = ("-rd", "-refine", "-rd-refine")
+    bases = [n for n in names if not any(n.endswith(v) for v in variants)]
+    for model in sorted(n for n in bases if any(n + v in names for v in variants)):
+        for (m, lam), photos in sorted(ours.items(), key=lambda item: (variants.index(item[0][0][len(model):])
+                                                                        if item[0][0][len(model):] in variants else -1, item[0])):
+            if m not in {model + v for v in variants}:
                 continue
             gains = []
             for i, point in sorted(photos.items()):
@@ -231,8 +236,9 @@ def main():
                 "excluded), against ceil(log2 512) = 9 without a prior.\n\n")
         f.write("\n".join(lines) + "\n\n")
         if own:
-            f.write("Each position its own number of codebooks (`compress --lambda`) against every position the same "
-                    "(`--levels`), same model and prior: on each photo, the PSNR of the file minus that of the uniform "
+            f.write("Each position its own number of codebooks (`compress --lambda`, rows -rd) and codes chosen for the "
+                    "decoded image (`compress --refine`, rows -refine) against every position the same (`--levels`) with "
+                    "the encoder's codes, same model and prior: on each photo, the PSNR of the file minus that of the uniform "
                     "files' curve at the same bits per pixel (linear in log bpp between them; a photo whose file lies "
                     "outside that curve's range is left out):\n\n"
                     "| rows | mean bpp | mean PSNR gain (dB) | photo by photo |\n| --- | --- | --- | --- |\n"
@@ -263,10 +269,10 @@ def main():
                 keep = [k for k, x in enumerate(b) if x <= 1.5]
                 ax.plot([b[k] for k in keep], [q[k] for k in keep], label=codec, lw=1)
         for ax, index, label in zip(axes, [1, 2], ["PSNR (dB)", "MS-SSIM"]):
-            colours = ["black", "tab:brown", "tab:gray", "tab:olive", "tab:pink", "tab:cyan"]
+            colours = ["black", "tab:brown", "tab:gray", "tab:olive", "tab:pink", "tab:cyan", "tab:purple", "tab:green"]
             for k, model in enumerate(sorted({p[3] for p in our_points})):
                 points = sorted(p for p in our_points if p[3] == model)
-                ax.plot([p[0] for p in points], [p[index] for p in points], "o-" if model.endswith("-rd") else "s--",
+                ax.plot([p[0] for p in points], [p[index] for p in points], "o-" if "-rd" in model else "s--",
                         color=colours[k % len(colours)], ms=4, lw=1.5, label=f"ours: {model}")
             ax.set_xlabel("bits per pixel")
             ax.set_ylabel(label)
