@@ -7,13 +7,14 @@ extension ImageCodec {
     /// Codes chosen for the decoded image rather than for the latent (`compress --refine ROUNDS`).
     ///
     /// The encoder picks each position's codes nearest to its latent vector; the decoder then maps
-    /// them to pixels, and nearest in the latent is not best in pixels. Each round takes the
-    /// gradient `g` of the decoded image's squared error (over the image, not its padding) with
-    /// respect to the code rows `r` the decoder reads, quantizes `r - s g` again (every position
-    /// with its own number of codebooks, residual VQ as in the forward pass), decodes, and keeps the
-    /// new codes when the 8-bit image's squared error fell. The step `s` (`step` times the rows'
-    /// root mean square over the gradient's) grows by 1.25 after a kept round and halves after a
-    /// rejected one. The codes it returns decode, like any others, bit for bit the same in
+    /// them to pixels, and nearest in the latent is not best in pixels. `y`, the vectors the
+    /// positions quantize, starts as the encoder's. Each round takes the gradient `g` of the
+    /// decoded image's squared error (over the image, not its padding) with respect to the code rows
+    /// the decoder reads, quantizes `y - s g` (every position with its own number of codebooks,
+    /// residual VQ as in the forward pass), decodes, and keeps the new codes, and `y` with them,
+    /// when the 8-bit image's squared error fell. The step `s` (`step` times `y`'s root mean square
+    /// over the gradient's) grows by 1.25 after a kept round and halves after a rejected one; a move
+    /// that gives the same codes is kept and doubles it. The codes it returns decode, like any others, bit for bit the same in
     /// `decompress`; only the encoder's choice changes.
     ///
     /// With `lambda` (and a prior), new codes are kept when `error + lambda * bits` fell instead,
@@ -38,10 +39,10 @@ extension ImageCodec {
         func decodedError() -> Double {
             let out = model.reconstruction.pointer
             var total = 0.0
-            for y in 0..<height {
+            for row in 0..<height {
                 for x in 0..<width {
                     for k in 0..<channels {
-                        let e = Double(Float(PNGImage.quantize(out[(y * pw + x) * channels + k] + 0.5)) - clean[(y * width + x) * channels + k])
+                        let e = Double(Float(PNGImage.quantize(out[(row * pw + x) * channels + k] + 0.5)) - clean[(row * width + x) * channels + k])
                         total += e * e
                     }
                 }
@@ -72,11 +73,11 @@ extension ImageCodec {
         var s = step
         for _ in 0..<rounds {
             let out = model.reconstruction.pointer
-            for y in 0..<height {
+            for row in 0..<height {
                 for x in 0..<width {
                     for k in 0..<channels {
-                        let i = (y * pw + x) * channels + k
-                        seed[i] = 2 * (out[i] - target[(y * width + x) * channels + k])
+                        let i = (row * pw + x) * channels + k
+                        seed[i] = 2 * (out[i] - target[(row * width + x) * channels + k])
                     }
                 }
             }

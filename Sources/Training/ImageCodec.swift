@@ -151,11 +151,10 @@ public final class ImageCodec {
     public func compress(_ pixels: [Float], height: Int, width: Int, levels: Int,
                          positionLevels: [Int]? = nil, refine: Int = 0) throws -> (file: VQZFile, codes: [Int32]) {
         try checkCompression(height: height, width: width, levels: levels)
-        var codes = try self.codes(of: pixels, height: height, width: width, levels: levels)
-        if refine > 0 {
-            codes = try refined(pixels: pixels, height: height, width: width, levels: levels, positionLevels: positionLevels,
-                                rounds: refine).codes
-        }
+        let codes = refine > 0
+            ? try refined(pixels: pixels, height: height, width: width, levels: levels, positionLevels: positionLevels,
+                          rounds: refine).codes
+            : try self.codes(of: pixels, height: height, width: width, levels: levels)
         return try file(codes: codes, height: height, width: width, levels: levels, positionLevels: positionLevels)
     }
 

@@ -96,7 +96,7 @@ struct Compress: ParsableCommand {
         valueName: "L"))
     var lambda: Double?
     @Option(parsing: .unconditional, help: ArgumentHelp(
-        "Choose the codes for the decoded image rather than for the latent: this many rounds of a gradient step through the decoder and a new quantization, each kept only when the 8-bit image's error falls (slower encoding; decoding unchanged).",
+        "Choose the codes for the decoded image rather than for the latent: this many rounds of a gradient step through the decoder and a new quantization, each kept only when the 8-bit image's squared error (with --lambda: error + L x bits) falls. Slower encoding; decoding unchanged.",
         valueName: "ROUNDS"))
     var refine: Int = 0
     @OptionGroup var force: ForceOption
