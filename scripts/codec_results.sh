@@ -9,8 +9,8 @@
 # Environment: RUNS (default runs/codec), BUDGET (seconds of VQ-VAE training per model, default
 # 1800), MODELS (names from the table below, default all; the other models' rows of an earlier run are kept), BENCH (default bench), VQVAE (the binary,
 # default .build/release/vqvae), ENVELOPE (the models whose points make our rate-distortion curve,
-# default d3-l4,d3-l4-rd,d3-l4-refine,d3-l4-rd-refine,d3-l4-c16,d3-l4-c16-rd,d2-l2: the rate ladder; d3-l4-resize is the same ladder step with resize
-# upsampling, shown beside it), NOTE (a sentence added to the report's notes), REPORT_ONLY=1 (only rewrite the reports from runs/codec/results.tsv).
+# default d3-l4,d3-l4-rd,d3-l4-refine,d3-l4-rd-refine,d3-l4-resize,d3-l4-resize-refine,d3-l4-c16,d3-l4-c16-rd,d2-l2:
+# the rate ladder; d3-l4-resize is the same ladder step with resize upsampling), NOTE (a sentence added to the report's notes), REPORT_ONLY=1 (only rewrite the reports from runs/codec/results.tsv).
 # Also writes bench/codec-texture.md (scripts/codec_texture.py): the periodic texture of the decoded photos.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -147,9 +147,9 @@ cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)
 family=$(grep -m1 "cpu family" /proc/cpuinfo | cut -d: -f2 | xargs)
 cpumodel=$(grep -m1 "^model[[:space:]]" /proc/cpuinfo | cut -d: -f2 | xargs)
 python3 scripts/codec_results.py --photos "$photos" --ours "$results" --out "$bench/codec.md" \
-    --figure "$bench/codec-rd.png" --example "$bench/codec-example.png" --envelope "${ENVELOPE:-d3-l4,d3-l4-rd,d3-l4-refine,d3-l4-rd-refine,d3-l4-c16,d3-l4-c16-rd,d2-l2}" \
+    --figure "$bench/codec-rd.png" --example "$bench/codec-example.png" --envelope "${ENVELOPE:-d3-l4,d3-l4-rd,d3-l4-refine,d3-l4-rd-refine,d3-l4-resize,d3-l4-resize-refine,d3-l4-c16,d3-l4-c16-rd,d2-l2}" \
     --cpu "$cpu (family $family model $cpumodel), $(nproc) CPUs" \
-    --notes "Made by \`bash scripts/codec_results.sh\`: each VQ-VAE trained for up to ${budget} s under mpirun -np 2 on random crops of the 22 training photos, its prior for the steps in the script's table. d3-l4-resize is d3-l4 with \`--upsample resize\`: its rows are shown, the curve is that of the ladder (${ENVELOPE:-d3-l4,d3-l4-rd,d3-l4-refine,d3-l4-rd-refine,d3-l4-c16,d3-l4-c16-rd,d2-l2}); the periodic texture of every model's decoded photos is measured in [codec-texture.md](codec-texture.md). Rows \"<model>-rd, L\": \`compress --lambda L\` at all the model's codebooks, each position coding its own number of them, the same L for every photo. Rows \"<model>-refine\" and \"<model>-rd-refine\": the same files compressed with \`--refine $refine_rounds\`, the codes chosen for the decoded image. ${NOTE:-}$speed"
+    --notes "Made by \`bash scripts/codec_results.sh\`: each VQ-VAE trained for up to ${budget} s under mpirun -np 2 on random crops of the 22 training photos, its prior for the steps in the script's table. d3-l4-resize is d3-l4 with \`--upsample resize\`; our curve is the upper envelope of the rows of (${ENVELOPE:-d3-l4,d3-l4-rd,d3-l4-refine,d3-l4-rd-refine,d3-l4-resize,d3-l4-resize-refine,d3-l4-c16,d3-l4-c16-rd,d2-l2}); the periodic texture of every model's decoded photos is measured in [codec-texture.md](codec-texture.md). Rows \"<model>-rd, L\": \`compress --lambda L\` at all the model's codebooks, each position coding its own number of them, the same L for every photo. Rows \"<model>-refine\" and \"<model>-rd-refine\": the same files compressed with \`--refine $refine_rounds\`, the codes chosen for the decoded image. ${NOTE:-}$speed"
 if grep -qP '^d3-l4\t2\t' "$results" && grep -qP '^d3-l4-resize\t2\t' "$results"; then
     python3 scripts/codec_texture.py --photos "$photos" --ours "$results" --out "$bench/codec-texture.md" \
         --figure "$bench/codec-texture.png" --pair d3-l4,d3-l4-resize --levels 2 --cpu "$cpu (family $family model $cpumodel)"
