@@ -632,12 +632,9 @@ public final class VQVAE {
                                     activeLevels: active)
     }
 
-    /// The rows the last `decode(codes:batch:)` (or forward pass) gave the decoder, in the
-    /// codebooks' space (`[N, h, w, d]`: before `project_out` with `--codebook-dim`).
-    public var codeRows: UnsafePointer<Float> { UnsafePointer(quantizerOutput) }
-
     /// After `decode(codes:batch:)` of a VQ-VAE without skips: the gradient of a loss with respect
-    /// to `codeRows`, from `reconstructionGradient` (`dL/dx_hat`, `[N, H, W, C]`) back through the
+    /// to the code rows the decoder read (`[N, h, w, d]`, in the codebooks' space: before
+    /// `project_out` with `--codebook-dim`), from `reconstructionGradient` (`dL/dx_hat`, `[N, H, W, C]`) back through the
     /// decoder (and `project_out`). The parameter gradients computed on the way are cleared.
     public func codeRowGradient(reconstructionGradient: UnsafePointer<Float>) -> UnsafePointer<Float> {
         let c = configuration

@@ -92,10 +92,10 @@ extension ImageCodec {
             for i in 0..<(positions * d) { moved[i] = y[i] - scale * gradient[i] }
             let candidate = quantized(moved)
             if candidate == best {
-                // The same codes: keep the move (the next may cross a boundary), a longer step.
+                // The same codes: keep the move (the next may cross a boundary), a longer step. The
+                // model still holds their decode (quantizing wrote the same rows bit for bit).
                 y = moved
                 s *= 2
-                decode(best)
                 continue
             }
             decode(candidate)
@@ -114,14 +114,21 @@ extension ImageCodec {
 }
 
 extension ImageCodec {
-    /// What `codes` (`[h, w, L]`, -1 where not coded) cost under the prior, in bits (the level map
-    /// aside).
-    func bits(of codes: [Int32], gridHeight h: Int, gridWidth w: Int, levels: Int, positionLevels: [Int]?) throws -> Double {
-        var walked = codes, total = 0.0
+    /// Visits every coded symbol of `codes` (`[h, w, L]`, -1 where not coded) in `CodeOrder` with
+    /// its index and what it costs under the prior, in bits.
+    func symbolBits(of codes: [Int32], gridHeight h: Int, gridWidth w: Int, levels: Int, positionLevels: [Int]?,
+                    _ visit: (_ index: Int, _ bits: Double) -> Void) throws {
+        var walked = codes
         try walk(codes: &walked, gridHeight: h, gridWidth: w, levels: levels, positionLevels: positionLevels) { index, table in
-            total += Double(RANS.largestScaleBits) - log2(Double(table.frequencies[Int(codes[index])]))
+            visit(index, Double(RANS.largestScaleBits) - log2(Double(table.frequencies[Int(codes[index])])))
             return codes[index]
         }
+    }
+
+    /// What `codes` cost under the prior, in bits (the level map aside).
+    func bits(of codes: [Int32], gridHeight h: Int, gridWidth w: Int, levels: Int, positionLevels: [Int]?) throws -> Double {
+        var total = 0.0
+        try symbolBits(of: codes, gridHeight: h, gridWidth: w, levels: levels, positionLevels: positionLevels) { total += $1 }
         return total
     }
 }

@@ -252,11 +252,8 @@ public final class ImageCodec {
         for n in 1...levels { sse.append(errors(try image(codes: truncated { _ in n }, height: height, width: width))) }
         // What each position's first n codes cost under the prior, all `levels` coded around it.
         var bits = [Double](repeating: 0, count: h * w * l)
-        var walked = truncated { _ in levels }
-        let symbols = walked
-        try walk(codes: &walked, gridHeight: h, gridWidth: w, levels: levels) { index, table in
-            bits[index] = Double(RANS.largestScaleBits) - log2(Double(table.frequencies[Int(symbols[index])]))
-            return symbols[index]
+        try symbolBits(of: truncated { _ in levels }, gridHeight: h, gridWidth: w, levels: levels, positionLevels: nil) {
+            bits[$0] = $1
         }
         let samples = Double(height * width * channels)
         func psnrOf(_ total: Double) -> Double { total > 0 ? 10 * log10(255 * 255 * samples / total) : .infinity }

@@ -55,6 +55,31 @@ final class CodecCommandsTests: XCTestCase {
         return (checkpoint, priorOut.appendingPathComponent("checkpoints/step-00000012.h5").path)
     }
 
+    typealias RoundTrip = (psnr: Double, bytes: [UInt8], report: String)
+
+    /// `original` (whose 8-bit samples are `pixels`) through `compress` with `flags` to
+    /// `<folder>/<name>.vqz` and `decompress` back to `<name>.png`: the decoded image's PSNR, the
+    /// file's bytes and compress's report.
+    static func roundTrip(_ name: String, _ flags: [String], checkpoint: String, prior: String, original: String,
+                          pixels: [UInt8], folder: String) throws -> RoundTrip {
+        let compressed = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "--prior", prior, original, "-o",
+                                                  "\(folder)/\(name).vqz"] + flags)
+        XCTAssertEqual(compressed.status, 0, compressed.standardError)
+        let decompressed = try CommandRunner.vqvae(["decompress", "--checkpoint", checkpoint, "--prior", prior, "\(folder)/\(name).vqz",
+                                                    "-o", "\(folder)/\(name).png"])
+        XCTAssertEqual(decompressed.status, 0, decompressed.standardError)
+        let decoded = try PNGImage.read(path: "\(folder)/\(name).png").pixels
+        let sse = zip(decoded, pixels).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) }
+        return (10 * log10(255 * 255 * Double(pixels.count) / sse),
+                [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(name).vqz"))), compressed.standardOutput)
+    }
+
+    /// The PSNR a `compress --psnr` or `--lambda` report names.
+    static func reportedPSNR(_ report: String) throws -> Double {
+        try XCTUnwrap(report.range(of: #"PSNR [0-9.]+ dB"#, options: .regularExpression).map { Double(report[$0].dropFirst(5).dropLast(3))! },
+                      report)
+    }
+
     /// A prior trained 12 steps on one rank.
     static let prior: Result<String, Error> = Result {
         let out = try CommandRunner.temporaryFolder("codec-prior")
@@ -184,46 +209,31 @@ final class CodecCommandsTests: XCTestCase {
         } } }
         let original = "\(folder)/image.png"
         try PNGImage(height: h, width: w, channels: 3, pixels: pixels).write(to: original)
-        func psnr(_ path: String) throws -> Double {
-            let a = try PNGImage.read(path: path).pixels
-            let sse = zip(a, pixels).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) }
-            return 10 * log10(255 * 255 * Double(pixels.count) / sse)
-        }
-        func run(_ name: String, _ flags: [String]) throws -> (psnr: Double, bytes: Int, report: String) {
-            let compressed = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "--prior", prior, original, "-o",
-                                                      "\(folder)/\(name).vqz"] + flags)
-            XCTAssertEqual(compressed.status, 0, compressed.standardError)
-            let decompressed = try CommandRunner.vqvae(["decompress", "--checkpoint", checkpoint, "--prior", prior, "\(folder)/\(name).vqz",
-                                                        "-o", "\(folder)/\(name).png"])
-            XCTAssertEqual(decompressed.status, 0, decompressed.standardError)
-            let bytes = try FileManager.default.attributesOfItem(atPath: "\(folder)/\(name).vqz")[.size] as? Int ?? 0
-            return (try psnr("\(folder)/\(name).png"), bytes, compressed.standardOutput)
+        func run(_ name: String, _ flags: [String]) throws -> RoundTrip {
+            try Self.roundTrip(name, flags, checkpoint: checkpoint, prior: prior, original: original, pixels: pixels, folder: folder)
         }
         let one = try run("one", ["--levels", "1"]), two = try run("two", ["--levels", "2"])
-        print("psnr target test: 1 codebook \(one.psnr) dB, \(one.bytes) bytes; 2 codebooks \(two.psnr) dB, \(two.bytes) bytes")
+        print("psnr target test: 1 codebook \(one.psnr) dB, \(one.bytes.count) bytes; 2 codebooks \(two.psnr) dB, \(two.bytes.count) bytes")
         for (name, target) in [("middle", (one.psnr + two.psnr) / 2), ("top", 99.0)] {
             let result = try run(name, ["--psnr", "\(target)"])
-            let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(name).vqz")))
-            XCTAssertEqual(bytes[3], 2, "\(name): a version-2 file")
-            let reported = try XCTUnwrap(result.report.range(of: #"PSNR [0-9.]+ dB"#, options: .regularExpression).map {
-                Double(result.report[$0].dropFirst(5).dropLast(3))! }, result.report)
-            XCTAssertEqual(reported, result.psnr, accuracy: 0.006, "\(name): the report and the decoded image disagree")
+            XCTAssertEqual(result.bytes[3], 2, "\(name): a version-2 file")
+            XCTAssertEqual(try Self.reportedPSNR(result.report), result.psnr, accuracy: 0.006, "\(name): the report and the decoded image disagree")
             if name == "middle" {
                 // Reachable with one or two codebooks everywhere, so reached, at no more bytes than
                 // the uniform file that reaches it (its level map aside).
                 XCTAssertGreaterThanOrEqual(result.psnr, target, result.report)
-                let uniform = [one, two].filter { $0.psnr >= target }.map(\.bytes).min()!
-                XCTAssertLessThanOrEqual(result.bytes, uniform + 4, result.report)
+                let uniform = [one, two].filter { $0.psnr >= target }.map(\.bytes.count).min()!
+                XCTAssertLessThanOrEqual(result.bytes.count, uniform + 4, result.report)
             } else {
                 XCTAssertGreaterThanOrEqual(result.psnr, max(one.psnr, two.psnr), result.report)
             }
-            print("psnr target \(target): \(result.psnr) dB, \(result.bytes) bytes")
+            print("psnr target \(target): \(result.psnr) dB, \(result.bytes.count) bytes")
         }
         // --lambda: a huge one leaves every position at one codebook, the image of --levels 1 bit
         // for bit (plus a few bytes of level map); 0 takes each position's best number.
         let cheapest = try run("cheapest", ["--lambda", "1e9"])
         XCTAssertEqual(try PNGImage.read(path: "\(folder)/cheapest.png").pixels, try PNGImage.read(path: "\(folder)/one.png").pixels)
-        XCTAssertLessThanOrEqual(cheapest.bytes, one.bytes + 4)
+        XCTAssertLessThanOrEqual(cheapest.bytes.count, one.bytes.count + 4)
         let finest = try run("finest", ["--lambda", "0"])
         XCTAssertTrue(finest.report.contains("PSNR"), finest.report)
         let both = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, original, "-o", "\(folder)/both.vqz", "--psnr", "20",
@@ -254,17 +264,8 @@ final class CodecCommandsTests: XCTestCase {
         } } }
         let original = "\(folder)/image.png"
         try PNGImage(height: h, width: w, channels: 3, pixels: pixels).write(to: original)
-        func run(_ name: String, _ flags: [String]) throws -> (psnr: Double, bytes: [UInt8], report: String) {
-            let compressed = try CommandRunner.vqvae(["compress", "--checkpoint", checkpoint, "--prior", prior, original, "-o",
-                                                      "\(folder)/\(name).vqz"] + flags)
-            XCTAssertEqual(compressed.status, 0, compressed.standardError)
-            let decompressed = try CommandRunner.vqvae(["decompress", "--checkpoint", checkpoint, "--prior", prior, "\(folder)/\(name).vqz",
-                                                        "-o", "\(folder)/\(name).png"])
-            XCTAssertEqual(decompressed.status, 0, decompressed.standardError)
-            let decoded = try PNGImage.read(path: "\(folder)/\(name).png").pixels
-            let sse = zip(decoded, pixels).reduce(0.0) { $0 + (Double($1.0) - Double($1.1)) * (Double($1.0) - Double($1.1)) }
-            return (10 * log10(255 * 255 * Double(pixels.count) / sse),
-                    [UInt8](try Data(contentsOf: URL(fileURLWithPath: "\(folder)/\(name).vqz"))), compressed.standardOutput)
+        func run(_ name: String, _ flags: [String]) throws -> RoundTrip {
+            try Self.roundTrip(name, flags, checkpoint: checkpoint, prior: prior, original: original, pixels: pixels, folder: folder)
         }
         for levels in ["1", "2"] {
             let plain = try run("plain\(levels)", ["--levels", levels])
@@ -278,13 +279,12 @@ final class CodecCommandsTests: XCTestCase {
         let plain = try run("lambda", ["--lambda", "300"])
         let refined = try run("lambda-refined", ["--lambda", "300", "--refine", "12"])
         for result in [plain, refined] {
-            let reported = try XCTUnwrap(result.report.range(of: #"PSNR [0-9.]+ dB"#, options: .regularExpression).map {
-                Double(result.report[$0].dropFirst(5).dropLast(3))! }, result.report)
-            XCTAssertEqual(reported, result.psnr, accuracy: 0.006, "the report and the decoded image disagree: \(result.report)")
+            XCTAssertEqual(try Self.reportedPSNR(result.report), result.psnr, accuracy: 0.006,
+                           "the report and the decoded image disagree: \(result.report)")
         }
         // Kept only when error + lambda x bits fell: the file's bytes stand for the bits (the same
         // level map; 4 bytes of slack for the coder's flush).
-        func cost(_ result: (psnr: Double, bytes: [UInt8], report: String)) -> Double {
+        func cost(_ result: RoundTrip) -> Double {
             255 * 255 * Double(pixels.count) / pow(10, result.psnr / 10) + 300 * 8 * Double(result.bytes.count)
         }
         XCTAssertLessThanOrEqual(cost(refined), cost(plain) + 300 * 8 * 4, refined.report)
