@@ -7,10 +7,12 @@
 #   bash scripts/codec_results.sh
 #
 # Environment: RUNS (default runs/codec), BUDGET (seconds of VQ-VAE training per model, default
-# 1800), MODELS (names from the table below, default all; the other models' rows of an earlier run are kept), BENCH (default bench), VQVAE (the binary,
-# default .build/release/vqvae), ENVELOPE (the models whose points make our rate-distortion curve,
-# default d3-l4,d3-l4-rd,d3-l4-refine,d3-l4-rd-refine,d3-l4-resize,d3-l4-resize-refine,d3-l4-c16,d3-l4-c16-rd,d2-l2:
-# the rate ladder; d3-l4-resize is the same ladder step with resize upsampling), NOTE (a sentence added to the report's notes), REPORT_ONLY=1 (only rewrite the reports from runs/codec/results.tsv).
+# 1800), MODELS (names from the table below, default all; the other models' rows of an earlier
+# run are kept), BENCH (default bench), VQVAE (the binary, default .build/release/vqvae), ENVELOPE
+# (the models whose points make our rate-distortion curve, default d3-l4,d3-l4-rd,d3-l4-refine,
+# d3-l4-rd-refine,d3-l4-resize,d3-l4-resize-refine,d3-l4-c16,d3-l4-c16-rd,d2-l2: the rate ladder;
+# d3-l4-resize is the same ladder step with resize upsampling), NOTE (a sentence added to the
+# report's notes), REPORT_ONLY=1 (only rewrite the reports from runs/codec/results.tsv).
 # Also writes bench/codec-texture.md (scripts/codec_texture.py): the periodic texture of the decoded photos.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
