@@ -114,6 +114,8 @@ extension ModelConfiguration {
         }
         // The mask channel: the masks, the blanked image and the encoder's input [x | m].
         if maskChannel { elements += n * Double(height) * Double(width) * (2 * Double(channels) + 2) }
+        // A smooth or plate hole fill: its pyramid and sweep buffers, kept for one image at a time.
+        if maskChannel && holeFill != .zero { elements += SmoothFill.floatsBound(height: height, width: width, channels: channels) }
         // Resize upsampling: the tied 4x4 kernel of the widest decoder layer and its gradient.
         if upsampling == .resize { workspace += 2 * 16 * hidden * max(hidden / 2, Double(channels)) }
         elements += 2 * largest + workspace

@@ -57,6 +57,24 @@ public final class SmoothFill {
         self.plateSweeps = plateSweeps
     }
 
+    /// Floats its buffers hold now (an `Int32` index counted as one float), for the model's
+    /// memory accounting; they grow on the first `fill` of an image size and are kept.
+    public var allocatedFloatCount: Int {
+        (values + weights).reduce(0) { $0 + $1.capacity } + sweep.capacity + sweepOther.capacity + sums.capacity + open.capacity
+    }
+
+    /// At least `allocatedFloatCount` after any number of fills of images of `height x width x
+    /// channels`: the pyramid's values and weights (every level at most a quarter of the one below
+    /// plus a row and a column, below twice the finest level and 64 pixels), the two sweep buffers,
+    /// and the open list (5 indices per pixel of the finest level, its capacity at most doubled by
+    /// growth), with a page (1,024 floats) of allocator rounding for each of its arrays.
+    public static func floatsBound(height: Int, width: Int, channels: Int) -> Double {
+        let pixels = Double(height) * Double(width), c = Double(channels)
+        let levels = Double(Int.bitWidth - max(height, width, 1).leadingZeroBitCount + 1)
+        return (2 * pixels + 64 + Double(height) + Double(width)) * (c + 1) + 2 * pixels * c + 10 * pixels + c
+            + 1024 * (2 * levels + 4)
+    }
+
     /// The fill of `kind` (nil for `zero`, which fills nothing).
     public convenience init?(_ kind: HoleFill) {
         switch kind {

@@ -268,7 +268,7 @@ public final class VQVAE {
         buffers += detailOutputs
         for stack in [encoderStack, decoderStack] { buffers += [stack.input, stack.output] + stack.blockOutputs + stack.saved }
         return buffers.reduce(2 * parameters.count) { $0 + $1.count } + codeIndices.count + skipWeights.count + activeLevels.count
-            + (quantizer?.allocatedFloatCount ?? 0)
+            + (quantizer?.allocatedFloatCount ?? 0) + (smoothFill?.allocatedFloatCount ?? 0)
     }
 
     /// Fresh weights from `seed`: PyTorch's default initialisation, a standard-normal codebook,

@@ -1336,8 +1336,23 @@ final class ModelMemoryTests: XCTestCase {
         var resized = ModelConfiguration(height: 64, width: 64, channels: 3)
         resized.downsamplings = 3; resized.codebooks = 4; resized.upsampling = .resize; resized.skips = true
         cases.append((resized, 16))
+        // Hole fills: their buffers grow on the first forward pass with missing pixels.
+        for fill in [HoleFill.smooth, .plate] {
+            var filled = masked
+            filled.holeFill = fill
+            cases.append((filled, 16))
+        }
         for (c, batch) in cases {
             let model = try VQVAE(configuration: c, maxBatch: batch)
+            if c.maskChannel && c.holeFill != .zero {
+                let pixels = c.height * c.width
+                let images = [Float](repeating: 0.5, count: batch * pixels * c.channels)
+                let masks = (0..<(batch * pixels)).map { Float(($0 % pixels) % 7 == 0 ? 1 : 0) }
+                let before = model.allocatedFloatCount
+                model.initialize(seed: 1)
+                model.forward(images: images, masks: masks, batch: batch, training: false)
+                XCTAssertGreaterThan(model.allocatedFloatCount, before, "the fill's buffers are counted")
+            }
             XCTAssertEqual(c.parameterCountEstimate, Double(model.parameters.count + (model.quantizer?.emaState.count ?? 0)),
                            "\(c.model): parameters and codebook state")
             let allocated = 4 * Double(model.allocatedFloatCount + 2 * model.parameters.count)
