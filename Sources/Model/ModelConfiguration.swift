@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Which network is trained.
 public enum ModelKind: String, Codable, Sendable, CaseIterable {
     case vqvae, vae, ae
@@ -37,6 +43,19 @@ public enum LossWeighting: String, Codable, Sendable, CaseIterable {
     /// errors are small, weigh more, so that a model trained on a range of noise levels serves the
     /// low ones as well as the high ones. An image with damage of RMS 0.1 weighs 1.
     case damage
+    /// Each image's reconstruction term `t` (its mean) enters as `e log(1 + t / e)`, `e` =
+    /// `logScale` (1e-4, an error of 40 dB): `t` itself for small errors, its logarithm for large
+    /// ones. Its gradient is `t`'s times `1 / (1 + t / e)`, so every image's relative error counts
+    /// alike: the loss follows the mean over images of their PSNR, as restorations are judged,
+    /// instead of the images with the largest errors dominating.
+    case log
+
+    /// `log`: the error at which the term bends from `t` to its logarithm.
+    public static let logScale = 1e-4
+    /// `log`: an image's term for its mean error `t`.
+    public static func logTerm(_ t: Double) -> Double { logScale * log1p(t / logScale) }
+    /// `log`: the derivative of `logTerm` at `t`, the weight on the image's own gradient.
+    public static func logWeight(_ t: Double) -> Double { 1 / (1 + t / logScale) }
 
     /// The RMS damage that weighs 1, and the floor under `r`.
     public static let damageReference = 0.1

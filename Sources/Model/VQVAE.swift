@@ -10,7 +10,7 @@ public struct Losses: Equatable, Sendable {
     public var kl: Double
     /// The loss that is minimised: the reconstruction term (the mean squared error, or with
     /// `--loss charbonnier` `mean(sqrt((x_hat - x)^2 + eps^2))`; with `--loss-weight damage` the
-    /// mean over images of each image's mean times its weight) + beta * commitment (+ the codebook loss with
+    /// mean over images of each image's mean times its weight, with `log` of `e log(1 + mean / e)`) + beta * commitment (+ the codebook loss with
     /// `--codebook grad`, which has the same value as the commitment term's mean), or
     /// reconstruction + klWeight * kl for the VAE, or the reconstruction alone for the autoencoder.
     public var total: Double
@@ -114,7 +114,7 @@ public final class VQVAE {
     let residualGradient: FloatBuffer     // with detail layers: dL/dx_hat, kept while the detail layers are differentiated
     let gradientA: FloatBuffer
     let gradientB: FloatBuffer
-    /// `--loss-weight damage`: each image's weight in the last forward pass's loss.
+    /// `--loss-weight damage|log`: each image's weight in the last forward pass's loss gradient.
     let imageWeights: UnsafeMutablePointer<Float>
     let scratch: FloatBuffer
     let workspace: FloatBuffer
@@ -458,8 +458,8 @@ public final class VQVAE {
         }
         let mse = sum / Double(count)
         var fit = mse
-        if c.loss == .charbonnier || c.lossWeighting == .damage {
-            // Image by image: each image's mean, times its weight, averaged.
+        if c.loss == .charbonnier || c.lossWeighting != .uniform {
+            // Image by image: each image's mean, times its weight (or through the log), averaged.
             let perImage = imageCount
             let epsilon = ReconstructionLoss.charbonnierEpsilon
             var total: Double = 0
@@ -471,10 +471,19 @@ public final class VQVAE {
                     let d = Double(images[i] - targets[i])
                     damage += d * d
                 }
-                var weight = 1.0
-                if c.lossWeighting == .damage { weight = LossWeighting.damageWeight(rms: (damage / Double(perImage)).squareRoot()) }
-                imageWeights[n] = Float(weight)
-                total += weight * term / Double(perImage)
+                let mean = term / Double(perImage)
+                switch c.lossWeighting {
+                case .uniform:
+                    imageWeights[n] = 1
+                    total += mean
+                case .damage:
+                    let weight = LossWeighting.damageWeight(rms: (damage / Double(perImage)).squareRoot())
+                    imageWeights[n] = Float(weight)
+                    total += weight * mean
+                case .log:
+                    imageWeights[n] = Float(LossWeighting.logWeight(mean))
+                    total += LossWeighting.logTerm(mean)
+                }
             }
             fit = total / Double(batch)
         }
@@ -685,8 +694,9 @@ public final class VQVAE {
         } else {
             scaledDifference(current, xHat, targets, scale: 2 / Float(count), count: count)
         }
-        if c.lossWeighting == .damage {
-            // Each image's share times the weight its forward pass gave it.
+        if c.lossWeighting != .uniform {
+            // Each image's share times the weight its forward pass gave it (for `log`, the
+            // derivative of its term).
             let perImage = imageCount
             for n in 0..<batch {
                 let weight = imageWeights[n]

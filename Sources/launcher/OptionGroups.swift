@@ -61,7 +61,7 @@ struct ArchitectureOptions: ParsableArguments {
     var quantizerDropout = modelDefaults.quantizerDropout
     @Option(help: "The reconstruction term of the training loss: mse, or charbonnier (sqrt((x_hat - x)^2 + 1e-6), a smoothed L1 that weighs lightly damaged images as much as heavily damaged ones).")
     var loss: ReconstructionLoss = modelDefaults.loss
-    @Option(name: .customLong("loss-weight"), help: "How the loss weighs a batch's images: uniform, or damage (each image's term times 0.1 / max(r, 0.01), r the RMS of its damage, so lightly damaged images weigh more; for models trained on a range of damage, such as noise:0.02~0.2).")
+    @Option(name: .customLong("loss-weight"), help: "How the loss weighs a batch's images: uniform, or damage (each image's term times 0.1 / max(r, 0.01), r the RMS of its damage, so lightly damaged images weigh more; for models trained on a range of damage, such as noise:0.02~0.2), or log (each image's mean error t enters as 1e-4 log(1 + t / 1e-4), so every image's relative error counts alike, as the mean PSNR over images does).")
     var lossWeighting: LossWeighting = modelDefaults.lossWeighting
     @Option(name: .customLong("kl-weight"), parsing: .unconditional, help: "--model vae: weight of the KL term; the KL is summed over the latent and divided by the pixel elements N*H*W*C, like the reconstruction mean.")
     var klWeight = modelDefaults.klWeight

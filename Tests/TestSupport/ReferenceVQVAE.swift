@@ -313,9 +313,13 @@ public struct ReferenceVQVAE {
                 term += c.loss == .charbonnier ? (diff * diff + epsilon * epsilon).squareRoot() : diff * diff
                 damage += (original.values[i] - target[i]) * (original.values[i] - target[i])
             }
-            let weight = c.lossWeighting == .damage
-                ? 0.1 / max((damage / Double(perImage)).squareRoot(), 0.01) : 1
-            fit += weight * term / Double(perImage)
+            let mean = term / Double(perImage)
+            switch c.lossWeighting {
+            case .uniform: fit += mean
+            case .damage: fit += 0.1 / max((damage / Double(perImage)).squareRoot(), 0.01) * mean
+            // `--loss-weight log`: 1e-4 log(1 + mean / 1e-4).
+            case .log: fit += 1e-4 * Foundation.log(1 + mean / 1e-4)
+            }
         }
         fit /= Double(batch)
         return (y.values, squared / Double(image.count), fit)
