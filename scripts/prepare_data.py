@@ -86,6 +86,14 @@ OPENCV_TRAIN = ("aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg"
                 "graf1.png", "left.jpg", "leuvenA.jpg", "messi5.jpg", "orange.jpg",
                 "rubberwhale1.png", "stuff.jpg")
 OPENCV_TEST = ("butterfly.jpg", "fruits.jpg", "home.jpg", "squirrel_cls.jpg")
+# --more-photos: the nature photos of Debian's mate-backgrounds (GPL-2+, 1280-2560 px wide), each
+# downscaled so its longer side is MORE_SIDE pixels, the size of the test photos (wallpapers at
+# their own size hold far less detail per pixel). None is a test photo or near one.
+MATE_DATA = "/usr/share/backgrounds/mate/nature"
+MATE_NATURE = ("Aqua.jpg", "Blinds.jpg", "Dune.jpg", "FreshFlower.jpg", "Garden.jpg",
+               "GreenMeadow.jpg", "LadyBird.jpg", "RainDrops.jpg", "Storm.jpg", "TwoWings.jpg",
+               "Wood.jpg", "YellowFlower.jpg")
+MORE_SIDE = 768
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
 
@@ -207,7 +215,7 @@ class WholeWriter:
 
 def write_whole_photos(out, args):
     for split in ("train", "test"):
-        photos = load_photos(split)
+        photos = load_photos(split, args.more_photos)
         writer = WholeWriter(os.path.join(out, f"photos-{split}-whole.h5"))
         try:
             for _, img in photos:
@@ -307,9 +315,30 @@ def load_opencv_photos(names):
     return photos
 
 
+def load_mate_photos():
+    """Return [(name, rgb array)] for MATE_NATURE, each downscaled to MORE_SIDE on its longer side."""
+    if not os.path.isdir(MATE_DATA):
+        raise PrepError(f"the photos of Debian's mate-backgrounds are missing ({MATE_DATA}); "
+                        "install it: apt-get install mate-backgrounds")
+    image = need("PIL.Image", "pillow")
+    photos = []
+    for name in MATE_NATURE:
+        path = os.path.join(MATE_DATA, name)
+        if not os.path.isfile(path):
+            raise PrepError(f"mate-backgrounds photo {name} is missing from {MATE_DATA}; reinstall mate-backgrounds")
+        with image.open(path) as im:
+            im = im.convert("RGB")
+            scale = MORE_SIDE / max(im.size)
+            if scale < 1:
+                im = im.resize((round(im.width * scale), round(im.height * scale)), image.Resampling.LANCZOS)
+            photos.append((f"mate-backgrounds:{name}", to_rgb(np.asarray(im))))
+    return photos
+
+
 @functools.lru_cache(maxsize=None)
-def load_photos(split):
-    """Return [(name, rgb array)] for the photos of `split` ('train' or 'test')."""
+def load_photos(split, more=False):
+    """Return [(name, rgb array)] for the photos of `split` ('train' or 'test'); with `more`, the
+    train split also holds the mate-backgrounds photos (load_mate_photos)."""
     skdata = need("skimage.data", "scikit-image")
     sklearn_ds = need("sklearn.datasets", "scikit-learn")
     if split == "test":
@@ -326,13 +355,13 @@ def load_photos(split):
         raise PrepError(f"matplotlib sample photo not found: {path}")
     with image.open(path) as im:
         photos.append(("matplotlib:grace_hopper.jpg", to_rgb(np.asarray(im.convert("RGB")))))
-    return photos + load_opencv_photos(OPENCV_TRAIN)
+    return photos + load_opencv_photos(OPENCV_TRAIN) + (load_mate_photos() if more else [])
 
 
 def write_patches(out, args, p):
     for split_no, (split, count) in enumerate((("train", args.train_patches),
                                                ("test", args.test_patches))):
-        photos = [(name, img) for name, img in load_photos(split)
+        photos = [(name, img) for name, img in load_photos(split, args.more_photos)
                   if min(img.shape[:2]) >= p]
         if not photos:
             raise PrepError(f"no {split} photo is at least {p}x{p} pixels")
@@ -547,6 +576,9 @@ def main(argv=None):
     ap.add_argument("--tone-offset", default="-0.2,0.1",
                     help="photos: with --train-tone, the range LO,HI of each channel's offset on "
                          "[0, 1] pixels (default -0.2,0.1; a lower LO clips more dark channels to 0)")
+    ap.add_argument("--more-photos", action="store_true",
+                    help="photos: the TRAIN split also holds the 12 nature photos of Debian's "
+                         f"mate-backgrounds, each downscaled to {MORE_SIDE} px on its longer side")
     ap.add_argument("--size", type=int, help="folder: resize every image to SxS")
     ap.add_argument("--grayscale", action="store_true", help="folder: keep one channel")
     ap.add_argument("--whole", action="store_true",
@@ -576,6 +608,8 @@ def main(argv=None):
         ap.error("--whole keeps every image at its own size; leave out --size")
     if args.whole and any(d in ("mnist", "fashion", "photos64") or d.startswith("npy:") for d in args.datasets):
         ap.error("--whole applies to photos and folder:PATH only")
+    if args.more_photos and not any(d in ("photos", "photos64") for d in args.datasets):
+        ap.error("--more-photos adds TRAIN photos to photos and photos64 only")
     datasets = list(dict.fromkeys(args.datasets))
     if args.patch == 64 and "photos64" in datasets and "photos" in datasets:
         datasets.remove("photos")  # same files

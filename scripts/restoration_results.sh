@@ -33,7 +33,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # of them re-exposed with channels clipped at 0 and 255, `prepare_data.py --train-tone 0.5`), `tone-dark`
 # (the same with offsets down to -0.45, `--tone-offset=-0.45,0.1`: more dark channels clipped at 0),
 # `tone-black` (offsets down to -0.7: whole channels often black, as in saturated colours), `whole` (runs/restoration/data/photos-train-whole.h5, the TRAIN photos whole
-# at their own sizes, made here; give --crop), the path of any HDF5 dataset, or `=NAME`: no
+# at their own sizes, made here; give --crop), `whole-more` and `tone-black-more` (`whole` and
+# `tone-black` with the 12 nature photos of Debian's mate-backgrounds added to the TRAIN photos,
+# `prepare_data.py --more-photos`; the package is installed when missing), the path of any HDF5 dataset, or `=NAME`: no
 # training of its own, the model of recipe NAME restores with this recipe's restore flags (leave
 # the train flags empty: NAME's are taken, for the record). The common flags (budget, batch, lr, logging) are in
 # TRAIN_COMMON below.
@@ -51,8 +53,8 @@ RECIPE_TABLE=(
   "blind-charb      | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 9000 --loss charbonnier | "
   "deblur-task      | deblur                                | patches | --task deblur --steps 26000 | "
   "deblur-8bit      | deblur                                | patches | --task deblur --corrupt blur:2,quantize:255 --steps 26000 | "
-  "inpaint-long     | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill zero --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole"
-  "inpaint-resize   | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill zero --upsample resize --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole"
+  "inpaint-long     | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill zero --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole"
+  "inpaint-resize   | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill zero --upsample resize --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole"
   "deblur-ae        | deblur                                | patches | --model ae --residual --detail-layers 3 --down 1 --corrupt blur:2          | "
   "denoise-deep     | denoise-0.1                           | patches | --task denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 9000 | "
   "blind-deep       | denoise-0.05,denoise-0.1,denoise-0.2   | patches | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 9000 | "
@@ -63,33 +65,42 @@ RECIPE_TABLE=(
   "blind-tone-x8    | denoise-0.05,denoise-0.1,denoise-0.2   | =blind-tone | | --ensemble"
   "blind-tone-charb | denoise-0.05,denoise-0.1,denoise-0.2   | tone    | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --loss charbonnier --weight-ema 0.999 | "
   "blind-tone-charb-x8 | denoise-0.05,denoise-0.1,denoise-0.2 | =blind-tone-charb | | --ensemble"
-  "inpaint-128      | inpaint-cells,inpaint-strokes         | whole   | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --hole-fill zero --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole"
+  "inpaint-128      | inpaint-cells,inpaint-strokes         | whole   | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --loss-weight uniform --hole-fill zero --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole"
   "inpaint-128-x8   | inpaint-cells,inpaint-strokes         | =inpaint-128 | | --whole --ensemble"
   "blind-log-long-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-log-long | | --ensemble"
   "blind-weighted-x8 | denoise-0.05,denoise-0.1,denoise-0.2  | =blind-weighted | | --ensemble"
   "inpaint-long-x8  | inpaint-cells,inpaint-strokes         | =inpaint-long | | --whole --ensemble"
-  "inpaint-smooth   | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole"
+  "inpaint-smooth   | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 32000 | --whole"
   "inpaint-smooth-x8 | inpaint-cells,inpaint-strokes        | =inpaint-smooth | | --whole --ensemble"
-  "inpaint-smooth-long | inpaint-cells,inpaint-strokes       | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
+  "inpaint-smooth-long | inpaint-cells,inpaint-strokes       | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
   "inpaint-smooth-long-x8 | inpaint-cells,inpaint-strokes   | =inpaint-smooth-long | | --whole --ensemble"
-  "inpaint-wide     | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --corrupt holes:4:0:2 --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
+  "inpaint-wide     | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill smooth --corrupt holes:4:0:2 --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
   "inpaint-wide-x8  | inpaint-cells,inpaint-strokes         | =inpaint-wide | | --whole --ensemble"
-  "inpaint-plate    | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
+  "inpaint-plate    | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
   "inpaint-plate-x8 | inpaint-cells,inpaint-strokes         | =inpaint-plate | | --whole --ensemble"
-  "inpaint-plate-36k | inpaint-cells,inpaint-strokes        | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 36000 | --whole"
+  "inpaint-plate-36k | inpaint-cells,inpaint-strokes        | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 36000 | --whole"
   "inpaint-plate-36k-x8 | inpaint-cells,inpaint-strokes    | =inpaint-plate-36k | | --whole --ensemble"
-  "inpaint-plate-b6 | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --res-blocks 6 --res-hidden 64 --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 33000 | --whole"
+  "inpaint-plate-b6 | inpaint-cells,inpaint-strokes         | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill plate --res-blocks 6 --res-hidden 64 --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 33000 | --whole"
   "inpaint-plate-b6-x8 | inpaint-cells,inpaint-strokes     | =inpaint-plate-b6 | | --whole --ensemble"
   # (inpaint-plate-45min: run with BUDGET=2700, its 52,000 steps need more than 1,800 s)
-  "inpaint-plate-45min | inpaint-cells,inpaint-strokes       | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 52000 | --whole"
+  "inpaint-plate-45min | inpaint-cells,inpaint-strokes       | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 52000 | --whole"
   "inpaint-plate-45min-x8 | inpaint-cells,inpaint-strokes   | =inpaint-plate-45min | | --whole --ensemble"
   "blind-tone-dark  | denoise-0.05,denoise-0.1,denoise-0.2   | tone-dark | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
   "blind-tone-dark-x8 | denoise-0.05,denoise-0.1,denoise-0.2 | =blind-tone-dark | | --ensemble"
   "blind-tone-black | denoise-0.05,denoise-0.1,denoise-0.2   | tone-black | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
   "blind-tone-black-x8 | denoise-0.05,denoise-0.1,denoise-0.2 | =blind-tone-black | | --ensemble"
-  "inpaint-smooth-128 | inpaint-cells,inpaint-strokes       | whole   | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole"
+  "inpaint-smooth-128 | inpaint-cells,inpaint-strokes       | whole   | --crop 128 --crops-per-image 16 --augment dihedral --task inpaint --loss-weight uniform --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 15000 | --whole"
   "inpaint-smooth-128-x8 | inpaint-cells,inpaint-strokes    | =inpaint-smooth-128 | | --whole --ensemble"
   "deblur-8bit-x8   | deblur                                | =deblur-8bit | | --ensemble"
+  "inpaint-plate-more | inpaint-cells,inpaint-strokes       | whole-more | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --loss-weight uniform --hole-fill plate --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
+  "inpaint-plate-more-x8 | inpaint-cells,inpaint-strokes    | =inpaint-plate-more | | --whole --ensemble"
+  "blind-tone-black-more | denoise-0.05,denoise-0.1,denoise-0.2 | tone-black-more | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
+  "blind-tone-black-more-x8 | denoise-0.05,denoise-0.1,denoise-0.2 | =blind-tone-black-more | | --ensemble"
+  "inpaint-plate-log | inpaint-cells,inpaint-strokes        | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --loss-weight log --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
+  "inpaint-plate-log-x8 | inpaint-cells,inpaint-strokes     | =inpaint-plate-log | | --whole --ensemble"
+  # (the same recipe from another seed: how much a repeat moves the results)
+  "inpaint-plate-log-s2 | inpaint-cells,inpaint-strokes     | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --loss-weight log --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 --seed 2 | --whole"
+  "inpaint-plate-log-s2-x8 | inpaint-cells,inpaint-strokes  | =inpaint-plate-log-s2 | | --whole --ensemble"
 )
 CHECKPOINT_EVERY=${CHECKPOINT_EVERY:-0}
 TRAIN_COMMON=(--steps 10000000 --global-batch-size 32 --lr 1e-3 --log-every 200 --checkpoint-every "$CHECKPOINT_EVERY")
@@ -108,7 +119,9 @@ VENV=$WORK/venv
 PATCHES=$WORK/data/photos32-train.h5
 WHOLE=$WORK/data/photos-train-whole.h5
 # The re-exposed patch sets by data kind: each kind's extra prepare_data.py flags (the offsets).
-declare -A TONE_FLAGS=([tone]="" [tone-dark]="--tone-offset=-0.45,0.1" [tone-black]="--tone-offset=-0.7,0.1")
+declare -A TONE_FLAGS=([tone]="" [tone-dark]="--tone-offset=-0.45,0.1" [tone-black]="--tone-offset=-0.7,0.1"
+                       [tone-black-more]="--tone-offset=-0.7,0.1 --more-photos")
+WHOLE_MORE=$WORK/data-more/photos-train-whole.h5
 tone_data() { echo "$WORK/data-$1/photos32-train.h5"; }
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 log() { echo "restoration: $*" >&2; }
@@ -159,6 +172,12 @@ if ! "$VENV/bin/python" -c "import bm3d, cv2, pywt" 2>/dev/null; then
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check bm3d opencv-python-headless PyWavelets
 fi
 VPY=$VENV/bin/python
+if [[ " ${datas[*]} " == *"-more "* ]] && [ ! -d /usr/share/backgrounds/mate/nature ]; then
+    log "installing Debian's mate-backgrounds (the extra TRAIN photos of the *-more data)"
+    sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends mate-backgrounds >/dev/null
+fi
 
 commands="$WORK/commands.txt"
 mkdir -p "$WORK"
@@ -191,7 +210,7 @@ if [ "$SKIP_BASELINES" != 1 ]; then
 fi
 
 # ---- Models.
-data_of() { case $1 in patches) echo "$PATCHES" ;; whole) echo "$WHOLE" ;; *) if [ -n "${TONE_FLAGS[$1]+set}" ]; then tone_data "$1"; else echo "$1"; fi ;; esac; }
+data_of() { case $1 in patches) echo "$PATCHES" ;; whole) echo "$WHOLE" ;; whole-more) echo "$WHOLE_MORE" ;; *) if [ -n "${TONE_FLAGS[$1]+set}" ]; then tone_data "$1"; else echo "$1"; fi ;; esac; }
 checkpoint() {  # run folder -> newest checkpoint
     local newest
     newest=$(ls "$1"/checkpoints/step-*.h5 2>/dev/null | sort | tail -n 1)
@@ -256,6 +275,10 @@ if [ "$SKIP_MODELS" != 1 ] && ((${#names[@]})); then
         if [[ " ${datas[*]} " == *" whole "* ]] && [ ! -f "$WHOLE" ]; then
             record "python3 scripts/prepare_data.py photos --whole --out $WORK/data"
             python3 scripts/prepare_data.py photos --whole --out "$WORK/data"
+        fi
+        if [[ " ${datas[*]} " == *" whole-more "* ]] && [ ! -f "$WHOLE_MORE" ]; then
+            record "python3 scripts/prepare_data.py photos --whole --more-photos --out $WORK/data-more"
+            python3 scripts/prepare_data.py photos --whole --more-photos --out "$WORK/data-more"
         fi
         for i in "${!names[@]}"; do
             name=${names[$i]}
