@@ -144,8 +144,9 @@ final class RunFileTests: XCTestCase {
                    "warmup-steps": "100", "clip-grad-norm": "0.05", "corrupt": "\"\(corrupt)\"",
                    "detail-layers": task == "deblur" ? "0" : "6", "detail-channels": task == "deblur" ? "32" : "64"]
             for (key, value) in preset { XCTAssertEqual(written[key], value, "--task \(task): \(key)") }
-            XCTAssertEqual(written["loss-weight"], task == "blind-denoise" ? "\"damage\"" : "\"uniform\"", "--task \(task): loss-weight")
-            XCTAssertEqual(written["hole-fill"], task == "inpaint" ? "\"smooth\"" : "\"zero\"", "--task \(task): hole-fill")
+            XCTAssertEqual(written["loss-weight"], task == "blind-denoise" ? "\"damage\"" : task == "inpaint" ? "\"log\"" : "\"uniform\"",
+                           "--task \(task): loss-weight")
+            XCTAssertEqual(written["hole-fill"], task == "inpaint" ? "\"plate\"" : "\"zero\"", "--task \(task): hole-fill")
             if task == "blind-denoise" { XCTAssertEqual(written["weight-ema"], "0.999", "--task blind-denoise: weight-ema") }
             for key in ["codebook-init", "kmeans-iterations", "dead-code-threshold"] {
                 XCTAssertNil(written[key], "--task \(task): \(key) does not apply to an autoencoder")
@@ -185,7 +186,7 @@ final class RunFileTests: XCTestCase {
             XCTAssertTrue(flat.contains("\(task): --model ae --down 1 --residual --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05\(detail) --corrupt \(corrupt)"),
                           "train --help does not list --task \(task): \(help.standardOutput)")
         }
-        XCTAssertTrue(flat.contains("inpaint: --model ae --down 3 --residual --skips --mask-channel --hole-fill smooth --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --weight-ema 0.999 --corrupt holes:8"),
+        XCTAssertTrue(flat.contains("inpaint: --model ae --down 3 --residual --skips --mask-channel --hole-fill plate --loss-weight log --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --weight-ema 0.999 --corrupt holes:8"),
                       "train --help does not list --task inpaint: \(help.standardOutput)")
         for flag in ["--config", "--task"] { XCTAssertTrue(help.standardOutput.contains(flag), flag) }
     }
