@@ -573,20 +573,20 @@ final class VQVAETests: XCTestCase {
         XCTAssertEqual(old.codebookDimension, 0)
     }
 
-    /// `--loss-weight damage` on a residual VQ-VAE with detail layers whose two images are damaged
-    /// by different amounts (RMS about 0.05 and 0.2, weights about 2 and 0.5): the total loss
-    /// against the double reference's weighted mean, `reconstruction` still the plain mean squared
-    /// error, every slot against the surrogate's finite differences; the autoencoder and the VAE
-    /// against their own float loss; with charbonnier too. A default configuration, and an older
-    /// one without the key, weigh images alike.
-    func testDamageLossWeightingMatchesReferenceAndFiniteDifferences() throws {
+    /// A residual VQ-VAE with detail layers trained under `weighting`, with each loss, on two
+    /// images damaged by different amounts (RMS about 0.05 and 0.2): the total loss against the
+    /// double reference's, `reconstruction` still the plain mean squared error, every slot against
+    /// the surrogate's finite differences; the autoencoder and the VAE against their own float
+    /// loss. `check` sees each loss's configuration and losses.
+    func assertLossWeightingMatchesReferenceAndFiniteDifferences(_ weighting: LossWeighting,
+                                                                 check: (ModelConfiguration, Losses) -> Void) throws {
         for loss in ReconstructionLoss.allCases {
             var c = smallConfiguration(.ema)
             c.residual = true
             c.detailLayers = 2
             c.detailChannels = 5
             c.loss = loss
-            c.lossWeighting = .damage
+            c.lossWeighting = weighting
             let model = try VQVAE(configuration: c, maxBatch: batch)
             model.initialize(seed: 161)
             let t = images(model, seed: 162)
@@ -594,16 +594,25 @@ final class VQVAETests: XCTestCase {
             let amplitudes = [0.05, 0.2].map { Float($0 * 3.0.squareRoot()) }  // uniform on [-a, a]: RMS a / sqrt(3)
             let noise = randomFloats(t.count, seed: 163, low: -1, high: 1)
             let x = t.indices.map { t[$0] + amplitudes[$0 / perImage] * noise[$0] }
-            let losses = assertTrainedTermMatchesReference(model, images: x, targets: t, seed: 164, label: "\(loss) damage weighting")
-            if loss == .mse {
-                let fit = losses.total - c.commitment * losses.commitment
-                XCTAssertGreaterThan(abs(fit - losses.reconstruction), 0.05 * losses.reconstruction, "the weights change the trained term")
-            }
-            try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 165, label: "\(loss) damage weighting") { c in
+            let label = "\(loss) \(weighting) weighting"
+            check(c, assertTrainedTermMatchesReference(model, images: x, targets: t, seed: 164, label: label))
+            try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 165, label: label) { c in
                 c.residual = true
                 c.detailLayers = 1
                 c.loss = loss
-                c.lossWeighting = .damage
+                c.lossWeighting = weighting
+            }
+        }
+    }
+
+    /// `--loss-weight damage` (weights about 2 and 0.5 for the two images) against the reference
+    /// and finite differences, with both losses; a default configuration, and an older one without
+    /// the key, weigh images alike.
+    func testDamageLossWeightingMatchesReferenceAndFiniteDifferences() throws {
+        try assertLossWeightingMatchesReferenceAndFiniteDifferences(.damage) { c, losses in
+            if c.loss == .mse {
+                let fit = losses.total - c.commitment * losses.commitment
+                XCTAssertGreaterThan(abs(fit - losses.reconstruction), 0.05 * losses.reconstruction, "the weights change the trained term")
             }
         }
         XCTAssertEqual(LossWeighting.damageWeight(rms: 0.05), 2, accuracy: 1e-12)
@@ -617,35 +626,13 @@ final class VQVAETests: XCTestCase {
         XCTAssertEqual(old.lossWeighting, .uniform)
     }
 
-    /// `--loss-weight log` on a residual VQ-VAE with detail layers whose two images have errors of
-    /// different sizes: the total loss against the double reference's mean of `1e-4 log(1 + t /
-    /// 1e-4)`, every slot against the surrogate's finite differences (the weights are the term's
-    /// derivative, not constants); the autoencoder and the VAE against their own float loss; with
-    /// charbonnier too.
+    /// `--loss-weight log` (the term `1e-4 log(1 + t / 1e-4)`, whose weights are its derivative,
+    /// not constants) against the reference and finite differences, with both losses; the term's
+    /// values and the configuration's round trip.
     func testLogLossWeightingMatchesReferenceAndFiniteDifferences() throws {
-        for loss in ReconstructionLoss.allCases {
-            var c = smallConfiguration(.ema)
-            c.residual = true
-            c.detailLayers = 2
-            c.detailChannels = 5
-            c.loss = loss
-            c.lossWeighting = .log
-            let model = try VQVAE(configuration: c, maxBatch: batch)
-            model.initialize(seed: 161)
-            let x = images(model, seed: 162)
-            // Targets a little and a lot away from the inputs, so the two images' terms differ.
-            let perImage = model.imageCount
-            let noise = randomFloats(x.count, seed: 173, low: -1, high: 1)
-            let t = x.indices.map { x[$0] + ($0 / perImage == 0 ? 0.005 : 0.2) * noise[$0] }
-            let losses = assertTrainedTermMatchesReference(model, images: x, targets: t, seed: 174, label: "\(loss) log weighting")
+        try assertLossWeightingMatchesReferenceAndFiniteDifferences(.log) { c, losses in
             let fit = losses.total - c.commitment * losses.commitment
-            XCTAssertLessThan(fit, 0.5 * losses.reconstruction, "\(loss): the log compresses the large errors")
-            try assertAutoencoderAndVAEMatchModelFiniteDifferences(seed: 175, label: "\(loss) log weighting") { c in
-                c.residual = true
-                c.detailLayers = 1
-                c.loss = loss
-                c.lossWeighting = .log
-            }
+            XCTAssertLessThan(fit, 0.5 * losses.reconstruction, "\(c.loss): the log compresses the large errors")
         }
         XCTAssertEqual(LossWeighting.logTerm(0), 0)
         XCTAssertEqual(LossWeighting.logTerm(1e-4), 1e-4 * log(2.0), accuracy: 1e-15)
@@ -1194,7 +1181,7 @@ final class VQVAETests: XCTestCase {
             try c.validate()
             let label = projection == 0 ? "rows in the latent" : "rows through project_out"
             let model = try VQVAE(configuration: c, maxBatch: batch)
-            model.initialize(seed: 161)
+            model.initialize(seed: 171)
             let positions = batch * model.latentCount, d = c.quantizerDimension
             // Every position its own first-level code, so that moving that code's row moves one row.
             var codes = [Int32](repeating: 0, count: positions * 2)
