@@ -299,40 +299,39 @@ def to_rgb(img):
     return np.ascontiguousarray(img[:, :, :3])
 
 
+def load_package_photos(folder, names, package, longest=None):
+    """Return [(f"{package}:{name}", rgb array)] for `names` in a Debian package's `folder` (each
+    file, or the file gzipped); with `longest`, each downscaled (Pillow LANCZOS) so that its longer
+    side is at most that many pixels."""
+    if not os.path.isdir(folder):
+        raise PrepError(f"the photos of Debian's {package} are missing ({folder}); "
+                        f"install it: apt-get install {package}")
+    image = need("PIL.Image", "pillow")
+    photos = []
+    for name in names:
+        data = read_maybe_gz(os.path.join(folder, name))
+        if data is None:
+            raise PrepError(f"{package} photo {name} is missing from {folder}; reinstall {package}")
+        with image.open(io.BytesIO(data)) as im:
+            im = im.convert("RGB")
+            if longest is not None and max(im.size) > longest:
+                scale = longest / max(im.size)
+                im = im.resize((round(im.width * scale), round(im.height * scale)), image.Resampling.LANCZOS)
+            photos.append((f"{package}:{name}", to_rgb(np.asarray(im))))
+    return photos
+
+
 def load_opencv_photos(names):
     """Return [(name, rgb array)] for those of `names` found in OPENCV_DATA."""
     if not os.path.isdir(OPENCV_DATA):
         raise PrepError(f"the photos of Debian's opencv-doc are missing ({OPENCV_DATA}); "
                         "install it: apt-get install opencv-doc (scripts/install_dependencies.sh does)")
-    image = need("PIL.Image", "pillow")
-    photos = []
-    for name in names:
-        data = read_maybe_gz(os.path.join(OPENCV_DATA, name))
-        if data is None:
-            raise PrepError(f"opencv-doc photo {name} is missing from {OPENCV_DATA}; reinstall opencv-doc")
-        with image.open(io.BytesIO(data)) as im:
-            photos.append((f"opencv-doc:{name}", to_rgb(np.asarray(im.convert("RGB")))))
-    return photos
+    return load_package_photos(OPENCV_DATA, names, "opencv-doc")
 
 
 def load_mate_photos():
     """Return [(name, rgb array)] for MATE_NATURE, each downscaled to MORE_SIDE on its longer side."""
-    if not os.path.isdir(MATE_DATA):
-        raise PrepError(f"the photos of Debian's mate-backgrounds are missing ({MATE_DATA}); "
-                        "install it: apt-get install mate-backgrounds")
-    image = need("PIL.Image", "pillow")
-    photos = []
-    for name in MATE_NATURE:
-        path = os.path.join(MATE_DATA, name)
-        if not os.path.isfile(path):
-            raise PrepError(f"mate-backgrounds photo {name} is missing from {MATE_DATA}; reinstall mate-backgrounds")
-        with image.open(path) as im:
-            im = im.convert("RGB")
-            scale = MORE_SIDE / max(im.size)
-            if scale < 1:
-                im = im.resize((round(im.width * scale), round(im.height * scale)), image.Resampling.LANCZOS)
-            photos.append((f"mate-backgrounds:{name}", to_rgb(np.asarray(im))))
-    return photos
+    return load_package_photos(MATE_DATA, MATE_NATURE, "mate-backgrounds", longest=MORE_SIDE)
 
 
 @functools.lru_cache(maxsize=None)
