@@ -773,6 +773,10 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
         L.append("- rows marked [date, CPU] were measured by an earlier run of this script on that machine ("
                  + "; ".join(f"{d}, {c}" for d, c in carried) + ") and kept from the previous report: "
                  "the same photos and damage, their pictures not redrawn")
+        if any(d < "2026-12-05" for d, _ in carried):
+            L.append("- denoising rows measured before 2026-12-05 are the models' own output: `vqvae restore` "
+                     "had no `--noise-consistency` then (it matches the restoration's local means to the "
+                     "noisy input's; on by default for denoisers since; `-raw` rows show a model without it)")
     if short:
         L.append(f"\n**The model rows come from a short trial ({', '.join(f'{b:g} s' for b in short)} "
                  "of training per model) that checks the script end to end; they are not the "
@@ -864,7 +868,10 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
                  "`vqvae restore` restores every damaged photo of the tasks it is evaluated on, one "
                  "process per photo, with the newest checkpoint; inpainting gets `--mask MASK.png` "
                  "(the known pixels are kept, the holes filled as in the model's training). The "
-                 "restored image replaces every pixel otherwise.")
+                 "restored image replaces every pixel otherwise. A denoiser's restoration gets `restore`'s "
+                 "default noise consistency (`--noise-consistency auto`: local means matched to the noisy "
+                 "input's under clipped Gaussian noise of the sigma estimated from the photo) unless its "
+                 "restore flags say `off`.")
         L.append("")
         L.append("| recipe | evaluated on | training data | `vqvae train` flags | `vqvae restore` flags | budget s |")
         L.append("| --- | --- | --- | --- | --- | --- |")

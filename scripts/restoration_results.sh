@@ -96,6 +96,8 @@ RECIPE_TABLE=(
   "inpaint-plate-more-x8 | inpaint-cells,inpaint-strokes    | =inpaint-plate-more | | --whole --ensemble"
   "blind-tone-black-more | denoise-0.05,denoise-0.1,denoise-0.2 | tone-black-more | --task blind-denoise --lr 2e-3 --detail-layers 6 --detail-channels 64 --clip-grad-norm 0.05 --steps 22000 --corrupt noise:0.02~0.2 --loss-weight damage --weight-ema 0.999 | "
   "blind-tone-black-more-x8 | denoise-0.05,denoise-0.1,denoise-0.2 | =blind-tone-black-more | | --ensemble"
+  # (the model's own output, without matching the noisy input's local means)
+  "blind-tone-black-more-raw | denoise-0.05,denoise-0.1,denoise-0.2 | =blind-tone-black-more | | --noise-consistency off"
   "inpaint-plate-log | inpaint-cells,inpaint-strokes        | whole   | --crop 64 --crops-per-image 64 --augment dihedral --task inpaint --hole-fill plate --loss-weight log --lr 2e-3 --lr-schedule cosine --warmup-steps 100 --clip-grad-norm 0.05 --steps 50000 | --whole"
   "inpaint-plate-log-x8 | inpaint-cells,inpaint-strokes     | =inpaint-plate-log | | --whole --ensemble"
   # (the same recipe from another seed: how much a repeat moves the results)

@@ -44,8 +44,37 @@ public struct RestoreOptions: Sendable {
     public var fidelity: Double?
     /// Use the checkpoint's trained weights even when it holds a weight EMA (`--raw-weights`).
     public var rawWeights = false
+    /// Whether the restoration's local means are matched to the noisy input's (`NoiseConsistency`).
+    public var noiseConsistency = NoiseConsistencySetting.auto
 
     public init() {}
+}
+
+/// `--noise-consistency`: `auto` (for models trained on noise alone, with sigma estimated from each
+/// image), `off`, or the input's noise sigma.
+public enum NoiseConsistencySetting: Equatable, Sendable, CustomStringConvertible {
+    case auto
+    case off
+    case sigma(Double)
+
+    /// `auto`, `off` or a sigma in (0, 0.5] on the [0, 1] pixel scale; nil for anything else.
+    public init?(_ text: String) {
+        switch text {
+        case "auto": self = .auto
+        case "off": self = .off
+        default:
+            guard let value = Double(text), value > 0, value <= 0.5 else { return nil }
+            self = .sigma(value)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .auto: return "auto"
+        case .off: return "off"
+        case .sigma(let value): return "\(value)"
+        }
+    }
 }
 
 /// One image `[H, W, C]` with pixels in [0, 1], and its opacity `[H, W]` when it has one.
@@ -87,6 +116,15 @@ public final class Restoration {
     private var progress: Progress?
     /// Whether the conversion of colour input for a gray model was announced.
     private var announcedGray = false
+    /// Whether restorations get `NoiseConsistency` (`--noise-consistency`, and for `auto` a model
+    /// trained on noise alone).
+    let matchesNoiseMeans: Bool
+    /// The sigmas the noise consistency used, per image, for the summary.
+    private var consistencySigmas: [Double] = []
+    /// The images whose noise level could not be estimated (`auto`, a model trained on a range).
+    private var unestimated: [String] = []
+    /// How many of `consistencySigmas` are the model's training sigma (`auto`, not estimated).
+    private var trainedSigmaUses = 0
 
     /// Checks every option and output before loading the model; nothing is written.
     public init(options: RestoreOptions, console: Console) throws {
@@ -142,6 +180,37 @@ public final class Restoration {
         if let overlap = options.overlap, overlap < 0 || overlap >= min(c.height, c.width) {
             throw RestorationError("--overlap must be in 0..<\(min(c.height, c.width)) (the tiles are the model's \(c.height)x\(c.width))")
         }
+        switch options.noiseConsistency {
+        case .off: matchesNoiseMeans = false
+        case .auto: matchesNoiseMeans = Self.trainedOnNoiseAlone(trained.run.data.corrupt) && options.mask == nil
+        case .sigma:
+            guard options.mask == nil else {
+                throw RestorationError("--noise-consistency \(options.noiseConsistency) cannot be used with --mask: it matches a noisy input's means, and a masked input is missing pixels")
+            }
+            matchesNoiseMeans = true
+        }
+    }
+
+    /// The sigma of `--corrupt` `spec` when it adds noise of one fixed sigma.
+    static func fixedNoiseSigma(_ spec: String) -> Double? {
+        let sigmas = ((try? CorruptionPipeline(spec: spec))?.corruptions ?? []).compactMap { corruption -> ValueRange? in
+            if case .noise(let sigma) = corruption { return sigma }
+            return nil
+        }
+        guard sigmas.count == 1, sigmas[0].isFixed, sigmas[0].lower > 0 else { return nil }
+        return Double(sigmas[0].lower)
+    }
+
+    /// Whether `--corrupt` `spec` damages with Gaussian noise (and 8-bit rounding) alone.
+    static func trainedOnNoiseAlone(_ spec: String) -> Bool {
+        guard let pipeline = try? CorruptionPipeline(spec: spec) else { return false }
+        let addsNoise = pipeline.corruptions.contains { if case .noise = $0 { return true } else { return false } }
+        return addsNoise && pipeline.corruptions.allSatisfy {
+            switch $0 {
+            case .noise, .quantize: return true
+            default: return false
+            }
+        }
     }
 
     /// Says, once the inputs are known to be good, what damage the model was trained to repair,
@@ -187,6 +256,17 @@ public final class Restoration {
         case .hdf5: outcome = try restoreDataset()
         }
         progress?.finish()
+        if let low = consistencySigmas.min(), let high = consistencySigmas.max() {
+            let estimated = consistencySigmas.count - trainedSigmaUses
+            let given = if case .sigma = options.noiseConsistency { "given" } else if trainedSigmaUses == 0 { "estimated from each image" }
+                        else { "estimated from \(estimated) image(s), the model's training sigma for \(trainedSigmaUses) whose level could not be estimated" }
+            let range = low == high ? String(format: "%.4f", low) : String(format: "%.4f to %.4f", low, high)
+            console.info("matched each restoration's local means to its noisy input's (--noise-consistency; sigma \(range), \(given))")
+        }
+        if let first = unestimated.first {
+            let more = unestimated.count > 1 ? " and \(unestimated.count - 1) more image(s)" : ""
+            console.warning("\(first)\(more): too few flat, unclipped pixels to estimate the noise level; the model's output was kept as it is (--noise-consistency SIGMA gives the level)")
+        }
         for reason in outcome.skipped { console.warning("skipped \(reason)") }
         console.info(String(format: "restored %d image(s) from %@ into %@ in %.2f s (%@)", outcome.restored, options.input, options.out,
                      monotonicSeconds() - started, options.whole ? "whole images" : "tiles of \(trained.configuration.height)x\(trained.configuration.width)"))
@@ -202,7 +282,7 @@ public final class Restoration {
         describeModel()
         progress = Progress(total: try work(height: image.height, width: image.width), unit: "tiles")
         progress?.stage = "image 1/1"
-        let (damaged, restored) = try restore(image, index: 0, holes: holes)
+        let (damaged, restored) = try restore(image, index: 0, holes: holes, name: options.input)
         try write(restored, to: options.out)
         if let damagedOut = options.damagedOut { try write(damaged, to: damagedOut) }
         return Outcome(restored: 1)
@@ -267,7 +347,7 @@ public final class Restoration {
                 progress?.advance(by: item.work)
                 continue
             }
-            let (damaged, restored) = try restore(image, index: item.index)
+            let (damaged, restored) = try restore(image, index: item.index, name: options.input + "/" + files[item.index])
             try write(restored, to: options.out + "/" + names[item.index], format: format)
             if let damagedOut = options.damagedOut { try write(damaged, to: damagedOut + "/" + names[item.index], format: format) }
             outcome.restored += 1
@@ -293,7 +373,7 @@ public final class Restoration {
             try buffer.withUnsafeMutableBufferPointer { try dataset.read(indices: [index], into: $0.baseAddress!) }
             let image = UnitImage(height: dataset.height, width: dataset.width, channels: dataset.channels,
                                   pixels: buffer.map { $0 + 0.5 })
-            let (damaged, restored) = try restore(image, index: index)
+            let (damaged, restored) = try restore(image, index: index, name: "\(options.input) image \(index)")
             restoredBytes += restored.pixels.map(PNGImage.quantize)
             if options.damagedOut != nil { damagedBytes += damaged.pixels.map(PNGImage.quantize) }
         }
@@ -393,7 +473,7 @@ public final class Restoration {
     /// mask's value, or uniform noise from a stream keyed by `seed`) before the model sees them, and
     /// every other pixel of the result is the input's own. A mask-aware model (`--mask-channel`)
     /// reads the holes, with those the corruptions filled, as its mask channel.
-    func restore(_ image: UnitImage, index: Int, holes: [Bool]? = nil) throws -> (damaged: UnitImage, restored: UnitImage) {
+    func restore(_ image: UnitImage, index: Int, holes: [Bool]? = nil, name: String) throws -> (damaged: UnitImage, restored: UnitImage) {
         var input = image.pixels.map { $0 - 0.5 }
         let pixelCount = image.height * image.width
         let maskChannel = trained.configuration.maskChannel
@@ -472,7 +552,42 @@ public final class Restoration {
         var damaged = image, restored = image
         damaged.pixels = input.map { $0 + 0.5 }
         restored.pixels = output.map { $0 + 0.5 }
+        if matchesNoiseMeans { matchNoiseMeans(&restored, noisy: damaged, name: name) }
         return (damaged, restored)
+    }
+
+    /// `NoiseConsistency` with the given sigma or, for `auto`, the one `ClippedGaussian` estimates
+    /// from the image. Where it cannot be estimated (a small, saturated or textured image), a model
+    /// trained on one fixed sigma is taken at its word; otherwise the image keeps the model's
+    /// output (and the summary says so).
+    func matchNoiseMeans(_ restored: inout UnitImage, noisy: UnitImage, name: String) {
+        let (height, width, channels) = (noisy.height, noisy.width, noisy.channels)
+        let sigma: Double
+        if case .sigma(let given) = options.noiseConsistency {
+            sigma = given
+        } else {
+            let estimate = noisy.pixels.withUnsafeBufferPointer { y in
+                restored.pixels.withUnsafeBufferPointer { x in
+                    ClippedGaussian.estimateSigma(noisy: y.baseAddress!, restored: x.baseAddress!, height: height, width: width, channels: channels)
+                }
+            }
+            if let estimate {
+                sigma = estimate
+            } else if let trainedSigma = Self.fixedNoiseSigma(trained.run.data.corrupt) {
+                sigma = trainedSigma
+                trainedSigmaUses += 1
+            } else {
+                unestimated.append(name)
+                return
+            }
+        }
+        consistencySigmas.append(sigma)
+        let consistency = NoiseConsistency(sigma: sigma)
+        noisy.pixels.withUnsafeBufferPointer { y in
+            restored.pixels.withUnsafeMutableBufferPointer { x in
+                consistency.apply(restored: x.baseAddress!, noisy: y.baseAddress!, height: height, width: width, channels: channels)
+            }
+        }
     }
 
     /// The model's output for one image (the model's channels) in [-0.5, 0.5]: in tiles, or whole

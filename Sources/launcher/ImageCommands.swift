@@ -44,6 +44,8 @@ struct Restore: ParsableCommand {
     var batch = 32
     @Option(parsing: .unconditional, help: "Models trained with --skips: the weight of the input's own detail, from 0 (restore from the latent or codes alone) to 1 (trust the input fully); default: the top of the --skip-weight range it was trained with.")
     var fidelity: Double?
+    @Option(name: .customLong("noise-consistency"), help: "Denoising: shift each region of the restoration until clipped Gaussian noise of sigma would give the noisy input's local mean (removes the colour casts of noise clipped at black or white): auto (models trained on noise alone, sigma estimated from each image), off, or the input's sigma on the 0-1 scale.")
+    var noiseConsistency = "auto"
     @OptionGroup var key: ImagesKeyOption
     @Option(help: "Format of the images written into a folder: png or jpeg (default png; x.jpg is written as x.png).")
     var format: ImageFormat?
@@ -61,6 +63,10 @@ struct Restore: ParsableCommand {
         (o.format, o.quality, o.skipBad, o.force, o.mask) = (format, quality, skipBad, force.force, mask)
         o.fidelity = fidelity
         o.rawWeights = checkpoint.rawWeights
+        guard let consistency = NoiseConsistencySetting(noiseConsistency) else {
+            throw ValidationError("--noise-consistency must be auto, off or a sigma in (0, 0.5] (got \(noiseConsistency))")
+        }
+        o.noiseConsistency = consistency
         try finish(runAsOneProcess("restore") { try Restoration(options: o, console: $0).run().exitStatus })
     }
 }

@@ -359,4 +359,56 @@ final class RestoreCommandTests: XCTestCase {
         XCTAssertEqual(denoiser.standardError, "")
         XCTAssertTrue(denoiser.standardOutput.contains("\(m.denoiser) was trained to repair noise:0.2"), denoiser.standardOutput)
     }
+
+    /// `--noise-consistency`: on a noisy image with a black region, the denoiser's output mean comes
+    /// back to the clean image's (auto: sigma estimated; a given sigma too), `off` keeps the
+    /// model's own output, a model trained without noise is left alone, and bad values are refused.
+    func testNoiseConsistencyRestoresTheMeanOfClippedNoise() throws {
+        let m = try models()
+        let folder = try CommandRunner.temporaryFolder("restore-noise-consistency").path
+        // 192x192 gray: the left half black-ish (6/255, where noise is clipped), the right a ramp.
+        let (height, width) = (192, 192)
+        var pixels = [UInt8]()
+        for y in 0..<height {
+            for x in 0..<width { pixels.append(x < width / 2 ? 6 : UInt8(60 + (x - width / 2) + y / 2)) }
+        }
+        try PNGImage(height: height, width: width, channels: 1, pixels: pixels).write(to: folder + "/clean.png")
+        let cleanMean = Double(pixels.reduce(0) { $0 + Int($1) }) / Double(pixels.count)
+        func meanShift(_ path: String) throws -> Double {
+            let image = try PNGImage.read(path: path)
+            return Double(image.pixels.reduce(0) { $0 + Int($1) }) / Double(image.pixels.count) - cleanMean
+        }
+        var shifts: [String: Double] = [:]
+        for setting in ["off", "auto", "0.2"] {
+            let out = folder + "/out-\(setting).png"
+            let run = try restore(m.denoiser, ["--input", folder + "/clean.png", "--out", out, "--corrupt", "noise:0.2",
+                                               "--damaged-out", folder + "/damaged-\(setting).png", "--noise-consistency", setting])
+            XCTAssertEqual(run.status, 0, run.standardError)
+            XCTAssertEqual(run.standardError, "")
+            let said = run.standardOutput.contains("matched each restoration's local means to its noisy input's")
+            XCTAssertEqual(said, setting != "off", run.standardOutput)
+            if setting == "auto" { XCTAssertTrue(run.standardOutput.contains("estimated from"), run.standardOutput) }
+            if setting == "0.2" { XCTAssertTrue(run.standardOutput.contains("sigma 0.2000, given"), run.standardOutput) }
+            shifts[setting] = try meanShift(out)
+        }
+        XCTAssertGreaterThan(abs(shifts["off"]!), 2, "\(shifts)")
+        XCTAssertLessThan(abs(shifts["auto"]!), 1, "\(shifts)")
+        XCTAssertLessThan(abs(shifts["0.2"]!), 1, "\(shifts)")
+
+        let plain = try restore(m.plain, ["--input", folder + "/clean.png", "--out", folder + "/plain.png"])
+        XCTAssertEqual(plain.status, 0, plain.standardError)
+        XCTAssertFalse(plain.standardOutput.contains("matched each restoration"), plain.standardOutput)
+
+        for bad in ["0", "0.6", "-0.1", "often"] {
+            let result = try restore(m.denoiser, ["--input", folder + "/clean.png", "--out", folder + "/bad.png", "--noise-consistency=\(bad)"])
+            XCTAssertEqual(result.status, 2, result.standardError)
+            XCTAssertTrue(result.standardError.hasPrefix("error: --noise-consistency must be auto, off or a sigma in (0, 0.5] (got \(bad))"),
+                          result.standardError)
+        }
+        assertRefused(try restore(m.denoiser, ["--input", folder + "/clean.png", "--out", folder + "/masked.png",
+                                               "--mask", folder + "/clean.png", "--noise-consistency", "0.1"]),
+                      "--noise-consistency 0.1 cannot be used with --mask", "a given sigma with --mask")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/bad.png"))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/masked.png"))
+    }
 }
