@@ -749,8 +749,10 @@ def markdown(info, man, results, recipes, training, load, commands, pictures, ar
     L.append("Made by `scripts/restoration_results.sh` (training, `vqvae restore`) and "
              "`scripts/restoration_results.py` (photos, damage, classical baselines, metrics, "
              "pictures, this file); work files in `runs/restoration/`, every number per photo in "
-             "[`restoration.json`](restoration.json). Compression has a benchmark of its own: "
-             "[codec.md](codec.md).\n")
+             "[`restoration.json`](restoration.json). The same models trained by PyTorch for the "
+             "same wall-clock time (the trainer's speed as quality): [restoration-torch.md]"
+             "(restoration-torch.md); a 12-megapixel photo's time and memory: [large-photo.md]"
+             "(large-photo.md). Compression has a benchmark of its own: [codec.md](codec.md).\n")
     L.append(f"- date: {info['date']}")
     L.append(f"- CPU: {info['cpu']}, {info['logical_cpus']} logical CPUs, shared with other work")
     if info.get("binary"):
