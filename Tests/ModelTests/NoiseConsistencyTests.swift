@@ -3,7 +3,7 @@ import XCTest
 
 /// `ClippedGaussian` and `NoiseConsistency` (`restore --noise-consistency`): the clipped mean and
 /// its slope against quadrature and finite differences, the tables against the formulas, the
-/// smoothing against a plain 2-D convolution, the sigma estimate on noisy synthetic photos, and
+/// smoothing against products with cubed box matrices, the sigma estimate on noisy synthetic photos, and
 /// the correction removing a regional bias without adding one.
 final class NoiseConsistencyTests: XCTestCase {
     /// `E[clip(x + n, 0, 1)]` by the trapezoid rule over `n` in +-10 sigma.
@@ -47,29 +47,40 @@ final class NoiseConsistencyTests: XCTestCase {
         }
     }
 
-    func testSmoothingEqualsAPlainConvolutionWithZerosOutside() {
-        for (height, width, window) in [(7, 5, 1.5), (40, 33, 4.0), (3, 60, 16.0)] {
+    /// `B^3` for the zero-padded box matrix `B` of `n x n` (`B[i][j] = 1` when `|i - j| <= radius`).
+    private func cubedBox(_ n: Int, radius: Int) -> [[Double]] {
+        let box = (0..<n).map { i in (0..<n).map { j in abs(i - j) <= radius ? 1.0 : 0.0 } }
+        func times(_ a: [[Double]], _ b: [[Double]]) -> [[Double]] {
+            (0..<n).map { i in (0..<n).map { j in (0..<n).reduce(0.0) { $0 + a[i][$1] * b[$1][j] } } }
+        }
+        return times(times(box, box), box)
+    }
+
+    /// The smoothing equals `C P R^T` with `R`, `C` the cubed box matrices of the rows and columns
+    /// (three zero-padded box passes per axis), and `G(1)`'s factors are their row sums.
+    func testSmoothingEqualsThreeZeroPaddedBoxPassesPerAxis() {
+        for (height, width, radius) in [(7, 5, 1), (40, 33, 4), (3, 60, 16), (20, 20, 0)] {
             var random = SplitMix64(seed: 5, stream: UInt64(height * 100 + width))
             let plane = (0..<(height * width)).map { _ in random.uniform(-1, 1) }
-            let taps = NoiseConsistency(sigma: 0.1, window: window).taps
             var smoothed = plane, scratch = [Float](repeating: 0, count: plane.count)
-            NoiseConsistency.smooth(&smoothed, height: height, width: width, taps: taps, scratch: &scratch)
-            let rowSums = NoiseConsistency.windowSums(length: width, taps: taps)
-            let columnSums = NoiseConsistency.windowSums(length: height, taps: taps)
+            NoiseConsistency.smooth(&smoothed, height: height, width: width, radius: radius, scratch: &scratch)
+            let rows = cubedBox(width, radius: radius), columns = cubedBox(height, radius: radius)
             for row in 0..<height {
                 for column in 0..<width {
-                    var sum = 0.0, weights = 0.0
-                    for r in 0..<height where abs(r - row) < taps.count {
-                        for c in 0..<width where abs(c - column) < taps.count {
-                            let w = Double(taps[abs(r - row)]) * Double(taps[abs(c - column)])
-                            sum += w * Double(plane[r * width + c])
-                            weights += w
+                    var sum = 0.0, mass = 0.0
+                    for r in 0..<height {
+                        for c in 0..<width {
+                            let term = columns[row][r] * rows[column][c] * Double(plane[r * width + c])
+                            sum += term
+                            mass += abs(term)
                         }
                     }
-                    XCTAssertEqual(Double(smoothed[row * width + column]), sum, accuracy: 1e-4 * max(1, abs(sum)))
-                    XCTAssertEqual(Double(rowSums[column] * columnSums[row]), weights, accuracy: 1e-4 * weights)
+                    // Float rounding between passes: relative to the terms' total size.
+                    XCTAssertEqual(Double(smoothed[row * width + column]), sum, accuracy: 1e-6 * max(1, mass), "\(height)x\(width) r \(radius)")
                 }
             }
+            let rowSums = NoiseConsistency.boxed(ones: width, radius: radius)
+            for column in 0..<width { XCTAssertEqual(Double(rowSums[column]), rows[column].reduce(0, +), accuracy: 1e-6 * rows[column].reduce(0, +)) }
         }
     }
 
@@ -145,9 +156,9 @@ final class NoiseConsistencyTests: XCTestCase {
             XCTAssertLessThan(moved, Double(sigma) * 8, "sigma \(sigma): an exact restoration moved by \(moved)/255 RMS")
             for shift in channelMeanShifts(exact, clean) { XCTAssertLessThan(abs(shift) * 255, 0.5) }
         }
-        // Zero rounds leave the (clipped) restoration as it is.
-        var untouched: [Float] = [0.2, 1.3, -0.1]
-        NoiseConsistency(sigma: 0.1, rounds: 0).apply(restored: &untouched, noisy: [0.2, 1, 0], height: 1, width: 1, channels: 3)
-        XCTAssertEqual(untouched, [0.2, 1, 0])
+        // Zero rounds leave the restoration as it is, clipped to [0, 1] (NaN as 0, as 8 bits store it).
+        var untouched: [Float] = [0.2, 1.3, -0.1, .nan]
+        NoiseConsistency(sigma: 0.1, rounds: 0).apply(restored: &untouched, noisy: [0.2, 1, 0, 0], height: 1, width: 2, channels: 2)
+        XCTAssertEqual(untouched, [0.2, 1, 0, 0])
     }
 }
