@@ -182,10 +182,15 @@ public final class Restoration {
         }
         switch options.noiseConsistency {
         case .off: matchesNoiseMeans = false
-        case .auto: matchesNoiseMeans = Self.trainedOnNoiseAlone(trained.run.data.corrupt) && options.mask == nil
+        case .auto:
+            matchesNoiseMeans = Self.trainedOnNoiseAlone(trained.run.data.corrupt) && options.mask == nil
+                && (options.corrupt.isEmpty || Self.trainedOnNoiseAlone(options.corrupt))
         case .sigma:
             guard options.mask == nil else {
                 throw RestorationError("--noise-consistency \(options.noiseConsistency) cannot be used with --mask: it matches a noisy input's means, and a masked input is missing pixels")
+            }
+            guard options.corrupt.isEmpty || Self.trainedOnNoiseAlone(options.corrupt) else {
+                throw RestorationError("--noise-consistency \(options.noiseConsistency) needs an input damaged by noise alone; --corrupt \(options.corrupt) does more")
             }
             matchesNoiseMeans = true
         }
@@ -201,7 +206,8 @@ public final class Restoration {
         return Double(sigmas[0].lower)
     }
 
-    /// Whether `--corrupt` `spec` damages with Gaussian noise (and 8-bit rounding) alone.
+    /// Whether `--corrupt` `spec` damages with Gaussian noise (and 8-bit rounding) alone, as the
+    /// noise consistency assumes of the model's training and of `restore --corrupt`.
     static func trainedOnNoiseAlone(_ spec: String) -> Bool {
         guard let pipeline = try? CorruptionPipeline(spec: spec) else { return false }
         let addsNoise = pipeline.corruptions.contains { if case .noise = $0 { return true } else { return false } }

@@ -362,7 +362,8 @@ final class RestoreCommandTests: XCTestCase {
 
     /// `--noise-consistency`: on a noisy image with a black region, the denoiser's output mean comes
     /// back to the clean image's (auto: sigma estimated; a given sigma too), `off` keeps the
-    /// model's own output, a model trained without noise is left alone, and bad values are refused.
+    /// model's own output, a model trained without noise and an input with holes are left alone,
+    /// and bad values are refused.
     func testNoiseConsistencyRestoresTheMeanOfClippedNoise() throws {
         let m = try models()
         let folder = try CommandRunner.temporaryFolder("restore-noise-consistency").path
@@ -408,6 +409,13 @@ final class RestoreCommandTests: XCTestCase {
         assertRefused(try restore(m.denoiser, ["--input", folder + "/clean.png", "--out", folder + "/masked.png",
                                                "--mask", folder + "/clean.png", "--noise-consistency", "0.1"]),
                       "--noise-consistency 0.1 cannot be used with --mask", "a given sigma with --mask")
+        assertRefused(try restore(m.denoiser, ["--input", folder + "/clean.png", "--out", folder + "/masked.png",
+                                               "--corrupt", "noise:0.1,mask:0.25", "--noise-consistency", "0.1"]),
+                      "--noise-consistency 0.1 needs an input damaged by noise alone; --corrupt noise:0.1,mask:0.25 does more",
+                      "a given sigma with a mask in --corrupt")
+        let holes = try restore(m.denoiser, ["--input", folder + "/clean.png", "--out", folder + "/holes.png", "--corrupt", "noise:0.1,mask:0.25"])
+        XCTAssertEqual(holes.status, 0, holes.standardError)
+        XCTAssertFalse(holes.standardOutput.contains("matched each restoration"), holes.standardOutput)
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/bad.png"))
         XCTAssertFalse(FileManager.default.fileExists(atPath: folder + "/masked.png"))
     }
