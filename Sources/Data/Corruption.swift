@@ -194,6 +194,25 @@ public struct CorruptionPipeline: Equatable, Sendable, CustomStringConvertible {
     /// what a mask-aware model, which keeps every other pixel, is for.
     public var onlyFillsMissingPixels: Bool { !corruptions.isEmpty && corruptions.allSatisfy(\.fillsMissingPixels) }
 
+    /// Whether it adds Gaussian noise and does nothing else but round to a number of steps: the
+    /// damage `restore --noise-consistency` models.
+    public var addsNoiseAlone: Bool {
+        corruptions.contains { if case .noise = $0 { true } else { false } }
+            && corruptions.allSatisfy {
+                switch $0 {
+                case .noise, .quantize: true
+                default: false
+                }
+            }
+    }
+
+    /// The sigma of its noise when it adds noise once, of one fixed sigma above 0.
+    public var fixedNoiseSigma: Float? {
+        let sigmas = corruptions.compactMap { if case .noise(let sigma) = $0 { sigma } else { nil } }
+        guard sigmas.count == 1, sigmas[0].isFixed, sigmas[0].lower > 0 else { return nil }
+        return sigmas[0].lower
+    }
+
     /// Whether any parameter is a range (a blind restoration spec).
     public var hasRanges: Bool {
         corruptions.contains { corruption in

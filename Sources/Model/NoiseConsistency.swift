@@ -59,7 +59,7 @@ public enum ClippedGaussian {
                                 let r = restored[index]
                                 smallest = min(smallest, r)
                                 largest = max(largest, r)
-                                h += Float(highPass[(dy + 1) * 3 + dx + 1]) * noisy[index]
+                                h += highPass[(dy + 1) * 3 + dx + 1] * noisy[index]
                             }
                         }
                         guard Double(smallest) > low, Double(largest) < high, Double(largest - smallest) < span else { continue }
@@ -74,7 +74,7 @@ public enum ClippedGaussian {
         return estimate
     }
 
-    private static let highPass: [Int] = [1, -2, 1, -2, 4, -2, 1, -2, 1]
+    private static let highPass: [Float] = [1, -2, 1, -2, 4, -2, 1, -2, 1]
 }
 
 /// Makes a denoised image consistent with its noisy input in the mean: after the model, each
@@ -117,9 +117,9 @@ public struct NoiseConsistency: Sendable {
         self.sigma = max(sigma, Self.smallestSigma)
         self.radius = radius
         self.rounds = rounds
-        let steps = Self.tableSteps
-        meanTable = (0...steps).map { Float(ClippedGaussian.mean(Double($0) / Double(steps), sigma: max(sigma, Self.smallestSigma))) }
-        slopeTable = (0...steps).map { Float(ClippedGaussian.slope(Double($0) / Double(steps), sigma: max(sigma, Self.smallestSigma))) }
+        let steps = Self.tableSteps, held = self.sigma
+        meanTable = (0...steps).map { Float(ClippedGaussian.mean(Double($0) / Double(steps), sigma: held)) }
+        slopeTable = (0...steps).map { Float(ClippedGaussian.slope(Double($0) / Double(steps), sigma: held)) }
     }
 
     /// `mean` and `slope` at `x` in [0, 1] from the tables.

@@ -119,6 +119,9 @@ public final class Restoration {
     /// Whether restorations get `NoiseConsistency` (`--noise-consistency`, and for `auto` a model
     /// trained on noise alone).
     let matchesNoiseMeans: Bool
+    /// `auto`: the sigma of a model trained on one fixed sigma, for images whose own cannot be
+    /// estimated.
+    let trainedNoiseSigma: Double?
     /// The sigmas the noise consistency used, per image, for the summary.
     private var consistencySigmas: [Double] = []
     /// The images whose noise level could not be estimated (`auto`, a model trained on a range).
@@ -180,43 +183,22 @@ public final class Restoration {
         if let overlap = options.overlap, overlap < 0 || overlap >= min(c.height, c.width) {
             throw RestorationError("--overlap must be in 0..<\(min(c.height, c.width)) (the tiles are the model's \(c.height)x\(c.width))")
         }
+        // The model's training damage and restore's own --corrupt must both be noise alone.
+        let trainedDamage = try? CorruptionPipeline(spec: trained.run.data.corrupt)
+        let inputIsNoisy = corruptions.isEmpty || corruptions.addsNoiseAlone
         switch options.noiseConsistency {
         case .off: matchesNoiseMeans = false
-        case .auto:
-            matchesNoiseMeans = Self.trainedOnNoiseAlone(trained.run.data.corrupt) && options.mask == nil
-                && (options.corrupt.isEmpty || Self.trainedOnNoiseAlone(options.corrupt))
+        case .auto: matchesNoiseMeans = trainedDamage?.addsNoiseAlone == true && options.mask == nil && inputIsNoisy
         case .sigma:
             guard options.mask == nil else {
                 throw RestorationError("--noise-consistency \(options.noiseConsistency) cannot be used with --mask: it matches a noisy input's means, and a masked input is missing pixels")
             }
-            guard options.corrupt.isEmpty || Self.trainedOnNoiseAlone(options.corrupt) else {
+            guard inputIsNoisy else {
                 throw RestorationError("--noise-consistency \(options.noiseConsistency) needs an input damaged by noise alone; --corrupt \(options.corrupt) does more")
             }
             matchesNoiseMeans = true
         }
-    }
-
-    /// The sigma of `--corrupt` `spec` when it adds noise of one fixed sigma.
-    static func fixedNoiseSigma(_ spec: String) -> Double? {
-        let sigmas = ((try? CorruptionPipeline(spec: spec))?.corruptions ?? []).compactMap { corruption -> ValueRange? in
-            if case .noise(let sigma) = corruption { return sigma }
-            return nil
-        }
-        guard sigmas.count == 1, sigmas[0].isFixed, sigmas[0].lower > 0 else { return nil }
-        return Double(sigmas[0].lower)
-    }
-
-    /// Whether `--corrupt` `spec` damages with Gaussian noise (and 8-bit rounding) alone, as the
-    /// noise consistency assumes of the model's training and of `restore --corrupt`.
-    static func trainedOnNoiseAlone(_ spec: String) -> Bool {
-        guard let pipeline = try? CorruptionPipeline(spec: spec) else { return false }
-        let addsNoise = pipeline.corruptions.contains { if case .noise = $0 { return true } else { return false } }
-        return addsNoise && pipeline.corruptions.allSatisfy {
-            switch $0 {
-            case .noise, .quantize: return true
-            default: return false
-            }
-        }
+        trainedNoiseSigma = trainedDamage?.fixedNoiseSigma.map(Double.init)
     }
 
     /// Says, once the inputs are known to be good, what damage the model was trained to repair,
@@ -579,8 +561,8 @@ public final class Restoration {
             }
             if let estimate {
                 sigma = estimate
-            } else if let trainedSigma = Self.fixedNoiseSigma(trained.run.data.corrupt) {
-                sigma = trainedSigma
+            } else if let trainedNoiseSigma {
+                sigma = trainedNoiseSigma
                 trainedSigmaUses += 1
             } else {
                 unestimated.append(name)

@@ -661,6 +661,21 @@ final class CorruptionTests: XCTestCase {
         XCTAssertFalse(try CorruptionPipeline(spec: "holes:4,noise:0.1").onlyFillsMissingPixels)
     }
 
+    /// What `restore --noise-consistency` asks of a spec: noise and rounding alone, and the noise's
+    /// sigma when it is one fixed value.
+    func testNoiseAloneAndItsFixedSigma() throws {
+        let cases: [(String, Bool, Float?)] = [
+            ("noise:0.1", true, 0.1), ("noise:0.2,quantize:255", true, 0.2), ("noise:0.02..0.2", true, nil),
+            ("noise:0.1,noise:0.05", true, nil), ("noise:0", true, nil), ("quantize:255", false, nil), ("", false, nil),
+            ("noise:0.1,mask:0.25", false, 0.1), ("blur:2", false, nil),
+        ]
+        for (spec, alone, sigma) in cases {
+            let pipeline = try CorruptionPipeline(spec: spec)
+            XCTAssertEqual(pipeline.addsNoiseAlone, alone, spec)
+            XCTAssertEqual(pipeline.fixedNoiseSigma, sigma, spec)
+        }
+    }
+
     func testOrderOfCorruptionsMatters() throws {
         let (h, w, c) = (32, 32, 3)
         let grey = [Float](repeating: 0, count: h * w * c)
