@@ -299,13 +299,14 @@ def to_rgb(img):
     return np.ascontiguousarray(img[:, :, :3])
 
 
-def load_package_photos(folder, names, package, longest=None):
+def load_package_photos(folder, names, package, longest=None, installer=""):
     """Return [(f"{package}:{name}", rgb array)] for `names` in a Debian package's `folder` (each
     file, or the file gzipped); with `longest`, each downscaled (Pillow LANCZOS) so that its longer
-    side is at most that many pixels."""
+    side is at most that many pixels. `installer` names a script that installs the package, for the
+    error when it is missing."""
     if not os.path.isdir(folder):
         raise PrepError(f"the photos of Debian's {package} are missing ({folder}); "
-                        f"install it: apt-get install {package}")
+                        f"install it: apt-get install {package}" + (f" ({installer} does)" if installer else ""))
     image = need("PIL.Image", "pillow")
     photos = []
     for name in names:
@@ -323,10 +324,7 @@ def load_package_photos(folder, names, package, longest=None):
 
 def load_opencv_photos(names):
     """Return [(name, rgb array)] for those of `names` found in OPENCV_DATA."""
-    if not os.path.isdir(OPENCV_DATA):
-        raise PrepError(f"the photos of Debian's opencv-doc are missing ({OPENCV_DATA}); "
-                        "install it: apt-get install opencv-doc (scripts/install_dependencies.sh does)")
-    return load_package_photos(OPENCV_DATA, names, "opencv-doc")
+    return load_package_photos(OPENCV_DATA, names, "opencv-doc", installer="scripts/install_dependencies.sh")
 
 
 def load_mate_photos():
